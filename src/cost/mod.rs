@@ -1,0 +1,224 @@
+//! The analytic ledger: what a network costs, computed from its spec alone.
+//!
+//! Nothing here runs a network; every figure is a closed-form count per the counting contract.
+//! The reference engine executes the same arithmetic on a counting scalar, and `verify` checks
+//! that the two agree field by field.
+
+mod activation;
+mod dense;
+mod loss;
+mod memory;
+mod optim;
+
+pub use dense::Backward;
+pub use memory::Memory;
+
+use crate::ops::Ops;
+use crate::spec::{Activation, Loss, Optimizer, Spec};
+use serde::Serialize;
+
+/// What a training run is: how the step is computed and how often.
+#[derive(Clone, Copy, Debug)]
+pub struct Config {
+    pub loss: Loss,
+    pub optimizer: Optimizer,
+    pub batch: usize,
+    /// Examples in one epoch.
+    pub examples: usize,
+    pub epochs: usize,
+}
+
+/// One layer's costs for one batch.
+#[derive(Clone, Debug, Serialize)]
+pub struct LayerCost {
+    pub kind: &'static str,
+    pub inputs: usize,
+    pub outputs: usize,
+    pub activation: Activation,
+    pub params: u128,
+    pub forward: Ops,
+    pub backward: Backward,
+    pub update: Ops,
+}
+
+/// One training step (forward, loss, backward, update) over a batch of `batch` examples.
+#[derive(Clone, Debug, Serialize)]
+pub struct Step {
+    pub batch: u128,
+    pub layers: Vec<LayerCost>,
+    pub loss: Ops,
+    /// The optimizer's once-per-step scalars (Adam's bias corrections), outside any layer.
+    pub optimizer_step: Ops,
+}
+
+/// Totals by phase.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Phases {
+    pub forward: Ops,
+    pub backward: Ops,
+    pub loss: Ops,
+    pub update: Ops,
+    pub total: Ops,
+}
+
+impl Phases {
+    pub fn new(forward: Ops, backward: Ops, loss: Ops, update: Ops) -> Phases {
+        Phases { forward, backward, loss, update, total: forward + backward + loss + update }
+    }
+
+    fn times(self, n: u128) -> Phases {
+        Phases::new(self.forward * n, self.backward * n, self.loss * n, self.update * n)
+    }
+
+    fn plus(self, o: Phases) -> Phases {
+        Phases::new(self.forward + o.forward, self.backward + o.backward, self.loss + o.loss, self.update + o.update)
+    }
+}
+
+impl Step {
+    pub fn new(spec: &Spec, loss: Loss, optimizer: Optimizer, batch: u128) -> Step {
+        let last = spec.layers.len() - 1;
+        let layers = spec
+            .layers
+            .iter()
+            .enumerate()
+            .map(|(i, l)| LayerCost {
+                kind: "dense",
+                inputs: l.inputs,
+                outputs: l.outputs,
+                activation: l.activation,
+                params: l.params(),
+                forward: dense::forward(l, batch),
+                backward: dense::backward(l, batch, i == 0, (i == last).then_some(loss)),
+                update: optim::per_params(optimizer, l.params()),
+            })
+            .collect();
+        Step {
+            batch,
+            layers,
+            loss: loss::cost(loss, batch, spec.outputs() as u128),
+            optimizer_step: optim::per_step(optimizer),
+        }
+    }
+
+    pub fn phases(&self) -> Phases {
+        Phases::new(
+            self.layers.iter().map(|l| l.forward).sum(),
+            self.layers.iter().map(|l| l.backward.total).sum(),
+            self.loss,
+            self.layers.iter().map(|l| l.update).sum::<Ops>() + self.optimizer_step,
+        )
+    }
+}
+
+/// Forward passes only (inference), over a batch of `batch`.
+pub fn inference(spec: &Spec, batch: u128) -> Ops {
+    spec.layers.iter().map(|l| dense::forward(l, batch)).sum()
+}
+
+/// One epoch of `examples` in batches of `batch`: the last, ragged batch at its own size.
+pub fn epoch(spec: &Spec, loss: Loss, optimizer: Optimizer, batch: usize, examples: usize) -> Phases {
+    let (b, e) = (batch as u128, examples as u128);
+    let full = Step::new(spec, loss, optimizer, b).phases().times(e / b);
+    match e % b {
+        0 => full,
+        rest => full.plus(Step::new(spec, loss, optimizer, rest).phases()),
+    }
+}
+
+/// The whole account of a training run.
+#[derive(Clone, Debug, Serialize)]
+pub struct Ledger {
+    pub spec: String,
+    pub loss: Loss,
+    pub optimizer: Optimizer,
+    pub batch: usize,
+    pub examples: usize,
+    pub epochs: usize,
+    pub params: u128,
+    /// Each layer's costs for one batch of `batch`.
+    pub layers: Vec<LayerCost>,
+    pub optimizer_step: Ops,
+    pub per_example: Phases,
+    pub per_batch: Phases,
+    pub per_epoch: Phases,
+    pub training: Phases,
+    pub memory: Memory,
+}
+
+impl Ledger {
+    pub fn new(spec: &Spec, cfg: &Config) -> Ledger {
+        let step = Step::new(spec, cfg.loss, cfg.optimizer, cfg.batch as u128);
+        let per_epoch = epoch(spec, cfg.loss, cfg.optimizer, cfg.batch, cfg.examples);
+        Ledger {
+            spec: spec.to_string(),
+            loss: cfg.loss,
+            optimizer: cfg.optimizer,
+            batch: cfg.batch,
+            examples: cfg.examples,
+            epochs: cfg.epochs,
+            params: spec.params(),
+            per_example: Step::new(spec, cfg.loss, cfg.optimizer, 1).phases(),
+            per_batch: step.phases(),
+            per_epoch,
+            training: per_epoch.times(cfg.epochs as u128),
+            memory: memory::memory(spec, cfg.optimizer, cfg.batch as u128),
+            optimizer_step: step.optimizer_step,
+            layers: step.layers,
+        }
+    }
+
+    /// Batches in one epoch, the ragged one included.
+    pub fn batches_per_epoch(&self) -> usize {
+        self.examples.div_ceil(self.batch)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::{Defaults, parse};
+
+    fn ledger(s: &str, act: Activation, b: usize) -> Ledger {
+        let spec = parse(s, Defaults { hidden: act, output: Activation::Softmax }).unwrap();
+        let cfg = Config { loss: Loss::Ce, optimizer: Optimizer::Sgd, batch: b, examples: 100, epochs: 3 };
+        Ledger::new(&spec, &cfg)
+    }
+
+    #[test]
+    fn seed_network_30_30_30() {
+        let l = ledger("30-30-30", Activation::Sigmoid, 1);
+        assert_eq!(l.params, 1860);
+        assert_eq!(l.per_example.forward.mul, 1800);
+        assert_eq!(l.per_example.forward.mac, 1800);
+        let affine_backward_mul: u128 =
+            l.layers.iter().map(|x| x.backward.weight_grad.mul + x.backward.input_grad.mul).sum();
+        assert_eq!(affine_backward_mul, 2700);
+        assert!(l.layers[0].backward.input_grad.is_zero());
+    }
+
+    #[test]
+    fn contract_anchors() {
+        let l = ledger("784-800-10", Activation::Relu, 1);
+        assert_eq!(l.params, 636_010);
+        assert_eq!(l.per_example.forward.mac, 635_200);
+        let l = ledger("1024-30-30-10", Activation::Sigmoid, 1);
+        assert_eq!(l.params, 31_990);
+        assert_eq!(l.per_example.forward.mul, 31_920);
+    }
+
+    #[test]
+    fn ragged_epoch_counts_last_batch_at_its_size() {
+        // 100 examples in batches of 32: three of 32 and one of 4.
+        let l = ledger("5-4-3", Activation::Tanh, 32);
+        let spec = parse("5-4:tanh-3:softmax", Defaults::default()).unwrap();
+        let b32 = Step::new(&spec, Loss::Ce, Optimizer::Sgd, 32).phases();
+        let b4 = Step::new(&spec, Loss::Ce, Optimizer::Sgd, 4).phases();
+        assert_eq!(l.per_epoch.total, b32.total * 3 + b4.total);
+        assert_eq!(l.training.total, l.per_epoch.total * 3);
+        // Summing gradients over a batch costs (B-1) additions per parameter that one example at a
+        // time does not: an epoch is not E times one example.
+        assert!(l.per_epoch.backward.add > l.per_example.backward.add * 100);
+        assert_eq!(l.batches_per_epoch(), 4);
+    }
+}

@@ -1,0 +1,59 @@
+//! One error type for the whole crate. Every variant says what was wrong and, where there is one,
+//! the fix; the CLI prints it as one line and exits with [`Error::exit_code`].
+
+use std::path::PathBuf;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A network spec that does not parse or describes an impossible network.
+    #[error("spec `{spec}`: {problem}")]
+    Spec { spec: String, problem: String },
+
+    /// Options that do not fit together (e.g. `--loss ce` without a softmax output).
+    #[error("{0}")]
+    Usage(String),
+
+    /// A data file that is missing, malformed or does not fit the network.
+    #[error(transparent)]
+    Data(#[from] crate::data::DataError),
+
+    /// Two things that must agree in size do not.
+    #[error("{op}: {detail}")]
+    Shape { op: &'static str, detail: String },
+
+    /// A model file that cannot be read, or does not describe a network flopnet can run.
+    #[error("model file {}: {problem}", path.display())]
+    Model { path: PathBuf, problem: String },
+
+    /// Reading or writing a file failed.
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// Training produced a NaN or an infinity.
+    #[error("training diverged: {0}")]
+    Diverged(String),
+}
+
+impl Error {
+    pub fn spec(spec: &str, problem: impl Into<String>) -> Error {
+        Error::Spec { spec: spec.to_string(), problem: problem.into() }
+    }
+
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Error {
+        Error::Io { path: path.into(), source }
+    }
+
+    /// 2 for input the user must fix, 1 for a run that failed on its own.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::Diverged(_) | Error::Io { .. } => 1,
+            _ => 2,
+        }
+    }
+}

@@ -1,0 +1,40 @@
+//! flopnet trains small feedforward networks fast on the CPU and accounts exactly for every
+//! arithmetic operation they perform.
+//!
+//! Data flows one way through the modules:
+//!
+//! - [`spec`]: a network described as `784-30-30-10` (or a TOML file);
+//! - [`cost`]: its analytic ledger, per layer and phase, per example, batch, epoch and run;
+//! - [`reference`]: a plain-loop engine written once over a [`reference::Scalar`], run on `f64` to
+//!   compute and on a counting scalar to measure;
+//! - [`verify`]: measured == analytic, field by field;
+//! - [`report`]: the text the CLI prints.
+//!
+//! ```
+//! use flopnet::cost::{Config, Ledger};
+//! use flopnet::spec::{self, Activation, Defaults, Loss, Optimizer};
+//!
+//! // The seed question's network: 30 inputs, two layers of 30.
+//! let net = spec::parse("30-30-30", Defaults { hidden: Activation::Sigmoid, output: Activation::Softmax })?;
+//! let cfg = Config { loss: Loss::Ce, optimizer: Optimizer::Sgd, batch: 1, examples: 1, epochs: 1 };
+//! let ledger = Ledger::new(&net, &cfg);
+//! assert_eq!(ledger.params, 1860);
+//! assert_eq!(ledger.per_example.forward.mul, 1800);
+//!
+//! // ...and the proof: run it on the counting scalar.
+//! let v = flopnet::verify::step(&net, Loss::Ce, Optimizer::Sgd, 1, 7);
+//! assert!(v.all_match());
+//! # Ok::<(), flopnet::Error>(())
+//! ```
+
+pub mod cost;
+pub mod data;
+pub mod error;
+pub mod init;
+pub mod ops;
+pub mod reference;
+pub mod report;
+pub mod spec;
+pub mod verify;
+
+pub use error::{Error, Result};

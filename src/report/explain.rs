@@ -1,0 +1,171 @@
+//! `flopnet explain`: the ledger as a derivation in words, for a learner.
+
+use super::format::thousands as t;
+use crate::cost::{Config, Ledger};
+use crate::spec::{Activation, Loss, Optimizer, Spec};
+
+fn act_words(f: Activation) -> &'static str {
+    match f {
+        Activation::Identity => "identity (a = z): no work",
+        Activation::Relu => "ReLU, max(z, 0): 1 comparison each",
+        Activation::LeakyRelu => "leaky ReLU, z if z > 0 else 0.01 z: 1 multiplication and 1 comparison each",
+        Activation::Sigmoid => "sigmoid, 1 / (1 + exp(-z)): 1 exp, 1 addition and 1 division each",
+        Activation::Tanh => "tanh: 1 tanh evaluation each",
+        Activation::Softmax => {
+            "softmax over the layer: find the max (M-1 comparisons), subtract it (M), exp (M), sum (M-1 additions), divide (M)"
+        }
+    }
+}
+
+fn grad_words(f: Activation, from_ce: bool) -> &'static str {
+    match f {
+        Activation::Identity => "f'(z) = 1, so delta = g: free",
+        Activation::Softmax if from_ce => {
+            "with cross-entropy the loss already handed back dL/dz = p - y, so delta is free"
+        }
+        Activation::Softmax => {
+            "softmax's Jacobian: s = Σ g_k a_k, then delta_j = a_j (g_j - s): 2M multiplications, 2M-1 additions"
+        }
+        Activation::Relu => "f'(z) is 1 or 0: keep g where z > 0 (1 comparison each)",
+        Activation::LeakyRelu => "keep g where z > 0, else 0.01 g (1 comparison, 1 multiplication each)",
+        Activation::Sigmoid => "f'(z) = a (1 - a): delta = g · a · (1 - a), 2 multiplications and 1 subtraction each",
+        Activation::Tanh => "f'(z) = 1 - a²: delta = g · (1 - a · a), 2 multiplications and 1 subtraction each",
+    }
+}
+
+pub fn explain_text(spec: &Spec, cfg: &Config) -> String {
+    let one = Ledger::new(spec, &Config { batch: 1, examples: 1, epochs: 1, ..*cfg });
+    let full = Ledger::new(spec, cfg);
+    let mut o = String::new();
+    let n_layers = spec.layers.len();
+    o += &format!(
+        "The network {spec}: {} inputs, then {n_layers} weight layer{} ({} neurons in all).\n",
+        spec.input,
+        if n_layers == 1 { "" } else { "s" },
+        t(spec.layers.iter().map(|l| l.outputs as u128).sum())
+    );
+    o += "Every neuron j of a layer computes a_j = f(b_j + Σ_{i=1}^{N} W_ij x_i): it multiplies each of\n\
+          the N values below it by its own weight, adds them up with its bias, and applies f.\n\
+          A neuron never multiplies another neuron; it multiplies a value by a weight.\n\n";
+
+    o += "Forward pass, one example\n";
+    for (i, l) in spec.layers.iter().enumerate() {
+        let c = &one.layers[i];
+        let (n, m) = (l.inputs as u128, l.outputs as u128);
+        o += &format!(
+            "  layer {} → {}: a_j = {}(b_j + Σ_{{i=1}}^{{{n}}} W_ij x_i) for {m} neurons:\n",
+            i + 1,
+            i + 2,
+            l.activation
+        );
+        o += &format!(
+            "    {n} × {m} = {} multiplications, {m} sums over {} terms = {} additions, {m} {} applications\n",
+            t(n * m),
+            t(n + 1),
+            t(n * m),
+            l.activation
+        );
+        o += &format!("    {}\n", act_words(l.activation));
+        o += &format!(
+            "    layer total: {} FLOPs, {} parameters ({n} × {m} weights + {m} biases)\n",
+            t(c.forward.flop()),
+            t(c.params)
+        );
+    }
+    let f = &one.per_example.forward;
+    o += &format!(
+        "  Forward total: {} multiplications, {} additions, {} FLOPs in all.\n\n",
+        t(f.mul),
+        t(f.add),
+        t(f.flop())
+    );
+
+    o += &format!("The loss ({})\n", cfg.loss);
+    o += &match cfg.loss {
+        Loss::Ce => format!(
+            "  -ln p_y (1 ln), then its gradient with respect to z: p - y scaled by 1/B ({} FLOPs per example).\n\n",
+            t(one.per_example.loss.flop())
+        ),
+        Loss::Mse => format!(
+            "  the mean of (a - y)² over the outputs and its gradient 2(a - y)/(B·M) ({} FLOPs per example).\n\n",
+            t(one.per_example.loss.flop())
+        ),
+    };
+
+    o += "Backward pass, one example (the chain rule, from the output back)\n";
+    for (i, l) in spec.layers.iter().enumerate().rev() {
+        let c = &one.layers[i].backward;
+        let (n, m) = (l.inputs as u128, l.outputs as u128);
+        let from_ce = i + 1 == n_layers && cfg.loss == Loss::Ce && l.activation == Activation::Softmax;
+        o += &format!("  layer {} ({n} → {m}):\n", i + 1);
+        o += &format!("    delta = g ⊙ f'(z): {}\n", grad_words(l.activation, from_ce));
+        o += &format!(
+            "    dW = delta · xᵀ: one product per weight, {n} × {m} = {} multiplications\n",
+            t(c.weight_grad.mul)
+        );
+        o += "    db = delta: nothing to add up for one example\n";
+        if i == 0 {
+            o += "    dX: skipped — the inputs are data, nobody needs their gradient\n";
+        } else {
+            o += &format!(
+                "    dX = Wᵀ · delta, handed to the layer below: {} multiplications, {n} sums of {m} terms = {} additions\n",
+                t(c.input_grad.mul),
+                t(c.input_grad.add)
+            );
+        }
+    }
+    let b = &one.per_example.backward;
+    let affine_mul: u128 = one.layers.iter().map(|c| c.backward.weight_grad.mul + c.backward.input_grad.mul).sum();
+    o += &format!(
+        "  Backward total: {} multiplications ({} of them in dW and dX), {} additions, {} FLOPs.\n",
+        t(b.mul),
+        t(affine_mul),
+        t(b.add),
+        t(b.flop())
+    );
+    o += &format!(
+        "  So backward is not a copy of forward: it costs {:.2}× the forward FLOPs, because every layer\n  but the first computes two products (dW and dX) where forward computed one.\n\n",
+        b.flop() as f64 / f.flop().max(1) as f64
+    );
+
+    let p = spec.params();
+    o += &format!("The update ({})\n", cfg.optimizer);
+    o += &format!(
+        "  every one of the {} parameters moves: {} ({} FLOPs).\n\n",
+        t(p),
+        match cfg.optimizer {
+            Optimizer::Sgd => "w ← w − lr·g, 1 multiplication and 1 subtraction each",
+            Optimizer::Momentum => "v ← μv + g, w ← w − lr·v, 2 multiplications and 2 additions each",
+            Optimizer::Adam => "two running moments, a square root and two divisions: 6 mul, 4 add, 2 div, 1 sqrt each",
+        },
+        t(one.per_example.update.flop())
+    );
+
+    let step = one.per_example.total.flop();
+    let macs = one.per_example.total.mac;
+    o += "What dominates\n";
+    o += &format!(
+        "  One training step on one example costs {} FLOPs; {} of them ({:.0}%) are the multiplications and\n  additions of the matrix products. Activations, loss and update are the rest.\n",
+        t(step),
+        t(2 * macs),
+        200.0 * macs as f64 / step.max(1) as f64
+    );
+    o += &format!(
+        "  Training does this for each and every example: {} examples per epoch, in batches of {}, for {} epoch{}:\n  {} FLOPs per epoch, {} for the run.\n",
+        t(cfg.examples as u128),
+        cfg.batch,
+        cfg.epochs,
+        if cfg.epochs == 1 { "" } else { "s" },
+        t(full.per_epoch.total.flop()),
+        t(full.training.total.flop())
+    );
+    if cfg.batch > 1 {
+        o += &format!(
+            "  Batching changes little of the arithmetic (a batch of {} sums its gradients, saving the per-example\n  updates: {} FLOPs per epoch against {} one example at a time) but lets the products run as matrix\n  products, which is what makes a CPU fast.\n",
+            cfg.batch,
+            t(full.per_epoch.total.flop()),
+            t(one.per_example.total.flop() * cfg.examples as u128)
+        );
+    }
+    o
+}
