@@ -29,6 +29,7 @@
 
 pub mod cost;
 pub mod data;
+pub mod engine;
 pub mod error;
 pub mod init;
 pub mod ops;

@@ -15,7 +15,13 @@ fn arb_spec() -> impl Strategy<Value = (Spec, Loss)> {
         let n = w.len() - 1;
         let layers = (0..n)
             .map(|i| {
-                let activation = if i + 1 < n { acts[i] } else if ce { Activation::Softmax } else { out };
+                let activation = if i + 1 < n {
+                    acts[i]
+                } else if ce {
+                    Activation::Softmax
+                } else {
+                    out
+                };
                 Dense { inputs: w[i], outputs: w[i + 1], activation }
             })
             .collect();

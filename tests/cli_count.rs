@@ -67,7 +67,8 @@ fn malformed_specs_are_one_line_and_exit_2() {
 fn toml_file_counts_like_compact_form() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("net.toml");
-    std::fs::write(&path, "input = 784\n[[layers]]\nunits = 30\nactivation = \"tanh\"\n[[layers]]\nunits = 10\n").unwrap();
+    std::fs::write(&path, "input = 784\n[[layers]]\nunits = 30\nactivation = \"tanh\"\n[[layers]]\nunits = 10\n")
+        .unwrap();
     let a = json(&["count", path.to_str().unwrap(), "--json"]);
     let b = json(&["count", "784-30:tanh-10", "--json"]);
     assert_eq!(a["per_epoch"], b["per_epoch"]);

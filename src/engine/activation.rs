@@ -1,0 +1,56 @@
+//! The f32 activation passes: bias and activation fused into one sweep over a product's output,
+//! and the derivative applied in place to the incoming gradient.
+//!
+//! Derivatives are taken from the output a (not z), so the forward pass keeps one buffer per
+//! layer: relu and leaky relu test a > 0 (the same as z > 0), sigmoid uses a(1 - a), tanh 1 - a².
+
+use crate::spec::{Activation, LEAKY_SLOPE};
+
+/// z += b, then a = f(z), in place, for each row of `m` values.
+pub fn bias_forward(f: Activation, out: &mut [f32], bias: &[f32]) {
+    let m = bias.len();
+    let slope = LEAKY_SLOPE as f32;
+    for row in out.chunks_exact_mut(m) {
+        for (z, &b) in row.iter_mut().zip(bias) {
+            *z += b;
+        }
+        match f {
+            Activation::Identity => {}
+            Activation::Relu => row.iter_mut().for_each(|z| *z = z.max(0.0)),
+            Activation::LeakyRelu => row.iter_mut().for_each(|z| *z = if *z > 0.0 { *z } else { slope * *z }),
+            Activation::Sigmoid => row.iter_mut().for_each(|z| *z = 1.0 / (1.0 + (-*z).exp())),
+            Activation::Tanh => row.iter_mut().for_each(|z| *z = z.tanh()),
+            Activation::Softmax => softmax(row),
+        }
+    }
+}
+
+fn softmax(row: &mut [f32]) {
+    let top = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+    let mut sum = 0.0;
+    for v in row.iter_mut() {
+        *v = (*v - top).exp();
+        sum += *v;
+    }
+    let inv = 1.0 / sum;
+    row.iter_mut().for_each(|v| *v *= inv);
+}
+
+/// g = g (*) f'(z), in place, given the layer's output a. Not called for a softmax output under
+/// cross-entropy (the loss already gave dL/dz).
+pub fn backward(f: Activation, a: &[f32], g: &mut [f32], m: usize) {
+    let slope = LEAKY_SLOPE as f32;
+    match f {
+        Activation::Identity => {}
+        Activation::Relu => g.iter_mut().zip(a).for_each(|(g, &a)| *g = if a > 0.0 { *g } else { 0.0 }),
+        Activation::LeakyRelu => g.iter_mut().zip(a).for_each(|(g, &a)| *g = if a > 0.0 { *g } else { slope * *g }),
+        Activation::Sigmoid => g.iter_mut().zip(a).for_each(|(g, &a)| *g *= a * (1.0 - a)),
+        Activation::Tanh => g.iter_mut().zip(a).for_each(|(g, &a)| *g *= 1.0 - a * a),
+        Activation::Softmax => {
+            for (g, a) in g.chunks_exact_mut(m).zip(a.chunks_exact(m)) {
+                let s: f32 = g.iter().zip(a).map(|(g, a)| g * a).sum();
+                g.iter_mut().zip(a).for_each(|(g, &a)| *g = a * (*g - s));
+            }
+        }
+    }
+}

@@ -1,0 +1,120 @@
+//! Small vector kernels: the products too small for a matrix-multiply crate to pay off, and the
+//! elementwise optimizer updates. Each keeps its summation order fixed, so results are bitwise
+//! repeatable.
+
+use super::simd::{Madd, dispatch};
+
+const LANES: usize = 16;
+
+#[inline(always)]
+fn dot_imp<M: Madd>(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; LANES];
+    let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for k in 0..LANES {
+            acc[k] = M::madd(x[k], y[k], acc[k]);
+        }
+    }
+    for (k, (&x, &y)) in ra.iter().zip(rb).enumerate() {
+        acc[k] = M::madd(x, y, acc[k]);
+    }
+    // A fixed tree keeps the sum independent of how the compiler vectorised the loop.
+    let mut w = LANES;
+    while w > 1 {
+        w /= 2;
+        for k in 0..w {
+            acc[k] += acc[k + w];
+        }
+    }
+    acc[0]
+}
+
+#[inline(always)]
+fn axpy_imp<M: Madd>(alpha: f32, x: &[f32], y: &mut [f32]) {
+    for (y, &x) in y.iter_mut().zip(x) {
+        *y = M::madd(alpha, x, *y);
+    }
+}
+
+#[inline(always)]
+fn sgd_imp<M: Madd>(w: &mut [f32], g: &[f32], lr: f32) {
+    for (w, &g) in w.iter_mut().zip(g) {
+        *w = M::madd(-lr, g, *w);
+    }
+}
+
+#[inline(always)]
+fn momentum_imp<M: Madd>(w: &mut [f32], v: &mut [f32], g: &[f32], lr: f32, mu: f32) {
+    for ((w, v), &g) in w.iter_mut().zip(v.iter_mut()).zip(g) {
+        *v = M::madd(mu, *v, g);
+        *w = M::madd(-lr, *v, *w);
+    }
+}
+
+/// Adam's per-parameter work; `step_size` = lr / (1 - b1^t), `inv_sqrt_c2` = 1 / sqrt(1 - b2^t).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn adam_imp<M: Madd>(
+    w: &mut [f32],
+    m: &mut [f32],
+    v: &mut [f32],
+    g: &[f32],
+    b1: f32,
+    b2: f32,
+    eps: f32,
+    step_size: f32,
+    inv_sqrt_c2: f32,
+) {
+    for (((w, m), v), &g) in w.iter_mut().zip(m.iter_mut()).zip(v.iter_mut()).zip(g) {
+        *m = M::madd(b1, *m, (1.0 - b1) * g);
+        *v = M::madd(b2, *v, (1.0 - b2) * g * g);
+        let denom = v.sqrt() * inv_sqrt_c2 + eps;
+        *w -= step_size * (*m / denom);
+    }
+}
+
+dispatch! {
+    /// Sum of a_i b_i.
+    pub fn dot = dot_imp(a: &[f32], b: &[f32]) -> f32
+}
+dispatch! {
+    /// y += alpha x.
+    pub fn axpy = axpy_imp(alpha: f32, x: &[f32], y: &mut [f32])
+}
+dispatch! {
+    /// w -= lr g.
+    pub fn sgd = sgd_imp(w: &mut [f32], g: &[f32], lr: f32)
+}
+dispatch! {
+    /// v = mu v + g; w -= lr v.
+    pub fn momentum = momentum_imp(w: &mut [f32], v: &mut [f32], g: &[f32], lr: f32, mu: f32)
+}
+dispatch! {
+    /// One Adam update of every parameter in `w`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn adam = adam_imp(
+        w: &mut [f32], m: &mut [f32], v: &mut [f32], g: &[f32],
+        b1: f32, b2: f32, eps: f32, step_size: f32, inv_sqrt_c2: f32,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dot_and_axpy_agree_with_naive_loops() {
+        for n in [0, 1, 7, 16, 33, 784] {
+            let a: Vec<f32> = (0..n).map(|i| (i as f32 * 0.37).sin()).collect();
+            let b: Vec<f32> = (0..n).map(|i| (i as f32 * 0.11).cos()).collect();
+            let naive: f64 = a.iter().zip(&b).map(|(&x, &y)| x as f64 * y as f64).sum();
+            assert!((dot(&a, &b) as f64 - naive).abs() < 1e-4 * (1.0 + naive.abs()), "n={n}");
+            let mut y = b.clone();
+            axpy(2.0, &a, &mut y);
+            for i in 0..n {
+                assert!((y[i] - (b[i] + 2.0 * a[i])).abs() < 1e-6);
+            }
+        }
+    }
+}

@@ -1,0 +1,352 @@
+//! The fast engine: batched f32, matrix-multiply kernels, both cores.
+//!
+//! One flat arena holds every parameter (layer by layer: W as [M][N], then b), one the gradients
+//! in the same order, one the optimizer's state. Buffers for a batch of up to `max_batch` are
+//! cut once in [`Engine::new`]; a step allocates nothing. Work runs on a private thread pool
+//! whose threads flush denormals; products split across it only when large enough to pay.
+
+mod activation;
+pub mod gemm;
+pub mod kernels;
+mod loss;
+pub mod simd;
+
+pub use loss::Score;
+
+use crate::error::{Error, Result};
+use crate::init::LayerParams;
+use crate::reference::Hyper;
+use crate::spec::{Activation, Loss, Optimizer, Spec};
+use gemm::{View, matmul};
+
+/// How the engine trains.
+#[derive(Clone, Copy, Debug)]
+pub struct Settings {
+    pub loss: Loss,
+    pub optimizer: Optimizer,
+    pub hyper: Hyper,
+    /// The largest batch a step will be given.
+    pub max_batch: usize,
+    pub threads: usize,
+}
+
+/// Where layer `l`'s tensors sit in the arenas.
+#[derive(Clone, Copy, Debug)]
+struct Slot {
+    weight: usize,
+    bias: usize,
+    end: usize,
+}
+
+pub struct Engine {
+    spec: Spec,
+    settings: Settings,
+    slots: Vec<Slot>,
+    params: Vec<f32>,
+    grads: Vec<f32>,
+    /// Momentum's velocity or Adam's first moment.
+    first: Vec<f32>,
+    /// Adam's second moment.
+    second: Vec<f32>,
+    /// Steps taken, for Adam's bias correction.
+    steps: u64,
+    /// Each layer's output for the current batch, [max_batch][M].
+    acts: Vec<Vec<f32>>,
+    /// The gradient flowing back, ping-ponged between two buffers of [max_batch][widest].
+    back: [Vec<f32>; 2],
+    pool: std::sync::Arc<rayon::ThreadPool>,
+}
+
+/// Below this many multiply-adds in a whole step, the step runs on the calling thread: handing
+/// it to the pool would cost more than it saves.
+const POOL_MIN_MACS: usize = 1 << 16;
+
+impl Engine {
+    pub fn new(spec: &Spec, params: &[LayerParams], settings: Settings) -> Result<Engine> {
+        spec.check_loss(settings.loss)?;
+        if params.len() != spec.layers.len() {
+            return Err(Error::Shape {
+                op: "engine",
+                detail: format!("{} layers of parameters for a {}-layer network", params.len(), spec.layers.len()),
+            });
+        }
+        let mut slots = Vec::with_capacity(spec.layers.len());
+        let mut arena = Vec::with_capacity(spec.params() as usize);
+        for (l, (layer, p)) in spec.layers.iter().zip(params).enumerate() {
+            if p.weight.len() != layer.inputs * layer.outputs || p.bias.len() != layer.outputs {
+                return Err(Error::Shape {
+                    op: "engine",
+                    detail: format!(
+                        "layer {l}: weight has {} values and bias {} for a {} → {} layer (want {} and {})",
+                        p.weight.len(),
+                        p.bias.len(),
+                        layer.inputs,
+                        layer.outputs,
+                        layer.inputs * layer.outputs,
+                        layer.outputs
+                    ),
+                });
+            }
+            let weight = arena.len();
+            arena.extend(p.weight.iter().map(|&v| v as f32));
+            let bias = arena.len();
+            arena.extend(p.bias.iter().map(|&v| v as f32));
+            slots.push(Slot { weight, bias, end: arena.len() });
+        }
+        let n = arena.len();
+        let b = settings.max_batch.max(1);
+        let widest = spec.layers.iter().map(|l| l.outputs).max().unwrap_or(0);
+        let state = |on: bool| if on { vec![0.0; n] } else { Vec::new() };
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(settings.threads.max(1))
+            .thread_name(|i| format!("flopnet-{i}"))
+            .start_handler(|_| simd::flush_denormals())
+            .build()
+            .map_err(|e| Error::Usage(format!("cannot start {} threads: {e}", settings.threads)))?;
+        Ok(Engine {
+            spec: spec.clone(),
+            slots,
+            grads: vec![0.0; n],
+            first: state(settings.optimizer != Optimizer::Sgd),
+            second: state(settings.optimizer == Optimizer::Adam),
+            params: arena,
+            steps: 0,
+            acts: spec.layers.iter().map(|l| vec![0.0; b * l.outputs]).collect(),
+            back: [vec![0.0; b * widest], vec![0.0; b * widest]],
+            settings: Settings { max_batch: b, ..settings },
+            pool: std::sync::Arc::new(pool),
+        })
+    }
+
+    pub fn spec(&self) -> &Spec {
+        &self.spec
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// All parameters, layer by layer: W [M][N] then b [M].
+    pub fn params(&self) -> &[f32] {
+        &self.params
+    }
+
+    /// The gradients of the last step, in the order of [`Engine::params`].
+    pub fn grads(&self) -> &[f32] {
+        &self.grads
+    }
+
+    /// Layer `l`'s weights [M][N] and biases [M].
+    pub fn layer(&self, l: usize) -> (&[f32], &[f32]) {
+        let s = self.slots[l];
+        (&self.params[s.weight..s.bias], &self.params[s.bias..s.end])
+    }
+
+    /// Layer `l`'s gradients, shaped like [`Engine::layer`].
+    pub fn layer_grads(&self, l: usize) -> (&[f32], &[f32]) {
+        let s = self.slots[l];
+        (&self.grads[s.weight..s.bias], &self.grads[s.bias..s.end])
+    }
+
+    /// The parameters as f64 layers, for saving or for the reference engine.
+    pub fn export(&self) -> Vec<LayerParams> {
+        (0..self.slots.len())
+            .map(|l| {
+                let (w, b) = self.layer(l);
+                LayerParams {
+                    weight: w.iter().map(|&v| v as f64).collect(),
+                    bias: b.iter().map(|&v| v as f64).collect(),
+                }
+            })
+            .collect()
+    }
+
+    fn step_macs(&self, batch: usize) -> usize {
+        batch * self.spec.layers.iter().map(|l| l.inputs * l.outputs).sum::<usize>()
+    }
+
+    /// Runs `f` on the pool when the work is big enough to share, else right here (with
+    /// denormals flushed on this thread too).
+    fn run<T: Send>(&mut self, batch: usize, f: impl FnOnce(&mut Self) -> T + Send) -> T {
+        if self.settings.threads > 1 && self.step_macs(batch) >= POOL_MIN_MACS {
+            let pool = self.pool.clone();
+            pool.install(|| f(self))
+        } else {
+            simd::flush_denormals();
+            f(self)
+        }
+    }
+
+    fn check_batch(&self, x: &[f32], labels: Option<&[u8]>) -> Result<usize> {
+        let n = self.spec.input;
+        if x.len() % n != 0 {
+            return Err(Error::Shape {
+                op: "engine input",
+                detail: format!("{} values is not a whole number of {n}-wide rows", x.len()),
+            });
+        }
+        let batch = x.len() / n;
+        if batch == 0 || batch > self.settings.max_batch {
+            return Err(Error::Shape {
+                op: "engine input",
+                detail: format!("batch of {batch}; this engine was built for 1 to {}", self.settings.max_batch),
+            });
+        }
+        if let Some(labels) = labels {
+            let classes = self.spec.outputs();
+            if labels.len() != batch {
+                return Err(Error::Shape {
+                    op: "engine labels",
+                    detail: format!("{} labels for {batch} examples", labels.len()),
+                });
+            }
+            if let Some(&bad) = labels.iter().find(|&&y| y as usize >= classes) {
+                return Err(Error::Shape {
+                    op: "engine labels",
+                    detail: format!("label {bad} but the network has {classes} outputs"),
+                });
+            }
+        }
+        Ok(batch)
+    }
+
+    /// Forward pass over a batch; returns the outputs [B][outputs].
+    pub fn forward(&mut self, x: &[f32]) -> Result<&[f32]> {
+        let batch = self.check_batch(x, None)?;
+        self.run(batch, |e| e.forward_inner(x, batch));
+        let m = self.spec.outputs();
+        Ok(&self.acts[self.acts.len() - 1][..batch * m])
+    }
+
+    /// Forward and loss without training: the score of a batch.
+    pub fn evaluate(&mut self, x: &[f32], labels: &[u8]) -> Result<Score> {
+        let batch = self.check_batch(x, Some(labels))?;
+        let loss = self.settings.loss;
+        Ok(self.run(batch, |e| {
+            e.forward_inner(x, batch);
+            let m = e.spec.outputs();
+            loss::score(loss, &e.acts[e.acts.len() - 1][..batch * m], labels, m, None)
+        }))
+    }
+
+    /// Forward, loss and backward: fills the gradient arena, moves nothing.
+    pub fn compute_gradients(&mut self, x: &[f32], labels: &[u8]) -> Result<Score> {
+        let batch = self.check_batch(x, Some(labels))?;
+        Ok(self.run(batch, |e| e.gradients_inner(x, labels, batch)))
+    }
+
+    /// One training step: gradients, then the optimizer. Returns the batch's score before the update.
+    pub fn train_step(&mut self, x: &[f32], labels: &[u8]) -> Result<Score> {
+        let batch = self.check_batch(x, Some(labels))?;
+        Ok(self.run(batch, |e| {
+            let s = e.gradients_inner(x, labels, batch);
+            e.update();
+            s
+        }))
+    }
+
+    fn forward_inner(&mut self, x: &[f32], batch: usize) {
+        let threads = self.settings.threads;
+        for (l, layer) in self.spec.layers.iter().enumerate() {
+            let s = self.slots[l];
+            let (n, m) = (layer.inputs, layer.outputs);
+            let (before, rest) = self.acts.split_at_mut(l);
+            let input = if l == 0 { x } else { &before[l - 1][..batch * n] };
+            let out = &mut rest[0][..batch * m];
+            // z = X · Wᵀ, with W stored [M][N].
+            matmul(View::rows(input, batch, n), View::transposed(&self.params[s.weight..s.bias], m, n), out, threads);
+            activation::bias_forward(layer.activation, out, &self.params[s.bias..s.end]);
+        }
+    }
+
+    fn gradients_inner(&mut self, x: &[f32], labels: &[u8], batch: usize) -> Score {
+        self.forward_inner(x, batch);
+        let threads = self.settings.threads;
+        let lossfn = self.settings.loss;
+        let last = self.spec.layers.len() - 1;
+        let m_out = self.spec.outputs();
+        let [g, spare] = &mut self.back;
+        let score =
+            loss::score(lossfn, &self.acts[last][..batch * m_out], labels, m_out, Some(&mut g[..batch * m_out]));
+        let (mut g, mut spare) = (g, spare);
+        for (l, layer) in self.spec.layers.iter().enumerate().rev() {
+            let s = self.slots[l];
+            let (n, m) = (layer.inputs, layer.outputs);
+            let delta = &mut g[..batch * m];
+            let from_ce = l == last && lossfn == Loss::Ce && layer.activation == Activation::Softmax;
+            if !from_ce {
+                activation::backward(layer.activation, &self.acts[l][..batch * m], delta, m);
+            }
+            let input = if l == 0 { x } else { &self.acts[l - 1][..batch * n] };
+            let (dw, db) = self.grads[s.weight..s.end].split_at_mut(n * m);
+            // dW = deltaᵀ · X: [M][N].
+            matmul(View::transposed(delta, batch, m), View::rows(input, batch, n), dw, threads);
+            // db = column sums of delta, in example order.
+            db.copy_from_slice(&delta[..m]);
+            for row in delta[m..].chunks_exact(m) {
+                db.iter_mut().zip(row).for_each(|(d, &v)| *d += v);
+            }
+            if l > 0 {
+                // dX = delta · W: [B][N], the next layer down's incoming gradient.
+                matmul(
+                    View::rows(delta, batch, m),
+                    View::rows(&self.params[s.weight..s.bias], m, n),
+                    &mut spare[..batch * n],
+                    threads,
+                );
+                std::mem::swap(&mut g, &mut spare);
+            }
+        }
+        score
+    }
+
+    fn update(&mut self) {
+        self.steps += 1;
+        let h = self.settings.hyper;
+        let threads = self.settings.threads;
+        let (lr, mu) = (h.lr as f32, h.momentum as f32);
+        let opt = self.settings.optimizer;
+        let (b1, b2, eps) = (h.beta1 as f32, h.beta2 as f32, h.eps as f32);
+        let t = self.steps as i32;
+        let step_size = (h.lr / (1.0 - h.beta1.powi(t))) as f32;
+        let inv_sqrt_c2 = (1.0 / (1.0 - h.beta2.powi(t)).sqrt()) as f32;
+        let n = self.params.len();
+        // Elementwise work: chunks are independent, so splitting changes no result.
+        let chunk = if threads > 1 && n >= 1 << 15 { n.div_ceil(threads) } else { n.max(1) };
+        if chunk == n {
+            return match opt {
+                Optimizer::Sgd => kernels::sgd(&mut self.params, &self.grads, lr),
+                Optimizer::Momentum => kernels::momentum(&mut self.params, &mut self.first, &self.grads, lr, mu),
+                Optimizer::Adam => kernels::adam(
+                    &mut self.params,
+                    &mut self.first,
+                    &mut self.second,
+                    &self.grads,
+                    b1,
+                    b2,
+                    eps,
+                    step_size,
+                    inv_sqrt_c2,
+                ),
+            };
+        }
+        let (w, g) = (&mut self.params, &self.grads);
+        use rayon::prelude::*;
+        match opt {
+            Optimizer::Sgd => {
+                w.par_chunks_mut(chunk).zip(g.par_chunks(chunk)).for_each(|(w, g)| kernels::sgd(w, g, lr))
+            }
+            Optimizer::Momentum => w
+                .par_chunks_mut(chunk)
+                .zip(self.first.par_chunks_mut(chunk))
+                .zip(g.par_chunks(chunk))
+                .for_each(|((w, v), g)| kernels::momentum(w, v, g, lr, mu)),
+            Optimizer::Adam => w
+                .par_chunks_mut(chunk)
+                .zip(self.first.par_chunks_mut(chunk))
+                .zip(self.second.par_chunks_mut(chunk))
+                .zip(g.par_chunks(chunk))
+                .for_each(|(((w, m), v), g)| kernels::adam(w, m, v, g, b1, b2, eps, step_size, inv_sqrt_c2)),
+        }
+    }
+}

@@ -1,0 +1,134 @@
+//! The fast f32 engine against the f64 reference engine: outputs, loss, every gradient and the
+//! parameters after a few optimizer steps, on random networks.
+
+use flopnet::engine::{Engine, Settings};
+use flopnet::init::init;
+use flopnet::reference::{Hyper, Network, OptimizerState};
+use flopnet::spec::{Activation, Dense, Loss, Optimizer, Spec};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+const HIDDEN: [Activation; 5] =
+    [Activation::Identity, Activation::Relu, Activation::LeakyRelu, Activation::Sigmoid, Activation::Tanh];
+
+fn random_case(rng: &mut ChaCha8Rng) -> (Spec, Loss, Optimizer, usize) {
+    let loss = if rng.gen_bool(0.6) { Loss::Ce } else { Loss::Mse };
+    let depth = rng.gen_range(1..=4);
+    let mut inputs = rng.gen_range(1..=80);
+    let input = inputs;
+    let layers = (0..depth)
+        .map(|i| {
+            let outputs = rng.gen_range(1..=70);
+            let activation = match (i + 1 == depth, loss) {
+                (true, Loss::Ce) => Activation::Softmax,
+                (true, Loss::Mse) => Activation::ALL[rng.gen_range(0..6)],
+                _ => HIDDEN[rng.gen_range(0..5)],
+            };
+            let l = Dense { inputs, outputs, activation };
+            inputs = outputs;
+            l
+        })
+        .collect();
+    let opt = [Optimizer::Sgd, Optimizer::Momentum, Optimizer::Adam][rng.gen_range(0..3)];
+    (Spec { input, layers }, loss, opt, rng.gen_range(1..=40))
+}
+
+/// |got - want| <= tol * max|want| over the tensor: relative to the tensor's scale.
+fn assert_close(what: &str, got: &[f32], want: &[f64], tol: f64) {
+    assert_eq!(got.len(), want.len(), "{what}: lengths");
+    let scale = want.iter().fold(0.0f64, |m, v| m.max(v.abs())).max(1e-30);
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        assert!((g as f64 - w).abs() <= tol * scale, "{what}[{i}]: engine {g} reference {w} (scale {scale})");
+    }
+}
+
+#[test]
+fn engine_matches_reference_on_random_networks() {
+    let mut rng = ChaCha8Rng::seed_from_u64(2024);
+    for case in 0..120 {
+        let (spec, loss, opt, batch) = random_case(&mut rng);
+        let params = init(&spec, case);
+        let x: Vec<f32> = (0..batch * spec.input).map(|_| rng.gen_range(0.0..1.0)).collect();
+        let labels: Vec<u8> = (0..batch).map(|_| rng.gen_range(0..spec.outputs()) as u8).collect();
+        let threads = 1 + case as usize % 2;
+        let hyper = Hyper::defaults(opt);
+        let settings = Settings { loss, optimizer: opt, hyper, max_batch: batch, threads };
+        let mut fast = Engine::new(&spec, &params, settings).unwrap();
+        let mut slow: Network<f64> = Network::new(&spec, &params);
+        let x64: Vec<f64> = x.iter().map(|&v| v as f64).collect();
+        let y64: Vec<usize> = labels.iter().map(|&y| y as usize).collect();
+        let ctx = format!("case {case}: {spec} loss {loss} opt {opt} batch {batch} threads {threads}");
+
+        let want_out = slow.forward(&x64).output().to_vec();
+        assert_close(&format!("{ctx} output"), fast.forward(&x).unwrap(), &want_out, 1e-4);
+
+        let score = fast.compute_gradients(&x, &labels).unwrap();
+        let (want_loss, want_grads) = slow.gradients(&x64, &y64, loss);
+        let got_loss = score.loss_sum / batch as f64;
+        assert!(
+            (got_loss - want_loss).abs() <= 1e-4 * (1.0 + want_loss.abs()),
+            "{ctx}: loss {got_loss} vs {want_loss}"
+        );
+        for (l, g) in want_grads.iter().enumerate() {
+            let (dw, db) = fast.layer_grads(l);
+            assert_close(&format!("{ctx} layer {l} dW"), dw, &g.weight, 1e-4);
+            assert_close(&format!("{ctx} layer {l} db"), db, &g.bias, 1e-4);
+        }
+
+        // Three optimizer steps on both engines land on the same parameters.
+        let mut state = OptimizerState::new(opt, hyper, &slow.tensor_sizes());
+        for _ in 0..3 {
+            fast.train_step(&x, &labels).unwrap();
+            slow.train_step(&mut state, &x64, &y64, loss);
+        }
+        for l in 0..spec.layers.len() {
+            let (w, b) = fast.layer(l);
+            assert_close(&format!("{ctx} layer {l} W after 3 steps"), w, &slow.weights[l], 1e-4);
+            assert_close(&format!("{ctx} layer {l} b after 3 steps"), b, &slow.biases[l], 1e-3);
+        }
+    }
+}
+
+#[test]
+fn same_seed_and_threads_give_bitwise_identical_runs() {
+    let spec = flopnet::spec::parse("784-300-100-10", Default::default()).unwrap();
+    let mut rng = ChaCha8Rng::seed_from_u64(5);
+    let batch = 64;
+    let x: Vec<f32> = (0..batch * 784).map(|_| rng.gen_range(0.0..1.0)).collect();
+    let labels: Vec<u8> = (0..batch).map(|_| rng.gen_range(0..10)).collect();
+    for threads in [1, 2] {
+        let run = || {
+            let settings = Settings {
+                loss: Loss::Ce,
+                optimizer: Optimizer::Adam,
+                hyper: Hyper::defaults(Optimizer::Adam),
+                max_batch: batch,
+                threads,
+            };
+            let mut e = Engine::new(&spec, &init(&spec, 9), settings).unwrap();
+            for _ in 0..5 {
+                e.train_step(&x, &labels).unwrap();
+            }
+            e.params().to_vec()
+        };
+        let (a, b) = (run(), run());
+        assert!(a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()), "threads {threads}");
+    }
+}
+
+#[test]
+fn bad_batches_are_errors_not_panics() {
+    let spec = flopnet::spec::parse("4-3", Default::default()).unwrap();
+    let settings = Settings {
+        loss: Loss::Ce,
+        optimizer: Optimizer::Sgd,
+        hyper: Hyper::defaults(Optimizer::Sgd),
+        max_batch: 2,
+        threads: 1,
+    };
+    let mut e = Engine::new(&spec, &init(&spec, 1), settings).unwrap();
+    assert!(e.train_step(&[0.0; 5], &[0]).is_err(), "ragged row");
+    assert!(e.train_step(&[0.0; 12], &[0, 0, 0]).is_err(), "over max_batch");
+    assert!(e.train_step(&[0.0; 4], &[3]).is_err(), "label out of range");
+    assert!(e.train_step(&[0.0; 8], &[0]).is_err(), "label count");
+}
