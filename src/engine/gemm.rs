@@ -6,6 +6,7 @@
 
 use super::kernels::{axpy, dot};
 use rayon::prelude::*;
+use std::ops::Range;
 
 /// A read-only strided matrix: element (i, j) is `data[i * rs + j * cs]`.
 #[derive(Clone, Copy)]
@@ -69,14 +70,14 @@ pub fn matmul(a: View, b: View, c: &mut [f32], threads: usize) {
     let parts = if m * k * n >= PARALLEL_MIN_MACS { threads.max(1) } else { 1 };
     if parts == 1 {
         // SAFETY: the views' extents were checked by their constructors and `c` holds m*n.
-        unsafe { sgemm(a, b, 0, m, 0, n, c.as_mut_ptr(), n) };
+        unsafe { sgemm(a, b, 0..m, 0..n, c.as_mut_ptr(), n) };
     } else if m >= n {
         let per = m.div_ceil(parts);
         c.par_chunks_mut(per * n).enumerate().for_each(|(t, chunk)| {
             let r0 = t * per;
             let rows = chunk.len() / n;
             // SAFETY: each task writes only its own rows of C.
-            unsafe { sgemm(a, b, r0, rows, 0, n, chunk.as_mut_ptr(), n) };
+            unsafe { sgemm(a, b, r0..r0 + rows, 0..n, chunk.as_mut_ptr(), n) };
         });
     } else {
         // Split by columns, rounded to whole 16-wide kernel tiles.
@@ -87,7 +88,7 @@ pub fn matmul(a: View, b: View, c: &mut [f32], threads: usize) {
             let cols = per.min(n - c0);
             let base = &base;
             // SAFETY: each task writes only columns c0..c0+cols of C; the ranges are disjoint.
-            unsafe { sgemm(a, b, 0, m, c0, cols, base.0.add(c0), n) };
+            unsafe { sgemm(a, b, 0..m, c0..c0 + cols, base.0.add(c0), n) };
         });
     }
 }
@@ -96,17 +97,17 @@ struct SendPtr(*mut f32);
 // SAFETY: the pointer is only used for disjoint writes, one range per task.
 unsafe impl Sync for SendPtr {}
 
-/// Rows r0..r0+rows, columns c0..c0+cols of a · b into `c` (row stride `ldc`).
+/// Rows `rows`, columns `cols` of a · b into `c` (row stride `ldc`).
 ///
 /// SAFETY: `c` must be valid for writes of that block at stride `ldc`.
-unsafe fn sgemm(a: View, b: View, r0: usize, rows: usize, c0: usize, cols: usize, c: *mut f32, ldc: usize) {
-    let k = a.cols;
+unsafe fn sgemm(a: View, b: View, rows: Range<usize>, cols: Range<usize>, c: *mut f32, ldc: usize) {
+    let (k, r0, c0) = (a.cols, rows.start, cols.start);
     // SAFETY: offsets stay inside the views' data, as the caller's ranges stay inside C's shape.
     unsafe {
         matrixmultiply::sgemm(
-            rows,
+            rows.len(),
             k,
-            cols,
+            cols.len(),
             1.0,
             a.data.as_ptr().add(r0 * a.rs),
             a.rs as isize,

@@ -179,7 +179,7 @@ impl Engine {
 
     fn check_batch(&self, x: &[f32], labels: Option<&[u8]>) -> Result<usize> {
         let n = self.spec.input;
-        if x.len() % n != 0 {
+        if !x.len().is_multiple_of(n) {
             return Err(Error::Shape {
                 op: "engine input",
                 detail: format!("{} values is not a whole number of {n}-wide rows", x.len()),
