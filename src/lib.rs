@@ -27,15 +27,19 @@
 //! # Ok::<(), flopnet::Error>(())
 //! ```
 
+pub mod bench;
 pub mod cost;
 pub mod data;
 pub mod engine;
 pub mod error;
 pub mod init;
+pub mod model;
 pub mod ops;
 pub mod reference;
 pub mod report;
 pub mod spec;
+pub mod sys;
+pub mod train;
 pub mod verify;
 
 pub use error::{Error, Result};

@@ -1,9 +1,16 @@
 //! The `flopnet` command line: parses arguments, calls the library, prints.
 
 use clap::{Args, Parser, Subcommand};
+use flopnet::bench::{self, BenchConfig};
 use flopnet::cost::{Config, Ledger};
+use flopnet::data::{self, DataSource, LoadOptions, Normalize};
+use flopnet::engine::{Engine, Settings};
+use flopnet::reference::Hyper;
 use flopnet::spec::{self, Activation, Defaults, Loss, Optimizer, Spec};
-use flopnet::{Error, Result, report, verify};
+use flopnet::train::{self, EpochReport, MetricsWriter, Plan, Watcher};
+use flopnet::{Error, Result, init, model, report, sys, verify};
+use indicatif::{ProgressBar, ProgressStyle};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
@@ -21,11 +28,17 @@ enum Command {
     Explain(CountArgs),
     /// Run the reference engine on a counting scalar and check the ledger against it.
     Verify(VerifyArgs),
+    /// Train a network with the fast engine (default data: the embedded Fashion-MNIST subset).
+    Train(TrainArgs),
+    /// Score a saved model: loss, accuracy, per-class accuracy and the confusion matrix.
+    Eval(EvalArgs),
+    /// Measure training (or inference) throughput on synthetic data.
+    Bench(BenchArgs),
 }
 
-/// The network and how one step is computed.
+/// The model alone: its layers and what its output is scored with.
 #[derive(Args)]
-struct NetArgs {
+struct ModelArgs {
     /// The network: layer sizes input first (784-30-30-10, 784-30:tanh-10:softmax) or a .toml file.
     spec: String,
     /// Activation of hidden layers that do not name one.
@@ -38,15 +51,9 @@ struct NetArgs {
     /// The loss: ce (softmax cross-entropy) or mse.
     #[arg(long, default_value = "ce")]
     loss: Loss,
-    /// The optimizer: sgd, momentum or adam.
-    #[arg(long, default_value = "sgd")]
-    optimizer: Optimizer,
-    /// Examples per batch.
-    #[arg(long, short, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
-    batch: u64,
 }
 
-impl NetArgs {
+impl ModelArgs {
     fn spec(&self) -> Result<Spec> {
         let output = self.out.unwrap_or(match self.loss {
             Loss::Ce => Activation::Softmax,
@@ -56,6 +63,112 @@ impl NetArgs {
         spec.check_loss(self.loss)?;
         Ok(spec)
     }
+}
+
+/// Where the data comes from and how it is prepared.
+#[derive(Args)]
+struct DataArgs {
+    /// `fashion-mnist` (Debian's package), a directory or a file (IDX, CIFAR-10 binary, CSV);
+    /// absent: the embedded Fashion-MNIST subset.
+    #[arg(long)]
+    data: Option<String>,
+    /// Feature scaling: none, unit (/255) or standard [default: unit for images, none for CSV].
+    #[arg(long)]
+    normalize: Option<Normalize>,
+}
+
+#[derive(Args)]
+struct TrainArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    #[command(flatten)]
+    data: DataArgs,
+    #[arg(long, default_value_t = 5)]
+    epochs: usize,
+    #[arg(long, short, default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..))]
+    batch: u64,
+    /// sgd, momentum or adam.
+    #[arg(long, default_value = "adam")]
+    optimizer: Optimizer,
+    /// Learning rate [default: 0.001 for adam, 0.01 otherwise].
+    #[arg(long)]
+    lr: Option<f64>,
+    /// Seeds the weights, the validation split and the shuffling.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Threads [default: every core].
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Fraction of the training examples held out for validation.
+    #[arg(long, default_value_t = 0.1)]
+    val_split: f64,
+    /// Keep the file's order instead of reshuffling every epoch.
+    #[arg(long)]
+    no_shuffle: bool,
+    /// Start from the weights in this model file.
+    #[arg(long)]
+    init: Option<PathBuf>,
+    /// Save the trained model here (safetensors).
+    #[arg(long)]
+    save: Option<PathBuf>,
+    /// Write one JSON line per epoch, and a final test line, here.
+    #[arg(long)]
+    metrics: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct EvalArgs {
+    /// The model file (safetensors) to score.
+    #[arg(long)]
+    model: PathBuf,
+    #[command(flatten)]
+    data: DataArgs,
+    /// The loss to report: ce or mse.
+    #[arg(long, default_value = "ce")]
+    loss: Loss,
+    #[arg(long, default_value_t = 256)]
+    batch: usize,
+    #[arg(long)]
+    threads: Option<usize>,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    #[arg(long, short, default_value_t = 128, value_parser = clap::value_parser!(u64).range(1..))]
+    batch: u64,
+    /// Steps per timed run [default: enough for about 0.2 s].
+    #[arg(long, default_value_t = 0)]
+    steps: usize,
+    /// Timed runs; the median is reported.
+    #[arg(long, default_value_t = 7)]
+    runs: usize,
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Time inference (forward passes) instead of training steps.
+    #[arg(long)]
+    forward_only: bool,
+    /// The optimizer of the training step [default: momentum, as the PyTorch peer script].
+    #[arg(long, default_value = "momentum")]
+    optimizer: Optimizer,
+    #[arg(long)]
+    json: bool,
+}
+
+/// The network and how one step is computed.
+#[derive(Args)]
+struct NetArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// The optimizer: sgd, momentum or adam.
+    #[arg(long, default_value = "sgd")]
+    optimizer: Optimizer,
+    /// Examples per batch.
+    #[arg(long, short, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    batch: u64,
 }
 
 #[derive(Args)]
@@ -87,7 +200,7 @@ struct VerifyArgs {
 
 fn config(a: &CountArgs) -> Config {
     Config {
-        loss: a.net.loss,
+        loss: a.net.model.loss,
         optimizer: a.net.optimizer,
         batch: a.net.batch as usize,
         examples: a.examples as usize,
@@ -98,7 +211,7 @@ fn config(a: &CountArgs) -> Config {
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Count(a) => {
-            let spec = a.net.spec()?;
+            let spec = a.net.model.spec()?;
             let ledger = Ledger::new(&spec, &config(&a));
             if a.json {
                 let text = serde_json::to_string_pretty(&ledger).map_err(|e| Error::Usage(e.to_string()))?;
@@ -108,12 +221,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
         }
         Command::Explain(a) => {
-            let spec = a.net.spec()?;
+            let spec = a.net.model.spec()?;
             print!("{}", report::explain_text(&spec, &config(&a)));
         }
         Command::Verify(a) => {
-            let spec = a.net.spec()?;
-            let (loss, opt, batch) = (a.net.loss, a.net.optimizer, a.net.batch as usize);
+            let spec = a.net.model.spec()?;
+            let (loss, opt, batch) = (a.net.model.loss, a.net.optimizer, a.net.batch as usize);
             let mut checks = vec![verify::step(&spec, loss, opt, batch, a.seed)];
             if let Some(e) = a.examples {
                 checks.push(verify::epoch(&spec, loss, opt, batch, e as usize, a.seed));
@@ -125,8 +238,163 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 return Ok(ExitCode::from(1));
             }
         }
+        Command::Train(a) => train_command(a)?,
+        Command::Eval(a) => eval_command(a)?,
+        Command::Bench(a) => {
+            let spec = a.model.spec()?;
+            let cfg = BenchConfig {
+                batch: a.batch as usize,
+                steps: a.steps,
+                runs: a.runs,
+                threads: a.threads.unwrap_or_else(sys::cores),
+                forward_only: a.forward_only,
+                loss: a.model.loss,
+                optimizer: a.optimizer,
+            };
+            let r = bench::run(&spec, &cfg)?;
+            if a.json {
+                println!("{}", serde_json::to_string(&r).map_err(|e| Error::Usage(e.to_string()))?);
+            } else {
+                print!("{}", report::bench_text(&r));
+            }
+        }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Progress bars on stderr while an epoch runs, one line on stdout when it ends.
+struct Console {
+    bar: Option<ProgressBar>,
+    batch: usize,
+    examples: usize,
+    metrics: Option<MetricsWriter>,
+}
+
+impl Watcher for Console {
+    fn epoch_started(&mut self, epoch: usize, _batches: usize) {
+        let bar = ProgressBar::new(self.examples as u64);
+        let style = ProgressStyle::with_template(
+            "epoch {prefix:>3} [{bar:30}] {pos}/{len} examples  {per_sec}  loss {msg}  ETA {eta}",
+        )
+        .map(|s| s.progress_chars("=> "));
+        if let Ok(style) = style {
+            bar.set_style(style);
+        }
+        bar.set_prefix(epoch.to_string());
+        self.bar = Some(bar);
+    }
+
+    fn batch_done(&mut self, done: usize, running_loss: f64) {
+        if let Some(bar) = &self.bar {
+            bar.set_position((done * self.batch).min(self.examples) as u64);
+            if done % 16 == 0 {
+                bar.set_message(format!("{running_loss:.4}"));
+            }
+        }
+    }
+
+    fn epoch_done(&mut self, r: &EpochReport) -> Result<()> {
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+        }
+        println!("{}", report::epoch_line(r));
+        match &mut self.metrics {
+            Some(m) => m.epoch(r),
+            None => Ok(()),
+        }
+    }
+}
+
+fn load_data(d: &DataArgs, val_split: f64, seed: u64) -> Result<data::Splits> {
+    let source = DataSource::parse(d.data.as_deref());
+    Ok(data::load(&source, &LoadOptions { normalize: d.normalize, val_split, seed })?)
+}
+
+fn train_command(a: TrainArgs) -> Result<()> {
+    let spec = a.model.spec()?;
+    let splits = load_data(&a.data, a.val_split, a.seed)?;
+    println!("data: {}", splits.source);
+    let params = match &a.init {
+        Some(path) => {
+            let (file_spec, params) = model::load(path)?;
+            if file_spec != spec {
+                return Err(Error::Model {
+                    path: path.clone(),
+                    problem: format!("holds {file_spec}, not {spec}; give the spec the file was trained with"),
+                });
+            }
+            params
+        }
+        None => init::init(&spec, a.seed),
+    };
+    let batch = a.batch as usize;
+    let cfg =
+        Config { loss: a.model.loss, optimizer: a.optimizer, batch, examples: splits.train.len(), epochs: a.epochs };
+    let ledger = Ledger::new(&spec, &cfg);
+    print!("{}", report::account_text(&ledger));
+    let mut hyper = Hyper::defaults(a.optimizer);
+    if let Some(lr) = a.lr {
+        hyper.lr = lr;
+    }
+    let threads = a.threads.unwrap_or_else(sys::cores);
+    let settings = Settings { loss: a.model.loss, optimizer: a.optimizer, hyper, max_batch: batch, threads };
+    // Memory is measured from here: what the process holds now (code, data set) is the baseline
+    // the ledger's estimate for the engine sits on.
+    let baseline = sys::reset_peak_rss().then(sys::rss_bytes).flatten();
+    let mut engine = Engine::new(&spec, &params, settings)?;
+    train::check_fit(&engine, &splits.train)?;
+    let metrics = a.metrics.as_deref().map(MetricsWriter::create).transpose()?;
+    let mut console = Console { bar: None, batch, examples: splits.train.len(), metrics };
+    let plan = Plan { epochs: a.epochs, batch, seed: a.seed, shuffle: !a.no_shuffle };
+    train::train(&mut engine, &splits.train, splits.val.as_ref(), &plan, &mut console)?;
+    if let Some(test) = &splits.test {
+        let e = train::evaluate(&mut engine, test)?;
+        println!("test: loss {:.4}, accuracy {:.2}% over {} examples", e.loss, 100.0 * e.acc, e.examples);
+        if let Some(m) = &mut console.metrics {
+            m.test(&e)?;
+        }
+    }
+    if let Some(path) = &a.save {
+        model::save(path, &spec, &engine.export())?;
+        println!("saved {}", path.display());
+    }
+    if let (Some(peak), Some(base)) = (sys::peak_rss_bytes(), baseline) {
+        let expected = base + ledger.memory.peak as u64;
+        let b = |n: u64| report::format::bytes(n as u128);
+        println!(
+            "memory: peak resident {} while training, against {} expected (resident before training {} + ledger {}): {:+.0}%",
+            b(peak),
+            b(expected),
+            b(base),
+            report::format::bytes(ledger.memory.peak),
+            100.0 * (peak as f64 / expected as f64 - 1.0)
+        );
+    }
+    Ok(())
+}
+
+fn eval_command(a: EvalArgs) -> Result<()> {
+    let (spec, params) = model::load(&a.model)?;
+    spec.check_loss(a.loss)?;
+    let splits = load_data(&a.data, 0.0, 1)?;
+    let data = splits.test.as_ref().unwrap_or(&splits.train);
+    let threads = a.threads.unwrap_or_else(sys::cores);
+    let settings = Settings {
+        loss: a.loss,
+        optimizer: Optimizer::Sgd,
+        hyper: Hyper::defaults(Optimizer::Sgd),
+        max_batch: a.batch.max(1),
+        threads,
+    };
+    let mut engine = Engine::new(&spec, &params, settings)?;
+    let c = train::confusion(&mut engine, data)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&c).map_err(|e| Error::Usage(e.to_string()))?);
+    } else {
+        println!("model {} ({spec}) on {}", a.model.display(), splits.source);
+        print!("{}", report::confusion_text(&c));
+    }
+    Ok(())
 }
 
 fn main() -> ExitCode {

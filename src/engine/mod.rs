@@ -55,6 +55,26 @@ pub struct Engine {
     /// The gradient flowing back, ping-ponged between two buffers of [max_batch][widest].
     back: [Vec<f32>; 2],
     pool: std::sync::Arc<rayon::ThreadPool>,
+    /// Seconds spent per layer and phase, when switched on (for `bench`).
+    timers: Option<Timers>,
+}
+
+/// Wall-clock seconds accumulated by phase since the timers were switched on.
+#[derive(Clone, Debug, Default)]
+pub struct Timers {
+    pub forward: Vec<f64>,
+    pub backward: Vec<f64>,
+    pub loss: f64,
+    pub update: f64,
+}
+
+/// Adds the time since `*t` to `slot` and restarts `*t`, when timing is on.
+fn lap(t: &mut Option<std::time::Instant>, slot: Option<&mut f64>) {
+    if let (Some(start), Some(slot)) = (t.as_mut(), slot) {
+        let now = std::time::Instant::now();
+        *slot += (now - *start).as_secs_f64();
+        *start = now;
+    }
 }
 
 /// Below this many multiply-adds in a whole step, the step runs on the calling thread: handing
@@ -115,6 +135,7 @@ impl Engine {
             back: [vec![0.0; b * widest], vec![0.0; b * widest]],
             settings: Settings { max_batch: b, ..settings },
             pool: std::sync::Arc::new(pool),
+            timers: None,
         })
     }
 
@@ -159,6 +180,20 @@ impl Engine {
                 }
             })
             .collect()
+    }
+
+    /// Starts timing every layer and phase (a few nanoseconds per phase), from zero.
+    pub fn start_timers(&mut self) {
+        let n = self.spec.layers.len();
+        self.timers = Some(Timers { forward: vec![0.0; n], backward: vec![0.0; n], ..Timers::default() });
+    }
+
+    pub fn timers(&self) -> Option<&Timers> {
+        self.timers.as_ref()
+    }
+
+    fn clock(&self) -> Option<std::time::Instant> {
+        self.timers.as_ref().map(|_| std::time::Instant::now())
     }
 
     fn step_macs(&self, batch: usize) -> usize {
@@ -240,13 +275,16 @@ impl Engine {
         let batch = self.check_batch(x, Some(labels))?;
         Ok(self.run(batch, |e| {
             let s = e.gradients_inner(x, labels, batch);
+            let mut t = e.clock();
             e.update();
+            lap(&mut t, e.timers.as_mut().map(|x| &mut x.update));
             s
         }))
     }
 
     fn forward_inner(&mut self, x: &[f32], batch: usize) {
         let threads = self.settings.threads;
+        let mut t = self.clock();
         for (l, layer) in self.spec.layers.iter().enumerate() {
             let s = self.slots[l];
             let (n, m) = (layer.inputs, layer.outputs);
@@ -256,6 +294,7 @@ impl Engine {
             // z = X · Wᵀ, with W stored [M][N].
             matmul(View::rows(input, batch, n), View::transposed(&self.params[s.weight..s.bias], m, n), out, threads);
             activation::bias_forward(layer.activation, out, &self.params[s.bias..s.end]);
+            lap(&mut t, self.timers.as_mut().map(|x| &mut x.forward[l]));
         }
     }
 
@@ -265,9 +304,11 @@ impl Engine {
         let lossfn = self.settings.loss;
         let last = self.spec.layers.len() - 1;
         let m_out = self.spec.outputs();
+        let mut t = self.clock();
         let [g, spare] = &mut self.back;
         let score =
             loss::score(lossfn, &self.acts[last][..batch * m_out], labels, m_out, Some(&mut g[..batch * m_out]));
+        lap(&mut t, self.timers.as_mut().map(|x| &mut x.loss));
         let (mut g, mut spare) = (g, spare);
         for (l, layer) in self.spec.layers.iter().enumerate().rev() {
             let s = self.slots[l];
@@ -296,6 +337,7 @@ impl Engine {
                 );
                 std::mem::swap(&mut g, &mut spare);
             }
+            lap(&mut t, self.timers.as_mut().map(|x| &mut x.backward[l]));
         }
         score
     }

@@ -1,0 +1,176 @@
+//! Model files: safetensors with PyTorch's `nn.Linear` names and layout.
+//!
+//! Tensors `layers.{i}.weight` [out, in] and `layers.{i}.bias` [out], `i` counting weight layers
+//! from 0; metadata `spec` holds the compact spec with every activation written out, so
+//! `784-128:relu-10:softmax` is all a file written elsewhere (e.g. by PyTorch's
+//! `safetensors.torch.save_file(..., metadata={"spec": ...})`) needs to load. Without `spec`,
+//! the shapes give the sizes and `activations` (comma-separated), or relu/softmax, the rest.
+
+use crate::error::{Error, Result};
+use crate::init::LayerParams;
+use crate::spec::{self, Activation, Defaults, Dense, Spec};
+use safetensors::{Dtype, SafeTensors, tensor::TensorView};
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::Path;
+
+/// The format written into every file's metadata, for readers to check.
+pub const FORMAT: &str = "flopnet-dense-1";
+
+fn bad(path: &Path, problem: impl Into<String>) -> Error {
+    Error::Model { path: path.to_path_buf(), problem: problem.into() }
+}
+
+fn le_bytes(v: &[f64]) -> Vec<u8> {
+    v.iter().flat_map(|&x| (x as f32).to_le_bytes()).collect()
+}
+
+/// Writes `bytes` to `path` so that a crash leaves either the old file or the new one: a
+/// temporary file beside it, flushed to disk, then renamed over it.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let write = || -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        // The rename itself must reach the disk too.
+        if let Ok(d) = std::fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    };
+    write().map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        Error::io(path, e)
+    })
+}
+
+/// Saves a network's parameters.
+pub fn save(path: &Path, spec: &Spec, params: &[LayerParams]) -> Result<()> {
+    let data: Vec<(String, Vec<usize>, Vec<u8>)> = spec
+        .layers
+        .iter()
+        .zip(params)
+        .enumerate()
+        .flat_map(|(i, (l, p))| {
+            [
+                (format!("layers.{i}.weight"), vec![l.outputs, l.inputs], le_bytes(&p.weight)),
+                (format!("layers.{i}.bias"), vec![l.outputs], le_bytes(&p.bias)),
+            ]
+        })
+        .collect();
+    let views = data
+        .iter()
+        .map(|(name, shape, bytes)| {
+            Ok((name.clone(), TensorView::new(Dtype::F32, shape.clone(), bytes).map_err(|e| bad(path, e.to_string()))?))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let acts: Vec<&str> = spec.layers.iter().map(|l| l.activation.name()).collect();
+    let meta = HashMap::from([
+        ("format".to_string(), FORMAT.to_string()),
+        ("spec".to_string(), spec.to_string()),
+        ("activations".to_string(), acts.join(",")),
+    ]);
+    let bytes = safetensors::serialize(views, Some(meta)).map_err(|e| bad(path, e.to_string()))?;
+    write_atomically(path, &bytes)
+}
+
+fn floats(path: &Path, name: &str, t: &TensorView) -> Result<Vec<f64>> {
+    let d = t.data();
+    match t.dtype() {
+        Dtype::F32 => Ok(d.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f64).collect()),
+        Dtype::F64 => Ok(d.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap_or([0; 8]))).collect()),
+        other => {
+            Err(bad(path, format!("tensor {name} is {other:?}; flopnet reads F32 or F64 (convert with .float())")))
+        }
+    }
+}
+
+/// Loads a network and its parameters.
+pub fn load(path: &Path) -> Result<(Spec, Vec<LayerParams>)> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let (_, meta) =
+        SafeTensors::read_metadata(&bytes).map_err(|e| bad(path, format!("not a safetensors file ({e})")))?;
+    let st = SafeTensors::deserialize(&bytes).map_err(|e| bad(path, format!("not a safetensors file ({e})")))?;
+    let info = meta.metadata().clone().unwrap_or_default();
+    let layers = (0..).take_while(|i| st.tensor(&format!("layers.{i}.weight")).is_ok()).count();
+    if layers == 0 {
+        return Err(bad(
+            path,
+            "no tensor named layers.0.weight; flopnet expects layers.{i}.weight [out, in] and layers.{i}.bias [out]",
+        ));
+    }
+    let mut sizes = Vec::with_capacity(layers);
+    let mut params = Vec::with_capacity(layers);
+    for i in 0..layers {
+        let (wn, bn) = (format!("layers.{i}.weight"), format!("layers.{i}.bias"));
+        let w = st.tensor(&wn).map_err(|e| bad(path, format!("{wn}: {e}")))?;
+        let b = st.tensor(&bn).map_err(|_| bad(path, format!("{wn} has no {bn} beside it")))?;
+        let (out, inp) = match *w.shape() {
+            [o, n] => (o, n),
+            ref s => return Err(bad(path, format!("{wn} has shape {s:?}; expected [out, in]"))),
+        };
+        if b.shape() != [out] {
+            return Err(bad(path, format!("{bn} has shape {:?}; expected [{out}] to match {wn}", b.shape())));
+        }
+        if let Some(&(_, prev_out)) = sizes.last()
+            && prev_out != inp
+        {
+            return Err(bad(
+                path,
+                format!("{wn} reads {inp} inputs but layer {} has {prev_out} outputs", i.saturating_sub(1)),
+            ));
+        }
+        sizes.push((inp, out));
+        params.push(LayerParams { weight: floats(path, &wn, &w)?, bias: floats(path, &bn, &b)? });
+    }
+    let spec = match info.get("spec") {
+        Some(text) => spec::parse(text, Defaults::default()).map_err(|e| bad(path, format!("metadata spec: {e}")))?,
+        None => {
+            let acts: Vec<Option<Activation>> = match info.get("activations") {
+                Some(a) => a
+                    .split(',')
+                    .map(|s| s.trim().parse().map(Some).map_err(|e: String| bad(path, e)))
+                    .collect::<Result<_>>()?,
+                None => vec![None; layers],
+            };
+            let d = Defaults::default();
+            let layers = sizes
+                .iter()
+                .enumerate()
+                .map(|(i, &(inputs, outputs))| {
+                    let fallback = if i + 1 == sizes.len() { d.output } else { d.hidden };
+                    Dense { inputs, outputs, activation: acts.get(i).copied().flatten().unwrap_or(fallback) }
+                })
+                .collect();
+            Spec { input: sizes[0].0, layers }
+        }
+    };
+    let shapes: Vec<(usize, usize)> = spec.layers.iter().map(|l| (l.inputs, l.outputs)).collect();
+    if shapes != sizes {
+        return Err(bad(path, format!("metadata spec {spec} does not match the tensors' shapes")));
+    }
+    Ok((spec, params))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_shape_checks() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.safetensors");
+        let spec = spec::parse("5-4:tanh-3:softmax", Defaults::default()).unwrap();
+        let params = crate::init::init(&spec, 3);
+        save(&path, &spec, &params).unwrap();
+        let (s2, p2) = load(&path).unwrap();
+        assert_eq!(s2, spec);
+        assert_eq!(p2, params, "f32-rounded initial weights survive exactly");
+        std::fs::write(&path, b"garbage").unwrap();
+        assert!(load(&path).unwrap_err().to_string().contains("not a safetensors file"));
+    }
+}

@@ -1,0 +1,35 @@
+//! What the operating system says about this process and machine.
+
+/// Reads a `kB` field of /proc/self/status or /proc/meminfo, in bytes.
+fn proc_field(file: &str, key: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(file).ok()?;
+    let line = text.lines().find(|l| l.starts_with(key))?;
+    let kb: u64 = line[key.len()..].trim().trim_end_matches("kB").trim().parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// The most memory this process has held resident so far (Linux; None elsewhere).
+pub fn peak_rss_bytes() -> Option<u64> {
+    proc_field("/proc/self/status", "VmHWM:")
+}
+
+/// The memory this process holds resident now.
+pub fn rss_bytes() -> Option<u64> {
+    proc_field("/proc/self/status", "VmRSS:")
+}
+
+/// Memory the kernel could give this process without swapping.
+pub fn available_bytes() -> Option<u64> {
+    proc_field("/proc/meminfo", "MemAvailable:")
+}
+
+/// Cores to use by default.
+pub fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// Resets the peak-resident figure to the current one, so [`peak_rss_bytes`] then measures from
+/// here (Linux 4.0+; returns false where that is not possible).
+pub fn reset_peak_rss() -> bool {
+    std::fs::write("/proc/self/clear_refs", "5").is_ok()
+}
