@@ -206,7 +206,7 @@ pub fn confusion(engine: &mut Engine, data: &Dataset) -> Result<Confusion> {
     let per_class_acc =
         matrix.iter().enumerate().map(|(c, r)| r[c] as f64 / r.iter().sum::<usize>().max(1) as f64).collect();
     let mut class_names = data.class_names.clone();
-    class_names.resize_with(k, || String::new());
+    class_names.resize_with(k, String::new);
     for (i, n) in class_names.iter_mut().enumerate() {
         if n.is_empty() {
             *n = i.to_string();
