@@ -287,7 +287,7 @@ impl Watcher for Console {
     fn batch_done(&mut self, done: usize, running_loss: f64) {
         if let Some(bar) = &self.bar {
             bar.set_position((done * self.batch).min(self.examples) as u64);
-            if done % 16 == 0 {
+            if done.is_multiple_of(16) {
                 bar.set_message(format!("{running_loss:.4}"));
             }
         }
