@@ -4,8 +4,8 @@
 //! Threads split C by rows or columns, never the summed dimension, so every element is summed
 //! in the same order whatever the thread count: a run is bitwise repeatable.
 
-use super::kernels::{axpy, dot};
-use rayon::prelude::*;
+use super::kernels::{axpy, dot, scale_into};
+use super::team::Team;
 use std::ops::Range;
 
 /// A read-only strided matrix: element (i, j) is `data[i * rs + j * cs]`.
@@ -31,14 +31,13 @@ impl<'a> View<'a> {
 }
 
 /// Below this many multiply-adds a product stays on one thread: waking another costs more.
-pub const PARALLEL_MIN_MACS: usize = 1 << 17;
+pub const PARALLEL_MIN_MACS: usize = 1 << 15;
 
 /// At most this many rows (or summed terms) take the small-kernel path instead of the crate.
 pub const SMALL: usize = 4;
 
-/// c (row-major, a.rows x b.cols) = a · b. `threads` > 1 allows splitting when it pays; the
-/// caller must be inside the engine's thread pool for the split to use it.
-pub fn matmul(a: View, b: View, c: &mut [f32], threads: usize) {
+/// c (row-major, a.rows x b.cols) = a · b, split across `team` when the work pays for it.
+pub fn matmul(a: View, b: View, c: &mut [f32], team: &Team) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     debug_assert_eq!(k, b.rows);
     let c = &mut c[..m * n];
@@ -51,44 +50,44 @@ pub fn matmul(a: View, b: View, c: &mut [f32], threads: usize) {
     }
     // Each row of C is a combination of contiguous rows of B: axpy form.
     if b.cs == 1 && (k <= SMALL || m <= SMALL) {
-        return for_rows(c, n, threads, m * k * n, |i, row| {
-            row.fill(0.0);
-            for p in 0..k {
-                axpy(a.data[i * a.rs + p * a.cs], &b.data[p * b.rs..p * b.rs + n], row);
+        return for_rows(c, n, team, m * k * n, |i, row| {
+            let brow = |p: usize| &b.data[p * b.rs..p * b.rs + n];
+            scale_into(a.data[i * a.rs], brow(0), row);
+            for p in 1..k {
+                axpy(a.data[i * a.rs + p * a.cs], brow(p), row);
             }
         });
     }
     // Each element is a dot product of contiguous vectors: dot form.
     if a.cs == 1 && b.rs == 1 && m <= SMALL {
-        return for_rows(c, n, threads, m * k * n, |i, row| {
+        return for_rows(c, n, team, m * k * n, |i, row| {
             let ai = &a.data[i * a.rs..i * a.rs + k];
             for (j, cij) in row.iter_mut().enumerate() {
                 *cij = dot(ai, &b.data[j * b.cs..j * b.cs + k]);
             }
         });
     }
-    let parts = if m * k * n >= PARALLEL_MIN_MACS { threads.max(1) } else { 1 };
+    let parts = if m * k * n >= PARALLEL_MIN_MACS { team.size() } else { 1 };
+    let base = SendPtr(c.as_mut_ptr());
     if parts == 1 {
         // SAFETY: the views' extents were checked by their constructors and `c` holds m*n.
-        unsafe { sgemm(a, b, 0..m, 0..n, c.as_mut_ptr(), n) };
+        unsafe { sgemm(a, b, 0..m, 0..n, base.0, n) };
     } else if m >= n {
         let per = m.div_ceil(parts);
-        c.par_chunks_mut(per * n).enumerate().for_each(|(t, chunk)| {
-            let r0 = t * per;
-            let rows = chunk.len() / n;
+        team.run(m.div_ceil(per), &|t| {
+            let rows = t * per..((t + 1) * per).min(m);
+            let base = &base;
             // SAFETY: each task writes only its own rows of C.
-            unsafe { sgemm(a, b, r0..r0 + rows, 0..n, chunk.as_mut_ptr(), n) };
+            unsafe { sgemm(a, b, rows.clone(), 0..n, base.0.add(rows.start * n), n) };
         });
     } else {
         // Split by columns, rounded to whole 16-wide kernel tiles.
         let per = n.div_ceil(parts).div_ceil(16) * 16;
-        let base = SendPtr(c.as_mut_ptr());
-        (0..n.div_ceil(per)).into_par_iter().for_each(|t| {
-            let c0 = t * per;
-            let cols = per.min(n - c0);
+        team.run(n.div_ceil(per), &|t| {
+            let cols = t * per..((t + 1) * per).min(n);
             let base = &base;
-            // SAFETY: each task writes only columns c0..c0+cols of C; the ranges are disjoint.
-            unsafe { sgemm(a, b, 0..m, c0..c0 + cols, base.0.add(c0), n) };
+            // SAFETY: each task writes only its own columns of C; the ranges are disjoint.
+            unsafe { sgemm(a, b, 0..m, cols.clone(), base.0.add(cols.start), n) };
         });
     }
 }
@@ -97,46 +96,80 @@ struct SendPtr(*mut f32);
 // SAFETY: the pointer is only used for disjoint writes, one range per task.
 unsafe impl Sync for SendPtr {}
 
-/// Rows `rows`, columns `cols` of a · b into `c` (row stride `ldc`).
+/// Rows `rows`, columns `cols` of a · b into `c` (row stride `ldc`), on this thread.
 ///
 /// SAFETY: `c` must be valid for writes of that block at stride `ldc`.
 unsafe fn sgemm(a: View, b: View, rows: Range<usize>, cols: Range<usize>, c: *mut f32, ldc: usize) {
     let (k, r0, c0) = (a.cols, rows.start, cols.start);
+    let (pa, pb) = (a.data.as_ptr().wrapping_add(r0 * a.rs), b.data.as_ptr().wrapping_add(c0 * b.cs));
     // SAFETY: offsets stay inside the views' data, as the caller's ranges stay inside C's shape.
     unsafe {
-        matrixmultiply::sgemm(
-            rows.len(),
-            k,
-            cols.len(),
-            1.0,
-            a.data.as_ptr().add(r0 * a.rs),
-            a.rs as isize,
-            a.cs as isize,
-            b.data.as_ptr().add(c0 * b.cs),
-            b.rs as isize,
-            b.cs as isize,
-            0.0,
-            c,
-            ldc as isize,
-            1,
-        )
+        if USE_GEMM_CRATE {
+            // gemm takes (m, n, k) and column stride before row stride; dst = 0·dst + 1·a·b.
+            gemm::gemm(
+                rows.len(),
+                cols.len(),
+                k,
+                c,
+                1,
+                ldc as isize,
+                false,
+                pa,
+                a.cs as isize,
+                a.rs as isize,
+                pb,
+                b.cs as isize,
+                b.rs as isize,
+                0.0,
+                1.0,
+                false,
+                false,
+                false,
+                gemm::Parallelism::None,
+            )
+        } else {
+            matrixmultiply::sgemm(
+                rows.len(),
+                k,
+                cols.len(),
+                1.0,
+                pa,
+                a.rs as isize,
+                a.cs as isize,
+                pb,
+                b.rs as isize,
+                b.cs as isize,
+                0.0,
+                c,
+                ldc as isize,
+                1,
+            )
+        }
     }
 }
 
-/// Runs `f(i, row_i)` over the rows of `c`, split across threads when `macs` is large.
-fn for_rows(c: &mut [f32], n: usize, threads: usize, macs: usize, f: impl Fn(usize, &mut [f32]) + Sync) {
-    if threads > 1 && macs >= PARALLEL_MIN_MACS && c.len() / n > 1 {
-        let per = (c.len() / n).div_ceil(threads);
-        c.par_chunks_mut(per * n).enumerate().for_each(|(t, chunk)| {
-            for (r, row) in chunk.chunks_exact_mut(n).enumerate() {
-                f(t * per + r, row);
-            }
-        });
-    } else {
+const USE_GEMM_CRATE: bool = true;
+
+/// Runs `f(i, row_i)` over the rows of `c`, split across the team when `macs` is large.
+fn for_rows(c: &mut [f32], n: usize, team: &Team, macs: usize, f: impl Fn(usize, &mut [f32]) + Sync) {
+    let rows = c.len() / n;
+    let parts = if macs >= PARALLEL_MIN_MACS { team.size().min(rows) } else { 1 };
+    if parts <= 1 {
         for (i, row) in c.chunks_exact_mut(n).enumerate() {
             f(i, row);
         }
+        return;
     }
+    let per = rows.div_ceil(parts);
+    let base = SendPtr(c.as_mut_ptr());
+    team.run(rows.div_ceil(per), &|t| {
+        let base = &base;
+        for i in t * per..((t + 1) * per).min(rows) {
+            // SAFETY: each task touches only its own rows, each row n values inside `c`.
+            let row = unsafe { std::slice::from_raw_parts_mut(base.0.add(i * n), n) };
+            f(i, row);
+        }
+    });
 }
 
 #[cfg(test)]
@@ -157,7 +190,8 @@ mod tests {
 
     #[test]
     fn every_path_matches_naive() {
-        let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+        let team = Team::new(2, || {}).unwrap();
+        let solo = Team::new(1, || {}).unwrap();
         let shapes =
             [(1, 784, 30), (3, 30, 30), (32, 784, 30), (30, 2, 784), (200, 300, 100), (20, 50, 700), (5, 1, 9)];
         for (m, k, n) in shapes {
@@ -170,9 +204,9 @@ mod tests {
             ];
             for (va, vb) in views {
                 let want = naive(va, vb);
-                for threads in [1, 2] {
+                for (threads, team) in [(1, &solo), (2, &team)] {
                     let mut c = vec![f32::NAN; m * n];
-                    pool.install(|| matmul(va, vb, &mut c, threads));
+                    matmul(va, vb, &mut c, team);
                     for (x, y) in c.iter().zip(&want) {
                         assert!((x - y).abs() <= 1e-4 * (1.0 + y.abs()), "{m}x{k}x{n} threads {threads}: {x} vs {y}");
                     }

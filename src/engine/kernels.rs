@@ -4,7 +4,8 @@
 
 use super::simd::{Madd, dispatch};
 
-const LANES: usize = 16;
+// Eight 8-wide accumulators: enough independent chains to hide the FMA latency.
+const LANES: usize = 64;
 
 #[inline(always)]
 fn dot_imp<M: Madd>(a: &[f32], b: &[f32]) -> f32 {
@@ -34,6 +35,14 @@ fn dot_imp<M: Madd>(a: &[f32], b: &[f32]) -> f32 {
 fn axpy_imp<M: Madd>(alpha: f32, x: &[f32], y: &mut [f32]) {
     for (y, &x) in y.iter_mut().zip(x) {
         *y = M::madd(alpha, x, *y);
+    }
+}
+
+#[inline(always)]
+#[allow(clippy::extra_unused_type_parameters)] // the dispatch macro passes one to every kernel
+fn scale_into_imp<M: Madd>(alpha: f32, x: &[f32], y: &mut [f32]) {
+    for (y, &x) in y.iter_mut().zip(x) {
+        *y = alpha * x;
     }
 }
 
@@ -81,6 +90,10 @@ dispatch! {
 dispatch! {
     /// y += alpha x.
     pub fn axpy = axpy_imp(alpha: f32, x: &[f32], y: &mut [f32])
+}
+dispatch! {
+    /// y = alpha x.
+    pub fn scale_into = scale_into_imp(alpha: f32, x: &[f32], y: &mut [f32])
 }
 dispatch! {
     /// w -= lr g.

@@ -10,6 +10,7 @@ pub mod gemm;
 pub mod kernels;
 mod loss;
 pub mod simd;
+mod team;
 
 pub use loss::Score;
 
@@ -29,6 +30,14 @@ pub struct Settings {
     pub max_batch: usize,
     pub threads: usize,
 }
+
+/// Optimizer updates of fewer parameters than this stay on one thread.
+const UPDATE_SPLIT_MIN: usize = 1 << 14;
+
+/// A pointer that tasks use for disjoint ranges of one arena.
+struct SendMut(*mut f32);
+// SAFETY: every task writes a range no other task touches.
+unsafe impl Sync for SendMut {}
 
 /// Where layer `l`'s tensors sit in the arenas.
 #[derive(Clone, Copy, Debug)]
@@ -54,7 +63,7 @@ pub struct Engine {
     acts: Vec<Vec<f32>>,
     /// The gradient flowing back, ping-ponged between two buffers of [max_batch][widest].
     back: [Vec<f32>; 2],
-    pool: std::sync::Arc<rayon::ThreadPool>,
+    team: team::Team,
     /// Seconds spent per layer and phase, when switched on (for `bench`).
     timers: Option<Timers>,
 }
@@ -76,10 +85,6 @@ fn lap(t: &mut Option<std::time::Instant>, slot: Option<&mut f64>) {
         *start = now;
     }
 }
-
-/// Below this many multiply-adds in a whole step, the step runs on the calling thread: handing
-/// it to the pool would cost more than it saves.
-const POOL_MIN_MACS: usize = 1 << 16;
 
 impl Engine {
     pub fn new(spec: &Spec, params: &[LayerParams], settings: Settings) -> Result<Engine> {
@@ -117,11 +122,7 @@ impl Engine {
         let b = settings.max_batch.max(1);
         let widest = spec.layers.iter().map(|l| l.outputs).max().unwrap_or(0);
         let state = |on: bool| if on { vec![0.0; n] } else { Vec::new() };
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(settings.threads.max(1))
-            .thread_name(|i| format!("flopnet-{i}"))
-            .start_handler(|_| simd::flush_denormals())
-            .build()
+        let team = team::Team::new(settings.threads.max(1), simd::flush_denormals)
             .map_err(|e| Error::Usage(format!("cannot start {} threads: {e}", settings.threads)))?;
         Ok(Engine {
             spec: spec.clone(),
@@ -134,7 +135,7 @@ impl Engine {
             acts: spec.layers.iter().map(|l| vec![0.0; b * l.outputs]).collect(),
             back: [vec![0.0; b * widest], vec![0.0; b * widest]],
             settings: Settings { max_batch: b, ..settings },
-            pool: std::sync::Arc::new(pool),
+            team,
             timers: None,
         })
     }
@@ -196,20 +197,10 @@ impl Engine {
         self.timers.as_ref().map(|_| std::time::Instant::now())
     }
 
-    fn step_macs(&self, batch: usize) -> usize {
-        batch * self.spec.layers.iter().map(|l| l.inputs * l.outputs).sum::<usize>()
-    }
-
-    /// Runs `f` on the pool when the work is big enough to share, else right here (with
-    /// denormals flushed on this thread too).
-    fn run<T: Send>(&mut self, batch: usize, f: impl FnOnce(&mut Self) -> T + Send) -> T {
-        if self.settings.threads > 1 && self.step_macs(batch) >= POOL_MIN_MACS {
-            let pool = self.pool.clone();
-            pool.install(|| f(self))
-        } else {
-            simd::flush_denormals();
-            f(self)
-        }
+    /// Runs `f` with denormals flushed on this thread (the team's helpers flush their own).
+    fn run<T>(&mut self, f: impl FnOnce(&mut Self) -> T) -> T {
+        simd::flush_denormals();
+        f(self)
     }
 
     fn check_batch(&self, x: &[f32], labels: Option<&[u8]>) -> Result<usize> {
@@ -248,7 +239,7 @@ impl Engine {
     /// Forward pass over a batch; returns the outputs [B][outputs].
     pub fn forward(&mut self, x: &[f32]) -> Result<&[f32]> {
         let batch = self.check_batch(x, None)?;
-        self.run(batch, |e| e.forward_inner(x, batch));
+        self.run(|e| e.forward_inner(x, batch));
         let m = self.spec.outputs();
         Ok(&self.acts[self.acts.len() - 1][..batch * m])
     }
@@ -257,7 +248,7 @@ impl Engine {
     pub fn evaluate(&mut self, x: &[f32], labels: &[u8]) -> Result<Score> {
         let batch = self.check_batch(x, Some(labels))?;
         let loss = self.settings.loss;
-        Ok(self.run(batch, |e| {
+        Ok(self.run(|e| {
             e.forward_inner(x, batch);
             let m = e.spec.outputs();
             loss::score(loss, &e.acts[e.acts.len() - 1][..batch * m], labels, m, None)
@@ -267,13 +258,13 @@ impl Engine {
     /// Forward, loss and backward: fills the gradient arena, moves nothing.
     pub fn compute_gradients(&mut self, x: &[f32], labels: &[u8]) -> Result<Score> {
         let batch = self.check_batch(x, Some(labels))?;
-        Ok(self.run(batch, |e| e.gradients_inner(x, labels, batch)))
+        Ok(self.run(|e| e.gradients_inner(x, labels, batch)))
     }
 
     /// One training step: gradients, then the optimizer. Returns the batch's score before the update.
     pub fn train_step(&mut self, x: &[f32], labels: &[u8]) -> Result<Score> {
         let batch = self.check_batch(x, Some(labels))?;
-        Ok(self.run(batch, |e| {
+        Ok(self.run(|e| {
             let s = e.gradients_inner(x, labels, batch);
             let mut t = e.clock();
             e.update();
@@ -283,7 +274,6 @@ impl Engine {
     }
 
     fn forward_inner(&mut self, x: &[f32], batch: usize) {
-        let threads = self.settings.threads;
         let mut t = self.clock();
         for (l, layer) in self.spec.layers.iter().enumerate() {
             let s = self.slots[l];
@@ -292,7 +282,12 @@ impl Engine {
             let input = if l == 0 { x } else { &before[l - 1][..batch * n] };
             let out = &mut rest[0][..batch * m];
             // z = X · Wᵀ, with W stored [M][N].
-            matmul(View::rows(input, batch, n), View::transposed(&self.params[s.weight..s.bias], m, n), out, threads);
+            matmul(
+                View::rows(input, batch, n),
+                View::transposed(&self.params[s.weight..s.bias], m, n),
+                out,
+                &self.team,
+            );
             activation::bias_forward(layer.activation, out, &self.params[s.bias..s.end]);
             lap(&mut t, self.timers.as_mut().map(|x| &mut x.forward[l]));
         }
@@ -300,7 +295,6 @@ impl Engine {
 
     fn gradients_inner(&mut self, x: &[f32], labels: &[u8], batch: usize) -> Score {
         self.forward_inner(x, batch);
-        let threads = self.settings.threads;
         let lossfn = self.settings.loss;
         let last = self.spec.layers.len() - 1;
         let m_out = self.spec.outputs();
@@ -321,7 +315,7 @@ impl Engine {
             let input = if l == 0 { x } else { &self.acts[l - 1][..batch * n] };
             let (dw, db) = self.grads[s.weight..s.end].split_at_mut(n * m);
             // dW = deltaᵀ · X: [M][N].
-            matmul(View::transposed(delta, batch, m), View::rows(input, batch, n), dw, threads);
+            matmul(View::transposed(delta, batch, m), View::rows(input, batch, n), dw, &self.team);
             // db = column sums of delta, in example order.
             db.copy_from_slice(&delta[..m]);
             for row in delta[m..].chunks_exact(m) {
@@ -333,7 +327,7 @@ impl Engine {
                     View::rows(delta, batch, m),
                     View::rows(&self.params[s.weight..s.bias], m, n),
                     &mut spare[..batch * n],
-                    threads,
+                    &self.team,
                 );
                 std::mem::swap(&mut g, &mut spare);
             }
@@ -345,7 +339,6 @@ impl Engine {
     fn update(&mut self) {
         self.steps += 1;
         let h = self.settings.hyper;
-        let threads = self.settings.threads;
         let (lr, mu) = (h.lr as f32, h.momentum as f32);
         let opt = self.settings.optimizer;
         let (b1, b2, eps) = (h.beta1 as f32, h.beta2 as f32, h.eps as f32);
@@ -354,41 +347,35 @@ impl Engine {
         let inv_sqrt_c2 = (1.0 / (1.0 - h.beta2.powi(t)).sqrt()) as f32;
         let n = self.params.len();
         // Elementwise work: chunks are independent, so splitting changes no result.
-        let chunk = if threads > 1 && n >= 1 << 15 { n.div_ceil(threads) } else { n.max(1) };
-        if chunk == n {
-            return match opt {
-                Optimizer::Sgd => kernels::sgd(&mut self.params, &self.grads, lr),
-                Optimizer::Momentum => kernels::momentum(&mut self.params, &mut self.first, &self.grads, lr, mu),
-                Optimizer::Adam => kernels::adam(
-                    &mut self.params,
-                    &mut self.first,
-                    &mut self.second,
-                    &self.grads,
-                    b1,
-                    b2,
-                    eps,
-                    step_size,
-                    inv_sqrt_c2,
-                ),
-            };
-        }
-        let (w, g) = (&mut self.params, &self.grads);
-        use rayon::prelude::*;
-        match opt {
-            Optimizer::Sgd => {
-                w.par_chunks_mut(chunk).zip(g.par_chunks(chunk)).for_each(|(w, g)| kernels::sgd(w, g, lr))
+        let parts = if n >= UPDATE_SPLIT_MIN { self.team.size() } else { 1 };
+        let per = n.div_ceil(parts).div_ceil(16) * 16;
+        let (w, v1, v2, g) = (
+            SendMut(self.params.as_mut_ptr()),
+            SendMut(self.first.as_mut_ptr()),
+            SendMut(self.second.as_mut_ptr()),
+            &self.grads,
+        );
+        let task = |t: usize| {
+            let r = (t * per).min(n)..((t + 1) * per).min(n);
+            let len = r.len();
+            let (w, v1, v2) = (&w, &v1, &v2);
+            // SAFETY: each task owns the range `r` of every arena; the arenas hold n values each
+            // (the optimizer-state ones only when that optimizer uses them).
+            let w = unsafe { std::slice::from_raw_parts_mut(w.0.add(r.start), len) };
+            let g = &g[r.clone()];
+            match opt {
+                Optimizer::Sgd => kernels::sgd(w, g, lr),
+                Optimizer::Momentum => {
+                    let v = unsafe { std::slice::from_raw_parts_mut(v1.0.add(r.start), len) };
+                    kernels::momentum(w, v, g, lr, mu)
+                }
+                Optimizer::Adam => {
+                    let m = unsafe { std::slice::from_raw_parts_mut(v1.0.add(r.start), len) };
+                    let v = unsafe { std::slice::from_raw_parts_mut(v2.0.add(r.start), len) };
+                    kernels::adam(w, m, v, g, b1, b2, eps, step_size, inv_sqrt_c2)
+                }
             }
-            Optimizer::Momentum => w
-                .par_chunks_mut(chunk)
-                .zip(self.first.par_chunks_mut(chunk))
-                .zip(g.par_chunks(chunk))
-                .for_each(|((w, v), g)| kernels::momentum(w, v, g, lr, mu)),
-            Optimizer::Adam => w
-                .par_chunks_mut(chunk)
-                .zip(self.first.par_chunks_mut(chunk))
-                .zip(self.second.par_chunks_mut(chunk))
-                .zip(g.par_chunks(chunk))
-                .for_each(|(((w, m), v), g)| kernels::adam(w, m, v, g, b1, b2, eps, step_size, inv_sqrt_c2)),
-        }
+        };
+        self.team.run(n.div_ceil(per).max(1), &task);
     }
 }

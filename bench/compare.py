@@ -1,0 +1,74 @@
+#!/usr/bin/env python3
+"""Side-by-side training throughput: flopnet against PyTorch on the CPU, in one sitting.
+
+For each case of the suite this runs the peer script (../shared/bench/torch_throughput.py, one
+network at a time) and then `flopnet bench` on the same network, batch and thread count, so the
+two see the same machine state; it prints samples/s for both and their ratio.
+
+Usage (from the repository root, after `cargo build --release`):
+    python3 bench/compare.py --python /path/to/venv/bin/python [--threads 2] [--only a,c]
+The python given must have torch installed (see ../shared/bench/README.md).
+"""
+import argparse, json, os, subprocess, sys, tempfile
+
+# key -> (flopnet spec args, batches, mode); the peer script's networks, by its keys.
+SUITE = [
+    ("a", ["784-30-30-10", "--act", "sigmoid"], [1, 32, 128], "train"),
+    ("b", ["1024-30-30-10", "--act", "sigmoid"], [1, 32, 128], "train"),
+    ("c", ["784-800-10", "--act", "relu"], [1, 32, 128, 256], "train"),
+    ("d", ["784-256-128-100-10", "--act", "relu"], [128], "train"),
+    ("infer", ["784-800-10", "--act", "relu"], [128], "inference"),
+]
+
+
+def torch_rates(py, script, key, threads, runs):
+    with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
+        out = f.name
+    subprocess.run([py, script, "--threads", str(threads), "--only", key, "--runs", str(runs), "--json", out],
+                   check=True, stdout=subprocess.DEVNULL)
+    with open(out) as f:
+        rows = json.load(f)
+    os.unlink(out)
+    return {(r["mode"], r["batch"]): r["samples_per_s"] for r in rows if "samples_per_s" in r}
+
+
+def flopnet_rate(exe, spec_args, batch, threads, runs, mode):
+    cmd = [exe, "bench", *spec_args, "--batch", str(batch), "--threads", str(threads), "--runs", str(runs), "--json"]
+    if mode == "inference":
+        cmd.append("--forward-only")
+    r = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
+    return r["samples_per_sec"], r["gflops"]
+
+
+def main():
+    here = os.path.dirname(os.path.abspath(__file__))
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--python", default=sys.executable, help="a python with torch")
+    ap.add_argument("--peer", default=os.path.join(here, "..", "..", "shared", "bench", "torch_throughput.py"))
+    ap.add_argument("--flopnet", default=os.path.join(here, "..", "target", "release", "flopnet"))
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--runs", type=int, default=7)
+    ap.add_argument("--only", default=",".join(k for k, *_ in SUITE))
+    ap.add_argument("--json", help="also write the rows here")
+    a = ap.parse_args()
+    only = set(a.only.split(","))
+    rows = []
+    print(f"| case | batch | mode | PyTorch samples/s | flopnet samples/s | flopnet GFLOP/s | ratio |")
+    print(f"|---|---|---|---|---|---|---|")
+    for key, spec, batches, mode in SUITE:
+        if key not in only:
+            continue
+        peer = torch_rates(a.python, a.peer, "c,infer" if key == "infer" else key, a.threads, a.runs)
+        for b in batches:
+            theirs = peer.get((mode, b))
+            ours, gf = flopnet_rate(a.flopnet, spec, b, a.threads, a.runs, mode)
+            ratio = ours / theirs if theirs else float("nan")
+            rows.append(dict(case=key, spec=" ".join(spec), batch=b, mode=mode, torch=theirs, flopnet=ours, gflops=gf, ratio=ratio))
+            print(f"| {key} {' '.join(spec)} | {b} | {mode} | {theirs:,.0f} | {ours:,.0f} | {gf:.1f} | {ratio:.2f}x |", flush=True)
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(rows, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
