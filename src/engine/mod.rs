@@ -10,7 +10,7 @@ pub mod gemm;
 pub mod kernels;
 mod loss;
 pub mod simd;
-mod team;
+pub mod team;
 
 pub use loss::Score;
 
