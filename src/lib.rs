@@ -43,3 +43,8 @@ pub mod train;
 pub mod verify;
 
 pub use error::{Error, Result};
+
+/// The README's Rust examples run as doc tests, so they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -105,6 +105,9 @@ struct TrainArgs {
     /// Keep the file's order instead of reshuffling every epoch.
     #[arg(long)]
     no_shuffle: bool,
+    /// Learning-rate schedule over the epochs: constant or cosine (decays to nearly zero).
+    #[arg(long, value_enum, default_value = "constant")]
+    schedule: train::Schedule,
     /// Start from the weights in this model file.
     #[arg(long)]
     init: Option<PathBuf>,
@@ -345,7 +348,7 @@ fn train_command(a: TrainArgs) -> Result<()> {
     train::check_fit(&engine, &splits.train)?;
     let metrics = a.metrics.as_deref().map(MetricsWriter::create).transpose()?;
     let mut console = Console { bar: None, batch, examples: splits.train.len(), metrics };
-    let plan = Plan { epochs: a.epochs, batch, seed: a.seed, shuffle: !a.no_shuffle };
+    let plan = Plan { epochs: a.epochs, batch, seed: a.seed, shuffle: !a.no_shuffle, schedule: a.schedule };
     train::train(&mut engine, &splits.train, splits.val.as_ref(), &plan, &mut console)?;
     if let Some(test) = &splits.test {
         let e = train::evaluate(&mut engine, test)?;

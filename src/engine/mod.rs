@@ -148,6 +148,11 @@ impl Engine {
         &self.settings
     }
 
+    /// Changes the learning rate from the next step on (for schedules).
+    pub fn set_learning_rate(&mut self, lr: f64) {
+        self.settings.hyper.lr = lr;
+    }
+
     /// All parameters, layer by layer: W [M][N] then b [M].
     pub fn params(&self) -> &[f32] {
         &self.params

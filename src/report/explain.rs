@@ -123,9 +123,20 @@ pub fn explain_text(spec: &Spec, cfg: &Config) -> String {
         t(b.add),
         t(b.flop())
     );
+    let fwd_mul = f.mul.max(1) as f64;
     o += &format!(
-        "  So backward is not a copy of forward: it costs {:.2}× the forward FLOPs, because every layer\n  but the first computes two products (dW and dX) where forward computed one.\n\n",
-        b.flop() as f64 / f.flop().max(1) as f64
+        "  In multiplications backward costs {:.2}× forward: every layer but the first computes two products\n  (dW and dX) where forward computed one, and the first skips dX. In all FLOPs the ratio is {:.2}×,\n  because forward also pays for the activations{} and a single example has no gradients to add up.\n\n",
+        b.mul as f64 / fwd_mul,
+        b.flop() as f64 / f.flop().max(1) as f64,
+        if spec
+            .layers
+            .iter()
+            .any(|l| matches!(l.activation, Activation::Sigmoid | Activation::Tanh | Activation::Softmax))
+        {
+            " (exp, tanh, divisions)"
+        } else {
+            ""
+        }
     );
 
     let p = spec.params();
@@ -142,13 +153,17 @@ pub fn explain_text(spec: &Spec, cfg: &Config) -> String {
     );
 
     let step = one.per_example.total.flop();
-    let macs = one.per_example.total.mac;
+    let products: u128 = one
+        .layers
+        .iter()
+        .map(|c| 2 * c.forward.mac + c.backward.weight_grad.flop() + c.backward.input_grad.flop())
+        .sum();
     o += "What dominates\n";
     o += &format!(
         "  One training step on one example costs {} FLOPs; {} of them ({:.0}%) are the multiplications and\n  additions of the matrix products. Activations, loss and update are the rest.\n",
         t(step),
-        t(2 * macs),
-        200.0 * macs as f64 / step.max(1) as f64
+        t(products),
+        100.0 * products as f64 / step.max(1) as f64
     );
     o += &format!(
         "  Training does this for each and every example: {} examples per epoch, in batches of {}, for {} epoch{}:\n  {} FLOPs per epoch, {} for the run.\n",

@@ -23,6 +23,28 @@ pub struct Plan {
     pub seed: u64,
     /// Reshuffle the training examples every epoch (seeded); false keeps file order.
     pub shuffle: bool,
+    pub schedule: Schedule,
+}
+
+/// How the learning rate moves over the run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Schedule {
+    /// The same rate every epoch.
+    Constant,
+    /// Epoch e of E uses lr · (1 + cos(π (e-1) / E)) / 2: full rate first, nearly zero last.
+    Cosine,
+}
+
+impl Schedule {
+    /// The rate for `epoch` (from 1) of `epochs`, given the base rate.
+    pub fn rate(self, base: f64, epoch: usize, epochs: usize) -> f64 {
+        match self {
+            Schedule::Constant => base,
+            Schedule::Cosine => {
+                base * 0.5 * (1.0 + (std::f64::consts::PI * (epoch - 1) as f64 / epochs.max(1) as f64).cos())
+            }
+        }
+    }
 }
 
 /// One epoch's results.
@@ -130,7 +152,9 @@ pub fn train(
     let batches = train.len().div_ceil(plan.batch);
     let mut reports = Vec::with_capacity(plan.epochs);
     let mut step = 0usize;
+    let base_lr = s.hyper.lr;
     for epoch in 1..=plan.epochs {
+        engine.set_learning_rate(plan.schedule.rate(base_lr, epoch, plan.epochs));
         if plan.shuffle {
             order = shuffled_indices(train.len(), &mut rng);
         }
