@@ -75,7 +75,33 @@ pub fn save(path: &Path, spec: &Spec, params: &[LayerParams]) -> Result<()> {
         ("activations".to_string(), acts.join(",")),
     ]);
     let bytes = safetensors::serialize(views, Some(meta)).map_err(|e| bad(path, e.to_string()))?;
-    write_atomically(path, &bytes)
+    write_atomically(path, &canonical_header(&bytes).ok_or_else(|| bad(path, "serialised an unreadable header"))?)
+}
+
+/// The same file with its JSON header's keys in sorted order. The metadata arrives as a
+/// `HashMap`, whose order changes from process to process; a model file must not, so that two
+/// identical runs write identical bytes.
+fn canonical_header(bytes: &[u8]) -> Option<Vec<u8>> {
+    fn sorted(v: serde_json::Value) -> serde_json::Value {
+        match v {
+            serde_json::Value::Object(m) => {
+                let mut entries: Vec<_> = m.into_iter().collect();
+                entries.sort_by(|a, b| a.0.cmp(&b.0));
+                serde_json::Value::Object(entries.into_iter().map(|(k, v)| (k, sorted(v))).collect())
+            }
+            other => other,
+        }
+    }
+    let n = u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?) as usize;
+    let header: serde_json::Value = serde_json::from_slice(bytes.get(8..8 + n)?).ok()?;
+    let mut text = serde_json::to_vec(&sorted(header)).ok()?;
+    // The format pads the header with spaces so the data starts 8-byte aligned.
+    text.resize(text.len().div_ceil(8) * 8, b' ');
+    let mut out = Vec::with_capacity(8 + text.len() + bytes.len() - 8 - n);
+    out.extend_from_slice(&(text.len() as u64).to_le_bytes());
+    out.extend_from_slice(&text);
+    out.extend_from_slice(&bytes[8 + n..]);
+    Some(out)
 }
 
 fn floats(path: &Path, name: &str, t: &TensorView) -> Result<Vec<f64>> {

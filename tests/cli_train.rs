@@ -1,0 +1,123 @@
+//! `train`, `eval` and `bench` as a user runs them, on the embedded data and on files the tests
+//! write themselves.
+
+use std::process::{Command, Output};
+
+fn flopnet(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_flopnet")).args(args).output().expect("the binary runs")
+}
+
+fn ok(args: &[&str]) -> String {
+    let out = flopnet(args);
+    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The README's main command: three epochs on the embedded subset reach at least 75%, and the
+/// saved model scores the same under `eval`.
+#[test]
+fn readme_main_command_learns_and_the_model_evaluates() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("m.safetensors");
+    let metrics = dir.path().join("m.jsonl");
+    let text = ok(&[
+        "train",
+        "784-128-10",
+        "--epochs",
+        "3",
+        "--threads",
+        "2",
+        "--save",
+        model.to_str().unwrap(),
+        "--metrics",
+        metrics.to_str().unwrap(),
+    ]);
+    let lines: Vec<serde_json::Value> =
+        std::fs::read_to_string(&metrics).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 4, "three epochs and a test line:\n{text}");
+    for (i, l) in lines[..3].iter().enumerate() {
+        assert_eq!(l["epoch"], i + 1);
+        for k in ["train_loss", "train_acc", "val_loss", "val_acc", "seconds", "gflops"] {
+            assert!(l[k].is_number(), "{k} in {l}");
+        }
+    }
+    let test_acc = lines[3]["test_acc"].as_f64().unwrap();
+    assert!(test_acc >= 0.75, "test accuracy {test_acc}\n{text}");
+
+    let eval: serde_json::Value =
+        serde_json::from_str(&ok(&["eval", "--model", model.to_str().unwrap(), "--json"])).unwrap();
+    assert!((eval["acc"].as_f64().unwrap() - test_acc).abs() < 1e-9, "eval {} vs train {test_acc}", eval["acc"]);
+    let matrix = eval["matrix"].as_array().unwrap();
+    assert_eq!(matrix.len(), 10);
+    let total: u64 = matrix.iter().flat_map(|r| r.as_array().unwrap()).map(|v| v.as_u64().unwrap()).sum();
+    assert_eq!(total, 1000, "every embedded test image lands in the confusion matrix");
+}
+
+#[test]
+fn same_seed_same_threads_same_model_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |name: &str| {
+        let p = dir.path().join(name);
+        ok(&["train", "784-32-10", "--epochs", "1", "--threads", "2", "--seed", "7", "--save", p.to_str().unwrap()]);
+        std::fs::read(p).unwrap()
+    };
+    let (a, b) = (run("a.safetensors"), run("b.safetensors"));
+    assert!(a == b, "two runs with seed 7 and 2 threads wrote different model files");
+}
+
+#[test]
+fn a_spec_that_does_not_fit_the_data_names_the_size_that_would() {
+    let out = flopnet(&["train", "1024-30-10", "--epochs", "1"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("784") && err.contains("1024"), "{err}");
+}
+
+#[test]
+fn csv_data_trains_and_reports_classes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("xor.csv");
+    // Two classes by the sign of x*y: a small non-linear problem.
+    let mut text = String::from("label,x,y\n");
+    for i in 0..400 {
+        let (x, y) = (((i * 37) % 200) as f32 / 100.0 - 1.0, ((i * 91) % 200) as f32 / 100.0 - 1.0);
+        text += &format!("{},{x},{y}\n", (x * y > 0.0) as u8);
+    }
+    std::fs::write(&path, text).unwrap();
+    let out = ok(&[
+        "train",
+        "2-16:tanh-2",
+        "--data",
+        path.to_str().unwrap(),
+        "--epochs",
+        "60",
+        "--batch",
+        "16",
+        "--lr",
+        "0.01",
+        "--val-split",
+        "0",
+    ]);
+    let last = out.lines().rev().find(|l| l.starts_with("epoch")).unwrap();
+    let acc: f64 = last.split("acc ").nth(1).unwrap().split('%').next().unwrap().trim().parse().unwrap();
+    assert!(acc > 90.0, "{out}");
+}
+
+#[test]
+fn bench_reports_samples_per_second_and_layers() {
+    let v: serde_json::Value = serde_json::from_str(&ok(&[
+        "bench",
+        "784-30-30-10",
+        "--act",
+        "sigmoid",
+        "--batch",
+        "8",
+        "--runs",
+        "3",
+        "--json",
+    ]))
+    .unwrap();
+    assert!(v["samples_per_sec"].as_f64().unwrap() > 0.0);
+    assert_eq!(v["layers"].as_array().unwrap().len(), 3);
+    assert!(v["gflops"].as_f64().unwrap() > 0.0);
+}
