@@ -35,6 +35,7 @@ pub mod error;
 pub mod init;
 pub mod model;
 pub mod ops;
+pub mod predict;
 pub mod reference;
 pub mod report;
 pub mod spec;

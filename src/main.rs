@@ -8,7 +8,7 @@ use flopnet::engine::{Engine, Settings};
 use flopnet::reference::Hyper;
 use flopnet::spec::{self, Activation, Defaults, Loss, Optimizer, Spec};
 use flopnet::train::{self, EpochReport, MetricsWriter, Plan, Watcher};
-use flopnet::{Error, Result, init, model, report, sys, verify};
+use flopnet::{Error, Result, init, model, predict, report, sys, verify};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -34,6 +34,75 @@ enum Command {
     Eval(EvalArgs),
     /// Measure training (or inference) throughput on synthetic data.
     Bench(BenchArgs),
+    /// Measure this machine for the time model (matrix products, memory, activations), ~10 s.
+    Calibrate(CalibrateArgs),
+}
+
+#[derive(Args)]
+struct CalibrateArgs {
+    /// Threads to measure with [default: every core].
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Where to save the profile [default: the user's cache directory].
+    #[arg(long)]
+    profile: Option<PathBuf>,
+    /// A coarser, faster measurement (~3 s).
+    #[arg(long)]
+    quick: bool,
+}
+
+/// Options of the time model.
+#[derive(Args)]
+struct PredictArgs {
+    /// Also predict the time per step, epoch and run.
+    #[arg(long)]
+    predict: bool,
+    /// The machine profile to use [default: this machine's, measured if missing or stale].
+    #[arg(long)]
+    profile: Option<PathBuf>,
+    /// Threads the run would use [default: every core].
+    #[arg(long)]
+    threads: Option<usize>,
+    /// What-if: a named device's published peaks (h100, h200, a100, epyc-9654, xeon-8480), with
+    /// an optional :fp32, :tf32 or :bf16 for the matrix products (e.g. h200:bf16).
+    #[arg(long)]
+    device: Option<String>,
+    /// What-if: a peak GFLOP/s (with --bandwidth).
+    #[arg(long, requires = "bandwidth")]
+    gflops: Option<f64>,
+    /// What-if: memory bandwidth in GB/s (with --gflops).
+    #[arg(long, requires = "gflops")]
+    bandwidth: Option<f64>,
+}
+
+impl PredictArgs {
+    fn wanted(&self) -> bool {
+        self.predict || self.device.is_some() || self.gflops.is_some()
+    }
+
+    /// The prediction for `spec` under `cfg`, and a note on what was measured to get it.
+    fn predict(&self, spec: &Spec, cfg: &Config) -> Result<(predict::Prediction, Option<String>)> {
+        let threads = self.threads.unwrap_or_else(sys::cores);
+        if let Some(d) = &self.device {
+            let (name, precision) = d.split_once(':').unwrap_or((d.as_str(), "fp32"));
+            let dev = predict::devices::find(name).ok_or_else(|| {
+                Error::Usage(format!("unknown device `{name}`; known: {}", predict::devices::names()))
+            })?;
+            if !["fp32", "tf32", "bf16"].contains(&precision) {
+                return Err(Error::Usage(format!("unknown precision `{precision}`; use fp32, tf32 or bf16")));
+            }
+            let m = predict::Machine::device(dev, precision);
+            let note = format!("what-if for {} at {precision}", dev.description);
+            return Ok((predict::predict(spec, cfg, m, threads), Some(note)));
+        }
+        if let (Some(g), Some(b)) = (self.gflops, self.bandwidth) {
+            let m = predict::Machine::Roofline { matmul_gflops: g, vector_gflops: g, bandwidth_gbs: b };
+            return Ok((predict::predict(spec, cfg, m, threads), None));
+        }
+        let path = self.profile.clone().unwrap_or_else(|| predict::default_path(threads));
+        let (profile, note) = predict::load_or_calibrate(&path, threads, true)?;
+        Ok((predict::predict(spec, cfg, predict::Machine::Measured(&profile), threads), note))
+    }
 }
 
 /// The model alone: its layers and what its output is scored with.
@@ -117,6 +186,9 @@ struct TrainArgs {
     /// Write one JSON line per epoch, and a final test line, here.
     #[arg(long)]
     metrics: Option<PathBuf>,
+    /// The machine profile for the predicted times [default: this machine's].
+    #[arg(long)]
+    profile: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -157,6 +229,9 @@ struct BenchArgs {
     /// The optimizer of the training step [default: momentum, as the PyTorch peer script].
     #[arg(long, default_value = "momentum")]
     optimizer: Optimizer,
+    /// The machine profile for predicted times [default: this machine's, measured if missing].
+    #[arg(long)]
+    profile: Option<PathBuf>,
     #[arg(long)]
     json: bool,
 }
@@ -187,6 +262,8 @@ struct CountArgs {
     /// Print JSON instead of tables.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    time: PredictArgs,
 }
 
 #[derive(Args)]
@@ -215,12 +292,23 @@ fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Count(a) => {
             let spec = a.net.model.spec()?;
-            let ledger = Ledger::new(&spec, &config(&a));
+            let cfg = config(&a);
+            let ledger = Ledger::new(&spec, &cfg);
+            let predicted = if a.time.wanted() { Some(a.time.predict(&spec, &cfg)?) } else { None };
+            if let Some((_, Some(note))) = &predicted {
+                eprintln!("flopnet: {note}");
+            }
             if a.json {
-                let text = serde_json::to_string_pretty(&ledger).map_err(|e| Error::Usage(e.to_string()))?;
-                println!("{text}");
+                let mut v = serde_json::to_value(&ledger).map_err(|e| Error::Usage(e.to_string()))?;
+                if let Some((p, _)) = &predicted {
+                    v["predicted"] = serde_json::to_value(p).map_err(|e| Error::Usage(e.to_string()))?;
+                }
+                println!("{}", serde_json::to_string_pretty(&v).map_err(|e| Error::Usage(e.to_string()))?);
             } else {
                 print!("{}", report::count_text(&ledger));
+                if let Some((p, _)) = &predicted {
+                    print!("\n{}", report::prediction_text(p, cfg.batch));
+                }
             }
         }
         Command::Explain(a) => {
@@ -242,6 +330,27 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
         }
         Command::Train(a) => train_command(a)?,
+        Command::Calibrate(a) => {
+            let threads = a.threads.unwrap_or_else(sys::cores);
+            let path = a.profile.unwrap_or_else(|| predict::default_path(threads));
+            let t = std::time::Instant::now();
+            let p = predict::calibrate(threads, a.quick)?;
+            p.save(&path)?;
+            let best =
+                p.forward.iter().chain(&p.weight_grad).chain(&p.input_grad).map(|g| g.gflops).fold(0.0, f64::max);
+            let bw: Vec<String> = p
+                .stream
+                .iter()
+                .map(|s| {
+                    format!("{} {:.0} GB/s", report::format::bytes(s.bytes as u128), 12.0 / s.seconds_per_item / 1e9)
+                })
+                .collect();
+            println!("calibrated {} with {threads} thread(s) in {:.1} s", p.machine, t.elapsed().as_secs_f64());
+            println!("  matrix products: up to {best:.1} GFLOP/s over {} shapes", p.forward.len() * 3);
+            println!("  memory (y += a·x, by working set): {}", bw.join(", "));
+            println!("  fixed cost of a step: {}", report::seconds(p.step_overhead));
+            println!("saved {}", path.display());
+        }
         Command::Eval(a) => eval_command(a)?,
         Command::Bench(a) => {
             let spec = a.model.spec()?;
@@ -255,10 +364,40 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 optimizer: a.optimizer,
             };
             let r = bench::run(&spec, &cfg)?;
-            if a.json {
-                println!("{}", serde_json::to_string(&r).map_err(|e| Error::Usage(e.to_string()))?);
+            // The time model for the same step, when the profile is at hand (training steps only).
+            let predicted = if a.forward_only {
+                None
             } else {
-                print!("{}", report::bench_text(&r));
+                let path = a.profile.clone().unwrap_or_else(|| predict::default_path(cfg.threads));
+                let (profile, note) = predict::load_or_calibrate(&path, cfg.threads, true)?;
+                if let Some(note) = note {
+                    eprintln!("flopnet: {note}");
+                }
+                let step = Config {
+                    loss: cfg.loss,
+                    optimizer: cfg.optimizer,
+                    batch: cfg.batch,
+                    examples: cfg.batch,
+                    epochs: 1,
+                };
+                let peak = profile
+                    .forward
+                    .iter()
+                    .chain(&profile.weight_grad)
+                    .chain(&profile.input_grad)
+                    .map(|g| g.gflops)
+                    .fold(0.0, f64::max);
+                Some((predict::predict(&spec, &step, predict::Machine::Measured(&profile), cfg.threads), peak))
+            };
+            if a.json {
+                let mut v = serde_json::to_value(&r).map_err(|e| Error::Usage(e.to_string()))?;
+                if let Some((p, peak)) = &predicted {
+                    v["predicted"] = serde_json::to_value(p).map_err(|e| Error::Usage(e.to_string()))?;
+                    v["peak_gflops"] = (*peak).into();
+                }
+                println!("{}", serde_json::to_string(&v).map_err(|e| Error::Usage(e.to_string()))?);
+            } else {
+                print!("{}", report::bench_text(&r, predicted.as_ref().map(|(p, k)| (p, *k))));
             }
         }
     }
@@ -340,6 +479,24 @@ fn train_command(a: TrainArgs) -> Result<()> {
         hyper.lr = lr;
     }
     let threads = a.threads.unwrap_or_else(sys::cores);
+    let time = PredictArgs {
+        predict: true,
+        profile: a.profile.clone(),
+        threads: Some(threads),
+        device: None,
+        gflops: None,
+        bandwidth: None,
+    };
+    let (prediction, note) = time.predict(&spec, &cfg)?;
+    if let Some(note) = note {
+        eprintln!("flopnet: {note}");
+    }
+    println!(
+        "predicted: {} per epoch, {} for the run ({} per step)",
+        report::seconds(prediction.epoch_seconds),
+        report::seconds(prediction.run_seconds),
+        report::seconds(prediction.step_seconds)
+    );
     let settings = Settings { loss: a.model.loss, optimizer: a.optimizer, hyper, max_batch: batch, threads };
     // Memory is measured from here: what the process holds now (code, data set) is the baseline
     // the ledger's estimate for the engine sits on.
@@ -348,7 +505,14 @@ fn train_command(a: TrainArgs) -> Result<()> {
     train::check_fit(&engine, &splits.train)?;
     let metrics = a.metrics.as_deref().map(MetricsWriter::create).transpose()?;
     let mut console = Console { bar: None, batch, examples: splits.train.len(), metrics };
-    let plan = Plan { epochs: a.epochs, batch, seed: a.seed, shuffle: !a.no_shuffle, schedule: a.schedule };
+    let plan = Plan {
+        epochs: a.epochs,
+        batch,
+        seed: a.seed,
+        shuffle: !a.no_shuffle,
+        schedule: a.schedule,
+        predicted_epoch_seconds: Some(prediction.epoch_seconds),
+    };
     train::train(&mut engine, &splits.train, splits.val.as_ref(), &plan, &mut console)?;
     if let Some(test) = &splits.test {
         let e = train::evaluate(&mut engine, test)?;

@@ -33,8 +33,12 @@ pub fn epoch_line(r: &EpochReport) -> String {
         (Some(l), Some(a)) => format!("val loss {l:.4} acc {:.2}%", 100.0 * a),
         _ => "no validation split".to_string(),
     };
+    let predicted = match r.predicted_seconds {
+        Some(p) if p > 0.0 => format!(" (predicted {p:.2} s, {:+.0}%)", 100.0 * (r.seconds / p - 1.0)),
+        _ => String::new(),
+    };
     format!(
-        "epoch {:>3}  train loss {:.4} acc {:.2}%  {val}  {:.2} s  {:.1} GFLOP/s",
+        "epoch {:>3}  train loss {:.4} acc {:.2}%  {val}  {:.2} s{predicted}  {:.1} GFLOP/s",
         r.epoch,
         r.train_loss,
         100.0 * r.train_acc,
@@ -58,7 +62,9 @@ pub fn confusion_text(c: &Confusion) -> String {
     o
 }
 
-pub fn bench_text(b: &BenchReport) -> String {
+/// The bench report; with a prediction, its per-layer times beside the measured ones and the
+/// achieved GFLOP/s against the machine's best measured matrix-product rate (`peak`).
+pub fn bench_text(b: &BenchReport, predicted: Option<(&crate::predict::Prediction, f64)>) -> String {
     let mut o = format!(
         "bench {} {} batch {} threads {}{}: {} samples/s (median; runs {}–{}), {:.1} µs per step, {:.1} GFLOP/s counted\n",
         b.spec,
@@ -72,27 +78,82 @@ pub fn bench_text(b: &BenchReport) -> String {
         b.step_seconds * 1e6,
         b.gflops,
     );
-    let mut rows = vec![vec![
-        "layer".to_string(),
-        "shape".into(),
-        "forward µs".into(),
-        "GFLOP/s".into(),
-        "backward µs".into(),
-        "GFLOP/s".into(),
-    ]];
-    for l in &b.layers {
-        rows.push(vec![
+    let mut head: Vec<String> =
+        ["layer", "shape", "forward µs", "GFLOP/s", "backward µs", "GFLOP/s"].into_iter().map(String::from).collect();
+    if predicted.is_some() {
+        head.extend(["predicted fwd µs", "predicted bwd µs", "% of peak"].into_iter().map(String::from));
+    }
+    let mut rows = vec![head];
+    for (i, l) in b.layers.iter().enumerate() {
+        let mut row = vec![
             l.layer.to_string(),
             l.shape.clone(),
             format!("{:.1}", l.forward_seconds * 1e6),
             format!("{:.1}", l.forward_gflops),
             format!("{:.1}", l.backward_seconds * 1e6),
             format!("{:.1}", l.backward_gflops),
-        ]);
+        ];
+        if let Some((p, peak)) = predicted
+            && let Some(t) = p.layers.get(i)
+        {
+            let total = l.forward_seconds + l.backward_seconds;
+            let flop = l.forward_gflops * l.forward_seconds + l.backward_gflops * l.backward_seconds;
+            row.push(format!("{:.1}", t.forward_seconds * 1e6));
+            row.push(format!("{:.1}", t.backward_seconds * 1e6));
+            row.push(format!("{:.0}%", if total > 0.0 { 100.0 * flop / total / peak } else { 0.0 }));
+        }
+        rows.push(row);
     }
     o += &columns(&rows, 2);
     if !b.forward_only {
         o += &format!("loss {:.1} µs, update {:.1} µs per step\n", b.loss_seconds * 1e6, b.update_seconds * 1e6);
     }
+    if let Some((p, peak)) = predicted {
+        let err = 100.0 * (b.step_seconds / p.step_seconds - 1.0);
+        o += &format!(
+            "predicted {:.1} µs per step, measured {:.1} µs ({err:+.0}%); peak = the best matrix-product rate calibrate measured, {peak:.1} GFLOP/s\n",
+            p.step_seconds * 1e6,
+            b.step_seconds * 1e6
+        );
+    }
     o
+}
+
+/// `count --predict`: the time model's answer, per layer and in total.
+pub fn prediction_text(p: &crate::predict::Prediction, batch: usize) -> String {
+    let mut o = format!(
+        "Predicted time: {} per step (batch {batch}), {} per epoch, {} per run\n",
+        seconds(p.step_seconds),
+        seconds(p.epoch_seconds),
+        seconds(p.run_seconds)
+    );
+    let mut rows = vec![vec!["layer".to_string(), "forward".into(), "backward".into(), "update".into()]];
+    for l in &p.layers {
+        rows.push(vec![
+            l.layer.to_string(),
+            seconds(l.forward_seconds),
+            seconds(l.backward_seconds),
+            seconds(l.update_seconds),
+        ]);
+    }
+    rows.push(vec!["loss".into(), seconds(p.loss_seconds)]);
+    rows.push(vec!["per step".into(), seconds(p.overhead_seconds)]);
+    o += &columns(&rows, 1).lines().map(|l| format!("  {l}\n")).collect::<String>();
+    o += &format!("  ({})\n", p.basis);
+    o
+}
+
+/// Seconds in the unit that reads best.
+pub fn seconds(s: f64) -> String {
+    if s >= 3600.0 {
+        format!("{:.1} h", s / 3600.0)
+    } else if s >= 60.0 {
+        format!("{:.1} min", s / 60.0)
+    } else if s >= 1.0 {
+        format!("{s:.2} s")
+    } else if s >= 1e-3 {
+        format!("{:.2} ms", s * 1e3)
+    } else {
+        format!("{:.1} µs", s * 1e6)
+    }
 }

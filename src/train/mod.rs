@@ -24,6 +24,8 @@ pub struct Plan {
     /// Reshuffle the training examples every epoch (seeded); false keeps file order.
     pub shuffle: bool,
     pub schedule: Schedule,
+    /// The time model's seconds for one epoch, reported beside the measured ones.
+    pub predicted_epoch_seconds: Option<f64>,
 }
 
 /// How the learning rate moves over the run.
@@ -58,6 +60,8 @@ pub struct EpochReport {
     pub seconds: f64,
     /// The ledger's FLOPs for this epoch divided by its training time.
     pub gflops: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub predicted_seconds: Option<f64>,
 }
 
 /// Loss and accuracy of a whole data set.
@@ -193,6 +197,7 @@ pub fn train(
             val_acc: val_eval.map(|e| e.acc),
             seconds,
             gflops: epoch_flop / seconds / 1e9,
+            predicted_seconds: plan.predicted_epoch_seconds,
         };
         watcher.epoch_done(&report)?;
         reports.push(report);

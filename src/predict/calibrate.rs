@@ -1,0 +1,169 @@
+//! `flopnet calibrate`: measures this machine through the engine's own kernels.
+
+use super::profile::{GemmPoint, Profile, StreamPoint, VERSION, machine_id};
+use crate::engine::gemm::{View, matmul};
+use crate::engine::team::Team;
+use crate::engine::{Engine, Settings, kernels, simd};
+use crate::error::Result;
+use crate::init;
+use crate::reference::Hyper;
+use crate::spec::{Activation, Dense, Loss, Optimizer, Spec};
+use std::time::Instant;
+
+/// Median seconds of one call of `f`, from runs that each last at least `min_s`.
+fn time(min_s: f64, runs: usize, mut f: impl FnMut()) -> f64 {
+    f();
+    let t = Instant::now();
+    let mut reps = 1usize;
+    f();
+    while t.elapsed().as_secs_f64() < min_s / 2.0 {
+        f();
+        reps += 1;
+    }
+    let per_run = reps.max(1);
+    let mut v: Vec<f64> = (0..runs)
+        .map(|_| {
+            let t = Instant::now();
+            for _ in 0..per_run {
+                f();
+            }
+            t.elapsed().as_secs_f64() / per_run as f64
+        })
+        .collect();
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// The grid: batch-like m, and inner/outer sizes for k and n.
+pub const GRID_M: [usize; 4] = [1, 8, 64, 512];
+pub const GRID_KN: [usize; 3] = [16, 128, 1024];
+
+fn gemm_grid(team: &Team, op: &str, quick: bool) -> Vec<GemmPoint> {
+    let mut out = Vec::new();
+    for &m in &GRID_M {
+        for &k in &GRID_KN {
+            for &n in &GRID_KN {
+                let a = vec![0.5f32; m * k];
+                let b = vec![0.25f32; k * n];
+                let mut c = vec![0.0f32; m * n];
+                let s = time(if quick { 0.002 } else { 0.006 }, 3, || match op {
+                    // X [m][k] · Wᵀ where W is [n][k].
+                    "forward" => matmul(View::rows(&a, m, k), View::transposed(&b, n, k), &mut c, team),
+                    // deltaᵀ where delta is [k][m], times X [k][n].
+                    "weight_grad" => matmul(View::transposed(&a, k, m), View::rows(&b, k, n), &mut c, team),
+                    _ => matmul(View::rows(&a, m, k), View::rows(&b, k, n), &mut c, team),
+                });
+                out.push(GemmPoint { m, k, n, gflops: 2.0 * (m * k * n) as f64 / s / 1e9 });
+            }
+        }
+    }
+    out
+}
+
+/// Working sets from L1 to main memory.
+const STREAM_ITEMS: [usize; 5] = [4 << 10, 32 << 10, 256 << 10, 2 << 20, 16 << 20];
+
+fn stream_points(quick: bool, bytes_per_item: usize, mut pass: impl FnMut(usize) -> f64) -> Vec<StreamPoint> {
+    STREAM_ITEMS
+        .iter()
+        .filter(|&&n| !quick || n <= 2 << 20)
+        .map(|&n| StreamPoint { bytes: (n * bytes_per_item) as f64, seconds_per_item: pass(n) / n as f64 })
+        .collect()
+}
+
+fn layer_engine(act: Activation, threads: usize) -> Result<Engine> {
+    let spec = Spec { input: 1, layers: vec![Dense { inputs: 1, outputs: 4096, activation: act }] };
+    let loss = if act == Activation::Softmax { Loss::Ce } else { Loss::Mse };
+    let settings =
+        Settings { loss, optimizer: Optimizer::Sgd, hyper: Hyper::defaults(Optimizer::Sgd), max_batch: 16, threads };
+    Engine::new(&spec, &init::init(&spec, 1), settings)
+}
+
+/// (forward, backward) seconds of one step's layer on a 16 × 4096 output with activation `act`.
+fn layer_times(act: Activation, threads: usize) -> Result<(f64, f64)> {
+    let mut e = layer_engine(act, threads)?;
+    let x = vec![0.5f32; 16];
+    let y = vec![0u8; 16];
+    for _ in 0..5 {
+        e.train_step(&x, &y)?;
+    }
+    e.start_timers();
+    let steps = 60;
+    for _ in 0..steps {
+        e.train_step(&x, &y)?;
+    }
+    let t = e.timers().cloned().unwrap_or_default();
+    Ok((t.forward[0] / steps as f64, t.backward[0] / steps as f64))
+}
+
+/// Measures everything the time model needs; about 10 s, or 3 s with `quick`.
+pub fn calibrate(threads: usize, quick: bool) -> Result<Profile> {
+    simd::flush_denormals();
+    let team = Team::new(threads.max(1), simd::flush_denormals).map_err(|e| crate::Error::Usage(e.to_string()))?;
+    let forward = gemm_grid(&team, "forward", quick);
+    let weight_grad = gemm_grid(&team, "weight_grad", quick);
+    let input_grad = gemm_grid(&team, "input_grad", quick);
+    let min_s = if quick { 0.003 } else { 0.01 };
+    let stream = stream_points(quick, 8, |n| {
+        let x = vec![1.0f32; n];
+        let mut y = vec![0.0f32; n];
+        time(min_s, 3, || kernels::axpy(1e-3, &x, &mut y))
+    });
+    let sgd = stream_points(quick, 8, |n| {
+        let g = vec![1e-3f32; n];
+        let mut w = vec![0.0f32; n];
+        time(min_s, 3, || kernels::sgd(&mut w, &g, 1e-3))
+    });
+    let momentum = stream_points(quick, 12, |n| {
+        let g = vec![1e-3f32; n];
+        let (mut w, mut v) = (vec![0.0f32; n], vec![0.0f32; n]);
+        time(min_s, 3, || kernels::momentum(&mut w, &mut v, &g, 1e-3, 0.9))
+    });
+    let adam = stream_points(quick, 16, |n| {
+        let g = vec![1e-3f32; n];
+        let (mut w, mut m, mut v) = (vec![0.0f32; n], vec![0.0f32; n], vec![0.0f32; n]);
+        time(min_s, 3, || kernels::adam(&mut w, &mut m, &mut v, &g, 0.9, 0.999, 1e-8, 1e-3, 1.0))
+    });
+    let (f0, b0) = layer_times(Activation::Identity, threads)?;
+    let mut activation_forward = Vec::new();
+    let mut activation_backward = Vec::new();
+    for act in Activation::ALL {
+        let (f, b) = layer_times(act, threads)?;
+        let per = 16.0 * 4096.0;
+        activation_forward.push((act.name().to_string(), ((f - f0) / per).max(0.0)));
+        activation_backward.push((act.name().to_string(), ((b - b0) / per).max(0.0)));
+    }
+    // A 1-1 network: what a step costs when there is no arithmetic to speak of.
+    let tiny = Spec { input: 1, layers: vec![Dense { inputs: 1, outputs: 1, activation: Activation::Identity }] };
+    let settings = Settings {
+        loss: Loss::Mse,
+        optimizer: Optimizer::Sgd,
+        hyper: Hyper::defaults(Optimizer::Sgd),
+        max_batch: 1,
+        threads,
+    };
+    let mut e = Engine::new(&tiny, &init::init(&tiny, 1), settings)?;
+    let step_overhead = time(min_s, 5, || {
+        let _ = e.train_step(&[0.5], &[0]);
+    });
+    let (a, b) = (vec![0.5f32; 4], vec![0.5f32; 4]);
+    let mut c = vec![0.0f32; 4];
+    let call_overhead = time(min_s, 5, || matmul(View::rows(&a, 2, 2), View::rows(&b, 2, 2), &mut c, &team));
+    Ok(Profile {
+        version: VERSION,
+        machine: machine_id(),
+        threads,
+        created: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+        forward,
+        weight_grad,
+        input_grad,
+        stream,
+        sgd,
+        momentum,
+        adam,
+        activation_forward,
+        activation_backward,
+        step_overhead,
+        call_overhead,
+    })
+}

@@ -1,0 +1,233 @@
+//! The time model: the ledger's work, the bytes each phase moves, and a machine's rates.
+
+use super::devices::Device;
+use super::profile::{GemmPoint, Profile, StreamPoint};
+use crate::cost::Config;
+use crate::spec::{Activation, Loss, Optimizer, Spec};
+use serde::Serialize;
+
+/// Where the rates come from.
+#[derive(Clone, Copy, Debug)]
+pub enum Machine<'a> {
+    /// This machine, as `calibrate` measured it.
+    Measured(&'a Profile),
+    /// A roofline at given peaks: GFLOP/s for matrix products, GFLOP/s for other arithmetic, GB/s.
+    Roofline { matmul_gflops: f64, vector_gflops: f64, bandwidth_gbs: f64 },
+}
+
+impl Machine<'_> {
+    /// The roofline for a named device; `precision` picks the matrix-product peak.
+    pub fn device(d: &Device, precision: &str) -> Machine<'static> {
+        let matmul = match precision {
+            "tf32" => d.tf32_gflops.unwrap_or(d.fp32_gflops),
+            "bf16" => d.bf16_gflops.unwrap_or(d.fp32_gflops),
+            _ => d.fp32_gflops,
+        };
+        Machine::Roofline { matmul_gflops: matmul, vector_gflops: d.fp32_gflops, bandwidth_gbs: d.bandwidth_gbs }
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct LayerTime {
+    pub layer: usize,
+    pub forward_seconds: f64,
+    pub backward_seconds: f64,
+    pub update_seconds: f64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Prediction {
+    pub step_seconds: f64,
+    pub epoch_seconds: f64,
+    pub run_seconds: f64,
+    /// For one full batch.
+    pub layers: Vec<LayerTime>,
+    pub loss_seconds: f64,
+    pub overhead_seconds: f64,
+    /// What the numbers assume, in words.
+    pub basis: String,
+}
+
+/// Position of `x` between grid values, in log space: (lower index, upper index, weight of upper).
+fn bracket(grid: &[usize], x: usize) -> (usize, usize, f64) {
+    let lx = (x.max(1) as f64).ln();
+    if x <= grid[0] {
+        return (0, 0, 0.0);
+    }
+    for i in 1..grid.len() {
+        if x <= grid[i] {
+            let (a, b) = ((grid[i - 1] as f64).ln(), (grid[i] as f64).ln());
+            return (i - 1, i, (lx - a) / (b - a));
+        }
+    }
+    (grid.len() - 1, grid.len() - 1, 0.0)
+}
+
+/// GFLOP/s at (m, k, n): trilinear in log space over the measured grid, clamped at its edges.
+fn gemm_rate(points: &[GemmPoint], m: usize, k: usize, n: usize) -> f64 {
+    use super::calibrate::{GRID_KN, GRID_M};
+    let at = |i: usize, j: usize, l: usize| {
+        points
+            .iter()
+            .find(|p| p.m == GRID_M[i] && p.k == GRID_KN[j] && p.n == GRID_KN[l])
+            .map_or(1.0, |p| p.gflops.max(1e-3).ln())
+    };
+    let (i0, i1, ti) = bracket(&GRID_M, m);
+    let (j0, j1, tj) = bracket(&GRID_KN, k);
+    let (l0, l1, tl) = bracket(&GRID_KN, n);
+    let mut v = 0.0;
+    for (i, wi) in [(i0, 1.0 - ti), (i1, ti)] {
+        for (j, wj) in [(j0, 1.0 - tj), (j1, tj)] {
+            for (l, wl) in [(l0, 1.0 - tl), (l1, tl)] {
+                v += wi * wj * wl * at(i, j, l);
+            }
+        }
+    }
+    v.exp()
+}
+
+/// Seconds per item at a working set of `bytes`: log-linear between measured sizes.
+fn per_item(points: &[StreamPoint], bytes: f64) -> f64 {
+    let Some(first) = points.first() else { return 0.0 };
+    if bytes <= first.bytes {
+        return first.seconds_per_item;
+    }
+    for w in points.windows(2) {
+        if bytes <= w[1].bytes {
+            let t = (bytes.ln() - w[0].bytes.ln()) / (w[1].bytes.ln() - w[0].bytes.ln());
+            return w[0].seconds_per_item * (1.0 - t) + w[1].seconds_per_item * t;
+        }
+    }
+    points.last().map_or(0.0, |p| p.seconds_per_item)
+}
+
+fn act_cost(table: &[(String, f64)], act: Activation) -> f64 {
+    table.iter().find(|(n, _)| n == act.name()).map_or(0.0, |(_, s)| *s)
+}
+
+/// Optimizer updates of at least this many parameters are split across the threads (as the engine does).
+const UPDATE_SPLIT_MIN: usize = 1 << 14;
+
+struct Model<'a> {
+    machine: Machine<'a>,
+    threads: usize,
+}
+
+impl Model<'_> {
+    fn gemm(&self, which: fn(&Profile) -> &Vec<GemmPoint>, m: usize, k: usize, n: usize) -> f64 {
+        let flop = 2.0 * (m * k * n) as f64;
+        let bytes = 4.0 * (m * k + k * n + m * n) as f64;
+        match self.machine {
+            Machine::Measured(p) => flop / (gemm_rate(which(p), m, k, n) * 1e9),
+            Machine::Roofline { matmul_gflops, bandwidth_gbs, .. } => {
+                (flop / (matmul_gflops * 1e9)).max(bytes / (bandwidth_gbs * 1e9))
+            }
+        }
+    }
+
+    /// A pass over `items` values, touching `bytes_per` bytes each, doing `flop_per` arithmetic.
+    fn stream(&self, items: usize, bytes_per: f64, flop_per: f64) -> f64 {
+        match self.machine {
+            Machine::Measured(p) => items as f64 * per_item(&p.stream, items as f64 * bytes_per),
+            Machine::Roofline { vector_gflops, bandwidth_gbs, .. } => {
+                (items as f64 * flop_per / (vector_gflops * 1e9)).max(items as f64 * bytes_per / (bandwidth_gbs * 1e9))
+            }
+        }
+    }
+
+    fn activation(&self, act: Activation, items: usize, backward: bool) -> f64 {
+        match self.machine {
+            Machine::Measured(p) => {
+                items as f64 * act_cost(if backward { &p.activation_backward } else { &p.activation_forward }, act)
+            }
+            Machine::Roofline { .. } => 0.0,
+        }
+    }
+
+    fn update(&self, opt: Optimizer, params: usize) -> f64 {
+        let (bytes_per, flop_per) = match opt {
+            Optimizer::Sgd => (12.0, 2.0),
+            Optimizer::Momentum => (20.0, 4.0),
+            Optimizer::Adam => (28.0, 13.0),
+        };
+        match self.machine {
+            Machine::Measured(p) => {
+                let table = match opt {
+                    Optimizer::Sgd => &p.sgd,
+                    Optimizer::Momentum => &p.momentum,
+                    Optimizer::Adam => &p.adam,
+                };
+                let split = if params >= UPDATE_SPLIT_MIN { self.threads as f64 } else { 1.0 };
+                params as f64 * per_item(table, params as f64 * bytes_per) / split
+            }
+            Machine::Roofline { .. } => self.stream(params, bytes_per, flop_per),
+        }
+    }
+
+    fn overhead(&self) -> f64 {
+        match self.machine {
+            Machine::Measured(p) => p.step_overhead,
+            Machine::Roofline { .. } => 0.0,
+        }
+    }
+
+    /// One training step over `b` examples: per layer, the loss, and the fixed cost.
+    fn step(&self, spec: &Spec, loss: Loss, opt: Optimizer, b: usize) -> (Vec<LayerTime>, f64, f64) {
+        let last = spec.layers.len() - 1;
+        let layers = spec
+            .layers
+            .iter()
+            .enumerate()
+            .map(|(i, l)| {
+                let (n, m) = (l.inputs, l.outputs);
+                let forward = self.gemm(|p| &p.forward, b, n, m)
+                    + self.stream(b * m, 8.0, 1.0)
+                    + self.activation(l.activation, b * m, false);
+                let from_ce = i == last && loss == Loss::Ce && l.activation == Activation::Softmax;
+                let delta = if from_ce { 0.0 } else { self.activation(l.activation, b * m, true) };
+                let input_grad = if i == 0 { 0.0 } else { self.gemm(|p| &p.input_grad, b, m, n) };
+                let backward =
+                    delta + self.gemm(|p| &p.weight_grad, m, b, n) + self.stream(b * m, 4.0, 1.0) + input_grad;
+                let update = self.update(opt, (n + 1) * m);
+                LayerTime { layer: i + 1, forward_seconds: forward, backward_seconds: backward, update_seconds: update }
+            })
+            .collect();
+        let loss_s = self.stream(b * spec.outputs(), 12.0, 3.0);
+        (layers, loss_s, self.overhead())
+    }
+}
+
+/// Predicted seconds per step (a full batch), per epoch (its ragged last batch at its own size,
+/// plus copying each batch's examples) and per run.
+pub fn predict(spec: &Spec, cfg: &Config, machine: Machine, threads: usize) -> Prediction {
+    let model = Model { machine, threads };
+    let step_of = |b: usize| {
+        let (layers, loss, overhead) = model.step(spec, cfg.loss, cfg.optimizer, b);
+        let sum: f64 = layers.iter().map(|l| l.forward_seconds + l.backward_seconds + l.update_seconds).sum();
+        let gather = model.stream(b * spec.input, 8.0, 0.0);
+        (layers, loss, overhead, sum + loss + overhead + gather)
+    };
+    let (layers, loss_seconds, overhead_seconds, step) = step_of(cfg.batch);
+    let full = cfg.examples / cfg.batch;
+    let rest = cfg.examples % cfg.batch;
+    let epoch = full as f64 * step + if rest > 0 { step_of(rest).3 } else { 0.0 };
+    let basis = match machine {
+        Machine::Measured(p) => format!(
+            "model estimate from this machine's profile ({} threads): matrix products at the throughput calibrate measured at nearby shapes, passes over memory at the measured bandwidth for their working set, plus a fixed {:.1} µs per step",
+            p.threads,
+            p.step_overhead * 1e6
+        ),
+        Machine::Roofline { matmul_gflops, vector_gflops, bandwidth_gbs } => format!(
+            "roofline estimate: each phase takes the longer of its arithmetic at {matmul_gflops:.0} GFLOP/s (matrix products) or {vector_gflops:.0} GFLOP/s (the rest) and its memory traffic at {bandwidth_gbs:.0} GB/s; no launch, transfer or framework overhead, so a lower bound that small networks will not approach"
+        ),
+    };
+    Prediction {
+        step_seconds: step,
+        epoch_seconds: epoch,
+        run_seconds: epoch * cfg.epochs as f64,
+        layers,
+        loss_seconds,
+        overhead_seconds,
+        basis,
+    }
+}

@@ -1,0 +1,108 @@
+//! A machine profile: what `calibrate` measured, saved as JSON in the user's cache directory.
+
+use crate::error::{Error, Result};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// Bumped whenever the fields or what they mean change; an older file is rebuilt, not trusted.
+pub const VERSION: u32 = 1;
+
+/// Matrix-product throughput at one shape: C[m×n] = A[m×k]·B[k×n].
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct GemmPoint {
+    pub m: usize,
+    pub k: usize,
+    pub n: usize,
+    pub gflops: f64,
+}
+
+/// Seconds per element (or per parameter) of a streaming pass, at a working-set size.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct StreamPoint {
+    pub bytes: f64,
+    pub seconds_per_item: f64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Profile {
+    pub version: u32,
+    /// Which machine and build measured it: a profile from elsewhere is stale.
+    pub machine: String,
+    pub threads: usize,
+    /// Unix seconds when measured.
+    pub created: u64,
+    /// Per product layout (forward X·Wᵀ, weight gradient deltaᵀ·X, input gradient delta·W), the
+    /// grid measured with `threads` threads.
+    pub forward: Vec<GemmPoint>,
+    pub weight_grad: Vec<GemmPoint>,
+    pub input_grad: Vec<GemmPoint>,
+    /// A read-modify-write pass (y += a·x) by working set: memory bandwidth at each cache level.
+    pub stream: Vec<StreamPoint>,
+    /// Optimizer updates, seconds per parameter by working set.
+    pub sgd: Vec<StreamPoint>,
+    pub momentum: Vec<StreamPoint>,
+    pub adam: Vec<StreamPoint>,
+    /// Extra seconds per value for each activation, forward and backward, over identity.
+    pub activation_forward: Vec<(String, f64)>,
+    pub activation_backward: Vec<(String, f64)>,
+    /// Fixed seconds per training step (a 1-1 network's step).
+    pub step_overhead: f64,
+    /// Seconds per matrix-product call beyond its arithmetic (dispatch, packing set-up).
+    pub call_overhead: f64,
+}
+
+/// What identifies this machine and build: CPU model, core count, flopnet version.
+pub fn machine_id() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_else(|| std::env::consts::ARCH.to_string());
+    format!("{cpu} / {} cores / flopnet {}", crate::sys::cores(), env!("CARGO_PKG_VERSION"))
+}
+
+/// `$XDG_CACHE_HOME/flopnet/profile-T.json` (or the platform's cache directory).
+pub fn default_path(threads: usize) -> PathBuf {
+    dirs::cache_dir().unwrap_or_else(std::env::temp_dir).join("flopnet").join(format!("profile-{threads}.json"))
+}
+
+impl Profile {
+    /// Reads a profile; `Ok(None)` when it is missing, stale (other machine, version or thread
+    /// count) or corrupt — the caller then calibrates again. The reason is returned beside it.
+    pub fn load(path: &Path, threads: usize) -> (Option<Profile>, Option<String>) {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(_) => return (None, None),
+        };
+        let p: Profile = match serde_json::from_str(&text) {
+            Ok(p) => p,
+            Err(e) => return (None, Some(format!("{} is corrupt ({e}); measuring again", path.display()))),
+        };
+        let stale = if p.version != VERSION {
+            Some(format!("format {} (now {VERSION})", p.version))
+        } else if p.machine != machine_id() {
+            Some(format!("measured on {}", p.machine))
+        } else if p.threads != threads {
+            Some(format!("measured with {} threads", p.threads))
+        } else if p.forward.is_empty() || p.stream.is_empty() || p.adam.is_empty() || !p.step_overhead.is_finite() {
+            Some("incomplete".to_string())
+        } else {
+            None
+        };
+        match stale {
+            Some(why) => (None, Some(format!("{} is stale ({why}); measuring again", path.display()))),
+            None => (Some(p), None),
+        }
+    }
+
+    pub fn save(&self, path: &Path) -> Result<()> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        }
+        let text = serde_json::to_vec_pretty(self).map_err(|e| Error::Usage(e.to_string()))?;
+        crate::model::write_atomically(path, &text)
+    }
+}
