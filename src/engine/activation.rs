@@ -9,6 +9,17 @@ use crate::spec::{Activation, LEAKY_SLOPE};
 /// z += b, then a = f(z), in place, for each row of `m` values.
 pub fn bias_forward(f: Activation, out: &mut [f32], bias: &[f32]) {
     let m = bias.len();
+    #[cfg(target_arch = "x86_64")]
+    if matches!(f, Activation::Sigmoid | Activation::Softmax) && super::simd::has_avx2_fma() {
+        // SAFETY: the CPU has AVX2 and FMA.
+        return unsafe {
+            if f == Activation::Sigmoid {
+                super::avx::bias_sigmoid(out, bias)
+            } else {
+                super::avx::bias_softmax(out, bias)
+            }
+        };
+    }
     let slope = LEAKY_SLOPE as f32;
     for row in out.chunks_exact_mut(m) {
         for (z, &b) in row.iter_mut().zip(bias) {

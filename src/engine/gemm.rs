@@ -30,14 +30,37 @@ impl<'a> View<'a> {
     }
 }
 
-/// Below this many multiply-adds a product stays on one thread: waking another costs more.
-pub const PARALLEL_MIN_MACS: usize = 1 << 15;
+/// Below this many multiply-adds a product stays on one thread. With the AVX2 kernels a product
+/// of 1M multiply-adds takes ~15 µs on one core; below that, the second core's share is eaten by
+/// the hand-off and by moving the operands' cache lines between the cores' L2s, and on this
+/// shared VM a busy second vCPU makes any split a loss (docs/kernels.md, "Engine level"). So
+/// 784-30-30-10 at B ≤ 32 runs on one thread; 784-800-10 at B = 128 (1M–80M per product) splits.
+pub const PARALLEL_MIN_MACS: usize = 1 << 20;
 
 /// At most this many rows (or summed terms) take the small-kernel path instead of the crate.
 pub const SMALL: usize = 4;
 
+/// Products up to this many multiply-adds run on the hand-written AVX2 kernels (`avx`) when the
+/// CPU has them; larger ones on the crate, whose packing pays off there (docs/kernels.md).
+pub const AVX_MAX_MACS: usize = 1 << 22;
+
+/// Which kernel family runs a product (for benchmarks; the engine uses `Auto`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kernel {
+    Auto,
+    /// The crate (and the small portable loops), as on a CPU without AVX2.
+    Crate,
+    /// The AVX2 kernels whenever the strides allow (needs AVX2+FMA).
+    Avx,
+}
+
 /// c (row-major, a.rows x b.cols) = a · b, split across `team` when the work pays for it.
 pub fn matmul(a: View, b: View, c: &mut [f32], team: &Team) {
+    matmul_with(Kernel::Auto, a, b, c, team)
+}
+
+/// [`matmul`] with the kernel family chosen by the caller.
+pub fn matmul_with(kernel: Kernel, a: View, b: View, c: &mut [f32], team: &Team) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     debug_assert_eq!(k, b.rows);
     let c = &mut c[..m * n];
@@ -47,6 +70,20 @@ pub fn matmul(a: View, b: View, c: &mut [f32], team: &Team) {
     if k == 0 {
         c.fill(0.0);
         return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        let avx = match kernel {
+            Kernel::Auto => m * k * n <= AVX_MAX_MACS && super::simd::has_avx2_fma(),
+            Kernel::Crate => false,
+            Kernel::Avx => true,
+        };
+        if avx && ((a.cs == 1 && b.rs == 1) || b.cs == 1) {
+            return split(c, m, n, team, m * k * n, &|rows, cols, c| {
+                // SAFETY: AVX2/FMA checked above; the blocks stay inside the views and inside C.
+                unsafe { avx_block(a, b, rows, cols, c, n) }
+            });
+        }
     }
     // Each row of C is a combination of contiguous rows of B: axpy form.
     if b.cs == 1 && (k <= SMALL || m <= SMALL) {
@@ -67,28 +104,61 @@ pub fn matmul(a: View, b: View, c: &mut [f32], team: &Team) {
             }
         });
     }
-    let parts = if m * k * n >= PARALLEL_MIN_MACS { team.size() } else { 1 };
+    split(c, m, n, team, m * k * n, &|rows, cols, c| {
+        // SAFETY: the views' extents were checked by their constructors; the block is inside C.
+        unsafe { sgemm(a, b, rows, cols, c, n) }
+    });
+}
+
+/// Calls `f(rows, cols, pointer to C[rows.start][cols.start])` on blocks of C (m x n, row-major)
+/// that cover it once: one block, or one per team member when `macs` pays for the hand-off,
+/// split by rows or by columns (whichever is longer, columns in whole 16-wide tiles).
+fn split(
+    c: &mut [f32],
+    m: usize,
+    n: usize,
+    team: &Team,
+    macs: usize,
+    f: &(dyn Fn(Range<usize>, Range<usize>, *mut f32) + Sync),
+) {
+    let parts = if macs >= PARALLEL_MIN_MACS { team.size() } else { 1 };
     let base = SendPtr(c.as_mut_ptr());
     if parts == 1 {
-        // SAFETY: the views' extents were checked by their constructors and `c` holds m*n.
-        unsafe { sgemm(a, b, 0..m, 0..n, base.0, n) };
+        f(0..m, 0..n, base.0);
     } else if m >= n {
         let per = m.div_ceil(parts);
         team.run(m.div_ceil(per), &|t| {
             let rows = t * per..((t + 1) * per).min(m);
             let base = &base;
-            // SAFETY: each task writes only its own rows of C.
-            unsafe { sgemm(a, b, rows.clone(), 0..n, base.0.add(rows.start * n), n) };
+            // Each task writes only its own rows of C.
+            f(rows.clone(), 0..n, base.0.wrapping_add(rows.start * n));
         });
     } else {
-        // Split by columns, rounded to whole 16-wide kernel tiles.
         let per = n.div_ceil(parts).div_ceil(16) * 16;
         team.run(n.div_ceil(per), &|t| {
             let cols = t * per..((t + 1) * per).min(n);
             let base = &base;
-            // SAFETY: each task writes only its own columns of C; the ranges are disjoint.
-            unsafe { sgemm(a, b, 0..m, cols.clone(), base.0.add(cols.start), n) };
+            // Each task writes only its own columns of C; the ranges are disjoint.
+            f(0..m, cols.clone(), base.0.wrapping_add(cols.start));
         });
+    }
+}
+
+/// Rows `rows`, columns `cols` of a · b into `c` (row stride `ldc`) with the AVX2 kernels.
+///
+/// SAFETY: AVX2 and FMA present; either a.cs == 1 and b.rs == 1, or b.cs == 1; `c` valid for
+/// writes of that block at stride `ldc`.
+#[cfg(target_arch = "x86_64")]
+unsafe fn avx_block(a: View, b: View, rows: Range<usize>, cols: Range<usize>, c: *mut f32, ldc: usize) {
+    let (k, r0, c0) = (a.cols, rows.start, cols.start);
+    let (pa, pb) = (a.data.as_ptr().wrapping_add(r0 * a.rs), b.data.as_ptr().wrapping_add(c0 * b.cs));
+    // SAFETY: offsets stay inside the views' data, as the caller's ranges stay inside C's shape.
+    unsafe {
+        if a.cs == 1 && b.rs == 1 {
+            super::avx::nt(rows.len(), cols.len(), k, pa, a.rs, pb, b.cs, c, ldc)
+        } else {
+            super::avx::nn(rows.len(), cols.len(), k, pa, a.rs, a.cs, pb, b.rs, c, ldc)
+        }
     }
 }
 
@@ -192,8 +262,17 @@ mod tests {
     fn every_path_matches_naive() {
         let team = Team::new(2, || {}).unwrap();
         let solo = Team::new(1, || {}).unwrap();
-        let shapes =
-            [(1, 784, 30), (3, 30, 30), (32, 784, 30), (30, 2, 784), (200, 300, 100), (20, 50, 700), (5, 1, 9)];
+        let shapes = [
+            (1, 784, 30),
+            (3, 30, 30),
+            (32, 784, 30),
+            (30, 2, 784),
+            (200, 300, 100),
+            (20, 50, 700),
+            (5, 1, 9),
+            (7, 13, 17),
+            (13, 9, 23),
+        ];
         for (m, k, n) in shapes {
             let a: Vec<f32> = (0..m * k).map(|i| ((i * 7 % 13) as f32 - 6.0) / 7.0).collect();
             let b: Vec<f32> = (0..k * n).map(|i| ((i * 5 % 11) as f32 - 5.0) / 5.0).collect();
@@ -204,11 +283,21 @@ mod tests {
             ];
             for (va, vb) in views {
                 let want = naive(va, vb);
-                for (threads, team) in [(1, &solo), (2, &team)] {
+                let kernels: &[Kernel] = if crate::engine::simd::has_avx2_fma() {
+                    &[Kernel::Auto, Kernel::Crate, Kernel::Avx]
+                } else {
+                    &[Kernel::Auto, Kernel::Crate]
+                };
+                for (threads, team, &kernel) in
+                    [(1, &solo), (2, &team)].into_iter().flat_map(|(t, team)| kernels.iter().map(move |k| (t, team, k)))
+                {
                     let mut c = vec![f32::NAN; m * n];
-                    matmul(va, vb, &mut c, team);
+                    matmul_with(kernel, va, vb, &mut c, team);
                     for (x, y) in c.iter().zip(&want) {
-                        assert!((x - y).abs() <= 1e-4 * (1.0 + y.abs()), "{m}x{k}x{n} threads {threads}: {x} vs {y}");
+                        assert!(
+                            (x - y).abs() <= 1e-4 * (1.0 + y.abs()),
+                            "{m}x{k}x{n} threads {threads} {kernel:?}: {x} vs {y}"
+                        );
                     }
                 }
             }

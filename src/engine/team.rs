@@ -6,8 +6,10 @@
 //! gain. The team's helpers instead spin for a short while after each job, so the next job of the
 //! same step finds them awake; they park when the work stops.
 //!
-//! Jobs are split into numbered tasks with a fixed assignment (task i runs on member i), so
-//! which thread computes what never depends on timing.
+//! Jobs are split into numbered tasks, each writing its own fixed part of the output, claimed by
+//! whichever member is free first. The caller claims tasks too, so a helper that the OS has
+//! descheduled (this VM's two vCPUs are shared with other work) costs a late start, not a stall
+//! of the whole step; which thread runs a task never changes what it computes.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
@@ -20,23 +22,45 @@ const SPIN: Duration = Duration::from_micros(200);
 
 type Job = *const (dyn Fn(usize) + Sync);
 
+/// `state` packs the job's generation (bits 16..), its task count (bits 8..16) and the next
+/// unclaimed task (bits 0..8). Claiming a task is one compare-and-swap on it, which fails once a
+/// newer job is published, so a helper that wakes late can never run a task of a finished job.
+const GEN_SHIFT: u32 = 16;
+const MAX_TASKS: usize = 255;
+
 struct Shared {
-    /// Bumped to publish a job; helpers run when they see a new value.
-    generation: AtomicU64,
-    /// The current job; written only while every helper is idle, read after `generation`.
+    state: AtomicU64,
+    /// The current job; written only while no task of the previous job is running, read after a
+    /// successful claim.
     job: std::cell::UnsafeCell<Option<Job>>,
-    /// How many tasks the current job has (tasks >= this are skipped).
-    tasks: AtomicUsize,
-    /// Helpers still running the current job.
-    pending: AtomicUsize,
+    /// Tasks of the current job finished.
+    done: AtomicUsize,
     panicked: AtomicBool,
     stop: AtomicBool,
 }
 
-// SAFETY: `job` is written by the owner only when `pending` is 0 (no helper reads it), and read
-// by helpers only after they observe the generation bump that follows the write (Release/Acquire).
+// SAFETY: `job` is written by the owner only when every claimed task of the previous job has
+// finished (`done` reached its count) and no further claim of it can succeed; it is read by
+// helpers only after a claim that acquired the state published after the write.
 unsafe impl Sync for Shared {}
 unsafe impl Send for Shared {}
+
+impl Shared {
+    /// Claims the next task of job `generation`, if that job is still current and has one left.
+    fn claim(&self, generation: u64) -> Option<usize> {
+        let mut s = self.state.load(Ordering::Acquire);
+        loop {
+            let (g, tasks, next) = (s >> GEN_SHIFT, (s >> 8) & 0xff, s & 0xff);
+            if g != generation || next >= tasks {
+                return None;
+            }
+            match self.state.compare_exchange_weak(s, s + 1, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => return Some(next as usize),
+                Err(now) => s = now,
+            }
+        }
+    }
+}
 
 pub struct Team {
     shared: Arc<Shared>,
@@ -47,20 +71,20 @@ impl Team {
     /// A team of `size` members: the calling thread and `size - 1` helpers. `start` runs first
     /// on every helper (the engine flushes denormals there).
     pub fn new(size: usize, start: fn()) -> std::io::Result<Team> {
+        let size = size.clamp(1, MAX_TASKS);
         let shared = Arc::new(Shared {
-            generation: AtomicU64::new(0),
+            state: AtomicU64::new(0),
             job: std::cell::UnsafeCell::new(None),
-            tasks: AtomicUsize::new(0),
-            pending: AtomicUsize::new(0),
+            done: AtomicUsize::new(0),
             panicked: AtomicBool::new(false),
             stop: AtomicBool::new(false),
         });
         let mut helpers = Vec::new();
-        for member in 1..size.max(1) {
+        for member in 1..size {
             let sh = shared.clone();
             let h = std::thread::Builder::new().name(format!("flopnet-{member}")).spawn(move || {
                 start();
-                helper_loop(&sh, member);
+                helper_loop(&sh);
             })?;
             helpers.push(h);
         }
@@ -72,8 +96,10 @@ impl Team {
         self.helpers.len() + 1
     }
 
-    /// Runs `f(0)`, …, `f(tasks - 1)`, task i on member i (the caller is member 0), and returns
-    /// when all are done. `tasks` must not exceed [`Team::size`].
+    /// Runs `f(0)`, …, `f(tasks - 1)` once each and returns when all are done. Tasks are claimed
+    /// in order by whichever member is free — the caller included, so a helper that is asleep or
+    /// descheduled delays nothing; which thread runs a task must not change its result (the
+    /// engine's tasks write fixed, disjoint ranges). `tasks` must not exceed [`Team::size`].
     pub fn run(&self, tasks: usize, f: &(dyn Fn(usize) + Sync)) {
         assert!(tasks <= self.size(), "{tasks} tasks for a team of {}", self.size());
         if tasks <= 1 {
@@ -83,21 +109,29 @@ impl Team {
             return;
         }
         let sh = &*self.shared;
-        // SAFETY: the previous job finished (`pending` reached 0 before the last `run` returned),
-        // so no helper reads `job` now. The lifetime is erased, but this function does not return
-        // until every helper has finished with `f`.
+        // Only the owner publishes, so the state's generation is the last one it published.
+        let generation = (sh.state.load(Ordering::Relaxed) >> GEN_SHIFT) + 1;
+        // SAFETY: the previous job's tasks have all finished (`run` waited for them) and no claim
+        // of it can succeed any more, so no helper reads `job` now. The lifetime is erased, but
+        // this function does not return until every task of this job has finished with `f`.
         unsafe {
             let erased: Job = std::mem::transmute::<&(dyn Fn(usize) + Sync), Job>(f);
             *sh.job.get() = Some(erased);
         }
-        sh.tasks.store(tasks, Ordering::Relaxed);
-        sh.pending.store(self.helpers.len(), Ordering::Relaxed);
-        sh.generation.fetch_add(1, Ordering::Release);
+        sh.done.store(0, Ordering::Relaxed);
+        sh.state.store((generation << GEN_SHIFT) | ((tasks as u64) << 8), Ordering::Release);
         for h in &self.helpers {
             h.thread().unpark();
         }
-        let mine = catch_unwind(AssertUnwindSafe(|| f(0)));
-        while sh.pending.load(Ordering::Acquire) != 0 {
+        let mut mine = Ok(());
+        while let Some(t) = sh.claim(generation) {
+            let r = catch_unwind(AssertUnwindSafe(|| f(t)));
+            if mine.is_ok() {
+                mine = r;
+            }
+            sh.done.fetch_add(1, Ordering::Release);
+        }
+        while sh.done.load(Ordering::Acquire) != tasks {
             std::hint::spin_loop();
         }
         if let Err(p) = mine {
@@ -109,13 +143,13 @@ impl Team {
     }
 }
 
-fn helper_loop(sh: &Shared, member: usize) {
+fn helper_loop(sh: &Shared) {
     let mut seen = 0u64;
     loop {
         let idle_since = Instant::now();
         let mut spins = 0u32;
         let current = loop {
-            let g = sh.generation.load(Ordering::Acquire);
+            let g = sh.state.load(Ordering::Acquire) >> GEN_SHIFT;
             if g != seen || sh.stop.load(Ordering::Relaxed) {
                 break g;
             }
@@ -130,15 +164,16 @@ fn helper_loop(sh: &Shared, member: usize) {
             return;
         }
         seen = current;
-        if member < sh.tasks.load(Ordering::Relaxed) {
-            // SAFETY: published before the generation bump we acquired; alive until `pending` is 0.
+        while let Some(t) = sh.claim(current) {
+            // SAFETY: published before the state this claim acquired; alive until the task is
+            // counted done.
             let job = unsafe { (*sh.job.get()).expect("a published job") };
             let f = unsafe { &*job };
-            if catch_unwind(AssertUnwindSafe(|| f(member))).is_err() {
+            if catch_unwind(AssertUnwindSafe(|| f(t))).is_err() {
                 sh.panicked.store(true, Ordering::Relaxed);
             }
+            sh.done.fetch_add(1, Ordering::Release);
         }
-        sh.pending.fetch_sub(1, Ordering::Release);
     }
 }
 
@@ -159,7 +194,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_task_runs_once_on_its_member() {
+    fn every_task_runs_once() {
         let team = Team::new(3, || {}).unwrap();
         for round in 0..2000 {
             let hits: Vec<AtomicUsize> = (0..3).map(|_| AtomicUsize::new(0)).collect();
@@ -170,6 +205,26 @@ mod tests {
             for (i, h) in hits.iter().enumerate() {
                 assert_eq!(h.load(Ordering::Relaxed), (i < tasks) as usize, "round {round} task {i}");
             }
+        }
+    }
+
+    #[test]
+    fn a_panicking_task_reaches_the_caller_and_the_team_survives() {
+        let team = Team::new(2, || {}).unwrap();
+        for bad in 0..2 {
+            let r = catch_unwind(AssertUnwindSafe(|| {
+                team.run(2, &|i| {
+                    if i == bad {
+                        panic!("task {i}");
+                    }
+                })
+            }));
+            assert!(r.is_err(), "task {bad} panicked");
+            let hits = AtomicUsize::new(0);
+            team.run(2, &|_| {
+                hits.fetch_add(1, Ordering::Relaxed);
+            });
+            assert_eq!(hits.load(Ordering::Relaxed), 2);
         }
     }
 }
