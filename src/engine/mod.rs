@@ -36,7 +36,7 @@ pub struct Settings {
 /// memory traffic; while a network's parameters, gradients and optimizer state fit in one core's
 /// L2, splitting only moves the lines the helper touches into the other core's cache (and back,
 /// for the next forward pass). 784-30-30-10 (24.6K parameters) stays on one thread.
-const UPDATE_SPLIT_MIN: usize = 1 << 17;
+pub const UPDATE_SPLIT_MIN: usize = 1 << 17;
 
 /// A pointer that tasks use for disjoint ranges of one arena.
 struct SendMut(*mut f32);

@@ -105,8 +105,7 @@ fn act_cost(table: &[(String, f64)], act: Activation) -> f64 {
     table.iter().find(|(n, _)| n == act.name()).map_or(0.0, |(_, s)| *s)
 }
 
-/// Optimizer updates of at least this many parameters are split across the threads (as the engine does).
-const UPDATE_SPLIT_MIN: usize = 1 << 14;
+use crate::engine::UPDATE_SPLIT_MIN;
 
 struct Model<'a> {
     machine: Machine<'a>,
