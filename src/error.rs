@@ -35,6 +35,10 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    /// A picture could not be drawn or encoded.
+    #[error("{0}")]
+    Plot(String),
+
     /// Training produced a NaN or an infinity.
     #[error("training diverged: {0}")]
     Diverged(String),
@@ -52,7 +56,7 @@ impl Error {
     /// 2 for input the user must fix, 1 for a run that failed on its own.
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::Diverged(_) | Error::Io { .. } => 1,
+            Error::Diverged(_) | Error::Io { .. } | Error::Plot(_) => 1,
             _ => 2,
         }
     }

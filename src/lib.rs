@@ -8,7 +8,8 @@
 //! - [`reference`]: a plain-loop engine written once over a [`reference::Scalar`], run on `f64` to
 //!   compute and on a counting scalar to measure;
 //! - [`verify`]: measured == analytic, field by field;
-//! - [`report`]: the text the CLI prints.
+//! - [`report`]: the text the CLI prints;
+//! - [`plot`]: the pictures (charts, a diagram, an HTML report).
 //!
 //! ```
 //! use flopnet::cost::{Config, Ledger};
@@ -35,6 +36,7 @@ pub mod error;
 pub mod init;
 pub mod model;
 pub mod ops;
+pub mod plot;
 pub mod predict;
 pub mod reference;
 pub mod report;

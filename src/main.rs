@@ -8,7 +8,7 @@ use flopnet::engine::{Engine, Settings};
 use flopnet::reference::Hyper;
 use flopnet::spec::{self, Activation, Defaults, Loss, Optimizer, Spec};
 use flopnet::train::{self, EpochReport, MetricsWriter, Plan, Watcher};
-use flopnet::{Error, Result, init, model, predict, report, sys, verify};
+use flopnet::{Error, Result, init, model, plot, predict, report, sys, verify};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -36,6 +36,8 @@ enum Command {
     Bench(BenchArgs),
     /// Measure this machine for the time model (matrix products, memory, activations), ~10 s.
     Calibrate(CalibrateArgs),
+    /// Write one self-contained HTML page: counts, explanation, charts, diagram, training curves.
+    Report(ReportArgs),
 }
 
 #[derive(Args)]
@@ -189,6 +191,9 @@ struct TrainArgs {
     /// The machine profile for the predicted times [default: this machine's].
     #[arg(long)]
     profile: Option<PathBuf>,
+    /// Draw loss, accuracy and GFLOP/s against epoch here (.svg or .png), redrawn after every epoch.
+    #[arg(long)]
+    plot: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -264,6 +269,56 @@ struct CountArgs {
     json: bool,
     #[command(flatten)]
     time: PredictArgs,
+    #[command(flatten)]
+    pictures: PictureArgs,
+}
+
+/// Pictures `count` and `explain` can draw besides their text.
+#[derive(Args)]
+struct PictureArgs {
+    /// Draw per-layer stacked bars of forward, backward (δ, dW, db, dX) and update FLOPs here (.svg or .png).
+    #[arg(long)]
+    plot: Option<PathBuf>,
+    /// The y axis of --plot: linear or log.
+    #[arg(long, default_value = "linear")]
+    scale: plot::Scale,
+    /// Draw the network as columns of neurons and their connections here (.svg or .png).
+    #[arg(long)]
+    diagram: Option<PathBuf>,
+}
+
+impl PictureArgs {
+    fn draw(&self, spec: &Spec, ledger: &Ledger) -> Result<()> {
+        let paths = [&self.plot, &self.diagram];
+        paths.iter().copied().flatten().try_for_each(|p| plot::Format::from_path(p).map(drop))?;
+        if let Some(p) = &self.plot {
+            plot::save(&plot::CostChart::new(ledger, self.scale), p)?;
+            eprintln!("wrote {}", p.display());
+        }
+        if let Some(p) = &self.diagram {
+            plot::save(&plot::Diagram::new(spec), p)?;
+            eprintln!("wrote {}", p.display());
+        }
+        Ok(())
+    }
+}
+
+#[derive(Args)]
+struct ReportArgs {
+    #[command(flatten)]
+    net: NetArgs,
+    /// Examples in one epoch.
+    #[arg(long, short, default_value_t = 60_000, value_parser = clap::value_parser!(u64).range(1..))]
+    examples: u64,
+    /// Epochs in the run.
+    #[arg(long, default_value_t = 1)]
+    epochs: u64,
+    /// A `train --metrics` file: adds the training curves.
+    #[arg(long)]
+    metrics: Option<PathBuf>,
+    /// The page to write (.html).
+    #[arg(long, short)]
+    output: PathBuf,
 }
 
 #[derive(Args)]
@@ -298,6 +353,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             if let Some((_, Some(note))) = &predicted {
                 eprintln!("flopnet: {note}");
             }
+            a.pictures.draw(&spec, &ledger)?;
             if a.json {
                 let mut v = serde_json::to_value(&ledger).map_err(|e| Error::Usage(e.to_string()))?;
                 if let Some((p, _)) = &predicted {
@@ -313,7 +369,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Explain(a) => {
             let spec = a.net.model.spec()?;
+            a.pictures.draw(&spec, &Ledger::new(&spec, &config(&a)))?;
             print!("{}", report::explain_text(&spec, &config(&a)));
+        }
+        Command::Report(a) => {
+            let spec = a.net.model.spec()?;
+            let (batch, examples, epochs) = (a.net.batch as usize, a.examples as usize, a.epochs as usize);
+            let cfg = Config { loss: a.net.model.loss, optimizer: a.net.optimizer, batch, examples, epochs };
+            let metrics = a.metrics.as_deref().map(plot::Metrics::read).transpose()?;
+            plot::save_html(&a.output, &plot::report_html(&spec, &cfg, metrics.as_ref())?)?;
+            println!("wrote {}", a.output.display());
         }
         Command::Verify(a) => {
             let spec = a.net.model.spec()?;
@@ -410,6 +475,7 @@ struct Console {
     batch: usize,
     examples: usize,
     metrics: Option<MetricsWriter>,
+    plot: Option<plot::TrainingPlot>,
 }
 
 impl Watcher for Console {
@@ -440,6 +506,9 @@ impl Watcher for Console {
             bar.finish_and_clear();
         }
         println!("{}", report::epoch_line(r));
+        if let Some(p) = &mut self.plot {
+            p.epoch(r)?;
+        }
         match &mut self.metrics {
             Some(m) => m.epoch(r),
             None => Ok(()),
@@ -504,7 +573,8 @@ fn train_command(a: TrainArgs) -> Result<()> {
     let mut engine = Engine::new(&spec, &params, settings)?;
     train::check_fit(&engine, &splits.train)?;
     let metrics = a.metrics.as_deref().map(MetricsWriter::create).transpose()?;
-    let mut console = Console { bar: None, batch, examples: splits.train.len(), metrics };
+    let plot = a.plot.as_deref().map(|p| plot::TrainingPlot::create(p, format!("flopnet train {spec}"))).transpose()?;
+    let mut console = Console { bar: None, batch, examples: splits.train.len(), metrics, plot };
     let plan = Plan {
         epochs: a.epochs,
         batch,
