@@ -32,6 +32,7 @@ pub mod cost;
 pub mod data;
 pub mod engine;
 pub mod error;
+pub mod guard;
 pub mod init;
 pub mod model;
 pub mod ops;
