@@ -75,7 +75,33 @@ pub fn save(path: &Path, spec: &Spec, params: &[LayerParams]) -> Result<()> {
         ("activations".to_string(), acts.join(",")),
     ]);
     let bytes = safetensors::serialize(views, Some(meta)).map_err(|e| bad(path, e.to_string()))?;
-    write_atomically(path, &bytes)
+    write_atomically(path, &sorted_header(bytes))
+}
+
+/// safetensors writes the metadata in its hash map's order, which differs from run to run; the
+/// header is rewritten with the metadata's keys sorted (same length: only the order changes) so
+/// that one model always gives the same bytes.
+fn sorted_header(mut bytes: Vec<u8>) -> Vec<u8> {
+    use serde_json::Value;
+    use std::collections::BTreeMap;
+    let sorted = || -> Option<Vec<u8>> {
+        let n = usize::try_from(u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?)).ok()?;
+        let mut header: BTreeMap<String, Value> = serde_json::from_slice(bytes.get(8..8usize.checked_add(n)?)?).ok()?;
+        if let Some(m) = header.get_mut("__metadata__") {
+            let keys: BTreeMap<String, String> = serde_json::from_value(m.take()).ok()?;
+            *m = serde_json::to_value(keys).ok()?;
+        }
+        let text = serde_json::to_vec(&header).ok()?;
+        (text.len() <= n).then(|| {
+            let mut padded = text;
+            padded.resize(n, b' ');
+            padded
+        })
+    };
+    if let Some(text) = sorted() {
+        bytes[8..8 + text.len()].copy_from_slice(&text);
+    }
+    bytes
 }
 
 fn floats(path: &Path, name: &str, t: &TensorView) -> Result<Vec<f64>> {
@@ -92,9 +118,14 @@ fn floats(path: &Path, name: &str, t: &TensorView) -> Result<Vec<f64>> {
 /// Loads a network and its parameters.
 pub fn load(path: &Path) -> Result<(Spec, Vec<LayerParams>)> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    from_bytes(path, &bytes)
+}
+
+/// Loads a model file's content held in memory; `path` only names it in messages.
+pub fn from_bytes(path: &Path, bytes: &[u8]) -> Result<(Spec, Vec<LayerParams>)> {
     let (_, meta) =
-        SafeTensors::read_metadata(&bytes).map_err(|e| bad(path, format!("not a safetensors file ({e})")))?;
-    let st = SafeTensors::deserialize(&bytes).map_err(|e| bad(path, format!("not a safetensors file ({e})")))?;
+        SafeTensors::read_metadata(bytes).map_err(|e| bad(path, format!("not a safetensors file ({e})")))?;
+    let st = SafeTensors::deserialize(bytes).map_err(|e| bad(path, format!("not a safetensors file ({e})")))?;
     let info = meta.metadata().clone().unwrap_or_default();
     let layers = (0..).take_while(|i| st.tensor(&format!("layers.{i}.weight")).is_ok()).count();
     if layers == 0 {
@@ -170,6 +201,12 @@ mod tests {
         let (s2, p2) = load(&path).unwrap();
         assert_eq!(s2, spec);
         assert_eq!(p2, params, "f32-rounded initial weights survive exactly");
+        // The same model gives the same bytes, whatever order a hash map walks its metadata in.
+        let bytes = std::fs::read(&path).unwrap();
+        for _ in 0..8 {
+            save(&path, &spec, &params).unwrap();
+            assert!(std::fs::read(&path).unwrap() == bytes, "a model file's bytes differ between saves");
+        }
         std::fs::write(&path, b"garbage").unwrap();
         assert!(load(&path).unwrap_err().to_string().contains("not a safetensors file"));
     }
