@@ -28,6 +28,7 @@
 //! ```
 
 pub mod bench;
+pub mod checkpoint;
 pub mod cost;
 pub mod data;
 pub mod engine;

@@ -2,13 +2,14 @@
 
 use clap::{Args, Parser, Subcommand};
 use flopnet::bench::{self, BenchConfig};
+use flopnet::checkpoint::{self, Checkpoint, Position, Saver};
 use flopnet::cost::{Config, Ledger};
 use flopnet::data::{self, DataSource, LoadOptions, Normalize};
 use flopnet::engine::{Engine, Settings};
 use flopnet::reference::Hyper;
 use flopnet::spec::{self, Activation, Defaults, Loss, Optimizer, Spec};
 use flopnet::train::{self, EpochReport, MetricsWriter, Plan, Watcher};
-use flopnet::{Error, Result, init, model, report, sys, verify};
+use flopnet::{Error, Result, guard, init, model, report, sys, verify};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -114,6 +115,12 @@ struct TrainArgs {
     /// Write one JSON line per epoch, and a final test line, here.
     #[arg(long)]
     metrics: Option<PathBuf>,
+    /// Save a checkpoint into this directory after every epoch and on Ctrl-C or SIGTERM.
+    #[arg(long, value_name = "DIR")]
+    checkpoint: Option<PathBuf>,
+    /// Continue the run checkpointed in DIR (same command line otherwise); keeps checkpointing there.
+    #[arg(long, value_name = "DIR")]
+    resume: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -227,6 +234,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Verify(a) => {
             let spec = a.net.model.spec()?;
             let (loss, opt, batch) = (a.net.model.loss, a.net.optimizer, a.net.batch as usize);
+            guard::check_available(&spec, opt, batch)?;
             let mut checks = vec![verify::step(&spec, loss, opt, batch, a.seed)];
             if let Some(e) = a.examples {
                 checks.push(verify::epoch(&spec, loss, opt, batch, e as usize, a.seed));
@@ -242,6 +250,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Eval(a) => eval_command(a)?,
         Command::Bench(a) => {
             let spec = a.model.spec()?;
+            guard::check_available(&spec, a.optimizer, a.batch as usize)?;
             let cfg = BenchConfig {
                 batch: a.batch as usize,
                 steps: a.steps,
@@ -268,6 +277,7 @@ struct Console {
     batch: usize,
     examples: usize,
     metrics: Option<MetricsWriter>,
+    saver: Option<Saver>,
 }
 
 impl Watcher for Console {
@@ -303,6 +313,23 @@ impl Watcher for Console {
             None => Ok(()),
         }
     }
+
+    fn interrupted(&mut self) -> Option<i32> {
+        self.saver.as_ref().and_then(Saver::interrupted)
+    }
+
+    fn checkpoint(&mut self, engine: &Engine, at: &Position) -> Result<()> {
+        if let Some(s) = &mut self.saver {
+            let path = s.save(engine, at)?;
+            if at.batch > 0 {
+                if let Some(b) = self.bar.take() {
+                    b.abandon();
+                }
+                println!("checkpoint: {} saved to {}", checkpoint::describe(at), path.display());
+            }
+        }
+        Ok(())
+    }
 }
 
 fn load_data(d: &DataArgs, val_split: f64, seed: u64) -> Result<data::Splits> {
@@ -312,10 +339,22 @@ fn load_data(d: &DataArgs, val_split: f64, seed: u64) -> Result<data::Splits> {
 
 fn train_command(a: TrainArgs) -> Result<()> {
     let spec = a.model.spec()?;
+    let batch = a.batch as usize;
+    guard::check_available(&spec, a.optimizer, batch)?;
     let splits = load_data(&a.data, a.val_split, a.seed)?;
     println!("data: {}", splits.source);
-    let params = match &a.init {
-        Some(path) => {
+    let plan = Plan { epochs: a.epochs, batch, seed: a.seed, shuffle: !a.no_shuffle };
+    let mut hyper = Hyper::defaults(a.optimizer);
+    if let Some(lr) = a.lr {
+        hyper.lr = lr;
+    }
+    let threads = a.threads.unwrap_or_else(sys::cores);
+    let settings = Settings { loss: a.model.loss, optimizer: a.optimizer, hyper, max_batch: batch, threads };
+    let meta = checkpoint::meta(&spec, &settings, &plan, &splits.train);
+    let resumed = a.resume.as_deref().map(|dir| Checkpoint::resume(dir, &meta, &spec)).transpose()?;
+    let params = match (&resumed, &a.init) {
+        (Some((_, params)), _) => params.clone(),
+        (None, Some(path)) => {
             let (file_spec, params) = model::load(path)?;
             if file_spec != spec {
                 return Err(Error::Model {
@@ -325,28 +364,40 @@ fn train_command(a: TrainArgs) -> Result<()> {
             }
             params
         }
-        None => init::init(&spec, a.seed),
+        (None, None) => init::init(&spec, a.seed),
     };
-    let batch = a.batch as usize;
     let cfg =
         Config { loss: a.model.loss, optimizer: a.optimizer, batch, examples: splits.train.len(), epochs: a.epochs };
     let ledger = Ledger::new(&spec, &cfg);
     print!("{}", report::account_text(&ledger));
-    let mut hyper = Hyper::defaults(a.optimizer);
-    if let Some(lr) = a.lr {
-        hyper.lr = lr;
-    }
-    let threads = a.threads.unwrap_or_else(sys::cores);
-    let settings = Settings { loss: a.model.loss, optimizer: a.optimizer, hyper, max_batch: batch, threads };
     // Memory is measured from here: what the process holds now (code, data set) is the baseline
     // the ledger's estimate for the engine sits on.
     let baseline = sys::reset_peak_rss().then(sys::rss_bytes).flatten();
     let mut engine = Engine::new(&spec, &params, settings)?;
     train::check_fit(&engine, &splits.train)?;
-    let metrics = a.metrics.as_deref().map(MetricsWriter::create).transpose()?;
-    let mut console = Console { bar: None, batch, examples: splits.train.len(), metrics };
-    let plan = Plan { epochs: a.epochs, batch, seed: a.seed, shuffle: !a.no_shuffle };
-    train::train(&mut engine, &splits.train, splits.val.as_ref(), &plan, &mut console)?;
+    let start = match &resumed {
+        Some((c, _)) => c.restore(&mut engine)?,
+        None => Position::default(),
+    };
+    if resumed.is_some() {
+        println!("resuming from {}", checkpoint::describe(&start));
+    }
+    let open = if resumed.is_some() { MetricsWriter::append } else { MetricsWriter::create };
+    let metrics = a.metrics.as_deref().map(open).transpose()?;
+    let saver = a
+        .checkpoint
+        .as_deref()
+        .or(a.resume.as_deref())
+        .map(|dir| Saver::new(dir, meta, resumed.as_ref().map(|_| start)))
+        .transpose()?;
+    let mut console = Console { bar: None, batch, examples: splits.train.len(), metrics, saver };
+    let trained = train::train_from(&mut engine, &splits.train, splits.val.as_ref(), &plan, &start, &mut console);
+    if let Err(e) = trained {
+        return Err(match &console.saver {
+            Some(s) => s.annotate(e),
+            None => e,
+        });
+    }
     if let Some(test) = &splits.test {
         let e = train::evaluate(&mut engine, test)?;
         println!("test: loss {:.4}, accuracy {:.2}% over {} examples", e.loss, 100.0 * e.acc, e.examples);
@@ -376,6 +427,7 @@ fn train_command(a: TrainArgs) -> Result<()> {
 fn eval_command(a: EvalArgs) -> Result<()> {
     let (spec, params) = model::load(&a.model)?;
     spec.check_loss(a.loss)?;
+    guard::check_available(&spec, Optimizer::Sgd, a.batch.max(1))?;
     let splits = load_data(&a.data, 0.0, 1)?;
     let data = splits.test.as_ref().unwrap_or(&splits.train);
     let threads = a.threads.unwrap_or_else(sys::cores);
