@@ -42,6 +42,27 @@ pub enum Error {
     /// Training produced a NaN or an infinity.
     #[error("training diverged: {0}")]
     Diverged(String),
+
+    /// The run would need more memory than the machine has free; nothing was allocated.
+    #[error("not enough memory: {0}")]
+    Memory(String),
+
+    /// A checkpoint that cannot be read, or does not belong to this run.
+    #[error("checkpoint {}: {problem}", path.display())]
+    Checkpoint { path: PathBuf, problem: String },
+
+    /// SIGINT or SIGTERM stopped training (at a batch boundary, after saving a checkpoint).
+    #[error("interrupted by {}: {detail}", signal_name(*signal))]
+    Interrupted { signal: i32, detail: String },
+}
+
+/// `SIGINT`, `SIGTERM` or `signal N`.
+fn signal_name(signal: i32) -> String {
+    match signal {
+        2 => "SIGINT".into(),
+        15 => "SIGTERM".into(),
+        n => format!("signal {n}"),
+    }
 }
 
 impl Error {
@@ -53,10 +74,14 @@ impl Error {
         Error::Io { path: path.into(), source }
     }
 
-    /// 2 for input the user must fix, 1 for a run that failed on its own.
+    /// 2 for input the user must fix (a spec, a data file, a model or checkpoint file, options, a
+    /// network too big for the memory), 1 for a run that failed on its own (divergence, a failed
+    /// read or write), 128 + the signal for a run stopped by SIGINT (130) or SIGTERM (143), as a
+    /// shell reports it.
     pub fn exit_code(&self) -> i32 {
         match self {
             Error::Diverged(_) | Error::Io { .. } | Error::Plot(_) => 1,
+            Error::Interrupted { signal, .. } => 128 + signal,
             _ => 2,
         }
     }

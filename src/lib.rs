@@ -29,10 +29,12 @@
 //! ```
 
 pub mod bench;
+pub mod checkpoint;
 pub mod cost;
 pub mod data;
 pub mod engine;
 pub mod error;
+pub mod guard;
 pub mod init;
 pub mod model;
 pub mod ops;

@@ -2,13 +2,14 @@
 
 use clap::{Args, Parser, Subcommand};
 use flopnet::bench::{self, BenchConfig};
+use flopnet::checkpoint::{self, Checkpoint, Position, Saver};
 use flopnet::cost::{Config, Ledger};
 use flopnet::data::{self, DataSource, LoadOptions, Normalize};
 use flopnet::engine::{Engine, Settings};
 use flopnet::reference::Hyper;
 use flopnet::spec::{self, Activation, Defaults, Loss, Optimizer, Spec};
 use flopnet::train::{self, EpochReport, MetricsWriter, Plan, Watcher};
-use flopnet::{Error, Result, init, model, plot, predict, report, sys, verify};
+use flopnet::{Error, Result, guard, init, model, plot, predict, report, sys, verify};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -194,6 +195,12 @@ struct TrainArgs {
     /// Draw loss, accuracy and GFLOP/s against epoch here (.svg or .png), redrawn after every epoch.
     #[arg(long)]
     plot: Option<PathBuf>,
+    /// Save a checkpoint into this directory after every epoch and on Ctrl-C or SIGTERM.
+    #[arg(long, value_name = "DIR")]
+    checkpoint: Option<PathBuf>,
+    /// Continue the run checkpointed in DIR (same command line otherwise); keeps checkpointing there.
+    #[arg(long, value_name = "DIR")]
+    resume: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -383,6 +390,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Verify(a) => {
             let spec = a.net.model.spec()?;
             let (loss, opt, batch) = (a.net.model.loss, a.net.optimizer, a.net.batch as usize);
+            guard::check_available(&spec, opt, batch)?;
             let mut checks = vec![verify::step(&spec, loss, opt, batch, a.seed)];
             if let Some(e) = a.examples {
                 checks.push(verify::epoch(&spec, loss, opt, batch, e as usize, a.seed));
@@ -419,6 +427,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Eval(a) => eval_command(a)?,
         Command::Bench(a) => {
             let spec = a.model.spec()?;
+            guard::check_available(&spec, a.optimizer, a.batch as usize)?;
             let cfg = BenchConfig {
                 batch: a.batch as usize,
                 steps: a.steps,
@@ -476,6 +485,7 @@ struct Console {
     examples: usize,
     metrics: Option<MetricsWriter>,
     plot: Option<plot::TrainingPlot>,
+    saver: Option<Saver>,
 }
 
 impl Watcher for Console {
@@ -514,6 +524,23 @@ impl Watcher for Console {
             None => Ok(()),
         }
     }
+
+    fn interrupted(&mut self) -> Option<i32> {
+        self.saver.as_ref().and_then(Saver::interrupted)
+    }
+
+    fn checkpoint(&mut self, engine: &Engine, at: &Position) -> Result<()> {
+        if let Some(s) = &mut self.saver {
+            let path = s.save(engine, at)?;
+            if at.batch > 0 {
+                if let Some(b) = self.bar.take() {
+                    b.abandon();
+                }
+                println!("checkpoint: {} saved to {}", checkpoint::describe(at), path.display());
+            }
+        }
+        Ok(())
+    }
 }
 
 fn load_data(d: &DataArgs, val_split: f64, seed: u64) -> Result<data::Splits> {
@@ -523,31 +550,20 @@ fn load_data(d: &DataArgs, val_split: f64, seed: u64) -> Result<data::Splits> {
 
 fn train_command(a: TrainArgs) -> Result<()> {
     let spec = a.model.spec()?;
+    let batch = a.batch as usize;
+    guard::check_available(&spec, a.optimizer, batch)?;
     let splits = load_data(&a.data, a.val_split, a.seed)?;
     println!("data: {}", splits.source);
-    let params = match &a.init {
-        Some(path) => {
-            let (file_spec, params) = model::load(path)?;
-            if file_spec != spec {
-                return Err(Error::Model {
-                    path: path.clone(),
-                    problem: format!("holds {file_spec}, not {spec}; give the spec the file was trained with"),
-                });
-            }
-            params
-        }
-        None => init::init(&spec, a.seed),
-    };
-    let batch = a.batch as usize;
-    let cfg =
-        Config { loss: a.model.loss, optimizer: a.optimizer, batch, examples: splits.train.len(), epochs: a.epochs };
-    let ledger = Ledger::new(&spec, &cfg);
-    print!("{}", report::account_text(&ledger));
     let mut hyper = Hyper::defaults(a.optimizer);
     if let Some(lr) = a.lr {
         hyper.lr = lr;
     }
     let threads = a.threads.unwrap_or_else(sys::cores);
+    let settings = Settings { loss: a.model.loss, optimizer: a.optimizer, hyper, max_batch: batch, threads };
+    let cfg =
+        Config { loss: a.model.loss, optimizer: a.optimizer, batch, examples: splits.train.len(), epochs: a.epochs };
+    let ledger = Ledger::new(&spec, &cfg);
+    print!("{}", report::account_text(&ledger));
     let time = PredictArgs {
         predict: true,
         profile: a.profile.clone(),
@@ -566,15 +582,6 @@ fn train_command(a: TrainArgs) -> Result<()> {
         report::seconds(prediction.run_seconds),
         report::seconds(prediction.step_seconds)
     );
-    let settings = Settings { loss: a.model.loss, optimizer: a.optimizer, hyper, max_batch: batch, threads };
-    // Memory is measured from here: what the process holds now (code, data set) is the baseline
-    // the ledger's estimate for the engine sits on.
-    let baseline = sys::reset_peak_rss().then(sys::rss_bytes).flatten();
-    let mut engine = Engine::new(&spec, &params, settings)?;
-    train::check_fit(&engine, &splits.train)?;
-    let metrics = a.metrics.as_deref().map(MetricsWriter::create).transpose()?;
-    let plot = a.plot.as_deref().map(|p| plot::TrainingPlot::create(p, format!("flopnet train {spec}"))).transpose()?;
-    let mut console = Console { bar: None, batch, examples: splits.train.len(), metrics, plot };
     let plan = Plan {
         epochs: a.epochs,
         batch,
@@ -583,7 +590,51 @@ fn train_command(a: TrainArgs) -> Result<()> {
         schedule: a.schedule,
         predicted_epoch_seconds: Some(prediction.epoch_seconds),
     };
-    train::train(&mut engine, &splits.train, splits.val.as_ref(), &plan, &mut console)?;
+    let meta = checkpoint::meta(&spec, &settings, &plan, &splits.train);
+    let resumed = a.resume.as_deref().map(|dir| Checkpoint::resume(dir, &meta, &spec)).transpose()?;
+    let params = match (&resumed, &a.init) {
+        (Some((_, params)), _) => params.clone(),
+        (None, Some(path)) => {
+            let (file_spec, params) = model::load(path)?;
+            if file_spec != spec {
+                return Err(Error::Model {
+                    path: path.clone(),
+                    problem: format!("holds {file_spec}, not {spec}; give the spec the file was trained with"),
+                });
+            }
+            params
+        }
+        (None, None) => init::init(&spec, a.seed),
+    };
+    // Memory is measured from here: what the process holds now (code, data set) is the baseline
+    // the ledger's estimate for the engine sits on.
+    let baseline = sys::reset_peak_rss().then(sys::rss_bytes).flatten();
+    let mut engine = Engine::new(&spec, &params, settings)?;
+    train::check_fit(&engine, &splits.train)?;
+    let start = match &resumed {
+        Some((c, _)) => c.restore(&mut engine)?,
+        None => Position::default(),
+    };
+    if resumed.is_some() {
+        println!("resuming from {}", checkpoint::describe(&start));
+    }
+    let open = if resumed.is_some() { MetricsWriter::append } else { MetricsWriter::create };
+    let metrics = a.metrics.as_deref().map(open).transpose()?;
+    let plot = a.plot.as_deref().map(|p| plot::TrainingPlot::create(p, format!("flopnet train {spec}"))).transpose()?;
+    let saver = a
+        .checkpoint
+        .as_deref()
+        .or(a.resume.as_deref())
+        .map(|dir| Saver::new(dir, meta, resumed.as_ref().map(|_| start)))
+        .transpose()?;
+    let mut console = Console { bar: None, batch, examples: splits.train.len(), metrics, plot, saver };
+    let trained = train::train_from(&mut engine, &splits.train, splits.val.as_ref(), &plan, &start, &mut console);
+    if let Err(e) = trained {
+        return Err(match &console.saver {
+            Some(s) => s.annotate(e),
+            None => e,
+        });
+    }
     if let Some(test) = &splits.test {
         let e = train::evaluate(&mut engine, test)?;
         println!("test: loss {:.4}, accuracy {:.2}% over {} examples", e.loss, 100.0 * e.acc, e.examples);
@@ -613,6 +664,7 @@ fn train_command(a: TrainArgs) -> Result<()> {
 fn eval_command(a: EvalArgs) -> Result<()> {
     let (spec, params) = model::load(&a.model)?;
     spec.check_loss(a.loss)?;
+    guard::check_available(&spec, Optimizer::Sgd, a.batch.max(1))?;
     let splits = load_data(&a.data, 0.0, 1)?;
     let data = splits.test.as_ref().unwrap_or(&splits.train);
     let threads = a.threads.unwrap_or_else(sys::cores);

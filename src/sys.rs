@@ -18,9 +18,28 @@ pub fn rss_bytes() -> Option<u64> {
     proc_field("/proc/self/status", "VmRSS:")
 }
 
-/// Memory the kernel could give this process without swapping.
+/// Memory the kernel could give this process without swapping: /proc/meminfo's MemAvailable,
+/// lowered to what is left under this process's cgroup limit where one is set (containers).
 pub fn available_bytes() -> Option<u64> {
-    proc_field("/proc/meminfo", "MemAvailable:")
+    let machine = proc_field("/proc/meminfo", "MemAvailable:");
+    match (machine, cgroup_headroom()) {
+        (Some(m), Some(c)) => Some(m.min(c)),
+        (m, c) => m.or(c),
+    }
+}
+
+/// The cgroup's memory limit less its current use (cgroup v2, then v1); None without a limit.
+fn cgroup_headroom() -> Option<u64> {
+    let read = |p: &str| std::fs::read_to_string(p).ok().and_then(|t| t.trim().parse::<u64>().ok());
+    let pairs = [
+        ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+        ("/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory/memory.usage_in_bytes"),
+    ];
+    pairs.iter().find_map(|(limit, used)| {
+        let limit = read(limit)?;
+        // v1 reports "no limit" as a huge number.
+        (limit < 1 << 60).then(|| limit.saturating_sub(read(used).unwrap_or(0)))
+    })
 }
 
 /// Cores to use by default.

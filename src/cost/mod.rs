@@ -7,7 +7,7 @@
 mod activation;
 mod dense;
 mod loss;
-mod memory;
+pub(crate) mod memory;
 mod optim;
 
 pub use dense::Backward;

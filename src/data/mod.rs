@@ -186,6 +186,38 @@ pub fn load(source: &DataSource, opts: &LoadOptions) -> Result<Splits, DataError
     Ok(split::finish(loaded, opts))
 }
 
+/// Loads one data file's content held in memory, as [`load`] loads the file `name` (whose name
+/// decides the format only where the content does not). An IDX file needs its companion, looked
+/// for beside `name` on disk: see [`load_idx_bytes`] to give both.
+pub fn load_bytes(name: &Path, bytes: Vec<u8>, opts: &LoadOptions) -> Result<Splits, DataError> {
+    split::check_val_split(opts.val_split)?;
+    let bytes = decode(name, bytes)?;
+    let loaded = match detect(name, &bytes)? {
+        Format::IdxImages => idx::load_single(name, &bytes, true)?,
+        Format::IdxLabels => idx::load_single(name, &bytes, false)?,
+        Format::Cifar => cifar::load_file(name, &bytes)?,
+        Format::Csv => csv::load_file(name, &bytes)?,
+    };
+    Ok(split::finish(loaded, opts))
+}
+
+/// Loads an IDX images file and its labels file held in memory (raw or gzipped).
+pub fn load_idx_bytes(images: Vec<u8>, labels: Vec<u8>, opts: &LoadOptions) -> Result<Splits, DataError> {
+    split::check_val_split(opts.val_split)?;
+    let (ip, lp) = (Path::new("images-idx3-ubyte"), Path::new("labels-idx1-ubyte"));
+    let (images, labels) = (decode(ip, images)?, decode(lp, labels)?);
+    let train = idx::examples(ip, &images, lp, &labels)?;
+    let loaded = Loaded {
+        train,
+        test: None,
+        classes: idx::CLASSES,
+        class_names: number_names(idx::CLASSES),
+        description: "IDX data".into(),
+        default_normalize: Normalize::Unit,
+    };
+    Ok(split::finish(loaded, opts))
+}
+
 /// The examples of one file (or group of files), before splitting and normalising.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Examples {

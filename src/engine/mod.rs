@@ -387,4 +387,31 @@ impl Engine {
         };
         self.team.run(n.div_ceil(per).max(1), &task);
     }
+
+    /// The optimizer's state, for checkpoints: momentum's velocity or Adam's first moment, Adam's
+    /// second moment (each empty when the optimizer keeps none) and the steps taken.
+    pub fn optimizer_state(&self) -> (&[f32], &[f32], u64) {
+        (&self.first, &self.second, self.steps)
+    }
+
+    /// Restores what [`Engine::optimizer_state`] returned, so training continues bit for bit.
+    pub fn set_optimizer_state(&mut self, first: &[f32], second: &[f32], steps: u64) -> Result<()> {
+        if first.len() != self.first.len() || second.len() != self.second.len() {
+            return Err(Error::Shape {
+                op: "optimizer state",
+                detail: format!(
+                    "{} and {} values given, {} and {} held by this engine's {} optimizer",
+                    first.len(),
+                    second.len(),
+                    self.first.len(),
+                    self.second.len(),
+                    self.settings.optimizer
+                ),
+            });
+        }
+        self.first.copy_from_slice(first);
+        self.second.copy_from_slice(second);
+        self.steps = steps;
+        Ok(())
+    }
 }

@@ -17,6 +17,12 @@ impl MetricsWriter {
         Ok(MetricsWriter { path: path.to_path_buf(), out: BufWriter::new(f) })
     }
 
+    /// Opens `path` to add lines after those already there (a resumed run).
+    pub fn append(path: &Path) -> Result<MetricsWriter> {
+        let f = std::fs::OpenOptions::new().create(true).append(true).open(path).map_err(|e| Error::io(path, e))?;
+        Ok(MetricsWriter { path: path.to_path_buf(), out: BufWriter::new(f) })
+    }
+
     fn line(&mut self, v: &impl serde::Serialize) -> Result<()> {
         let text = serde_json::to_string(v).map_err(|e| Error::Usage(e.to_string()))?;
         writeln!(self.out, "{text}").and_then(|_| self.out.flush()).map_err(|e| Error::io(&self.path, e))

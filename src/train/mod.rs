@@ -7,6 +7,7 @@ mod metrics;
 
 pub use metrics::MetricsWriter;
 
+use crate::checkpoint::Position;
 use crate::cost;
 use crate::data::{Dataset, shuffled_indices};
 use crate::engine::{Engine, Score};
@@ -80,6 +81,15 @@ pub trait Watcher {
     fn epoch_done(&mut self, _report: &EpochReport) -> Result<()> {
         Ok(())
     }
+    /// Polled after every batch: `Some(signal)` stops training there, after a checkpoint.
+    fn interrupted(&mut self) -> Option<i32> {
+        None
+    }
+    /// A state worth saving: at each epoch's end and when interrupted, always after every weight
+    /// was checked finite.
+    fn checkpoint(&mut self, _engine: &Engine, _at: &Position) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// A watcher that ignores everything.
@@ -138,6 +148,80 @@ pub fn train(
     plan: &Plan,
     watcher: &mut dyn Watcher,
 ) -> Result<Vec<EpochReport>> {
+    train_from(engine, train, val, plan, &Position::default(), watcher)
+}
+
+/// The order of the training examples in epoch `epoch` (from 1): a permutation drawn from its own
+/// ChaCha stream of `seed`, so any epoch's order can be made again without replaying the others.
+pub fn epoch_order(n: usize, seed: u64, epoch: usize) -> Vec<usize> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    rng.set_stream(epoch as u64);
+    shuffled_indices(n, &mut rng)
+}
+
+/// Whether every value is finite; written so that it vectorises.
+fn all_finite(v: &[f32]) -> bool {
+    const EXP: u32 = 0x7f80_0000;
+    v.chunks(64).all(|c| c.iter().fold(0u32, |bad, x| bad | u32::from(x.to_bits() & EXP == EXP)) == 0)
+}
+
+/// The first layer whose gradients or weights hold a NaN or an infinity, in words.
+fn non_finite(engine: &Engine) -> Option<String> {
+    let spec = engine.spec();
+    let kind = |v: &[f32]| if v.iter().any(|x| x.is_nan()) { "NaN" } else { "an infinity" };
+    for (l, layer) in spec.layers.iter().enumerate() {
+        let (gw, gb) = engine.layer_grads(l);
+        let (w, b) = engine.layer(l);
+        let name = format!("layer {} of {} ({} → {})", l + 1, spec.layers.len(), layer.inputs, layer.outputs);
+        for (what, a, c) in [("gradients", gw, gb), ("weights", w, b)] {
+            if !(all_finite(a) && all_finite(c)) {
+                let k = if all_finite(a) { kind(c) } else { kind(a) };
+                return Some(format!("{name}: its {what} hold {k}"));
+            }
+        }
+    }
+    None
+}
+
+/// Steps between two scans of the weights for NaN and infinity (a NaN or infinite gradient makes
+/// the weights it updates NaN or infinite, so they tell for both). A scan reads each weight
+/// once, about what one example's share of a step costs; small batches scan less often, to keep
+/// it near 1% of the time. Every epoch's end, and every checkpoint, is scanned regardless.
+pub fn scan_interval(batch: usize) -> usize {
+    128usize.div_ceil(batch.max(1))
+}
+
+/// A learning rate as a person writes it: 0.001, 1e30.
+fn show_lr(x: f64) -> String {
+    if x == 0.0 || (1e-4..1e6).contains(&x.abs()) { format!("{x}") } else { format!("{x:e}") }
+}
+
+fn diverged(engine: &Engine, what: String) -> Error {
+    let lr = engine.settings().hyper.lr;
+    // A tenth of it, by moving the decimal exponent: 1e30 → 1e29, 0.001 → 0.0001.
+    let text = format!("{lr:e}");
+    let tenth = text
+        .split_once('e')
+        .and_then(|(m, e)| format!("{m}e{}", e.parse::<i32>().ok()? - 1).parse::<f64>().ok())
+        .unwrap_or(lr / 10.0);
+    Error::Diverged(format!(
+        "{what}; likely cause: the learning rate {} is too high for this network and data (try --lr {}), or the features are unscaled (try --normalize standard)",
+        show_lr(lr),
+        show_lr(tenth)
+    ))
+}
+
+/// [`train`] from a position saved in a checkpoint: epochs finished, batches of the next, the
+/// steps taken and the unfinished epoch's score. Given the engine restored from the same
+/// checkpoint, the run continues exactly as if it had never stopped.
+pub fn train_from(
+    engine: &mut Engine,
+    train: &Dataset,
+    val: Option<&Dataset>,
+    plan: &Plan,
+    start: &Position,
+    watcher: &mut dyn Watcher,
+) -> Result<Vec<EpochReport>> {
     check_fit(engine, train)?;
     if let Some(v) = val {
         check_fit(engine, v)?;
@@ -149,41 +233,59 @@ pub fn train(
     let spec = engine.spec().clone();
     let epoch_flop = cost::epoch(&spec, s.loss, s.optimizer, plan.batch, train.len()).total.flop() as f64;
     let f = train.feature_len();
-    let mut rng = ChaCha8Rng::seed_from_u64(plan.seed);
     let mut xb = vec![0.0f32; plan.batch * f];
     let mut yb = vec![0u8; plan.batch];
-    let mut order: Vec<usize> = (0..train.len()).collect();
     let batches = train.len().div_ceil(plan.batch);
+    let scan_every = scan_interval(plan.batch) as u64;
     let mut reports = Vec::with_capacity(plan.epochs);
-    let mut step = 0usize;
+    let mut pos = *start;
     let base_lr = s.hyper.lr;
-    for epoch in 1..=plan.epochs {
+    let mut last_scan = pos.step;
+    while pos.epoch < plan.epochs {
+        let epoch = pos.epoch + 1;
         engine.set_learning_rate(plan.schedule.rate(base_lr, epoch, plan.epochs));
-        if plan.shuffle {
-            order = shuffled_indices(train.len(), &mut rng);
-        }
+        let order: Vec<usize> =
+            if plan.shuffle { epoch_order(train.len(), plan.seed, epoch) } else { (0..train.len()).collect() };
         watcher.epoch_started(epoch, batches);
-        let start = Instant::now();
-        let mut score = Score::default();
-        for (k, idx) in order.chunks(plan.batch).enumerate() {
+        let begun = Instant::now();
+        for (k, idx) in order.chunks(plan.batch).enumerate().skip(pos.batch) {
             let b = idx.len();
             for (r, &i) in idx.iter().enumerate() {
                 xb[r * f..(r + 1) * f].copy_from_slice(train.example(i));
                 yb[r] = train.labels[i];
             }
             let s = engine.train_step(&xb[..b * f], &yb[..b])?;
-            step += 1;
+            pos.step += 1;
+            let at = format!("step {} (epoch {epoch}, batch {} of {batches})", pos.step, k + 1);
             if !s.loss_sum.is_finite() {
-                return Err(Error::Diverged(format!(
-                    "the loss became {} at step {step} (epoch {epoch}, batch {}); the learning rate is probably too high — try one ten times smaller",
-                    s.loss_sum,
-                    k + 1
-                )));
+                let layer = non_finite(engine).map(|l| format!("; {l}")).unwrap_or_default();
+                return Err(diverged(engine, format!("the loss became {} at {at}{layer}", s.loss_sum)));
             }
-            score += s;
-            watcher.batch_done(k + 1, score.loss_sum / ((k * plan.batch + b) as f64));
+            if pos.step - last_scan >= scan_every || k + 1 == batches {
+                if !all_finite(engine.params())
+                    && let Some(l) = non_finite(engine)
+                {
+                    let every = if scan_every > 1 {
+                        format!("; the weights are checked every {scan_every} steps at this batch size")
+                    } else {
+                        String::new()
+                    };
+                    return Err(diverged(engine, format!("{l} at {at}{every}")));
+                }
+                last_scan = pos.step;
+            }
+            pos.score += s;
+            pos.batch = k + 1;
+            watcher.batch_done(k + 1, pos.score.loss_sum / ((k * plan.batch + b) as f64));
+            if let Some(signal) = watcher.interrupted() {
+                if let Some(l) = non_finite(engine) {
+                    return Err(diverged(engine, format!("{l} at {at}")));
+                }
+                watcher.checkpoint(engine, &pos)?;
+                return Err(Error::Interrupted { signal, detail: format!("stopped after {at}") });
+            }
         }
-        let seconds = start.elapsed().as_secs_f64();
+        let seconds = begun.elapsed().as_secs_f64();
         let n = train.len() as f64;
         let val_eval = match val {
             Some(v) if !v.is_empty() => Some(evaluate(engine, v)?),
@@ -191,15 +293,17 @@ pub fn train(
         };
         let report = EpochReport {
             epoch,
-            train_loss: score.loss_sum / n,
-            train_acc: score.correct as f64 / n,
+            train_loss: pos.score.loss_sum / n,
+            train_acc: pos.score.correct as f64 / n,
             val_loss: val_eval.map(|e| e.loss),
             val_acc: val_eval.map(|e| e.acc),
             seconds,
             gflops: epoch_flop / seconds / 1e9,
             predicted_seconds: plan.predicted_epoch_seconds,
         };
+        pos = Position { epoch, batch: 0, step: pos.step, score: Score::default() };
         watcher.epoch_done(&report)?;
+        watcher.checkpoint(engine, &pos)?;
         reports.push(report);
     }
     Ok(reports)
@@ -249,4 +353,129 @@ pub fn confusion(engine: &mut Engine, data: &Dataset) -> Result<Confusion> {
         per_class_acc,
         matrix,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checkpoint::{Checkpoint, Position};
+    use crate::engine::Settings;
+    use crate::reference::Hyper;
+    use crate::spec::{Defaults, Loss, Optimizer, parse};
+
+    #[test]
+    fn all_finite_sees_every_position() {
+        for n in [1, 63, 64, 65, 200] {
+            let mut v = vec![1.0f32; n];
+            assert!(all_finite(&v));
+            for i in 0..n {
+                for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+                    v[i] = bad;
+                    assert!(!all_finite(&v), "{bad} at {i} of {n}");
+                }
+                v[i] = f32::MAX;
+            }
+            assert!(all_finite(&v));
+        }
+    }
+
+    #[test]
+    fn each_epoch_has_its_own_order_made_again_from_the_seed() {
+        assert_eq!(epoch_order(100, 7, 3), epoch_order(100, 7, 3));
+        assert_ne!(epoch_order(100, 7, 3), epoch_order(100, 7, 4));
+        assert_ne!(epoch_order(100, 7, 3), epoch_order(100, 8, 3));
+        let mut o = epoch_order(100, 7, 3);
+        o.sort_unstable();
+        assert_eq!(o, (0..100).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn learning_rates_read_as_written() {
+        assert_eq!(show_lr(0.001), "0.001");
+        assert_eq!(show_lr(1e30), "1e30");
+        assert_eq!(show_lr(2e-7), "2e-7");
+    }
+
+    fn data(n: usize) -> Dataset {
+        let features = (0..n * 4).map(|i| ((i * 37 % 101) as f32) / 101.0).collect();
+        let labels = (0..n).map(|i| (i * 7 % 3) as u8).collect();
+        Dataset { features, labels, shape: [1, 1, 4], classes: 3, class_names: vec![] }
+    }
+
+    fn engine(opt: Optimizer, lr: f64) -> Engine {
+        engine_of("4-8:tanh-3", opt, lr)
+    }
+
+    fn engine_of(spec: &str, opt: Optimizer, lr: f64) -> Engine {
+        let spec = parse(spec, Defaults::default()).unwrap();
+        let mut hyper = Hyper::defaults(opt);
+        hyper.lr = lr;
+        let settings = Settings { loss: Loss::Ce, optimizer: opt, hyper, max_batch: 5, threads: 1 };
+        Engine::new(&spec, &crate::init::init(&spec, 3), settings).unwrap()
+    }
+
+    /// Saves a checkpoint at `stop` and says stop there.
+    struct StopAt {
+        stop: Position,
+        saved: Option<Checkpoint>,
+    }
+
+    impl Watcher for StopAt {
+        fn interrupted(&mut self) -> Option<i32> {
+            None
+        }
+        fn batch_done(&mut self, _done: usize, _loss: f64) {}
+        fn checkpoint(&mut self, engine: &Engine, at: &Position) -> Result<()> {
+            if at.step == self.stop.step {
+                let meta = crate::checkpoint::meta(engine.spec(), engine.settings(), &plan(), &data(23));
+                self.saved = Some(Checkpoint::capture(engine, meta, at));
+            }
+            Ok(())
+        }
+    }
+
+    fn plan() -> Plan {
+        Plan {
+            epochs: 3,
+            batch: 5,
+            seed: 11,
+            shuffle: true,
+            schedule: Schedule::Constant,
+            predicted_epoch_seconds: None,
+        }
+    }
+
+    #[test]
+    fn resuming_from_any_epoch_gives_the_same_weights() {
+        let d = data(23);
+        for opt in [Optimizer::Sgd, Optimizer::Momentum, Optimizer::Adam] {
+            let mut whole = engine(opt, 0.05);
+            train(&mut whole, &d, None, &plan(), &mut Quiet).unwrap();
+            for stop in [5, 10] {
+                let mut first = engine(opt, 0.05);
+                let mut w = StopAt { stop: Position { step: stop, ..Position::default() }, saved: None };
+                train(&mut first, &d, None, &Plan { epochs: stop as usize / 5, ..plan() }, &mut w).unwrap();
+                let c = w.saved.expect("a checkpoint at the epoch's end");
+                let mut resumed = engine(opt, 0.05);
+                let layers = c.layers(resumed.spec()).unwrap();
+                let spec = resumed.spec().clone();
+                resumed = Engine::new(&spec, &layers, *resumed.settings()).unwrap();
+                let at = c.restore(&mut resumed).unwrap();
+                train_from(&mut resumed, &d, None, &plan(), &at, &mut Quiet).unwrap();
+                assert!(resumed.params() == whole.params(), "{opt} resumed after step {stop}");
+            }
+        }
+    }
+
+    #[test]
+    fn divergence_names_the_step_the_layer_and_the_learning_rate() {
+        let d = data(23);
+        let e = train(&mut engine_of("4-8-8-3", Optimizer::Sgd, 1e35), &d, None, &plan(), &mut Quiet).unwrap_err();
+        let m = e.to_string();
+        assert!(matches!(e, Error::Diverged(_)), "{m}");
+        assert!(m.contains("at step ") && m.contains("(epoch 1, batch "), "{m}");
+        assert!(m.contains("layer ") && m.contains("hold"), "{m}");
+        assert!(m.contains("the learning rate 1e35 is too high") && m.contains("try --lr 1e34"), "{m}");
+        assert_eq!(e.exit_code(), 1);
+    }
 }
