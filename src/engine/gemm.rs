@@ -218,7 +218,11 @@ unsafe fn sgemm(a: View, b: View, rows: Range<usize>, cols: Range<usize>, c: *mu
     }
 }
 
-const USE_GEMM_CRATE: bool = true;
+// matrixmultiply against the gemm crate for the products the small kernels do not take, in the
+// engine, same sitting, 2 threads (samples/s, two alternations): 784-800-10 B=128 40.7K/36.6K
+// against 37.1K/36.6K, 784-256-128-100-10 B=128 92.9K/95.0K against 87.8K/89.5K. matrixmultiply
+// is as fast or faster and allocates less; see docs/kernels.md.
+const USE_GEMM_CRATE: bool = false;
 
 /// Runs `f(i, row_i)` over the rows of `c`, split across the team when `macs` is large.
 fn for_rows(c: &mut [f32], n: usize, team: &Team, macs: usize, f: impl Fn(usize, &mut [f32]) + Sync) {
