@@ -35,7 +35,7 @@ fn time(min_s: f64, runs: usize, mut f: impl FnMut()) -> f64 {
 }
 
 /// The grid: batch-like m, and inner/outer sizes for k and n.
-pub const GRID_M: [usize; 4] = [1, 8, 64, 512];
+pub const GRID_M: [usize; 5] = [1, 8, 32, 128, 512];
 pub const GRID_KN: [usize; 4] = [1, 16, 128, 1024];
 
 fn gemm_grid(team: &Team, op: &str, quick: bool) -> Vec<GemmPoint> {
