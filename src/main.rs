@@ -261,8 +261,9 @@ struct NetArgs {
     batch: u64,
 }
 
+/// The network, the step, and how many of them a run takes.
 #[derive(Args)]
-struct CountArgs {
+struct RunArgs {
     #[command(flatten)]
     net: NetArgs,
     /// Examples in one epoch (60,000: an MNIST-sized training set).
@@ -271,6 +272,24 @@ struct CountArgs {
     /// Epochs in the run.
     #[arg(long, default_value_t = 1)]
     epochs: u64,
+}
+
+impl RunArgs {
+    fn config(&self) -> Config {
+        Config {
+            loss: self.net.model.loss,
+            optimizer: self.net.optimizer,
+            batch: self.net.batch as usize,
+            examples: self.examples as usize,
+            epochs: self.epochs as usize,
+        }
+    }
+}
+
+#[derive(Args)]
+struct CountArgs {
+    #[command(flatten)]
+    run: RunArgs,
     /// Print JSON instead of tables.
     #[arg(long)]
     json: bool,
@@ -313,13 +332,7 @@ impl PictureArgs {
 #[derive(Args)]
 struct ReportArgs {
     #[command(flatten)]
-    net: NetArgs,
-    /// Examples in one epoch.
-    #[arg(long, short, default_value_t = 60_000, value_parser = clap::value_parser!(u64).range(1..))]
-    examples: u64,
-    /// Epochs in the run.
-    #[arg(long, default_value_t = 1)]
-    epochs: u64,
+    run: RunArgs,
     /// A `train --metrics` file: adds the training curves.
     #[arg(long)]
     metrics: Option<PathBuf>,
@@ -340,21 +353,11 @@ struct VerifyArgs {
     seed: u64,
 }
 
-fn config(a: &CountArgs) -> Config {
-    Config {
-        loss: a.net.model.loss,
-        optimizer: a.net.optimizer,
-        batch: a.net.batch as usize,
-        examples: a.examples as usize,
-        epochs: a.epochs as usize,
-    }
-}
-
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Count(a) => {
-            let spec = a.net.model.spec()?;
-            let cfg = config(&a);
+            let spec = a.run.net.model.spec()?;
+            let cfg = a.run.config();
             let ledger = Ledger::new(&spec, &cfg);
             let predicted = if a.time.wanted() { Some(a.time.predict(&spec, &cfg)?) } else { None };
             if let Some((_, Some(note))) = &predicted {
@@ -375,14 +378,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
         }
         Command::Explain(a) => {
-            let spec = a.net.model.spec()?;
-            a.pictures.draw(&spec, &Ledger::new(&spec, &config(&a)))?;
-            print!("{}", report::explain_text(&spec, &config(&a)));
+            let spec = a.run.net.model.spec()?;
+            let cfg = a.run.config();
+            a.pictures.draw(&spec, &Ledger::new(&spec, &cfg))?;
+            print!("{}", report::explain_text(&spec, &cfg));
         }
         Command::Report(a) => {
-            let spec = a.net.model.spec()?;
-            let (batch, examples, epochs) = (a.net.batch as usize, a.examples as usize, a.epochs as usize);
-            let cfg = Config { loss: a.net.model.loss, optimizer: a.net.optimizer, batch, examples, epochs };
+            let spec = a.run.net.model.spec()?;
+            let cfg = a.run.config();
             let metrics = a.metrics.as_deref().map(plot::Metrics::read).transpose()?;
             plot::save_html(&a.output, &plot::report_html(&spec, &cfg, metrics.as_ref())?)?;
             println!("wrote {}", a.output.display());
