@@ -126,8 +126,14 @@ impl Model<'_> {
 
     /// A pass over `items` values, touching `bytes_per` bytes each, doing `flop_per` arithmetic.
     fn stream(&self, items: usize, bytes_per: f64, flop_per: f64) -> f64 {
+        self.stream_in(items, bytes_per, flop_per, items as f64 * bytes_per)
+    }
+
+    /// The same, for values picked out of a working set of `working_set` bytes (which decides the
+    /// cache level they come from).
+    fn stream_in(&self, items: usize, bytes_per: f64, flop_per: f64, working_set: f64) -> f64 {
         match self.machine {
-            Machine::Measured(p) => items as f64 * per_item(&p.stream, items as f64 * bytes_per),
+            Machine::Measured(p) => items as f64 * per_item(&p.stream, working_set),
             Machine::Roofline { vector_gflops, bandwidth_gbs, .. } => {
                 (items as f64 * flop_per / (vector_gflops * 1e9)).max(items as f64 * bytes_per / (bandwidth_gbs * 1e9))
             }
@@ -203,8 +209,12 @@ pub fn predict(spec: &Spec, cfg: &Config, machine: Machine, threads: usize) -> P
     let step_of = |b: usize| {
         let (layers, loss, overhead) = model.step(spec, cfg.loss, cfg.optimizer, b);
         let sum: f64 = layers.iter().map(|l| l.forward_seconds + l.backward_seconds + l.update_seconds).sum();
-        let gather = model.stream(b * spec.input, 8.0, 0.0);
-        (layers, loss, overhead, sum + loss + overhead + gather)
+        // The batch's examples are copied out of the whole training set, in shuffled order: they
+        // come from wherever a set of that size lives (main memory for 60,000 images).
+        let gather = model.stream_in(b * spec.input, 8.0, 0.0, (cfg.examples * spec.input * 4) as f64);
+        // Training reads every weight for NaN and infinity every scan_interval steps.
+        let scan = model.stream(spec.params() as usize, 4.0, 1.0) / crate::train::scan_interval(b) as f64;
+        (layers, loss, overhead, sum + loss + overhead + gather + scan)
     };
     let (layers, loss_seconds, overhead_seconds, step) = step_of(cfg.batch);
     let full = cfg.examples / cfg.batch;
