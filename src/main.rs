@@ -83,8 +83,8 @@ impl PredictArgs {
         self.predict || self.device.is_some() || self.gflops.is_some()
     }
 
-    /// The prediction for `spec` under `cfg`, and a note on what was measured to get it.
-    fn predict(&self, spec: &Spec, cfg: &Config) -> Result<(predict::Prediction, Option<String>)> {
+    /// The prediction for `spec` under `cfg`; what it rests on goes to stderr.
+    fn predict(&self, spec: &Spec, cfg: &Config) -> Result<predict::Prediction> {
         let threads = self.threads.unwrap_or_else(sys::cores);
         if let Some(d) = &self.device {
             let (name, precision) = d.split_once(':').unwrap_or((d.as_str(), "fp32"));
@@ -95,17 +95,27 @@ impl PredictArgs {
                 return Err(Error::Usage(format!("unknown precision `{precision}`; use fp32, tf32 or bf16")));
             }
             let m = predict::Machine::device(dev, precision);
-            let note = format!("what-if for {} at {precision}", dev.description);
-            return Ok((predict::predict(spec, cfg, m, threads), Some(note)));
+            eprintln!("flopnet: what-if for {} at {precision}", dev.description);
+            return Ok(predict::predict(spec, cfg, m, threads));
         }
         if let (Some(g), Some(b)) = (self.gflops, self.bandwidth) {
             let m = predict::Machine::Roofline { matmul_gflops: g, vector_gflops: g, bandwidth_gbs: b };
-            return Ok((predict::predict(spec, cfg, m, threads), None));
+            return Ok(predict::predict(spec, cfg, m, threads));
         }
-        let path = self.profile.clone().unwrap_or_else(|| predict::default_path(threads));
-        let (profile, note) = predict::load_or_calibrate(&path, threads, true)?;
-        Ok((predict::predict(spec, cfg, predict::Machine::Measured(&profile), threads), note))
+        let profile = measured_profile(self.profile.clone(), threads)?;
+        Ok(predict::predict(spec, cfg, predict::Machine::Measured(&profile), threads))
     }
+}
+
+/// This machine's profile for `threads` (from `path` or the cache), measured quickly when it is
+/// missing or stale; says so on stderr when it had to measure.
+fn measured_profile(path: Option<PathBuf>, threads: usize) -> Result<predict::Profile> {
+    let path = path.unwrap_or_else(|| predict::default_path(threads));
+    let (profile, note) = predict::load_or_calibrate(&path, threads, true)?;
+    if let Some(note) = note {
+        eprintln!("flopnet: {note}");
+    }
+    Ok(profile)
 }
 
 /// The model alone: its layers and what its output is scored with.
@@ -360,19 +370,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let cfg = a.run.config();
             let ledger = Ledger::new(&spec, &cfg);
             let predicted = if a.time.wanted() { Some(a.time.predict(&spec, &cfg)?) } else { None };
-            if let Some((_, Some(note))) = &predicted {
-                eprintln!("flopnet: {note}");
-            }
             a.pictures.draw(&spec, &ledger)?;
             if a.json {
                 let mut v = serde_json::to_value(&ledger).map_err(|e| Error::Usage(e.to_string()))?;
-                if let Some((p, _)) = &predicted {
+                if let Some(p) = &predicted {
                     v["predicted"] = serde_json::to_value(p).map_err(|e| Error::Usage(e.to_string()))?;
                 }
                 println!("{}", serde_json::to_string_pretty(&v).map_err(|e| Error::Usage(e.to_string()))?);
             } else {
                 print!("{}", report::count_text(&ledger));
-                if let Some((p, _)) = &predicted {
+                if let Some(p) = &predicted {
                     print!("\n{}", report::prediction_text(p, cfg.batch));
                 }
             }
@@ -412,8 +419,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let t = std::time::Instant::now();
             let p = predict::calibrate(threads, a.quick)?;
             p.save(&path)?;
-            let best =
-                p.forward.iter().chain(&p.weight_grad).chain(&p.input_grad).map(|g| g.gflops).fold(0.0, f64::max);
+            let best = p.peak_gflops();
             let bw: Vec<String> = p
                 .stream
                 .iter()
@@ -445,11 +451,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let predicted = if a.forward_only {
                 None
             } else {
-                let path = a.profile.clone().unwrap_or_else(|| predict::default_path(cfg.threads));
-                let (profile, note) = predict::load_or_calibrate(&path, cfg.threads, true)?;
-                if let Some(note) = note {
-                    eprintln!("flopnet: {note}");
-                }
+                let profile = measured_profile(a.profile.clone(), cfg.threads)?;
                 let step = Config {
                     loss: cfg.loss,
                     optimizer: cfg.optimizer,
@@ -457,13 +459,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     examples: cfg.batch,
                     epochs: 1,
                 };
-                let peak = profile
-                    .forward
-                    .iter()
-                    .chain(&profile.weight_grad)
-                    .chain(&profile.input_grad)
-                    .map(|g| g.gflops)
-                    .fold(0.0, f64::max);
+                let peak = profile.peak_gflops();
                 Some((predict::predict(&spec, &step, predict::Machine::Measured(&profile), cfg.threads), peak))
             };
             if a.json {
@@ -567,18 +563,8 @@ fn train_command(a: TrainArgs) -> Result<()> {
         Config { loss: a.model.loss, optimizer: a.optimizer, batch, examples: splits.train.len(), epochs: a.epochs };
     let ledger = Ledger::new(&spec, &cfg);
     print!("{}", report::account_text(&ledger));
-    let time = PredictArgs {
-        predict: true,
-        profile: a.profile.clone(),
-        threads: Some(threads),
-        device: None,
-        gflops: None,
-        bandwidth: None,
-    };
-    let (prediction, note) = time.predict(&spec, &cfg)?;
-    if let Some(note) = note {
-        eprintln!("flopnet: {note}");
-    }
+    let profile = measured_profile(a.profile.clone(), threads)?;
+    let prediction = predict::predict(&spec, &cfg, predict::Machine::Measured(&profile), threads);
     println!(
         "predicted: {} per epoch, {} for the run ({} per step)",
         report::seconds(prediction.epoch_seconds),

@@ -174,55 +174,29 @@ unsafe fn sgemm(a: View, b: View, rows: Range<usize>, cols: Range<usize>, c: *mu
     let (pa, pb) = (a.data.as_ptr().wrapping_add(r0 * a.rs), b.data.as_ptr().wrapping_add(c0 * b.cs));
     // SAFETY: offsets stay inside the views' data, as the caller's ranges stay inside C's shape.
     unsafe {
-        if USE_GEMM_CRATE {
-            // gemm takes (m, n, k) and column stride before row stride; dst = 0·dst + 1·a·b.
-            gemm::gemm(
-                rows.len(),
-                cols.len(),
-                k,
-                c,
-                1,
-                ldc as isize,
-                false,
-                pa,
-                a.cs as isize,
-                a.rs as isize,
-                pb,
-                b.cs as isize,
-                b.rs as isize,
-                0.0,
-                1.0,
-                false,
-                false,
-                false,
-                gemm::Parallelism::None,
-            )
-        } else {
-            matrixmultiply::sgemm(
-                rows.len(),
-                k,
-                cols.len(),
-                1.0,
-                pa,
-                a.rs as isize,
-                a.cs as isize,
-                pb,
-                b.rs as isize,
-                b.cs as isize,
-                0.0,
-                c,
-                ldc as isize,
-                1,
-            )
-        }
+        matrixmultiply::sgemm(
+            rows.len(),
+            k,
+            cols.len(),
+            1.0,
+            pa,
+            a.rs as isize,
+            a.cs as isize,
+            pb,
+            b.rs as isize,
+            b.cs as isize,
+            0.0,
+            c,
+            ldc as isize,
+            1,
+        )
     }
 }
 
-// matrixmultiply against the gemm crate for the products the small kernels do not take, in the
-// engine, same sitting, 2 threads (samples/s, two alternations): 784-800-10 B=128 40.7K/36.6K
-// against 37.1K/36.6K, 784-256-128-100-10 B=128 92.9K/95.0K against 87.8K/89.5K. matrixmultiply
-// is as fast or faster and allocates less; see docs/kernels.md.
-const USE_GEMM_CRATE: bool = false;
+// matrixmultiply was measured against the gemm crate for the products the small kernels do not
+// take, in the engine, same sitting, 2 threads (samples/s, two alternations): 784-800-10 B=128
+// 40.7K/36.6K against 37.1K/36.6K, 784-256-128-100-10 B=128 92.9K/95.0K against 87.8K/89.5K.
+// matrixmultiply is as fast or faster and allocates less; see docs/kernels.md.
 
 /// Runs `f(i, row_i)` over the rows of `c`, split across the team when `macs` is large.
 fn for_rows(c: &mut [f32], n: usize, team: &Team, macs: usize, f: impl Fn(usize, &mut [f32]) + Sync) {

@@ -1,4 +1,4 @@
-//! A small team of threads that hand work across in well under a microsecond.
+//! A small team of threads that hand work across in nanoseconds (`cargo bench --bench team`).
 //!
 //! A training step of a small network is a few dozen microseconds of work split into products
 //! of a few microseconds each. A general-purpose pool wakes sleeping workers through the kernel

@@ -146,9 +146,6 @@ pub fn calibrate(threads: usize, quick: bool) -> Result<Profile> {
     let step_overhead = time(min_s, 5, || {
         let _ = e.train_step(&[0.5], &[0]);
     });
-    let (a, b) = (vec![0.5f32; 4], vec![0.5f32; 4]);
-    let mut c = vec![0.0f32; 4];
-    let call_overhead = time(min_s, 5, || matmul(View::rows(&a, 2, 2), View::rows(&b, 2, 2), &mut c, &team));
     Ok(Profile {
         version: VERSION,
         machine: machine_id(),
@@ -164,6 +161,5 @@ pub fn calibrate(threads: usize, quick: bool) -> Result<Profile> {
         activation_forward,
         activation_backward,
         step_overhead,
-        call_overhead,
     })
 }

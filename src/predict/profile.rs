@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
 /// Bumped whenever the fields or what they mean change; an older file is rebuilt, not trusted.
-pub const VERSION: u32 = 3;
+pub const VERSION: u32 = 4;
 
 /// Matrix-product throughput at one shape: C[m×n] = A[m×k]·B[k×n].
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -47,8 +47,6 @@ pub struct Profile {
     pub activation_backward: Vec<(String, f64)>,
     /// Fixed seconds per training step (a 1-1 network's step).
     pub step_overhead: f64,
-    /// Seconds per matrix-product call beyond its arithmetic (dispatch, packing set-up).
-    pub call_overhead: f64,
 }
 
 /// What identifies this machine and build: CPU model, core count, flopnet version.
@@ -70,6 +68,11 @@ pub fn default_path(threads: usize) -> PathBuf {
 }
 
 impl Profile {
+    /// The best matrix-product rate measured at any shape and layout, GFLOP/s.
+    pub fn peak_gflops(&self) -> f64 {
+        self.forward.iter().chain(&self.weight_grad).chain(&self.input_grad).map(|g| g.gflops).fold(0.0, f64::max)
+    }
+
     /// Reads a profile; `Ok(None)` when it is missing, stale (other machine, version or thread
     /// count) or corrupt — the caller then calibrates again. The reason is returned beside it.
     pub fn load(path: &Path, threads: usize) -> (Option<Profile>, Option<String>) {
