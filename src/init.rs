@@ -4,12 +4,13 @@
 //! limit sqrt(6/(N+M))) before the others; biases start at zero. Values are drawn in f64 and
 //! rounded to f32, so the f32 engine and the f64 reference hold identical starting weights.
 
-use crate::spec::{Activation, Dense, Spec};
+use crate::spec::{Activation, Layer, Spec};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Normal};
 
-/// One layer's parameters: weights [M][N] row-major, then biases [M].
+/// One layer's parameters: weights [M][N] (or [F][C][kh][kw]) row-major, then biases [M] (or
+/// [F]); both empty for pooling.
 #[derive(Clone, Debug, PartialEq)]
 pub struct LayerParams {
     pub weight: Vec<f64>,
@@ -29,20 +30,23 @@ pub fn scheme(act: Activation) -> Scheme {
     }
 }
 
-fn layer(l: &Dense, rng: &mut ChaCha8Rng) -> LayerParams {
-    let (n, m) = (l.inputs, l.outputs);
+/// Weights drawn from the layer's fans (N and M for dense, C·kh·kw and F·kh·kw for a
+/// convolution); pooling layers hold nothing and draw nothing.
+fn layer(l: &Layer, rng: &mut ChaCha8Rng) -> LayerParams {
+    let (n, m) = l.fans();
+    let count = l.weight_count();
     let round = |v: f64| v as f32 as f64;
     let weight = match scheme(l.activation) {
         Scheme::He => {
             let normal = Normal::new(0.0, (2.0 / n as f64).sqrt()).expect("a positive std");
-            (0..n * m).map(|_| round(normal.sample(rng))).collect()
+            (0..count).map(|_| round(normal.sample(rng))).collect()
         }
         Scheme::Xavier => {
             let limit = (6.0 / (n + m) as f64).sqrt();
-            (0..n * m).map(|_| round(rng.gen_range(-limit..limit))).collect()
+            (0..count).map(|_| round(rng.gen_range(-limit..limit))).collect()
         }
     };
-    LayerParams { weight, bias: vec![0.0; m] }
+    LayerParams { weight, bias: vec![0.0; l.bias_count()] }
 }
 
 /// Every layer's starting parameters; the same seed always gives the same values.

@@ -8,7 +8,7 @@
 
 use crate::error::{Error, Result};
 use crate::init::LayerParams;
-use crate::spec::{self, Activation, Defaults, Dense, Spec};
+use crate::spec::{self, Activation, Defaults, Layer, Shape, Spec};
 use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 use std::collections::HashMap;
 use std::io::Write;
@@ -174,10 +174,10 @@ pub fn from_bytes(path: &Path, bytes: &[u8]) -> Result<(Spec, Vec<LayerParams>)>
                 .enumerate()
                 .map(|(i, &(inputs, outputs))| {
                     let fallback = if i + 1 == sizes.len() { d.output } else { d.hidden };
-                    Dense { inputs, outputs, activation: acts.get(i).copied().flatten().unwrap_or(fallback) }
+                    Layer::dense(inputs, outputs, acts.get(i).copied().flatten().unwrap_or(fallback))
                 })
                 .collect();
-            Spec { input: sizes[0].0, layers }
+            Spec::new(Shape::flat(sizes[0].0), layers)
         }
     };
     let shapes: Vec<(usize, usize)> = spec.layers.iter().map(|l| (l.inputs, l.outputs)).collect();

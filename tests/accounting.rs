@@ -1,7 +1,7 @@
 //! The ledger against the counting engine, over random architectures: measured == analytic for
 //! every field of every row.
 
-use flopnet::spec::{Activation, Dense, Loss, Optimizer, Spec};
+use flopnet::spec::{Activation, Layer, Loss, Optimizer, Shape, Spec};
 use flopnet::verify;
 use proptest::prelude::*;
 
@@ -22,10 +22,10 @@ fn arb_spec() -> impl Strategy<Value = (Spec, Loss)> {
                 } else {
                     out
                 };
-                Dense { inputs: w[i], outputs: w[i + 1], activation }
+                Layer::dense(w[i], w[i + 1], activation)
             })
             .collect();
-        (Spec { input: w[0], layers }, if ce { Loss::Ce } else { Loss::Mse })
+        (Spec::new(Shape::flat(w[0]), layers), if ce { Loss::Ce } else { Loss::Mse })
     })
 }
 

@@ -4,7 +4,7 @@
 use flopnet::engine::{Engine, Settings};
 use flopnet::init::init;
 use flopnet::reference::{Hyper, Network, OptimizerState};
-use flopnet::spec::{Activation, Dense, Loss, Optimizer, Spec};
+use flopnet::spec::{Activation, Layer, Loss, Optimizer, Shape, Spec};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -24,13 +24,13 @@ fn random_case(rng: &mut ChaCha8Rng) -> (Spec, Loss, Optimizer, usize) {
                 (true, Loss::Mse) => Activation::ALL[rng.gen_range(0..6)],
                 _ => HIDDEN[rng.gen_range(0..5)],
             };
-            let l = Dense { inputs, outputs, activation };
+            let l = Layer::dense(inputs, outputs, activation);
             inputs = outputs;
             l
         })
         .collect();
     let opt = [Optimizer::Sgd, Optimizer::Momentum, Optimizer::Adam][rng.gen_range(0..3)];
-    (Spec { input, layers }, loss, opt, rng.gen_range(1..=40))
+    (Spec::new(Shape::flat(input), layers), loss, opt, rng.gen_range(1..=40))
 }
 
 /// |got - want| <= tol * max|want| over the tensor: relative to the tensor's scale.

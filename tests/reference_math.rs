@@ -3,7 +3,7 @@
 
 use flopnet::init::{LayerParams, init};
 use flopnet::reference::{Hyper, Network, OptimizerState};
-use flopnet::spec::{Activation, Dense, Loss, Optimizer, Spec};
+use flopnet::spec::{Activation, Layer, Loss, Optimizer, Shape, Spec};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -14,7 +14,7 @@ fn close(a: f64, b: f64, tol: f64) -> bool {
 /// 2 inputs -> 1 sigmoid neuron, MSE against target 1, worked by hand.
 #[test]
 fn hand_worked_single_sigmoid_neuron() {
-    let spec = Spec { input: 2, layers: vec![Dense { inputs: 2, outputs: 1, activation: Activation::Sigmoid }] };
+    let spec = Spec::dense(2, &[(1, Activation::Sigmoid)]);
     let params = [LayerParams { weight: vec![0.5, -0.25], bias: vec![0.1] }];
     let mut net: Network<f64> = Network::new(&spec, &params);
     let x = [1.0, 2.0];
@@ -38,7 +38,7 @@ fn hand_worked_single_sigmoid_neuron() {
 /// Softmax cross-entropy on 2 classes with zero weights: p = (1/2, 1/2), L = ln 2, dz = p - y.
 #[test]
 fn hand_worked_softmax_cross_entropy() {
-    let spec = Spec { input: 3, layers: vec![Dense { inputs: 3, outputs: 2, activation: Activation::Softmax }] };
+    let spec = Spec::dense(3, &[(2, Activation::Softmax)]);
     let params = [LayerParams { weight: vec![0.0; 6], bias: vec![0.0; 2] }];
     let net: Network<f64> = Network::new(&spec, &params);
     let x = [1.0, -2.0, 3.0];
@@ -52,7 +52,7 @@ fn hand_worked_softmax_cross_entropy() {
 /// Adam's first step moves every parameter with a non-zero gradient by about lr.
 #[test]
 fn adam_first_step_is_lr_sized() {
-    let spec = Spec { input: 3, layers: vec![Dense { inputs: 3, outputs: 2, activation: Activation::Softmax }] };
+    let spec = Spec::dense(3, &[(2, Activation::Softmax)]);
     let params = [LayerParams { weight: vec![0.0; 6], bias: vec![0.0; 2] }];
     let mut net: Network<f64> = Network::new(&spec, &params);
     let mut opt = OptimizerState::new(Optimizer::Adam, Hyper::defaults(Optimizer::Adam), &net.tensor_sizes());
@@ -77,12 +77,12 @@ fn random_spec(rng: &mut ChaCha8Rng, loss: Loss) -> Spec {
             } else {
                 [Activation::Identity, Activation::Sigmoid, Activation::Tanh, Activation::Softmax][rng.gen_range(0..4)]
             };
-            let l = Dense { inputs, outputs, activation };
+            let l = Layer::dense(inputs, outputs, activation);
             inputs = outputs;
             l
         })
         .collect();
-    Spec { input, layers }
+    Spec::new(Shape::flat(input), layers)
 }
 
 /// dL/dw from backprop against (L(w+h) - L(w-h)) / 2h for every parameter of random nets.

@@ -2,7 +2,7 @@
 
 use super::activation;
 use crate::ops::Ops;
-use crate::spec::{Activation, Dense, Loss};
+use crate::spec::{Activation, Layer, Loss};
 use serde::Serialize;
 
 /// The backward pass of one layer, split as the engines compute it.
@@ -20,7 +20,7 @@ pub struct Backward {
 }
 
 /// z = W x + b, a = f(z) for a batch of `b`.
-pub fn forward(layer: &Dense, b: u128) -> Ops {
+pub fn forward(layer: &Layer, b: u128) -> Ops {
     let (n, m) = (layer.inputs as u128, layer.outputs as u128);
     // Each output sums N products and one bias: N+1 terms, N additions.
     let affine = Ops { mul: b * n * m, add: b * n * m, mac: b * n * m, ..Ops::ZERO };
@@ -29,7 +29,7 @@ pub fn forward(layer: &Dense, b: u128) -> Ops {
 
 /// The backward pass for a batch of `b`. `first`: the layer reads the data, so dX is skipped.
 /// `output_under`: the loss, when this is the output layer.
-pub fn backward(layer: &Dense, b: u128, first: bool, output_under: Option<Loss>) -> Backward {
+pub fn backward(layer: &Layer, b: u128, first: bool, output_under: Option<Loss>) -> Backward {
     let (n, m) = (layer.inputs as u128, layer.outputs as u128);
     let from_ce = output_under == Some(Loss::Ce) && layer.activation == Activation::Softmax;
     let delta = activation::backward(layer.activation, b, m, from_ce);

@@ -7,7 +7,7 @@ use crate::engine::{Engine, Settings, kernels, simd};
 use crate::error::Result;
 use crate::init;
 use crate::reference::Hyper;
-use crate::spec::{Activation, Dense, Loss, Optimizer, Spec};
+use crate::spec::{Activation, Loss, Optimizer, Spec};
 use std::time::Instant;
 
 /// Median seconds of one call of `f`, from runs that each last at least `min_s`.
@@ -72,7 +72,7 @@ fn stream_points(quick: bool, bytes_per_item: usize, mut pass: impl FnMut(usize)
 }
 
 fn layer_engine(act: Activation, threads: usize) -> Result<Engine> {
-    let spec = Spec { input: 1, layers: vec![Dense { inputs: 1, outputs: 4096, activation: act }] };
+    let spec = Spec::dense(1, &[(4096, act)]);
     let loss = if act == Activation::Softmax { Loss::Ce } else { Loss::Mse };
     let settings =
         Settings { loss, optimizer: Optimizer::Sgd, hyper: Hyper::defaults(Optimizer::Sgd), max_batch: 16, threads };
@@ -134,7 +134,7 @@ pub fn calibrate(threads: usize, quick: bool) -> Result<Profile> {
         activation_backward.push((act.name().to_string(), ((b - b0) / per).max(0.0)));
     }
     // A 1-1 network: what a step costs when there is no arithmetic to speak of.
-    let tiny = Spec { input: 1, layers: vec![Dense { inputs: 1, outputs: 1, activation: Activation::Identity }] };
+    let tiny = Spec::dense(1, &[(1, Activation::Identity)]);
     let settings = Settings {
         loss: Loss::Mse,
         optimizer: Optimizer::Sgd,

@@ -5,10 +5,10 @@
 
 use super::activation;
 use super::scalar::Scalar;
-use crate::spec::Dense;
+use crate::spec::Layer;
 
 /// z_j = b_j + sum_i W_ji x_i, then a_j = f(z_j), for every example. Returns (z, a).
-pub fn dense_forward<S: Scalar>(layer: &Dense, x: &[S], w: &[S], b: &[S]) -> (Vec<S>, Vec<S>) {
+pub fn dense_forward<S: Scalar>(layer: &Layer, x: &[S], w: &[S], b: &[S]) -> (Vec<S>, Vec<S>) {
     let (n, m) = (layer.inputs, layer.outputs);
     let batch = x.len() / n;
     let mut z = Vec::with_capacity(batch * m);
@@ -27,7 +27,7 @@ pub fn dense_forward<S: Scalar>(layer: &Dense, x: &[S], w: &[S], b: &[S]) -> (Ve
 }
 
 /// delta = g (*) f'(z), row by row.
-pub fn dense_delta<S: Scalar>(layer: &Dense, z: &[S], a: &[S], g: &[S], from_ce: bool) -> Vec<S> {
+pub fn dense_delta<S: Scalar>(layer: &Layer, z: &[S], a: &[S], g: &[S], from_ce: bool) -> Vec<S> {
     let m = layer.outputs;
     let mut delta = vec![S::zero(); g.len()];
     for (((ze, ae), ge), de) in
@@ -39,7 +39,7 @@ pub fn dense_delta<S: Scalar>(layer: &Dense, z: &[S], a: &[S], g: &[S], from_ce:
 }
 
 /// dW_ji = sum over examples e of delta_ej x_ei: B products, B-1 additions per weight.
-pub fn dense_weight_grad<S: Scalar>(layer: &Dense, x: &[S], delta: &[S]) -> Vec<S> {
+pub fn dense_weight_grad<S: Scalar>(layer: &Layer, x: &[S], delta: &[S]) -> Vec<S> {
     let (n, m) = (layer.inputs, layer.outputs);
     let batch = x.len() / n;
     let mut dw = Vec::with_capacity(m * n);
@@ -53,14 +53,14 @@ pub fn dense_weight_grad<S: Scalar>(layer: &Dense, x: &[S], delta: &[S]) -> Vec<
 }
 
 /// db_j = sum over examples e of delta_ej.
-pub fn dense_bias_grad<S: Scalar>(layer: &Dense, delta: &[S]) -> Vec<S> {
+pub fn dense_bias_grad<S: Scalar>(layer: &Layer, delta: &[S]) -> Vec<S> {
     let m = layer.outputs;
     let batch = delta.len() / m;
     (0..m).map(|j| (1..batch).fold(delta[j], |s, e| s + delta[e * m + j])).collect()
 }
 
 /// dx_ei = sum over neurons j of delta_ej W_ji: M products, M-1 additions per input.
-pub fn dense_input_grad<S: Scalar>(layer: &Dense, w: &[S], delta: &[S]) -> Vec<S> {
+pub fn dense_input_grad<S: Scalar>(layer: &Layer, w: &[S], delta: &[S]) -> Vec<S> {
     let (n, m) = (layer.inputs, layer.outputs);
     let mut dx = Vec::with_capacity(delta.len() / m * n);
     for de in delta.chunks_exact(m) {
