@@ -271,8 +271,11 @@ fn split_options(s: &str) -> (&str, Vec<(char, &str)>) {
         // "same" is the one word-valued option; otherwise a value runs to the next letter.
         let end = if body.starts_with("same") {
             4
+        } else if body.starts_with(|c: char| c.is_ascii_digit()) {
+            body.find(|c: char| !c.is_ascii_digit()).unwrap_or(body.len())
         } else {
-            body.find(|c: char| c.is_alphabetic()).unwrap_or(body.len())
+            // A word that is not `same`: keep it whole so the error can quote it.
+            body.find(|c: char| c.is_ascii_digit()).unwrap_or(body.len())
         };
         opts.push((key, &body[..end]));
         rest = &body[end..];
