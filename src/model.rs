@@ -1,10 +1,12 @@
-//! Model files: safetensors with PyTorch's `nn.Linear` names and layout.
+//! Model files: safetensors with PyTorch's `nn.Linear` and `nn.Conv2d` names and layouts.
 //!
-//! Tensors `layers.{i}.weight` [out, in] and `layers.{i}.bias` [out], `i` counting weight layers
-//! from 0; metadata `spec` holds the compact spec with every activation written out, so
-//! `784-128:relu-10:softmax` is all a file written elsewhere (e.g. by PyTorch's
-//! `safetensors.torch.save_file(..., metadata={"spec": ...})`) needs to load. Without `spec`,
-//! the shapes give the sizes and `activations` (comma-separated), or relu/softmax, the rest.
+//! Tensors `layers.{i}.weight` ([out, in] for a dense layer, [F, C, kh, kw] for a convolution)
+//! and `layers.{i}.bias` ([out] or [F]), `i` counting the layers with parameters from 0 (pooling
+//! holds none and takes no number); metadata `spec` holds the compact spec with every activation
+//! written out, so `784-128:relu-10:softmax` is all a file written elsewhere (e.g. by PyTorch's
+//! `safetensors.torch.save_file(..., metadata={"spec": ...})`) needs to load. Every tensor is
+//! checked against its layer's shape. Without `spec` a dense network's shapes give the sizes and
+//! `activations` (comma-separated), or relu/softmax, the rest; a convolutional file needs `spec`.
 
 use crate::error::{Error, Result};
 use crate::init::LayerParams;
@@ -16,6 +18,8 @@ use std::path::Path;
 
 /// The format written into every file's metadata, for readers to check.
 pub const FORMAT: &str = "flopnet-dense-1";
+/// The same for a network with convolutions or pooling.
+pub const FORMAT_CONV: &str = "flopnet-conv-1";
 
 fn bad(path: &Path, problem: impl Into<String>) -> Error {
     Error::Model { path: path.to_path_buf(), problem: problem.into() }
@@ -48,17 +52,23 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     })
 }
 
-/// Saves a network's parameters.
+/// Saves a network's parameters: `layers.{i}.weight` in [`Layer::weight_shape`] ([out, in] or
+/// [F, C, kh, kw]) and `layers.{i}.bias`, `i` counting the layers that hold parameters.
 pub fn save(path: &Path, spec: &Spec, params: &[LayerParams]) -> Result<()> {
+    if params.len() != spec.layers.len() {
+        return Err(bad(
+            path,
+            format!("{} layers of parameters for {spec}, which has {}", params.len(), spec.layers.len()),
+        ));
+    }
     let data: Vec<(String, Vec<usize>, Vec<u8>)> = spec
-        .layers
-        .iter()
-        .zip(params)
+        .weight_layers()
         .enumerate()
-        .flat_map(|(i, (l, p))| {
+        .flat_map(|(i, (at, l))| {
+            let p = &params[at];
             [
-                (format!("layers.{i}.weight"), vec![l.outputs, l.inputs], le_bytes(&p.weight)),
-                (format!("layers.{i}.bias"), vec![l.outputs], le_bytes(&p.bias)),
+                (format!("layers.{i}.weight"), l.weight_shape(), le_bytes(&p.weight)),
+                (format!("layers.{i}.bias"), vec![l.bias_count()], le_bytes(&p.bias)),
             ]
         })
         .collect();
@@ -70,7 +80,7 @@ pub fn save(path: &Path, spec: &Spec, params: &[LayerParams]) -> Result<()> {
         .collect::<Result<Vec<_>>>()?;
     let acts: Vec<&str> = spec.layers.iter().map(|l| l.activation.name()).collect();
     let meta = HashMap::from([
-        ("format".to_string(), FORMAT.to_string()),
+        ("format".to_string(), if spec.is_convolutional() { FORMAT_CONV } else { FORMAT }.to_string()),
         ("spec".to_string(), spec.to_string()),
         ("activations".to_string(), acts.join(",")),
     ]);
@@ -127,14 +137,69 @@ pub fn from_bytes(path: &Path, bytes: &[u8]) -> Result<(Spec, Vec<LayerParams>)>
         SafeTensors::read_metadata(bytes).map_err(|e| bad(path, format!("not a safetensors file ({e})")))?;
     let st = SafeTensors::deserialize(bytes).map_err(|e| bad(path, format!("not a safetensors file ({e})")))?;
     let info = meta.metadata().clone().unwrap_or_default();
-    let layers = (0..).take_while(|i| st.tensor(&format!("layers.{i}.weight")).is_ok()).count();
-    if layers == 0 {
+    let tensors = (0..).take_while(|i| st.tensor(&format!("layers.{i}.weight")).is_ok()).count();
+    if tensors == 0 {
         return Err(bad(
             path,
-            "no tensor named layers.0.weight; flopnet expects layers.{i}.weight [out, in] and layers.{i}.bias [out]",
+            "no tensor named layers.0.weight; flopnet expects layers.{i}.weight [out, in] (or [F, C, kh, kw] for a convolution) and layers.{i}.bias",
         ));
     }
-    let mut sizes = Vec::with_capacity(layers);
+    match info.get("spec") {
+        Some(text) => {
+            let spec = spec::parse(text, Defaults::default()).map_err(|e| bad(path, format!("metadata spec: {e}")))?;
+            let params = with_spec(path, &st, &spec, tensors)?;
+            Ok((spec, params))
+        }
+        None => without_spec(path, &st, &info, tensors),
+    }
+}
+
+/// Reads the tensors the metadata spec calls for, each checked against its layer's shape; one
+/// [`LayerParams`] per layer, empty for pooling.
+fn with_spec(path: &Path, st: &SafeTensors, spec: &Spec, tensors: usize) -> Result<Vec<LayerParams>> {
+    let wanted = spec.weight_layers().count();
+    if wanted != tensors {
+        return Err(bad(
+            path,
+            format!(
+                "holds {tensors} weight tensor{} (layers.0.weight to layers.{}.weight) but its metadata spec {spec} has {wanted} layer{} with parameters",
+                if tensors == 1 { "" } else { "s" },
+                tensors - 1,
+                if wanted == 1 { "" } else { "s" }
+            ),
+        ));
+    }
+    let mut params = vec![LayerParams { weight: Vec::new(), bias: Vec::new() }; spec.layers.len()];
+    for (i, (at, l)) in spec.weight_layers().enumerate() {
+        let (wn, bn) = (format!("layers.{i}.weight"), format!("layers.{i}.bias"));
+        let w = st.tensor(&wn).map_err(|e| bad(path, format!("{wn}: {e}")))?;
+        let b = st.tensor(&bn).map_err(|_| bad(path, format!("{wn} has no {bn} beside it")))?;
+        let layout = if l.is_dense() { "[out, in]" } else { "[F, C, kh, kw], as nn.Conv2d" };
+        let what = format!("layer {} ({}) of the metadata spec {spec}", at + 1, l);
+        if w.shape() != l.weight_shape().as_slice() {
+            return Err(bad(
+                path,
+                format!("{wn} has shape {:?} but {what} wants {:?} {layout}", w.shape(), l.weight_shape()),
+            ));
+        }
+        if b.shape() != [l.bias_count()] {
+            return Err(bad(path, format!("{bn} has shape {:?} but {what} wants [{}]", b.shape(), l.bias_count())));
+        }
+        params[at] = LayerParams { weight: floats(path, &wn, &w)?, bias: floats(path, &bn, &b)? };
+    }
+    Ok(params)
+}
+
+/// A dense network read from the tensors' shapes alone, with `activations` (comma-separated) or
+/// relu and softmax. A convolution's shapes cannot be recovered this way (stride, padding, the
+/// image size and the pooling are not in the tensors), so a 4-D weight asks for the spec.
+fn without_spec(
+    path: &Path,
+    st: &SafeTensors,
+    info: &HashMap<String, String>,
+    layers: usize,
+) -> Result<(Spec, Vec<LayerParams>)> {
+    let mut sizes: Vec<(usize, usize)> = Vec::with_capacity(layers);
     let mut params = Vec::with_capacity(layers);
     for i in 0..layers {
         let (wn, bn) = (format!("layers.{i}.weight"), format!("layers.{i}.bias"));
@@ -142,7 +207,16 @@ pub fn from_bytes(path: &Path, bytes: &[u8]) -> Result<(Spec, Vec<LayerParams>)>
         let b = st.tensor(&bn).map_err(|_| bad(path, format!("{wn} has no {bn} beside it")))?;
         let (out, inp) = match *w.shape() {
             [o, n] => (o, n),
-            ref s => return Err(bad(path, format!("{wn} has shape {s:?}; expected [out, in]"))),
+            [_, _, _, _] => {
+                return Err(bad(
+                    path,
+                    format!(
+                        "{wn} has shape {:?}, a convolution kernel, and the file has no `spec` in its metadata; a convolutional network's strides, padding, pooling and image size are not in its tensors, so save it with metadata {{\"spec\": \"1x28x28-conv5x5x32p2:relu-maxpool2-...\"}} (the compact spec, every layer written out)",
+                        w.shape()
+                    ),
+                ));
+            }
+            ref s => return Err(bad(path, format!("{wn} has shape {s:?}; expected [out, in] or [F, C, kh, kw]"))),
         };
         if b.shape() != [out] {
             return Err(bad(path, format!("{bn} has shape {:?}; expected [{out}] to match {wn}", b.shape())));
@@ -158,33 +232,22 @@ pub fn from_bytes(path: &Path, bytes: &[u8]) -> Result<(Spec, Vec<LayerParams>)>
         sizes.push((inp, out));
         params.push(LayerParams { weight: floats(path, &wn, &w)?, bias: floats(path, &bn, &b)? });
     }
-    let spec = match info.get("spec") {
-        Some(text) => spec::parse(text, Defaults::default()).map_err(|e| bad(path, format!("metadata spec: {e}")))?,
-        None => {
-            let acts: Vec<Option<Activation>> = match info.get("activations") {
-                Some(a) => a
-                    .split(',')
-                    .map(|s| s.trim().parse().map(Some).map_err(|e: String| bad(path, e)))
-                    .collect::<Result<_>>()?,
-                None => vec![None; layers],
-            };
-            let d = Defaults::default();
-            let layers = sizes
-                .iter()
-                .enumerate()
-                .map(|(i, &(inputs, outputs))| {
-                    let fallback = if i + 1 == sizes.len() { d.output } else { d.hidden };
-                    Layer::dense(inputs, outputs, acts.get(i).copied().flatten().unwrap_or(fallback))
-                })
-                .collect();
-            Spec::new(Shape::flat(sizes[0].0), layers)
+    let acts: Vec<Option<Activation>> = match info.get("activations") {
+        Some(a) => {
+            a.split(',').map(|s| s.trim().parse().map(Some).map_err(|e: String| bad(path, e))).collect::<Result<_>>()?
         }
+        None => vec![None; layers],
     };
-    let shapes: Vec<(usize, usize)> = spec.layers.iter().map(|l| (l.inputs, l.outputs)).collect();
-    if shapes != sizes {
-        return Err(bad(path, format!("metadata spec {spec} does not match the tensors' shapes")));
-    }
-    Ok((spec, params))
+    let d = Defaults::default();
+    let layers = sizes
+        .iter()
+        .enumerate()
+        .map(|(i, &(inputs, outputs))| {
+            let fallback = if i + 1 == sizes.len() { d.output } else { d.hidden };
+            Layer::dense(inputs, outputs, acts.get(i).copied().flatten().unwrap_or(fallback))
+        })
+        .collect();
+    Ok((Spec::new(Shape::flat(sizes[0].0), layers), params))
 }
 
 #[cfg(test)]
@@ -209,5 +272,86 @@ mod tests {
         }
         std::fs::write(&path, b"garbage").unwrap();
         assert!(load(&path).unwrap_err().to_string().contains("not a safetensors file"));
+    }
+
+    #[test]
+    fn a_cnn_round_trips_with_pytorch_shapes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cnn.safetensors");
+        let spec =
+            spec::parse("1x8x8-conv3x3x4p1:relu-maxpool2-conv3x3x6:tanh-avgpool2-5", Defaults::default()).unwrap();
+        let params = crate::init::init(&spec, 7);
+        save(&path, &spec, &params).unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        let st = SafeTensors::deserialize(&bytes).unwrap();
+        let mut names: Vec<(String, Vec<usize>)> =
+            st.tensors().into_iter().map(|(n, t)| (n, t.shape().to_vec())).collect();
+        names.sort();
+        assert_eq!(
+            names,
+            [
+                ("layers.0.bias".to_string(), vec![4]),
+                ("layers.0.weight".to_string(), vec![4, 1, 3, 3]),
+                ("layers.1.bias".to_string(), vec![6]),
+                ("layers.1.weight".to_string(), vec![6, 4, 3, 3]),
+                ("layers.2.bias".to_string(), vec![5]),
+                ("layers.2.weight".to_string(), vec![5, 6]),
+            ]
+        );
+        let (s2, p2) = load(&path).unwrap();
+        assert_eq!(s2, spec);
+        assert_eq!(p2, params, "one LayerParams per layer, empty for pooling");
+        assert!(p2[1].weight.is_empty() && p2[3].bias.is_empty());
+    }
+
+    fn write(path: &Path, tensors: &[(&str, Vec<usize>)], spec: Option<&str>) {
+        let data: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
+            .iter()
+            .map(|(n, s)| (n.to_string(), s.clone(), vec![0u8; 4 * s.iter().product::<usize>()]))
+            .collect();
+        let views: Vec<_> =
+            data.iter().map(|(n, s, b)| (n.clone(), TensorView::new(Dtype::F32, s.clone(), b).unwrap())).collect();
+        let meta = spec.map(|s| HashMap::from([("spec".to_string(), s.to_string())]));
+        std::fs::write(path, safetensors::serialize(views, meta).unwrap()).unwrap();
+    }
+
+    #[test]
+    fn cnn_files_name_what_is_wrong() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.safetensors");
+        let spec = "1x8x8-conv3x3x4:relu-maxpool2-5:softmax";
+        let good = [
+            ("layers.0.weight", vec![4, 1, 3, 3]),
+            ("layers.0.bias", vec![4]),
+            ("layers.1.weight", vec![5, 36]),
+            ("layers.1.bias", vec![5]),
+        ];
+        write(&path, &good, Some(spec));
+        assert_eq!(load(&path).unwrap().0.to_string(), spec);
+        // No spec: the kernel's shape says convolution, and the message names the fix.
+        write(&path, &good, None);
+        let e = load(&path).unwrap_err().to_string();
+        assert!(e.contains("layers.0.weight has shape [4, 1, 3, 3]") && e.contains("\"spec\""), "{e}");
+        // A kernel of the wrong size.
+        let mut wrong = good.clone();
+        wrong[0].1 = vec![4, 1, 5, 5];
+        write(&path, &wrong, Some(spec));
+        let e = load(&path).unwrap_err().to_string();
+        assert!(e.contains("layers.0.weight has shape [4, 1, 5, 5]") && e.contains("wants [4, 1, 3, 3]"), "{e}");
+        // The dense layer after the pooling reads 4x3x3 = 36 values.
+        let mut wrong = good.clone();
+        wrong[2].1 = vec![5, 64];
+        write(&path, &wrong, Some(spec));
+        let e = load(&path).unwrap_err().to_string();
+        assert!(e.contains("layers.1.weight has shape [5, 64]") && e.contains("wants [5, 36]"), "{e}");
+        let mut wrong = good.clone();
+        wrong[1].1 = vec![3];
+        write(&path, &wrong, Some(spec));
+        let e = load(&path).unwrap_err().to_string();
+        assert!(e.contains("layers.0.bias has shape [3]") && e.contains("wants [4]"), "{e}");
+        // A tensor too few for the spec.
+        write(&path, &good[..2], Some(spec));
+        let e = load(&path).unwrap_err().to_string();
+        assert!(e.contains("holds 1 weight tensor") && e.contains("has 2 layers with parameters"), "{e}");
     }
 }

@@ -223,7 +223,9 @@ fn parse_layer(text: &str, position: usize, tok: &str) -> Result<(Kind, usize)> 
         let (dims, opts) = split_options(rest);
         let d: Vec<&str> = dims.split('x').collect();
         let [kh, kw, f] = d.as_slice() else {
-            return Err(bad("a convolution is written convKHxKWxF, e.g. conv5x5x32, then optional sS and pP or psame".into()));
+            return Err(bad(
+                "a convolution is written convKHxKWxF, e.g. conv5x5x32, then optional sS and pP or psame".into()
+            ));
         };
         let num = |t: &str, what| parse_size(text, position, t, what);
         let (kh, kw, filters) = (num(kh, "a kernel height")?, num(kw, "a kernel width")?, num(f, "a filter count")?);
@@ -583,7 +585,11 @@ mod tests {
         "#;
         let t = from_toml(text, "net.toml", Defaults::default()).unwrap();
         assert_eq!(t, p("3x32x32-conv3x3x32s1psame:relu-avgpool2-conv3x3x64s2p1:tanh-10").unwrap());
-        let bad = from_toml("input = [1, 8, 8]\n[[layers]]\nkind = \"maxpool\"\nsize = 2\nfilters = 3\n[[layers]]\nunits = 2\n", "x.toml", Defaults::default());
+        let bad = from_toml(
+            "input = [1, 8, 8]\n[[layers]]\nkind = \"maxpool\"\nsize = 2\nfilters = 3\n[[layers]]\nunits = 2\n",
+            "x.toml",
+            Defaults::default(),
+        );
         assert!(bad.unwrap_err().to_string().contains("a maxpool layer takes no `filters`"));
     }
 
