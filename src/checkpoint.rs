@@ -196,8 +196,8 @@ impl Checkpoint {
             .layers
             .iter()
             .map(|l| {
-                let weight = take(l.inputs * l.outputs);
-                LayerParams { weight, bias: take(l.outputs) }
+                let weight = take(l.weight_count());
+                LayerParams { weight, bias: take(l.bias_count()) }
             })
             .collect())
     }

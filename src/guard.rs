@@ -5,7 +5,7 @@
 use crate::cost::memory;
 use crate::error::{Error, Result};
 use crate::report::format::{bytes, thousands};
-use crate::spec::{Optimizer, Spec};
+use crate::spec::{Optimizer, Shape, Spec};
 
 /// What a run of the fast engine needs, in bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -62,6 +62,10 @@ pub fn check(spec: &Spec, opt: Optimizer, batch: usize, available: u64) -> Resul
                 "the parameters alone do not fit; {smaller} ({} parameters) does at batch {b}",
                 thousands(smaller.params())
             ),
+            None if spec.is_convolutional() => format!(
+                "even with its dense hidden layers 1 wide it needs {} at batch 1; use fewer filters, a smaller image or more pooling",
+                bytes(need(&with_hidden(spec, 1), opt, 1).total())
+            ),
             None => format!(
                 "even its input and output layers need {} at batch 1; use fewer inputs or outputs",
                 bytes(need(&with_hidden(spec, 1), opt, 1).total())
@@ -71,29 +75,41 @@ pub fn check(spec: &Spec, opt: Optimizer, batch: usize, available: u64) -> Resul
     Err(Error::Memory(format!("{head}; {fits}")))
 }
 
-/// `spec` with every hidden width set to `width`.
+/// The dense hidden layers whose width can be changed: every dense layer but the last, each
+/// followed by another dense layer (convolutions and pooling keep their shapes).
+fn hidden(spec: &Spec) -> Vec<usize> {
+    (0..spec.layers.len().saturating_sub(1))
+        .filter(|&i| spec.layers[i].is_dense() && spec.layers[i + 1].is_dense())
+        .collect()
+}
+
+/// `spec` with every dense hidden width set to `width`.
 fn with_hidden(spec: &Spec, width: usize) -> Spec {
     let mut s = spec.clone();
-    let last = s.layers.len() - 1;
-    for i in 0..last {
-        s.layers[i].outputs = width;
-        s.layers[i + 1].inputs = width;
+    for i in hidden(spec) {
+        let (out, next) = (&mut s.layers[i], Shape::flat(width));
+        out.outputs = width;
+        out.output = next;
+        let after = &mut s.layers[i + 1];
+        after.inputs = width;
+        after.input = next;
     }
     s
 }
 
-/// The spec with every hidden layer narrowed to the widest common width (at most the current
-/// widest) that fits at `batch`, with that batch; `None` if there are no hidden layers or width 1
-/// does not fit.
+/// The spec with every dense hidden layer narrowed to the widest common width (at most the
+/// current widest) that fits at `batch`, with that batch; `None` if there are no dense hidden
+/// layers or width 1 does not fit.
 fn narrowed(spec: &Spec, opt: Optimizer, avail: u128, batch: usize) -> Option<(Spec, usize)> {
-    if spec.layers.len() < 2 {
+    let hidden = hidden(spec);
+    if hidden.is_empty() {
         return None;
     }
     let fits = |w: usize| need(&with_hidden(spec, w), opt, batch).total() <= avail;
     if !fits(1) {
         return None;
     }
-    let widest = spec.layers[..spec.layers.len() - 1].iter().map(|l| l.outputs).max().unwrap_or(1);
+    let widest = hidden.iter().map(|&i| spec.layers[i].outputs).max().unwrap_or(1);
     let (mut lo, mut hi) = (1usize, widest);
     while lo < hi {
         let mid = lo + (hi - lo).div_ceil(2);
@@ -154,5 +170,22 @@ mod tests {
         let s = parse("784-128-64-10", Defaults::default()).unwrap();
         let n = need(&s, Optimizer::Adam, 32);
         assert_eq!(n.total(), memory::memory(&s, Optimizer::Adam, 32).peak + 8 * s.params());
+    }
+
+    #[test]
+    fn a_cnn_narrows_only_its_dense_hidden_layers() {
+        let s = parse("1x28x28-conv5x5x32p2:relu-maxpool2-100000-10", Defaults::default()).unwrap();
+        let n = need(&s, Optimizer::Sgd, 1);
+        let m = check(&s, Optimizer::Sgd, 1, (n.total() / 2) as u64).unwrap_err().to_string();
+        assert!(m.contains("1x28x28-conv5x5x32p2:relu-maxpool2-"), "{m}");
+        let w: usize = m.rsplit("maxpool2-").next().unwrap().split(':').next().unwrap().parse().unwrap();
+        assert!(w < 100_000 && w > 1, "{m}");
+        let narrowed = with_hidden(&s, w);
+        assert_eq!(narrowed.layers[2].input, s.layers[2].input, "the conv part keeps its shapes");
+        assert_eq!(narrowed.layers[3].inputs, w);
+        // Nothing dense to narrow: the message says what to shrink instead.
+        let c = parse("3x256x256-conv3x3x512p1:relu-10", Defaults::default()).unwrap();
+        let m = check(&c, Optimizer::Sgd, 1, 1 << 20).unwrap_err().to_string();
+        assert!(m.contains("fewer filters"), "{m}");
     }
 }
