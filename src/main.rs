@@ -552,6 +552,8 @@ fn train_command(a: TrainArgs) -> Result<()> {
     let batch = a.batch as usize;
     guard::check_available(&spec, a.optimizer, batch)?;
     let splits = load_data(&a.data, a.val_split, a.seed)?;
+    // A network that cannot read this data is refused before anything is built or printed.
+    train::check_data(&spec, &splits.train)?;
     println!("data: {}", splits.source);
     let mut hyper = Hyper::defaults(a.optimizer);
     if let Some(lr) = a.lr {
@@ -656,6 +658,7 @@ fn eval_command(a: EvalArgs) -> Result<()> {
     guard::check_available(&spec, Optimizer::Sgd, a.batch.max(1))?;
     let splits = load_data(&a.data, 0.0, 1)?;
     let data = splits.test.as_ref().unwrap_or(&splits.train);
+    train::check_data(&spec, data)?;
     let threads = a.threads.unwrap_or_else(sys::cores);
     let settings = Settings {
         loss: a.loss,

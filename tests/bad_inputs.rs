@@ -62,6 +62,16 @@ fn fixture(dir: &Path) {
     let good: String =
         (0..200).map(|i| format!("{},{:.3},{:.3}\n", i % 10, (i % 7) as f64 / 7.0, (i % 13) as f64 / 13.0)).collect();
     put("good.csv", good.as_bytes());
+    // A convolution's kernel and bias, as PyTorch saves them, without the spec that says the rest.
+    let (kernel, bias) = (vec![0u8; 4 * 4 * 9], vec![0u8; 4 * 4]);
+    let views = vec![
+        (
+            "layers.0.weight",
+            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![4, 1, 3, 3], &kernel).unwrap(),
+        ),
+        ("layers.0.bias", safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![4], &bias).unwrap()),
+    ];
+    put("conv-nospec.safetensors", &safetensors::serialize(views, None).unwrap());
     let spec = spec::parse("2-3:relu-10:softmax", Defaults::default()).unwrap();
     flopnet::model::save(&dir.join("m.safetensors"), &spec, &flopnet::init::init(&spec, 1)).unwrap();
     let meta = Meta {

@@ -12,6 +12,7 @@ use crate::cost;
 use crate::data::{Dataset, shuffled_indices};
 use crate::engine::{Engine, Score};
 use crate::error::{Error, Result};
+use crate::spec::{Shape, Spec};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
@@ -98,20 +99,57 @@ impl Watcher for Quiet {}
 
 /// Checks that a data set fits the network: same input width, labels within its outputs.
 pub fn check_fit(engine: &Engine, data: &Dataset) -> Result<()> {
-    let spec = engine.spec();
+    check_data(engine.spec(), data)
+}
+
+/// Checks, before anything is built, that `data` is what `spec` reads: a dense net reads the
+/// examples flattened (784 for 28×28 images), a net with an image input reads the images as they
+/// are (1x28x28, 3x32x32), or rows of a CSV file whose width is C·H·W; and the labels must fit
+/// its outputs. The error names the spec start that would fit.
+pub fn check_data(spec: &Spec, data: &Dataset) -> Result<()> {
+    let [c, h, w] = data.shape;
     let f = data.feature_len();
-    if f != spec.input {
-        let [c, h, w] = data.shape;
-        let shape = if c == 1 && h == 1 { format!("{w} values") } else { format!("{c}×{h}×{w}") };
-        let rest: Vec<String> = spec.layers.iter().map(|l| format!("{}:{}", l.outputs, l.activation)).collect();
-        return Err(Error::Shape {
-            op: "data",
-            detail: format!(
-                "the examples have {shape} = {f} features but the network's input is {}; use a spec that starts with {f}, e.g. {f}-{}",
-                spec.input,
-                rest.join("-")
-            ),
-        });
+    let rows = c == 1 && h == 1;
+    let held = Shape::new(c, h, w);
+    let want = spec.input_shape;
+    let image_net = want.is_image() || spec.is_convolutional();
+    let fits = if image_net && !rows { want == held } else { want.size() == f };
+    if !fits {
+        let rest: Vec<String> = spec.layers.iter().map(|l| l.to_string()).collect();
+        let rest = rest.join("-");
+        // The same layers after the input the data holds, if they still make a network there.
+        let example = |start: &str| {
+            let text = format!("{start}-{rest}");
+            crate::spec::parse(&text, crate::spec::Defaults::default()).map(|_| text).ok()
+        };
+        let detail = if !image_net {
+            let shape = if rows { format!("{w} values") } else { format!("{c}×{h}×{w}") };
+            format!(
+                "the examples have {shape} = {f} features but the network's input is {}; use a spec that starts with {f}, e.g. {f}-{rest}",
+                spec.input
+            )
+        } else if rows {
+            let square = |n: usize| (1..=n).find(|s| s * s >= n).filter(|s| s * s == n);
+            let guess = match (square(f), f % 3 == 0) {
+                (Some(s), _) => format!(", e.g. 1x{s}x{s}"),
+                (None, true) if square(f / 3).is_some() => {
+                    let s = square(f / 3).unwrap_or(1);
+                    format!(", e.g. 3x{s}x{s}")
+                }
+                _ => String::new(),
+            };
+            format!(
+                "the data holds rows of {f} values but the network's input {want} holds {}; start the spec with an image CxHxW of {f} values{guess}, or with {f} for a dense network",
+                want.size()
+            )
+        } else {
+            let start = held.to_string();
+            format!(
+                "the data holds {start} images but the network's input is {want}; start the spec with {start}{}",
+                example(&start).map_or(String::new(), |e| format!(", e.g. {e}"))
+            )
+        };
+        return Err(Error::Shape { op: "data", detail });
     }
     if data.classes > spec.outputs() {
         return Err(Error::Shape {
@@ -172,7 +210,8 @@ fn non_finite(engine: &Engine) -> Option<String> {
     for (l, layer) in spec.layers.iter().enumerate() {
         let (gw, gb) = engine.layer_grads(l);
         let (w, b) = engine.layer(l);
-        let name = format!("layer {} of {} ({} → {})", l + 1, spec.layers.len(), layer.inputs, layer.outputs);
+        let what = if layer.is_dense() { String::new() } else { format!("{layer}, ") };
+        let name = format!("layer {} of {} ({what}{} → {})", l + 1, spec.layers.len(), layer.input, layer.output);
         for (what, a, c) in [("gradients", gw, gb), ("weights", w, b)] {
             if !(all_finite(a) && all_finite(c)) {
                 let k = if all_finite(a) { kind(c) } else { kind(a) };
@@ -477,5 +516,43 @@ mod tests {
         assert!(m.contains("layer ") && m.contains("hold"), "{m}");
         assert!(m.contains("the learning rate 1e35 is too high") && m.contains("try --lr 1e34"), "{m}");
         assert_eq!(e.exit_code(), 1);
+    }
+
+    #[test]
+    fn the_data_decides_the_input_and_a_mismatch_names_the_spec() {
+        let p = |s: &str| crate::spec::parse(s, crate::spec::Defaults::default()).unwrap();
+        let images = |shape: [usize; 3]| Dataset {
+            features: vec![0.0; 2 * shape.iter().product::<usize>()],
+            labels: vec![0, 1],
+            shape,
+            classes: 10,
+            class_names: vec![],
+        };
+        let mnist = images([1, 28, 28]);
+        let cifar = images([3, 32, 32]);
+        let csv = images([1, 1, 784]);
+        let cnn = "1x28x28-conv5x5x32p2:relu-maxpool2-10:softmax";
+        assert!(check_data(&p(cnn), &mnist).is_ok());
+        assert!(check_data(&p(cnn), &csv).is_ok(), "a CSV row of C·H·W values is an image");
+        assert!(check_data(&p("784-30-10"), &mnist).is_ok(), "a dense net reads images flattened");
+        assert!(check_data(&p("3072-10"), &cifar).is_ok());
+        assert!(check_data(&p("3x32x32-conv3x3x8:relu-10"), &cifar).is_ok());
+        let e = check_data(&p(cnn), &cifar).unwrap_err().to_string();
+        assert!(
+            e.contains("the data holds 3x32x32 images but the network's input is 1x28x28; start the spec with 3x32x32, e.g. 3x32x32-conv5x5x32p2:relu-maxpool2-10:softmax"),
+            "{e}"
+        );
+        // Transposed channels are a different image.
+        let e = check_data(&p("28x28x1-conv1x1x4:relu-10"), &mnist).unwrap_err().to_string();
+        assert!(e.contains("start the spec with 1x28x28"), "{e}");
+        // A kernel that no longer fits the data's image: the start alone.
+        let e = check_data(&p("1x64x64-conv33x33x4:relu-10"), &mnist).unwrap_err().to_string();
+        assert!(e.ends_with("start the spec with 1x28x28"), "{e}");
+        let e = check_data(&p("3x32x32-conv3x3x8:relu-10"), &csv).unwrap_err().to_string();
+        assert!(e.contains("rows of 784 values") && e.contains("e.g. 1x28x28"), "{e}");
+        let e = check_data(&p("784-30-10"), &cifar).unwrap_err().to_string();
+        assert!(e.contains("use a spec that starts with 3072, e.g. 3072-30:relu-10:softmax"), "{e}");
+        let e = check_data(&p("1x28x28-conv3x3x2:relu-5"), &mnist).unwrap_err().to_string();
+        assert!(e.contains("10 classes but the network has 5 outputs"), "{e}");
     }
 }
