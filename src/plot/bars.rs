@@ -48,11 +48,13 @@ impl std::str::FromStr for Scale {
 
 impl CostChart {
     pub fn new(l: &Ledger, scale: Scale) -> CostChart {
+        let shaped = crate::report::ledger_layers(l);
         let mut bars: Vec<(String, [u128; 7])> = l
             .layers
             .iter()
+            .zip(&shaped)
             .enumerate()
-            .map(|(i, c)| {
+            .map(|(i, (c, layer))| {
                 let b = &c.backward;
                 let f = [
                     c.forward.flop(),
@@ -63,7 +65,12 @@ impl CostChart {
                     c.update.flop(),
                     0,
                 ];
-                (format!("layer {} ({}→{})", i + 1, c.inputs, c.outputs), f)
+                let label = if layer.is_dense() {
+                    format!("layer {} ({}→{})", i + 1, c.inputs, c.outputs)
+                } else {
+                    format!("layer {} {} ({}→{})", i + 1, crate::report::kind_label(layer), layer.input, layer.output)
+                };
+                (label, f)
             })
             .collect();
         bars.push((format!("loss ({})", l.loss), [0, 0, 0, 0, 0, 0, l.per_batch.loss.flop()]));

@@ -82,6 +82,7 @@ fn layer_table(o: &mut String, l: &Ledger) {
         o,
         &[
             "layer",
+            "kind",
             "shape",
             "activation",
             "params",
@@ -94,17 +95,18 @@ fn layer_table(o: &mut String, l: &Ledger) {
             "update",
             "total FLOPs",
         ],
-        3,
+        4,
     );
-    for (i, c) in l.layers.iter().enumerate() {
+    for (i, (c, layer)) in l.layers.iter().zip(crate::report::ledger_layers(l)).enumerate() {
         let b = &c.backward;
         row(
             o,
             "",
             &[
                 (i + 1).to_string(),
-                format!("{} → {}", c.inputs, c.outputs),
-                c.activation.to_string(),
+                crate::report::kind_label(&layer),
+                crate::report::shapes_label(&layer),
+                crate::report::activation_label(&layer),
                 t(c.params),
                 t(c.forward.flop()),
                 t(b.delta.flop()),
@@ -115,15 +117,15 @@ fn layer_table(o: &mut String, l: &Ledger) {
                 t(c.update.flop()),
                 t(c.forward.flop() + b.total.flop() + c.update.flop()),
             ],
-            3,
+            4,
         );
     }
     let e = String::new;
     let lf = l.per_batch.loss.flop();
-    row(o, "", &[e(), "loss".into(), l.loss.to_string(), e(), e(), e(), e(), e(), e(), e(), e(), t(lf)], 3);
+    row(o, "", &[e(), "loss".into(), e(), l.loss.to_string(), e(), e(), e(), e(), e(), e(), e(), e(), t(lf)], 4);
     if !l.optimizer_step.is_zero() {
         let of = l.optimizer_step.flop();
-        row(o, "", &[e(), "optimizer step".into(), e(), e(), e(), e(), e(), e(), e(), e(), t(of), t(of)], 3);
+        row(o, "", &[e(), "optimizer step".into(), e(), e(), e(), e(), e(), e(), e(), e(), e(), t(of), t(of)], 4);
     }
     let p = &l.per_batch;
     let sum = |f: fn(&crate::cost::Backward) -> u128| t(l.layers.iter().map(|c| f(&c.backward)).sum());
@@ -132,6 +134,7 @@ fn layer_table(o: &mut String, l: &Ledger) {
         "total",
         &[
             "total".into(),
+            e(),
             e(),
             e(),
             t(l.params),
@@ -144,7 +147,7 @@ fn layer_table(o: &mut String, l: &Ledger) {
             t(p.update.flop()),
             t(p.total.flop()),
         ],
-        3,
+        4,
     );
     let _ = writeln!(o, "</table>");
 }

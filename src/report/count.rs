@@ -11,6 +11,7 @@ pub fn count_text(l: &Ledger) -> String {
     let mut rows = vec![
         vec![
             "layer",
+            "kind",
             "shape",
             "activation",
             "params",
@@ -27,12 +28,13 @@ pub fn count_text(l: &Ledger) -> String {
         .map(String::from)
         .collect::<Vec<_>>(),
     ];
-    for (i, c) in l.layers.iter().enumerate() {
+    for (i, (c, layer)) in l.layers.iter().zip(super::ledger_layers(l)).enumerate() {
         let b = &c.backward.total;
         rows.push(vec![
             (i + 1).to_string(),
-            format!("{} → {}", c.inputs, c.outputs),
-            c.activation.to_string(),
+            super::kind_label(&layer),
+            super::shapes_label(&layer),
+            super::activation_label(&layer),
             t(c.params),
             t(c.forward.mul),
             t(c.forward.add),
@@ -47,6 +49,7 @@ pub fn count_text(l: &Ledger) -> String {
     let dash = || "".to_string();
     rows.push(vec![
         "loss".into(),
+        dash(),
         l.loss.to_string(),
         dash(),
         dash(),
@@ -56,14 +59,15 @@ pub fn count_text(l: &Ledger) -> String {
         t(l.per_batch.loss.flop()),
     ]);
     if !l.optimizer_step.is_zero() {
-        let mut r = vec!["optimizer".into(), "per step".into()];
-        r.resize(11, dash());
+        let mut r = vec!["optimizer".into(), dash(), "per step".into()];
+        r.resize(12, dash());
         r.push(t(l.optimizer_step.flop()));
         rows.push(r);
     }
     let pb = &l.per_batch;
     rows.push(vec![
         "total".into(),
+        dash(),
         dash(),
         dash(),
         t(l.params),
@@ -76,7 +80,7 @@ pub fn count_text(l: &Ledger) -> String {
         t(pb.backward.flop()),
         t(pb.update.flop()),
     ]);
-    out += &indent(&columns(&rows, 3));
+    out += &indent(&columns(&rows, 4));
     out += "  (fwd columns of the total row include the loss)\n\n";
 
     out += "FLOPs by phase (each operation counts one):\n";
