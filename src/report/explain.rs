@@ -1,8 +1,9 @@
 //! `flopnet explain`: the ledger as a derivation in words, for a learner.
 
 use super::format::thousands as t;
+use crate::cost::LayerCost;
 use crate::cost::{Config, Ledger};
-use crate::spec::{Activation, Loss, Optimizer, Spec};
+use crate::spec::{Activation, Conv, Kind, Layer, Loss, Optimizer, Padding, Pool, Spec};
 
 fn act_words(f: Activation) -> &'static str {
     match f {
@@ -33,44 +34,217 @@ fn grad_words(f: Activation, from_ce: bool) -> &'static str {
     }
 }
 
+/// A dense layer's forward pass in words.
+fn dense_forward(i: usize, l: &Layer, c: &LayerCost) -> String {
+    let (n, m) = (l.inputs as u128, l.outputs as u128);
+    let mut o = format!(
+        "  layer {} → {}: a_j = {}(b_j + Σ_{{i=1}}^{{{n}}} W_ij x_i) for {m} neurons{}:\n",
+        i + 1,
+        i + 2,
+        l.activation,
+        if l.input.is_image() { format!(" (reading the {} maps flattened)", l.input) } else { String::new() }
+    );
+    o += &format!(
+        "    {n} × {m} = {} multiplications, {m} sums over {} terms = {} additions, {m} {} applications\n",
+        t(n * m),
+        t(n + 1),
+        t(n * m),
+        l.activation
+    );
+    o += &format!("    {}\n", act_words(l.activation));
+    o += &format!(
+        "    layer total: {} FLOPs, {} parameters ({n} × {m} weights + {m} biases)\n",
+        t(c.forward.flop()),
+        t(c.params)
+    );
+    o
+}
+
+/// Stride and padding in words: `stride 1, padding 2`.
+fn placement(conv: &Conv) -> String {
+    let (ph, pw) = conv.pads();
+    let pad = match (conv.padding, ph == pw) {
+        (Padding::Fixed(0), _) => "no padding".to_string(),
+        (Padding::Same, _) => format!("padding {ph} (same size)"),
+        (_, true) => format!("padding {ph}"),
+        _ => format!("padding {ph},{pw}"),
+    };
+    format!("stride {}, {pad}", conv.stride)
+}
+
+/// A convolution's forward pass in words: why it costs what it costs, and what a dense layer on
+/// the same image would cost.
+fn conv_forward(i: usize, l: &Layer, conv: &Conv, c: &LayerCost) -> String {
+    let (inp, out) = (l.input, l.output);
+    let (f, h2, w2) = (out.c as u128, out.h as u128, out.w as u128);
+    let (ch, kh, kw) = (inp.c as u128, conv.kh as u128, conv.kw as u128);
+    let outputs = f * h2 * w2;
+    let window = ch * kh * kw;
+    let macs = outputs * window;
+    let weights = f * window;
+    let mut o = format!("  layer {}, {} ({} → {}), {}:\n", i + 1, super::kind_label(l), inp, out, l.activation);
+    o += &format!(
+        "    {f} filters, each a {ch}×{kh}×{kw} kernel, slide over the {}×{} image ({}) and make {f} feature maps of {h2}×{w2}.\n",
+        inp.h,
+        inp.w,
+        placement(conv)
+    );
+    o += &format!(
+        "    Each of the F·H'·W' = {f}·{h2}·{w2} = {} outputs reads a C×kh×kw = {ch}×{kh}×{kw} = {}-value window:\n",
+        t(outputs),
+        t(window)
+    );
+    o += &format!(
+        "    F·H'·W'·C·kh·kw = {f}·{h2}·{w2}·{ch}·{kh}·{kw} = {} multiplications, and as many additions ({} to sum\n    each window, 1 for the bias); padded positions count as multiplications by zero, as an im2col product does them.\n",
+        t(macs),
+        t(window - 1)
+    );
+    o += &format!("    {} {} applications: {}\n", t(outputs), l.activation, act_words(l.activation));
+    o += &format!(
+        "    The kernels are shared by every position: {f} × {ch} × {kh} × {kw} = {} weights + {f} biases = {} parameters.\n",
+        t(weights),
+        t(weights + f)
+    );
+    let dense = inp.size() as u128 * outputs;
+    o += &format!(
+        "    A dense layer from the same {} ({} values) to the same {} ({} values) would need {} × {} =\n    {} multiplications and as many weights: {:.0}× the work of the convolution and {}× its weights.\n",
+        inp,
+        t(inp.size() as u128),
+        out,
+        t(outputs),
+        t(inp.size() as u128),
+        t(outputs),
+        t(dense),
+        dense as f64 / macs.max(1) as f64,
+        t(dense / weights.max(1))
+    );
+    o += &format!("    layer total: {} FLOPs, {} parameters\n", t(c.forward.flop()), t(c.params));
+    o
+}
+
+/// A pooling layer's forward pass in words.
+fn pool_forward(i: usize, l: &Layer, p: Pool, c: &LayerCost) -> String {
+    let out = l.output;
+    let outputs = out.size() as u128;
+    let k2 = (p.k * p.k) as u128;
+    let mut o = format!("  layer {}, {} ({} → {}):\n", i + 1, super::kind_label(l), l.input, out);
+    let stride = if p.stride == p.k { String::new() } else { format!(", moved {} at a time", p.stride) };
+    o += &match l.kind {
+        Kind::MaxPool(_) => format!(
+            "    each of the {}·{}·{} = {} outputs is the largest of a {k}×{k} window{stride}: k²−1 = {} comparisons each,\n    {} comparisons; no multiplications and no parameters\n",
+            out.c,
+            out.h,
+            out.w,
+            t(outputs),
+            k2 - 1,
+            t(outputs * (k2 - 1)),
+            k = p.k
+        ),
+        _ => format!(
+            "    each of the {}·{}·{} = {} outputs is the mean of a {k}×{k} window{stride}: k²−1 = {} additions and one\n    multiplication by 1/{} each, {} additions and {} multiplications; no parameters\n",
+            out.c,
+            out.h,
+            out.w,
+            t(outputs),
+            k2 - 1,
+            k2,
+            t(outputs * (k2 - 1)),
+            t(outputs),
+            k = p.k
+        ),
+    };
+    o += &format!("    layer total: {} FLOPs\n", t(c.forward.flop()));
+    o
+}
+
+/// A convolution's or pooling layer's backward pass in words, with the ledger's counts.
+fn shaped_backward(i: usize, l: &Layer, c: &crate::cost::Backward, delta_words: &str) -> String {
+    let mut o = format!("  layer {}, {} ({} → {}):\n", i + 1, super::kind_label(l), l.input, l.output);
+    match l.kind {
+        Kind::Conv2d(conv) => {
+            let out = l.output;
+            o += &format!("    delta = g ⊙ f'(z): {delta_words}\n");
+            o += &format!(
+                "    dW: each weight gathers one product per output position, F·H'·W'·C·kh·kw = {} multiplications\n",
+                t(c.weight_grad.mul)
+            );
+            o += &format!(
+                "    db: each filter's bias sums delta over its {}×{} map: {} additions\n",
+                out.h,
+                out.w,
+                t(c.bias_grad.add)
+            );
+            if i == 0 {
+                o += "    dX: skipped — the inputs are data, nobody needs their gradient\n";
+            } else {
+                o += &format!(
+                    "    dX: every kernel is spread back over the windows it read (the transposed product, then col2im): {} multiplications, {} additions\n",
+                    t(c.input_grad.mul),
+                    t(c.input_grad.add)
+                );
+                let _ = conv;
+            }
+        }
+        Kind::MaxPool(_) => {
+            o += &format!(
+                "    each gradient goes back to the position its window's maximum came from; nothing else receives any ({} FLOPs)\n",
+                t(c.total.flop())
+            );
+        }
+        _ => {
+            o += &format!(
+                "    each gradient is shared equally by the k² positions of its window ({} FLOPs)\n",
+                t(c.total.flop())
+            );
+        }
+    }
+    o
+}
+
 pub fn explain_text(spec: &Spec, cfg: &Config) -> String {
     let one = Ledger::new(spec, &Config { batch: 1, examples: 1, epochs: 1, ..*cfg });
     let full = Ledger::new(spec, cfg);
     let mut o = String::new();
     let n_layers = spec.layers.len();
-    o += &format!(
-        "The network {spec}: {} inputs, then {n_layers} weight layer{} ({} neurons in all).\n",
-        spec.input,
-        if n_layers == 1 { "" } else { "s" },
-        t(spec.layers.iter().map(|l| l.outputs as u128).sum())
-    );
-    o += "Every neuron j of a layer computes a_j = f(b_j + Σ_{i=1}^{N} W_ij x_i): it multiplies each of\n\
-          the N values below it by its own weight, adds them up with its bias, and applies f.\n\
-          A neuron never multiplies another neuron; it multiplies a value by a weight.\n\n";
+    if spec.is_convolutional() {
+        let count = |f: fn(&Layer) -> bool| spec.layers.iter().filter(|l| f(l)).count();
+        let convs = count(|l| matches!(l.kind, Kind::Conv2d(_)));
+        let pools = count(|l| matches!(l.kind, Kind::MaxPool(_) | Kind::AvgPool(_)));
+        let dense = count(Layer::is_dense);
+        let plural = |n: usize, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
+        o += &format!(
+            "The network {spec}: an input image of {} ({} values: channels × height × width), then {n_layers} layers:\n{}, {} and {}.\n",
+            spec.input_shape,
+            t(spec.input as u128),
+            plural(convs, "convolution", "convolutions"),
+            plural(pools, "pooling layer", "pooling layers"),
+            plural(dense, "dense layer", "dense layers"),
+        );
+        o += "A convolution slides F small kernels (C×kh×kw weights each) over the image: every output value of\n\
+              every feature map is one kernel's weighted sum over one C×kh×kw window, plus its bias. The same\n\
+              weights serve every position, so a convolution has few parameters but many multiplications.\n\
+              Pooling shrinks each map by summarising k×k windows; a dense layer reads the last maps flattened\n\
+              (channel by channel, row by row), which costs nothing.\n\n";
+    } else {
+        o += &format!(
+            "The network {spec}: {} inputs, then {n_layers} weight layer{} ({} neurons in all).\n",
+            spec.input,
+            if n_layers == 1 { "" } else { "s" },
+            t(spec.layers.iter().map(|l| l.outputs as u128).sum())
+        );
+        o += "Every neuron j of a layer computes a_j = f(b_j + Σ_{i=1}^{N} W_ij x_i): it multiplies each of\n\
+              the N values below it by its own weight, adds them up with its bias, and applies f.\n\
+              A neuron never multiplies another neuron; it multiplies a value by a weight.\n\n";
+    }
 
     o += "Forward pass, one example\n";
     for (i, l) in spec.layers.iter().enumerate() {
         let c = &one.layers[i];
-        let (n, m) = (l.inputs as u128, l.outputs as u128);
-        o += &format!(
-            "  layer {} → {}: a_j = {}(b_j + Σ_{{i=1}}^{{{n}}} W_ij x_i) for {m} neurons:\n",
-            i + 1,
-            i + 2,
-            l.activation
-        );
-        o += &format!(
-            "    {n} × {m} = {} multiplications, {m} sums over {} terms = {} additions, {m} {} applications\n",
-            t(n * m),
-            t(n + 1),
-            t(n * m),
-            l.activation
-        );
-        o += &format!("    {}\n", act_words(l.activation));
-        o += &format!(
-            "    layer total: {} FLOPs, {} parameters ({n} × {m} weights + {m} biases)\n",
-            t(c.forward.flop()),
-            t(c.params)
-        );
+        match l.kind {
+            Kind::Conv2d(conv) => o += &conv_forward(i, l, &conv, c),
+            Kind::MaxPool(p) | Kind::AvgPool(p) => o += &pool_forward(i, l, p, c),
+            Kind::Dense => o += &dense_forward(i, l, c),
+        }
     }
     let f = &one.per_example.forward;
     o += &format!(
@@ -97,6 +271,10 @@ pub fn explain_text(spec: &Spec, cfg: &Config) -> String {
         let c = &one.layers[i].backward;
         let (n, m) = (l.inputs as u128, l.outputs as u128);
         let from_ce = i + 1 == n_layers && cfg.loss == Loss::Ce && l.activation == Activation::Softmax;
+        if !l.is_dense() {
+            o += &shaped_backward(i, l, c, grad_words(l.activation, from_ce));
+            continue;
+        }
         o += &format!("  layer {} ({n} → {m}):\n", i + 1);
         o += &format!("    delta = g ⊙ f'(z): {}\n", grad_words(l.activation, from_ce));
         o += &format!(
