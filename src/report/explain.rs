@@ -161,7 +161,7 @@ fn pool_forward(i: usize, l: &Layer, p: Pool, c: &LayerCost) -> String {
 fn shaped_backward(i: usize, l: &Layer, c: &crate::cost::Backward, delta_words: &str) -> String {
     let mut o = format!("  layer {}, {} ({} → {}):\n", i + 1, super::kind_label(l), l.input, l.output);
     match l.kind {
-        Kind::Conv2d(conv) => {
+        Kind::Conv2d(_) => {
             let out = l.output;
             o += &format!("    delta = g ⊙ f'(z): {delta_words}\n");
             o += &format!(
@@ -182,7 +182,6 @@ fn shaped_backward(i: usize, l: &Layer, c: &crate::cost::Backward, delta_words: 
                     t(c.input_grad.mul),
                     t(c.input_grad.add)
                 );
-                let _ = conv;
             }
         }
         Kind::MaxPool(_) => {

@@ -130,7 +130,7 @@ pub fn check_data(spec: &Spec, data: &Dataset) -> Result<()> {
             )
         } else if rows {
             let square = |n: usize| (1..=n).find(|s| s * s >= n).filter(|s| s * s == n);
-            let guess = match (square(f), f % 3 == 0) {
+            let guess = match (square(f), f.is_multiple_of(3)) {
                 (Some(s), _) => format!(", e.g. 1x{s}x{s}"),
                 (None, true) if square(f / 3).is_some() => {
                     let s = square(f / 3).unwrap_or(1);
