@@ -218,6 +218,44 @@ fn assert_self_contained(html: &str) {
 }
 
 #[test]
+fn a_cnn_is_drawn_as_boxes_with_kinds_shapes_and_shared_weights() {
+    let spec = net("1x28x28-conv5x5x32p2:relu-maxpool2-conv5x5x64p2:relu-avgpool2-1024-10");
+    let d = Diagram::new(&spec);
+    assert!(d.boxes);
+    let svg = plot::svg(&d).unwrap();
+    let texts = svg_texts(&svg);
+    assert_has(
+        &texts,
+        &[
+            "32 × 1 × 5 × 5 = 800 weights",
+            "+ 32 biases, shared by every position",
+            "64 × 32 × 5 × 5 = 51,200 weights",
+            "max of 2×2 windows",
+            "mean of 2×2 windows",
+            "no weights",
+            "3,136 × 1,024 = 3,211,264 weights",
+            "conv5x5x32p2, relu",
+            "32x28x28",
+            "maxpool2",
+            "64x7x7",
+            "1x28x28",
+            "3,274,634 parameters = 3,273,504 weights + 1,130 biases",
+        ],
+    );
+    assert_eq!(count_tags(&svg, "circle"), 0, "no neurons: a convolution is not all-to-all");
+    png_size(&plot::png(&d).unwrap());
+    let cfg = Config { loss: Loss::Ce, optimizer: Optimizer::Adam, batch: 8, examples: 100, epochs: 1 };
+    let l = Ledger::new(&spec, &cfg);
+    let bars = svg_texts(&plot::svg(&CostChart::new(&l, Scale::Log)).unwrap());
+    assert_has(&bars, &["layer 1 conv5x5x32p2", "layer 2 maxpool2", "layer 4 avgpool2", "layer 6 (1024→10)"]);
+    let html = plot::report_html(&spec, &cfg, None).unwrap();
+    assert_self_contained(&html);
+    for want in ["conv5x5x32p2", "1x28x28 → 32x28x28", "feature maps", "One box per volume"] {
+        assert!(html.contains(want), "missing {want}");
+    }
+}
+
+#[test]
 fn report_is_one_self_contained_page() {
     let spec = net("30-30-30");
     let cfg = Config { loss: Loss::Ce, optimizer: Optimizer::Sgd, batch: 10, examples: 100, epochs: 3 };

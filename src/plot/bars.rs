@@ -68,7 +68,7 @@ impl CostChart {
                 let label = if layer.is_dense() {
                     format!("layer {} ({}→{})", i + 1, c.inputs, c.outputs)
                 } else {
-                    format!("layer {} {} ({}→{})", i + 1, crate::report::kind_label(layer), layer.input, layer.output)
+                    format!("layer {} {}", i + 1, crate::report::kind_label(layer))
                 };
                 (label, f)
             })

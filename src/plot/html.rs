@@ -246,8 +246,13 @@ pub fn report_html(spec: &Spec, cfg: &Config, metrics: Option<&Metrics>) -> Resu
     figure(
         &mut o,
         &inline(&Diagram::new(spec), "network diagram")?,
-        "Each neuron takes every value of the layer below it, each through its own weight; wide layers are \
-         sampled, the counts on each bundle are exact.",
+        if spec.is_convolutional() {
+            "One box per volume of values (channels × height × width); a convolution's kernels slide over the \
+             maps below it, pooling shrinks them, dense layers take every value. The weights are exact."
+        } else {
+            "Each neuron takes every value of the layer below it, each through its own weight; wide layers are \
+             sampled, the counts on each bundle are exact."
+        },
     );
 
     let _ = writeln!(o, "<h2 id=\"cost\">Cost per layer</h2>");
