@@ -56,3 +56,31 @@ fn device_what_if_is_a_roofline_and_says_so() {
     assert!(bf16.step_seconds < fp32.step_seconds);
     assert!(fp32.basis.contains("roofline") && fp32.basis.contains("4800 GB/s"));
 }
+
+#[test]
+fn convolutions_are_matrix_products_and_pooling_a_pass_over_memory() {
+    let cnn =
+        parse("1x28x28-conv5x5x32p2:relu-maxpool2-conv5x5x64p2:relu-maxpool2-1024-10", Defaults::default()).unwrap();
+    // A roofline where only the arithmetic counts: a convolution's time is its product's
+    // 2·B·H'·W'·C·kh·kw·F FLOPs (plus the smaller passes), pooling's is a pass over its values.
+    let m = Machine::Roofline { matmul_gflops: 1000.0, vector_gflops: 1000.0, bandwidth_gbs: 1e9 };
+    let p = predict::predict(&cnn, &cfg(64), m, 1);
+    assert_eq!(p.layers.len(), 6);
+    let conv1 = p.layers[0].forward_seconds;
+    let product = 2.0 * 64.0 * 28.0 * 28.0 * 25.0 * 32.0 / 1e12;
+    assert!(conv1 >= product && conv1 < 1.2 * product, "{conv1} vs {product}");
+    // The second convolution has 32 input maps: 16 times the first one's work per output value,
+    // on a quarter of the positions and twice the filters.
+    let conv2 = p.layers[2].forward_seconds;
+    assert!(conv2 > 6.0 * conv1, "{conv2} vs {conv1}");
+    assert!(p.layers[1].forward_seconds < conv1 / 10.0, "pooling is cheap next to a convolution");
+    assert_eq!(p.layers[1].update_seconds, 0.0, "pooling has nothing to update");
+    // The first convolution needs no dX; the second does, so its backward is about twice its forward.
+    assert!(p.layers[0].backward_seconds < 1.2 * conv1);
+    assert!(p.layers[2].backward_seconds > 1.7 * conv2);
+    // This machine's profile serves a CNN as well, and more examples per batch cost more.
+    let prof = predict::calibrate(1, true).unwrap();
+    let small = predict::predict(&cnn, &cfg(8), Machine::Measured(&prof), 1);
+    let big = predict::predict(&cnn, &cfg(64), Machine::Measured(&prof), 1);
+    assert!(big.step_seconds > 2.0 * small.step_seconds && small.step_seconds.is_finite());
+}

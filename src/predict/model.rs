@@ -3,7 +3,7 @@
 use super::devices::Device;
 use super::profile::{GemmPoint, Profile, StreamPoint};
 use crate::cost::Config;
-use crate::spec::{Activation, Loss, Optimizer, Spec};
+use crate::spec::{Activation, Conv, Kind, Layer, Loss, Optimizer, Spec};
 use serde::Serialize;
 
 /// Where the rates come from.
@@ -176,6 +176,48 @@ impl Model<'_> {
         }
     }
 
+    /// A dense layer's forward and backward seconds: X·Wᵀ, then dW = deltaᵀ·X and dX = delta·W.
+    fn dense(&self, l: &Layer, b: usize, first: bool, from_ce: bool) -> (f64, f64) {
+        let (n, m) = (l.inputs, l.outputs);
+        let forward = self.gemm(|p| &p.forward, b, n, m)
+            + self.stream(b * m, 8.0, 1.0)
+            + self.activation(l.activation, b * m, false);
+        let delta = if from_ce { 0.0 } else { self.activation(l.activation, b * m, true) };
+        let input_grad = if first { 0.0 } else { self.gemm(|p| &p.input_grad, b, m, n) };
+        let backward = delta + self.gemm(|p| &p.weight_grad, m, b, n) + self.stream(b * m, 4.0, 1.0) + input_grad;
+        (forward, backward)
+    }
+
+    /// A convolution as im2col and a matrix product: the input's windows copied into the rows of
+    /// a [B·H'·W' × C·kh·kw] matrix, multiplied by the [C·kh·kw × F] kernels; backward dW is the
+    /// product of the deltas with the same columns and dX the deltas times the kernels, scattered
+    /// back over the windows (col2im).
+    fn conv(&self, l: &Layer, c: &Conv, b: usize, first: bool) -> (f64, f64) {
+        let rows = b * l.output.h * l.output.w;
+        let k = l.input.c * c.kh * c.kw;
+        let f = c.filters;
+        let outputs = b * l.outputs;
+        let im2col = self.stream(rows * k, 8.0, 0.0);
+        let forward = im2col
+            + self.gemm(|p| &p.forward, rows, k, f)
+            + self.stream(outputs, 8.0, 1.0)
+            + self.activation(l.activation, outputs, false);
+        let delta = self.activation(l.activation, outputs, true);
+        let input_grad =
+            if first { 0.0 } else { self.gemm(|p| &p.input_grad, rows, f, k) + self.stream(rows * k, 12.0, 1.0) };
+        let backward = delta + self.gemm(|p| &p.weight_grad, f, rows, k) + self.stream(outputs, 4.0, 1.0) + input_grad;
+        (forward, backward)
+    }
+
+    /// Pooling streams through memory: each input read once and each output written forward;
+    /// backward writes the input's gradient and routes each output's gradient into it.
+    fn pool(&self, l: &Layer, b: usize, first: bool) -> (f64, f64) {
+        let (inputs, outputs) = (b * l.inputs, b * l.outputs);
+        let forward = self.stream(inputs, 4.0, 1.0) + self.stream(outputs, 4.0, 0.0);
+        let backward = if first { 0.0 } else { self.stream(inputs, 4.0, 0.0) + self.stream(outputs, 8.0, 1.0) };
+        (forward, backward)
+    }
+
     /// One training step over `b` examples: per layer, the loss, and the fixed cost.
     fn step(&self, spec: &Spec, loss: Loss, opt: Optimizer, b: usize) -> (Vec<LayerTime>, f64, f64) {
         let last = spec.layers.len() - 1;
@@ -184,16 +226,13 @@ impl Model<'_> {
             .iter()
             .enumerate()
             .map(|(i, l)| {
-                let (n, m) = (l.inputs, l.outputs);
-                let forward = self.gemm(|p| &p.forward, b, n, m)
-                    + self.stream(b * m, 8.0, 1.0)
-                    + self.activation(l.activation, b * m, false);
                 let from_ce = i == last && loss == Loss::Ce && l.activation == Activation::Softmax;
-                let delta = if from_ce { 0.0 } else { self.activation(l.activation, b * m, true) };
-                let input_grad = if i == 0 { 0.0 } else { self.gemm(|p| &p.input_grad, b, m, n) };
-                let backward =
-                    delta + self.gemm(|p| &p.weight_grad, m, b, n) + self.stream(b * m, 4.0, 1.0) + input_grad;
-                let update = self.update(opt, (n + 1) * m);
+                let (forward, backward) = match l.kind {
+                    Kind::Dense => self.dense(l, b, i == 0, from_ce),
+                    Kind::Conv2d(c) => self.conv(l, &c, b, i == 0),
+                    Kind::MaxPool(_) | Kind::AvgPool(_) => self.pool(l, b, i == 0),
+                };
+                let update = if l.params() == 0 { 0.0 } else { self.update(opt, l.params() as usize) };
                 LayerTime { layer: i + 1, forward_seconds: forward, backward_seconds: backward, update_seconds: update }
             })
             .collect();
