@@ -98,3 +98,81 @@ fn explain_speaks_the_seed_terms() {
     assert!(text.contains("30 sums over 31 terms = 900 additions"), "{text}");
     assert!(text.contains("2,700 of them in dW and dX"), "{text}");
 }
+
+const LENET: &str = "1x28x28-conv5x5x32p2:relu-maxpool2-conv5x5x64p2:relu-maxpool2-1024-10";
+
+#[test]
+fn a_cnn_counts_with_kinds_and_shapes() {
+    let v = json(&["count", LENET, "--batch", "1", "--json"]);
+    let layers = v["layers"].as_array().unwrap();
+    let kinds: Vec<&str> = layers.iter().map(|l| l["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["conv2d", "maxpool", "conv2d", "maxpool", "dense", "dense"]);
+    let shapes: Vec<(Value, Value)> =
+        layers.iter().map(|l| (l["input_shape"].clone(), l["output_shape"].clone())).collect();
+    let s = |v: [u64; 3]| serde_json::json!(v);
+    assert_eq!(shapes[0], (s([1, 28, 28]), s([32, 28, 28])));
+    assert_eq!(shapes[1], (s([32, 28, 28]), s([32, 14, 14])));
+    assert_eq!(shapes[3], (s([64, 14, 14]), s([64, 7, 7])));
+    assert_eq!(shapes[4], (s([64, 7, 7]), s([1024, 1, 1])));
+    assert_eq!(v["params"], 832 + 51_264 + 3_212_288 + 10_250);
+    assert_eq!(layers[0]["params"], 832);
+    assert_eq!(layers[1]["params"], 0);
+    // F·H'·W'·C·kh·kw = 32·28·28·1·5·5: each of the 25,088 outputs reads a 1×5×5 window.
+    assert_eq!(layers[0]["forward"]["mac"], 627_200);
+    assert_eq!(layers[2]["forward"]["mac"], 64 * 14 * 14 * 32 * 25);
+    // The table names each layer's kind and shapes.
+    let out = flopnet(&["count", LENET]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    for want in ["conv5x5x32p2", "1x28x28 → 32x28x28", "maxpool2", "32x28x28 → 32x14x14", "64x7x7 → 1024"] {
+        assert!(text.contains(want), "missing {want}: {text}");
+    }
+}
+
+#[test]
+fn a_cnn_predicts_its_time() {
+    let v = json(&["count", LENET, "--batch", "32", "--device", "h200", "--json"]);
+    let p = &v["predicted"];
+    assert_eq!(p["layers"].as_array().unwrap().len(), 6);
+    assert!(p["step_seconds"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
+fn malformed_cnn_specs_are_one_line_and_exit_2() {
+    let cases = [
+        ("1x28x28-conv5x5-10", "convKHxKWxF"),
+        ("1x28x28-conv5x5x32q1-10", "unknown option"),
+        ("1x28x28-maxpool2:relu-10", "takes no activation"),
+        ("1x4x4-conv5x5x8-10", "larger than its padded input"),
+        ("784-conv3x3x8-10", "needs an image"),
+        ("1x28x28-conv3x3x8", "ends in a dense layer"),
+        ("1x28-10", "not an input"),
+    ];
+    for (spec, want) in cases {
+        let out = flopnet(&["count", spec]);
+        assert_eq!(out.status.code(), Some(2), "{spec}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(err.trim_end().lines().count(), 1, "{spec}: {err}");
+        assert!(err.contains(spec) && err.contains(want), "{spec}: {err}");
+    }
+}
+
+#[test]
+fn explain_speaks_of_kernels_and_feature_maps() {
+    let out = flopnet(&["explain", LENET]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    for want in [
+        "32 filters, each a 1×5×5 kernel",
+        "32 feature maps of 28×28",
+        "F·H'·W'·C·kh·kw = 32·28·28·1·5·5 = 627,200 multiplications",
+        "32 × 1 × 5 × 5 = 800 weights + 32 biases = 832 parameters",
+        "784 × 25,088 =\n    19,668,992 multiplications",
+        "k²−1 = 3 comparisons each",
+        "reading the 64x7x7 maps flattened",
+    ] {
+        assert!(text.contains(want), "missing {want:?}:\n{text}");
+    }
+    let avg = String::from_utf8_lossy(&flopnet(&["explain", "1x8x8-avgpool2-10"]).stdout).to_string();
+    assert!(avg.contains("one\n    multiplication by 1/4 each"), "{avg}");
+}
