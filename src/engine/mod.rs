@@ -117,21 +117,22 @@ fn feeds(spec: &Spec) -> Vec<Feed> {
         .collect()
 }
 
-/// Values of the shared im2col buffer for a batch of `batch`: the largest convolution's matrix.
-fn col_len(spec: &Spec, batch: usize) -> usize {
-    spec.layers.iter().filter_map(ConvShape::of).map(|sh| sh.col_len(batch)).max().unwrap_or(0)
+/// Values of the convolutions' scratch for `threads` team members.
+fn col_len(spec: &Spec, batch: usize, threads: usize) -> usize {
+    conv::scratch_len(spec.layers.iter().filter_map(ConvShape::of), batch, threads)
 }
 
 /// The engine's buffers beyond parameters, layer outputs and the two gradient buffers, in
-/// bytes, for a batch of `batch`: the im2col matrix, the transposed inputs and the max-pooling
-/// argmax indices (all zero for a dense network).
-pub fn conv_workspace_bytes(spec: &Spec, batch: usize) -> u128 {
+/// bytes: those that grow with the batch (the transposed inputs and the max-pooling argmax
+/// indices) for a batch of `batch`, and the convolutions' scratch (an im2col tile and a weight
+/// gradient block per thread), which does not. Both zero for a dense network.
+pub fn conv_buffer_bytes(spec: &Spec, batch: usize, threads: usize) -> (u128, u128) {
     let feeds = feeds(spec);
     let flat: usize =
         spec.layers.iter().zip(&feeds).filter(|(_, f)| **f != Feed::Direct).map(|(l, _)| batch * l.inputs).sum();
     let args: usize =
         spec.layers.iter().filter(|l| matches!(l.kind, Kind::MaxPool(_))).map(|l| batch * l.outputs).sum();
-    4 * (col_len(spec, batch) + flat + args) as u128
+    (4 * (flat + args) as u128, 4 * col_len(spec, batch, threads) as u128)
 }
 
 /// Where layer `l`'s tensors sit in the arenas.
@@ -162,10 +163,8 @@ pub struct Engine {
     acts: Vec<Vec<f32>>,
     /// A transposed copy of a layer's input, for the layers whose feed is not direct.
     flat: Vec<Vec<f32>>,
-    /// The im2col matrix of the largest convolution (reused by every convolution), and which
-    /// layer's matrix it holds now (the last convolution's survives from forward to backward).
+    /// The convolutions' scratch: an im2col tile and a weight-gradient block per team member.
     col: Vec<f32>,
-    col_of: Option<usize>,
     /// Max-pooling layers' argmax indices, one per output value.
     args: Vec<Vec<u32>>,
     /// The gradient flowing back, ping-ponged between two buffers of [max_batch][widest].
@@ -257,8 +256,7 @@ impl Engine {
                 .zip(&feeds)
                 .map(|(l, f)| if *f == Feed::Direct { Vec::new() } else { vec![0.0; b * l.inputs] })
                 .collect(),
-            col: vec![0.0; col_len(spec, b)],
-            col_of: None,
+            col: vec![0.0; col_len(spec, b, settings.threads.max(1))],
             args: ops
                 .iter()
                 .zip(&spec.layers)
@@ -413,8 +411,7 @@ impl Engine {
 
     fn forward_inner(&mut self, x: &[f32], batch: usize) {
         let mut t = self.clock();
-        let Engine { spec, slots, params, ops, feeds, acts, flat, col, col_of, args, team, timers, .. } = self;
-        *col_of = None;
+        let Engine { spec, slots, params, ops, feeds, acts, flat, col, args, team, timers, .. } = self;
         for (l, layer) in spec.layers.iter().enumerate() {
             let s = slots[l];
             let (n, m) = (layer.inputs, layer.outputs);
@@ -439,10 +436,7 @@ impl Engine {
                     matmul(View::rows(input, batch, n), View::transposed(w, m, n), out, team);
                     activation::bias_forward(layer.activation, out, b);
                 }
-                Op::Conv(sh) => {
-                    conv::conv_forward(&sh, batch, layer.activation, input, w, b, col, out, team);
-                    *col_of = Some(l);
-                }
+                Op::Conv(sh) => conv::conv_forward(&sh, batch, layer.activation, input, w, b, col, out, team),
                 Op::MaxPool(sh) => pool::max_forward(&sh, batch, input, out, &mut args[l], team),
                 Op::AvgPool(sh) => pool::avg_forward(&sh, batch, input, out, team),
             }
@@ -456,9 +450,7 @@ impl Engine {
         let last = self.spec.layers.len() - 1;
         let m_out = self.spec.outputs();
         let mut t = self.clock();
-        let Engine {
-            spec, slots, params, grads, ops, feeds, acts, flat, col, col_of, args, back, team, timers, ..
-        } = self;
+        let Engine { spec, slots, params, grads, ops, feeds, acts, flat, col, args, back, team, timers, .. } = self;
         let [g, spare] = back;
         let score = loss::score(lossfn, &acts[last][..batch * m_out], labels, m_out, Some(&mut g[..batch * m_out]));
         lap(&mut t, timers.as_mut().map(|x| &mut x.loss));
@@ -500,8 +492,7 @@ impl Engine {
                 }
                 Op::Conv(sh) => {
                     let dx = if l > 0 { Some(&mut spare[..batch * n]) } else { None };
-                    conv::conv_backward(&sh, batch, input, w, delta, dw, db, col, *col_of == Some(l), dx, team);
-                    *col_of = None;
+                    conv::conv_backward(&sh, batch, input, w, delta, dw, db, col, dx, team);
                     if l > 0 {
                         std::mem::swap(&mut g, &mut spare);
                     }
