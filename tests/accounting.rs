@@ -4,6 +4,9 @@
 use flopnet::spec::{Activation, Layer, Loss, Optimizer, Shape, Spec};
 use flopnet::verify;
 use proptest::prelude::*;
+use rand::SeedableRng;
+
+mod common;
 
 const HIDDEN: [Activation; 5] =
     [Activation::Identity, Activation::Relu, Activation::LeakyRelu, Activation::Sigmoid, Activation::Tanh];
@@ -52,4 +55,57 @@ proptest! {
         let v = verify::epoch(&spec, loss, opt, batch, examples, 3);
         prop_assert!(v.all_match(), "{}", flopnet::report::verify_text(&v));
     }
+}
+
+/// A random CNN from a seed (the generator covers strides, paddings, overlapping pools).
+fn arb_cnn() -> impl Strategy<Value = (Spec, Loss)> {
+    (any::<u64>(), prop::bool::ANY).prop_map(|(seed, ce)| {
+        let loss = if ce { Loss::Ce } else { Loss::Mse };
+        (common::random_cnn(&mut rand_chacha::ChaCha8Rng::seed_from_u64(seed), loss, 9), loss)
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    #[test]
+    fn cnn_step_measured_equals_analytic((spec, loss) in arb_cnn(), opt in arb_opt(), batch in 1usize..=5, seed in 0u64..1000) {
+        let v = verify::step(&spec, loss, opt, batch, seed);
+        let bad: Vec<String> = v.mismatches().map(|r| format!("{}: analytic {:?} measured {:?}", r.name, r.analytic, r.measured)).collect();
+        prop_assert!(bad.is_empty(), "{}: {:#?}", v.what, bad);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(40))]
+
+    #[test]
+    fn cnn_ragged_epoch_measured_equals_analytic((spec, loss) in arb_cnn(), opt in arb_opt(), batch in 1usize..=4, examples in 1usize..=9) {
+        let v = verify::epoch(&spec, loss, opt, batch, examples, 3);
+        prop_assert!(v.all_match(), "{}", flopnet::report::verify_text(&v));
+    }
+}
+
+/// The contract's anchor: the TensorFlow-tutorial CNN's first convolution at B = 1 performs
+/// 32·28·28·1·5·5 = 627,200 multiply-adds, and backward's products are twice forward's (dW and
+/// dX each as many as forward) for the second convolution.
+#[test]
+fn tutorial_cnn_anchor() {
+    use flopnet::cost::{Config, Ledger};
+    let spec = flopnet::spec::parse(
+        "1x28x28-conv5x5x32p2:relu-maxpool2-conv5x5x64p2:relu-maxpool2-1024-10",
+        flopnet::spec::Defaults::default(),
+    )
+    .unwrap();
+    let cfg = Config { loss: Loss::Ce, optimizer: Optimizer::Sgd, batch: 1, examples: 1, epochs: 1 };
+    let l = Ledger::new(&spec, &cfg);
+    assert_eq!(l.layers[0].kind, "conv2d");
+    assert_eq!(l.layers[0].forward.mac, 627_200);
+    assert_eq!(l.layers[0].forward.mul, 627_200);
+    assert!(l.layers[0].backward.input_grad.is_zero(), "nothing needs the gradient of the image");
+    let c2 = &l.layers[2];
+    assert_eq!(c2.forward.mac, 64 * 14 * 14 * 32 * 25);
+    assert_eq!(c2.backward.weight_grad.mul + c2.backward.input_grad.mul, 2 * c2.forward.mul);
+    assert_eq!(l.layers[1].forward.cmp, 32 * 14 * 14 * 3);
+    assert_eq!(l.params, 3_274_634);
 }

@@ -7,6 +7,8 @@ use flopnet::spec::{Activation, Layer, Loss, Optimizer, Shape, Spec};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+mod common;
+
 fn close(a: f64, b: f64, tol: f64) -> bool {
     (a - b).abs() <= tol * (1.0 + a.abs().max(b.abs()))
 }
@@ -85,13 +87,15 @@ fn random_spec(rng: &mut ChaCha8Rng, loss: Loss) -> Spec {
     Spec::new(Shape::flat(input), layers)
 }
 
-/// dL/dw from backprop against (L(w+h) - L(w-h)) / 2h for every parameter of random nets.
+/// dL/dw from backprop against (L(w+h) - L(w-h)) / 2h for every parameter of random nets:
+/// 200 dense ones, then 100 convolutional ones (whose first-layer gradients also check every
+/// later layer's dX, pooling included).
 #[test]
 fn gradients_match_central_differences() {
     let mut rng = ChaCha8Rng::seed_from_u64(42);
-    for case in 0..200 {
+    for case in 0..300 {
         let loss = if case % 2 == 0 { Loss::Ce } else { Loss::Mse };
-        let spec = random_spec(&mut rng, loss);
+        let spec = if case < 200 { random_spec(&mut rng, loss) } else { common::random_cnn(&mut rng, loss, 7) };
         let batch = rng.gen_range(1..=5);
         let mut params = init(&spec, case);
         for p in params.iter_mut() {

@@ -5,16 +5,18 @@
 //! that the two agree field by field.
 
 mod activation;
+mod conv;
 mod dense;
 mod loss;
 pub(crate) mod memory;
 mod optim;
+mod pool;
 
 pub use dense::Backward;
 pub use memory::Memory;
 
 use crate::ops::Ops;
-use crate::spec::{Activation, Loss, Optimizer, Spec};
+use crate::spec::{Activation, Kind, Layer, Loss, Optimizer, Shape, Spec};
 use serde::Serialize;
 
 /// What a training run is: how the step is computed and how often.
@@ -31,9 +33,13 @@ pub struct Config {
 /// One layer's costs for one batch.
 #[derive(Clone, Debug, Serialize)]
 pub struct LayerCost {
+    /// "dense", "conv2d", "maxpool" or "avgpool".
     pub kind: &'static str,
+    /// Values per example in and out (the shapes' sizes).
     pub inputs: usize,
     pub outputs: usize,
+    pub input_shape: Shape,
+    pub output_shape: Shape,
     pub activation: Activation,
     pub params: u128,
     pub forward: Ops,
@@ -83,13 +89,19 @@ impl Step {
             .iter()
             .enumerate()
             .map(|(i, l)| LayerCost {
-                kind: "dense",
+                kind: l.kind.name(),
                 inputs: l.inputs,
                 outputs: l.outputs,
+                input_shape: l.input,
+                output_shape: l.output,
                 activation: l.activation,
                 params: l.params(),
-                forward: dense::forward(l, batch),
-                backward: dense::backward(l, batch, i == 0, (i == last).then_some(loss)),
+                forward: layer_forward(l, batch),
+                backward: match l.kind {
+                    Kind::Dense => dense::backward(l, batch, i == 0, (i == last).then_some(loss)),
+                    Kind::Conv2d(_) => conv::backward(l, batch, i == 0),
+                    Kind::MaxPool(_) | Kind::AvgPool(_) => pool::backward(l, batch, i == 0),
+                },
                 update: optim::per_params(optimizer, l.params()),
             })
             .collect();
@@ -111,9 +123,18 @@ impl Step {
     }
 }
 
+/// One layer's forward pass over a batch of `b`.
+fn layer_forward(l: &Layer, b: u128) -> Ops {
+    match l.kind {
+        Kind::Dense => dense::forward(l, b),
+        Kind::Conv2d(_) => conv::forward(l, b),
+        Kind::MaxPool(_) | Kind::AvgPool(_) => pool::forward(l, b),
+    }
+}
+
 /// Forward passes only (inference), over a batch of `batch`.
 pub fn inference(spec: &Spec, batch: u128) -> Ops {
-    spec.layers.iter().map(|l| dense::forward(l, batch)).sum()
+    spec.layers.iter().map(|l| layer_forward(l, batch)).sum()
 }
 
 /// One epoch of `examples` in batches of `batch`: the last, ragged batch at its own size.

@@ -123,6 +123,10 @@ impl Scalar for Counted {
         bump(|c| c.cmp += 1);
         self.0 > 0.0
     }
+    fn greater(self, other: Self) -> bool {
+        bump(|c| c.cmp += 1);
+        self.0 > other.0
+    }
     fn tally(t: Tally) {
         bump(|c| match t {
             Tally::Mac => c.mac += 1,

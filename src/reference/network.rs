@@ -1,26 +1,30 @@
 //! A whole network on the reference engine: forward through every layer, the loss, backward
 //! through every layer, and the optimizer, each phase announced to the scalar.
 
+use super::conv::{conv_bias_grad, conv_forward, conv_input_grad, conv_weight_grad};
 use super::dense::{dense_bias_grad, dense_delta, dense_forward, dense_input_grad, dense_weight_grad};
 use super::loss::loss;
 use super::optim::OptimizerState;
+use super::pool::{avgpool_forward, avgpool_input_grad, maxpool_forward, maxpool_input_grad};
 use super::scalar::{Phase, Scalar};
 use crate::init::LayerParams;
-use crate::spec::{Activation, Loss, Spec};
+use crate::spec::{Activation, Kind, Loss, Spec};
 
 pub struct Network<S> {
     pub spec: Spec,
-    /// Per layer, [M][N] row-major.
+    /// Per layer, [M][N] (dense) or [F][C][kh][kw] (conv) row-major; empty for pooling.
     pub weights: Vec<Vec<S>>,
-    /// Per layer, [M].
+    /// Per layer, [M] or [F]; empty for pooling.
     pub biases: Vec<Vec<S>>,
 }
 
-/// What the forward pass keeps for backward: each layer's input, z and a.
+/// What the forward pass keeps for backward: each layer's input, z and a (for pooling, z = a
+/// = the pooled values), and for max-pooling the index of each window's winner.
 pub struct Trace<S> {
     pub inputs: Vec<Vec<S>>,
     pub z: Vec<Vec<S>>,
     pub a: Vec<Vec<S>>,
+    pub argmax: Vec<Vec<usize>>,
 }
 
 impl<S> Trace<S> {
@@ -51,16 +55,31 @@ impl<S: Scalar> Network<S> {
         self.weights.iter().zip(&self.biases).flat_map(|(w, b)| [w.len(), b.len()]).collect()
     }
 
-    /// x: [B][input]. Runs every layer in order.
+    /// x: [B][input] (each row [C][H][W] for images). Runs every layer in order.
     pub fn forward(&self, x: &[S]) -> Trace<S> {
-        let mut t = Trace { inputs: Vec::new(), z: Vec::new(), a: Vec::new() };
+        let mut t = Trace { inputs: Vec::new(), z: Vec::new(), a: Vec::new(), argmax: Vec::new() };
         let mut input = x.to_vec();
         for (l, layer) in self.spec.layers.iter().enumerate() {
             S::enter(Phase::Forward(l));
-            let (z, a) = dense_forward(layer, &input, &self.weights[l], &self.biases[l]);
+            let (w, b) = (&self.weights[l], &self.biases[l]);
+            let mut argmax = Vec::new();
+            let (z, a) = match layer.kind {
+                Kind::Dense => dense_forward(layer, &input, w, b),
+                Kind::Conv2d(_) => conv_forward(layer, &input, w, b),
+                Kind::MaxPool(_) => {
+                    let (out, arg) = maxpool_forward(layer, &input);
+                    argmax = arg;
+                    (out.clone(), out)
+                }
+                Kind::AvgPool(_) => {
+                    let out = avgpool_forward(layer, &input);
+                    (out.clone(), out)
+                }
+            };
             t.inputs.push(std::mem::replace(&mut input, a.clone()));
             t.z.push(z);
             t.a.push(a);
+            t.argmax.push(argmax);
         }
         t
     }
@@ -75,14 +94,31 @@ impl<S: Scalar> Network<S> {
         for (l, layer) in self.spec.layers.iter().enumerate().rev() {
             let from_ce = l == last && lossfn == Loss::Ce && layer.activation == Activation::Softmax;
             S::enter(Phase::Delta(l));
-            let delta = dense_delta(layer, &trace.z[l], &trace.a[l], &g, from_ce);
+            let (x, w) = (&trace.inputs[l], &self.weights[l]);
+            let pooling = matches!(layer.kind, Kind::MaxPool(_) | Kind::AvgPool(_));
+            // Pooling applies no activation: its delta is the incoming gradient itself.
+            let delta = if pooling { g } else { dense_delta(layer, &trace.z[l], &trace.a[l], &g, from_ce) };
             S::enter(Phase::WeightGrad(l));
-            let weight = dense_weight_grad(layer, &trace.inputs[l], &delta);
+            let weight = match layer.kind {
+                Kind::Dense => dense_weight_grad(layer, x, &delta),
+                Kind::Conv2d(_) => conv_weight_grad(layer, x, &delta),
+                Kind::MaxPool(_) | Kind::AvgPool(_) => Vec::new(),
+            };
             S::enter(Phase::BiasGrad(l));
-            let bias = dense_bias_grad(layer, &delta);
+            let bias = match layer.kind {
+                Kind::Dense => dense_bias_grad(layer, &delta),
+                Kind::Conv2d(_) => conv_bias_grad(layer, &delta),
+                Kind::MaxPool(_) | Kind::AvgPool(_) => Vec::new(),
+            };
+            g = Vec::new();
             if l > 0 {
                 S::enter(Phase::InputGrad(l));
-                g = dense_input_grad(layer, &self.weights[l], &delta);
+                g = match layer.kind {
+                    Kind::Dense => dense_input_grad(layer, w, &delta),
+                    Kind::Conv2d(_) => conv_input_grad(layer, w, &delta),
+                    Kind::MaxPool(_) => maxpool_input_grad(layer, &trace.argmax[l], &delta),
+                    Kind::AvgPool(_) => avgpool_input_grad(layer, &delta),
+                };
             }
             grads.push(Grads { weight, bias });
         }

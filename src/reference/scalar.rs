@@ -48,6 +48,8 @@ pub trait Scalar:
     fn max(self, other: Self) -> Self;
     /// Whether the value is above zero: one comparison.
     fn is_positive(self) -> bool;
+    /// Whether `self > other`: one comparison (max-pooling keeps the index of the winner).
+    fn greater(self, other: Self) -> bool;
 
     /// A product that is part of a matrix product: one multiplication, tallied as a MAC.
     fn mac(a: Self, b: Self) -> Self {
@@ -94,5 +96,8 @@ impl Scalar for f64 {
     }
     fn is_positive(self) -> bool {
         self > 0.0
+    }
+    fn greater(self, other: Self) -> bool {
+        self > other
     }
 }

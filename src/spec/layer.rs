@@ -7,8 +7,9 @@
 use super::Activation;
 use std::fmt;
 
-/// A volume of `c` channels of `h × w`; a plain vector of N features is `N×1×1`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+/// A volume of `c` channels of `h × w`; a plain vector of N features is `N×1×1`. JSON writes it
+/// as `[c, h, w]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Shape {
     pub c: usize,
     pub h: usize,
@@ -32,6 +33,12 @@ impl Shape {
     /// True for an image (anything but `N×1×1`).
     pub const fn is_image(&self) -> bool {
         self.h != 1 || self.w != 1
+    }
+}
+
+impl serde::Serialize for Shape {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        [self.c, self.h, self.w].serialize(s)
     }
 }
 
@@ -126,17 +133,12 @@ impl Layer {
         }
     }
 
-    /// The layer of `kind` that reads `input`, with its output shape inferred.
+    /// The layer of `kind` that reads `input`, with its output shape inferred. (Whether an
+    /// image layer may follow a dense one is the spec's rule, not the shape's.)
     pub fn after(input: Shape, kind: Kind, units: usize, activation: Activation) -> Result<Layer, ShapeProblem> {
         let output = match kind {
             Kind::Dense => Shape::flat(units),
             Kind::Conv2d(c) => {
-                if !input.is_image() && input.c > 1 {
-                    return Err(format!(
-                        "a convolution needs an image (CxHxW) but gets {} flat features; put convolutions and pooling before the dense layers, and write the input as e.g. 1x28x28",
-                        input.c
-                    ));
-                }
                 if c.padding == Padding::Same && (c.stride != 1 || c.kh % 2 == 0 || c.kw % 2 == 0) {
                     return Err(format!(
                         "`psame` needs an odd kernel and stride 1 ({}x{} at stride {} cannot keep the size with whole padding); give the padding as a number, e.g. p{}",
@@ -157,12 +159,6 @@ impl Layer {
                 Shape::new(c.filters, (hp - c.kh) / c.stride + 1, (wp - c.kw) / c.stride + 1)
             }
             Kind::MaxPool(p) | Kind::AvgPool(p) => {
-                if !input.is_image() {
-                    return Err(format!(
-                        "pooling needs an image (CxHxW) but gets {} flat features; pool before the dense layers",
-                        input.c
-                    ));
-                }
                 if p.k > input.h || p.k > input.w {
                     return Err(format!(
                         "the {0}x{0} pooling window is larger than its {1}x{2} input; use a smaller window or drop this pooling layer",

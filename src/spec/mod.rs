@@ -108,7 +108,7 @@ impl Spec {
     }
 
     fn from_written(text: &str, input_shape: Shape, written: &[Written], d: Defaults) -> Result<Spec> {
-        let mut layers = Vec::with_capacity(written.len());
+        let mut layers: Vec<Layer> = Vec::with_capacity(written.len());
         let mut shape = input_shape;
         for (i, w) in written.iter().enumerate() {
             let last = i + 1 == written.len();
@@ -139,6 +139,21 @@ impl Spec {
                         w.kind.name()
                     ),
                 ));
+            }
+            if !w.kind.eq(&Kind::Dense) {
+                let why = match layers.last() {
+                    None if !input_shape.is_image() => Some(format!(
+                        "needs an image but the input is {} flat features; write the input as CxHxW, e.g. 1x28x28",
+                        input_shape.c
+                    )),
+                    Some(prev) if prev.is_dense() => {
+                        Some("needs an image but follows a dense layer; put convolutions and pooling before the dense layers".to_string())
+                    }
+                    _ => None,
+                };
+                if let Some(why) = why {
+                    return Err(Error::spec(text, format!("layer {} ({}) {why}", i + 1, w.kind.name())));
+                }
             }
             let layer = Layer::after(shape, w.kind, w.units, activation)
                 .map_err(|p| Error::spec(text, format!("layer {} ({}): {p}", i + 1, w.kind.name())))?;
@@ -533,6 +548,8 @@ mod tests {
             assert_eq!(&p(&s.to_string()).unwrap(), s, "round trip of {s}");
         }
         assert_eq!(p("1x8x8-maxpool3s2-4").unwrap().layers[0].output, Shape::new(1, 3, 3));
+        // A 4x1x1 map is still an image: convolutions and pooling may follow it.
+        assert_eq!(p("1x3x3-conv3x3x4-maxpool1-conv1x1x2-10").unwrap().layers[2].output, Shape::new(2, 1, 1));
     }
 
     #[test]
@@ -543,7 +560,7 @@ mod tests {
             ("1x28x28-conv4x4x8psame-10", "`psame` needs an odd kernel"),
             ("1x28x28-conv3x3x8s2psame-10", "stride 1"),
             ("784-conv3x3x8-10", "needs an image"),
-            ("1x28x28-100-maxpool2-10", "pooling needs an image"),
+            ("1x28x28-100-maxpool2-10", "follows a dense layer"),
             ("1x3x3-maxpool4-10", "larger than its 3x3 input"),
             ("1x28x28-maxpool2:relu-10", "takes no activation"),
             ("1x28x28-conv3x3x8", "ends in a dense layer"),
