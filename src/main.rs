@@ -372,7 +372,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let predicted = if a.time.wanted() { Some(a.time.predict(&spec, &cfg)?) } else { None };
             a.pictures.draw(&spec, &ledger)?;
             if a.json {
-                let mut v = report::count_json(&ledger).map_err(|e| Error::Usage(e.to_string()))?;
+                let mut v = serde_json::to_value(&ledger).map_err(|e| Error::Usage(e.to_string()))?;
                 if let Some(p) = &predicted {
                     v["predicted"] = serde_json::to_value(p).map_err(|e| Error::Usage(e.to_string()))?;
                 }

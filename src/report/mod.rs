@@ -12,14 +12,22 @@ pub use run::{account_text, bench_text, confusion_text, epoch_line, prediction_t
 pub use verify::verify_text;
 
 use crate::cost::Ledger;
-use crate::spec::{Defaults, Kind, Layer, Shape};
+use crate::spec::{Defaults, Kind, Layer};
 
 /// What each of a ledger's layers is, with its shapes, for labels: the ledger keeps its spec in
 /// the canonical compact form, every activation written out, which reads back as it was.
 pub fn ledger_layers(l: &Ledger) -> Vec<Layer> {
     match crate::spec::parse(&l.spec, Defaults::default()) {
         Ok(s) if s.layers.len() == l.layers.len() => s.layers,
-        _ => l.layers.iter().map(|c| Layer::dense(c.inputs, c.outputs, c.activation)).collect(),
+        _ => l
+            .layers
+            .iter()
+            .map(|c| Layer {
+                input: c.input_shape,
+                output: c.output_shape,
+                ..Layer::dense(c.inputs, c.outputs, c.activation)
+            })
+            .collect(),
     }
 }
 
@@ -46,23 +54,4 @@ pub fn activation_label(l: &Layer) -> String {
 /// `784 → 30`, `1x28x28 → 32x28x28`.
 pub fn shapes_label(l: &Layer) -> String {
     format!("{} → {}", l.input, l.output)
-}
-
-/// `[C, H, W]` as JSON: `[32, 28, 28]`, `[784, 1, 1]` for a vector.
-pub fn shape_json(s: Shape) -> serde_json::Value {
-    serde_json::json!([s.c, s.h, s.w])
-}
-
-/// The ledger as `count --json` prints it: every layer's `kind` (dense, conv2d, maxpool,
-/// avgpool) with its `input_shape` and `output_shape` as [C, H, W].
-pub fn count_json(l: &Ledger) -> serde_json::Result<serde_json::Value> {
-    let mut v = serde_json::to_value(l)?;
-    if let Some(rows) = v.get_mut("layers").and_then(|r| r.as_array_mut()) {
-        for (row, layer) in rows.iter_mut().zip(ledger_layers(l)) {
-            row["kind"] = layer.kind.name().into();
-            row["input_shape"] = shape_json(layer.input);
-            row["output_shape"] = shape_json(layer.output);
-        }
-    }
-    Ok(v)
 }
