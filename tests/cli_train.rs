@@ -121,3 +121,52 @@ fn bench_reports_samples_per_second_and_layers() {
     assert_eq!(v["layers"].as_array().unwrap().len(), 3);
     assert!(v["gflops"].as_f64().unwrap() > 0.0);
 }
+
+/// A convolutional network on the embedded 1x28x28 images: it learns, its model file evaluates
+/// to the same accuracy, starts another run (--init), resumes from a checkpoint to the same bytes,
+/// and a spec for other images is refused with the start that fits.
+#[test]
+fn a_cnn_trains_saves_evaluates_and_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    let spec = "1x28x28-conv3x3x8:relu-maxpool2-10";
+    let base = ["train", spec, "--threads", "2", "--seed", "3"];
+    let with = |extra: &[&str]| -> Vec<String> { base.iter().chain(extra).map(|s| s.to_string()).collect() };
+    let run = |extra: &[&str]| {
+        let args = with(extra);
+        ok(&args.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    let (whole, metrics, plot) = (p("whole.safetensors"), p("m.jsonl"), p("curves.svg"));
+    let text = run(&["--epochs", "2", "--save", &whole, "--metrics", &metrics, "--plot", &plot]);
+    let lines: Vec<serde_json::Value> =
+        std::fs::read_to_string(&metrics).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let test_acc = lines.last().unwrap()["test_acc"].as_f64().unwrap();
+    assert!(test_acc >= 0.7, "a small CNN reaches 70% in two epochs: {test_acc}\n{text}");
+    assert!(std::fs::read_to_string(&plot).unwrap().contains("<svg"));
+
+    let eval: serde_json::Value = serde_json::from_str(&ok(&["eval", "--model", &whole, "--json"])).unwrap();
+    assert!((eval["acc"].as_f64().unwrap() - test_acc).abs() < 1e-9, "eval {} vs train {test_acc}", eval["acc"]);
+    let (loaded, params) = flopnet::model::load(std::path::Path::new(&whole)).unwrap();
+    assert_eq!(loaded.to_string(), "1x28x28-conv3x3x8:relu-maxpool2-10:softmax");
+    assert_eq!(params[0].weight.len(), 8 * 9);
+    assert!(params[1].weight.is_empty());
+
+    // One more epoch from the saved weights.
+    let more = run(&["--epochs", "1", "--init", &whole]);
+    assert!(more.contains("epoch   1"), "{more}");
+
+    // One epoch checkpointed, then resumed to two: the same model as the uninterrupted run.
+    let (ck, resumed) = (p("ck"), p("resumed.safetensors"));
+    run(&["--epochs", "1", "--checkpoint", &ck]);
+    let text = run(&["--epochs", "2", "--resume", &ck, "--save", &resumed]);
+    assert!(text.contains("resuming from epoch 1 done"), "{text}");
+    assert!(std::fs::read(&resumed).unwrap() == std::fs::read(&whole).unwrap(), "resumed ≠ uninterrupted");
+
+    let out = flopnet(&["train", "3x32x32-conv3x3x8:relu-maxpool2-10", "--epochs", "1"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("the data holds 1x28x28 images but the network's input is 3x32x32; start the spec with 1x28x28, e.g. 1x28x28-conv3x3x8:relu-maxpool2-10:softmax"),
+        "{err}"
+    );
+}
