@@ -74,3 +74,43 @@ fn mismatched_shapes_are_named() {
     let err = flopnet::model::load(&path).unwrap_err().to_string();
     assert!(err.contains("layers.0.bias") && err.contains("[3]"), "{err}");
 }
+
+/// nn.Conv2d kernels [F, C, kh, kw], max and average pooling, a flatten and nn.Linear, saved by
+/// PyTorch: flopnet reads the same numbers into the same network and computes the same outputs.
+#[test]
+fn a_pytorch_cnn_loads_and_predicts_like_pytorch() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let (spec, params) = flopnet::model::load(&dir.join("torch_cnn.safetensors")).unwrap();
+    let expected: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("torch_cnn.json")).unwrap()).unwrap();
+    assert_eq!(spec.to_string(), expected["spec"].as_str().unwrap());
+    assert_eq!(params.len(), spec.layers.len(), "one entry per layer, pooling's empty");
+    let rows = |key: &str| -> Vec<Vec<f64>> {
+        expected[key]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r.as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect())
+            .collect()
+    };
+    let (x, want) = (rows("input"), rows("softmax"));
+    let x: Vec<f32> = x.iter().flatten().map(|&v| v as f32).collect();
+    let settings = Settings {
+        loss: Loss::Ce,
+        optimizer: Optimizer::Sgd,
+        hyper: Hyper::defaults(Optimizer::Sgd),
+        max_batch: want.len(),
+        threads: 1,
+    };
+    let mut engine = Engine::new(&spec, &params, settings).unwrap();
+    let got = engine.forward(&x).unwrap();
+    assert_eq!(got.len(), want.len() * 5);
+    for (g, w) in got.iter().zip(want.iter().flatten()) {
+        assert!((*g as f64 - w).abs() < 1e-5, "flopnet {g} vs PyTorch {w}");
+    }
+    // Saved again by flopnet, the file holds the same tensors under the same names.
+    let tmp = tempfile::tempdir().unwrap();
+    let again = tmp.path().join("again.safetensors");
+    flopnet::model::save(&again, &spec, &params).unwrap();
+    assert_eq!(flopnet::model::load(&again).unwrap(), (spec, params));
+}
