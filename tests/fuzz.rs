@@ -253,6 +253,12 @@ fn spec_text() -> impl Strategy<Value = String> {
         "[0-9]{10,25}",
         Just(String::new()),
         "[ +x.a-z]{1,3}",
+        // Images and the layers that read them, well- and ill-formed.
+        "[0-9]{1,2}x[0-9]{1,2}x[0-9]{1,2}",
+        "conv[0-9]x[0-9]x[0-9]{1,2}",
+        "conv[0-9]x[0-9]x[0-9]{1,2}(s[0-9]|p[0-9]|psame|p[a-z]{1,3}){0,2}",
+        "(max|avg)pool[0-9](s[0-9])?",
+        "conv[0-9x]{0,6}[a-z]{0,2}",
     ];
     let act = prop_oneof![
         Just(String::new()),
@@ -283,7 +289,9 @@ fn fuzz_spec_compact() {
                 let cfg =
                     Config { loss: Loss::Mse, optimizer: Optimizer::Adam, batch: 1024, examples: 60_000, epochs: 3 };
                 let ledger = Ledger::new(s, &cfg);
-                flopnet::report::count_text(&ledger).len()
+                // And what `explain --diagram` does with it.
+                let diagram = flopnet::plot::Diagram::new(s).columns.len();
+                flopnet::report::count_text(&ledger).len() + flopnet::report::explain_text(s, &cfg).len() + diagram
             });
             (text, r.map(|s| (s.to_string(), s)).map_err(|e| e.to_string()), counted)
         })?;
