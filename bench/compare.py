@@ -18,6 +18,8 @@ SUITE = [
     ("c", ["784-800-10", "--act", "relu"], [1, 32, 128, 256], "train"),
     ("d", ["784-256-128-100-10", "--act", "relu"], [128], "train"),
     ("infer", ["784-800-10", "--act", "relu"], [128], "inference"),
+    ("e", ["1x28x28-conv5x5x32p2:relu-maxpool2-conv5x5x64p2:relu-maxpool2-1024:relu-10"], [64], "train"),
+    ("f", ["1x28x28-conv3x3x16:relu-maxpool2-conv3x3x32:relu-maxpool2-10"], [128], "train"),
 ]
 
 

@@ -132,3 +132,182 @@ fn bad_batches_are_errors_not_panics() {
     assert!(e.train_step(&[0.0; 4], &[3]).is_err(), "label out of range");
     assert!(e.train_step(&[0.0; 8], &[0]).is_err(), "label count");
 }
+
+/// A convolution whose kernel covers the whole image is a dense layer with the same weights
+/// ([F][C][H][W] = [F][C·H·W]), and 1×1 pooling is the identity: such a network must train as
+/// its dense twin does. This exercises the engine's layouts (the channel-major transposes at the
+/// input and at the dense boundary, both ways) apart from the kernels' own tests.
+#[test]
+fn whole_image_convolutions_train_as_their_dense_twins() {
+    use flopnet::spec::{Conv, Kind, Padding, Pool};
+    let mut rng = ChaCha8Rng::seed_from_u64(77);
+    for case in 0..40 {
+        let (c, h, w) = (rng.gen_range(1..=4), rng.gen_range(1..=6), rng.gen_range(1..=6));
+        let f = rng.gen_range(1..=7);
+        let m = rng.gen_range(2..=9);
+        let act = HIDDEN[rng.gen_range(0..5)];
+        let input = Shape::new(c, h, w);
+        let pool = Pool { k: 1, stride: 1 };
+        let pool_kind = if case % 2 == 0 { Kind::MaxPool(pool) } else { Kind::AvgPool(pool) };
+        let cv = Conv { kh: h, kw: w, filters: f, stride: 1, padding: Padding::Fixed(0) };
+        let mut layers = Vec::new();
+        if h > 1 || w > 1 {
+            layers.push(Layer::after(input, pool_kind, 0, Activation::Identity).unwrap());
+        }
+        layers.push(Layer::after(input, Kind::Conv2d(cv), 0, act).unwrap());
+        layers.push(Layer::dense(f, m, Activation::Softmax));
+        let cnn = Spec::new(input, layers);
+        let dense = Spec::new(
+            Shape::flat(c * h * w),
+            vec![Layer::dense(c * h * w, f, act), Layer::dense(f, m, Activation::Softmax)],
+        );
+        let params = init(&cnn, case);
+        let skip = params.len() - 2;
+        let batch = rng.gen_range(1..=9);
+        let opt = [Optimizer::Sgd, Optimizer::Momentum, Optimizer::Adam][case as usize % 3];
+        let threads = 1 + case as usize % 2;
+        let settings =
+            Settings { loss: Loss::Ce, optimizer: opt, hyper: Hyper::defaults(opt), max_batch: batch, threads };
+        let mut a = Engine::new(&cnn, &params, settings).unwrap();
+        let mut b = Engine::new(&dense, &params[skip..], settings).unwrap();
+        let x: Vec<f32> = (0..batch * c * h * w).map(|_| rng.gen_range(-1.0..1.0)).collect();
+        let labels: Vec<u8> = (0..batch).map(|_| rng.gen_range(0..m) as u8).collect();
+        let ctx = format!("case {case}: {cnn} batch {batch} threads {threads}");
+        let want: Vec<f64> = b.forward(&x).unwrap().iter().map(|&v| v as f64).collect();
+        assert_close(&format!("{ctx} output"), a.forward(&x).unwrap(), &want, 1e-5);
+        for _ in 0..3 {
+            a.train_step(&x, &labels).unwrap();
+            b.train_step(&x, &labels).unwrap();
+            for l in 0..2 {
+                let ((dw, db), (gw, gb)) = (a.layer_grads(skip + l), b.layer_grads(l));
+                let to64 = |v: &[f32]| v.iter().map(|&v| v as f64).collect::<Vec<_>>();
+                assert_close(&format!("{ctx} layer {l} dW"), dw, &to64(gw), 1e-5);
+                assert_close(&format!("{ctx} layer {l} db"), db, &to64(gb), 1e-5);
+            }
+        }
+        let to64 = |v: &[f32]| v.iter().map(|&v| v as f64).collect::<Vec<_>>();
+        assert_close(&format!("{ctx} params"), a.params(), &to64(b.params()), 1e-5);
+    }
+}
+
+#[test]
+fn a_cnn_trains_bitwise_identically_for_the_same_seed_and_threads() {
+    let spec = flopnet::spec::parse(
+        "3x12x12-conv3x3x8p1:relu-maxpool2-conv3x3x16s2:tanh-avgpool2-20:relu-10",
+        Default::default(),
+    )
+    .unwrap();
+    let mut rng = ChaCha8Rng::seed_from_u64(6);
+    let batch = 48;
+    let x: Vec<f32> = (0..batch * spec.input).map(|_| rng.gen_range(0.0..1.0)).collect();
+    let labels: Vec<u8> = (0..batch).map(|_| rng.gen_range(0..10)).collect();
+    for threads in [1, 2] {
+        let run = || {
+            let settings = Settings {
+                loss: Loss::Ce,
+                optimizer: Optimizer::Adam,
+                hyper: Hyper::defaults(Optimizer::Adam),
+                max_batch: batch,
+                threads,
+            };
+            let mut e = Engine::new(&spec, &init(&spec, 9), settings).unwrap();
+            for _ in 0..5 {
+                e.train_step(&x, &labels).unwrap();
+            }
+            e.params().to_vec()
+        };
+        let (a, b) = (run(), run());
+        assert!(a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()), "threads {threads}");
+    }
+}
+
+/// A random small CNN: 1–3 convolution/pooling layers, then 1–2 dense layers.
+fn random_cnn(rng: &mut ChaCha8Rng) -> Option<(Spec, Loss, Optimizer, usize)> {
+    use flopnet::spec::{Conv, Kind, Padding, Pool};
+    let loss = if rng.gen_bool(0.7) { Loss::Ce } else { Loss::Mse };
+    let mut shape = Shape::new(rng.gen_range(1..=3), rng.gen_range(1..=12), rng.gen_range(1..=12));
+    let input = shape;
+    let mut layers = Vec::new();
+    for _ in 0..rng.gen_range(1..=3) {
+        let kind = match rng.gen_range(0..4) {
+            0 | 1 => {
+                let (kh, kw) = (rng.gen_range(1..=5), rng.gen_range(1..=5));
+                let stride = rng.gen_range(1..=3);
+                let padding = if rng.gen_bool(0.2) && stride == 1 && kh % 2 == 1 && kw % 2 == 1 {
+                    Padding::Same
+                } else {
+                    Padding::Fixed(rng.gen_range(0..=2))
+                };
+                Kind::Conv2d(Conv { kh, kw, filters: rng.gen_range(1..=6), stride, padding })
+            }
+            2 => Kind::MaxPool(Pool { k: rng.gen_range(1..=3), stride: rng.gen_range(1..=3) }),
+            _ => Kind::AvgPool(Pool { k: rng.gen_range(1..=3), stride: rng.gen_range(1..=3) }),
+        };
+        let act = if matches!(kind, Kind::Conv2d(_)) { HIDDEN[rng.gen_range(0..5)] } else { Activation::Identity };
+        let layer = Layer::after(shape, kind, 0, act).ok()?;
+        shape = layer.output;
+        layers.push(layer);
+    }
+    let depth = rng.gen_range(1..=2);
+    for i in 0..depth {
+        let outputs = rng.gen_range(1..=20);
+        let activation = match (i + 1 == depth, loss) {
+            (true, Loss::Ce) => Activation::Softmax,
+            (true, Loss::Mse) => Activation::ALL[rng.gen_range(0..6)],
+            _ => HIDDEN[rng.gen_range(0..5)],
+        };
+        // The first dense layer reads the image as the parser gives it (flattened C, H, W).
+        let layer = Layer::after(shape, Kind::Dense, outputs, activation).ok()?;
+        shape = layer.output;
+        layers.push(layer);
+    }
+    let opt = [Optimizer::Sgd, Optimizer::Momentum, Optimizer::Adam][rng.gen_range(0..3)];
+    Some((Spec::new(input, layers), loss, opt, rng.gen_range(1..=9)))
+}
+
+#[test]
+fn engine_matches_reference_on_random_cnns() {
+    let mut rng = ChaCha8Rng::seed_from_u64(2025);
+    let mut cases = 0;
+    while cases < 150 {
+        let Some((spec, loss, opt, batch)) = random_cnn(&mut rng) else { continue };
+        let case = cases;
+        cases += 1;
+        let params = init(&spec, case);
+        let x: Vec<f32> = (0..batch * spec.input).map(|_| rng.gen_range(0.0..1.0)).collect();
+        let labels: Vec<u8> = (0..batch).map(|_| rng.gen_range(0..spec.outputs()) as u8).collect();
+        let threads = 1 + case as usize % 2;
+        let hyper = Hyper::defaults(opt);
+        let settings = Settings { loss, optimizer: opt, hyper, max_batch: batch, threads };
+        let mut fast = Engine::new(&spec, &params, settings).unwrap();
+        let mut slow: Network<f64> = Network::new(&spec, &params);
+        let x64: Vec<f64> = x.iter().map(|&v| v as f64).collect();
+        let y64: Vec<usize> = labels.iter().map(|&y| y as usize).collect();
+        let ctx = format!("case {case}: {spec} loss {loss} opt {opt} batch {batch} threads {threads}");
+
+        let want_out = slow.forward(&x64).output().to_vec();
+        assert_close(&format!("{ctx} output"), fast.forward(&x).unwrap(), &want_out, 1e-4);
+        let score = fast.compute_gradients(&x, &labels).unwrap();
+        let (want_loss, want_grads) = slow.gradients(&x64, &y64, loss);
+        let got_loss = score.loss_sum / batch as f64;
+        assert!(
+            (got_loss - want_loss).abs() <= 1e-4 * (1.0 + want_loss.abs()),
+            "{ctx}: loss {got_loss} vs {want_loss}"
+        );
+        for (l, g) in want_grads.iter().enumerate() {
+            let (dw, db) = fast.layer_grads(l);
+            assert_close(&format!("{ctx} layer {l} dW"), dw, &g.weight, 1e-4);
+            assert_close(&format!("{ctx} layer {l} db"), db, &g.bias, 1e-4);
+        }
+        let mut state = OptimizerState::new(opt, hyper, &slow.tensor_sizes());
+        for _ in 0..3 {
+            fast.train_step(&x, &labels).unwrap();
+            slow.train_step(&mut state, &x64, &y64, loss);
+        }
+        for l in 0..spec.layers.len() {
+            let (w, b) = fast.layer(l);
+            assert_close(&format!("{ctx} layer {l} W after 3 steps"), w, &slow.weights[l], 1e-4);
+            assert_close(&format!("{ctx} layer {l} b after 3 steps"), b, &slow.biases[l], 1e-3);
+        }
+    }
+}

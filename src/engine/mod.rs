@@ -4,12 +4,20 @@
 //! in the same order, one the optimizer's state. Buffers for a batch of up to `max_batch` are
 //! cut once in [`Engine::new`]; a step allocates nothing. Work runs on a private thread pool
 //! whose threads flush denormals; products split across it only when large enough to pay.
+//!
+//! Dense layers keep their outputs batch-major ([B][M]); convolution and pooling layers keep
+//! theirs channel-major across the batch ([C][B][H][W]), so one im2col matrix for the whole
+//! batch feeds one large product per convolution (`conv`). Examples arrive and leave as rows
+//! ([B][C][H][W]); the engine transposes at the input (when C > 1) and where a dense layer
+//! reads an image layer's output (when C > 1), and transposes the gradient back there.
 
 mod activation;
 mod avx;
+pub mod conv;
 pub mod gemm;
 pub mod kernels;
 mod loss;
+pub mod pool;
 pub mod simd;
 pub mod team;
 
@@ -18,8 +26,10 @@ pub use loss::Score;
 use crate::error::{Error, Result};
 use crate::init::LayerParams;
 use crate::reference::Hyper;
-use crate::spec::{Activation, Loss, Optimizer, Spec};
+use crate::spec::{Activation, Kind, Loss, Optimizer, Spec};
+use conv::ConvShape;
 use gemm::{View, matmul};
+use pool::PoolShape;
 
 /// How the engine trains.
 #[derive(Clone, Copy, Debug)]
@@ -43,6 +53,88 @@ struct SendMut(*mut f32);
 // SAFETY: every task writes a range no other task touches.
 unsafe impl Sync for SendMut {}
 
+/// What a layer computes, with its geometry.
+#[derive(Clone, Copy, Debug)]
+enum Op {
+    Dense,
+    Conv(ConvShape),
+    MaxPool(PoolShape),
+    AvgPool(PoolShape),
+}
+
+/// How a layer's input reaches it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Feed {
+    /// As the layer below (or the caller) left it.
+    Direct,
+    /// Rows [B][C][P] transposed to [C][B][P] (an image network's input, C > 1).
+    ToChannels { c: usize, p: usize },
+    /// [C][B][P] transposed to rows [B][C][P] (a dense layer after an image layer, C > 1).
+    ToRows { c: usize, p: usize },
+}
+
+/// out [C][B][P] from x [B][C][P].
+fn to_channels(x: &[f32], out: &mut [f32], batch: usize, c: usize, p: usize) {
+    for e in 0..batch {
+        for ch in 0..c {
+            out[(ch * batch + e) * p..(ch * batch + e + 1) * p]
+                .copy_from_slice(&x[(e * c + ch) * p..(e * c + ch + 1) * p]);
+        }
+    }
+}
+
+/// out [B][C][P] from x [C][B][P].
+fn to_rows(x: &[f32], out: &mut [f32], batch: usize, c: usize, p: usize) {
+    for e in 0..batch {
+        for ch in 0..c {
+            out[(e * c + ch) * p..(e * c + ch + 1) * p]
+                .copy_from_slice(&x[(ch * batch + e) * p..(ch * batch + e + 1) * p]);
+        }
+    }
+}
+
+/// How each layer's input reaches it: images are channel-major inside the engine, rows outside
+/// it and in dense layers; with one channel (or a flat vector of one) the two layouts coincide.
+fn feeds(spec: &Spec) -> Vec<Feed> {
+    let image = |k: Kind| k != Kind::Dense;
+    spec.layers
+        .iter()
+        .enumerate()
+        .map(|(l, layer)| {
+            let (below_image, shape) = if l == 0 {
+                (false, spec.input_shape)
+            } else {
+                (image(spec.layers[l - 1].kind), spec.layers[l - 1].output)
+            };
+            let (c, p) = (shape.c, shape.h * shape.w);
+            match (below_image, image(layer.kind)) {
+                _ if c == 1 => Feed::Direct,
+                (false, true) => Feed::ToChannels { c, p },
+                (true, false) => Feed::ToRows { c, p },
+                _ => Feed::Direct,
+            }
+        })
+        .collect()
+}
+
+/// Values of the convolutions' scratch for `threads` team members.
+fn col_len(spec: &Spec, batch: usize, threads: usize) -> usize {
+    conv::scratch_len(spec.layers.iter().filter_map(ConvShape::of), batch, threads)
+}
+
+/// The engine's buffers beyond parameters, layer outputs and the two gradient buffers, in
+/// bytes: those that grow with the batch (the transposed inputs and the max-pooling argmax
+/// indices) for a batch of `batch`, and the convolutions' scratch (an im2col tile and a weight
+/// gradient block per thread), which does not. Both zero for a dense network.
+pub fn conv_buffer_bytes(spec: &Spec, batch: usize, threads: usize) -> (u128, u128) {
+    let feeds = feeds(spec);
+    let flat: usize =
+        spec.layers.iter().zip(&feeds).filter(|(_, f)| **f != Feed::Direct).map(|(l, _)| batch * l.inputs).sum();
+    let args: usize =
+        spec.layers.iter().filter(|l| matches!(l.kind, Kind::MaxPool(_))).map(|l| batch * l.outputs).sum();
+    (4 * (flat + args) as u128, 4 * col_len(spec, batch, threads) as u128)
+}
+
 /// Where layer `l`'s tensors sit in the arenas.
 #[derive(Clone, Copy, Debug)]
 struct Slot {
@@ -63,8 +155,18 @@ pub struct Engine {
     second: Vec<f32>,
     /// Steps taken, for Adam's bias correction.
     steps: u64,
-    /// Each layer's output for the current batch, [max_batch][M].
+    /// Each layer's kind and geometry, and how its input reaches it.
+    ops: Vec<Op>,
+    feeds: Vec<Feed>,
+    /// Each layer's output for the current batch: [max_batch][M] for a dense layer,
+    /// [C][max_batch][H][W] for an image layer.
     acts: Vec<Vec<f32>>,
+    /// A transposed copy of a layer's input, for the layers whose feed is not direct.
+    flat: Vec<Vec<f32>>,
+    /// The convolutions' scratch: an im2col tile and a weight-gradient block per team member.
+    col: Vec<f32>,
+    /// Max-pooling layers' argmax indices, one per output value.
+    args: Vec<Vec<u32>>,
     /// The gradient flowing back, ping-ponged between two buffers of [max_batch][widest].
     back: [Vec<f32>; 2],
     team: team::Team,
@@ -102,17 +204,17 @@ impl Engine {
         let mut slots = Vec::with_capacity(spec.layers.len());
         let mut arena = Vec::with_capacity(spec.params() as usize);
         for (l, (layer, p)) in spec.layers.iter().zip(params).enumerate() {
-            if p.weight.len() != layer.inputs * layer.outputs || p.bias.len() != layer.outputs {
+            if p.weight.len() != layer.weight_count() || p.bias.len() != layer.bias_count() {
                 return Err(Error::Shape {
                     op: "engine",
                     detail: format!(
                         "layer {l}: weight has {} values and bias {} for a {} → {} layer (want {} and {})",
                         p.weight.len(),
                         p.bias.len(),
-                        layer.inputs,
-                        layer.outputs,
-                        layer.inputs * layer.outputs,
-                        layer.outputs
+                        layer.input,
+                        layer.output,
+                        layer.weight_count(),
+                        layer.bias_count()
                     ),
                 });
             }
@@ -124,6 +226,17 @@ impl Engine {
         }
         let n = arena.len();
         let b = settings.max_batch.max(1);
+        let ops: Vec<Op> = spec
+            .layers
+            .iter()
+            .map(|layer| match layer.kind {
+                Kind::Dense => Op::Dense,
+                Kind::Conv2d(_) => Op::Conv(ConvShape::of(layer).expect("a convolution")),
+                Kind::MaxPool(_) => Op::MaxPool(PoolShape::of(layer).expect("a pooling layer")),
+                Kind::AvgPool(_) => Op::AvgPool(PoolShape::of(layer).expect("a pooling layer")),
+            })
+            .collect();
+        let feeds = feeds(spec);
         let widest = spec.layers.iter().map(|l| l.outputs).max().unwrap_or(0);
         let state = |on: bool| if on { vec![0.0; n] } else { Vec::new() };
         let team = team::Team::new(settings.threads.max(1), simd::flush_denormals)
@@ -137,6 +250,20 @@ impl Engine {
             params: arena,
             steps: 0,
             acts: spec.layers.iter().map(|l| vec![0.0; b * l.outputs]).collect(),
+            flat: spec
+                .layers
+                .iter()
+                .zip(&feeds)
+                .map(|(l, f)| if *f == Feed::Direct { Vec::new() } else { vec![0.0; b * l.inputs] })
+                .collect(),
+            col: vec![0.0; col_len(spec, b, settings.threads.max(1))],
+            args: ops
+                .iter()
+                .zip(&spec.layers)
+                .map(|(op, l)| if matches!(op, Op::MaxPool(_)) { vec![0; b * l.outputs] } else { Vec::new() })
+                .collect(),
+            ops,
+            feeds,
             back: [vec![0.0; b * widest], vec![0.0; b * widest]],
             settings: Settings { max_batch: b, ..settings },
             team,
@@ -284,21 +411,36 @@ impl Engine {
 
     fn forward_inner(&mut self, x: &[f32], batch: usize) {
         let mut t = self.clock();
-        for (l, layer) in self.spec.layers.iter().enumerate() {
-            let s = self.slots[l];
+        let Engine { spec, slots, params, ops, feeds, acts, flat, col, args, team, timers, .. } = self;
+        for (l, layer) in spec.layers.iter().enumerate() {
+            let s = slots[l];
             let (n, m) = (layer.inputs, layer.outputs);
-            let (before, rest) = self.acts.split_at_mut(l);
-            let input = if l == 0 { x } else { &before[l - 1][..batch * n] };
+            let (before, rest) = acts.split_at_mut(l);
+            let mut input = if l == 0 { x } else { &before[l - 1][..batch * n] };
+            match feeds[l] {
+                Feed::Direct => {}
+                Feed::ToChannels { c, p } => {
+                    to_channels(input, &mut flat[l][..batch * n], batch, c, p);
+                    input = &flat[l][..batch * n];
+                }
+                Feed::ToRows { c, p } => {
+                    to_rows(input, &mut flat[l][..batch * n], batch, c, p);
+                    input = &flat[l][..batch * n];
+                }
+            }
             let out = &mut rest[0][..batch * m];
-            // z = X · Wᵀ, with W stored [M][N].
-            matmul(
-                View::rows(input, batch, n),
-                View::transposed(&self.params[s.weight..s.bias], m, n),
-                out,
-                &self.team,
-            );
-            activation::bias_forward(layer.activation, out, &self.params[s.bias..s.end]);
-            lap(&mut t, self.timers.as_mut().map(|x| &mut x.forward[l]));
+            let (w, b) = (&params[s.weight..s.bias], &params[s.bias..s.end]);
+            match ops[l] {
+                Op::Dense => {
+                    // z = X · Wᵀ, with W stored [M][N].
+                    matmul(View::rows(input, batch, n), View::transposed(w, m, n), out, team);
+                    activation::bias_forward(layer.activation, out, b);
+                }
+                Op::Conv(sh) => conv::conv_forward(&sh, batch, layer.activation, input, w, b, col, out, team),
+                Op::MaxPool(sh) => pool::max_forward(&sh, batch, input, out, &mut args[l], team),
+                Op::AvgPool(sh) => pool::avg_forward(&sh, batch, input, out, team),
+            }
+            lap(&mut t, timers.as_mut().map(|x| &mut x.forward[l]));
         }
     }
 
@@ -308,39 +450,67 @@ impl Engine {
         let last = self.spec.layers.len() - 1;
         let m_out = self.spec.outputs();
         let mut t = self.clock();
-        let [g, spare] = &mut self.back;
-        let score =
-            loss::score(lossfn, &self.acts[last][..batch * m_out], labels, m_out, Some(&mut g[..batch * m_out]));
-        lap(&mut t, self.timers.as_mut().map(|x| &mut x.loss));
+        let Engine { spec, slots, params, grads, ops, feeds, acts, flat, col, args, back, team, timers, .. } = self;
+        let [g, spare] = back;
+        let score = loss::score(lossfn, &acts[last][..batch * m_out], labels, m_out, Some(&mut g[..batch * m_out]));
+        lap(&mut t, timers.as_mut().map(|x| &mut x.loss));
         let (mut g, mut spare) = (g, spare);
-        for (l, layer) in self.spec.layers.iter().enumerate().rev() {
-            let s = self.slots[l];
+        for (l, layer) in spec.layers.iter().enumerate().rev() {
+            let s = slots[l];
             let (n, m) = (layer.inputs, layer.outputs);
             let delta = &mut g[..batch * m];
             let from_ce = l == last && lossfn == Loss::Ce && layer.activation == Activation::Softmax;
             if !from_ce {
-                activation::backward(layer.activation, &self.acts[l][..batch * m], delta, m);
+                activation::backward(layer.activation, &acts[l][..batch * m], delta, m);
             }
-            let input = if l == 0 { x } else { &self.acts[l - 1][..batch * n] };
-            let (dw, db) = self.grads[s.weight..s.end].split_at_mut(n * m);
-            // dW = deltaᵀ · X: [M][N].
-            matmul(View::transposed(delta, batch, m), View::rows(input, batch, n), dw, &self.team);
-            // db = column sums of delta, in example order.
-            db.copy_from_slice(&delta[..m]);
-            for row in delta[m..].chunks_exact(m) {
-                db.iter_mut().zip(row).for_each(|(d, &v)| *d += v);
+            let input = match (feeds[l], l) {
+                (Feed::Direct, 0) => x,
+                (Feed::Direct, _) => &acts[l - 1][..batch * n],
+                _ => &flat[l][..batch * n],
+            };
+            let w = &params[s.weight..s.bias];
+            let (dw, db) = grads[s.weight..s.end].split_at_mut(s.bias - s.weight);
+            match ops[l] {
+                Op::Dense => {
+                    // dW = deltaᵀ · X: [M][N].
+                    matmul(View::transposed(delta, batch, m), View::rows(input, batch, n), dw, team);
+                    // db = column sums of delta, in example order.
+                    db.copy_from_slice(&delta[..m]);
+                    for row in delta[m..].chunks_exact(m) {
+                        db.iter_mut().zip(row).for_each(|(d, &v)| *d += v);
+                    }
+                    if l > 0 {
+                        // dX = delta · W: [B][N], the next layer down's incoming gradient.
+                        matmul(View::rows(delta, batch, m), View::rows(w, m, n), &mut spare[..batch * n], team);
+                        if let Feed::ToRows { c, p } = feeds[l] {
+                            // Back to the image layer's channel-major layout, in the freed buffer.
+                            to_channels(&spare[..batch * n], &mut g[..batch * n], batch, c, p);
+                        } else {
+                            std::mem::swap(&mut g, &mut spare);
+                        }
+                    }
+                }
+                Op::Conv(sh) => {
+                    let dx = if l > 0 { Some(&mut spare[..batch * n]) } else { None };
+                    conv::conv_backward(&sh, batch, input, w, delta, dw, db, col, dx, team);
+                    if l > 0 {
+                        std::mem::swap(&mut g, &mut spare);
+                    }
+                }
+                Op::MaxPool(sh) => {
+                    if l > 0 {
+                        pool::max_backward(&sh, batch, delta, &args[l], &mut spare[..batch * n], team);
+                        std::mem::swap(&mut g, &mut spare);
+                    }
+                }
+                Op::AvgPool(sh) => {
+                    if l > 0 {
+                        pool::avg_backward(&sh, batch, delta, &mut spare[..batch * n], team);
+                        std::mem::swap(&mut g, &mut spare);
+                    }
+                }
             }
-            if l > 0 {
-                // dX = delta · W: [B][N], the next layer down's incoming gradient.
-                matmul(
-                    View::rows(delta, batch, m),
-                    View::rows(&self.params[s.weight..s.bias], m, n),
-                    &mut spare[..batch * n],
-                    &self.team,
-                );
-                std::mem::swap(&mut g, &mut spare);
-            }
-            lap(&mut t, self.timers.as_mut().map(|x| &mut x.backward[l]));
+            lap(&mut t, timers.as_mut().map(|x| &mut x.backward[l]));
         }
         score
     }

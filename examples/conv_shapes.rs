@@ -1,0 +1,179 @@
+//! Times the products and passes of the engine's convolutions at the benchmark suite's shapes:
+//! `cargo run --release --example conv_shapes [threads]` (docs/kernels.md, "Convolutions").
+
+use flopnet::engine::conv::{self, ConvShape, Tiles};
+use flopnet::engine::gemm::{Kernel, View, matmul_with};
+use flopnet::engine::team::Team;
+use flopnet::spec::{Activation, Conv, Kind, Layer, Padding, Shape};
+use std::time::Instant;
+
+fn time(mut f: impl FnMut()) -> f64 {
+    f();
+    let mut v = Vec::new();
+    for _ in 0..7 {
+        let t = Instant::now();
+        let mut n = 0;
+        while t.elapsed().as_secs_f64() < 0.05 {
+            f();
+            n += 1;
+        }
+        v.push(t.elapsed().as_secs_f64() / n as f64);
+    }
+    v.sort_by(f64::total_cmp);
+    v[3]
+}
+
+/// A direct convolution (stride 1), the alternative to im2col: for each filter, example and
+/// output row, a sum over (c, i, j) of the weight times a shifted input row (an axpy the
+/// compiler vectorises), filters split across the team.
+fn direct_forward(sh: &ConvShape, batch: usize, x: &[f32], w: &[f32], b: &[f32], z: &mut [f32], team: &Team) {
+    struct P(*mut f32);
+    unsafe impl Sync for P {}
+    let (plane, oplane, ckk) = (sh.h * sh.w, sh.oh * sh.ow, sh.ckk());
+    let zp = P(z.as_mut_ptr());
+    let per = sh.f.div_ceil(team.size());
+    team.run(sh.f.div_ceil(per), &|t| {
+        let zp = &zp;
+        for f in t * per..((t + 1) * per).min(sh.f) {
+            // SAFETY: filter f's rows are this task's.
+            let zf = unsafe { std::slice::from_raw_parts_mut(zp.0.add(f * batch * oplane), batch * oplane) };
+            for e in 0..batch {
+                for oy in 0..sh.oh {
+                    let out = &mut zf[e * oplane + oy * sh.ow..e * oplane + (oy + 1) * sh.ow];
+                    out.fill(b[f]);
+                    for c in 0..sh.c {
+                        let xe = &x[(c * batch + e) * plane..(c * batch + e + 1) * plane];
+                        for i in 0..sh.kh {
+                            let iy = oy + i;
+                            if iy < sh.ph || iy - sh.ph >= sh.h {
+                                continue;
+                            }
+                            let xr = &xe[(iy - sh.ph) * sh.w..(iy - sh.ph + 1) * sh.w];
+                            for j in 0..sh.kw {
+                                let wv = w[f * ckk + (c * sh.kh + i) * sh.kw + j];
+                                let lo = sh.pw.saturating_sub(j);
+                                let hi = (sh.w + sh.pw - j).min(sh.ow);
+                                for (o, &v) in out[lo..hi].iter_mut().zip(&xr[lo + j - sh.pw..]) {
+                                    *o += wv * v;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    });
+}
+
+fn main() {
+    let threads: usize = std::env::args().nth(1).map(|s| s.parse().unwrap()).unwrap_or(2);
+    let team = Team::new(threads, flopnet::engine::simd::flush_denormals).unwrap();
+    flopnet::engine::simd::flush_denormals();
+    // (name, input, conv, batch)
+    let cases = [
+        ("e conv1", Shape::new(1, 28, 28), (5, 32, 2), 64),
+        ("e conv2", Shape::new(32, 14, 14), (5, 64, 2), 64),
+        ("f conv1", Shape::new(1, 28, 28), (3, 16, 0), 128),
+        ("f conv2", Shape::new(16, 13, 13), (3, 32, 0), 128),
+    ];
+    println!("threads {threads}");
+    for (name, input, (k, f, p), batch) in cases {
+        let cv = Conv { kh: k, kw: k, filters: f, stride: 1, padding: Padding::Fixed(p) };
+        let layer = Layer::after(input, Kind::Conv2d(cv), 0, Activation::Relu).unwrap();
+        let sh = ConvShape::of(&layer).unwrap();
+        let (ckk, n) = (sh.ckk(), batch * sh.oh * sh.ow);
+        let x: Vec<f32> = (0..batch * input.size()).map(|i| (i % 17) as f32 / 17.0).collect();
+        let w: Vec<f32> = (0..f * ckk).map(|i| (i % 13) as f32 / 13.0 - 0.5).collect();
+        let b = vec![0.1f32; f];
+        let mut col = vec![0.0f32; ckk * n];
+        let mut z = vec![0.0f32; f * n];
+        let mut dw = vec![0.0f32; f * ckk];
+        let mut db = vec![0.0f32; f];
+        let mut dx = vec![0.0f32; x.len()];
+        let gf = |macs: usize, s: f64| 2.0 * macs as f64 / s / 1e9;
+        let macs = f * ckk * n;
+        let t_im2col = time(|| conv::im2col(&sh, batch, &x, &mut col));
+        println!("{name}: F={f} CKK={ckk} N={n}; whole-matrix im2col {:.2} ms (1 thread)", t_im2col * 1e3);
+        for kern in [Kernel::Crate, Kernel::Avx] {
+            let t_f = time(|| matmul_with(kern, View::rows(&w, f, ckk), View::rows(&col, ckk, n), &mut z, &team));
+            let d = z.clone();
+            let t_w = time(|| matmul_with(kern, View::rows(&d, f, n), View::transposed(&col, ckk, n), &mut dw, &team));
+            let t_x = time(|| matmul_with(kern, View::transposed(&w, f, ckk), View::rows(&d, f, n), &mut col, &team));
+            println!(
+                "  untiled {kern:?}: fwd {:.2} ms ({:.0} GF/s)  dW {:.2} ms ({:.0})  dcol {:.2} ms ({:.0})",
+                t_f * 1e3,
+                gf(macs, t_f),
+                t_w * 1e3,
+                gf(macs, t_w),
+                t_x * 1e3,
+                gf(macs, t_x)
+            );
+        }
+        let _ = &mut db;
+        let t_direct = time(|| direct_forward(&sh, batch, &x, &w, &b, &mut z, &team));
+        println!("  direct forward {:.2} ms ({:.0} GF/s)", t_direct * 1e3, gf(macs, t_direct));
+        let d = z.clone();
+        for kernel in [Kernel::Crate, Kernel::Avx] {
+            for dw_kernel in [Kernel::Crate, Kernel::Avx] {
+                for tile_values in [1 << 15, 1 << 17, 1 << 19] {
+                    let tiles = Tiles { kernel, dw_kernel, tile_values };
+                    let mut scratch = vec![0.0f32; threads * tiles.scratch(&sh, batch)];
+                    let t_fwd = time(|| {
+                        conv::conv_forward_with(
+                            tiles,
+                            &sh,
+                            batch,
+                            Activation::Relu,
+                            &x,
+                            &w,
+                            &b,
+                            &mut scratch,
+                            &mut z,
+                            &team,
+                        )
+                    });
+                    let t_bw = time(|| {
+                        conv::conv_backward_with(
+                            tiles,
+                            &sh,
+                            batch,
+                            &x,
+                            &w,
+                            &d,
+                            &mut dw,
+                            &mut db,
+                            &mut scratch,
+                            None,
+                            &team,
+                        )
+                    });
+                    let t_bwd = time(|| {
+                        conv::conv_backward_with(
+                            tiles,
+                            &sh,
+                            batch,
+                            &x,
+                            &w,
+                            &d,
+                            &mut dw,
+                            &mut db,
+                            &mut scratch,
+                            Some(&mut dx),
+                            &team,
+                        )
+                    });
+                    println!(
+                        "  tiled fwd {kernel:?} dW {dw_kernel:?} tile {tile_values} (g={}): forward {:.2} ms ({:.0} GF/s), dW+db {:.2} ms ({:.0}), dX {:.2} ms ({:.0})",
+                        tiles.group(&sh),
+                        t_fwd * 1e3,
+                        gf(macs, t_fwd),
+                        t_bw * 1e3,
+                        gf(macs, t_bw),
+                        (t_bwd - t_bw) * 1e3,
+                        gf(macs, t_bwd - t_bw)
+                    );
+                }
+            }
+        }
+    }
+}

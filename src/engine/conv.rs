@@ -1,0 +1,660 @@
+//! 2-D convolution for the engine: im2col and one matrix product per pass.
+//!
+//! Shapes (B = batch, N = B·H'·W', CKK = C·kh·kw; every tensor row-major):
+//! - input x:   [C][B][H][W]   (channel-major across the batch, as the engine keeps images)
+//! - weight w:  [F][C][kh][kw] = [F][CKK]; bias b: [F]
+//! - col:       [CKK][N]; row (c, i, j), column (e, oy, ox) holds x[c][e][oy·s+i-ph][ox·s+j-pw]
+//!   (zero outside the image)
+//! - output z:  [F][B][H'][W'] = [F][N]: z = w · col, then + b[f] and the activation per row
+//!
+//! Backward, given delta = dL/dz [F][N]:
+//! - dW [F][CKK] = delta · colᵀ (summed over N)
+//! - db [F]      = row sums of delta
+//! - dcol [CKK][N] = wᵀ · delta, then col2im: dx[c][e][y][x] = Σ of the dcol entries that read
+//!   x[c][e][y][x] (the input gradient [C][B][H][W]).
+//!
+//! Work splits over col's rows (im2col), over F rows or N columns (the products, in `gemm`) and
+//! over input channels (col2im), never over a summed dimension: results do not depend on the
+//! thread count.
+
+use super::gemm::{Kernel, PARALLEL_MIN_MACS};
+use super::team::Team;
+use crate::spec::{Activation, Kind, LEAKY_SLOPE, Layer};
+use std::ops::Range;
+
+/// Elementwise passes (im2col, col2im, bias and activation) of fewer values stay on one thread.
+pub const PARALLEL_MIN_VALUES: usize = 1 << 16;
+
+/// A convolution layer's geometry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConvShape {
+    pub c: usize,
+    pub h: usize,
+    pub w: usize,
+    pub f: usize,
+    pub kh: usize,
+    pub kw: usize,
+    pub s: usize,
+    pub ph: usize,
+    pub pw: usize,
+    pub oh: usize,
+    pub ow: usize,
+}
+
+impl ConvShape {
+    /// The geometry of a convolution layer (None for any other kind).
+    pub fn of(layer: &Layer) -> Option<ConvShape> {
+        let Kind::Conv2d(cv) = layer.kind else { return None };
+        let (ph, pw) = cv.pads();
+        Some(ConvShape {
+            c: layer.input.c,
+            h: layer.input.h,
+            w: layer.input.w,
+            f: cv.filters,
+            kh: cv.kh,
+            kw: cv.kw,
+            s: cv.stride,
+            ph,
+            pw,
+            oh: layer.output.h,
+            ow: layer.output.w,
+        })
+    }
+
+    /// Rows of the im2col matrix: C·kh·kw.
+    pub fn ckk(&self) -> usize {
+        self.c * self.kh * self.kw
+    }
+
+    /// Values of the im2col matrix for a batch.
+    pub fn col_len(&self, batch: usize) -> usize {
+        self.ckk() * batch * self.oh * self.ow
+    }
+}
+
+/// A pointer that tasks use for disjoint ranges of one buffer.
+struct SendPtr(*mut f32);
+// SAFETY: every task writes a range no other task touches.
+unsafe impl Sync for SendPtr {}
+
+/// Runs `f(range)` over `0..n` items, in one piece or split across the team when `values`
+/// (the work) is large. Each range is processed by exactly one task.
+pub(crate) fn split_items(n: usize, values: usize, team: &Team, f: &(dyn Fn(std::ops::Range<usize>) + Sync)) {
+    let parts = if values >= PARALLEL_MIN_VALUES { team.size().min(n) } else { 1 };
+    if parts <= 1 {
+        f(0..n);
+        return;
+    }
+    let per = n.div_ceil(parts);
+    team.run(n.div_ceil(per), &|t| f(t * per..((t + 1) * per).min(n)));
+}
+
+/// Column range of output positions `ox` whose input column `ox·s + j - pw` lies in `0..w`.
+fn valid(sh: &ConvShape, j: usize) -> (usize, usize) {
+    // ox·s + j >= pw  and  ox·s + j < w + pw
+    let lo = if j >= sh.pw { 0 } else { (sh.pw - j).div_ceil(sh.s) };
+    let hi = if sh.w + sh.pw > j { (sh.w + sh.pw - j).div_ceil(sh.s).min(sh.ow) } else { 0 };
+    (lo.min(hi), hi)
+}
+
+/// The rows `rows` of the im2col matrix, for examples `ex` only: `out` [rows][ex·H'·W'].
+fn im2col_tile(sh: &ConvShape, batch: usize, x: &[f32], rows: Range<usize>, ex: Range<usize>, out: &mut [f32]) {
+    let (plane, oplane) = (sh.h * sh.w, sh.oh * sh.ow);
+    let n = ex.len() * oplane;
+    for (r, row) in rows.zip(out.chunks_exact_mut(n)) {
+        let (c, i, j) = (r / (sh.kh * sh.kw), r / sh.kw % sh.kh, r % sh.kw);
+        let (lo, hi) = valid(sh, j);
+        for (k, e) in ex.clone().enumerate() {
+            let xe = &x[(c * batch + e) * plane..(c * batch + e + 1) * plane];
+            for oy in 0..sh.oh {
+                let out = &mut row[k * oplane + oy * sh.ow..k * oplane + (oy + 1) * sh.ow];
+                let iy = oy * sh.s + i;
+                if iy < sh.ph || iy - sh.ph >= sh.h {
+                    out.fill(0.0);
+                    continue;
+                }
+                let xr = &xe[(iy - sh.ph) * sh.w..(iy - sh.ph + 1) * sh.w];
+                out[..lo].fill(0.0);
+                out[hi..].fill(0.0);
+                if hi > lo && sh.s == 1 {
+                    let x0 = lo + j - sh.pw;
+                    out[lo..hi].copy_from_slice(&xr[x0..x0 + hi - lo]);
+                } else if hi > lo {
+                    for (ox, o) in out[lo..hi].iter_mut().enumerate() {
+                        *o = xr[(lo + ox) * sh.s + j - sh.pw];
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// col [CKK][B·H'·W'] from x [C][B][H][W] (the whole matrix; the engine works in tiles).
+pub fn im2col(sh: &ConvShape, batch: usize, x: &[f32], col: &mut [f32]) {
+    im2col_tile(sh, batch, x, 0..sh.ckk(), 0..batch, &mut col[..sh.col_len(batch)]);
+}
+
+/// Adds a tile of dcol [CKK][ex·H'·W'] into the planes of dx [C][B][H][W] for examples `ex`
+/// (rows (c, i, j) in order, so each value's sum has a fixed order).
+///
+/// SAFETY: the planes (c, e) for e in `ex` of `dx` belong to the caller alone.
+unsafe fn col2im_tile(sh: &ConvShape, batch: usize, dcol: &[f32], ex: Range<usize>, dx: &SendPtr) {
+    let (plane, oplane) = (sh.h * sh.w, sh.oh * sh.ow);
+    let n = ex.len() * oplane;
+    for c in 0..sh.c {
+        for (k, e) in ex.clone().enumerate() {
+            // SAFETY: plane (c, e) is the caller's.
+            let dxe = unsafe { std::slice::from_raw_parts_mut(dx.0.add((c * batch + e) * plane), plane) };
+            dxe.fill(0.0);
+            for i in 0..sh.kh {
+                for j in 0..sh.kw {
+                    let r = (c * sh.kh + i) * sh.kw + j;
+                    let src = &dcol[r * n + k * oplane..r * n + (k + 1) * oplane];
+                    let (lo, hi) = valid(sh, j);
+                    if hi == lo {
+                        continue;
+                    }
+                    for oy in 0..sh.oh {
+                        let iy = oy * sh.s + i;
+                        if iy < sh.ph || iy - sh.ph >= sh.h {
+                            continue;
+                        }
+                        let src = &src[oy * sh.ow..(oy + 1) * sh.ow];
+                        let xr = &mut dxe[(iy - sh.ph) * sh.w..(iy - sh.ph + 1) * sh.w];
+                        if sh.s == 1 {
+                            let x0 = lo + j - sh.pw;
+                            for (d, &g) in xr[x0..x0 + hi - lo].iter_mut().zip(&src[lo..hi]) {
+                                *d += g;
+                            }
+                        } else {
+                            for ox in lo..hi {
+                                xr[ox * sh.s + j - sh.pw] += src[ox];
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// dx [C][B][H][W] from the whole dcol [CKK][B·H'·W'] (for tests and benchmarks).
+pub fn col2im(sh: &ConvShape, batch: usize, dcol: &[f32], dx: &mut [f32]) {
+    let dx = SendPtr(dx[..sh.c * batch * sh.h * sh.w].as_mut_ptr());
+    // SAFETY: this call owns all of dx.
+    unsafe { col2im_tile(sh, batch, dcol, 0..batch, &dx) }
+}
+
+/// The act of one row: z += b, then the activation, in place.
+fn bias_act(act: Activation, row: &mut [f32], b: f32) {
+    let slope = LEAKY_SLOPE as f32;
+    match act {
+        Activation::Identity => row.iter_mut().for_each(|z| *z += b),
+        Activation::Relu => row.iter_mut().for_each(|z| *z = (*z + b).max(0.0)),
+        Activation::LeakyRelu => row.iter_mut().for_each(|z| {
+            let v = *z + b;
+            *z = if v > 0.0 { v } else { slope * v }
+        }),
+        Activation::Sigmoid => row.iter_mut().for_each(|z| *z = 1.0 / (1.0 + (-(*z + b)).exp())),
+        Activation::Tanh => row.iter_mut().for_each(|z| *z = (*z + b).tanh()),
+        // The spec allows softmax on the (dense) output layer only.
+        Activation::Softmax => unreachable!("softmax on a convolution"),
+    }
+}
+
+/// z[f][·] += b[f], then the activation, in place, over rows of `n` values.
+pub fn bias_act_rows(act: Activation, z: &mut [f32], bias: &[f32], n: usize, team: &Team) {
+    let rows = bias.len();
+    let z = &mut z[..rows * n];
+    let base = SendPtr(z.as_mut_ptr());
+    split_items(rows, rows * n, team, &|fs| {
+        let base = &base;
+        for f in fs {
+            // SAFETY: row f belongs to this task alone.
+            let row = unsafe { std::slice::from_raw_parts_mut(base.0.add(f * n), n) };
+            bias_act(act, row, bias[f]);
+        }
+    });
+}
+
+/// Sum of a row in a fixed order (eight interleaved partial sums, then a fixed tree).
+fn row_sum(v: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let chunks = v.chunks_exact(8);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for k in 0..8 {
+            acc[k] += c[k];
+        }
+    }
+    for (k, &r) in rest.iter().enumerate() {
+        acc[k] += r;
+    }
+    ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7]))
+}
+
+/// C (row stride ldc) = beta·C + A·B on this thread, A m×k and B k×n given by strides.
+///
+/// SAFETY: the pointers valid for those extents.
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm(
+    kernel: Kernel,
+    (m, k, n): (usize, usize, usize),
+    a: *const f32,
+    (ars, acs): (usize, usize),
+    b: *const f32,
+    (brs, bcs): (usize, usize),
+    beta: f32,
+    c: *mut f32,
+    ldc: usize,
+) {
+    #[cfg(target_arch = "x86_64")]
+    if kernel == Kernel::Avx && beta == 0.0 && bcs == 1 && super::simd::has_avx2_fma() {
+        // SAFETY: AVX2/FMA checked; same extents.
+        return unsafe { super::avx::nn(m, n, k, a, ars, acs, b, brs, c, ldc) };
+    }
+    #[cfg(target_arch = "x86_64")]
+    if kernel == Kernel::Avx && beta == 0.0 && acs == 1 && brs == 1 && super::simd::has_avx2_fma() {
+        // SAFETY: as above.
+        return unsafe { super::avx::nt(m, n, k, a, ars, b, bcs, c, ldc) };
+    }
+    // SAFETY: the caller's extents.
+    unsafe {
+        matrixmultiply::sgemm(
+            m,
+            k,
+            n,
+            1.0,
+            a,
+            ars as isize,
+            acs as isize,
+            b,
+            brs as isize,
+            bcs as isize,
+            beta,
+            c,
+            ldc as isize,
+            1,
+        )
+    }
+}
+
+/// How the engine runs its convolutions (for benchmarks; the engine uses [`Tiles::for_shape`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Tiles {
+    /// Kernel for the forward and dcol products of a tile.
+    pub kernel: Kernel,
+    /// Kernel for the weight-gradient products of a tile.
+    pub dw_kernel: Kernel,
+    /// Largest im2col tile, in values (a tile is at least one example).
+    pub tile_values: usize,
+}
+
+impl Tiles {
+    /// The engine's choice, measured at the suite's shapes (docs/kernels.md, "Convolutions"):
+    /// tiles of one example or about 128 KiB; the AVX kernels for the products over few im2col
+    /// rows (≤ 64: the first layer of an image network) and for every weight gradient; the
+    /// crate's packed kernel for the forward and dcol products of deeper layers.
+    pub fn for_shape(sh: &ConvShape) -> Tiles {
+        let small = sh.ckk() <= 64;
+        Tiles { kernel: if small { Kernel::Avx } else { Kernel::Crate }, dw_kernel: Kernel::Avx, tile_values: 1 << 15 }
+    }
+
+    /// Examples per tile for this convolution.
+    pub fn group(&self, sh: &ConvShape) -> usize {
+        (self.tile_values / (sh.ckk() * sh.oh * sh.ow)).max(1)
+    }
+
+    /// Scratch values one task needs for this convolution: an im2col tile, and room for a
+    /// tile's weight-gradient product before it is added.
+    pub fn scratch(&self, sh: &ConvShape, batch: usize) -> usize {
+        sh.col_len(self.group(sh).min(batch)) + sh.f * sh.ckk()
+    }
+}
+
+/// Scratch values the engine cuts for `tasks` tasks (the largest convolution's need).
+pub fn scratch_len(shapes: impl Iterator<Item = ConvShape>, batch: usize, tasks: usize) -> usize {
+    shapes.map(|sh| Tiles::for_shape(&sh).scratch(&sh, batch)).max().unwrap_or(0) * tasks
+}
+
+/// Splits examples `0..batch` into one contiguous range per task.
+fn example_tasks(batch: usize, macs: usize, team: &Team) -> (usize, usize) {
+    let parts = if macs >= PARALLEL_MIN_MACS { team.size().min(batch) } else { 1 };
+    let per = batch.div_ceil(parts);
+    (batch.div_ceil(per), per)
+}
+
+/// Forward: z [F][B·H'·W'] = act(w · im2col(x) + b), built a tile of whole examples at a time
+/// (im2col of the tile, its product, its bias and activation) so the tile stays in cache; tasks
+/// take contiguous ranges of examples. `scratch` holds [`Tiles::scratch`] values per team member.
+#[allow(clippy::too_many_arguments)]
+pub fn conv_forward(
+    sh: &ConvShape,
+    batch: usize,
+    act: Activation,
+    x: &[f32],
+    w: &[f32],
+    b: &[f32],
+    scratch: &mut [f32],
+    z: &mut [f32],
+    team: &Team,
+) {
+    conv_forward_with(Tiles::for_shape(sh), sh, batch, act, x, w, b, scratch, z, team)
+}
+
+/// [`conv_forward`] with the tiling and kernels chosen by the caller.
+#[allow(clippy::too_many_arguments)]
+pub fn conv_forward_with(
+    tiles: Tiles,
+    sh: &ConvShape,
+    batch: usize,
+    act: Activation,
+    x: &[f32],
+    w: &[f32],
+    b: &[f32],
+    scratch: &mut [f32],
+    z: &mut [f32],
+    team: &Team,
+) {
+    let (ckk, oplane) = (sh.ckk(), sh.oh * sh.ow);
+    let n = batch * oplane;
+    let (g, per_task) = (tiles.group(sh), tiles.scratch(sh, batch));
+    let (tasks, per) = example_tasks(batch, sh.f * ckk * n, team);
+    assert!(scratch.len() >= tasks * per_task && z.len() >= sh.f * n && w.len() >= sh.f * ckk);
+    let (zp, sp) = (SendPtr(z.as_mut_ptr()), SendPtr(scratch.as_mut_ptr()));
+    team.run(tasks, &|t| {
+        let (zp, sp) = (&zp, &sp);
+        // SAFETY: scratch slot t is this task's.
+        let tile = unsafe { std::slice::from_raw_parts_mut(sp.0.add(t * per_task), per_task) };
+        let mut e0 = t * per;
+        let end = ((t + 1) * per).min(batch);
+        while e0 < end {
+            let e1 = (e0 + g).min(end);
+            let cols = (e1 - e0) * oplane;
+            im2col_tile(sh, batch, x, 0..ckk, e0..e1, tile);
+            // SAFETY: columns e0·H'W'..e1·H'W' of every row of z are this task's.
+            unsafe {
+                let c = zp.0.add(e0 * oplane);
+                gemm(tiles.kernel, (sh.f, ckk, cols), w.as_ptr(), (ckk, 1), tile.as_ptr(), (cols, 1), 0.0, c, n);
+                for (f, &bf) in b[..sh.f].iter().enumerate() {
+                    bias_act(act, std::slice::from_raw_parts_mut(c.add(f * n), cols), bf);
+                }
+            }
+            e0 = e1;
+        }
+    });
+}
+
+/// Backward, given delta = dL/dz [F][B·H'·W'] (the activation's derivative already applied):
+/// fills dw [F][CKK] and db [F] and, when `dx` is given, the input gradient [C][B][H][W].
+///
+/// dW sums over every example: tasks split its columns (rows of im2col), each rebuilding its
+/// rows of the im2col matrix a tile at a time and adding the tile's product, tiles in example
+/// order. dcol and col2im split over examples.
+#[allow(clippy::too_many_arguments)]
+pub fn conv_backward(
+    sh: &ConvShape,
+    batch: usize,
+    x: &[f32],
+    w: &[f32],
+    delta: &[f32],
+    dw: &mut [f32],
+    db: &mut [f32],
+    scratch: &mut [f32],
+    dx: Option<&mut [f32]>,
+    team: &Team,
+) {
+    conv_backward_with(Tiles::for_shape(sh), sh, batch, x, w, delta, dw, db, scratch, dx, team)
+}
+
+/// [`conv_backward`] with the tiling and kernels chosen by the caller.
+#[allow(clippy::too_many_arguments)]
+pub fn conv_backward_with(
+    tiles: Tiles,
+    sh: &ConvShape,
+    batch: usize,
+    x: &[f32],
+    w: &[f32],
+    delta: &[f32],
+    dw: &mut [f32],
+    db: &mut [f32],
+    scratch: &mut [f32],
+    dx: Option<&mut [f32]>,
+    team: &Team,
+) {
+    let (ckk, oplane) = (sh.ckk(), sh.oh * sh.ow);
+    let n = batch * oplane;
+    let (g, per_task) = (tiles.group(sh), tiles.scratch(sh, batch));
+    let macs = sh.f * ckk * n;
+    let delta = &delta[..sh.f * n];
+    let dw = &mut dw[..sh.f * ckk];
+    let sp = SendPtr(scratch.as_mut_ptr());
+    // dW [F][CKK]: tasks own column ranges of dW (rows of im2col).
+    let parts = if macs >= PARALLEL_MIN_MACS { team.size().min(ckk) } else { 1 };
+    let per_rows = ckk.div_ceil(parts);
+    assert!(scratch.len() >= parts * per_task);
+    let dwp = SendPtr(dw.as_mut_ptr());
+    team.run(ckk.div_ceil(per_rows), &|t| {
+        let (sp, dwp) = (&sp, &dwp);
+        let rows = t * per_rows..((t + 1) * per_rows).min(ckk);
+        // SAFETY: scratch slot t is this task's: the tile, then the product's room.
+        let slot = unsafe { std::slice::from_raw_parts_mut(sp.0.add(t * per_task), per_task) };
+        let (tile, part) = slot.split_at_mut(per_task - sh.f * ckk);
+        let part = &mut part[..sh.f * rows.len()];
+        let mut e0 = 0;
+        while e0 < batch {
+            let e1 = (e0 + g).min(batch);
+            let cols = (e1 - e0) * oplane;
+            im2col_tile(sh, batch, x, rows.clone(), e0..e1, tile);
+            let (a, at) = (delta.as_ptr().wrapping_add(e0 * oplane), (n, 1));
+            let dims = (sh.f, cols, rows.len());
+            if tiles.dw_kernel == Kernel::Crate {
+                let beta = if e0 == 0 { 0.0 } else { 1.0 };
+                // SAFETY: columns `rows` of dW are this task's; dW += delta[:, tile] · tileᵀ.
+                unsafe { gemm(Kernel::Crate, dims, a, at, tile.as_ptr(), (1, cols), beta, dwp.0.add(rows.start), ckk) };
+            } else {
+                // The tile's product apart, then added: the AVX kernels do not accumulate.
+                // SAFETY: as above; `part` is this task's.
+                unsafe {
+                    gemm(tiles.dw_kernel, dims, a, at, tile.as_ptr(), (1, cols), 0.0, part.as_mut_ptr(), rows.len());
+                    for (f, src) in part.chunks_exact(rows.len()).enumerate() {
+                        let dst = std::slice::from_raw_parts_mut(dwp.0.add(f * ckk + rows.start), rows.len());
+                        if e0 == 0 {
+                            dst.copy_from_slice(src);
+                        } else {
+                            dst.iter_mut().zip(src).for_each(|(d, &v)| *d += v);
+                        }
+                    }
+                }
+            }
+            e0 = e1;
+        }
+    });
+    for (f, d) in db.iter_mut().enumerate() {
+        *d = row_sum(&delta[f * n..(f + 1) * n]);
+    }
+    if let Some(dx) = dx {
+        assert!(dx.len() >= sh.c * batch * sh.h * sh.w);
+        let dxp = SendPtr(dx.as_mut_ptr());
+        let (tasks, per) = example_tasks(batch, macs, team);
+        assert!(scratch.len() >= tasks * per_task);
+        team.run(tasks, &|t| {
+            let (sp, dxp) = (&sp, &dxp);
+            // SAFETY: scratch slot t is this task's.
+            let tile = unsafe { std::slice::from_raw_parts_mut(sp.0.add(t * per_task), per_task) };
+            let mut e0 = t * per;
+            let end = ((t + 1) * per).min(batch);
+            while e0 < end {
+                let e1 = (e0 + g).min(end);
+                let cols = (e1 - e0) * oplane;
+                // SAFETY: dcol tile [CKK][cols] = wᵀ · delta[:, tile]; then the planes of
+                // examples e0..e1, this task's alone.
+                unsafe {
+                    gemm(
+                        tiles.kernel,
+                        (ckk, sh.f, cols),
+                        w.as_ptr(),
+                        (1, ckk),
+                        delta.as_ptr().add(e0 * oplane),
+                        (n, 1),
+                        0.0,
+                        tile.as_mut_ptr(),
+                        cols,
+                    );
+                    col2im_tile(sh, batch, &tile[..ckk * cols], e0..e1, dxp);
+                }
+                e0 = e1;
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::{Conv, Padding, Shape};
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    /// Naive loops in f64 over [C][B][H][W] tensors.
+    fn naive_forward(sh: &ConvShape, batch: usize, x: &[f32], w: &[f32], b: &[f32]) -> Vec<f64> {
+        let mut z = vec![0.0; sh.f * batch * sh.oh * sh.ow];
+        for f in 0..sh.f {
+            for e in 0..batch {
+                for oy in 0..sh.oh {
+                    for ox in 0..sh.ow {
+                        let mut s = b[f] as f64;
+                        for c in 0..sh.c {
+                            for i in 0..sh.kh {
+                                for j in 0..sh.kw {
+                                    let (iy, ix) = (
+                                        (oy * sh.s + i) as isize - sh.ph as isize,
+                                        (ox * sh.s + j) as isize - sh.pw as isize,
+                                    );
+                                    if iy < 0 || ix < 0 || iy >= sh.h as isize || ix >= sh.w as isize {
+                                        continue;
+                                    }
+                                    let xv = x[((c * batch + e) * sh.h + iy as usize) * sh.w + ix as usize] as f64;
+                                    s += w[((f * sh.c + c) * sh.kh + i) * sh.kw + j] as f64 * xv;
+                                }
+                            }
+                        }
+                        z[((f * batch + e) * sh.oh + oy) * sh.ow + ox] = s;
+                    }
+                }
+            }
+        }
+        z
+    }
+
+    /// dW, db, dX by the same loops, given delta [F][B][H'][W'].
+    fn naive_backward(sh: &ConvShape, batch: usize, x: &[f32], w: &[f32], d: &[f32]) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+        let mut dw = vec![0.0; sh.f * sh.ckk()];
+        let mut db = vec![0.0; sh.f];
+        let mut dx = vec![0.0; sh.c * batch * sh.h * sh.w];
+        for f in 0..sh.f {
+            for e in 0..batch {
+                for oy in 0..sh.oh {
+                    for ox in 0..sh.ow {
+                        let g = d[((f * batch + e) * sh.oh + oy) * sh.ow + ox] as f64;
+                        db[f] += g;
+                        for c in 0..sh.c {
+                            for i in 0..sh.kh {
+                                for j in 0..sh.kw {
+                                    let (iy, ix) = (
+                                        (oy * sh.s + i) as isize - sh.ph as isize,
+                                        (ox * sh.s + j) as isize - sh.pw as isize,
+                                    );
+                                    if iy < 0 || ix < 0 || iy >= sh.h as isize || ix >= sh.w as isize {
+                                        continue;
+                                    }
+                                    let xi = ((c * batch + e) * sh.h + iy as usize) * sh.w + ix as usize;
+                                    let wi = ((f * sh.c + c) * sh.kh + i) * sh.kw + j;
+                                    dw[wi] += g * x[xi] as f64;
+                                    dx[xi] += g * w[wi] as f64;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        (dw, db, dx)
+    }
+
+    fn close(what: &str, got: &[f32], want: &[f64]) {
+        assert_eq!(got.len(), want.len(), "{what}");
+        let scale = want.iter().fold(1e-6f64, |m, v| m.max(v.abs()));
+        for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+            assert!((g as f64 - w).abs() <= 1e-5 * scale, "{what}[{i}]: {g} vs {w}");
+        }
+    }
+
+    #[test]
+    fn conv_matches_naive_loops() {
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        let teams = [Team::new(1, || {}).unwrap(), Team::new(2, || {}).unwrap()];
+        for case in 0..150 {
+            let (c, h, w) = (rng.gen_range(1..=4), rng.gen_range(1..=12), rng.gen_range(1..=12));
+            let (kh, kw) = (rng.gen_range(1..=5), rng.gen_range(1..=5));
+            let stride = rng.gen_range(1..=3);
+            let padding = Padding::Fixed(rng.gen_range(0..=2));
+            let cv = Conv { kh, kw, filters: rng.gen_range(1..=6), stride, padding };
+            let Ok(layer) = Layer::after(Shape::new(c, h, w), Kind::Conv2d(cv), 0, Activation::Identity) else {
+                continue;
+            };
+            let sh = ConvShape::of(&layer).unwrap();
+            let batch = rng.gen_range(1..=9);
+            let x: Vec<f32> = (0..batch * c * h * w).map(|_| rng.gen_range(-1.0..1.0)).collect();
+            let wt: Vec<f32> = (0..sh.f * sh.ckk()).map(|_| rng.gen_range(-1.0..1.0)).collect();
+            let b: Vec<f32> = (0..sh.f).map(|_| rng.gen_range(-1.0..1.0)).collect();
+            let n = batch * sh.oh * sh.ow;
+            let delta: Vec<f32> = (0..sh.f * n).map(|_| rng.gen_range(-1.0..1.0)).collect();
+            let want_z = naive_forward(&sh, batch, &x, &wt, &b);
+            let (want_dw, want_db, want_dx) = naive_backward(&sh, batch, &x, &wt, &delta);
+            let team = &teams[case % 2];
+            let kernels = [Kernel::Crate, Kernel::Avx];
+            let tile_values = [1, 100, 1 << 17][case % 3];
+            for (kernel, dw_kernel) in kernels.into_iter().flat_map(|k| kernels.map(|d| (k, d))) {
+                let tiles = Tiles { kernel, dw_kernel, tile_values };
+                let what = format!("case {case} {sh:?} B{batch} {tiles:?}");
+                let mut scratch = vec![f32::NAN; 2 * tiles.scratch(&sh, batch)];
+                let mut z = vec![f32::NAN; sh.f * n];
+                conv_forward_with(tiles, &sh, batch, Activation::Identity, &x, &wt, &b, &mut scratch, &mut z, team);
+                close(&format!("{what} z"), &z, &want_z);
+                let (mut dw, mut db, mut dx) =
+                    (vec![f32::NAN; wt.len()], vec![f32::NAN; sh.f], vec![f32::NAN; x.len()]);
+                conv_backward_with(
+                    tiles,
+                    &sh,
+                    batch,
+                    &x,
+                    &wt,
+                    &delta,
+                    &mut dw,
+                    &mut db,
+                    &mut scratch,
+                    Some(&mut dx),
+                    team,
+                );
+                close(&format!("{what} dw"), &dw, &want_dw);
+                close(&format!("{what} db"), &db, &want_db);
+                close(&format!("{what} dx"), &dx, &want_dx);
+            }
+            // The whole-matrix helpers: col2im(im2col(x)) counts each input once per tap reading it.
+            let mut col = vec![f32::NAN; sh.col_len(batch)];
+            let mut dx = vec![f32::NAN; x.len()];
+            im2col(&sh, batch, &x, &mut col);
+            col2im(&sh, batch, &col, &mut dx);
+            let (_, _, taps) = naive_backward(
+                &sh,
+                batch,
+                &vec![0.0; x.len()],
+                &vec![1.0; wt.len() / sh.f * sh.f],
+                &vec![1.0; sh.f * n],
+            );
+            let want: Vec<f64> = x.iter().zip(&taps).map(|(&v, &t)| v as f64 * t / sh.f as f64).collect();
+            close(&format!("case {case} col2im∘im2col"), &dx, &want);
+        }
+    }
+}
