@@ -266,7 +266,6 @@ fn random_cnn(rng: &mut ChaCha8Rng) -> Option<(Spec, Loss, Optimizer, usize)> {
 }
 
 #[test]
-#[ignore = "needs the f64 reference's convolutions and pooling (src/reference/{conv,pool}.rs, landing on main)"]
 fn engine_matches_reference_on_random_cnns() {
     let mut rng = ChaCha8Rng::seed_from_u64(2025);
     let mut cases = 0;
