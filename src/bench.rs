@@ -118,7 +118,10 @@ pub fn run(spec: &Spec, cfg: &BenchConfig) -> Result<BenchReport> {
             let (fs, bs) = (per(timers.forward[l]), per(timers.backward[l]));
             LayerBench {
                 layer: l + 1,
-                shape: format!("{} → {}", c.inputs, c.outputs),
+                shape: match spec.layers[l].kind {
+                    crate::spec::Kind::Dense => format!("{} → {}", c.inputs, c.outputs),
+                    _ => format!("{} {} → {}", spec.layers[l], c.input_shape, c.output_shape),
+                },
                 forward_seconds: fs,
                 forward_gflops: gf(c.forward.flop(), fs),
                 backward_seconds: bs,

@@ -31,7 +31,8 @@ const F64_PARAMS: u128 = 8;
 pub fn need(spec: &Spec, opt: Optimizer, batch: usize) -> Need {
     let one = memory::memory(spec, opt, 1);
     Need {
-        fixed: one.parameters + one.gradients + one.optimizer_state + F64_PARAMS * spec.params(),
+        // The convolutions' scratch is per thread, not per example.
+        fixed: one.parameters + one.gradients + one.optimizer_state + one.scratch + F64_PARAMS * spec.params(),
         per_example: one.activations + one.workspace,
         batch: batch as u128,
     }
