@@ -170,3 +170,39 @@ fn a_cnn_trains_saves_evaluates_and_resumes() {
         "{err}"
     );
 }
+
+/// A CNN trains end to end on CIFAR-10 binary batches (3x32x32, found by their file names in a
+/// directory) and learns a class that lives in the red plane's brightness, the other planes
+/// being noise.
+#[test]
+fn cnn_learns_from_cifar_channels() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut state = 7u32;
+    let mut noise = move || {
+        state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+        (state >> 24) as u8
+    };
+    for (name, n) in [("data_batch_1.bin", 400), ("test_batch.bin", 200)] {
+        let mut bytes = Vec::new();
+        for i in 0..n {
+            let label = (i % 2) as u8;
+            bytes.push(label);
+            for plane in 0..3 {
+                for _ in 0..1024 {
+                    let v = noise();
+                    bytes.push(if plane == 0 { label * 128 + v / 2 } else { v });
+                }
+            }
+        }
+        std::fs::write(dir.path().join(name), bytes).unwrap();
+    }
+    let data = dir.path().to_str().unwrap();
+    let out = ok(&["train", "3x32x32-conv3x3x4s2:relu-avgpool2-10", "--data", data, "--epochs", "3", "--threads", "1"]);
+    let acc: f64 = out
+        .lines()
+        .find_map(|l| l.strip_prefix("test: ").and_then(|r| r.split("accuracy ").nth(1)))
+        .and_then(|r| r.split('%').next())
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no test accuracy in:\n{out}"));
+    assert!(acc >= 90.0, "{acc}% on a pattern in the red plane:\n{out}");
+}
