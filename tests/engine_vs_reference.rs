@@ -8,8 +8,9 @@ use flopnet::spec::{Activation, Layer, Loss, Optimizer, Shape, Spec};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-const HIDDEN: [Activation; 5] =
-    [Activation::Identity, Activation::Relu, Activation::LeakyRelu, Activation::Sigmoid, Activation::Tanh];
+mod common;
+
+use common::HIDDEN;
 
 fn random_case(rng: &mut ChaCha8Rng) -> (Spec, Loss, Optimizer, usize) {
     let loss = if rng.gen_bool(0.6) { Loss::Ce } else { Loss::Mse };
@@ -42,50 +43,53 @@ fn assert_close(what: &str, got: &[f32], want: &[f64], tol: f64) {
     }
 }
 
+/// Outputs, loss, every gradient, and the parameters after three optimizer steps: the fast
+/// engine against the f64 reference on one network and one random batch.
+fn compare_engines(spec: &Spec, loss: Loss, opt: Optimizer, batch: usize, case: u64, rng: &mut ChaCha8Rng) {
+    let params = init(spec, case);
+    let x: Vec<f32> = (0..batch * spec.input).map(|_| rng.gen_range(0.0..1.0)).collect();
+    let labels: Vec<u8> = (0..batch).map(|_| rng.gen_range(0..spec.outputs()) as u8).collect();
+    let threads = 1 + case as usize % 2;
+    let hyper = Hyper::defaults(opt);
+    let settings = Settings { loss, optimizer: opt, hyper, max_batch: batch, threads };
+    let mut fast = Engine::new(spec, &params, settings).unwrap();
+    let mut slow: Network<f64> = Network::new(spec, &params);
+    let x64: Vec<f64> = x.iter().map(|&v| v as f64).collect();
+    let y64: Vec<usize> = labels.iter().map(|&y| y as usize).collect();
+    let ctx = format!("case {case}: {spec} loss {loss} opt {opt} batch {batch} threads {threads}");
+
+    let want_out = slow.forward(&x64).output().to_vec();
+    assert_close(&format!("{ctx} output"), fast.forward(&x).unwrap(), &want_out, 1e-4);
+
+    let score = fast.compute_gradients(&x, &labels).unwrap();
+    let (want_loss, want_grads) = slow.gradients(&x64, &y64, loss);
+    let got_loss = score.loss_sum / batch as f64;
+    assert!((got_loss - want_loss).abs() <= 1e-4 * (1.0 + want_loss.abs()), "{ctx}: loss {got_loss} vs {want_loss}");
+    for (l, g) in want_grads.iter().enumerate() {
+        let (dw, db) = fast.layer_grads(l);
+        assert_close(&format!("{ctx} layer {l} dW"), dw, &g.weight, 1e-4);
+        assert_close(&format!("{ctx} layer {l} db"), db, &g.bias, 1e-4);
+    }
+
+    // Three optimizer steps on both engines land on the same parameters.
+    let mut state = OptimizerState::new(opt, hyper, &slow.tensor_sizes());
+    for _ in 0..3 {
+        fast.train_step(&x, &labels).unwrap();
+        slow.train_step(&mut state, &x64, &y64, loss);
+    }
+    for l in 0..spec.layers.len() {
+        let (w, b) = fast.layer(l);
+        assert_close(&format!("{ctx} layer {l} W after 3 steps"), w, &slow.weights[l], 1e-4);
+        assert_close(&format!("{ctx} layer {l} b after 3 steps"), b, &slow.biases[l], 1e-3);
+    }
+}
+
 #[test]
 fn engine_matches_reference_on_random_networks() {
     let mut rng = ChaCha8Rng::seed_from_u64(2024);
     for case in 0..120 {
         let (spec, loss, opt, batch) = random_case(&mut rng);
-        let params = init(&spec, case);
-        let x: Vec<f32> = (0..batch * spec.input).map(|_| rng.gen_range(0.0..1.0)).collect();
-        let labels: Vec<u8> = (0..batch).map(|_| rng.gen_range(0..spec.outputs()) as u8).collect();
-        let threads = 1 + case as usize % 2;
-        let hyper = Hyper::defaults(opt);
-        let settings = Settings { loss, optimizer: opt, hyper, max_batch: batch, threads };
-        let mut fast = Engine::new(&spec, &params, settings).unwrap();
-        let mut slow: Network<f64> = Network::new(&spec, &params);
-        let x64: Vec<f64> = x.iter().map(|&v| v as f64).collect();
-        let y64: Vec<usize> = labels.iter().map(|&y| y as usize).collect();
-        let ctx = format!("case {case}: {spec} loss {loss} opt {opt} batch {batch} threads {threads}");
-
-        let want_out = slow.forward(&x64).output().to_vec();
-        assert_close(&format!("{ctx} output"), fast.forward(&x).unwrap(), &want_out, 1e-4);
-
-        let score = fast.compute_gradients(&x, &labels).unwrap();
-        let (want_loss, want_grads) = slow.gradients(&x64, &y64, loss);
-        let got_loss = score.loss_sum / batch as f64;
-        assert!(
-            (got_loss - want_loss).abs() <= 1e-4 * (1.0 + want_loss.abs()),
-            "{ctx}: loss {got_loss} vs {want_loss}"
-        );
-        for (l, g) in want_grads.iter().enumerate() {
-            let (dw, db) = fast.layer_grads(l);
-            assert_close(&format!("{ctx} layer {l} dW"), dw, &g.weight, 1e-4);
-            assert_close(&format!("{ctx} layer {l} db"), db, &g.bias, 1e-4);
-        }
-
-        // Three optimizer steps on both engines land on the same parameters.
-        let mut state = OptimizerState::new(opt, hyper, &slow.tensor_sizes());
-        for _ in 0..3 {
-            fast.train_step(&x, &labels).unwrap();
-            slow.train_step(&mut state, &x64, &y64, loss);
-        }
-        for l in 0..spec.layers.len() {
-            let (w, b) = fast.layer(l);
-            assert_close(&format!("{ctx} layer {l} W after 3 steps"), w, &slow.weights[l], 1e-4);
-            assert_close(&format!("{ctx} layer {l} b after 3 steps"), b, &slow.biases[l], 1e-3);
-        }
+        compare_engines(&spec, loss, opt, batch, case, &mut rng);
     }
 }
 
@@ -221,93 +225,16 @@ fn a_cnn_trains_bitwise_identically_for_the_same_seed_and_threads() {
     }
 }
 
-/// A random small CNN: 1–3 convolution/pooling layers, then 1–2 dense layers.
-fn random_cnn(rng: &mut ChaCha8Rng) -> Option<(Spec, Loss, Optimizer, usize)> {
-    use flopnet::spec::{Conv, Kind, Padding, Pool};
-    let loss = if rng.gen_bool(0.7) { Loss::Ce } else { Loss::Mse };
-    let mut shape = Shape::new(rng.gen_range(1..=3), rng.gen_range(1..=12), rng.gen_range(1..=12));
-    let input = shape;
-    let mut layers = Vec::new();
-    for _ in 0..rng.gen_range(1..=3) {
-        let kind = match rng.gen_range(0..4) {
-            0 | 1 => {
-                let (kh, kw) = (rng.gen_range(1..=5), rng.gen_range(1..=5));
-                let stride = rng.gen_range(1..=3);
-                let padding = if rng.gen_bool(0.2) && stride == 1 && kh % 2 == 1 && kw % 2 == 1 {
-                    Padding::Same
-                } else {
-                    Padding::Fixed(rng.gen_range(0..=2))
-                };
-                Kind::Conv2d(Conv { kh, kw, filters: rng.gen_range(1..=6), stride, padding })
-            }
-            2 => Kind::MaxPool(Pool { k: rng.gen_range(1..=3), stride: rng.gen_range(1..=3) }),
-            _ => Kind::AvgPool(Pool { k: rng.gen_range(1..=3), stride: rng.gen_range(1..=3) }),
-        };
-        let act = if matches!(kind, Kind::Conv2d(_)) { HIDDEN[rng.gen_range(0..5)] } else { Activation::Identity };
-        let layer = Layer::after(shape, kind, 0, act).ok()?;
-        shape = layer.output;
-        layers.push(layer);
-    }
-    let depth = rng.gen_range(1..=2);
-    for i in 0..depth {
-        let outputs = rng.gen_range(1..=20);
-        let activation = match (i + 1 == depth, loss) {
-            (true, Loss::Ce) => Activation::Softmax,
-            (true, Loss::Mse) => Activation::ALL[rng.gen_range(0..6)],
-            _ => HIDDEN[rng.gen_range(0..5)],
-        };
-        // The first dense layer reads the image as the parser gives it (flattened C, H, W).
-        let layer = Layer::after(shape, Kind::Dense, outputs, activation).ok()?;
-        shape = layer.output;
-        layers.push(layer);
-    }
-    let opt = [Optimizer::Sgd, Optimizer::Momentum, Optimizer::Adam][rng.gen_range(0..3)];
-    Some((Spec::new(input, layers), loss, opt, rng.gen_range(1..=9)))
-}
-
+/// 150 random CNNs (images up to 3×12×12; every kernel shape, stride, padding and overlapping
+/// pool the spec allows; 1 or 2 threads).
 #[test]
 fn engine_matches_reference_on_random_cnns() {
     let mut rng = ChaCha8Rng::seed_from_u64(2025);
-    let mut cases = 0;
-    while cases < 150 {
-        let Some((spec, loss, opt, batch)) = random_cnn(&mut rng) else { continue };
-        let case = cases;
-        cases += 1;
-        let params = init(&spec, case);
-        let x: Vec<f32> = (0..batch * spec.input).map(|_| rng.gen_range(0.0..1.0)).collect();
-        let labels: Vec<u8> = (0..batch).map(|_| rng.gen_range(0..spec.outputs()) as u8).collect();
-        let threads = 1 + case as usize % 2;
-        let hyper = Hyper::defaults(opt);
-        let settings = Settings { loss, optimizer: opt, hyper, max_batch: batch, threads };
-        let mut fast = Engine::new(&spec, &params, settings).unwrap();
-        let mut slow: Network<f64> = Network::new(&spec, &params);
-        let x64: Vec<f64> = x.iter().map(|&v| v as f64).collect();
-        let y64: Vec<usize> = labels.iter().map(|&y| y as usize).collect();
-        let ctx = format!("case {case}: {spec} loss {loss} opt {opt} batch {batch} threads {threads}");
-
-        let want_out = slow.forward(&x64).output().to_vec();
-        assert_close(&format!("{ctx} output"), fast.forward(&x).unwrap(), &want_out, 1e-4);
-        let score = fast.compute_gradients(&x, &labels).unwrap();
-        let (want_loss, want_grads) = slow.gradients(&x64, &y64, loss);
-        let got_loss = score.loss_sum / batch as f64;
-        assert!(
-            (got_loss - want_loss).abs() <= 1e-4 * (1.0 + want_loss.abs()),
-            "{ctx}: loss {got_loss} vs {want_loss}"
-        );
-        for (l, g) in want_grads.iter().enumerate() {
-            let (dw, db) = fast.layer_grads(l);
-            assert_close(&format!("{ctx} layer {l} dW"), dw, &g.weight, 1e-4);
-            assert_close(&format!("{ctx} layer {l} db"), db, &g.bias, 1e-4);
-        }
-        let mut state = OptimizerState::new(opt, hyper, &slow.tensor_sizes());
-        for _ in 0..3 {
-            fast.train_step(&x, &labels).unwrap();
-            slow.train_step(&mut state, &x64, &y64, loss);
-        }
-        for l in 0..spec.layers.len() {
-            let (w, b) = fast.layer(l);
-            assert_close(&format!("{ctx} layer {l} W after 3 steps"), w, &slow.weights[l], 1e-4);
-            assert_close(&format!("{ctx} layer {l} b after 3 steps"), b, &slow.biases[l], 1e-3);
-        }
+    for case in 0..150 {
+        let loss = if rng.gen_bool(0.7) { Loss::Ce } else { Loss::Mse };
+        let spec = common::random_cnn(&mut rng, loss, 12);
+        let opt = [Optimizer::Sgd, Optimizer::Momentum, Optimizer::Adam][rng.gen_range(0..3)];
+        let batch = rng.gen_range(1..=9);
+        compare_engines(&spec, loss, opt, batch, case, &mut rng);
     }
 }

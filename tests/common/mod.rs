@@ -9,11 +9,11 @@ use rand::Rng;
 pub const HIDDEN: [Activation; 5] =
     [Activation::Identity, Activation::Relu, Activation::LeakyRelu, Activation::Sigmoid, Activation::Tanh];
 
-/// A small random CNN: an image of up to 3×9×9, one to three convolution or pooling layers
+/// A small random CNN: an image of up to 3 × max_side × max_side, one to three convolution or pooling layers
 /// (every stride, padding and kernel shape the spec allows, overlapping pools included), then
 /// one or two dense layers. `max_side` bounds the image's height and width.
 pub fn random_cnn(rng: &mut impl Rng, loss: Loss, max_side: usize) -> Spec {
-    let input = Shape::new(rng.gen_range(1..=3), rng.gen_range(3..=max_side), rng.gen_range(3..=max_side));
+    let input = Shape::new(rng.gen_range(1..=3), rng.gen_range(1..=max_side), rng.gen_range(1..=max_side));
     let mut layers = Vec::new();
     let mut shape = input;
     let spatial = rng.gen_range(1..=3);
