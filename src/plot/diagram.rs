@@ -119,17 +119,9 @@ impl Diagram {
                 c.footer.push(format!("({} of {} drawn)", HEAD + TAIL, t(c.neurons as u128)));
             }
         }
-        let weights: u128 = spec.layers.iter().map(|l| (l.inputs * l.outputs) as u128).sum();
-        let biases: u128 = spec.layers.iter().map(|l| l.outputs as u128).sum();
         Diagram {
             title: format!("{spec}: each neuron connects to every neuron of the next layer"),
-            subtitle: format!(
-                "{} parameters = {} weights + {} biases; one forward pass costs {} FLOPs per example",
-                t(spec.params()),
-                t(weights),
-                t(biases),
-                t(cost::inference(spec, 1).flop())
-            ),
+            subtitle: summary(spec),
             columns,
             bundles,
             boxes: false,
@@ -167,17 +159,9 @@ impl Diagram {
                 },
             });
         }
-        let weights: u128 = spec.layers.iter().map(|l| l.weight_count() as u128).sum();
-        let biases: u128 = spec.layers.iter().map(|l| l.bias_count() as u128).sum();
         Diagram {
             title: format!("{spec}: kernels slide over the maps, dense layers connect everything"),
-            subtitle: format!(
-                "{} parameters = {} weights + {} biases; one forward pass costs {} FLOPs per example",
-                t(spec.params()),
-                t(weights),
-                t(biases),
-                t(cost::inference(spec, 1).flop())
-            ),
+            subtitle: summary(spec),
             columns,
             bundles,
             boxes: true,
@@ -286,4 +270,17 @@ impl Picture for Diagram {
         }
         Ok(())
     }
+}
+
+/// The subtitle: parameters split into weights and biases, and one example's forward FLOPs.
+fn summary(spec: &Spec) -> String {
+    let weights: u128 = spec.layers.iter().map(|l| l.weight_count() as u128).sum();
+    let biases: u128 = spec.layers.iter().map(|l| l.bias_count() as u128).sum();
+    format!(
+        "{} parameters = {} weights + {} biases; one forward pass costs {} FLOPs per example",
+        t(spec.params()),
+        t(weights),
+        t(biases),
+        t(cost::inference(spec, 1).flop())
+    )
 }
