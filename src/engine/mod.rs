@@ -502,10 +502,17 @@ impl Engine {
                 }
                 Op::MaxPool(sh) => {
                     if l > 0 {
-                        // The relu's derivative of the layer below, folded in.
-                        applied = spec.layers[l - 1].activation == Activation::Relu && feeds[l] == Feed::Direct;
-                        let relu_of = applied.then(|| &acts[l][..batch * m]);
-                        pool::max_backward(&sh, batch, delta, &args[l], relu_of, &mut spare[..batch * n], team);
+                        // A relu below: the gradient lands only on each window's argmax, whose
+                        // value is this layer's output y, so the relu's test (a > 0) is y > 0 —
+                        // applied here to the pooled gradient, 1/k² of the values.
+                        // (This layer's own activation must keep the sign of y: identity or relu.)
+                        applied = spec.layers[l - 1].activation == Activation::Relu
+                            && matches!(layer.activation, Activation::Identity | Activation::Relu)
+                            && feeds[l] == Feed::Direct;
+                        if applied {
+                            activation::backward(Activation::Relu, &acts[l][..batch * m], delta, m);
+                        }
+                        pool::max_backward(&sh, batch, delta, &args[l], &mut spare[..batch * n], team);
                         std::mem::swap(&mut g, &mut spare);
                     }
                 }

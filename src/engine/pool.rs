@@ -121,37 +121,17 @@ pub fn max_forward(sh: &PoolShape, batch: usize, x: &[f32], y: &mut [f32], arg: 
 }
 
 /// dx [C][B][H][W]: each output's gradient added at its argmax, zero elsewhere.
-///
-/// With `relu_of` = this layer's outputs y, also applies the derivative of a relu on the layer
-/// below: the gradient lands only on the argmax, whose value is y, so it passes where y > 0
-/// (the test the relu's own backward pass makes on the same value) and is 0 elsewhere.
-pub fn max_backward(
-    sh: &PoolShape,
-    batch: usize,
-    g: &[f32],
-    arg: &[u32],
-    relu_of: Option<&[f32]>,
-    dx: &mut [f32],
-    team: &Team,
-) {
+pub fn max_backward(sh: &PoolShape, batch: usize, g: &[f32], arg: &[u32], dx: &mut [f32], team: &Team) {
     let (plane, oplane, n) = (sh.h * sh.w, sh.oh * sh.ow, sh.c * batch);
-    // Branch-free (whether y > 0 is a coin flip for the branch predictor): the value's bits or
-    // +0.
-    let keep = |v: f32, on: bool| f32::from_bits(v.to_bits() & (on as u32).wrapping_neg());
-    let gate = |p: usize, o: usize, gv: f32| match relu_of {
-        Some(y) => keep(gv, y[p * oplane + o] > 0.0),
-        None => gv,
-    };
     let dp = SendPtr(dx[..n * plane].as_mut_ptr());
     split_items(n, n * plane, team, &|ps| {
         let dp = &dp;
         for p in ps {
             // SAFETY: plane p of dx belongs to this task alone.
             let d = unsafe { dp.plane(p, plane) };
-            let (gp, ap) = (&g[p * oplane..(p + 1) * oplane], &arg[p * oplane..(p + 1) * oplane]);
             d.fill(0.0);
-            for (o, (&gv, &a)) in gp.iter().zip(ap).enumerate() {
-                d[a as usize] += gate(p, o, gv);
+            for (&gv, &a) in g[p * oplane..(p + 1) * oplane].iter().zip(&arg[p * oplane..(p + 1) * oplane]) {
+                d[a as usize] += gv;
             }
         }
     });
@@ -265,22 +245,10 @@ mod tests {
             let (mut y, mut arg, mut dx) = (vec![f32::NAN; g.len()], vec![0u32; g.len()], vec![f32::NAN; x.len()]);
             max_forward(&sh, batch, &x, &mut y, &mut arg, team);
             assert_eq!(y, want_max, "case {case} {sh:?} max");
-            max_backward(&sh, batch, &g, &arg, None, &mut dx, team);
+            max_backward(&sh, batch, &g, &arg, &mut dx, team);
             for (a, b) in dx.iter().zip(&want_dmax) {
                 assert!((*a as f64 - b).abs() < 1e-5, "case {case} {sh:?} dmax {a} vs {b}");
             }
-            // Fused with a relu below: the same as the relu's backward pass on dx.
-            let shifted: Vec<f32> = x.iter().map(|v| v - 1.5).collect();
-            max_forward(&sh, batch, &shifted, &mut y, &mut arg, team);
-            max_backward(&sh, batch, &g, &arg, Some(&y), &mut dx, team);
-            let mut want = vec![0.0f32; x.len()];
-            max_backward(&sh, batch, &g, &arg, None, &mut want, team);
-            for (w, &v) in want.iter_mut().zip(&shifted) {
-                if v <= 0.0 {
-                    *w = 0.0;
-                }
-            }
-            assert_eq!(dx, want, "case {case} {sh:?} dmax fused with relu");
             avg_forward(&sh, batch, &x, &mut y, team);
             for (a, b) in y.iter().zip(&want_avg) {
                 assert!((*a as f64 - b).abs() < 1e-5, "case {case} {sh:?} avg {a} vs {b}");
