@@ -246,6 +246,230 @@ pub unsafe fn nn(
     }
 }
 
+/// What a packed block does with its sums.
+#[derive(Clone, Copy)]
+pub enum Epi {
+    /// C = sums.
+    Store,
+    /// C += sums (C read first).
+    Accumulate,
+    /// C = sums + bias[row], then max(·, 0) when `relu`; `bias` points at the block's first row.
+    Bias { bias: *const f32, relu: bool },
+}
+
+impl Epi {
+    /// The epilogue for rows starting `i` rows further down.
+    #[inline(always)]
+    fn down(self, i: usize) -> Epi {
+        match self {
+            Epi::Bias { bias, relu } => Epi::Bias { bias: bias.wrapping_add(i), relu },
+            e => e,
+        }
+    }
+}
+
+/// c[i·ldc + j] (= or +=) Σ_p a[i·ars + p·acs] · b[p·16 + j] for i < MR, j < cols ≤ 16: one
+/// 16-wide panel of a packed B, A's elements broadcast from where they lie. Each element of C is
+/// one lane of one accumulator, summed over p in order.
+#[inline(always)]
+#[allow(clippy::needless_range_loop)] // MR rows, unrolled: indexing reads clearer than zips
+unsafe fn pk_block<const MR: usize>(
+    k: usize,
+    a: *const f32,
+    ars: usize,
+    acs: usize,
+    b: *const f32,
+    c: *mut f32,
+    ldc: usize,
+    cols: usize,
+    epi: Epi,
+) {
+    unsafe {
+        let mut acc = [[_mm256_setzero_ps(); 2]; MR];
+        let mut rows = [a; MR];
+        for (i, r) in rows.iter_mut().enumerate() {
+            *r = a.add(i * ars);
+        }
+        // Addressing by layout: rows contiguous along p (one index for all rows), rows adjacent
+        // (one pointer for all rows), or general (one pointer per row).
+        if acs == 1 {
+            for p in 0..k {
+                let (b0, b1) = (_mm256_loadu_ps(b.add(16 * p)), _mm256_loadu_ps(b.add(16 * p + 8)));
+                for i in 0..MR {
+                    let av = _mm256_broadcast_ss(&*rows[i].add(p));
+                    acc[i][0] = _mm256_fmadd_ps(av, b0, acc[i][0]);
+                    acc[i][1] = _mm256_fmadd_ps(av, b1, acc[i][1]);
+                }
+            }
+        } else if ars == 1 {
+            let mut ap = a;
+            for p in 0..k {
+                let (b0, b1) = (_mm256_loadu_ps(b.add(16 * p)), _mm256_loadu_ps(b.add(16 * p + 8)));
+                for i in 0..MR {
+                    let av = _mm256_broadcast_ss(&*ap.add(i));
+                    acc[i][0] = _mm256_fmadd_ps(av, b0, acc[i][0]);
+                    acc[i][1] = _mm256_fmadd_ps(av, b1, acc[i][1]);
+                }
+                ap = ap.add(acs);
+            }
+        } else {
+            for p in 0..k {
+                let (b0, b1) = (_mm256_loadu_ps(b.add(16 * p)), _mm256_loadu_ps(b.add(16 * p + 8)));
+                for i in 0..MR {
+                    let av = _mm256_broadcast_ss(&*rows[i]);
+                    acc[i][0] = _mm256_fmadd_ps(av, b0, acc[i][0]);
+                    acc[i][1] = _mm256_fmadd_ps(av, b1, acc[i][1]);
+                    rows[i] = rows[i].add(acs);
+                }
+            }
+        }
+        let full = cols == 16;
+        let (m0, m1) = (tail_mask(cols.min(8)), tail_mask(cols.saturating_sub(8)));
+        for (i, row) in acc.iter().enumerate() {
+            let dst = c.add(i * ldc);
+            let (mut v0, mut v1) = (row[0], row[1]);
+            match epi {
+                Epi::Store => {}
+                Epi::Accumulate => {
+                    if full {
+                        v0 = _mm256_add_ps(_mm256_loadu_ps(dst), v0);
+                        v1 = _mm256_add_ps(_mm256_loadu_ps(dst.add(8)), v1);
+                    } else {
+                        v0 = _mm256_add_ps(_mm256_maskload_ps(dst, m0), v0);
+                        v1 = _mm256_add_ps(_mm256_maskload_ps(dst.add(8), m1), v1);
+                    }
+                }
+                Epi::Bias { bias, relu } => {
+                    let bv = _mm256_broadcast_ss(&*bias.add(i));
+                    v0 = _mm256_add_ps(v0, bv);
+                    v1 = _mm256_add_ps(v1, bv);
+                    if relu {
+                        v0 = _mm256_max_ps(v0, _mm256_setzero_ps());
+                        v1 = _mm256_max_ps(v1, _mm256_setzero_ps());
+                    }
+                }
+            }
+            if full {
+                _mm256_storeu_ps(dst, v0);
+                _mm256_storeu_ps(dst.add(8), v1);
+            } else {
+                _mm256_maskstore_ps(dst, m0, v0);
+                _mm256_maskstore_ps(dst.add(8), m1, v1);
+            }
+        }
+    }
+}
+
+/// C[m×n] (row stride ldc) = A[m×k] · B[k×n] with B packed in 16-wide panels
+/// ([⌈n/16⌉][k][16]: element (p, j) at `b[(j/16)·16k + 16p + j%16]`, lanes past n ignored) and
+/// A's element (i, p) at `a[i·ars + p·acs]`; `epi` says what is done with the sums. Panels in
+/// order, 6 rows of C at a time over each (tails of 4, 2, 1), the whole of k in registers.
+///
+/// SAFETY: AVX2 and FMA present; the pointers valid for those extents (B for whole panels).
+#[target_feature(enable = "avx2,fma")]
+pub unsafe fn packed(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: *const f32,
+    ars: usize,
+    acs: usize,
+    b: *const f32,
+    c: *mut f32,
+    ldc: usize,
+    epi: Epi,
+) {
+    unsafe {
+        for panel in 0..n.div_ceil(16) {
+            let cols = (n - panel * 16).min(16);
+            let (bp, cp) = (b.add(panel * 16 * k), c.add(panel * 16));
+            let mut i = 0;
+            while i + 6 <= m {
+                pk_block::<6>(k, a.add(i * ars), ars, acs, bp, cp.add(i * ldc), ldc, cols, epi.down(i));
+                i += 6;
+            }
+            if i + 4 <= m {
+                pk_block::<4>(k, a.add(i * ars), ars, acs, bp, cp.add(i * ldc), ldc, cols, epi.down(i));
+                i += 4;
+            }
+            if i + 2 <= m {
+                pk_block::<2>(k, a.add(i * ars), ars, acs, bp, cp.add(i * ldc), ldc, cols, epi.down(i));
+                i += 2;
+            }
+            if i < m {
+                pk_block::<1>(k, a.add(i * ars), ars, acs, bp, cp.add(i * ldc), ldc, cols, epi.down(i));
+            }
+        }
+    }
+}
+
+/// dst[t] = src[t] for a ≤ t < b, 0 for the other t < len (len ≤ 16): two masked vectors.
+///
+/// SAFETY: AVX2 present (the caller compiled with it: this inlines into its loop); src valid
+/// for reads at a..b, dst for writes at 0..len.
+#[inline(always)]
+pub unsafe fn copy16(src: *const f32, a: usize, b: usize, dst: *mut f32, len: usize) {
+    unsafe {
+        let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        let (va, vb) = (_mm256_set1_epi32(a as i32), _mm256_set1_epi32(b as i32));
+        let vl = _mm256_set1_epi32(len as i32);
+        for h in 0..2 {
+            let idx = _mm256_add_epi32(lanes, _mm256_set1_epi32(8 * h));
+            // a ≤ idx < b, and idx < len.
+            let read = _mm256_andnot_si256(_mm256_cmpgt_epi32(va, idx), _mm256_cmpgt_epi32(vb, idx));
+            let write = _mm256_cmpgt_epi32(vl, idx);
+            let v = _mm256_maskload_ps(src.wrapping_add(8 * h as usize), read);
+            _mm256_maskstore_ps(dst.wrapping_add(8 * h as usize), write, v);
+        }
+    }
+}
+
+/// The first `ow / 8 · 8` outputs of one row of a 2×2, stride-2 max pool (the caller does the
+/// rest): y[ox] = the first maximum of r0[2ox], r0[2ox+1], r1[2ox], r1[2ox+1] (a later value
+/// wins only when strictly greater), arg[ox] its index in the plane (`base` + 2ox, + 1, + w,
+/// + w + 1). Returns the outputs done. (Masked tails measured slower than scalar ones here.)
+///
+/// SAFETY: AVX2 present; r0 and r1 valid for 2·ow reads, y and arg for ow writes.
+#[target_feature(enable = "avx2,fma")]
+pub unsafe fn max_pool2_row(
+    r0: *const f32,
+    r1: *const f32,
+    ow: usize,
+    base: u32,
+    w: u32,
+    y: *mut f32,
+    arg: *mut u32,
+) -> usize {
+    unsafe {
+        let lanes2 = _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14);
+        let (one, wv, w1) = (_mm256_set1_epi32(1), _mm256_set1_epi32(w as i32), _mm256_set1_epi32(w as i32 + 1));
+        let mut ox = 0;
+        while ox + 8 <= ow {
+            let pairs = |r: *const f32| {
+                let (lo, hi) = (_mm256_loadu_ps(r.add(2 * ox)), _mm256_loadu_ps(r.add(2 * ox + 8)));
+                let even = _mm256_shuffle_ps(lo, hi, 0b10_00_10_00);
+                let odd = _mm256_shuffle_ps(lo, hi, 0b11_01_11_01);
+                let fix = |v: __m256| _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(v), 0b11_01_10_00));
+                (fix(even), fix(odd))
+            };
+            let (a, b) = pairs(r0);
+            let (c, d) = pairs(r1);
+            let mut best = a;
+            let mut off = _mm256_setzero_si256();
+            for (v, o) in [(b, one), (c, wv), (d, w1)] {
+                let gt = _mm256_cmp_ps(v, best, _CMP_GT_OQ);
+                best = _mm256_blendv_ps(best, v, gt);
+                off = _mm256_blendv_epi8(off, o, _mm256_castps_si256(gt));
+            }
+            let at = _mm256_add_epi32(_mm256_set1_epi32((base + 2 * ox as u32) as i32), _mm256_add_epi32(lanes2, off));
+            _mm256_storeu_ps(y.add(ox), best);
+            _mm256_storeu_si256(arg.add(ox) as *mut __m256i, at);
+            ox += 8;
+        }
+        ox
+    }
+}
+
 /// e^x per lane, to about 2 ulp over the range where the result is a normal f32; 0 below
 /// about -87.3, +inf above about 88.7 (Cephes' expf polynomial, Cody–Waite reduction).
 #[inline(always)]

@@ -70,6 +70,44 @@ impl ConvShape {
     pub fn col_len(&self, batch: usize) -> usize {
         self.ckk() * batch * self.oh * self.ow
     }
+
+    /// The convolution whose forward pass is this one's input gradient, when there is one
+    /// (stride 1, padding below the kernel size): dx [C][B][H][W] = conv(delta, W') with F input
+    /// channels, C filters W'[c][f][i][j] = w[f][c][kh-1-i][kw-1-j] and padding kh-1-ph, kw-1-pw.
+    pub fn transposed(&self) -> Option<ConvShape> {
+        if self.s != 1 || self.ph >= self.kh || self.pw >= self.kw {
+            return None;
+        }
+        let t = ConvShape {
+            c: self.f,
+            h: self.oh,
+            w: self.ow,
+            f: self.c,
+            kh: self.kh,
+            kw: self.kw,
+            s: 1,
+            ph: self.kh - 1 - self.ph,
+            pw: self.kw - 1 - self.pw,
+            oh: self.h,
+            ow: self.w,
+        };
+        (t.h + 2 * t.ph + 1 == t.oh + t.kh && t.w + 2 * t.pw + 1 == t.ow + t.kw).then_some(t)
+    }
+
+    /// W' of [`ConvShape::transposed`] from w.
+    fn flip_weights(&self, w: &[f32], out: &mut [f32]) {
+        let (kk, ckk) = (self.kh * self.kw, self.ckk());
+        for c in 0..self.c {
+            for f in 0..self.f {
+                for i in 0..self.kh {
+                    for j in 0..self.kw {
+                        out[c * self.f * kk + (f * self.kh + i) * self.kw + j] =
+                            w[f * ckk + (c * self.kh + self.kh - 1 - i) * self.kw + self.kw - 1 - j];
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// A pointer that tasks use for disjoint ranges of one buffer.
@@ -132,6 +170,128 @@ fn im2col_tile(sh: &ConvShape, batch: usize, x: &[f32], rows: Range<usize>, ex: 
 /// col [CKK][B·H'·W'] from x [C][B][H][W] (the whole matrix; the engine works in tiles).
 pub fn im2col(sh: &ConvShape, batch: usize, x: &[f32], col: &mut [f32]) {
     im2col_tile(sh, batch, x, 0..sh.ckk(), 0..batch, &mut col[..sh.col_len(batch)]);
+}
+
+/// The im2col tile of examples `ex` written straight into 16-wide panels for `avx::packed`:
+/// `out` [⌈cols/16⌉][CKK][16], cols = ex.len()·H'·W', column q of row r at
+/// `(q/16)·16·CKK + 16r + q%16`; the lanes past cols of the last panel are zeroed.
+fn im2col_packed(sh: &ConvShape, batch: usize, x: &[f32], ex: Range<usize>, out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if super::simd::has_avx2_fma() {
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn fast(sh: &ConvShape, batch: usize, x: &[f32], ex: Range<usize>, out: &mut [f32]) {
+            im2col_packed_with(sh, batch, x, ex, out, true)
+        }
+        // SAFETY: the CPU has AVX2 and FMA.
+        return unsafe { fast(sh, batch, x, ex, out) };
+    }
+    im2col_packed_with(sh, batch, x, ex, out, false)
+}
+
+/// [`im2col_packed`], with the 16-lane copies when `simd_copy` (compiled for AVX2 then).
+#[inline(always)]
+fn im2col_packed_with(sh: &ConvShape, batch: usize, x: &[f32], ex: Range<usize>, out: &mut [f32], simd_copy: bool) {
+    let (plane, oplane, ckk) = (sh.h * sh.w, sh.oh * sh.ow, sh.ckk());
+    let cols = ex.len() * oplane;
+    let panels = cols.div_ceil(16);
+    let out = &mut out[..panels * 16 * ckk];
+    if !cols.is_multiple_of(16) {
+        let last = &mut out[(panels - 1) * 16 * ckk..];
+        for r in 0..ckk {
+            last[r * 16 + cols % 16..(r + 1) * 16].fill(0.0);
+        }
+    }
+    for r in 0..ckk {
+        let (c, i, j) = (r / (sh.kh * sh.kw), r / sh.kw % sh.kh, r % sh.kw);
+        let (lo, hi) = valid(sh, j);
+        for (k, e) in ex.clone().enumerate() {
+            let xe = &x[(c * batch + e) * plane..(c * batch + e + 1) * plane];
+            for oy in 0..sh.oh {
+                let iy = oy * sh.s + i;
+                let inside = iy >= sh.ph && iy - sh.ph < sh.h;
+                let xr = if inside { &xe[(iy - sh.ph) * sh.w..(iy - sh.ph + 1) * sh.w] } else { &xe[..0] };
+                let (lo, hi) = if inside { (lo, hi) } else { (0, 0) };
+                let q0 = k * oplane + oy * sh.ow;
+                let mut ox = 0;
+                while ox < sh.ow {
+                    let q = q0 + ox;
+                    let len = (16 - q % 16).min(sh.ow - ox);
+                    let at = q / 16 * 16 * ckk + r * 16 + q % 16;
+                    // Valid part of ox..ox+len: a..b (relative to ox).
+                    let a = lo.clamp(ox, ox + len) - ox;
+                    let b = hi.clamp(ox + a, ox + len) - ox;
+                    if sh.s == 1 {
+                        // x values at a..b, zeros around them: at most 16 lanes, copied as two
+                        // masked vectors (a library memmove per piece of a few values costs
+                        // more than the piece).
+                        let src = xr.as_ptr().wrapping_add((ox + j).wrapping_sub(sh.pw));
+                        // SAFETY: lanes a..b of src lie inside xr (the valid range); len ≤ 16
+                        // lanes of out from `at` lie inside out.
+                        #[cfg(target_arch = "x86_64")]
+                        if simd_copy {
+                            unsafe { super::avx::copy16(src, a, b, out.as_mut_ptr().add(at), len) };
+                            ox += len;
+                            continue;
+                        }
+                        let dst = &mut out[at..at + len];
+                        dst[..a].fill(0.0);
+                        dst[b..].fill(0.0);
+                        if b > a {
+                            let x0 = ox + a + j - sh.pw;
+                            dst[a..b].copy_from_slice(&xr[x0..x0 + b - a]);
+                        }
+                    } else {
+                        let dst = &mut out[at..at + len];
+                        dst[..a].fill(0.0);
+                        dst[b..].fill(0.0);
+                        for (t, d) in dst[a..b].iter_mut().enumerate() {
+                            *d = xr[(ox + a + t) * sh.s + j - sh.pw];
+                        }
+                    }
+                    ox += len;
+                }
+            }
+        }
+    }
+}
+
+/// Columns q0..q0+len of rows [F][n] in 16-wide panels for `avx::packed`: `out`
+/// [⌈len/16⌉][F][16]; lanes past len zeroed.
+fn row_panels(rows: &[f32], f: usize, n: usize, q0: usize, len: usize, out: &mut [f32]) {
+    for (p, panel) in out[..len.div_ceil(16) * 16 * f].chunks_exact_mut(16 * f).enumerate() {
+        let (c0, w) = (q0 + 16 * p, (len - 16 * p).min(16));
+        for (ff, dst) in panel.chunks_exact_mut(16).enumerate() {
+            let src = &rows[ff * n + c0..];
+            if w == 16 {
+                dst.copy_from_slice(&src[..16]);
+            } else {
+                dst[..w].copy_from_slice(&src[..w]);
+                dst[w..].fill(0.0);
+            }
+        }
+    }
+}
+
+/// Columns q0..q0+len of delta [F][n], transposed into 16-wide panels of filters for
+/// `avx::packed`: `out` [⌈F/16⌉][len][16], (q, f) at `(f/16)·16·len + 16q + f%16`; lanes past F
+/// zeroed.
+fn delta_panels(delta: &[f32], f: usize, n: usize, q0: usize, len: usize, out: &mut [f32]) {
+    let panels = f.div_ceil(16);
+    let out = &mut out[..panels * 16 * len];
+    for fb in 0..panels {
+        let dst = &mut out[fb * 16 * len..(fb + 1) * 16 * len];
+        for fl in 0..16 {
+            let ff = fb * 16 + fl;
+            if ff >= f {
+                dst[fl..].iter_mut().step_by(16).for_each(|d| *d = 0.0);
+                continue;
+            }
+            let src = &delta[ff * n + q0..ff * n + q0 + len];
+            for (d, &v) in dst[fl..].iter_mut().step_by(16).zip(src) {
+                *d = v;
+            }
+        }
+    }
 }
 
 /// Adds a tile of dcol [CKK][ex·H'·W'] into the planes of dx [C][B][H][W] for examples `ex`
@@ -217,6 +377,18 @@ pub fn bias_act_rows(act: Activation, z: &mut [f32], bias: &[f32], n: usize, tea
     });
 }
 
+/// The activation alone over `rows` rows of `n` values, in place.
+fn act_rows(act: Activation, z: &mut [f32], rows: usize, n: usize, team: &Team) {
+    let base = SendPtr(z[..rows * n].as_mut_ptr());
+    split_items(rows, rows * n, team, &|fs| {
+        let base = &base;
+        for f in fs {
+            // SAFETY: row f belongs to this task alone.
+            bias_act(act, unsafe { std::slice::from_raw_parts_mut(base.0.add(f * n), n) }, 0.0);
+        }
+    });
+}
+
 /// Sum of a row in a fixed order (eight interleaved partial sums, then a fixed tree).
 fn row_sum(v: &[f32]) -> f32 {
     let mut acc = [0f32; 8];
@@ -292,12 +464,15 @@ pub struct Tiles {
 
 impl Tiles {
     /// The engine's choice, measured at the suite's shapes (docs/kernels.md, "Convolutions"):
-    /// tiles of one example or about 128 KiB; the AVX kernels for the products over few im2col
-    /// rows (≤ 64: the first layer of an image network) and for every weight gradient; the
-    /// crate's packed kernel for the forward and dcol products of deeper layers.
+    /// tiles of one example or about 128 KiB; the AVX kernels for the forward and dcol products
+    /// over few im2col rows (≤ 64: the first layer of an image network), the crate's packed
+    /// kernel above; the weight gradient on the packed kernel (`avx::packed`, im2col rows
+    /// against delta panels) above 64 rows, on the AVX dot kernel below. (The packed forward
+    /// and input gradient lost to these at every suite shape: `Kernel::Packed` as `kernel`.)
     pub fn for_shape(sh: &ConvShape) -> Tiles {
         let small = sh.ckk() <= 64;
-        Tiles { kernel: if small { Kernel::Avx } else { Kernel::Crate }, dw_kernel: Kernel::Avx, tile_values: 1 << 15 }
+        let dw_kernel = if !small && super::simd::has_avx2_fma() { Kernel::Packed } else { Kernel::Avx };
+        Tiles { kernel: if small { Kernel::Avx } else { Kernel::Crate }, dw_kernel, tile_values: 1 << 15 }
     }
 
     /// Examples per tile for this convolution.
@@ -305,16 +480,108 @@ impl Tiles {
         (self.tile_values / (sh.ckk() * sh.oh * sh.ow)).max(1)
     }
 
-    /// Scratch values one task needs for this convolution: an im2col tile, and room for a
-    /// tile's weight-gradient product before it is added.
+    /// Examples per tile of the packed weight gradient (its tile holds some im2col rows and the
+    /// delta panels, and is summed over, so it may be larger).
+    fn dw_group(&self, sh: &ConvShape) -> usize {
+        (4 * self.tile_values / ((sh.ckk() + 16 * sh.f.div_ceil(16)) * sh.oh * sh.ow)).max(1)
+    }
+
+    fn packed(&self) -> bool {
+        self.kernel == Kernel::Packed && super::simd::has_avx2_fma()
+    }
+
+    /// Whether the input gradient runs as the transposed convolution: only where its im2col is
+    /// no larger than the forward's (C ≥ F); elsewhere dcol = Wᵀ · delta and col2im cost less.
+    fn transposed_dx(&self, sh: &ConvShape) -> bool {
+        self.packed() && sh.c >= sh.f && sh.transposed().is_some()
+    }
+
+    fn packed_dw(&self) -> bool {
+        self.dw_kernel == Kernel::Packed && super::simd::has_avx2_fma()
+    }
+
+    /// Scratch values shared by the tasks, ahead of their slots: the flipped weights of the
+    /// packed input gradient.
+    pub fn head(&self, sh: &ConvShape) -> usize {
+        if self.transposed_dx(sh) { sh.f * sh.ckk() } else { 0 }
+    }
+
+    /// Scratch values one task needs for this convolution: the largest of an im2col tile (packed
+    /// or plain) with room for a tile's weight-gradient product, the packed input gradient's
+    /// tile, and the packed weight gradient's rows, delta panels and block.
     pub fn scratch(&self, sh: &ConvShape, batch: usize) -> usize {
-        sh.col_len(self.group(sh).min(batch)) + sh.f * sh.ckk()
+        let packed_len = |sh: &ConvShape, g: usize| (g * sh.oh * sh.ow).div_ceil(16) * 16 * sh.ckk();
+        let g = self.group(sh).min(batch);
+        let mut need = sh.col_len(g) + sh.f * sh.ckk();
+        if self.packed() {
+            let cols = g * sh.oh * sh.ow;
+            need = need.max(packed_len(sh, g)).max(sh.col_len(g) + sh.f * cols.div_ceil(16) * 16);
+            if let (true, Some(t)) = (self.transposed_dx(sh), sh.transposed()) {
+                need = need.max(packed_len(&t, self.group(&t).min(batch)));
+            }
+        }
+        if self.packed_dw() {
+            let tcols = self.dw_group(sh).min(batch) * sh.oh * sh.ow;
+            need = need.max((sh.ckk() + 16 * sh.f.div_ceil(16)) * tcols + sh.ckk() * sh.f);
+        }
+        need
+    }
+
+    /// All the scratch values for `tasks` tasks.
+    pub fn total(&self, sh: &ConvShape, batch: usize, tasks: usize) -> usize {
+        self.head(sh) + tasks * self.scratch(sh, batch)
     }
 }
 
 /// Scratch values the engine cuts for `tasks` tasks (the largest convolution's need).
 pub fn scratch_len(shapes: impl Iterator<Item = ConvShape>, batch: usize, tasks: usize) -> usize {
-    shapes.map(|sh| Tiles::for_shape(&sh).scratch(&sh, batch)).max().unwrap_or(0) * tasks
+    shapes.map(|sh| Tiles::for_shape(&sh).total(&sh, batch, tasks)).max().unwrap_or(0)
+}
+
+/// conv(x) on the packed kernel: z [F][B·H'·W'] = w · im2col(x) (+ bias and relu when `bias`
+/// is given), a tile of whole examples at a time; tasks take contiguous ranges of examples and
+/// slots of `per_task` values from `slots`.
+#[allow(clippy::too_many_arguments)]
+fn packed_forward(
+    sh: &ConvShape,
+    batch: usize,
+    g: usize,
+    x: &[f32],
+    w: &[f32],
+    bias: Option<(&[f32], bool)>,
+    slots: *mut f32,
+    per_task: usize,
+    z: &mut [f32],
+    team: &Team,
+) {
+    let (ckk, oplane) = (sh.ckk(), sh.oh * sh.ow);
+    let n = batch * oplane;
+    let (tasks, per) = example_tasks(batch, sh.f * ckk * n, team);
+    assert!(z.len() >= sh.f * n && w.len() >= sh.f * ckk && x.len() >= sh.c * batch * sh.h * sh.w);
+    let (zp, sp) = (SendPtr(z.as_mut_ptr()), SendPtr(slots));
+    team.run(tasks, &|t| {
+        let (zp, sp) = (&zp, &sp);
+        // SAFETY: slot t is this task's (the caller sized `slots` for `tasks` of them).
+        let tile = unsafe { std::slice::from_raw_parts_mut(sp.0.add(t * per_task), per_task) };
+        let mut e0 = t * per;
+        let end = ((t + 1) * per).min(batch);
+        while e0 < end {
+            let e1 = (e0 + g).min(end);
+            im2col_packed(sh, batch, x, e0..e1, tile);
+            let epi = match bias {
+                Some((b, relu)) => super::avx::Epi::Bias { bias: b.as_ptr(), relu },
+                None => super::avx::Epi::Store,
+            };
+            // SAFETY: AVX2/FMA checked by the caller (Tiles::packed); columns e0·H'W'..e1·H'W'
+            // of every row of z are this task's.
+            #[cfg(target_arch = "x86_64")]
+            unsafe {
+                let c = zp.0.add(e0 * oplane);
+                super::avx::packed(sh.f, (e1 - e0) * oplane, ckk, w.as_ptr(), ckk, 1, tile.as_ptr(), c, n, epi);
+            }
+            e0 = e1;
+        }
+    });
 }
 
 /// Splits examples `0..batch` into one contiguous range per task.
@@ -360,6 +627,18 @@ pub fn conv_forward_with(
     let n = batch * oplane;
     let (g, per_task) = (tiles.group(sh), tiles.scratch(sh, batch));
     let (tasks, per) = example_tasks(batch, sh.f * ckk * n, team);
+    if tiles.packed() {
+        let head = tiles.head(sh);
+        assert!(scratch.len() >= head + tasks * per_task);
+        let relu = act == Activation::Relu;
+        let slots = scratch[head..].as_mut_ptr();
+        packed_forward(sh, batch, g, x, w, Some((&b[..sh.f], relu)), slots, per_task, z, team);
+        if !matches!(act, Activation::Relu | Activation::Identity) {
+            // The bias is in; the activation alone (adding 0 changes no value).
+            act_rows(act, &mut z[..sh.f * n], sh.f, n, team);
+        }
+        return;
+    }
     assert!(scratch.len() >= tasks * per_task && z.len() >= sh.f * n && w.len() >= sh.f * ckk);
     let (zp, sp) = (SendPtr(z.as_mut_ptr()), SendPtr(scratch.as_mut_ptr()));
     team.run(tasks, &|t| {
@@ -381,6 +660,74 @@ pub fn conv_forward_with(
                 }
             }
             e0 = e1;
+        }
+    });
+}
+
+/// dW [F][CKK] on the packed kernel: tasks own ranges of im2col rows (columns of dW); each
+/// builds its rows of a tile of examples and the tile's delta panels, and adds the tile's
+/// product dWᵀ[rows][F] = col[rows][tile] · deltaᵀ into a block, tiles in example order (the
+/// tiles do not depend on the thread count), then writes the block into dW.
+#[allow(clippy::too_many_arguments)]
+fn packed_dw(
+    tiles: Tiles,
+    sh: &ConvShape,
+    batch: usize,
+    x: &[f32],
+    delta: &[f32],
+    dw: &mut [f32],
+    slots: *mut f32,
+    per_task: usize,
+    team: &Team,
+) {
+    let (ckk, oplane) = (sh.ckk(), sh.oh * sh.ow);
+    let n = batch * oplane;
+    let fp = 16 * sh.f.div_ceil(16);
+    let gd = tiles.dw_group(sh).min(batch);
+    let tmax = gd * oplane;
+    let parts = if sh.f * ckk * n >= PARALLEL_MIN_MACS { team.size().min(ckk) } else { 1 };
+    let per_rows = ckk.div_ceil(parts);
+    assert!(per_task >= ckk * tmax + fp * tmax + ckk * sh.f && dw.len() >= sh.f * ckk);
+    let (sp, dwp) = (SendPtr(slots), SendPtr(dw.as_mut_ptr()));
+    team.run(ckk.div_ceil(per_rows), &|t| {
+        let (sp, dwp) = (&sp, &dwp);
+        let rows = t * per_rows..((t + 1) * per_rows).min(ckk);
+        // SAFETY: slot t is this task's.
+        let slot = unsafe { std::slice::from_raw_parts_mut(sp.0.add(t * per_task), per_task) };
+        let (colt, rest) = slot.split_at_mut(rows.len() * tmax);
+        let (dpan, rest) = rest.split_at_mut(fp * tmax);
+        let part = &mut rest[..rows.len() * sh.f];
+        let mut e0 = 0;
+        while e0 < batch {
+            let e1 = (e0 + gd).min(batch);
+            let cols = (e1 - e0) * oplane;
+            im2col_tile(sh, batch, x, rows.clone(), e0..e1, colt);
+            delta_panels(delta, sh.f, n, e0 * oplane, cols, dpan);
+            let epi = if e0 == 0 { super::avx::Epi::Store } else { super::avx::Epi::Accumulate };
+            // SAFETY: AVX2/FMA checked by the caller (Tiles::packed_dw); the operands are this
+            // task's slot.
+            #[cfg(target_arch = "x86_64")]
+            unsafe {
+                super::avx::packed(
+                    rows.len(),
+                    sh.f,
+                    cols,
+                    colt.as_ptr(),
+                    cols,
+                    1,
+                    dpan.as_ptr(),
+                    part.as_mut_ptr(),
+                    sh.f,
+                    epi,
+                )
+            };
+            e0 = e1;
+        }
+        for (r, block) in part.chunks_exact(sh.f).enumerate() {
+            for (f, &v) in block.iter().enumerate() {
+                // SAFETY: columns `rows` of dW are this task's.
+                unsafe { *dwp.0.add(f * ckk + rows.start + r) = v };
+            }
         }
     });
 }
@@ -429,52 +776,80 @@ pub fn conv_backward_with(
     let delta = &delta[..sh.f * n];
     let dw = &mut dw[..sh.f * ckk];
     let sp = SendPtr(scratch.as_mut_ptr());
-    // dW [F][CKK]: tasks own column ranges of dW (rows of im2col).
-    let parts = if macs >= PARALLEL_MIN_MACS { team.size().min(ckk) } else { 1 };
-    let per_rows = ckk.div_ceil(parts);
-    assert!(scratch.len() >= parts * per_task);
-    let dwp = SendPtr(dw.as_mut_ptr());
-    team.run(ckk.div_ceil(per_rows), &|t| {
-        let (sp, dwp) = (&sp, &dwp);
-        let rows = t * per_rows..((t + 1) * per_rows).min(ckk);
-        // SAFETY: scratch slot t is this task's: the tile, then the product's room.
-        let slot = unsafe { std::slice::from_raw_parts_mut(sp.0.add(t * per_task), per_task) };
-        let (tile, part) = slot.split_at_mut(per_task - sh.f * ckk);
-        let part = &mut part[..sh.f * rows.len()];
-        let mut e0 = 0;
-        while e0 < batch {
-            let e1 = (e0 + g).min(batch);
-            let cols = (e1 - e0) * oplane;
-            im2col_tile(sh, batch, x, rows.clone(), e0..e1, tile);
-            let (a, at) = (delta.as_ptr().wrapping_add(e0 * oplane), (n, 1));
-            let dims = (sh.f, cols, rows.len());
-            if tiles.dw_kernel == Kernel::Crate {
-                let beta = if e0 == 0 { 0.0 } else { 1.0 };
-                // SAFETY: columns `rows` of dW are this task's; dW += delta[:, tile] · tileᵀ.
-                unsafe { gemm(Kernel::Crate, dims, a, at, tile.as_ptr(), (1, cols), beta, dwp.0.add(rows.start), ckk) };
-            } else {
-                // The tile's product apart, then added: the AVX kernels do not accumulate.
-                // SAFETY: as above; `part` is this task's.
-                unsafe {
-                    gemm(tiles.dw_kernel, dims, a, at, tile.as_ptr(), (1, cols), 0.0, part.as_mut_ptr(), rows.len());
-                    for (f, src) in part.chunks_exact(rows.len()).enumerate() {
-                        let dst = std::slice::from_raw_parts_mut(dwp.0.add(f * ckk + rows.start), rows.len());
-                        if e0 == 0 {
-                            dst.copy_from_slice(src);
-                        } else {
-                            dst.iter_mut().zip(src).for_each(|(d, &v)| *d += v);
+    if tiles.packed_dw() {
+        let head = tiles.head(sh);
+        assert!(scratch.len() >= head + team.size().min(ckk) * per_task);
+        packed_dw(tiles, sh, batch, x, delta, dw, scratch[head..].as_mut_ptr(), per_task, team);
+    } else {
+        // dW [F][CKK]: tasks own column ranges of dW (rows of im2col).
+        let parts = if macs >= PARALLEL_MIN_MACS { team.size().min(ckk) } else { 1 };
+        let per_rows = ckk.div_ceil(parts);
+        assert!(scratch.len() >= parts * per_task);
+        let dwp = SendPtr(dw.as_mut_ptr());
+        team.run(ckk.div_ceil(per_rows), &|t| {
+            let (sp, dwp) = (&sp, &dwp);
+            let rows = t * per_rows..((t + 1) * per_rows).min(ckk);
+            // SAFETY: scratch slot t is this task's: the tile, then the product's room.
+            let slot = unsafe { std::slice::from_raw_parts_mut(sp.0.add(t * per_task), per_task) };
+            let (tile, part) = slot.split_at_mut(per_task - sh.f * ckk);
+            let part = &mut part[..sh.f * rows.len()];
+            let mut e0 = 0;
+            while e0 < batch {
+                let e1 = (e0 + g).min(batch);
+                let cols = (e1 - e0) * oplane;
+                im2col_tile(sh, batch, x, rows.clone(), e0..e1, tile);
+                let (a, at) = (delta.as_ptr().wrapping_add(e0 * oplane), (n, 1));
+                let dims = (sh.f, cols, rows.len());
+                if tiles.dw_kernel == Kernel::Crate {
+                    let beta = if e0 == 0 { 0.0 } else { 1.0 };
+                    // SAFETY: columns `rows` of dW are this task's; dW += delta[:, tile] · tileᵀ.
+                    unsafe {
+                        gemm(Kernel::Crate, dims, a, at, tile.as_ptr(), (1, cols), beta, dwp.0.add(rows.start), ckk)
+                    };
+                } else {
+                    // The tile's product apart, then added: the AVX kernels do not accumulate.
+                    // SAFETY: as above; `part` is this task's.
+                    unsafe {
+                        gemm(
+                            tiles.dw_kernel,
+                            dims,
+                            a,
+                            at,
+                            tile.as_ptr(),
+                            (1, cols),
+                            0.0,
+                            part.as_mut_ptr(),
+                            rows.len(),
+                        );
+                        for (f, src) in part.chunks_exact(rows.len()).enumerate() {
+                            let dst = std::slice::from_raw_parts_mut(dwp.0.add(f * ckk + rows.start), rows.len());
+                            if e0 == 0 {
+                                dst.copy_from_slice(src);
+                            } else {
+                                dst.iter_mut().zip(src).for_each(|(d, &v)| *d += v);
+                            }
                         }
                     }
                 }
+                e0 = e1;
             }
-            e0 = e1;
-        }
-    });
+        });
+    }
     for (f, d) in db.iter_mut().enumerate() {
         *d = row_sum(&delta[f * n..(f + 1) * n]);
     }
     if let Some(dx) = dx {
         assert!(dx.len() >= sh.c * batch * sh.h * sh.w);
+        if let (true, Some(t)) = (tiles.transposed_dx(sh), sh.transposed()) {
+            // dx = conv(delta, W'), on the forward's kernel: no dcol, no col2im.
+            let head = tiles.head(sh);
+            let (tasks, _) = example_tasks(batch, t.f * t.ckk() * batch * t.oh * t.ow, team);
+            assert!(scratch.len() >= head + tasks * per_task);
+            let (wt, rest) = scratch.split_at_mut(head);
+            sh.flip_weights(w, wt);
+            packed_forward(&t, batch, tiles.group(&t), delta, wt, None, rest.as_mut_ptr(), per_task, dx, team);
+            return;
+        }
         let dxp = SendPtr(dx.as_mut_ptr());
         let (tasks, per) = example_tasks(batch, macs, team);
         assert!(scratch.len() >= tasks * per_task);
@@ -490,17 +865,36 @@ pub fn conv_backward_with(
                 // SAFETY: dcol tile [CKK][cols] = wᵀ · delta[:, tile]; then the planes of
                 // examples e0..e1, this task's alone.
                 unsafe {
-                    gemm(
-                        tiles.kernel,
-                        (ckk, sh.f, cols),
-                        w.as_ptr(),
-                        (1, ckk),
-                        delta.as_ptr().add(e0 * oplane),
-                        (n, 1),
-                        0.0,
-                        tile.as_mut_ptr(),
-                        cols,
-                    );
+                    if tiles.packed() {
+                        // delta's tile in 16-wide panels after the dcol tile, then the product.
+                        let (dcol, pan) = tile.split_at_mut(ckk * cols);
+                        row_panels(delta, sh.f, n, e0 * oplane, cols, pan);
+                        #[cfg(target_arch = "x86_64")]
+                        super::avx::packed(
+                            ckk,
+                            cols,
+                            sh.f,
+                            w.as_ptr(),
+                            1,
+                            ckk,
+                            pan.as_ptr(),
+                            dcol.as_mut_ptr(),
+                            cols,
+                            super::avx::Epi::Store,
+                        );
+                    } else {
+                        gemm(
+                            tiles.kernel,
+                            (ckk, sh.f, cols),
+                            w.as_ptr(),
+                            (1, ckk),
+                            delta.as_ptr().add(e0 * oplane),
+                            (n, 1),
+                            0.0,
+                            tile.as_mut_ptr(),
+                            cols,
+                        );
+                    }
                     col2im_tile(sh, batch, &tile[..ckk * cols], e0..e1, dxp);
                 }
                 e0 = e1;
@@ -591,6 +985,52 @@ mod tests {
     }
 
     #[test]
+    fn large_convs_do_not_depend_on_the_team() {
+        // Large enough that every pass splits across two threads (dW by im2col rows, the rest by
+        // examples); CKK 200 takes the packed weight gradient.
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        let (solo, team) = (Team::new(1, || {}).unwrap(), Team::new(2, || {}).unwrap());
+        let cv = Conv { kh: 5, kw: 5, filters: 20, stride: 1, padding: Padding::Fixed(2) };
+        let layer = Layer::after(Shape::new(8, 14, 14), Kind::Conv2d(cv), 0, Activation::Relu).unwrap();
+        let sh = ConvShape::of(&layer).unwrap();
+        let batch = 21;
+        let n = batch * sh.oh * sh.ow;
+        let x: Vec<f32> = (0..batch * 8 * 14 * 14).map(|_| rng.gen_range(-1.0..1.0)).collect();
+        let wt: Vec<f32> = (0..sh.f * sh.ckk()).map(|_| rng.gen_range(-1.0..1.0)).collect();
+        let b: Vec<f32> = (0..sh.f).map(|_| rng.gen_range(-1.0..1.0)).collect();
+        let delta: Vec<f32> = (0..sh.f * n).map(|_| rng.gen_range(-1.0..1.0)).collect();
+        let kernels = [Kernel::Crate, Kernel::Avx, Kernel::Packed];
+        let mut configs: Vec<Tiles> = kernels
+            .into_iter()
+            .flat_map(|k| kernels.map(|d| Tiles { kernel: k, dw_kernel: d, tile_values: 1 << 15 }))
+            .collect();
+        configs.push(Tiles::for_shape(&sh));
+        for tiles in configs {
+            let run = |t: &Team| {
+                let mut scratch = vec![f32::NAN; tiles.total(&sh, batch, 2)];
+                let (mut z, mut dw, mut db, mut dx) =
+                    (vec![0.0; sh.f * n], vec![0.0; wt.len()], vec![0.0; sh.f], vec![0.0; x.len()]);
+                conv_forward_with(tiles, &sh, batch, Activation::Relu, &x, &wt, &b, &mut scratch, &mut z, t);
+                conv_backward_with(
+                    tiles,
+                    &sh,
+                    batch,
+                    &x,
+                    &wt,
+                    &delta,
+                    &mut dw,
+                    &mut db,
+                    &mut scratch,
+                    Some(&mut dx),
+                    t,
+                );
+                (z, dw, db, dx)
+            };
+            assert!(run(&solo) == run(&team), "{tiles:?}: results depend on the team");
+        }
+    }
+
+    #[test]
     fn conv_matches_naive_loops() {
         let mut rng = ChaCha8Rng::seed_from_u64(3);
         let teams = [Team::new(1, || {}).unwrap(), Team::new(2, || {}).unwrap()];
@@ -613,12 +1053,12 @@ mod tests {
             let want_z = naive_forward(&sh, batch, &x, &wt, &b);
             let (want_dw, want_db, want_dx) = naive_backward(&sh, batch, &x, &wt, &delta);
             let team = &teams[case % 2];
-            let kernels = [Kernel::Crate, Kernel::Avx];
+            let kernels = [Kernel::Crate, Kernel::Avx, Kernel::Packed];
             let tile_values = [1, 100, 1 << 17][case % 3];
             for (kernel, dw_kernel) in kernels.into_iter().flat_map(|k| kernels.map(|d| (k, d))) {
                 let tiles = Tiles { kernel, dw_kernel, tile_values };
                 let what = format!("case {case} {sh:?} B{batch} {tiles:?}");
-                let mut scratch = vec![f32::NAN; 2 * tiles.scratch(&sh, batch)];
+                let mut scratch = vec![f32::NAN; tiles.total(&sh, batch, 2)];
                 let mut z = vec![f32::NAN; sh.f * n];
                 conv_forward_with(tiles, &sh, batch, Activation::Identity, &x, &wt, &b, &mut scratch, &mut z, team);
                 close(&format!("{what} z"), &z, &want_z);
@@ -638,6 +1078,25 @@ mod tests {
                     team,
                 );
                 close(&format!("{what} dw"), &dw, &want_dw);
+                // The same bits on the other team size.
+                let (mut dw2, mut db2, mut dx2) = (vec![0.0; wt.len()], vec![0.0; sh.f], vec![0.0; x.len()]);
+                let mut z2 = vec![0.0; sh.f * n];
+                let other = &teams[1 - case % 2];
+                conv_forward_with(tiles, &sh, batch, Activation::Identity, &x, &wt, &b, &mut scratch, &mut z2, other);
+                conv_backward_with(
+                    tiles,
+                    &sh,
+                    batch,
+                    &x,
+                    &wt,
+                    &delta,
+                    &mut dw2,
+                    &mut db2,
+                    &mut scratch,
+                    Some(&mut dx2),
+                    other,
+                );
+                assert!(z == z2 && dw == dw2 && db == db2 && dx == dx2, "{what}: results depend on the team");
                 close(&format!("{what} db"), &db, &want_db);
                 close(&format!("{what} dx"), &dx, &want_dx);
             }

@@ -52,6 +52,9 @@ pub enum Kernel {
     Crate,
     /// The AVX2 kernels whenever the strides allow (needs AVX2+FMA).
     Avx,
+    /// Convolutions only: im2col written straight into 16-wide panels for `avx::packed` (needs
+    /// AVX2+FMA; the crate otherwise). A plain product treats it as `Auto`.
+    Packed,
 }
 
 /// c (row-major, a.rows x b.cols) = a · b, split across `team` when the work pays for it.
@@ -74,7 +77,7 @@ pub fn matmul_with(kernel: Kernel, a: View, b: View, c: &mut [f32], team: &Team)
     #[cfg(target_arch = "x86_64")]
     {
         let avx = match kernel {
-            Kernel::Auto => m * k * n <= AVX_MAX_MACS && super::simd::has_avx2_fma(),
+            Kernel::Auto | Kernel::Packed => m * k * n <= AVX_MAX_MACS && super::simd::has_avx2_fma(),
             Kernel::Crate => false,
             Kernel::Avx => true,
         };

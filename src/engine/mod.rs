@@ -455,12 +455,15 @@ impl Engine {
         let score = loss::score(lossfn, &acts[last][..batch * m_out], labels, m_out, Some(&mut g[..batch * m_out]));
         lap(&mut t, timers.as_mut().map(|x| &mut x.loss));
         let (mut g, mut spare) = (g, spare);
+        // Set when the layer above already applied this layer's activation derivative (a max
+        // pool over a relu's outputs).
+        let mut applied = false;
         for (l, layer) in spec.layers.iter().enumerate().rev() {
             let s = slots[l];
             let (n, m) = (layer.inputs, layer.outputs);
             let delta = &mut g[..batch * m];
             let from_ce = l == last && lossfn == Loss::Ce && layer.activation == Activation::Softmax;
-            if !from_ce {
+            if !from_ce && !std::mem::take(&mut applied) {
                 activation::backward(layer.activation, &acts[l][..batch * m], delta, m);
             }
             let input = match (feeds[l], l) {
@@ -499,6 +502,16 @@ impl Engine {
                 }
                 Op::MaxPool(sh) => {
                     if l > 0 {
+                        // A relu below: the gradient lands only on each window's argmax, whose
+                        // value is this layer's output y, so the relu's test (a > 0) is y > 0 —
+                        // applied here to the pooled gradient, 1/k² of the values.
+                        // (This layer's own activation must keep the sign of y: identity or relu.)
+                        applied = spec.layers[l - 1].activation == Activation::Relu
+                            && matches!(layer.activation, Activation::Identity | Activation::Relu)
+                            && feeds[l] == Feed::Direct;
+                        if applied {
+                            activation::backward(Activation::Relu, &acts[l][..batch * m], delta, m);
+                        }
                         pool::max_backward(&sh, batch, delta, &args[l], &mut spare[..batch * n], team);
                         std::mem::swap(&mut g, &mut spare);
                     }

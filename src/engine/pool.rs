@@ -64,7 +64,25 @@ pub fn max_forward(sh: &PoolShape, batch: usize, x: &[f32], y: &mut [f32], arg: 
             if sh.k == 2 && sh.s == 2 {
                 for oy in 0..sh.oh {
                     let (r0, r1) = (&xp[2 * oy * sh.w..], &xp[(2 * oy + 1) * sh.w..]);
-                    for ox in 0..sh.ow {
+                    let (yr, ar) = (&mut yo[oy * sh.ow..(oy + 1) * sh.ow], &mut ao[oy * sh.ow..(oy + 1) * sh.ow]);
+                    assert!(r0.len() >= 2 * sh.ow && r1.len() >= 2 * sh.ow);
+                    let mut done = 0;
+                    #[cfg(target_arch = "x86_64")]
+                    if super::simd::has_avx2_fma() {
+                        // SAFETY: AVX2 checked; 2·ow values of each row, ow of each output.
+                        done = unsafe {
+                            super::avx::max_pool2_row(
+                                r0.as_ptr(),
+                                r1.as_ptr(),
+                                sh.ow,
+                                (2 * oy * sh.w) as u32,
+                                sh.w as u32,
+                                yr.as_mut_ptr(),
+                                ar.as_mut_ptr(),
+                            )
+                        };
+                    }
+                    for ox in done..sh.ow {
                         let x0 = 2 * ox;
                         let mut best = r0[x0];
                         let mut at = 2 * oy * sh.w + x0;
@@ -74,8 +92,8 @@ pub fn max_forward(sh: &PoolShape, batch: usize, x: &[f32], y: &mut [f32], arg: 
                                 at = idx;
                             }
                         }
-                        yo[oy * sh.ow + ox] = best;
-                        ao[oy * sh.ow + ox] = at as u32;
+                        yr[ox] = best;
+                        ar[ox] = at as u32;
                     }
                 }
                 continue;
