@@ -3,10 +3,13 @@
 //!
 //! Data flows one way through the modules:
 //!
-//! - [`spec`]: a network described as `784-30-30-10` (or a TOML file);
+//! - [`spec`]: a network described as `784-30-30-10`, or with convolutions and pooling as
+//!   `1x28x28-conv3x3x16:relu-maxpool2-10` (or a TOML file);
 //! - [`cost`]: its analytic ledger, per layer and phase, per example, batch, epoch and run;
 //! - [`reference`]: a plain-loop engine written once over a [`reference::Scalar`], run on `f64` to
 //!   compute and on a counting scalar to measure;
+//! - [`engine`]: the fast batched f32 engine (matrix-product kernels, both cores);
+//! - [`data`] and [`train`]: loaders and the training loop;
 //! - [`verify`]: measured == analytic, field by field;
 //! - [`report`]: the text the CLI prints;
 //! - [`plot`]: the pictures (charts, a diagram, an HTML report).
@@ -25,6 +28,11 @@
 //! // ...and the proof: run it on the counting scalar.
 //! let v = flopnet::verify::step(&net, Loss::Ce, Optimizer::Sgd, 1, 7);
 //! assert!(v.all_match());
+//!
+//! // A convolution: 32 maps of 28×28, each output reading a 1×5×5 window.
+//! let cnn = spec::parse("1x28x28-conv5x5x32p2:relu-maxpool2-10", Defaults::default())?;
+//! assert_eq!(Ledger::new(&cnn, &cfg).layers[0].forward.mac, 32 * 28 * 28 * 25);
+//! assert!(flopnet::verify::step(&cnn, Loss::Ce, Optimizer::Sgd, 2, 7).all_match());
 //! # Ok::<(), flopnet::Error>(())
 //! ```
 
