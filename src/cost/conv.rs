@@ -10,25 +10,37 @@ use crate::ops::Ops;
 use crate::spec::{Kind, Layer};
 
 /// Per axis: how many (output, kernel offset) pairs land inside the input, and how many input
-/// positions at least one of them reaches. `n_in` input positions, `n_out` outputs, kernel `k`.
+/// positions at least one of them reaches. `n_in` input positions, `n_out` outputs, kernel `k`,
+/// `pad` zeros before the input. Closed form (sizes may be as large as a spec allows): every
+/// pair, less those that hang over the padding on either side.
 pub(crate) fn coverage(n_in: usize, n_out: usize, k: usize, stride: usize, pad: usize) -> (u128, u128) {
-    let mut inside = 0u128;
-    let mut reached = vec![false; n_in];
-    for o in 0..n_out {
-        for i in 0..k {
-            if let Some(y) = (o * stride + i).checked_sub(pad).filter(|&y| y < n_in) {
-                inside += 1;
-                reached[y] = true;
-            }
-        }
+    let (n_in, n_out, k, s, p) = (n_in as i128, n_out as i128, k as i128, stride as i128, pad as i128);
+    // Where the last window ends, in input coordinates; past n_in - 1 is the right overhang.
+    let last = (n_out - 1) * s - p + k - 1;
+    let inside = n_out * k - overhang(p, k, s, n_out) - overhang(last - (n_in - 1), k, s, n_out);
+    // Windows that touch or overlap cover one unbroken stretch; spaced-out ones reach each
+    // position at most once.
+    let reached = if s <= k { (last.min(n_in - 1) + 1).max(0) } else { inside };
+    (inside as u128, reached as u128)
+}
+
+/// Σ over the windows o = 0.. of min(k, max(0, p − o·s)): the pairs of `n_out` windows of `k`,
+/// moved by `s`, that fall in `p` positions beyond one edge.
+fn overhang(p: i128, k: i128, s: i128, n_out: i128) -> i128 {
+    if p <= 0 {
+        return 0;
     }
-    (inside, reached.iter().filter(|&&r| r).count() as u128)
+    // Windows reaching past the edge at all, and those lying wholly beyond it.
+    let touching = n_out.min((p + s - 1) / s);
+    let whole = if p >= k { touching.min((p - k) / s + 1) } else { 0 };
+    let partial = |o: i128| o * (o - 1) / 2;
+    whole * k + (touching - whole) * p - s * (partial(touching) - partial(whole))
 }
 
 /// (B·F·H'·W', C·kh·kw): the outputs and the window each one reads.
 fn sizes(layer: &Layer, b: u128) -> (u128, u128) {
     let Kind::Conv2d(c) = layer.kind else { panic!("a conv2d layer was expected, got {}", layer.kind.name()) };
-    (b * layer.outputs as u128, (layer.input.c * c.kh * c.kw) as u128)
+    (b * layer.outputs as u128, layer.input.c as u128 * c.kh as u128 * c.kw as u128)
 }
 
 /// z = b + W ⋆ x, a = f(z): each output sums a C·kh·kw window of products and one bias.
@@ -42,7 +54,7 @@ pub fn forward(layer: &Layer, b: u128) -> Ops {
 pub fn backward(layer: &Layer, b: u128, first: bool) -> Backward {
     let Kind::Conv2d(c) = layer.kind else { panic!("a conv2d layer was expected, got {}", layer.kind.name()) };
     let (outs, window) = sizes(layer, b);
-    let (f, positions) = (c.filters as u128, b * (layer.output.h * layer.output.w) as u128);
+    let (f, positions) = (c.filters as u128, b * layer.output.h as u128 * layer.output.w as u128);
     let delta = activation::backward(layer.activation, b, layer.outputs as u128, false);
     // Each of the F·C·kh·kw weights sums B·H'·W' products.
     let weights = f * window;
@@ -61,4 +73,38 @@ pub fn backward(layer: &Layer, b: u128, first: bool) -> Backward {
         Ops { mul: outs * window, add: positions * window * (f - 1) + col2im, mac: outs * window, ..Ops::ZERO }
     };
     Backward { delta, weight_grad, bias_grad, input_grad, total: delta + weight_grad + bias_grad + input_grad }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::coverage;
+
+    /// The closed form against counting every pair, over every small geometry.
+    #[test]
+    fn coverage_matches_counting() {
+        for n_in in 1..9 {
+            for k in 1..6 {
+                for stride in 1..5 {
+                    for pad in 0..4 {
+                        if n_in + 2 * pad < k {
+                            continue;
+                        }
+                        let n_out = (n_in + 2 * pad - k) / stride + 1;
+                        let mut inside = 0u128;
+                        let mut reached = vec![false; n_in];
+                        for o in 0..n_out {
+                            for i in 0..k {
+                                if let Some(y) = (o * stride + i).checked_sub(pad).filter(|&y| y < n_in) {
+                                    inside += 1;
+                                    reached[y] = true;
+                                }
+                            }
+                        }
+                        let want = (inside, reached.iter().filter(|&&r| r).count() as u128);
+                        assert_eq!(coverage(n_in, n_out, k, stride, pad), want, "n {n_in} k {k} s {stride} p {pad}");
+                    }
+                }
+            }
+        }
+    }
 }

@@ -10,8 +10,8 @@ use crate::spec::{Kind, Layer};
 pub fn forward(layer: &Layer, b: u128) -> Ops {
     let outs = b * layer.outputs as u128;
     match layer.kind {
-        Kind::MaxPool(p) => Ops { cmp: outs * (p.k * p.k - 1) as u128, ..Ops::ZERO },
-        Kind::AvgPool(p) => Ops { add: outs * (p.k * p.k - 1) as u128, mul: outs, ..Ops::ZERO },
+        Kind::MaxPool(p) => Ops { cmp: outs * (p.k as u128 * p.k as u128 - 1), ..Ops::ZERO },
+        Kind::AvgPool(p) => Ops { add: outs * (p.k as u128 * p.k as u128 - 1), mul: outs, ..Ops::ZERO },
         other => panic!("a pooling layer was expected, got {}", other.name()),
     }
 }

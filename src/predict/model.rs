@@ -193,18 +193,22 @@ impl Model<'_> {
     /// product of the deltas with the same columns and dX the deltas times the kernels, scattered
     /// back over the windows (col2im).
     fn conv(&self, l: &Layer, c: &Conv, b: usize, first: bool) -> (f64, f64) {
-        let rows = b * l.output.h * l.output.w;
-        let k = l.input.c * c.kh * c.kw;
+        // Saturating: a spec too large to train still gets a (huge) time, not an overflow.
+        let rows = b.saturating_mul(l.output.h).saturating_mul(l.output.w);
+        let k = l.input.c.saturating_mul(c.kh).saturating_mul(c.kw);
         let f = c.filters;
-        let outputs = b * l.outputs;
-        let im2col = self.stream(rows * k, 8.0, 0.0);
+        let outputs = b.saturating_mul(l.outputs);
+        let im2col = self.stream(rows.saturating_mul(k), 8.0, 0.0);
         let forward = im2col
             + self.gemm(|p| &p.forward, rows, k, f)
             + self.stream(outputs, 8.0, 1.0)
             + self.activation(l.activation, outputs, false);
         let delta = self.activation(l.activation, outputs, true);
-        let input_grad =
-            if first { 0.0 } else { self.gemm(|p| &p.input_grad, rows, f, k) + self.stream(rows * k, 12.0, 1.0) };
+        let input_grad = if first {
+            0.0
+        } else {
+            self.gemm(|p| &p.input_grad, rows, f, k) + self.stream(rows.saturating_mul(k), 12.0, 1.0)
+        };
         let backward = delta + self.gemm(|p| &p.weight_grad, f, rows, k) + self.stream(outputs, 4.0, 1.0) + input_grad;
         (forward, backward)
     }
@@ -212,7 +216,7 @@ impl Model<'_> {
     /// Pooling streams through memory: each input read once and each output written forward;
     /// backward writes the input's gradient and routes each output's gradient into it.
     fn pool(&self, l: &Layer, b: usize, first: bool) -> (f64, f64) {
-        let (inputs, outputs) = (b * l.inputs, b * l.outputs);
+        let (inputs, outputs) = (b.saturating_mul(l.inputs), b.saturating_mul(l.outputs));
         let forward = self.stream(inputs, 4.0, 1.0) + self.stream(outputs, 4.0, 0.0);
         let backward = if first { 0.0 } else { self.stream(inputs, 4.0, 0.0) + self.stream(outputs, 8.0, 1.0) };
         (forward, backward)

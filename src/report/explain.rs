@@ -126,7 +126,7 @@ fn conv_forward(i: usize, l: &Layer, conv: &Conv, c: &LayerCost) -> String {
 fn pool_forward(i: usize, l: &Layer, p: Pool, c: &LayerCost) -> String {
     let out = l.output;
     let outputs = out.size() as u128;
-    let k2 = (p.k * p.k) as u128;
+    let k2 = p.k as u128 * p.k as u128;
     let mut o = format!("  layer {}, {} ({} → {}):\n", i + 1, super::kind_label(l), l.input, out);
     let stride = if p.stride == p.k { String::new() } else { format!(", moved {} at a time", p.stride) };
     o += &match l.kind {

@@ -26,8 +26,9 @@ impl Shape {
     }
 
     /// Values per example.
+    /// Values per example (saturating: the parser refuses anything past `MAX_WIDTH`).
     pub const fn size(&self) -> usize {
-        self.c * self.h * self.w
+        self.c.saturating_mul(self.h).saturating_mul(self.w)
     }
 
     /// True for an image (anything but `N×1×1`).
@@ -168,6 +169,15 @@ impl Layer {
                 Shape::new(input.c, (input.h - p.k) / p.stride + 1, (input.w - p.k) / p.stride + 1)
             }
         };
+        if output.size() > super::MAX_WIDTH {
+            return Err(format!(
+                "its output {}x{}x{} holds more than {} values; use fewer filters or a larger stride",
+                output.c,
+                output.h,
+                output.w,
+                super::MAX_WIDTH
+            ));
+        }
         Ok(Layer { kind, input, output, inputs: input.size(), outputs: output.size(), activation })
     }
 
@@ -176,10 +186,15 @@ impl Layer {
     }
 
     /// Values in the weight tensor: N×M for dense, F×C×kh×kw for a convolution, none for pooling.
+    /// (Saturating, for specs too large to build; [`Layer::params`] is exact.)
     pub fn weight_count(&self) -> usize {
+        usize::try_from(self.weights()).unwrap_or(usize::MAX)
+    }
+
+    fn weights(&self) -> u128 {
         match self.kind {
-            Kind::Dense => self.inputs * self.outputs,
-            Kind::Conv2d(c) => c.filters * self.input.c * c.kh * c.kw,
+            Kind::Dense => self.inputs as u128 * self.outputs as u128,
+            Kind::Conv2d(c) => c.filters as u128 * self.input.c as u128 * c.kh as u128 * c.kw as u128,
             Kind::MaxPool(_) | Kind::AvgPool(_) => 0,
         }
     }
@@ -194,7 +209,7 @@ impl Layer {
     }
 
     pub fn params(&self) -> u128 {
-        (self.weight_count() + self.bias_count()) as u128
+        self.weights() + self.bias_count() as u128
     }
 
     /// Inputs and outputs each weight connects (for He/Xavier initialisation, as PyTorch

@@ -251,9 +251,15 @@ fn parse_layer(text: &str, position: usize, tok: &str) -> Result<(Kind, usize)> 
                 's' => stride = num(value, "a stride")?,
                 'p' if value == "same" => padding = Padding::Same,
                 'p' => {
-                    padding = Padding::Fixed(value.parse().map_err(|_| {
-                        bad(format!("padding `p{value}` is not a number or `same`; write e.g. p2 or psame"))
-                    })?)
+                    padding = match value.parse::<usize>() {
+                        Ok(p) if p <= MAX_WIDTH => Padding::Fixed(p),
+                        Ok(_) => return Err(bad(format!("padding `p{value}` is larger than {MAX_WIDTH}"))),
+                        Err(_) => {
+                            return Err(bad(format!(
+                                "padding `p{value}` is not a number or `same`; write e.g. p2 or psame"
+                            )));
+                        }
+                    }
                 }
                 _ => return Err(bad(format!("unknown option `{key}{value}`; a convolution takes sS and pP"))),
             }
@@ -441,7 +447,10 @@ pub fn from_toml(text: &str, name: &str, defaults: Defaults) -> Result<Spec> {
                 };
                 let padding = match &l.padding {
                     None => Padding::Fixed(0),
-                    Some(TomlPadding::Fixed(p)) => Padding::Fixed(*p),
+                    Some(TomlPadding::Fixed(p)) if *p <= MAX_WIDTH => Padding::Fixed(*p),
+                    Some(TomlPadding::Fixed(p)) => {
+                        return Err(bad(format!("padding = {p}; expected 0 to {MAX_WIDTH}")));
+                    }
                     Some(TomlPadding::Named(s)) if s == "same" => Padding::Same,
                     Some(TomlPadding::Named(s)) => {
                         return Err(bad(format!("padding = \"{s}\"; expected a number or \"same\"")));
