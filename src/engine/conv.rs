@@ -976,6 +976,24 @@ mod tests {
         (dw, db, dx)
     }
 
+    /// One forward and one backward pass with `tiles` on `team`: (z, dW, db, dX).
+    #[allow(clippy::too_many_arguments)]
+    fn run_conv(
+        tiles: Tiles,
+        sh: &ConvShape,
+        batch: usize,
+        act: Activation,
+        (x, wt, b, delta): (&[f32], &[f32], &[f32], &[f32]),
+        scratch: &mut [f32],
+        team: &Team,
+    ) -> (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>) {
+        let mut z = vec![f32::NAN; sh.f * batch * sh.oh * sh.ow];
+        let (mut dw, mut db, mut dx) = (vec![f32::NAN; wt.len()], vec![f32::NAN; sh.f], vec![f32::NAN; x.len()]);
+        conv_forward_with(tiles, sh, batch, act, x, wt, b, scratch, &mut z, team);
+        conv_backward_with(tiles, sh, batch, x, wt, delta, &mut dw, &mut db, scratch, Some(&mut dx), team);
+        (z, dw, db, dx)
+    }
+
     fn close(what: &str, got: &[f32], want: &[f64]) {
         assert_eq!(got.len(), want.len(), "{what}");
         let scale = want.iter().fold(1e-6f64, |m, v| m.max(v.abs()));
@@ -1008,23 +1026,7 @@ mod tests {
         for tiles in configs {
             let run = |t: &Team| {
                 let mut scratch = vec![f32::NAN; tiles.total(&sh, batch, 2)];
-                let (mut z, mut dw, mut db, mut dx) =
-                    (vec![0.0; sh.f * n], vec![0.0; wt.len()], vec![0.0; sh.f], vec![0.0; x.len()]);
-                conv_forward_with(tiles, &sh, batch, Activation::Relu, &x, &wt, &b, &mut scratch, &mut z, t);
-                conv_backward_with(
-                    tiles,
-                    &sh,
-                    batch,
-                    &x,
-                    &wt,
-                    &delta,
-                    &mut dw,
-                    &mut db,
-                    &mut scratch,
-                    Some(&mut dx),
-                    t,
-                );
-                (z, dw, db, dx)
+                run_conv(tiles, &sh, batch, Activation::Relu, (&x, &wt, &b, &delta), &mut scratch, t)
             };
             assert!(run(&solo) == run(&team), "{tiles:?}: results depend on the team");
         }
@@ -1059,43 +1061,13 @@ mod tests {
                 let tiles = Tiles { kernel, dw_kernel, tile_values };
                 let what = format!("case {case} {sh:?} B{batch} {tiles:?}");
                 let mut scratch = vec![f32::NAN; tiles.total(&sh, batch, 2)];
-                let mut z = vec![f32::NAN; sh.f * n];
-                conv_forward_with(tiles, &sh, batch, Activation::Identity, &x, &wt, &b, &mut scratch, &mut z, team);
+                let data = (&x[..], &wt[..], &b[..], &delta[..]);
+                let (z, dw, db, dx) = run_conv(tiles, &sh, batch, Activation::Identity, data, &mut scratch, team);
                 close(&format!("{what} z"), &z, &want_z);
-                let (mut dw, mut db, mut dx) =
-                    (vec![f32::NAN; wt.len()], vec![f32::NAN; sh.f], vec![f32::NAN; x.len()]);
-                conv_backward_with(
-                    tiles,
-                    &sh,
-                    batch,
-                    &x,
-                    &wt,
-                    &delta,
-                    &mut dw,
-                    &mut db,
-                    &mut scratch,
-                    Some(&mut dx),
-                    team,
-                );
                 close(&format!("{what} dw"), &dw, &want_dw);
                 // The same bits on the other team size.
-                let (mut dw2, mut db2, mut dx2) = (vec![0.0; wt.len()], vec![0.0; sh.f], vec![0.0; x.len()]);
-                let mut z2 = vec![0.0; sh.f * n];
                 let other = &teams[1 - case % 2];
-                conv_forward_with(tiles, &sh, batch, Activation::Identity, &x, &wt, &b, &mut scratch, &mut z2, other);
-                conv_backward_with(
-                    tiles,
-                    &sh,
-                    batch,
-                    &x,
-                    &wt,
-                    &delta,
-                    &mut dw2,
-                    &mut db2,
-                    &mut scratch,
-                    Some(&mut dx2),
-                    other,
-                );
+                let (z2, dw2, db2, dx2) = run_conv(tiles, &sh, batch, Activation::Identity, data, &mut scratch, other);
                 assert!(z == z2 && dw == dw2 && db == db2 && dx == dx2, "{what}: results depend on the team");
                 close(&format!("{what} db"), &db, &want_db);
                 close(&format!("{what} dx"), &dx, &want_dx);
