@@ -51,6 +51,19 @@ impl<T> SendPtr<T> {
     }
 }
 
+/// Runs `f(p, plane p of out)` for each of the `n` planes (of `len` values), split over the team
+/// by planes; `work` is the values read, which decides whether splitting pays.
+fn each_plane<F: Fn(usize, &mut [f32]) + Sync>(n: usize, work: usize, out: &mut [f32], len: usize, team: &Team, f: F) {
+    let op = SendPtr(out[..n * len].as_mut_ptr());
+    split_items(n, work, team, &|ps| {
+        let op = &op;
+        for p in ps {
+            // SAFETY: plane p of `out` belongs to this task alone.
+            f(p, unsafe { op.plane(p, len) });
+        }
+    });
+}
+
 /// Max pooling: y [C][B][H'][W'] and the argmax `arg` (index within the H×W plane) per output.
 pub fn max_forward(sh: &PoolShape, batch: usize, x: &[f32], y: &mut [f32], arg: &mut [u32], team: &Team) {
     let (plane, oplane, n) = (sh.h * sh.w, sh.oh * sh.ow, sh.c * batch);
@@ -123,16 +136,10 @@ pub fn max_forward(sh: &PoolShape, batch: usize, x: &[f32], y: &mut [f32], arg: 
 /// dx [C][B][H][W]: each output's gradient added at its argmax, zero elsewhere.
 pub fn max_backward(sh: &PoolShape, batch: usize, g: &[f32], arg: &[u32], dx: &mut [f32], team: &Team) {
     let (plane, oplane, n) = (sh.h * sh.w, sh.oh * sh.ow, sh.c * batch);
-    let dp = SendPtr(dx[..n * plane].as_mut_ptr());
-    split_items(n, n * plane, team, &|ps| {
-        let dp = &dp;
-        for p in ps {
-            // SAFETY: plane p of dx belongs to this task alone.
-            let d = unsafe { dp.plane(p, plane) };
-            d.fill(0.0);
-            for (&gv, &a) in g[p * oplane..(p + 1) * oplane].iter().zip(&arg[p * oplane..(p + 1) * oplane]) {
-                d[a as usize] += gv;
-            }
+    each_plane(n, n * plane, dx, plane, team, |p, d| {
+        d.fill(0.0);
+        for (&gv, &a) in g[p * oplane..(p + 1) * oplane].iter().zip(&arg[p * oplane..(p + 1) * oplane]) {
+            d[a as usize] += gv;
         }
     });
 }
@@ -141,24 +148,18 @@ pub fn max_backward(sh: &PoolShape, batch: usize, g: &[f32], arg: &[u32], dx: &m
 pub fn avg_forward(sh: &PoolShape, batch: usize, x: &[f32], y: &mut [f32], team: &Team) {
     let (plane, oplane, n) = (sh.h * sh.w, sh.oh * sh.ow, sh.c * batch);
     let inv = (1.0 / (sh.k * sh.k) as f64) as f32;
-    let yp = SendPtr(y[..n * oplane].as_mut_ptr());
-    split_items(n, n * plane, team, &|ps| {
-        let yp = &yp;
-        for p in ps {
-            let xp = &x[p * plane..(p + 1) * plane];
-            // SAFETY: plane p of y belongs to this task alone.
-            let yo = unsafe { yp.plane(p, oplane) };
-            for oy in 0..sh.oh {
-                for ox in 0..sh.ow {
-                    let (y0, x0) = (oy * sh.s, ox * sh.s);
-                    let mut sum = 0.0f32;
-                    for i in 0..sh.k {
-                        for &v in &xp[(y0 + i) * sh.w + x0..(y0 + i) * sh.w + x0 + sh.k] {
-                            sum += v;
-                        }
+    each_plane(n, n * plane, y, oplane, team, |p, yo| {
+        let xp = &x[p * plane..(p + 1) * plane];
+        for oy in 0..sh.oh {
+            for ox in 0..sh.ow {
+                let (y0, x0) = (oy * sh.s, ox * sh.s);
+                let mut sum = 0.0f32;
+                for i in 0..sh.k {
+                    for &v in &xp[(y0 + i) * sh.w + x0..(y0 + i) * sh.w + x0 + sh.k] {
+                        sum += v;
                     }
-                    yo[oy * sh.ow + ox] = sum * inv;
                 }
+                yo[oy * sh.ow + ox] = sum * inv;
             }
         }
     });
@@ -168,22 +169,16 @@ pub fn avg_forward(sh: &PoolShape, batch: usize, x: &[f32], y: &mut [f32], team:
 pub fn avg_backward(sh: &PoolShape, batch: usize, g: &[f32], dx: &mut [f32], team: &Team) {
     let (plane, oplane, n) = (sh.h * sh.w, sh.oh * sh.ow, sh.c * batch);
     let inv = (1.0 / (sh.k * sh.k) as f64) as f32;
-    let dp = SendPtr(dx[..n * plane].as_mut_ptr());
-    split_items(n, n * plane, team, &|ps| {
-        let dp = &dp;
-        for p in ps {
-            // SAFETY: plane p of dx belongs to this task alone.
-            let d = unsafe { dp.plane(p, plane) };
-            d.fill(0.0);
-            let gp = &g[p * oplane..(p + 1) * oplane];
-            for oy in 0..sh.oh {
-                for ox in 0..sh.ow {
-                    let v = gp[oy * sh.ow + ox] * inv;
-                    let (y0, x0) = (oy * sh.s, ox * sh.s);
-                    for i in 0..sh.k {
-                        for t in &mut d[(y0 + i) * sh.w + x0..(y0 + i) * sh.w + x0 + sh.k] {
-                            *t += v;
-                        }
+    each_plane(n, n * plane, dx, plane, team, |p, d| {
+        d.fill(0.0);
+        let gp = &g[p * oplane..(p + 1) * oplane];
+        for oy in 0..sh.oh {
+            for ox in 0..sh.ow {
+                let v = gp[oy * sh.ow + ox] * inv;
+                let (y0, x0) = (oy * sh.s, ox * sh.s);
+                for i in 0..sh.k {
+                    for t in &mut d[(y0 + i) * sh.w + x0..(y0 + i) * sh.w + x0 + sh.k] {
+                        *t += v;
                     }
                 }
             }
