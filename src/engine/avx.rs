@@ -253,19 +253,6 @@ pub enum Epi {
     Store,
     /// C += sums (C read first).
     Accumulate,
-    /// C = sums + bias[row], then max(·, 0) when `relu`; `bias` points at the block's first row.
-    Bias { bias: *const f32, relu: bool },
-}
-
-impl Epi {
-    /// The epilogue for rows starting `i` rows further down.
-    #[inline(always)]
-    fn down(self, i: usize) -> Epi {
-        match self {
-            Epi::Bias { bias, relu } => Epi::Bias { bias: bias.wrapping_add(i), relu },
-            e => e,
-        }
-    }
 }
 
 /// c[i·ldc + j] (= or +=) Σ_p a[i·ars + p·acs] · b[p·16 + j] for i < MR, j < cols ≤ 16: one
@@ -339,15 +326,6 @@ unsafe fn pk_block<const MR: usize>(
                         v1 = _mm256_add_ps(_mm256_maskload_ps(dst.add(8), m1), v1);
                     }
                 }
-                Epi::Bias { bias, relu } => {
-                    let bv = _mm256_broadcast_ss(&*bias.add(i));
-                    v0 = _mm256_add_ps(v0, bv);
-                    v1 = _mm256_add_ps(v1, bv);
-                    if relu {
-                        v0 = _mm256_max_ps(v0, _mm256_setzero_ps());
-                        v1 = _mm256_max_ps(v1, _mm256_setzero_ps());
-                    }
-                }
             }
             if full {
                 _mm256_storeu_ps(dst, v0);
@@ -385,41 +363,20 @@ pub unsafe fn packed(
             let (bp, cp) = (b.add(panel * 16 * k), c.add(panel * 16));
             let mut i = 0;
             while i + 6 <= m {
-                pk_block::<6>(k, a.add(i * ars), ars, acs, bp, cp.add(i * ldc), ldc, cols, epi.down(i));
+                pk_block::<6>(k, a.add(i * ars), ars, acs, bp, cp.add(i * ldc), ldc, cols, epi);
                 i += 6;
             }
             if i + 4 <= m {
-                pk_block::<4>(k, a.add(i * ars), ars, acs, bp, cp.add(i * ldc), ldc, cols, epi.down(i));
+                pk_block::<4>(k, a.add(i * ars), ars, acs, bp, cp.add(i * ldc), ldc, cols, epi);
                 i += 4;
             }
             if i + 2 <= m {
-                pk_block::<2>(k, a.add(i * ars), ars, acs, bp, cp.add(i * ldc), ldc, cols, epi.down(i));
+                pk_block::<2>(k, a.add(i * ars), ars, acs, bp, cp.add(i * ldc), ldc, cols, epi);
                 i += 2;
             }
             if i < m {
-                pk_block::<1>(k, a.add(i * ars), ars, acs, bp, cp.add(i * ldc), ldc, cols, epi.down(i));
+                pk_block::<1>(k, a.add(i * ars), ars, acs, bp, cp.add(i * ldc), ldc, cols, epi);
             }
-        }
-    }
-}
-
-/// dst[t] = src[t] for a ≤ t < b, 0 for the other t < len (len ≤ 16): two masked vectors.
-///
-/// SAFETY: AVX2 present (the caller compiled with it: this inlines into its loop); src valid
-/// for reads at a..b, dst for writes at 0..len.
-#[inline(always)]
-pub unsafe fn copy16(src: *const f32, a: usize, b: usize, dst: *mut f32, len: usize) {
-    unsafe {
-        let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-        let (va, vb) = (_mm256_set1_epi32(a as i32), _mm256_set1_epi32(b as i32));
-        let vl = _mm256_set1_epi32(len as i32);
-        for h in 0..2 {
-            let idx = _mm256_add_epi32(lanes, _mm256_set1_epi32(8 * h));
-            // a ≤ idx < b, and idx < len.
-            let read = _mm256_andnot_si256(_mm256_cmpgt_epi32(va, idx), _mm256_cmpgt_epi32(vb, idx));
-            let write = _mm256_cmpgt_epi32(vl, idx);
-            let v = _mm256_maskload_ps(src.wrapping_add(8 * h as usize), read);
-            _mm256_maskstore_ps(dst.wrapping_add(8 * h as usize), write, v);
         }
     }
 }

@@ -172,89 +172,6 @@ pub fn im2col(sh: &ConvShape, batch: usize, x: &[f32], col: &mut [f32]) {
     im2col_tile(sh, batch, x, 0..sh.ckk(), 0..batch, &mut col[..sh.col_len(batch)]);
 }
 
-/// The im2col tile of examples `ex` written straight into 16-wide panels for `avx::packed`:
-/// `out` [⌈cols/16⌉][CKK][16], cols = ex.len()·H'·W', column q of row r at
-/// `(q/16)·16·CKK + 16r + q%16`; the lanes past cols of the last panel are zeroed.
-fn im2col_packed(sh: &ConvShape, batch: usize, x: &[f32], ex: Range<usize>, out: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if super::simd::has_avx2_fma() {
-        #[target_feature(enable = "avx2,fma")]
-        unsafe fn fast(sh: &ConvShape, batch: usize, x: &[f32], ex: Range<usize>, out: &mut [f32]) {
-            im2col_packed_with(sh, batch, x, ex, out, true)
-        }
-        // SAFETY: the CPU has AVX2 and FMA.
-        return unsafe { fast(sh, batch, x, ex, out) };
-    }
-    im2col_packed_with(sh, batch, x, ex, out, false)
-}
-
-/// [`im2col_packed`], with the 16-lane copies when `simd_copy` (compiled for AVX2 then).
-#[inline(always)]
-fn im2col_packed_with(sh: &ConvShape, batch: usize, x: &[f32], ex: Range<usize>, out: &mut [f32], simd_copy: bool) {
-    let (plane, oplane, ckk) = (sh.h * sh.w, sh.oh * sh.ow, sh.ckk());
-    let cols = ex.len() * oplane;
-    let panels = cols.div_ceil(16);
-    let out = &mut out[..panels * 16 * ckk];
-    if !cols.is_multiple_of(16) {
-        let last = &mut out[(panels - 1) * 16 * ckk..];
-        for r in 0..ckk {
-            last[r * 16 + cols % 16..(r + 1) * 16].fill(0.0);
-        }
-    }
-    for r in 0..ckk {
-        let (c, i, j) = (r / (sh.kh * sh.kw), r / sh.kw % sh.kh, r % sh.kw);
-        let (lo, hi) = valid(sh, j);
-        for (k, e) in ex.clone().enumerate() {
-            let xe = &x[(c * batch + e) * plane..(c * batch + e + 1) * plane];
-            for oy in 0..sh.oh {
-                let iy = oy * sh.s + i;
-                let inside = iy >= sh.ph && iy - sh.ph < sh.h;
-                let xr = if inside { &xe[(iy - sh.ph) * sh.w..(iy - sh.ph + 1) * sh.w] } else { &xe[..0] };
-                let (lo, hi) = if inside { (lo, hi) } else { (0, 0) };
-                let q0 = k * oplane + oy * sh.ow;
-                let mut ox = 0;
-                while ox < sh.ow {
-                    let q = q0 + ox;
-                    let len = (16 - q % 16).min(sh.ow - ox);
-                    let at = q / 16 * 16 * ckk + r * 16 + q % 16;
-                    // Valid part of ox..ox+len: a..b (relative to ox).
-                    let a = lo.clamp(ox, ox + len) - ox;
-                    let b = hi.clamp(ox + a, ox + len) - ox;
-                    if sh.s == 1 {
-                        // x values at a..b, zeros around them: at most 16 lanes, copied as two
-                        // masked vectors (a library memmove per piece of a few values costs
-                        // more than the piece).
-                        let src = xr.as_ptr().wrapping_add((ox + j).wrapping_sub(sh.pw));
-                        // SAFETY: lanes a..b of src lie inside xr (the valid range); len ≤ 16
-                        // lanes of out from `at` lie inside out.
-                        #[cfg(target_arch = "x86_64")]
-                        if simd_copy {
-                            unsafe { super::avx::copy16(src, a, b, out.as_mut_ptr().add(at), len) };
-                            ox += len;
-                            continue;
-                        }
-                        let dst = &mut out[at..at + len];
-                        dst[..a].fill(0.0);
-                        dst[b..].fill(0.0);
-                        if b > a {
-                            let x0 = ox + a + j - sh.pw;
-                            dst[a..b].copy_from_slice(&xr[x0..x0 + b - a]);
-                        }
-                    } else {
-                        let dst = &mut out[at..at + len];
-                        dst[..a].fill(0.0);
-                        dst[b..].fill(0.0);
-                        for (t, d) in dst[a..b].iter_mut().enumerate() {
-                            *d = xr[(ox + a + t) * sh.s + j - sh.pw];
-                        }
-                    }
-                    ox += len;
-                }
-            }
-        }
-    }
-}
-
 /// Columns q0..q0+len of rows [F][n] in 16-wide panels for `avx::packed`: `out`
 /// [⌈len/16⌉][F][16]; lanes past len zeroed.
 fn row_panels(rows: &[f32], f: usize, n: usize, q0: usize, len: usize, out: &mut [f32]) {
@@ -464,15 +381,20 @@ pub struct Tiles {
 
 impl Tiles {
     /// The engine's choice, measured at the suite's shapes (docs/kernels.md, "Convolutions"):
-    /// tiles of one example or about 128 KiB; the AVX kernels for the forward and dcol products
-    /// over few im2col rows (≤ 64: the first layer of an image network), the crate's packed
-    /// kernel above; the weight gradient on the packed kernel (`avx::packed`, im2col rows
-    /// against delta panels) above 64 rows, on the AVX dot kernel below. (The packed forward
-    /// and input gradient lost to these at every suite shape: `Kernel::Packed` as `kernel`.)
+    /// over few im2col rows (≤ 64: the first layer of an image network) the AVX kernels on
+    /// tiles of about 128 KiB; above, with AVX2, the panel product (`panels`) for the forward
+    /// and, as the transposed convolution, the input gradient (stride 1; other strides take
+    /// the crate's product and the packed dcol), and the packed weight gradient (`avx::packed`,
+    /// im2col rows against delta panels).
     pub fn for_shape(sh: &ConvShape) -> Tiles {
         let small = sh.ckk() <= 64;
-        let dw_kernel = if !small && super::simd::has_avx2_fma() { Kernel::Packed } else { Kernel::Avx };
-        Tiles { kernel: if small { Kernel::Avx } else { Kernel::Crate }, dw_kernel, tile_values: 1 << 15 }
+        let avx = super::simd::has_avx2_fma();
+        let (kernel, dw_kernel) = match (small, avx) {
+            (true, _) => (Kernel::Avx, Kernel::Avx),
+            (false, true) => (Kernel::Packed, Kernel::Packed),
+            (false, false) => (Kernel::Crate, Kernel::Avx),
+        };
+        Tiles { kernel, dw_kernel, tile_values: 1 << 15 }
     }
 
     /// Examples per tile for this convolution.
@@ -493,32 +415,68 @@ impl Tiles {
     /// Whether the input gradient runs as the transposed convolution: only where its im2col is
     /// no larger than the forward's (C ≥ F); elsewhere dcol = Wᵀ · delta and col2im cost less.
     fn transposed_dx(&self, sh: &ConvShape) -> bool {
-        self.packed() && sh.c >= sh.f && sh.transposed().is_some()
+        self.packed() && sh.c >= 32 && sh.transposed().is_some()
     }
 
     fn packed_dw(&self) -> bool {
         self.dw_kernel == Kernel::Packed && super::simd::has_avx2_fma()
     }
 
-    /// Scratch values shared by the tasks, ahead of their slots: the flipped weights of the
-    /// packed input gradient.
-    pub fn head(&self, sh: &ConvShape) -> usize {
-        if self.transposed_dx(sh) { sh.f * sh.ckk() } else { 0 }
+    /// Whether the forward runs as the panel product (`panels`: stride 1 only).
+    fn panel_forward(&self, sh: &ConvShape) -> bool {
+        self.packed() && sh.s == 1
     }
 
-    /// Scratch values one task needs for this convolution: the largest of an im2col tile (packed
-    /// or plain) with room for a tile's weight-gradient product, the packed input gradient's
-    /// tile, and the packed weight gradient's rows, delta panels and block.
+    /// Whether the weight gradient runs as the panel product (stride 1 only).
+    fn panel_dw(&self, sh: &ConvShape) -> bool {
+        self.packed_dw() && sh.s == 1
+    }
+
+    /// Scratch values shared by the tasks, ahead of their slots: the panel product's padded
+    /// input and packed weights; for the transposed input gradient, the flipped weights and
+    /// the same for the transposed convolution.
+    pub fn head(&self, sh: &ConvShape, batch: usize) -> usize {
+        #[allow(unused_mut)]
+        let mut head = 0;
+        #[cfg(target_arch = "x86_64")]
+        {
+            if self.panel_forward(sh) {
+                head = super::panels::head_len(sh, batch);
+            }
+            if self.panel_dw(sh) {
+                head = head.max(super::panels::grad_head_len(sh, batch));
+            }
+            if let (true, Some(t)) = (self.transposed_dx(sh), sh.transposed()) {
+                head = head.max(sh.f * sh.ckk() + super::panels::head_len(&t, batch));
+            }
+        }
+        let _ = batch;
+        head
+    }
+
+    /// Scratch values one task needs for this convolution: the largest of an im2col tile with
+    /// room for a tile's weight-gradient product, a B panel of the panel product (forward, or
+    /// the transposed input gradient), the packed input gradient's dcol tile and delta panels,
+    /// and the packed weight gradient's rows, delta panels and block.
     pub fn scratch(&self, sh: &ConvShape, batch: usize) -> usize {
-        let packed_len = |sh: &ConvShape, g: usize| (g * sh.oh * sh.ow).div_ceil(16) * 16 * sh.ckk();
         let g = self.group(sh).min(batch);
         let mut need = sh.col_len(g) + sh.f * sh.ckk();
         if self.packed() {
             let cols = g * sh.oh * sh.ow;
-            need = need.max(packed_len(sh, g)).max(sh.col_len(g) + sh.f * cols.div_ceil(16) * 16);
-            if let (true, Some(t)) = (self.transposed_dx(sh), sh.transposed()) {
-                need = need.max(packed_len(&t, self.group(&t).min(batch)));
+            need = need.max(sh.col_len(g) + sh.f * cols.div_ceil(16) * 16);
+            #[cfg(target_arch = "x86_64")]
+            {
+                if self.panel_forward(sh) {
+                    need = need.max(super::panels::panel_len(sh));
+                }
+                if let (true, Some(t)) = (self.transposed_dx(sh), sh.transposed()) {
+                    need = need.max(super::panels::panel_len(&t));
+                }
             }
+        }
+        #[cfg(target_arch = "x86_64")]
+        if self.panel_dw(sh) {
+            need = need.max(super::panels::GRAD_SLOT);
         }
         if self.packed_dw() {
             let tcols = self.dw_group(sh).min(batch) * sh.oh * sh.ow;
@@ -529,59 +487,13 @@ impl Tiles {
 
     /// All the scratch values for `tasks` tasks.
     pub fn total(&self, sh: &ConvShape, batch: usize, tasks: usize) -> usize {
-        self.head(sh) + tasks * self.scratch(sh, batch)
+        self.head(sh, batch) + tasks * self.scratch(sh, batch)
     }
 }
 
 /// Scratch values the engine cuts for `tasks` tasks (the largest convolution's need).
 pub fn scratch_len(shapes: impl Iterator<Item = ConvShape>, batch: usize, tasks: usize) -> usize {
     shapes.map(|sh| Tiles::for_shape(&sh).total(&sh, batch, tasks)).max().unwrap_or(0)
-}
-
-/// conv(x) on the packed kernel: z [F][B·H'·W'] = w · im2col(x) (+ bias and relu when `bias`
-/// is given), a tile of whole examples at a time; tasks take contiguous ranges of examples and
-/// slots of `per_task` values from `slots`.
-#[allow(clippy::too_many_arguments)]
-fn packed_forward(
-    sh: &ConvShape,
-    batch: usize,
-    g: usize,
-    x: &[f32],
-    w: &[f32],
-    bias: Option<(&[f32], bool)>,
-    slots: *mut f32,
-    per_task: usize,
-    z: &mut [f32],
-    team: &Team,
-) {
-    let (ckk, oplane) = (sh.ckk(), sh.oh * sh.ow);
-    let n = batch * oplane;
-    let (tasks, per) = example_tasks(batch, sh.f * ckk * n, team);
-    assert!(z.len() >= sh.f * n && w.len() >= sh.f * ckk && x.len() >= sh.c * batch * sh.h * sh.w);
-    let (zp, sp) = (SendPtr(z.as_mut_ptr()), SendPtr(slots));
-    team.run(tasks, &|t| {
-        let (zp, sp) = (&zp, &sp);
-        // SAFETY: slot t is this task's (the caller sized `slots` for `tasks` of them).
-        let tile = unsafe { std::slice::from_raw_parts_mut(sp.0.add(t * per_task), per_task) };
-        let mut e0 = t * per;
-        let end = ((t + 1) * per).min(batch);
-        while e0 < end {
-            let e1 = (e0 + g).min(end);
-            im2col_packed(sh, batch, x, e0..e1, tile);
-            let epi = match bias {
-                Some((b, relu)) => super::avx::Epi::Bias { bias: b.as_ptr(), relu },
-                None => super::avx::Epi::Store,
-            };
-            // SAFETY: AVX2/FMA checked by the caller (Tiles::packed); columns e0·H'W'..e1·H'W'
-            // of every row of z are this task's.
-            #[cfg(target_arch = "x86_64")]
-            unsafe {
-                let c = zp.0.add(e0 * oplane);
-                super::avx::packed(sh.f, (e1 - e0) * oplane, ckk, w.as_ptr(), ckk, 1, tile.as_ptr(), c, n, epi);
-            }
-            e0 = e1;
-        }
-    });
 }
 
 /// Splits examples `0..batch` into one contiguous range per task.
@@ -627,12 +539,15 @@ pub fn conv_forward_with(
     let n = batch * oplane;
     let (g, per_task) = (tiles.group(sh), tiles.scratch(sh, batch));
     let (tasks, per) = example_tasks(batch, sh.f * ckk * n, team);
-    if tiles.packed() {
-        let head = tiles.head(sh);
-        assert!(scratch.len() >= head + tasks * per_task);
+    #[cfg(target_arch = "x86_64")]
+    if tiles.panel_forward(sh) {
+        let head = tiles.head(sh, batch);
+        assert!(scratch.len() >= head + team.size() * per_task);
+        assert!(per_task >= super::panels::panel_len(sh));
         let relu = act == Activation::Relu;
-        let slots = scratch[head..].as_mut_ptr();
-        packed_forward(sh, batch, g, x, w, Some((&b[..sh.f], relu)), slots, per_task, z, team);
+        let (shared, slots) = scratch.split_at_mut(head);
+        // SAFETY: AVX2/FMA checked (Tiles::packed); a slot of per_task ≥ one panel per member.
+        unsafe { super::panels::forward(sh, batch, x, w, Some((&b[..sh.f], relu)), shared, slots, per_task, z, team) };
         if !matches!(act, Activation::Relu | Activation::Identity) {
             // The bias is in; the activation alone (adding 0 changes no value).
             act_rows(act, &mut z[..sh.f * n], sh.f, n, team);
@@ -776,8 +691,21 @@ pub fn conv_backward_with(
     let delta = &delta[..sh.f * n];
     let dw = &mut dw[..sh.f * ckk];
     let sp = SendPtr(scratch.as_mut_ptr());
-    if tiles.packed_dw() {
-        let head = tiles.head(sh);
+    #[cfg(target_arch = "x86_64")]
+    let panel_dw = tiles.panel_dw(sh);
+    #[cfg(not(target_arch = "x86_64"))]
+    let panel_dw = false;
+    if panel_dw {
+        #[cfg(target_arch = "x86_64")]
+        {
+            let head = tiles.head(sh, batch);
+            assert!(scratch.len() >= head + team.size() * per_task);
+            let (shared, slots) = scratch.split_at_mut(head);
+            // SAFETY: AVX2/FMA checked (Tiles::packed_dw); a slot of per_task ≥ GRAD_SLOT each.
+            unsafe { super::panels::weight_grad(sh, batch, x, delta, shared, slots, per_task, dw, team) };
+        }
+    } else if tiles.packed_dw() {
+        let head = tiles.head(sh, batch);
         assert!(scratch.len() >= head + team.size().min(ckk) * per_task);
         packed_dw(tiles, sh, batch, x, delta, dw, scratch[head..].as_mut_ptr(), per_task, team);
     } else {
@@ -841,14 +769,18 @@ pub fn conv_backward_with(
     if let Some(dx) = dx {
         assert!(dx.len() >= sh.c * batch * sh.h * sh.w);
         if let (true, Some(t)) = (tiles.transposed_dx(sh), sh.transposed()) {
-            // dx = conv(delta, W'), on the forward's kernel: no dcol, no col2im.
-            let head = tiles.head(sh);
-            let (tasks, _) = example_tasks(batch, t.f * t.ckk() * batch * t.oh * t.ow, team);
-            assert!(scratch.len() >= head + tasks * per_task);
-            let (wt, rest) = scratch.split_at_mut(head);
-            sh.flip_weights(w, wt);
-            packed_forward(&t, batch, tiles.group(&t), delta, wt, None, rest.as_mut_ptr(), per_task, dx, team);
-            return;
+            // dx = conv(delta, W'), on the forward's panel product: no dcol, no col2im.
+            #[cfg(target_arch = "x86_64")]
+            {
+                let head = tiles.head(sh, batch);
+                assert!(scratch.len() >= head + team.size() * per_task);
+                let (shared, slots) = scratch.split_at_mut(head);
+                let (wt, shared) = shared.split_at_mut(sh.f * sh.ckk());
+                sh.flip_weights(w, wt);
+                // SAFETY: AVX2/FMA checked (Tiles::packed); slots as in the forward.
+                unsafe { super::panels::forward(&t, batch, delta, wt, None, shared, slots, per_task, dx, team) };
+                return;
+            }
         }
         let dxp = SendPtr(dx.as_mut_ptr());
         let (tasks, per) = example_tasks(batch, macs, team);
@@ -1029,6 +961,38 @@ mod tests {
                 run_conv(tiles, &sh, batch, Activation::Relu, (&x, &wt, &b, &delta), &mut scratch, t)
             };
             assert!(run(&solo) == run(&team), "{tiles:?}: results depend on the team");
+        }
+    }
+
+    #[test]
+    fn panel_products_match_naive_loops_over_several_k_blocks() {
+        // K = 33·5·5 = 825 im2col rows (four K-blocks forward), 13 filters (row blocks of 6 and
+        // 4 with a padded row), 3·9·9 = 243 positions (a partial last panel, and the weight
+        // gradient's position blocks), C ≥ 32 so the input gradient is the transposed
+        // convolution (K' = 13·25 = 325, two K-blocks).
+        let mut rng = ChaCha8Rng::seed_from_u64(11);
+        let cv = Conv { kh: 5, kw: 5, filters: 13, stride: 1, padding: Padding::Fixed(2) };
+        let layer = Layer::after(Shape::new(33, 9, 9), Kind::Conv2d(cv), 0, Activation::Relu).unwrap();
+        let sh = ConvShape::of(&layer).unwrap();
+        let batch = 3;
+        let n = batch * sh.oh * sh.ow;
+        let x: Vec<f32> = (0..batch * 33 * 81).map(|_| rng.gen_range(-1.0..1.0)).collect();
+        let wt: Vec<f32> = (0..sh.f * sh.ckk()).map(|_| rng.gen_range(-1.0..1.0)).collect();
+        let b: Vec<f32> = (0..sh.f).map(|_| rng.gen_range(-1.0..1.0)).collect();
+        let delta: Vec<f32> = (0..sh.f * n).map(|_| rng.gen_range(-1.0..1.0)).collect();
+        let tiles = Tiles { kernel: Kernel::Packed, dw_kernel: Kernel::Packed, tile_values: 1 << 15 };
+        assert!(!super::super::simd::has_avx2_fma() || (tiles.panel_forward(&sh) && tiles.transposed_dx(&sh)));
+        let want_z = naive_forward(&sh, batch, &x, &wt, &b);
+        let (want_dw, want_db, want_dx) = naive_backward(&sh, batch, &x, &wt, &delta);
+        for threads in [1, 2] {
+            let team = Team::new(threads, || {}).unwrap();
+            let mut scratch = vec![f32::NAN; tiles.total(&sh, batch, threads)];
+            let data = (&x[..], &wt[..], &b[..], &delta[..]);
+            let (z, dw, db, dx) = run_conv(tiles, &sh, batch, Activation::Identity, data, &mut scratch, &team);
+            close("z", &z, &want_z);
+            close("dw", &dw, &want_dw);
+            close("db", &db, &want_db);
+            close("dx", &dx, &want_dx);
         }
     }
 

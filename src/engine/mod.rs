@@ -17,6 +17,7 @@ pub mod conv;
 pub mod gemm;
 pub mod kernels;
 mod loss;
+mod panels;
 pub mod pool;
 pub mod simd;
 pub mod team;

@@ -1,0 +1,511 @@
+//! The stride-1 convolution product without an im2col matrix: z [M][N] = A [M][K] · col [K][N],
+//! where col's rows are read straight from a zero-padded copy of the input.
+//!
+//! Shapes (B = batch, N = B·H'·W', K = C·kh·kw, Hp/Wp the padded height and width):
+//! - xp: [GUARD][C][B][Hp][Wp][GUARD], the input with its zero border (the guards let a 16-lane
+//!   load start up to 15 values before the first value or end 15 after the last)
+//! - A packed: blocks of 6 (or 4) rows, each [K][rows]: one block's column p is contiguous
+//! - a B panel: 16 output positions × K rows, [K][16]: row (c, i, j), lane l holds
+//!   xp[c][e][oy+i][ox+j] for position (e, oy, ox) = 16·panel + l
+//!
+//! Why this shape of loop: with im2col, the column matrix is written once and then read from
+//! far caches; here each task builds one panel (K·64 bytes, in L2) and multiplies it, in
+//! K-blocks that stay in L1, by every row block of A, as a BLIS-style 6×16 register tile. Within
+//! a panel row, the 16 positions are a few runs of consecutive input values (one per output
+//! row they touch), so a row is a few unaligned loads blended together.
+//!
+//! Each output value is one FMA chain over p = 0..K in order, whatever the panel split: results
+//! do not depend on the thread count.
+
+#![cfg(target_arch = "x86_64")]
+
+use super::conv::{ConvShape, split_items};
+use super::gemm::PARALLEL_MIN_MACS;
+use super::team::Team;
+use std::arch::x86_64::*;
+
+/// Zero values before and after the padded input.
+const GUARD: usize = 16;
+/// Rows of K a kernel call sums before its tile goes back to memory (the B slice, 16·KC
+/// values, stays in L1).
+const KC: usize = 256;
+
+/// The padded input's geometry.
+fn padded(sh: &ConvShape) -> (usize, usize) {
+    (sh.h + 2 * sh.ph, sh.w + 2 * sh.pw)
+}
+
+/// Values of the padded input copy for a batch.
+pub fn pad_len(sh: &ConvShape, batch: usize) -> usize {
+    let (hp, wp) = padded(sh);
+    2 * GUARD + sh.c * batch * hp * wp
+}
+
+/// Row blocks of an M-row A: (first row, rows in the block: 6 or 4), covering M with at most
+/// one padded row.
+fn row_blocks(m: usize) -> impl Iterator<Item = (usize, usize)> {
+    let (sixes, rest) = (m / 6, m % 6);
+    let (sixes, fours, extra_six) = match rest {
+        0 => (sixes, 0, 0),
+        1 | 2 if sixes > 0 => (sixes - 1, 2, 0),
+        1..=4 => (sixes, 1, 0),
+        _ => (sixes, 0, 1),
+    };
+    let sizes = std::iter::repeat_n(6, sixes + extra_six).chain(std::iter::repeat_n(4, fours));
+    sizes.scan(0, |row, mr| {
+        let at = *row;
+        *row += mr;
+        Some((at, mr))
+    })
+}
+
+/// Values of A packed: every block's rows, padded rows included.
+pub fn packed_a_len(m: usize, k: usize) -> usize {
+    row_blocks(m).map(|(_, mr)| mr * k).sum()
+}
+
+/// Scratch values a task needs: one B panel.
+pub fn panel_len(sh: &ConvShape) -> usize {
+    16 * sh.ckk()
+}
+
+/// A [m][k] (row-major) into its row blocks, [k][mr] each; padded rows zero.
+fn pack_a(a: &[f32], m: usize, k: usize, out: &mut [f32]) {
+    let mut at = 0;
+    for (r0, mr) in row_blocks(m) {
+        let block = &mut out[at..at + mr * k];
+        for (p, col) in block.chunks_exact_mut(mr).enumerate() {
+            for (i, v) in col.iter_mut().enumerate() {
+                *v = if r0 + i < m { a[(r0 + i) * k + p] } else { 0.0 };
+            }
+        }
+        at += mr * k;
+    }
+}
+
+/// x [C][B][H][W] into xp (see the module comment), planes split across the team.
+fn pad(sh: &ConvShape, batch: usize, x: &[f32], xp: &mut [f32], team: &Team) {
+    let (hp, wp) = padded(sh);
+    let planes = sh.c * batch;
+    let (head, rest) = xp[..pad_len(sh, batch)].split_at_mut(GUARD);
+    let (body, tail) = rest.split_at_mut(planes * hp * wp);
+    head.fill(0.0);
+    tail.fill(0.0);
+    struct Ptr(*mut f32);
+    // SAFETY: each task writes its own planes.
+    unsafe impl Sync for Ptr {}
+    let base = Ptr(body.as_mut_ptr());
+    split_items(planes, planes * hp * wp, team, &|range| {
+        let base = &base;
+        for q in range {
+            // SAFETY: plane q is this task's alone.
+            let dst = unsafe { std::slice::from_raw_parts_mut(base.0.add(q * hp * wp), hp * wp) };
+            let src = &x[q * sh.h * sh.w..(q + 1) * sh.h * sh.w];
+            dst[..sh.ph * wp].fill(0.0);
+            dst[(sh.ph + sh.h) * wp..].fill(0.0);
+            for (y, row) in src.chunks_exact(sh.w).enumerate() {
+                let d = &mut dst[(sh.ph + y) * wp..(sh.ph + y + 1) * wp];
+                d[..sh.pw].fill(0.0);
+                d[sh.pw..sh.pw + sh.w].copy_from_slice(row);
+                d[sh.pw + sh.w..].fill(0.0);
+            }
+        }
+    });
+}
+
+/// The shared scratch of [`forward`]: the padded input and the packed A.
+pub fn head_len(sh: &ConvShape, batch: usize) -> usize {
+    pad_len(sh, batch) + packed_a_len(sh.f, sh.ckk())
+}
+
+/// z [F][N] (row stride N) = w · col(x), then + bias and relu per `bias`, for a stride-1
+/// convolution; `head` holds [`head_len`] values, `slots` a slot of `per_task` ≥ [`panel_len`]
+/// values per team member. Panels split across the team in contiguous ranges.
+///
+/// SAFETY: AVX2 and FMA present.
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn forward(
+    sh: &ConvShape,
+    batch: usize,
+    x: &[f32],
+    w: &[f32],
+    bias: Option<(&[f32], bool)>,
+    head: &mut [f32],
+    slots: &mut [f32],
+    per_task: usize,
+    z: &mut [f32],
+    team: &Team,
+) {
+    assert!(sh.s == 1, "the panel product is for stride 1");
+    let (ckk, oplane) = (sh.ckk(), sh.oh * sh.ow);
+    let n = batch * oplane;
+    let (xp, rest) = head.split_at_mut(pad_len(sh, batch));
+    let ap = &mut rest[..packed_a_len(sh.f, ckk)];
+    assert!(z.len() >= sh.f * n && w.len() >= sh.f * ckk && x.len() >= sh.c * batch * sh.h * sh.w);
+    pad(sh, batch, x, xp, team);
+    pack_a(w, sh.f, ckk, ap);
+    let panels = n.div_ceil(16);
+    let parts = if sh.f * ckk * n >= PARALLEL_MIN_MACS { team.size().min(panels) } else { 1 };
+    let per = panels.div_ceil(parts.max(1));
+    assert!(per_task >= panel_len(sh) && slots.len() >= panels.div_ceil(per) * per_task);
+    struct Ptr(*mut f32);
+    // SAFETY: tasks write disjoint columns of z and their own slots.
+    unsafe impl Sync for Ptr {}
+    let (zp, sp) = (Ptr(z.as_mut_ptr()), Ptr(slots.as_mut_ptr()));
+    let (xp, ap) = (&*xp, &*ap);
+    team.run(panels.div_ceil(per), &|t| {
+        let (zp, sp) = (&zp, &sp);
+        // SAFETY: AVX2/FMA (the caller's promise); slot t and columns of panels
+        // t·per..(t+1)·per are this task's.
+        unsafe {
+            let panel = std::slice::from_raw_parts_mut(sp.0.add(t * per_task), 16 * ckk);
+            task(sh, batch, xp, ap, bias, t * per..((t + 1) * per).min(panels), panel, zp.0, n);
+        }
+    });
+}
+
+/// One task's panels: build each, then multiply it by every row block of A, K-block by K-block.
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn task(
+    sh: &ConvShape,
+    batch: usize,
+    xp: &[f32],
+    ap: &[f32],
+    bias: Option<(&[f32], bool)>,
+    panels: std::ops::Range<usize>,
+    panel: &mut [f32],
+    z: *mut f32,
+    n: usize,
+) {
+    let ckk = sh.ckk();
+    let kblocks = ckk.div_ceil(KC);
+    let kc = ckk.div_ceil(kblocks);
+    for pn in panels {
+        let q0 = 16 * pn;
+        let cols = (n - q0).min(16);
+        // SAFETY: the caller's xp and panel, sized for this convolution and batch.
+        unsafe { build_panel(sh, batch, xp, q0, n, panel) };
+        for k0 in (0..ckk).step_by(kc) {
+            let k1 = (k0 + kc).min(ckk);
+            let fin = if k1 == ckk { bias.map(|(b, relu)| (b.as_ptr(), relu)) } else { None };
+            for (r0, mr) in row_blocks(sh.f) {
+                let a = ap[r0 * ckk + mr * k0..].as_ptr();
+                let b = panel[16 * k0..].as_ptr();
+                let rows = mr.min(sh.f - r0);
+                let fin = fin.map(|(b, relu)| (b.wrapping_add(r0), relu));
+                // SAFETY: rows r0..r0+rows, columns q0..q0+cols of z are this task's.
+                let c = unsafe { z.add(r0 * n + q0) };
+                unsafe {
+                    if mr == 6 {
+                        tile::<6>(k1 - k0, a, b, c, n, rows, cols, k0 > 0, fin)
+                    } else {
+                        tile::<4>(k1 - k0, a, b, c, n, rows, cols, k0 > 0, fin)
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// One B panel: positions q0..q0+16 (lanes past n hold whatever the loads brought) of every row
+/// (c, i, j), from xp.
+///
+/// SAFETY: AVX2 present; xp is [`pad_len`] values for this batch, panel 16·K.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn build_panel(sh: &ConvShape, batch: usize, xp: &[f32], q0: usize, n: usize, panel: &mut [f32]) {
+    let (hp, wp) = padded(sh);
+    let (oplane, cs) = (sh.oh * sh.ow, batch * hp * wp);
+    // Runs of lanes whose sources are consecutive: lane l of run r reads (d_r + l) + the row's
+    // offset, for l in the run's mask.
+    let mut starts = [0isize; 16];
+    let mut masks = [[_mm256_setzero_ps(); 2]; 16];
+    let mut runs = 0;
+    let (mut prev, mut first) = (0usize, 0usize);
+    let lanes = (n - q0).min(16);
+    for l in 0..lanes {
+        let q = q0 + l;
+        let (e, rem) = (q / oplane, q % oplane);
+        let src = GUARD + e * hp * wp + (rem / sh.ow) * wp + rem % sh.ow;
+        if l == 0 || src != prev + 1 {
+            if l > 0 {
+                masks[runs - 1] = lane_masks(first, l);
+            }
+            starts[runs] = src as isize - l as isize;
+            runs += 1;
+            first = l;
+        }
+        prev = src;
+    }
+    masks[runs - 1] = lane_masks(first, lanes);
+    let base = xp.as_ptr();
+    let mut out = panel.as_mut_ptr();
+    // SAFETY: every load reads d_r + off + 0..16 with d_r + l inside the padded body for some
+    // lane l of the run, so within GUARD of it: inside xp. The panel has 16·K values.
+    unsafe {
+        for c in 0..sh.c {
+            for i in 0..sh.kh {
+                for j in 0..sh.kw {
+                    let off = (c * cs + i * wp + j) as isize;
+                    let p = base.offset(starts[0] + off);
+                    let (mut v0, mut v1) = (_mm256_loadu_ps(p), _mm256_loadu_ps(p.add(8)));
+                    for r in 1..runs {
+                        let p = base.offset(starts[r] + off);
+                        v0 = _mm256_blendv_ps(v0, _mm256_loadu_ps(p), masks[r][0]);
+                        v1 = _mm256_blendv_ps(v1, _mm256_loadu_ps(p.add(8)), masks[r][1]);
+                    }
+                    _mm256_storeu_ps(out, v0);
+                    _mm256_storeu_ps(out.add(8), v1);
+                    out = out.add(16);
+                }
+            }
+        }
+    }
+}
+
+/// The shared scratch of [`weight_grad`]: the padded input and the packed delta.
+pub fn grad_head_len(sh: &ConvShape, batch: usize) -> usize {
+    pad_len(sh, batch) + packed_a_len(sh.f, batch * sh.oh * sh.ow)
+}
+
+/// Scratch values a task of [`weight_grad`] needs: one B slice.
+pub const GRAD_SLOT: usize = 16 * QC;
+
+/// Positions a weight-gradient kernel call sums before its tile goes back to memory.
+const QC: usize = 256;
+
+/// dw [F][K] = delta [F][N] · colᵀ, col read from the padded input as in [`forward`]: C is
+/// dW itself (6 filters × 16 im2col rows a tile), A the packed delta, and a B slice holds 16
+/// im2col rows at QC consecutive positions, [QC][16]. Tasks split dW's columns; each sums over
+/// the positions in order, so results do not depend on the thread count. `head` holds
+/// [`grad_head_len`] values, `slots` [`GRAD_SLOT`] per team member.
+///
+/// SAFETY: AVX2 and FMA present.
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn weight_grad(
+    sh: &ConvShape,
+    batch: usize,
+    x: &[f32],
+    delta: &[f32],
+    head: &mut [f32],
+    slots: &mut [f32],
+    per_task: usize,
+    dw: &mut [f32],
+    team: &Team,
+) {
+    assert!(sh.s == 1, "the panel product is for stride 1");
+    let (ckk, n) = (sh.ckk(), batch * sh.oh * sh.ow);
+    let (xp, rest) = head.split_at_mut(pad_len(sh, batch));
+    let dp = &mut rest[..packed_a_len(sh.f, n)];
+    assert!(dw.len() >= sh.f * ckk && delta.len() >= sh.f * n);
+    pad(sh, batch, x, xp, team);
+    pack_a(delta, sh.f, n, dp);
+    let panels = ckk.div_ceil(16);
+    let parts = if sh.f * ckk * n >= PARALLEL_MIN_MACS { team.size().min(panels) } else { 1 };
+    let per = panels.div_ceil(parts.max(1));
+    assert!(per_task >= GRAD_SLOT && slots.len() >= panels.div_ceil(per) * per_task);
+    struct Ptr(*mut f32);
+    // SAFETY: tasks write disjoint columns of dW and their own slots.
+    unsafe impl Sync for Ptr {}
+    let (dwp, sp) = (Ptr(dw.as_mut_ptr()), Ptr(slots.as_mut_ptr()));
+    let (xp, dp) = (&*xp, &*dp);
+    team.run(panels.div_ceil(per), &|t| {
+        let (dwp, sp) = (&dwp, &sp);
+        // SAFETY: AVX2/FMA (the caller's promise); slot t and dW's columns of panels
+        // t·per..(t+1)·per are this task's.
+        unsafe {
+            let slice = std::slice::from_raw_parts_mut(sp.0.add(t * per_task), GRAD_SLOT);
+            grad_task(sh, batch, xp, dp, t * per..((t + 1) * per).min(panels), slice, dwp.0);
+        }
+    });
+}
+
+/// One task's columns of dW: for each panel of 16 im2col rows, position block by block, the
+/// B slice and its product with every row block of the packed delta.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn grad_task(
+    sh: &ConvShape,
+    batch: usize,
+    xp: &[f32],
+    dp: &[f32],
+    panels: std::ops::Range<usize>,
+    slice: &mut [f32],
+    dw: *mut f32,
+) {
+    let (hp, wp) = padded(sh);
+    let (ckk, n, cs) = (sh.ckk(), batch * sh.oh * sh.ow, batch * hp * wp);
+    for pn in panels {
+        let r0 = 16 * pn;
+        let cols = (ckk - r0).min(16);
+        // Runs of lanes (im2col rows) whose offsets in xp are consecutive.
+        let mut starts = [0isize; 16];
+        let mut masks = [[_mm256_setzero_ps(); 2]; 16];
+        let (mut runs, mut prev, mut first) = (0, 0usize, 0usize);
+        for l in 0..cols {
+            let r = r0 + l;
+            let (c, i, j) = (r / (sh.kh * sh.kw), r / sh.kw % sh.kh, r % sh.kw);
+            let off = c * cs + i * wp + j;
+            if l == 0 || off != prev + 1 {
+                if l > 0 {
+                    masks[runs - 1] = lane_masks(first, l);
+                }
+                starts[runs] = off as isize - l as isize;
+                runs += 1;
+                first = l;
+            }
+            prev = off;
+        }
+        masks[runs - 1] = lane_masks(first, cols);
+        let mut q0 = 0;
+        while q0 < n {
+            let q1 = (q0 + QC).min(n);
+            // The B slice: row q - q0 holds the panel's im2col rows at position q.
+            let (mut e, rem) = (q0 / (sh.oh * sh.ow), q0 % (sh.oh * sh.ow));
+            let (mut oy, mut ox) = (rem / sh.ow, rem % sh.ow);
+            let mut out = slice.as_mut_ptr();
+            // SAFETY: as in `build_panel`: each load lies within GUARD of a value of the run.
+            unsafe {
+                for _ in q0..q1 {
+                    let src = (GUARD + e * hp * wp + oy * wp + ox) as isize;
+                    let p = xp.as_ptr().offset(src + starts[0]);
+                    let (mut v0, mut v1) = (_mm256_loadu_ps(p), _mm256_loadu_ps(p.add(8)));
+                    for r in 1..runs {
+                        let p = xp.as_ptr().offset(src + starts[r]);
+                        v0 = _mm256_blendv_ps(v0, _mm256_loadu_ps(p), masks[r][0]);
+                        v1 = _mm256_blendv_ps(v1, _mm256_loadu_ps(p.add(8)), masks[r][1]);
+                    }
+                    _mm256_storeu_ps(out, v0);
+                    _mm256_storeu_ps(out.add(8), v1);
+                    out = out.add(16);
+                    ox += 1;
+                    if ox == sh.ow {
+                        ox = 0;
+                        oy += 1;
+                        if oy == sh.oh {
+                            oy = 0;
+                            e += 1;
+                        }
+                    }
+                }
+            }
+            for (f0, mr) in row_blocks(sh.f) {
+                let a = dp[f0 * n + mr * q0..].as_ptr();
+                let rows = mr.min(sh.f - f0);
+                // SAFETY: rows f0.., columns r0..r0+cols of dW are this task's.
+                unsafe {
+                    let c = dw.add(f0 * ckk + r0);
+                    if mr == 6 {
+                        tile::<6>(q1 - q0, a, slice.as_ptr(), c, ckk, rows, cols, q0 > 0, None)
+                    } else {
+                        tile::<4>(q1 - q0, a, slice.as_ptr(), c, ckk, rows, cols, q0 > 0, None)
+                    }
+                }
+            }
+            q0 = q1;
+        }
+    }
+}
+
+/// Sign-bit masks of lanes first..end of 16, as two 8-lane halves.
+#[inline(always)]
+fn lane_masks(first: usize, end: usize) -> [__m256; 2] {
+    let bits = |h: usize| -> __m256 {
+        let mut m = [0i32; 8];
+        for (k, v) in m.iter_mut().enumerate() {
+            let l = 8 * h + k;
+            *v = if l >= first && l < end { -1 } else { 0 };
+        }
+        // SAFETY: 8 i32 values, reinterpreted as 8 lanes.
+        unsafe { _mm256_castsi256_ps(_mm256_loadu_si256(m.as_ptr().cast())) }
+    };
+    [bits(0), bits(1)]
+}
+
+/// C[rows×cols] (row stride ldc) = (C +) Σ_p A[p][·] ⊗ B[p][·] over kc values of p, A packed
+/// [kc][MR] and B [kc][16]; with `fin`, then + bias[row] and max(·, 0) when its flag is set.
+///
+/// SAFETY: AVX2/FMA present; A for kc·MR values, B for 16·kc, C for rows × cols at ldc.
+#[inline(always)]
+#[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
+unsafe fn tile<const MR: usize>(
+    kc: usize,
+    a: *const f32,
+    b: *const f32,
+    c: *mut f32,
+    ldc: usize,
+    rows: usize,
+    cols: usize,
+    load: bool,
+    fin: Option<(*const f32, bool)>,
+) {
+    unsafe {
+        let full = cols == 16;
+        let (m0, m1) = (tail_mask(cols.min(8)), tail_mask(cols.saturating_sub(8)));
+        let mut acc = [[_mm256_setzero_ps(); 2]; MR];
+        if load {
+            for i in 0..rows {
+                let src = c.add(i * ldc);
+                acc[i] = if full {
+                    [_mm256_loadu_ps(src), _mm256_loadu_ps(src.add(8))]
+                } else {
+                    [_mm256_maskload_ps(src, m0), _mm256_maskload_ps(src.add(8), m1)]
+                };
+            }
+        }
+        for p in 0..kc {
+            let (b0, b1) = (_mm256_loadu_ps(b.add(16 * p)), _mm256_loadu_ps(b.add(16 * p + 8)));
+            for i in 0..MR {
+                let av = _mm256_broadcast_ss(&*a.add(MR * p + i));
+                acc[i][0] = _mm256_fmadd_ps(av, b0, acc[i][0]);
+                acc[i][1] = _mm256_fmadd_ps(av, b1, acc[i][1]);
+            }
+        }
+        for i in 0..rows {
+            let (mut v0, mut v1) = (acc[i][0], acc[i][1]);
+            if let Some((bias, relu)) = fin {
+                let bv = _mm256_broadcast_ss(&*bias.add(i));
+                v0 = _mm256_add_ps(v0, bv);
+                v1 = _mm256_add_ps(v1, bv);
+                if relu {
+                    v0 = _mm256_max_ps(v0, _mm256_setzero_ps());
+                    v1 = _mm256_max_ps(v1, _mm256_setzero_ps());
+                }
+            }
+            let dst = c.add(i * ldc);
+            if full {
+                _mm256_storeu_ps(dst, v0);
+                _mm256_storeu_ps(dst.add(8), v1);
+            } else {
+                _mm256_maskstore_ps(dst, m0, v0);
+                _mm256_maskstore_ps(dst.add(8), m1, v1);
+            }
+        }
+    }
+}
+
+/// The first `r` lanes (r in 0..=8) set.
+#[inline(always)]
+unsafe fn tail_mask(r: usize) -> __m256i {
+    unsafe { _mm256_cmpgt_epi32(_mm256_set1_epi32(r as i32), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn row_blocks_cover_every_row_once_with_at_most_one_padded_row() {
+        for m in 1..200 {
+            let blocks: Vec<_> = row_blocks(m).collect();
+            let covered: usize = blocks.iter().map(|b| b.1).sum();
+            assert!(covered >= m && covered <= m + 3, "m {m}: {blocks:?}");
+            if m >= 6 {
+                assert!(covered <= m + 1, "m {m}: {blocks:?}");
+            }
+            for w in blocks.windows(2) {
+                assert_eq!(w[0].0 + w[0].1, w[1].0);
+            }
+            assert_eq!(blocks[0].0, 0);
+        }
+    }
+}
