@@ -90,6 +90,7 @@ fn main() {
     let cases = [
         ("e conv1", Shape::new(1, 28, 28), (5, 32, 2), 64),
         ("e conv2", Shape::new(32, 14, 14), (5, 64, 2), 64),
+        ("e conv2 transposed", Shape::new(64, 14, 14), (5, 32, 2), 64),
         ("f conv1", Shape::new(1, 28, 28), (3, 16, 0), 128),
         ("f conv2", Shape::new(16, 13, 13), (3, 32, 0), 128),
     ];
