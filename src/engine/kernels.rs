@@ -46,6 +46,23 @@ fn scale_into_imp<M: Madd>(alpha: f32, x: &[f32], y: &mut [f32]) {
     }
 }
 
+// The fused updates round g = d·x on its own, as the product that would have stored it does, so
+// a fused step and a stored-gradient step give the same bits.
+#[inline(always)]
+fn sgd_outer_imp<M: Madd>(w: &mut [f32], x: &[f32], d: f32, lr: f32) {
+    for (w, &x) in w.iter_mut().zip(x) {
+        *w = M::madd(-lr, d * x, *w);
+    }
+}
+
+#[inline(always)]
+fn momentum_outer_imp<M: Madd>(w: &mut [f32], v: &mut [f32], x: &[f32], d: f32, lr: f32, mu: f32) {
+    for ((w, v), &x) in w.iter_mut().zip(v.iter_mut()).zip(x) {
+        *v = M::madd(mu, *v, d * x);
+        *w = M::madd(-lr, *v, *w);
+    }
+}
+
 #[inline(always)]
 fn sgd_imp<M: Madd>(w: &mut [f32], g: &[f32], lr: f32) {
     for (w, &g) in w.iter_mut().zip(g) {
@@ -98,6 +115,14 @@ dispatch! {
 dispatch! {
     /// w -= lr g.
     pub fn sgd = sgd_imp(w: &mut [f32], g: &[f32], lr: f32)
+}
+dispatch! {
+    /// w -= lr g for the gradient row g = d x of one example (not stored).
+    pub fn sgd_outer = sgd_outer_imp(w: &mut [f32], x: &[f32], d: f32, lr: f32)
+}
+dispatch! {
+    /// v = mu v + g; w -= lr v for the gradient row g = d x of one example (not stored).
+    pub fn momentum_outer = momentum_outer_imp(w: &mut [f32], v: &mut [f32], x: &[f32], d: f32, lr: f32, mu: f32)
 }
 dispatch! {
     /// v = mu v + g; w -= lr v.

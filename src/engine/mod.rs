@@ -395,16 +395,17 @@ impl Engine {
     /// Forward, loss and backward: fills the gradient arena, moves nothing.
     pub fn compute_gradients(&mut self, x: &[f32], labels: &[u8]) -> Result<Score> {
         let batch = self.check_batch(x, Some(labels))?;
-        Ok(self.run(|e| e.gradients_inner(x, labels, batch)))
+        Ok(self.run(|e| e.gradients_inner(x, labels, batch, false)))
     }
 
     /// One training step: gradients, then the optimizer. Returns the batch's score before the update.
     pub fn train_step(&mut self, x: &[f32], labels: &[u8]) -> Result<Score> {
         let batch = self.check_batch(x, Some(labels))?;
+        let fused = batch == 1 && matches!(self.settings.optimizer, Optimizer::Sgd | Optimizer::Momentum);
         Ok(self.run(|e| {
-            let s = e.gradients_inner(x, labels, batch);
+            let s = e.gradients_inner(x, labels, batch, fused);
             let mut t = e.clock();
-            e.update();
+            e.update(fused);
             lap(&mut t, e.timers.as_mut().map(|x| &mut x.update));
             s
         }))
@@ -445,13 +446,21 @@ impl Engine {
         }
     }
 
-    fn gradients_inner(&mut self, x: &[f32], labels: &[u8], batch: usize) -> Score {
+    /// Forward, loss and backward. With `fused` (one example, SGD or momentum), each dense
+    /// layer's weights and biases are updated as its gradient is formed, without storing it:
+    /// the gradient of one example is an outer product, and forming it, storing it and reading
+    /// it back costs more memory traffic than the update itself (784-30-30-10: ~5 µs against
+    /// ~3 µs a step). [`Engine::update`] then skips those layers.
+    fn gradients_inner(&mut self, x: &[f32], labels: &[u8], batch: usize, fused: bool) -> Score {
         self.forward_inner(x, batch);
         let lossfn = self.settings.loss;
         let last = self.spec.layers.len() - 1;
         let m_out = self.spec.outputs();
         let mut t = self.clock();
-        let Engine { spec, slots, params, grads, ops, feeds, acts, flat, col, args, back, team, timers, .. } = self;
+        let (lr, mu) = (self.settings.hyper.lr as f32, self.settings.hyper.momentum as f32);
+        let momentum = self.settings.optimizer == Optimizer::Momentum;
+        let Engine { spec, slots, params, grads, first, ops, feeds, acts, flat, col, args, back, team, timers, .. } =
+            self;
         let [g, spare] = back;
         let score = loss::score(lossfn, &acts[last][..batch * m_out], labels, m_out, Some(&mut g[..batch * m_out]));
         lap(&mut t, timers.as_mut().map(|x| &mut x.loss));
@@ -472,6 +481,43 @@ impl Engine {
                 (Feed::Direct, _) => &acts[l - 1][..batch * n],
                 _ => &flat[l][..batch * n],
             };
+            if fused && matches!(ops[l], Op::Dense) {
+                let (w, b) = params[s.weight..s.end].split_at_mut(s.bias - s.weight);
+                if l > 0 {
+                    // dX = delta · W from the weights before their update.
+                    matmul(View::rows(delta, 1, m), View::rows(w, m, n), &mut spare[..n], team);
+                }
+                let input = &input[..n];
+                for (i, &d) in delta.iter().enumerate() {
+                    let row = &mut w[i * n..(i + 1) * n];
+                    if momentum {
+                        kernels::momentum_outer(
+                            row,
+                            &mut first[s.weight + i * n..s.weight + (i + 1) * n],
+                            input,
+                            d,
+                            lr,
+                            mu,
+                        );
+                    } else {
+                        kernels::sgd_outer(row, input, d, lr);
+                    }
+                }
+                if momentum {
+                    kernels::momentum(b, &mut first[s.bias..s.end], delta, lr, mu);
+                } else {
+                    kernels::sgd(b, delta, lr);
+                }
+                if l > 0 {
+                    if let Feed::ToRows { c, p } = feeds[l] {
+                        to_channels(&spare[..n], &mut g[..n], 1, c, p);
+                    } else {
+                        std::mem::swap(&mut g, &mut spare);
+                    }
+                }
+                lap(&mut t, timers.as_mut().map(|x| &mut x.backward[l]));
+                continue;
+            }
             let w = &params[s.weight..s.bias];
             let (dw, db) = grads[s.weight..s.end].split_at_mut(s.bias - s.weight);
             match ops[l] {
@@ -529,7 +575,24 @@ impl Engine {
         score
     }
 
-    fn update(&mut self) {
+    /// The optimizer over every parameter, or with `fused` over those of the layers
+    /// [`Engine::gradients_inner`] did not already update (all but the dense ones).
+    fn update(&mut self, fused: bool) {
+        if fused {
+            self.steps += 1;
+            let (lr, mu) = (self.settings.hyper.lr as f32, self.settings.hyper.momentum as f32);
+            for (l, s) in self.slots.iter().enumerate() {
+                if matches!(self.ops[l], Op::Dense) {
+                    continue;
+                }
+                let (w, g) = (&mut self.params[s.weight..s.end], &self.grads[s.weight..s.end]);
+                match self.settings.optimizer {
+                    Optimizer::Momentum => kernels::momentum(w, &mut self.first[s.weight..s.end], g, lr, mu),
+                    _ => kernels::sgd(w, g, lr),
+                }
+            }
+            return;
+        }
         self.steps += 1;
         let h = self.settings.hyper;
         let (lr, mu) = (h.lr as f32, h.momentum as f32);
