@@ -8,6 +8,37 @@ fn proc_field(file: &str, key: &str) -> Option<u64> {
     Some(kb * 1024)
 }
 
+/// `v`, moved into memory the kernel backs with 2 MiB pages where it can (Linux with
+/// transparent huge pages in `madvise` or `always` mode; elsewhere `v` itself).
+///
+/// Training copies each batch's examples out of the whole training set in shuffled order. On
+/// 4 KiB pages nearly every example is a TLB miss, and on a virtual machine each miss walks two
+/// sets of page tables: gathering a batch of 128 Fashion-MNIST images took ~120 µs here, as
+/// long as the step of 784-30-30-10 itself. On 2 MiB pages the set spans ~90 pages instead of
+/// ~46,000.
+pub fn on_huge_pages(v: Vec<f32>) -> Vec<f32> {
+    const HUGE: usize = 2 << 20;
+    if v.len() * 4 < 4 * HUGE {
+        return v;
+    }
+    #[cfg(target_os = "linux")]
+    {
+        // A fresh allocation this large is mapped but untouched: advise first, then fault the
+        // pages in by copying.
+        let mut out = Vec::<f32>::with_capacity(v.len());
+        let start = out.as_ptr() as usize;
+        let (a, b) = (start.next_multiple_of(HUGE), (start + v.len() * 4) / HUGE * HUGE);
+        if b > a {
+            // SAFETY: the range lies inside `out`'s allocation; the advice changes no contents.
+            unsafe { libc::madvise(a as *mut libc::c_void, b - a, libc::MADV_HUGEPAGE) };
+        }
+        out.extend_from_slice(&v);
+        out
+    }
+    #[cfg(not(target_os = "linux"))]
+    v
+}
+
 /// The most memory this process has held resident so far (Linux; None elsewhere).
 pub fn peak_rss_bytes() -> Option<u64> {
     proc_field("/proc/self/status", "VmHWM:")

@@ -146,6 +146,7 @@ pub(crate) fn finish(loaded: Loaded, opts: &super::LoadOptions) -> Splits {
         classes,
         class_names: class_names.clone(),
     };
+    train.features = crate::sys::on_huge_pages(train.features);
     Splits { train: dataset(train), val: val.map(dataset), test: test.map(dataset), source }
 }
 
