@@ -1,6 +1,6 @@
 //! `flopnet calibrate`: measures this machine through the engine's own kernels.
 
-use super::profile::{GemmPoint, Profile, StreamPoint, VERSION, machine_id};
+use super::profile::{ConvRates, GemmPoint, Profile, StreamPoint, VERSION, machine_id};
 use crate::engine::gemm::{View, matmul};
 use crate::engine::team::Team;
 use crate::engine::{Engine, Settings, kernels, simd};
@@ -96,6 +96,32 @@ fn layer_times(act: Activation, threads: usize) -> Result<(f64, f64)> {
     Ok((t.forward[0] / steps as f64, t.backward[0] / steps as f64))
 }
 
+/// The engine's convolution rates on a `c`×`side`×`side` input, 5×5 kernels padded by 2, `f`
+/// filters, a batch of `batch`, relu.
+fn conv_rates(c: usize, side: usize, f: usize, batch: usize, team: &Team, min_s: f64) -> Result<ConvRates> {
+    use crate::engine::conv::{ConvShape, Tiles, conv_backward, conv_forward};
+    use crate::spec::{Conv, Kind, Layer, Padding, Shape};
+    let cv = Conv { kh: 5, kw: 5, filters: f, stride: 1, padding: Padding::Fixed(2) };
+    let layer =
+        Layer::after(Shape::new(c, side, side), Kind::Conv2d(cv), 0, Activation::Relu).map_err(crate::Error::Usage)?;
+    let Some(sh) = ConvShape::of(&layer) else { unreachable!("a convolution layer") };
+    let n = batch * sh.oh * sh.ow;
+    let x: Vec<f32> = (0..batch * c * side * side).map(|i| (i % 17) as f32 / 17.0).collect();
+    let w: Vec<f32> = (0..f * sh.ckk()).map(|i| (i % 13) as f32 / 13.0 - 0.5).collect();
+    let b = vec![0.1f32; f];
+    let delta: Vec<f32> = (0..f * n).map(|i| (i % 11) as f32 / 11.0 - 0.5).collect();
+    let mut scratch = vec![0.0f32; Tiles::for_shape(&sh).total(&sh, batch, team.size())];
+    let (mut z, mut dw, mut db, mut dx) =
+        (vec![0.0f32; f * n], vec![0.0f32; w.len()], vec![0.0f32; f], vec![0.0f32; x.len()]);
+    let fwd = time(min_s, 3, || conv_forward(&sh, batch, Activation::Relu, &x, &w, &b, &mut scratch, &mut z, team));
+    let dwt = time(min_s, 3, || conv_backward(&sh, batch, &x, &w, &delta, &mut dw, &mut db, &mut scratch, None, team));
+    let both = time(min_s, 3, || {
+        conv_backward(&sh, batch, &x, &w, &delta, &mut dw, &mut db, &mut scratch, Some(&mut dx), team)
+    });
+    let flop = 2.0 * (f * sh.ckk() * n) as f64 / 1e9;
+    Ok(ConvRates { forward: flop / fwd, weight_grad: flop / dwt, input_grad: flop / (both - dwt).max(dwt * 0.05) })
+}
+
 /// Measures everything the time model needs; about 10 s, or 3 s with `quick`.
 pub fn calibrate(threads: usize, quick: bool) -> Result<Profile> {
     simd::flush_denormals();
@@ -146,6 +172,8 @@ pub fn calibrate(threads: usize, quick: bool) -> Result<Profile> {
     let step_overhead = time(min_s, 5, || {
         let _ = e.train_step(&[0.5], &[0]);
     });
+    let conv_panel = conv_rates(32, 14, 64, 8, &team, min_s)?;
+    let conv_small = conv_rates(1, 28, 32, 16, &team, min_s)?;
     Ok(Profile {
         version: VERSION,
         machine: machine_id(),
@@ -161,5 +189,7 @@ pub fn calibrate(threads: usize, quick: bool) -> Result<Profile> {
         activation_forward,
         activation_backward,
         step_overhead,
+        conv_panel,
+        conv_small,
     })
 }

@@ -190,28 +190,58 @@ impl Model<'_> {
         (forward, backward)
     }
 
-    /// A convolution as im2col and a matrix product: the input's windows copied into the rows of
-    /// a [B·H'·W' × C·kh·kw] matrix, multiplied by the [C·kh·kw × F] kernels; backward dW is the
-    /// product of the deltas with the same columns and dX the deltas times the kernels, scattered
-    /// back over the windows (col2im).
+    /// A convolution as a matrix product of [B·H'·W' × C·kh·kw] input windows with the
+    /// [C·kh·kw × F] kernels; backward dW is the product of the deltas with the same windows and
+    /// dX the deltas times the kernels, scattered back over the windows. How the windows are
+    /// formed follows the engine: for stride 1 over more than 64 window values (the panel
+    /// product) a padded copy of the input and 16-column panels built in cache, the input
+    /// gradient as the transposed convolution from 32 input channels; otherwise im2col through
+    /// memory and col2im back.
+    ///
+    /// On a measured machine the products run at the rates calibrate measured through the
+    /// engine's own convolutions at a reference shape of the same kind (panel or not), windows
+    /// and scatter included.
     fn conv(&self, l: &Layer, c: &Conv, b: usize, first: bool) -> (f64, f64) {
         // Saturating: a spec too large to train still gets a (huge) time, not an overflow.
         let rows = b.saturating_mul(l.output.h).saturating_mul(l.output.w);
         let k = l.input.c.saturating_mul(c.kh).saturating_mul(c.kw);
         let f = c.filters;
         let outputs = b.saturating_mul(l.outputs);
-        let im2col = self.stream(rows.saturating_mul(k), 8.0, 0.0);
-        let forward = im2col
+        let panel = c.stride == 1 && k > 64;
+        if let Machine::Measured(p) = self.machine {
+            let r = if panel { p.conv_panel } else { p.conv_small };
+            let gflop = 2.0 * rows as f64 * k as f64 * f as f64 / 1e9;
+            let forward = gflop / r.forward.max(1e-3) + self.activation(l.activation, outputs, false);
+            let input_grad = if first { 0.0 } else { gflop / r.input_grad.max(1e-3) };
+            let backward = self.activation(l.activation, outputs, true) + gflop / r.weight_grad.max(1e-3) + input_grad;
+            return (forward, backward);
+        }
+        let windows = if panel {
+            let (ph, pw) = c.pads();
+            let padded =
+                b.saturating_mul(l.input.c).saturating_mul(l.input.h + 2 * ph).saturating_mul(l.input.w + 2 * pw);
+            self.stream(padded, 8.0, 0.0) + self.stream_in(rows.saturating_mul(k), 8.0, 0.0, 64.0 * k as f64)
+        } else {
+            self.stream(rows.saturating_mul(k), 8.0, 0.0)
+        };
+        let forward = windows
             + self.gemm(|p| &p.forward, rows, k, f)
             + self.stream(outputs, 8.0, 1.0)
             + self.activation(l.activation, outputs, false);
         let delta = self.activation(l.activation, outputs, true);
         let input_grad = if first {
             0.0
+        } else if panel && l.input.c >= 32 {
+            // The transposed convolution: as many products, windows of F·kh·kw delta values.
+            let t_rows = b.saturating_mul(l.input.h).saturating_mul(l.input.w);
+            let t_k = f.saturating_mul(c.kh).saturating_mul(c.kw);
+            self.stream_in(t_rows.saturating_mul(t_k), 8.0, 0.0, 64.0 * t_k as f64)
+                + self.gemm(|p| &p.forward, t_rows, t_k, l.input.c)
         } else {
             self.gemm(|p| &p.input_grad, rows, f, k) + self.stream(rows.saturating_mul(k), 12.0, 1.0)
         };
-        let backward = delta + self.gemm(|p| &p.weight_grad, f, rows, k) + self.stream(outputs, 4.0, 1.0) + input_grad;
+        let backward =
+            delta + windows + self.gemm(|p| &p.weight_grad, f, rows, k) + self.stream(outputs, 4.0, 1.0) + input_grad;
         (forward, backward)
     }
 

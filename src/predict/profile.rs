@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
 /// Bumped whenever the fields or what they mean change; an older file is rebuilt, not trusted.
-pub const VERSION: u32 = 4;
+pub const VERSION: u32 = 5;
 
 /// Matrix-product throughput at one shape: C[m×n] = A[m×k]·B[k×n].
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -21,6 +21,16 @@ pub struct GemmPoint {
 pub struct StreamPoint {
     pub bytes: f64,
     pub seconds_per_item: f64,
+}
+
+/// The engine's convolution throughput at one reference shape, GFLOP/s of each product
+/// (2 · B·H'·W' · C·kh·kw · F): the forward, the weight gradient (with the bias gradient) and
+/// the input gradient.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ConvRates {
+    pub forward: f64,
+    pub weight_grad: f64,
+    pub input_grad: f64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -47,6 +57,10 @@ pub struct Profile {
     pub activation_backward: Vec<(String, f64)>,
     /// Fixed seconds per training step (a 1-1 network's step).
     pub step_overhead: f64,
+    /// Convolutions: a stride-1 layer over many window values (32x14x14, 5×5 kernels, 64
+    /// filters: the engine's panel product), and one over few (1x28x28, 5×5, 32 filters).
+    pub conv_panel: ConvRates,
+    pub conv_small: ConvRates,
 }
 
 /// What identifies this machine and build: CPU model, core count, flopnet version.
