@@ -96,12 +96,17 @@ fn layer_times(act: Activation, threads: usize) -> Result<(f64, f64)> {
     Ok((t.forward[0] / steps as f64, t.backward[0] / steps as f64))
 }
 
-/// The engine's convolution rates on a `c`×`side`×`side` input, 5×5 kernels padded by 2, `f`
+/// The engine's convolution rates on a `c`×`side`×`side` input, k×k kernels padded by k/2, `f`
 /// filters, a batch of `batch`, relu.
-fn conv_rates(c: usize, side: usize, f: usize, batch: usize, team: &Team, min_s: f64) -> Result<ConvRates> {
+fn conv_rates(
+    (c, side, k, f): (usize, usize, usize, usize),
+    batch: usize,
+    team: &Team,
+    min_s: f64,
+) -> Result<ConvRates> {
     use crate::engine::conv::{ConvShape, Tiles, conv_backward, conv_forward};
     use crate::spec::{Conv, Kind, Layer, Padding, Shape};
-    let cv = Conv { kh: 5, kw: 5, filters: f, stride: 1, padding: Padding::Fixed(2) };
+    let cv = Conv { kh: k, kw: k, filters: f, stride: 1, padding: Padding::Fixed(k / 2) };
     let layer =
         Layer::after(Shape::new(c, side, side), Kind::Conv2d(cv), 0, Activation::Relu).map_err(crate::Error::Usage)?;
     let Some(sh) = ConvShape::of(&layer) else { unreachable!("a convolution layer") };
@@ -119,7 +124,12 @@ fn conv_rates(c: usize, side: usize, f: usize, batch: usize, team: &Team, min_s:
         conv_backward(&sh, batch, &x, &w, &delta, &mut dw, &mut db, &mut scratch, Some(&mut dx), team)
     });
     let flop = 2.0 * (f * sh.ckk() * n) as f64 / 1e9;
-    Ok(ConvRates { forward: flop / fwd, weight_grad: flop / dwt, input_grad: flop / (both - dwt).max(dwt * 0.05) })
+    Ok(ConvRates {
+        window: sh.ckk(),
+        forward: flop / fwd,
+        weight_grad: flop / dwt,
+        input_grad: flop / (both - dwt).max(dwt * 0.05),
+    })
 }
 
 /// Measures everything the time model needs; about 10 s, or 3 s with `quick`.
@@ -172,8 +182,28 @@ pub fn calibrate(threads: usize, quick: bool) -> Result<Profile> {
     let step_overhead = time(min_s, 5, || {
         let _ = e.train_step(&[0.5], &[0]);
     });
-    let conv_panel = conv_rates(32, 14, 64, 8, &team, min_s)?;
-    let conv_small = conv_rates(1, 28, 32, 16, &team, min_s)?;
+    let conv_panel =
+        vec![conv_rates((16, 13, 3, 32), 16, &team, min_s)?, conv_rates((32, 14, 5, 64), 8, &team, min_s)?];
+    let conv_small = vec![conv_rates((1, 28, 3, 16), 16, &team, min_s)?, conv_rates((1, 28, 5, 32), 16, &team, min_s)?];
+    // One example's dense update, formed from its gradient row by row (784 inputs a row).
+    let fused = |n: usize, momentum: bool| {
+        let rows = n.div_ceil(784);
+        let (x, d) = (vec![0.5f32; 784], vec![1e-3f32; rows]);
+        let (mut w, mut v) = (vec![0.0f32; rows * 784], vec![0.0f32; rows * 784]);
+        let s = time(min_s, 3, || {
+            for (i, &di) in d.iter().enumerate() {
+                let r = i * 784..(i + 1) * 784;
+                if momentum {
+                    kernels::momentum_outer(&mut w[r.clone()], &mut v[r], &x, di, 1e-3, 0.9);
+                } else {
+                    kernels::sgd_outer(&mut w[r], &x, di, 1e-3);
+                }
+            }
+        });
+        s * n as f64 / (rows * 784) as f64
+    };
+    let sgd_fused = stream_points(quick, 8, |n| fused(n, false));
+    let momentum_fused = stream_points(quick, 16, |n| fused(n, true));
     Ok(Profile {
         version: VERSION,
         machine: machine_id(),
@@ -191,5 +221,7 @@ pub fn calibrate(threads: usize, quick: bool) -> Result<Profile> {
         step_overhead,
         conv_panel,
         conv_small,
+        sgd_fused,
+        momentum_fused,
     })
 }

@@ -1,7 +1,7 @@
 //! The time model: the ledger's work, the bytes each phase moves, and a machine's rates.
 
 use super::devices::Device;
-use super::profile::{GemmPoint, Profile, StreamPoint};
+use super::profile::{ConvRates, GemmPoint, Profile, StreamPoint};
 use crate::cost::Config;
 use crate::spec::{Activation, Conv, Kind, Layer, Loss, Optimizer, Spec};
 use serde::Serialize;
@@ -84,6 +84,32 @@ fn gemm_rate(points: &[GemmPoint], m: usize, k: usize, n: usize) -> f64 {
         }
     }
     v.exp()
+}
+
+/// The convolution rates at window size `k`: log-linear between the reference shapes (window
+/// sizes in increasing order), the nearest one outside them.
+fn conv_rates(refs: &[ConvRates], k: usize) -> ConvRates {
+    let lerp = |a: &ConvRates, b: &ConvRates, t: f64| {
+        let mix = |x: f64, y: f64| (x.max(1e-3).ln() * (1.0 - t) + y.max(1e-3).ln() * t).exp();
+        ConvRates {
+            window: k,
+            forward: mix(a.forward, b.forward),
+            weight_grad: mix(a.weight_grad, b.weight_grad),
+            input_grad: mix(a.input_grad, b.input_grad),
+        }
+    };
+    let fallback = ConvRates { window: k, forward: 1.0, weight_grad: 1.0, input_grad: 1.0 };
+    let (Some(first), Some(last)) = (refs.first(), refs.last()) else { return fallback };
+    if k <= first.window {
+        return *first;
+    }
+    for w in refs.windows(2) {
+        if k <= w[1].window {
+            let (a, b) = ((w[0].window as f64).ln(), (w[1].window as f64).ln());
+            return lerp(&w[0], &w[1], ((k as f64).ln() - a) / (b - a));
+        }
+    }
+    *last
 }
 
 /// Seconds per item at a working set of `bytes`: log-linear between measured sizes.
@@ -169,6 +195,19 @@ impl Model<'_> {
         }
     }
 
+    /// A dense layer's one-example update formed from its gradient row by row, never stored:
+    /// the weights and the optimizer state move, 8 bytes a parameter with SGD, 16 with momentum.
+    fn fused_update(&self, opt: Optimizer, params: usize) -> f64 {
+        let bytes_per = if opt == Optimizer::Sgd { 8.0 } else { 16.0 };
+        match self.machine {
+            Machine::Measured(p) => {
+                let table = if opt == Optimizer::Sgd { &p.sgd_fused } else { &p.momentum_fused };
+                params as f64 * per_item(table, params as f64 * bytes_per)
+            }
+            Machine::Roofline { .. } => self.stream(params, bytes_per, 3.0),
+        }
+    }
+
     fn overhead(&self) -> f64 {
         match self.machine {
             Machine::Measured(p) => p.step_overhead,
@@ -190,58 +229,38 @@ impl Model<'_> {
         (forward, backward)
     }
 
-    /// A convolution as a matrix product of [B·H'·W' × C·kh·kw] input windows with the
-    /// [C·kh·kw × F] kernels; backward dW is the product of the deltas with the same windows and
-    /// dX the deltas times the kernels, scattered back over the windows. How the windows are
-    /// formed follows the engine: for stride 1 over more than 64 window values (the panel
-    /// product) a padded copy of the input and 16-column panels built in cache, the input
-    /// gradient as the transposed convolution from 32 input channels; otherwise im2col through
-    /// memory and col2im back.
-    ///
-    /// On a measured machine the products run at the rates calibrate measured through the
-    /// engine's own convolutions at a reference shape of the same kind (panel or not), windows
-    /// and scatter included.
+    /// A convolution: three products of M = B·H'·W' rows (output positions) by K = C·kh·kw (a
+    /// window) by N = F, 2·M·K·N FLOPs each — the forward, the weight gradient and (unless it is
+    /// the first layer) the input gradient. On a measured machine each runs at the rate
+    /// calibrate measured for that pass through the engine's own convolutions at a reference
+    /// shape of the same kind (the panel product for stride 1 over more than 64 window values,
+    /// else the small kernels), windows, bias, relu and scatter included. Under a roofline, as
+    /// im2col: the window values copied into columns, the products, col2im's scatter back.
     fn conv(&self, l: &Layer, c: &Conv, b: usize, first: bool) -> (f64, f64) {
         // Saturating: a spec too large to train still gets a (huge) time, not an overflow.
         let rows = b.saturating_mul(l.output.h).saturating_mul(l.output.w);
         let k = l.input.c.saturating_mul(c.kh).saturating_mul(c.kw);
         let f = c.filters;
         let outputs = b.saturating_mul(l.outputs);
-        let panel = c.stride == 1 && k > 64;
+        let delta = self.activation(l.activation, outputs, true);
         if let Machine::Measured(p) = self.machine {
-            let r = if panel { p.conv_panel } else { p.conv_small };
+            let r = conv_rates(if c.stride == 1 && k > 64 { &p.conv_panel } else { &p.conv_small }, k);
             let gflop = 2.0 * rows as f64 * k as f64 * f as f64 / 1e9;
             let forward = gflop / r.forward.max(1e-3) + self.activation(l.activation, outputs, false);
             let input_grad = if first { 0.0 } else { gflop / r.input_grad.max(1e-3) };
-            let backward = self.activation(l.activation, outputs, true) + gflop / r.weight_grad.max(1e-3) + input_grad;
-            return (forward, backward);
+            return (forward, delta + gflop / r.weight_grad.max(1e-3) + input_grad);
         }
-        let windows = if panel {
-            let (ph, pw) = c.pads();
-            let padded =
-                b.saturating_mul(l.input.c).saturating_mul(l.input.h + 2 * ph).saturating_mul(l.input.w + 2 * pw);
-            self.stream(padded, 8.0, 0.0) + self.stream_in(rows.saturating_mul(k), 8.0, 0.0, 64.0 * k as f64)
-        } else {
-            self.stream(rows.saturating_mul(k), 8.0, 0.0)
-        };
-        let forward = windows
+        let im2col = self.stream(rows.saturating_mul(k), 8.0, 0.0);
+        let forward = im2col
             + self.gemm(|p| &p.forward, rows, k, f)
             + self.stream(outputs, 8.0, 1.0)
             + self.activation(l.activation, outputs, false);
-        let delta = self.activation(l.activation, outputs, true);
         let input_grad = if first {
             0.0
-        } else if panel && l.input.c >= 32 {
-            // The transposed convolution: as many products, windows of F·kh·kw delta values.
-            let t_rows = b.saturating_mul(l.input.h).saturating_mul(l.input.w);
-            let t_k = f.saturating_mul(c.kh).saturating_mul(c.kw);
-            self.stream_in(t_rows.saturating_mul(t_k), 8.0, 0.0, 64.0 * t_k as f64)
-                + self.gemm(|p| &p.forward, t_rows, t_k, l.input.c)
         } else {
             self.gemm(|p| &p.input_grad, rows, f, k) + self.stream(rows.saturating_mul(k), 12.0, 1.0)
         };
-        let backward =
-            delta + windows + self.gemm(|p| &p.weight_grad, f, rows, k) + self.stream(outputs, 4.0, 1.0) + input_grad;
+        let backward = delta + self.gemm(|p| &p.weight_grad, f, rows, k) + self.stream(outputs, 4.0, 1.0) + input_grad;
         (forward, backward)
     }
 
@@ -257,9 +276,7 @@ impl Model<'_> {
     /// One training step over `b` examples: per layer, the loss, and the fixed cost.
     fn step(&self, spec: &Spec, loss: Loss, opt: Optimizer, b: usize) -> (Vec<LayerTime>, f64, f64) {
         let last = spec.layers.len() - 1;
-        // At one example the engine updates dense layers as their gradients are formed: the
-        // update moves the weights and the optimizer state but no gradient (16 bytes a
-        // parameter instead of 20 with momentum, 8 instead of 12 with SGD).
+        // At one example the engine updates dense layers as their gradients are formed.
         let fused = b == 1 && matches!(opt, Optimizer::Sgd | Optimizer::Momentum);
         let layers = spec
             .layers
@@ -272,10 +289,11 @@ impl Model<'_> {
                     Kind::Conv2d(c) => self.conv(l, &c, b, i == 0),
                     Kind::MaxPool(_) | Kind::AvgPool(_) => self.pool(l, b, i == 0),
                 };
-                let mut update = if l.params() == 0 { 0.0 } else { self.update(opt, l.params() as usize) };
-                if fused && l.kind == Kind::Dense {
-                    update *= if opt == Optimizer::Sgd { 8.0 / 12.0 } else { 16.0 / 20.0 };
-                }
+                let update = match (l.params(), fused && l.kind == Kind::Dense) {
+                    (0, _) => 0.0,
+                    (n, true) => self.fused_update(opt, n as usize),
+                    (n, false) => self.update(opt, n as usize),
+                };
                 LayerTime { layer: i + 1, forward_seconds: forward, backward_seconds: backward, update_seconds: update }
             })
             .collect();

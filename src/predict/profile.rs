@@ -23,11 +23,12 @@ pub struct StreamPoint {
     pub seconds_per_item: f64,
 }
 
-/// The engine's convolution throughput at one reference shape, GFLOP/s of each product
-/// (2 · B·H'·W' · C·kh·kw · F): the forward, the weight gradient (with the bias gradient) and
-/// the input gradient.
+/// The engine's convolution throughput at one reference shape of `window` = C·kh·kw values,
+/// GFLOP/s of each product (2 · B·H'·W' · C·kh·kw · F): the forward, the weight gradient (with
+/// the bias gradient) and the input gradient.
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq)]
 pub struct ConvRates {
+    pub window: usize,
     pub forward: f64,
     pub weight_grad: f64,
     pub input_grad: f64,
@@ -57,10 +58,15 @@ pub struct Profile {
     pub activation_backward: Vec<(String, f64)>,
     /// Fixed seconds per training step (a 1-1 network's step).
     pub step_overhead: f64,
-    /// Convolutions: a stride-1 layer over many window values (32x14x14, 5×5 kernels, 64
-    /// filters: the engine's panel product), and one over few (1x28x28, 5×5, 32 filters).
-    pub conv_panel: ConvRates,
-    pub conv_small: ConvRates,
+    /// Convolutions: stride-1 layers over many window values (the engine's panel product;
+    /// 16x13x13 with 3×3 kernels, 32x14x14 with 5×5), and over few (1x28x28 with 3×3 and 5×5),
+    /// each list by window size.
+    pub conv_panel: Vec<ConvRates>,
+    pub conv_small: Vec<ConvRates>,
+    /// The one-example fused updates (SGD, momentum) of a dense layer, seconds per parameter by
+    /// working set.
+    pub sgd_fused: Vec<StreamPoint>,
+    pub momentum_fused: Vec<StreamPoint>,
 }
 
 /// What identifies this machine and build: CPU model, core count, flopnet version.
@@ -104,7 +110,14 @@ impl Profile {
             Some(format!("measured on {}", p.machine))
         } else if p.threads != threads {
             Some(format!("measured with {} threads", p.threads))
-        } else if p.forward.is_empty() || p.stream.is_empty() || p.adam.is_empty() || !p.step_overhead.is_finite() {
+        } else if p.forward.is_empty()
+            || p.stream.is_empty()
+            || p.adam.is_empty()
+            || p.conv_panel.is_empty()
+            || p.conv_small.is_empty()
+            || p.momentum_fused.is_empty()
+            || !p.step_overhead.is_finite()
+        {
             Some("incomplete".to_string())
         } else {
             None
