@@ -216,49 +216,72 @@ unsafe fn task(
 unsafe fn build_panel(sh: &ConvShape, batch: usize, xp: &[f32], q0: usize, n: usize, panel: &mut [f32]) {
     let (hp, wp) = padded(sh);
     let (oplane, cs) = (sh.oh * sh.ow, batch * hp * wp);
-    // Runs of lanes whose sources are consecutive: lane l of run r reads (d_r + l) + the row's
-    // offset, for l in the run's mask.
-    let mut starts = [0isize; 16];
-    let mut masks = [[_mm256_setzero_ps(); 2]; 16];
-    let mut runs = 0;
-    let (mut prev, mut first) = (0usize, 0usize);
-    let lanes = (n - q0).min(16);
-    for l in 0..lanes {
-        let q = q0 + l;
+    let runs = Runs::new((q0..(q0 + 16).min(n)).map(|q| {
         let (e, rem) = (q / oplane, q % oplane);
-        let src = GUARD + e * hp * wp + (rem / sh.ow) * wp + rem % sh.ow;
-        if l == 0 || src != prev + 1 {
-            if l > 0 {
-                masks[runs - 1] = lane_masks(first, l);
-            }
-            starts[runs] = src as isize - l as isize;
-            runs += 1;
-            first = l;
-        }
-        prev = src;
-    }
-    masks[runs - 1] = lane_masks(first, lanes);
-    let base = xp.as_ptr();
+        GUARD + e * hp * wp + (rem / sh.ow) * wp + rem % sh.ow
+    }));
     let mut out = panel.as_mut_ptr();
-    // SAFETY: every load reads d_r + off + 0..16 with d_r + l inside the padded body for some
-    // lane l of the run, so within GUARD of it: inside xp. The panel has 16·K values.
-    unsafe {
-        for c in 0..sh.c {
-            for i in 0..sh.kh {
-                for j in 0..sh.kw {
-                    let off = (c * cs + i * wp + j) as isize;
-                    let p = base.offset(starts[0] + off);
-                    let (mut v0, mut v1) = (_mm256_loadu_ps(p), _mm256_loadu_ps(p.add(8)));
-                    for r in 1..runs {
-                        let p = base.offset(starts[r] + off);
-                        v0 = _mm256_blendv_ps(v0, _mm256_loadu_ps(p), masks[r][0]);
-                        v1 = _mm256_blendv_ps(v1, _mm256_loadu_ps(p.add(8)), masks[r][1]);
-                    }
+    for c in 0..sh.c {
+        for i in 0..sh.kh {
+            for j in 0..sh.kw {
+                // SAFETY: see `Runs::lanes`; the panel has 16·K values.
+                unsafe {
+                    let (v0, v1) = runs.lanes(xp, (c * cs + i * wp + j) as isize);
                     _mm256_storeu_ps(out, v0);
                     _mm256_storeu_ps(out.add(8), v1);
                     out = out.add(16);
                 }
             }
+        }
+    }
+}
+
+/// The 16 lanes of a panel row as runs of consecutive addresses: lane l of run r reads
+/// `start[r] + l` plus the row's offset, for the lanes of the run's mask. Lanes past the last
+/// address belong to the first run (whatever it reads there is never stored).
+struct Runs {
+    starts: [isize; 16],
+    masks: [[__m256; 2]; 16],
+    count: usize,
+}
+
+impl Runs {
+    /// The runs of up to 16 lane addresses (at least one).
+    #[inline(always)]
+    fn new(addresses: impl Iterator<Item = usize>) -> Runs {
+        let mut runs = Runs { starts: [0; 16], masks: [lane_masks(0, 0); 16], count: 0 };
+        let (mut prev, mut first, mut lanes) = (0usize, 0usize, 0usize);
+        for (l, at) in addresses.enumerate() {
+            if l == 0 || at != prev + 1 {
+                if l > 0 {
+                    runs.masks[runs.count - 1] = lane_masks(first, l);
+                }
+                runs.starts[runs.count] = at as isize - l as isize;
+                runs.count += 1;
+                first = l;
+            }
+            prev = at;
+            lanes = l + 1;
+        }
+        runs.masks[runs.count - 1] = lane_masks(first, lanes);
+        runs
+    }
+
+    /// The 16 lanes at offset `off` from every run's start in `xp`.
+    ///
+    /// SAFETY: AVX2 present; each load reads start[r] + off + 0..16 where start[r] + off + l is
+    /// inside xp's padded body for some lane l of the run: within GUARD of it, so inside xp.
+    #[inline(always)]
+    unsafe fn lanes(&self, xp: &[f32], off: isize) -> (__m256, __m256) {
+        unsafe {
+            let p = xp.as_ptr().offset(self.starts[0] + off);
+            let (mut v0, mut v1) = (_mm256_loadu_ps(p), _mm256_loadu_ps(p.add(8)));
+            for r in 1..self.count {
+                let p = xp.as_ptr().offset(self.starts[r] + off);
+                v0 = _mm256_blendv_ps(v0, _mm256_loadu_ps(p), self.masks[r][0]);
+                v1 = _mm256_blendv_ps(v1, _mm256_loadu_ps(p.add(8)), self.masks[r][1]);
+            }
+            (v0, v1)
         }
     }
 }
@@ -337,25 +360,11 @@ unsafe fn grad_task(
     for pn in panels {
         let r0 = 16 * pn;
         let cols = (ckk - r0).min(16);
-        // Runs of lanes (im2col rows) whose offsets in xp are consecutive.
-        let mut starts = [0isize; 16];
-        let mut masks = [[_mm256_setzero_ps(); 2]; 16];
-        let (mut runs, mut prev, mut first) = (0, 0usize, 0usize);
-        for l in 0..cols {
-            let r = r0 + l;
+        // The panel's im2col rows (c, i, j): their offsets in xp, as runs.
+        let runs = Runs::new((r0..r0 + cols).map(|r| {
             let (c, i, j) = (r / (sh.kh * sh.kw), r / sh.kw % sh.kh, r % sh.kw);
-            let off = c * cs + i * wp + j;
-            if l == 0 || off != prev + 1 {
-                if l > 0 {
-                    masks[runs - 1] = lane_masks(first, l);
-                }
-                starts[runs] = off as isize - l as isize;
-                runs += 1;
-                first = l;
-            }
-            prev = off;
-        }
-        masks[runs - 1] = lane_masks(first, cols);
+            c * cs + i * wp + j
+        }));
         let mut q0 = 0;
         while q0 < n {
             let q1 = (q0 + QC).min(n);
@@ -363,28 +372,21 @@ unsafe fn grad_task(
             let (mut e, rem) = (q0 / (sh.oh * sh.ow), q0 % (sh.oh * sh.ow));
             let (mut oy, mut ox) = (rem / sh.ow, rem % sh.ow);
             let mut out = slice.as_mut_ptr();
-            // SAFETY: as in `build_panel`: each load lies within GUARD of a value of the run.
-            unsafe {
-                for _ in q0..q1 {
-                    let src = (GUARD + e * hp * wp + oy * wp + ox) as isize;
-                    let p = xp.as_ptr().offset(src + starts[0]);
-                    let (mut v0, mut v1) = (_mm256_loadu_ps(p), _mm256_loadu_ps(p.add(8)));
-                    for r in 1..runs {
-                        let p = xp.as_ptr().offset(src + starts[r]);
-                        v0 = _mm256_blendv_ps(v0, _mm256_loadu_ps(p), masks[r][0]);
-                        v1 = _mm256_blendv_ps(v1, _mm256_loadu_ps(p.add(8)), masks[r][1]);
-                    }
+            for _ in q0..q1 {
+                // SAFETY: see `Runs::lanes`; the slice has 16·QC values.
+                unsafe {
+                    let (v0, v1) = runs.lanes(xp, (GUARD + e * hp * wp + oy * wp + ox) as isize);
                     _mm256_storeu_ps(out, v0);
                     _mm256_storeu_ps(out.add(8), v1);
                     out = out.add(16);
-                    ox += 1;
-                    if ox == sh.ow {
-                        ox = 0;
-                        oy += 1;
-                        if oy == sh.oh {
-                            oy = 0;
-                            e += 1;
-                        }
+                }
+                ox += 1;
+                if ox == sh.ow {
+                    ox = 0;
+                    oy += 1;
+                    if oy == sh.oh {
+                        oy = 0;
+                        e += 1;
                     }
                 }
             }
