@@ -91,9 +91,6 @@ fn pad(sh: &ConvShape, batch: usize, x: &[f32], xp: &mut [f32], team: &Team) {
     let (body, tail) = rest.split_at_mut(planes * hp * wp);
     head.fill(0.0);
     tail.fill(0.0);
-    struct Ptr(*mut f32);
-    // SAFETY: each task writes its own planes.
-    unsafe impl Sync for Ptr {}
     let base = Ptr(body.as_mut_ptr());
     split_items(planes, planes * hp * wp, team, &|range| {
         let base = &base;
@@ -145,22 +142,43 @@ pub unsafe fn forward(
     pad(sh, batch, x, xp, team);
     pack_a(w, sh.f, ckk, ap);
     let panels = n.div_ceil(16);
-    let parts = if sh.f * ckk * n >= PARALLEL_MIN_MACS { team.size().min(panels) } else { 1 };
-    let per = panels.div_ceil(parts.max(1));
-    assert!(per_task >= panel_len(sh) && slots.len() >= panels.div_ceil(per) * per_task);
-    struct Ptr(*mut f32);
-    // SAFETY: tasks write disjoint columns of z and their own slots.
-    unsafe impl Sync for Ptr {}
-    let (zp, sp) = (Ptr(z.as_mut_ptr()), Ptr(slots.as_mut_ptr()));
+    assert!(per_task >= panel_len(sh));
     let (xp, ap) = (&*xp, &*ap);
+    split_panels(panels, sh.f * ckk * n, team, (slots, per_task, 16 * ckk), z.as_mut_ptr(), &|range, panel, z| {
+        // SAFETY: AVX2/FMA (the caller's promise); the slot and the columns of these panels
+        // are this task's.
+        unsafe { task(sh, batch, xp, ap, bias, range, panel, z, n) }
+    });
+}
+
+/// A pointer that tasks use for disjoint parts of one buffer.
+struct Ptr(*mut f32);
+// SAFETY: each task writes only its own part (its planes, its panels' outputs, its slot).
+unsafe impl Sync for Ptr {}
+
+/// One task's work: its range of panels, its slot, the output.
+type PanelTask<'a> = dyn Fn(std::ops::Range<usize>, &mut [f32], *mut f32) + Sync + 'a;
+
+/// Runs `f(range, slot, out)` for contiguous ranges of `0..panels`, one per task (across the
+/// team when `macs` pays for it), each task with its own `slot_len` values of `slots`, `per_task`
+/// apart. `f` must write only the part of `out` that its range owns.
+fn split_panels(
+    panels: usize,
+    macs: usize,
+    team: &Team,
+    (slots, per_task, slot_len): (&mut [f32], usize, usize),
+    out: *mut f32,
+    f: &PanelTask,
+) {
+    let parts = if macs >= PARALLEL_MIN_MACS { team.size().min(panels) } else { 1 };
+    let per = panels.div_ceil(parts.max(1));
+    assert!(slot_len <= per_task && slots.len() >= panels.div_ceil(per) * per_task);
+    let (op, sp) = (Ptr(out), Ptr(slots.as_mut_ptr()));
     team.run(panels.div_ceil(per), &|t| {
-        let (zp, sp) = (&zp, &sp);
-        // SAFETY: AVX2/FMA (the caller's promise); slot t and columns of panels
-        // t·per..(t+1)·per are this task's.
-        unsafe {
-            let panel = std::slice::from_raw_parts_mut(sp.0.add(t * per_task), 16 * ckk);
-            task(sh, batch, xp, ap, bias, t * per..((t + 1) * per).min(panels), panel, zp.0, n);
-        }
+        let (op, sp) = (&op, &sp);
+        // SAFETY: slot t lies inside `slots` (asserted above) and is this task's alone.
+        let slot = unsafe { std::slice::from_raw_parts_mut(sp.0.add(t * per_task), slot_len) };
+        f(t * per..((t + 1) * per).min(panels), slot, op.0);
     });
 }
 
@@ -324,22 +342,11 @@ pub unsafe fn weight_grad(
     pad(sh, batch, x, xp, team);
     pack_a(delta, sh.f, n, dp);
     let panels = ckk.div_ceil(16);
-    let parts = if sh.f * ckk * n >= PARALLEL_MIN_MACS { team.size().min(panels) } else { 1 };
-    let per = panels.div_ceil(parts.max(1));
-    assert!(per_task >= GRAD_SLOT && slots.len() >= panels.div_ceil(per) * per_task);
-    struct Ptr(*mut f32);
-    // SAFETY: tasks write disjoint columns of dW and their own slots.
-    unsafe impl Sync for Ptr {}
-    let (dwp, sp) = (Ptr(dw.as_mut_ptr()), Ptr(slots.as_mut_ptr()));
     let (xp, dp) = (&*xp, &*dp);
-    team.run(panels.div_ceil(per), &|t| {
-        let (dwp, sp) = (&dwp, &sp);
-        // SAFETY: AVX2/FMA (the caller's promise); slot t and dW's columns of panels
-        // t·per..(t+1)·per are this task's.
-        unsafe {
-            let slice = std::slice::from_raw_parts_mut(sp.0.add(t * per_task), GRAD_SLOT);
-            grad_task(sh, batch, xp, dp, t * per..((t + 1) * per).min(panels), slice, dwp.0);
-        }
+    split_panels(panels, sh.f * ckk * n, team, (slots, per_task, GRAD_SLOT), dw.as_mut_ptr(), &|range, slice, dw| {
+        // SAFETY: AVX2/FMA (the caller's promise); the slot and dW's columns of these panels
+        // are this task's.
+        unsafe { grad_task(sh, batch, xp, dp, range, slice, dw) }
     });
 }
 
