@@ -18,8 +18,9 @@ pub struct Memory {
     /// channel-major images and row-major examples, when C > 1) and one u32 argmax index per
     /// max-pooling output.
     pub workspace: u128,
-    /// Independent of the batch size: the convolutions' scratch, one im2col tile and one
-    /// weight-gradient block per thread (zero for a dense network).
+    /// The convolutions' scratch (zero for a dense network): per thread an im2col tile and a
+    /// weight-gradient block, or a panel; shared, for the panel product, a zero-padded copy of
+    /// the layer's input and its packed weights or deltas (these grow with the batch).
     pub scratch: u128,
     /// Everything above, held at once.
     pub peak: u128,
@@ -27,8 +28,8 @@ pub struct Memory {
 
 const F32: u128 = 4;
 
-/// Threads the estimate's `scratch` is counted for (the engine cuts one tile per thread; a
-/// tile is at most a few hundred KiB, see `engine::conv::Tiles`).
+/// Threads the estimate's `scratch` is counted for (the engine cuts one tile or panel per
+/// thread; a tile is at most a few hundred KiB, see `engine::conv::Tiles`).
 pub const ESTIMATE_THREADS: usize = 2;
 
 pub fn memory(spec: &Spec, opt: Optimizer, batch: u128) -> Memory {

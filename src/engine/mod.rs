@@ -126,7 +126,8 @@ fn col_len(spec: &Spec, batch: usize, threads: usize) -> usize {
 /// The engine's buffers beyond parameters, layer outputs and the two gradient buffers, in
 /// bytes: those that grow with the batch (the transposed inputs and the max-pooling argmax
 /// indices) for a batch of `batch`, and the convolutions' scratch (an im2col tile and a weight
-/// gradient block per thread), which does not. Both zero for a dense network.
+/// gradient block or a panel per thread, and the panel product's padded input and packed
+/// operands). Both zero for a dense network.
 pub fn conv_buffer_bytes(spec: &Spec, batch: usize, threads: usize) -> (u128, u128) {
     let feeds = feeds(spec);
     let flat: usize =
