@@ -42,7 +42,7 @@ pub fn pad_len(sh: &ConvShape, batch: usize) -> usize {
 }
 
 /// Row blocks of an M-row A: (first row, rows in the block: 6 or 4), covering M with at most
-/// one padded row.
+/// one padded row from M = 6 on (a single block of 4 below that).
 fn row_blocks(m: usize) -> impl Iterator<Item = (usize, usize)> {
     let (sixes, rest) = (m / 6, m % 6);
     let (sixes, fours, extra_six) = match rest {
