@@ -66,8 +66,12 @@ fn signal_name(signal: i32) -> String {
 }
 
 impl Error {
+    /// A spec error; control characters in the spec are shown escaped (`\n`), so the message
+    /// stays on one line.
     pub fn spec(spec: &str, problem: impl Into<String>) -> Error {
-        Error::Spec { spec: spec.to_string(), problem: problem.into() }
+        let spec =
+            spec.chars().map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() }).collect();
+        Error::Spec { spec, problem: problem.into() }
     }
 
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Error {

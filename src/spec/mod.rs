@@ -187,6 +187,12 @@ pub fn load(arg: &str, defaults: Defaults) -> Result<Spec> {
 
 /// Parses the compact form `784-30:tanh-30-10:softmax` or `1x28x28-conv3x3x16:relu-maxpool2-10`.
 pub fn parse(text: &str, defaults: Defaults) -> Result<Spec> {
+    if let Some(c) = text.trim().chars().find(|c| c.is_control()) {
+        return Err(Error::spec(
+            text,
+            format!("it contains the control character {c:?}; a spec is one line, e.g. 784-30-10"),
+        ));
+    }
     let tokens: Vec<&str> = text.trim().split('-').collect();
     if tokens.len() < 2 {
         return Err(Error::spec(
@@ -522,6 +528,7 @@ mod tests {
             ("784-99999999999999999999999", "larger than the widest"),
             ("-784-10", "token 1 is empty"),
             ("784-10:", "`` is not an activation"),
+            ("4-5:t\nh-3", "control character '\\n'"),
         ];
         for (spec, want) in cases {
             let e = p(spec).unwrap_err().to_string();
