@@ -160,7 +160,7 @@ fn main() {
         {
             for (kernel, dw_kernel, tile_values) in configs {
                 {
-                    let tiles = Tiles { kernel, dw_kernel, tile_values };
+                    let tiles = Tiles { kernel, dw_kernel, tile_values, sparse: false };
                     let mut scratch = vec![0.0f32; tiles.total(&sh, batch, threads)];
                     let t_fwd = time(|| {
                         conv::conv_forward_with(
@@ -218,6 +218,26 @@ fn main() {
                     );
                 }
             }
+        }
+        // The backward with δ mostly zero (as behind a max pool and a relu): the engine's
+        // kernels with and without the sparse path, at a few shares of nonzero values.
+        for density in [0.05, 0.1, 0.2, 0.3] {
+            let d: Vec<f32> = (0..f * n)
+                .map(|i| if (i.wrapping_mul(2654435761) >> 7) % 1000 < (density * 1000.0) as usize { 0.5 } else { 0.0 })
+                .collect();
+            let mut row = format!("  δ {:>2.0}% nonzero:", density * 100.0);
+            for sparse in [false, true] {
+                let tiles = Tiles { sparse, ..Tiles::for_shape(&sh) };
+                let mut scratch = vec![0.0f32; tiles.total(&sh, batch, threads)];
+                let mut backward = |dx: Option<&mut [f32]>| {
+                    conv::conv_backward_with(tiles, &sh, batch, &x, &w, &d, &mut dw, &mut db, &mut scratch, dx, &team)
+                };
+                let t_bw = time(|| backward(None));
+                let t_bwd = time(|| backward(Some(&mut dx)));
+                let what = if sparse { "sparse" } else { "dense" };
+                row += &format!("  {what} dW+db {:.2} ms, dX {:.2} ms;", t_bw * 1e3, (t_bwd - t_bw) * 1e3);
+            }
+            println!("{row}");
         }
     }
 }

@@ -234,3 +234,24 @@ fn engine_matches_reference_on_random_cnns() {
         compare_engines(&spec, loss, opt, batch, case, &mut rng);
     }
 }
+
+/// Convolutions over a multiple of 8 channels, with a relu and a 2×2 max pool after them: at
+/// most a quarter of their δ is nonzero, so on an AVX2 machine their backward takes the sparse
+/// path (`engine::sparse`), which must agree with the reference like the dense one.
+#[test]
+fn engine_matches_reference_where_the_backward_is_sparse() {
+    let specs = [
+        "1x12x12-conv3x3x8p1:relu-maxpool2-conv3x3x16p1:relu-maxpool2-10",
+        "2x11x11-conv2x2x8:relu-maxpool2-conv5x5x12s2p2:relu-maxpool2-7:sigmoid-10",
+        "1x10x10-conv3x3x16psame:relu-maxpool2-conv1x1x8:relu-maxpool2-conv2x2x4p1:relu-10",
+    ];
+    let mut rng = ChaCha8Rng::seed_from_u64(31);
+    for (case, text) in specs.iter().enumerate() {
+        let spec = flopnet::spec::parse(text, Default::default()).unwrap();
+        for (i, opt) in [Optimizer::Sgd, Optimizer::Momentum, Optimizer::Adam].into_iter().enumerate() {
+            let batch = [1, 5, 16][i];
+            compare_engines(&spec, Loss::Ce, opt, batch, (3 * case + i) as u64, &mut rng);
+        }
+    }
+    assert_bitwise_repeatable(specs[0], 40, 8);
+}

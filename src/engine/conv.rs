@@ -25,6 +25,12 @@ use std::ops::Range;
 /// Elementwise passes (im2col, col2im, bias and activation) of fewer values stay on one thread.
 pub const PARALLEL_MIN_VALUES: usize = 1 << 16;
 
+/// The backward pass visits only δ's nonzero values (`sparse`) when at most this share of δ is
+/// nonzero. The crossover on network e's second convolution lies between 20% and 30%
+/// (`examples/conv_shapes.rs`, the "δ nonzero" rows); behind a 2×2 max pool and a relu about 10–17%
+/// of δ is nonzero in training.
+pub const SPARSE_MAX_DENSITY: f32 = 0.25;
+
 /// A convolution layer's geometry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ConvShape {
@@ -377,6 +383,9 @@ pub struct Tiles {
     pub dw_kernel: Kernel,
     /// Largest im2col tile, in values (a tile is at least one example).
     pub tile_values: usize,
+    /// Whether the backward pass visits only δ's nonzero values when few are (`sparse`, for
+    /// C % 8 == 0 with AVX2; the dense kernels above otherwise).
+    pub sparse: bool,
 }
 
 impl Tiles {
@@ -394,7 +403,16 @@ impl Tiles {
             (false, true) => (Kernel::Packed, Kernel::Packed),
             (false, false) => (Kernel::Crate, Kernel::Avx),
         };
-        Tiles { kernel, dw_kernel, tile_values: 1 << 15 }
+        Tiles { kernel, dw_kernel, tile_values: 1 << 15, sparse: true }
+    }
+
+    /// Whether the backward pass takes the sparse path on this shape and CPU when δ is sparse
+    /// enough ([`SPARSE_MAX_DENSITY`]).
+    pub fn takes_sparse(&self, sh: &ConvShape) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        return self.sparse && super::sparse::eligible(sh);
+        #[cfg(not(target_arch = "x86_64"))]
+        return false;
     }
 
     /// Examples per tile for this convolution.
@@ -449,6 +467,9 @@ impl Tiles {
             if let (true, Some(t)) = (self.transposed_dx(sh), sh.transposed()) {
                 head = head.max(sh.f * sh.ckk() + super::panels::head_len(&t, batch));
             }
+            if self.takes_sparse(sh) {
+                head = head.max(super::sparse::head_len(sh, batch));
+            }
         }
         let _ = batch;
         head
@@ -477,6 +498,10 @@ impl Tiles {
         #[cfg(target_arch = "x86_64")]
         if self.panel_dw(sh) {
             need = need.max(super::panels::GRAD_SLOT);
+        }
+        #[cfg(target_arch = "x86_64")]
+        if self.takes_sparse(sh) {
+            need = need.max(super::sparse::slot_len(sh));
         }
         if self.packed_dw() {
             let tcols = self.dw_group(sh).min(batch) * sh.oh * sh.ow;
@@ -690,6 +715,18 @@ pub fn conv_backward_with(
     let macs = sh.f * ckk * n;
     let delta = &delta[..sh.f * n];
     let dw = &mut dw[..sh.f * ckk];
+    for (f, d) in db.iter_mut().enumerate() {
+        *d = row_sum(&delta[f * n..(f + 1) * n]);
+    }
+    #[cfg(target_arch = "x86_64")]
+    if tiles.takes_sparse(sh) && super::sparse::density(delta) <= SPARSE_MAX_DENSITY {
+        let head = tiles.head(sh, batch);
+        assert!(scratch.len() >= head + team.size() * per_task);
+        let (shared, slots) = scratch.split_at_mut(head);
+        // SAFETY: AVX2/FMA and C % 8 == 0 checked (sparse_ok); a slot of per_task ≥ slot_len each.
+        unsafe { super::sparse::backward(sh, batch, x, w, delta, dw, dx, shared, slots, per_task, team) };
+        return;
+    }
     let sp = SendPtr(scratch.as_mut_ptr());
     #[cfg(target_arch = "x86_64")]
     let panel_dw = tiles.panel_dw(sh);
@@ -762,9 +799,6 @@ pub fn conv_backward_with(
                 e0 = e1;
             }
         });
-    }
-    for (f, d) in db.iter_mut().enumerate() {
-        *d = row_sum(&delta[f * n..(f + 1) * n]);
     }
     if let Some(dx) = dx {
         assert!(dx.len() >= sh.c * batch * sh.h * sh.w);
@@ -952,7 +986,7 @@ mod tests {
         let kernels = [Kernel::Crate, Kernel::Avx, Kernel::Packed];
         let mut configs: Vec<Tiles> = kernels
             .into_iter()
-            .flat_map(|k| kernels.map(|d| Tiles { kernel: k, dw_kernel: d, tile_values: 1 << 15 }))
+            .flat_map(|k| kernels.map(|d| Tiles { kernel: k, dw_kernel: d, tile_values: 1 << 15, sparse: false }))
             .collect();
         configs.push(Tiles::for_shape(&sh));
         for tiles in configs {
@@ -980,7 +1014,7 @@ mod tests {
         let wt: Vec<f32> = (0..sh.f * sh.ckk()).map(|_| rng.gen_range(-1.0..1.0)).collect();
         let b: Vec<f32> = (0..sh.f).map(|_| rng.gen_range(-1.0..1.0)).collect();
         let delta: Vec<f32> = (0..sh.f * n).map(|_| rng.gen_range(-1.0..1.0)).collect();
-        let tiles = Tiles { kernel: Kernel::Packed, dw_kernel: Kernel::Packed, tile_values: 1 << 15 };
+        let tiles = Tiles { kernel: Kernel::Packed, dw_kernel: Kernel::Packed, tile_values: 1 << 15, sparse: false };
         assert!(!super::super::simd::has_avx2_fma() || (tiles.panel_forward(&sh) && tiles.transposed_dx(&sh)));
         let want_z = naive_forward(&sh, batch, &x, &wt, &b);
         let (want_dw, want_db, want_dx) = naive_backward(&sh, batch, &x, &wt, &delta);
@@ -993,6 +1027,53 @@ mod tests {
             close("dw", &dw, &want_dw);
             close("db", &db, &want_db);
             close("dx", &dx, &want_dx);
+        }
+    }
+
+    #[test]
+    fn sparse_backward_matches_naive_loops() {
+        // δ about 15% nonzero (as behind a max pool and a relu), channels a multiple of 8:
+        // the backward visits only the nonzero values; strides, paddings and odd kernels, on
+        // one and two threads with the same bits.
+        let mut rng = ChaCha8Rng::seed_from_u64(17);
+        let teams = [Team::new(1, || {}).unwrap(), Team::new(2, || {}).unwrap()];
+        let mut cases = 0;
+        while cases < 40 {
+            let c = 8 * rng.gen_range(1..=5);
+            let (h, w) = (rng.gen_range(3..=14), rng.gen_range(3..=14));
+            let (kh, kw) = (rng.gen_range(1..=5), rng.gen_range(1..=5));
+            let padding = Padding::Fixed(rng.gen_range(0..=2));
+            let cv = Conv { kh, kw, filters: rng.gen_range(1..=20), stride: rng.gen_range(1..=2), padding };
+            let Ok(layer) = Layer::after(Shape::new(c, h, w), Kind::Conv2d(cv), 0, Activation::Relu) else {
+                continue;
+            };
+            cases += 1;
+            let sh = ConvShape::of(&layer).unwrap();
+            let batch = rng.gen_range(1..=12);
+            let n = batch * sh.oh * sh.ow;
+            let x: Vec<f32> = (0..batch * c * h * w).map(|_| rng.gen_range(-1.0..1.0)).collect();
+            let wt: Vec<f32> = (0..sh.f * sh.ckk()).map(|_| rng.gen_range(-1.0..1.0)).collect();
+            let b: Vec<f32> = (0..sh.f).map(|_| rng.gen_range(-1.0..1.0)).collect();
+            let delta: Vec<f32> =
+                (0..sh.f * n).map(|_| if rng.gen_bool(0.15) { rng.gen_range(-1.0..1.0) } else { 0.0 }).collect();
+            let tiles = Tiles::for_shape(&sh);
+            #[cfg(target_arch = "x86_64")]
+            assert!(
+                !super::super::simd::has_avx2_fma()
+                    || tiles.takes_sparse(&sh) && super::super::sparse::density(&delta) <= SPARSE_MAX_DENSITY
+            );
+            let (want_dw, want_db, want_dx) = naive_backward(&sh, batch, &x, &wt, &delta);
+            let what = format!("case {cases} {sh:?} B{batch}");
+            let mut runs = teams.iter().map(|team| {
+                let mut scratch = vec![f32::NAN; tiles.total(&sh, batch, team.size())];
+                run_conv(tiles, &sh, batch, Activation::Relu, (&x, &wt, &b, &delta), &mut scratch, team)
+            });
+            let (_, dw, db, dx) = runs.next().unwrap();
+            close(&format!("{what} dw"), &dw, &want_dw);
+            close(&format!("{what} db"), &db, &want_db);
+            close(&format!("{what} dx"), &dx, &want_dx);
+            let (_, dw2, db2, dx2) = runs.next().unwrap();
+            assert!(dw == dw2 && db == db2 && dx == dx2, "{what}: results depend on the team");
         }
     }
 
@@ -1022,7 +1103,7 @@ mod tests {
             let kernels = [Kernel::Crate, Kernel::Avx, Kernel::Packed];
             let tile_values = [1, 100, 1 << 17][case % 3];
             for (kernel, dw_kernel) in kernels.into_iter().flat_map(|k| kernels.map(|d| (k, d))) {
-                let tiles = Tiles { kernel, dw_kernel, tile_values };
+                let tiles = Tiles { kernel, dw_kernel, tile_values, sparse: false };
                 let what = format!("case {case} {sh:?} B{batch} {tiles:?}");
                 let mut scratch = vec![f32::NAN; tiles.total(&sh, batch, 2)];
                 let data = (&x[..], &wt[..], &b[..], &delta[..]);

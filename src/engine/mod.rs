@@ -20,6 +20,7 @@ mod loss;
 mod panels;
 pub mod pool;
 pub mod simd;
+mod sparse;
 pub mod team;
 
 pub use loss::Score;

@@ -1,6 +1,6 @@
 //! `flopnet calibrate`: measures this machine through the engine's own kernels.
 
-use super::profile::{ConvRates, GemmPoint, Profile, StreamPoint, VERSION, machine_id};
+use super::profile::{ConvRates, GemmPoint, Profile, SparseRates, StreamPoint, VERSION, machine_id};
 use crate::engine::gemm::{View, matmul};
 use crate::engine::team::Team;
 use crate::engine::{Engine, Settings, kernels, simd};
@@ -135,6 +135,55 @@ fn conv_rates(
     })
 }
 
+/// The engine's sparse backward on the same shapes as [`conv_rates`], timed with δ 5% and 20%
+/// nonzero (scattered at random, deterministically); None where the engine would not take it.
+fn sparse_rates(
+    (c, side, k, f): (usize, usize, usize, usize),
+    batch: usize,
+    team: &Team,
+    min_s: f64,
+) -> Result<Option<SparseRates>> {
+    use crate::engine::conv::{ConvShape, SPARSE_MAX_DENSITY, Tiles, conv_backward};
+    use crate::spec::{Conv, Kind, Layer, Padding, Shape};
+    let cv = Conv { kh: k, kw: k, filters: f, stride: 1, padding: Padding::Fixed(k / 2) };
+    let layer =
+        Layer::after(Shape::new(c, side, side), Kind::Conv2d(cv), 0, Activation::Relu).map_err(crate::Error::Usage)?;
+    let Some(sh) = ConvShape::of(&layer) else { unreachable!("a convolution layer") };
+    if !Tiles::for_shape(&sh).takes_sparse(&sh) {
+        return Ok(None);
+    }
+    let n = batch * sh.oh * sh.ow;
+    let x: Vec<f32> = (0..batch * c * side * side).map(|i| (i % 17) as f32 / 17.0).collect();
+    let w: Vec<f32> = (0..f * sh.ckk()).map(|i| (i % 13) as f32 / 13.0 - 0.5).collect();
+    let mut scratch = vec![0.0f32; Tiles::for_shape(&sh).total(&sh, batch, team.size())];
+    let (mut dw, mut db, mut dx) = (vec![0.0f32; w.len()], vec![0.0f32; f], vec![0.0f32; x.len()]);
+    let gflop = 2.0 * (f * sh.ckk() * n) as f64 / 1e9;
+    let (min_s, runs) = (4.0 * min_s, 5);
+    let shares = [0.05, 0.2];
+    assert!(shares.iter().all(|&r| r <= SPARSE_MAX_DENSITY as f64));
+    let mut per_gflop = [(0.0, 0.0); 2];
+    for (slot, share) in per_gflop.iter_mut().zip(shares) {
+        let keep = (share * 1000.0) as usize;
+        let delta: Vec<f32> =
+            (0..f * n).map(|i| if (i.wrapping_mul(2654435761) >> 7) % 1000 < keep { 0.5 } else { 0.0 }).collect();
+        let dwt =
+            time(min_s, runs, || conv_backward(&sh, batch, &x, &w, &delta, &mut dw, &mut db, &mut scratch, None, team));
+        let both = time(min_s, runs, || {
+            conv_backward(&sh, batch, &x, &w, &delta, &mut dw, &mut db, &mut scratch, Some(&mut dx), team)
+        });
+        *slot = (dwt / gflop, (both - dwt).max(dwt * 0.05) / gflop);
+    }
+    let fit = |lo: f64, hi: f64| {
+        let b = ((hi - lo) / (shares[1] - shares[0])).max(0.0);
+        ((lo - b * shares[0]).max(0.0), b)
+    };
+    Ok(Some(SparseRates {
+        window: sh.ckk(),
+        weight_grad: fit(per_gflop[0].0, per_gflop[1].0),
+        input_grad: fit(per_gflop[0].1, per_gflop[1].1),
+    }))
+}
+
 /// Measures everything the time model needs; about 10 s, or 3 s with `quick`.
 pub fn calibrate(threads: usize, quick: bool) -> Result<Profile> {
     simd::flush_denormals();
@@ -188,6 +237,9 @@ pub fn calibrate(threads: usize, quick: bool) -> Result<Profile> {
     let conv_panel =
         vec![conv_rates((16, 13, 3, 32), 16, &team, min_s)?, conv_rates((32, 14, 5, 64), 8, &team, min_s)?];
     let conv_small = vec![conv_rates((1, 28, 3, 16), 16, &team, min_s)?, conv_rates((1, 28, 5, 32), 16, &team, min_s)?];
+    let conv_sparse =
+        [sparse_rates((16, 13, 3, 32), 16, &team, min_s)?, sparse_rates((32, 14, 5, 64), 8, &team, min_s)?];
+    let conv_sparse = conv_sparse.into_iter().flatten().collect();
     // One example's dense update, formed from its gradient row by row (784 inputs a row).
     let fused = |n: usize, momentum: bool| {
         let rows = n.div_ceil(784);
@@ -224,6 +276,7 @@ pub fn calibrate(threads: usize, quick: bool) -> Result<Profile> {
         step_overhead,
         conv_panel,
         conv_small,
+        conv_sparse,
         sgd_fused,
         momentum_fused,
     })

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
 /// Bumped whenever the fields or what they mean change; an older file is rebuilt, not trusted.
-pub const VERSION: u32 = 5;
+pub const VERSION: u32 = 6;
 
 /// Matrix-product throughput at one shape: C[m×n] = A[m×k]·B[k×n].
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -32,6 +32,17 @@ pub struct ConvRates {
     pub forward: f64,
     pub weight_grad: f64,
     pub input_grad: f64,
+}
+
+/// The engine's sparse backward (`engine::sparse`) at one reference shape of `window` values:
+/// each gradient's seconds per dense GFLOP (2 · B·H'·W' · C·kh·kw · F) as `(a, b)` in a + b·ρ,
+/// ρ the share of nonzero δ (fitted through two shares): a is the part every value of δ costs
+/// (reordering, scanning), b the part only the nonzero ones do.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq)]
+pub struct SparseRates {
+    pub window: usize,
+    pub weight_grad: (f64, f64),
+    pub input_grad: (f64, f64),
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -63,6 +74,8 @@ pub struct Profile {
     /// each list by window size.
     pub conv_panel: Vec<ConvRates>,
     pub conv_small: Vec<ConvRates>,
+    /// The sparse backward at the panel shapes (empty where the CPU has no sparse path).
+    pub conv_sparse: Vec<SparseRates>,
     /// The one-example fused updates (SGD, momentum) of a dense layer, seconds per parameter by
     /// working set.
     pub sgd_fused: Vec<StreamPoint>,

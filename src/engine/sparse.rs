@@ -1,0 +1,332 @@
+//! A convolution's backward pass over only the nonzero values of its output gradient.
+//!
+//! Behind a 2×2 max pool at most one output in four receives a gradient, and a relu zeroes
+//! more of them, so most of δ = dL/dz is exactly zero (about 1 value in 10 is nonzero in the
+//! second convolution of the suite's network e). The dense products multiply every one of
+//! those zeros; here each nonzero δ[f][e][oy][ox] is visited once per gradient:
+//! - dW[f] += δ · window(e, oy, ox)                    (the input window it was computed from)
+//! - window(e, oy, ox) of dx += Σ_f δ[f] · w[f]        (the position's nonzero filters)
+//!
+//! Shapes (B = batch, Hp×Wp the zero-padded input, every tensor row-major):
+//! - xt: [B][Hp][Wp][C], the input channels-last with its zero border: one row of a window is
+//!   kw·C consecutive values, so a window is kh runs of whole 8-lane vectors (C % 8 == 0)
+//! - wt: [F][kh][kw][C], the weights in the window's order (for dx)
+//! - dW is summed as [F][kh][kw][C] in a task's slot and written back as [F][C][kh][kw]
+//! - dx is summed per example in a padded channels-last plane, then written as [C][B][H][W]
+//!
+//! A run of up to 12 vectors of the sum stays in registers while the nonzero values stream
+//! past, each adding one run of the input (or of the weights): one load per FMA.
+//!
+//! dW splits over filters and dx over examples. Every value is one chain of FMAs in a fixed
+//! order (dW: examples, then positions; dx: positions, then filters), so results do not depend
+//! on the thread count. A zero δ would add δ·x = 0, so skipping it changes no finite sum.
+
+#![cfg(target_arch = "x86_64")]
+
+use super::conv::{ConvShape, split_items};
+use super::gemm::PARALLEL_MIN_MACS;
+use super::team::Team;
+use std::arch::x86_64::*;
+
+/// Whether this convolution can take the sparse backward on this CPU.
+pub fn eligible(sh: &ConvShape) -> bool {
+    sh.c.is_multiple_of(8) && super::simd::has_avx2_fma()
+}
+
+/// The share of nonzero values in δ.
+pub fn density(delta: &[f32]) -> f32 {
+    let nonzero = delta.iter().filter(|&&v| v != 0.0).count();
+    nonzero as f32 / delta.len().max(1) as f32
+}
+
+fn padded(sh: &ConvShape) -> (usize, usize) {
+    (sh.h + 2 * sh.ph, sh.w + 2 * sh.pw)
+}
+
+/// Values of one example's padded channels-last plane.
+fn plane_len(sh: &ConvShape) -> usize {
+    let (hp, wp) = padded(sh);
+    hp * wp * sh.c
+}
+
+/// The shared scratch: xt, then wt.
+pub fn head_len(sh: &ConvShape, batch: usize) -> usize {
+    batch * plane_len(sh) + sh.f * sh.ckk()
+}
+
+/// Scratch values a task needs: the dW sums of its filters (all of them, on one thread) and a
+/// list of positions; or a dx plane and a list of filters.
+pub fn slot_len(sh: &ConvShape) -> usize {
+    (sh.f * sh.ckk() + 2 * sh.oh * sh.ow).max(plane_len(sh) + 2 * sh.f)
+}
+
+/// A pointer that tasks use for disjoint parts of one buffer.
+struct Ptr(*mut f32);
+// SAFETY: each task writes only its own part (its examples' planes, its filters, its slot).
+unsafe impl Sync for Ptr {}
+
+/// Fills dw [F][C][kh][kw] and, when given, dx [C][B][H][W] from x [C][B][H][W], w
+/// [F][C][kh][kw] and δ [F][B·H'·W']; `head` holds [`head_len`] values, `slots` a slot of
+/// `per_task` ≥ [`slot_len`] values per team member.
+///
+/// SAFETY: AVX2 and FMA present, C % 8 == 0 ([`eligible`]).
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn backward(
+    sh: &ConvShape,
+    batch: usize,
+    x: &[f32],
+    w: &[f32],
+    delta: &[f32],
+    dw: &mut [f32],
+    dx: Option<&mut [f32]>,
+    head: &mut [f32],
+    slots: &mut [f32],
+    per_task: usize,
+    team: &Team,
+) {
+    assert!(sh.c.is_multiple_of(8) && per_task >= slot_len(sh));
+    let (ckk, n) = (sh.ckk(), batch * sh.oh * sh.ow);
+    assert!(x.len() >= sh.c * batch * sh.h * sh.w && w.len() >= sh.f * ckk && delta.len() >= sh.f * n);
+    let (xt, rest) = head.split_at_mut(batch * plane_len(sh));
+    channels_last(sh, batch, x, xt, team);
+    let parts = |items: usize| if sh.f * ckk * n >= PARALLEL_MIN_MACS { team.size().min(items) } else { 1 };
+    // SAFETY: the caller's promises; slots hold a slot per member (team.run runs ≤ size tasks).
+    unsafe { weight_grad(sh, batch, xt, delta, dw, slots, per_task, team, parts(sh.f)) };
+    if let Some(dx) = dx {
+        let wt = &mut rest[..sh.f * ckk];
+        weights_last(sh, w, wt);
+        // SAFETY: as above.
+        unsafe { input_grad(sh, batch, wt, delta, dx, slots, per_task, team, parts(batch)) };
+    }
+}
+
+/// x [C][B][H][W] into xt [B][Hp][Wp][C], examples split across the team.
+fn channels_last(sh: &ConvShape, batch: usize, x: &[f32], xt: &mut [f32], team: &Team) {
+    let (plane, wp, c) = (plane_len(sh), padded(sh).1, sh.c);
+    let base = Ptr(xt.as_mut_ptr());
+    split_items(batch, batch * plane, team, &|range| {
+        let base = &base;
+        for e in range {
+            // SAFETY: example e's plane is this task's alone.
+            let dst = unsafe { std::slice::from_raw_parts_mut(base.0.add(e * plane), plane) };
+            dst.fill(0.0);
+            for ch in 0..c {
+                let src = &x[(ch * batch + e) * sh.h * sh.w..][..sh.h * sh.w];
+                for (y, row) in src.chunks_exact(sh.w).enumerate() {
+                    let at = ((y + sh.ph) * wp + sh.pw) * c + ch;
+                    for (i, &v) in row.iter().enumerate() {
+                        dst[at + i * c] = v;
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// w [F][C][kh][kw] into wt [F][kh][kw][C].
+fn weights_last(sh: &ConvShape, w: &[f32], wt: &mut [f32]) {
+    let kk = sh.kh * sh.kw;
+    for (f, out) in wt.chunks_exact_mut(sh.ckk()).enumerate() {
+        for (t, taps) in out.chunks_exact_mut(sh.c).enumerate() {
+            for (ch, v) in taps.iter_mut().enumerate() {
+                *v = w[(f * sh.c + ch) * kk + t];
+            }
+        }
+    }
+}
+
+/// Scratch values reused as a list of offsets (same size and alignment).
+fn as_offsets(values: &mut [f32]) -> &mut [u32] {
+    // SAFETY: u32 and f32 have one size and alignment, and every bit pattern is a valid u32.
+    unsafe { std::slice::from_raw_parts_mut(values.as_mut_ptr().cast::<u32>(), values.len()) }
+}
+
+/// Offset in a padded channels-last plane of the window of output position q.
+fn window_at(sh: &ConvShape, q: usize) -> usize {
+    let (oy, ox) = (q / sh.ow, q % sh.ow);
+    (oy * sh.s * padded(sh).1 + ox * sh.s) * sh.c
+}
+
+/// dW, filters split into `parts` contiguous ranges.
+///
+/// SAFETY: AVX2/FMA; a slot of `per_task` ≥ [`slot_len`] per part.
+#[allow(clippy::too_many_arguments)]
+unsafe fn weight_grad(
+    sh: &ConvShape,
+    batch: usize,
+    xt: &[f32],
+    delta: &[f32],
+    dw: &mut [f32],
+    slots: &mut [f32],
+    per_task: usize,
+    team: &Team,
+    parts: usize,
+) {
+    let (ckk, oplane, plane, wp) = (sh.ckk(), sh.oh * sh.ow, plane_len(sh), padded(sh).1);
+    let n = batch * oplane;
+    let per = sh.f.div_ceil(parts);
+    let tasks = sh.f.div_ceil(per);
+    assert!(slots.len() >= tasks * per_task && dw.len() >= sh.f * ckk);
+    let (sp, dwp) = (Ptr(slots.as_mut_ptr()), Ptr(dw.as_mut_ptr()));
+    team.run(tasks, &|t| {
+        let (sp, dwp) = (&sp, &dwp);
+        let filters = t * per..((t + 1) * per).min(sh.f);
+        // SAFETY: slot t is this task's alone.
+        let slot = unsafe { std::slice::from_raw_parts_mut(sp.0.add(t * per_task), per_task) };
+        let (sums, list) = slot.split_at_mut(filters.len() * ckk);
+        let (offs, vals) = list[..2 * oplane].split_at_mut(oplane);
+        let offs = as_offsets(offs);
+        sums.fill(0.0);
+        for e in 0..batch {
+            let xe = &xt[e * plane..(e + 1) * plane];
+            for f in filters.clone() {
+                let d = &delta[f * n + e * oplane..][..oplane];
+                let mut len = 0;
+                for (q, &v) in d.iter().enumerate() {
+                    if v != 0.0 {
+                        offs[len] = window_at(sh, q) as u32;
+                        vals[len] = v;
+                        len += 1;
+                    }
+                }
+                if len == 0 {
+                    continue;
+                }
+                let sum = &mut sums[(f - filters.start) * ckk..][..ckk];
+                for (i, row) in sum.chunks_exact_mut(sh.kw * sh.c).enumerate() {
+                    // SAFETY: every offset plus a window row lies inside the plane.
+                    unsafe { add_runs(row, xe[i * wp * sh.c..].as_ptr(), &offs[..len], &vals[..len]) };
+                }
+            }
+        }
+        let kk = sh.kh * sh.kw;
+        for (fi, sum) in sums.chunks_exact(ckk).enumerate() {
+            for (tap, values) in sum.chunks_exact(sh.c).enumerate() {
+                for (ch, &v) in values.iter().enumerate() {
+                    // SAFETY: the rows of these filters are this task's.
+                    unsafe { *dwp.0.add(((filters.start + fi) * sh.c + ch) * kk + tap) = v };
+                }
+            }
+        }
+    });
+}
+
+/// dx, examples split into `parts` contiguous ranges.
+///
+/// SAFETY: AVX2/FMA; a slot of `per_task` ≥ [`slot_len`] per part.
+#[allow(clippy::too_many_arguments)]
+unsafe fn input_grad(
+    sh: &ConvShape,
+    batch: usize,
+    wt: &[f32],
+    delta: &[f32],
+    dx: &mut [f32],
+    slots: &mut [f32],
+    per_task: usize,
+    team: &Team,
+    parts: usize,
+) {
+    let (ckk, oplane, plane, wp) = (sh.ckk(), sh.oh * sh.ow, plane_len(sh), padded(sh).1);
+    let n = batch * oplane;
+    let per = batch.div_ceil(parts);
+    let tasks = batch.div_ceil(per);
+    assert!(slots.len() >= tasks * per_task && dx.len() >= sh.c * batch * sh.h * sh.w);
+    let (sp, dxp) = (Ptr(slots.as_mut_ptr()), Ptr(dx.as_mut_ptr()));
+    team.run(tasks, &|t| {
+        let (sp, dxp) = (&sp, &dxp);
+        // SAFETY: slot t is this task's alone.
+        let slot = unsafe { std::slice::from_raw_parts_mut(sp.0.add(t * per_task), per_task) };
+        let (sums, list) = slot.split_at_mut(plane);
+        let (offs, vals) = list[..2 * sh.f].split_at_mut(sh.f);
+        let offs = as_offsets(offs);
+        for e in t * per..((t + 1) * per).min(batch) {
+            sums.fill(0.0);
+            for q in 0..oplane {
+                let mut len = 0;
+                for f in 0..sh.f {
+                    let v = delta[f * n + e * oplane + q];
+                    if v != 0.0 {
+                        offs[len] = (f * ckk) as u32;
+                        vals[len] = v;
+                        len += 1;
+                    }
+                }
+                if len == 0 {
+                    continue;
+                }
+                let at = window_at(sh, q);
+                for i in 0..sh.kh {
+                    let row = &mut sums[at + i * wp * sh.c..][..sh.kw * sh.c];
+                    // SAFETY: every filter's offset plus a window row lies inside wt.
+                    unsafe { add_runs(row, wt[i * sh.kw * sh.c..].as_ptr(), &offs[..len], &vals[..len]) };
+                }
+            }
+            for ch in 0..sh.c {
+                for y in 0..sh.h {
+                    for xx in 0..sh.w {
+                        let v = sums[((y + sh.ph) * wp + xx + sh.pw) * sh.c + ch];
+                        // SAFETY: example e's planes of dx are this task's.
+                        unsafe { *dxp.0.add(((ch * batch + e) * sh.h + y) * sh.w + xx) = v };
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// sum[..] += Σ_k vals[k] · base[offs[k]..][..sum.len()], in runs of up to 12 vectors held in
+/// registers across the list (sum.len() a multiple of 8).
+///
+/// SAFETY: AVX2/FMA; base + offset + sum.len() in bounds for every offset.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn add_runs(sum: &mut [f32], base: *const f32, offs: &[u32], vals: &[f32]) {
+    debug_assert!(sum.len().is_multiple_of(8));
+    let mut at = 0;
+    while at < sum.len() {
+        let acc = sum[at..].as_mut_ptr();
+        // SAFETY: the caller's bounds, shifted by `at` on both sides.
+        unsafe {
+            let b = base.add(at);
+            at += 8 * match (sum.len() - at) / 8 {
+                12.. => run::<12>(acc, b, offs, vals),
+                11 => run::<11>(acc, b, offs, vals),
+                10 => run::<10>(acc, b, offs, vals),
+                9 => run::<9>(acc, b, offs, vals),
+                8 => run::<8>(acc, b, offs, vals),
+                7 => run::<7>(acc, b, offs, vals),
+                6 => run::<6>(acc, b, offs, vals),
+                5 => run::<5>(acc, b, offs, vals),
+                4 => run::<4>(acc, b, offs, vals),
+                3 => run::<3>(acc, b, offs, vals),
+                2 => run::<2>(acc, b, offs, vals),
+                _ => run::<1>(acc, b, offs, vals),
+            };
+        }
+    }
+}
+
+/// One run of V vectors: returns V.
+///
+/// SAFETY: as [`add_runs`], for 8·V values.
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+unsafe fn run<const V: usize>(acc: *mut f32, base: *const f32, offs: &[u32], vals: &[f32]) -> usize {
+    // SAFETY: the caller's bounds.
+    unsafe {
+        let mut r = [_mm256_setzero_ps(); V];
+        for (v, reg) in r.iter_mut().enumerate() {
+            *reg = _mm256_loadu_ps(acc.add(8 * v));
+        }
+        for (&o, &d) in offs.iter().zip(vals) {
+            let p = base.add(o as usize);
+            let g = _mm256_set1_ps(d);
+            for (v, reg) in r.iter_mut().enumerate() {
+                *reg = _mm256_fmadd_ps(g, _mm256_loadu_ps(p.add(8 * v)), *reg);
+            }
+        }
+        for (v, reg) in r.iter().enumerate() {
+            _mm256_storeu_ps(acc.add(8 * v), *reg);
+        }
+    }
+    V
+}
