@@ -3,7 +3,10 @@
 
 For each case of the suite this runs the peer script (../shared/bench/torch_throughput.py, one
 network at a time) and then `flopnet bench` on the same network, batch and thread count, so the
-two see the same machine state; it prints samples/s for both and their ratio.
+two see the same machine state; it prints samples/s for both and their ratio. With --rounds R
+it does that R times per case, alternating the two, and reports each side's median over the
+rounds (and every round's ratio): a slow spell of this shared machine then has to last through
+several alternations to move the result, for either side.
 
 Usage (from the repository root, after `cargo build --release`):
     python3 bench/compare.py --python /path/to/venv/bin/python [--threads 2] [--only a,c]
@@ -50,6 +53,7 @@ def main():
     ap.add_argument("--flopnet", default=os.path.join(here, "..", "target", "release", "flopnet"))
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--runs", type=int, default=7)
+    ap.add_argument("--rounds", type=int, default=1, help="alternations of the two per case")
     ap.add_argument("--only", default=",".join(k for k, *_ in SUITE))
     ap.add_argument("--json", help="also write the rows here")
     a = ap.parse_args()
@@ -57,16 +61,26 @@ def main():
     rows = []
     print(f"| case | batch | mode | PyTorch samples/s | flopnet samples/s | flopnet GFLOP/s | ratio |")
     print(f"|---|---|---|---|---|---|---|")
+    median = lambda v: sorted(v)[len(v) // 2] if len(v) % 2 else sum(sorted(v)[len(v) // 2 - 1:len(v) // 2 + 1]) / 2
     for key, spec, batches, mode in SUITE:
         if key not in only:
             continue
-        peer = torch_rates(a.python, a.peer, "c,infer" if key == "infer" else key, a.threads, a.runs)
+        got = {b: [] for b in batches}
+        for _ in range(max(1, a.rounds)):
+            peer = torch_rates(a.python, a.peer, "c,infer" if key == "infer" else key, a.threads, a.runs)
+            for b in batches:
+                got[b].append((peer.get((mode, b)), *flopnet_rate(a.flopnet, spec, b, a.threads, a.runs, mode)))
         for b in batches:
-            theirs = peer.get((mode, b))
-            ours, gf = flopnet_rate(a.flopnet, spec, b, a.threads, a.runs, mode)
+            theirs_all = [t for t, _, _ in got[b] if t]
+            theirs = median(theirs_all) if theirs_all else None
+            ours, gf = median([o for _, o, _ in got[b]]), median([g for _, _, g in got[b]])
             ratio = ours / theirs if theirs else float("nan")
-            rows.append(dict(case=key, spec=" ".join(spec), batch=b, mode=mode, torch=theirs, flopnet=ours, gflops=gf, ratio=ratio))
-            print(f"| {key} {' '.join(spec)} | {b} | {mode} | {theirs:,.0f} | {ours:,.0f} | {gf:.1f} | {ratio:.2f}x |", flush=True)
+            each = [o / t if t else float("nan") for t, o, _ in got[b]]
+            rows.append(dict(case=key, spec=" ".join(spec), batch=b, mode=mode, torch=theirs, flopnet=ours, gflops=gf,
+                             ratio=ratio, round_ratios=each))
+            rounds = f" (rounds {', '.join(f'{r:.2f}' for r in each)})" if len(each) > 1 else ""
+            print(f"| {key} {' '.join(spec)} | {b} | {mode} | {theirs:,.0f} | {ours:,.0f} | {gf:.1f} | {ratio:.2f}x{rounds} |",
+                  flush=True)
     if a.json:
         with open(a.json, "w") as f:
             json.dump(rows, f, indent=1)

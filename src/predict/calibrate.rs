@@ -38,26 +38,64 @@ fn time(min_s: f64, runs: usize, mut f: impl FnMut()) -> f64 {
 pub const GRID_M: [usize; 5] = [1, 8, 32, 128, 512];
 pub const GRID_KN: [usize; 4] = [1, 16, 128, 1024];
 
-fn gemm_grid(team: &Team, op: &str, quick: bool) -> Vec<GemmPoint> {
-    let mut out = Vec::new();
-    for &m in &GRID_M {
-        for &k in &GRID_KN {
-            for &n in &GRID_KN {
-                let a = vec![0.5f32; m * k];
-                let b = vec![0.25f32; k * n];
-                let mut c = vec![0.0f32; m * n];
-                let s = time(if quick { 0.002 } else { 0.006 }, 3, || match op {
-                    // X [m][k] · Wᵀ where W is [n][k].
-                    "forward" => matmul(View::rows(&a, m, k), View::transposed(&b, n, k), &mut c, team),
-                    // deltaᵀ where delta is [k][m], times X [k][n].
-                    "weight_grad" => matmul(View::transposed(&a, k, m), View::rows(&b, k, n), &mut c, team),
-                    _ => matmul(View::rows(&a, m, k), View::rows(&b, k, n), &mut c, team),
-                });
-                out.push(GemmPoint { m, k, n, gflops: 2.0 * (m * k * n) as f64 / s / 1e9 });
+/// The three product layouts a layer uses.
+const OPS: [&str; 3] = ["forward", "weight_grad", "input_grad"];
+
+/// Seconds of one product of layout `op` at (m, k, n), timed over at least `min_s`.
+fn time_product(team: &Team, op: &str, (m, k, n): (usize, usize, usize), min_s: f64) -> f64 {
+    let a = vec![0.5f32; m * k];
+    let b = vec![0.25f32; k * n];
+    let mut c = vec![0.0f32; m * n];
+    time(min_s, 1, || match op {
+        // X [m][k] · Wᵀ where W is [n][k].
+        "forward" => matmul(View::rows(&a, m, k), View::transposed(&b, n, k), &mut c, team),
+        // deltaᵀ where delta is [k][m], times X [k][n].
+        "weight_grad" => matmul(View::transposed(&a, k, m), View::rows(&b, k, n), &mut c, team),
+        _ => matmul(View::rows(&a, m, k), View::rows(&b, k, n), &mut c, team),
+    })
+}
+
+/// The grid for each layout in [`OPS`]. Each point is the median of three timings taken in
+/// three passes over all points in a shuffled order (one pass with `quick`): on a shared
+/// machine a slow spell of a second or two then moves one of a point's three timings, scattered
+/// over the grid, rather than every timing of a run of neighbouring points.
+fn gemm_grids(team: &Team, quick: bool) -> [Vec<GemmPoint>; 3] {
+    let mut points = Vec::new();
+    for op in 0..OPS.len() {
+        for &m in &GRID_M {
+            for &k in &GRID_KN {
+                for &n in &GRID_KN {
+                    points.push((op, (m, k, n)));
+                }
             }
         }
     }
-    out
+    // A fixed shuffle (Fisher–Yates on a xorshift), so every calibration visits the same order.
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    for i in (1..points.len()).rev() {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        points.swap(i, (state % (i as u64 + 1)) as usize);
+    }
+    let passes = if quick { 1 } else { 3 };
+    let mut times = vec![Vec::with_capacity(passes); points.len()];
+    for _ in 0..passes {
+        for (t, &(op, shape)) in times.iter_mut().zip(&points) {
+            t.push(time_product(team, OPS[op], shape, if quick { 0.002 } else { 0.004 }));
+        }
+    }
+    let mut grids = [Vec::new(), Vec::new(), Vec::new()];
+    for (mut t, &(op, (m, k, n))) in times.into_iter().zip(&points) {
+        t.sort_by(f64::total_cmp);
+        let s = t[t.len() / 2];
+        grids[op].push(GemmPoint { m, k, n, gflops: 2.0 * (m * k * n) as f64 / s / 1e9 });
+    }
+    // In grid order (m, then k, then n), as the model reads them.
+    for g in &mut grids {
+        g.sort_by_key(|p| (p.m, p.k, p.n));
+    }
+    grids
 }
 
 /// Working sets from L1 to main memory.
@@ -188,9 +226,7 @@ fn sparse_rates(
 pub fn calibrate(threads: usize, quick: bool) -> Result<Profile> {
     simd::flush_denormals();
     let team = Team::new(threads.max(1), simd::flush_denormals).map_err(|e| crate::Error::Usage(e.to_string()))?;
-    let forward = gemm_grid(&team, "forward", quick);
-    let weight_grad = gemm_grid(&team, "weight_grad", quick);
-    let input_grad = gemm_grid(&team, "input_grad", quick);
+    let [forward, weight_grad, input_grad] = gemm_grids(&team, quick);
     let min_s = if quick { 0.003 } else { 0.01 };
     let stream = stream_points(quick, 8, |n| {
         let x = vec![1.0f32; n];
