@@ -289,10 +289,10 @@ pub fn train_from(
         let begun = Instant::now();
         for (k, idx) in order.chunks(plan.batch).enumerate().skip(pos.batch) {
             let b = idx.len();
-            for (r, &i) in idx.iter().enumerate() {
-                xb[r * f..(r + 1) * f].copy_from_slice(train.example(i));
-                yb[r] = train.labels[i];
-            }
+            train.gather(idx, &mut xb[..b * f], &mut yb[..b]);
+            // The next batch's first rows load while this step runs.
+            let next = ((k + 1) * plan.batch).min(order.len());
+            train.prefetch(&order[next..(next + crate::data::PREFETCH_AHEAD).min(order.len())]);
             let s = engine.train_step(&xb[..b * f], &yb[..b])?;
             pos.step += 1;
             let at = format!("step {} (epoch {epoch}, batch {} of {batches})", pos.step, k + 1);
