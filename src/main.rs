@@ -430,7 +430,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
             println!("calibrated {} with {threads} thread(s) in {:.1} s", p.machine, t.elapsed().as_secs_f64());
             println!("  matrix products: up to {best:.1} GFLOP/s over {} shapes", p.forward.len() * 3);
             println!("  memory (y += a·x, by working set): {}", bw.join(", "));
-            println!("  fixed cost of a step: {}", report::seconds(p.step_overhead));
+            println!(
+                "  fixed cost of a step: {}, and {} per layer",
+                report::seconds(p.step_overhead),
+                report::seconds(p.layer_overhead)
+            );
             println!("saved {}", path.display());
         }
         Command::Eval(a) => eval_command(a)?,

@@ -295,7 +295,14 @@ pub fn calibrate(threads: usize, quick: bool) -> Result<Profile> {
     };
     let sgd_fused = stream_points(quick, 8, |n| fused(n, false));
     let momentum_fused = stream_points(quick, 16, |n| fused(n, true));
-    Ok(Profile {
+    // A 6-layer 1-wide network's step, for the fixed cost per layer that the products and
+    // passes above leave out (call and dispatch costs: the bulk of a one-example step).
+    let deep = Spec::dense(1, &[(1, Activation::Identity); 6]);
+    let mut e = Engine::new(&deep, &init::init(&deep, 1), settings)?;
+    let deep_step = time(min_s, 5, || {
+        let _ = e.train_step(&[0.5], &[0]);
+    });
+    let mut profile = Profile {
         version: VERSION,
         machine: machine_id(),
         threads,
@@ -315,5 +322,11 @@ pub fn calibrate(threads: usize, quick: bool) -> Result<Profile> {
         conv_sparse,
         sgd_fused,
         momentum_fused,
-    })
+        layer_overhead: 0.0,
+    };
+    // What the model does not explain of the five extra layers, per layer.
+    let modelled = |spec: &Spec| super::model::step_seconds(spec, Loss::Mse, Optimizer::Sgd, 1, &profile, threads);
+    let unexplained = (deep_step - step_overhead) - (modelled(&deep) - modelled(&tiny));
+    profile.layer_overhead = (unexplained / 5.0).max(0.0);
+    Ok(profile)
 }

@@ -344,8 +344,20 @@ impl Model<'_> {
             })
             .collect();
         let loss_s = self.stream(b * spec.outputs(), 12.0, 3.0);
-        (layers, loss_s, self.overhead())
+        let per_layer = match self.machine {
+            Machine::Measured(p) => p.layer_overhead,
+            Machine::Roofline { .. } => 0.0,
+        };
+        (layers, loss_s, self.overhead() + per_layer * spec.layers.len() as f64)
     }
+}
+
+/// One training step's modelled seconds at batch `b` on a measured machine: layers, loss and
+/// fixed costs, without the batch's copy (for calibrate's own residual).
+pub(crate) fn step_seconds(spec: &Spec, loss: Loss, opt: Optimizer, b: usize, p: &Profile, threads: usize) -> f64 {
+    let model = Model { machine: Machine::Measured(p), threads };
+    let (layers, loss_s, overhead) = model.step(spec, loss, opt, b);
+    layers.iter().map(|l| l.forward_seconds + l.backward_seconds + l.update_seconds).sum::<f64>() + loss_s + overhead
 }
 
 /// Predicted seconds per step (a full batch), per epoch (its ragged last batch at its own size,
@@ -368,9 +380,10 @@ pub fn predict(spec: &Spec, cfg: &Config, machine: Machine, threads: usize) -> P
     let epoch = full as f64 * step + if rest > 0 { step_of(rest).3 } else { 0.0 };
     let basis = match machine {
         Machine::Measured(p) => format!(
-            "model estimate from this machine's profile ({} threads): matrix products at the throughput calibrate measured at nearby shapes, passes over memory at the measured bandwidth for their working set, plus a fixed {:.1} µs per step",
+            "model estimate from this machine's profile ({} threads): matrix products at the throughput calibrate measured at nearby shapes, passes over memory at the measured bandwidth for their working set, plus a fixed {:.1} µs per step and {:.2} µs per layer",
             p.threads,
-            p.step_overhead * 1e6
+            p.step_overhead * 1e6,
+            p.layer_overhead * 1e6
         ),
         Machine::Roofline { matmul_gflops, vector_gflops, bandwidth_gbs } => format!(
             "roofline estimate: each phase takes the longer of its arithmetic at {matmul_gflops:.0} GFLOP/s (matrix products) or {vector_gflops:.0} GFLOP/s (the rest) and its memory traffic at {bandwidth_gbs:.0} GB/s; no launch, transfer or framework overhead, so a lower bound that small networks will not approach"

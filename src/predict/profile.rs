@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
 /// Bumped whenever the fields or what they mean change; an older file is rebuilt, not trusted.
-pub const VERSION: u32 = 6;
+pub const VERSION: u32 = 7;
 
 /// Matrix-product throughput at one shape: C[m×n] = A[m×k]·B[k×n].
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -80,6 +80,10 @@ pub struct Profile {
     /// working set.
     pub sgd_fused: Vec<StreamPoint>,
     pub momentum_fused: Vec<StreamPoint>,
+    /// Fixed seconds per layer and step that the rest of the model leaves out: a 6-layer 1-wide
+    /// network's measured step, less the 1-layer one's, less what the model predicts for the
+    /// difference, over the five layers (never below 0).
+    pub layer_overhead: f64,
 }
 
 /// What identifies this machine and build: CPU model, core count, flopnet version.
@@ -130,6 +134,7 @@ impl Profile {
             || p.conv_small.is_empty()
             || p.momentum_fused.is_empty()
             || !p.step_overhead.is_finite()
+            || !p.layer_overhead.is_finite()
         {
             Some("incomplete".to_string())
         } else {
