@@ -91,14 +91,42 @@ pub unsafe fn backward(
     assert!(x.len() >= sh.c * batch * sh.h * sh.w && w.len() >= sh.f * ckk && delta.len() >= sh.f * n);
     let (xt, rest) = head.split_at_mut(batch * plane_len(sh));
     channels_last(sh, batch, x, xt, team);
-    let parts = |items: usize| if sh.f * ckk * n >= PARALLEL_MIN_MACS { team.size().min(items) } else { 1 };
-    // SAFETY: the caller's promises; slots hold a slot per member (team.run runs ≤ size tasks).
-    unsafe { weight_grad(sh, batch, xt, delta, dw, slots, per_task, team, parts(sh.f)) };
+    let mut tasks = Tasks { team, slots, per_task, parallel: sh.f * ckk * n >= PARALLEL_MIN_MACS };
+    // SAFETY: the caller's promises.
+    unsafe { weight_grad(sh, batch, xt, delta, dw, &mut tasks) };
     if let Some(dx) = dx {
         let wt = &mut rest[..sh.f * ckk];
         weights_last(sh, w, wt);
         // SAFETY: as above.
-        unsafe { input_grad(sh, batch, wt, delta, dx, slots, per_task, team, parts(batch)) };
+        unsafe { input_grad(sh, batch, wt, delta, dx, &mut tasks) };
+    }
+}
+
+/// The team and the scratch slots (one of `per_task` values per member) a pass splits over;
+/// `parallel`: whether the pass is large enough to split at all.
+struct Tasks<'a> {
+    team: &'a Team,
+    slots: &'a mut [f32],
+    per_task: usize,
+    parallel: bool,
+}
+
+impl Tasks<'_> {
+    /// Runs `f(range, slot)` over `0..items` in contiguous ranges, one per task, each task with
+    /// its own slot.
+    fn run(&mut self, items: usize, f: &(dyn Fn(std::ops::Range<usize>, &mut [f32]) + Sync)) {
+        let parts = if self.parallel { self.team.size().min(items) } else { 1 };
+        let per = items.div_ceil(parts.max(1)).max(1);
+        let tasks = items.div_ceil(per);
+        let per_task = self.per_task;
+        assert!(self.slots.len() >= tasks * per_task);
+        let sp = Ptr(self.slots.as_mut_ptr());
+        self.team.run(tasks, &|t| {
+            let sp = &sp;
+            // SAFETY: slot t lies inside `slots` (asserted above) and is this task's alone.
+            let slot = unsafe { std::slice::from_raw_parts_mut(sp.0.add(t * per_task), per_task) };
+            f(t * per..((t + 1) * per).min(items), slot);
+        });
     }
 }
 
@@ -149,32 +177,16 @@ fn window_at(sh: &ConvShape, q: usize) -> usize {
     (oy * sh.s * padded(sh).1 + ox * sh.s) * sh.c
 }
 
-/// dW, filters split into `parts` contiguous ranges.
+/// dW, filters split into contiguous ranges.
 ///
-/// SAFETY: AVX2/FMA; a slot of `per_task` ≥ [`slot_len`] per part.
-#[allow(clippy::too_many_arguments)]
-unsafe fn weight_grad(
-    sh: &ConvShape,
-    batch: usize,
-    xt: &[f32],
-    delta: &[f32],
-    dw: &mut [f32],
-    slots: &mut [f32],
-    per_task: usize,
-    team: &Team,
-    parts: usize,
-) {
+/// SAFETY: AVX2/FMA; slots of at least [`slot_len`] values.
+unsafe fn weight_grad(sh: &ConvShape, batch: usize, xt: &[f32], delta: &[f32], dw: &mut [f32], tasks: &mut Tasks) {
     let (ckk, oplane, plane, wp) = (sh.ckk(), sh.oh * sh.ow, plane_len(sh), padded(sh).1);
     let n = batch * oplane;
-    let per = sh.f.div_ceil(parts);
-    let tasks = sh.f.div_ceil(per);
-    assert!(slots.len() >= tasks * per_task && dw.len() >= sh.f * ckk);
-    let (sp, dwp) = (Ptr(slots.as_mut_ptr()), Ptr(dw.as_mut_ptr()));
-    team.run(tasks, &|t| {
-        let (sp, dwp) = (&sp, &dwp);
-        let filters = t * per..((t + 1) * per).min(sh.f);
-        // SAFETY: slot t is this task's alone.
-        let slot = unsafe { std::slice::from_raw_parts_mut(sp.0.add(t * per_task), per_task) };
+    assert!(dw.len() >= sh.f * ckk && tasks.per_task >= slot_len(sh));
+    let dwp = Ptr(dw.as_mut_ptr());
+    tasks.run(sh.f, &|filters, slot| {
+        let dwp = &dwp;
         let (sums, list) = slot.split_at_mut(filters.len() * ckk);
         let (offs, vals) = list[..2 * oplane].split_at_mut(oplane);
         let offs = as_offsets(offs);
@@ -213,35 +225,20 @@ unsafe fn weight_grad(
     });
 }
 
-/// dx, examples split into `parts` contiguous ranges.
+/// dx, examples split into contiguous ranges.
 ///
-/// SAFETY: AVX2/FMA; a slot of `per_task` ≥ [`slot_len`] per part.
-#[allow(clippy::too_many_arguments)]
-unsafe fn input_grad(
-    sh: &ConvShape,
-    batch: usize,
-    wt: &[f32],
-    delta: &[f32],
-    dx: &mut [f32],
-    slots: &mut [f32],
-    per_task: usize,
-    team: &Team,
-    parts: usize,
-) {
+/// SAFETY: AVX2/FMA; slots of at least [`slot_len`] values.
+unsafe fn input_grad(sh: &ConvShape, batch: usize, wt: &[f32], delta: &[f32], dx: &mut [f32], tasks: &mut Tasks) {
     let (ckk, oplane, plane, wp) = (sh.ckk(), sh.oh * sh.ow, plane_len(sh), padded(sh).1);
     let n = batch * oplane;
-    let per = batch.div_ceil(parts);
-    let tasks = batch.div_ceil(per);
-    assert!(slots.len() >= tasks * per_task && dx.len() >= sh.c * batch * sh.h * sh.w);
-    let (sp, dxp) = (Ptr(slots.as_mut_ptr()), Ptr(dx.as_mut_ptr()));
-    team.run(tasks, &|t| {
-        let (sp, dxp) = (&sp, &dxp);
-        // SAFETY: slot t is this task's alone.
-        let slot = unsafe { std::slice::from_raw_parts_mut(sp.0.add(t * per_task), per_task) };
+    assert!(dx.len() >= sh.c * batch * sh.h * sh.w && tasks.per_task >= slot_len(sh));
+    let dxp = Ptr(dx.as_mut_ptr());
+    tasks.run(batch, &|examples, slot| {
+        let dxp = &dxp;
         let (sums, list) = slot.split_at_mut(plane);
         let (offs, vals) = list[..2 * sh.f].split_at_mut(sh.f);
         let offs = as_offsets(offs);
-        for e in t * per..((t + 1) * per).min(batch) {
+        for e in examples {
             sums.fill(0.0);
             for q in 0..oplane {
                 let mut len = 0;
