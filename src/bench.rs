@@ -33,6 +33,9 @@ pub struct LayerBench {
     pub forward_gflops: f64,
     pub backward_seconds: f64,
     pub backward_gflops: f64,
+    /// For a convolution whose backward may skip δ's zeros: the share of δ that was nonzero.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delta_nonzero: Option<f64>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -126,6 +129,7 @@ pub fn run(spec: &Spec, cfg: &BenchConfig) -> Result<BenchReport> {
                 forward_gflops: gf(c.forward.flop(), fs),
                 backward_seconds: bs,
                 backward_gflops: if cfg.forward_only { 0.0 } else { gf(c.backward.total.flop(), bs) },
+                delta_nonzero: (timers.delta_nonzero[l] > 0.0).then(|| per(timers.delta_nonzero[l])),
             }
         })
         .collect();

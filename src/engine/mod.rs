@@ -184,6 +184,9 @@ pub struct Timers {
     pub backward: Vec<f64>,
     pub loss: f64,
     pub update: f64,
+    /// Per layer, the share of its output gradient δ that was nonzero, summed over steps: for
+    /// the convolutions whose backward may skip δ's zeros (`conv::Tiles::takes_sparse`), else 0.
+    pub delta_nonzero: Vec<f64>,
 }
 
 /// Adds the time since `*t` to `slot` and restarts `*t`, when timing is on.
@@ -325,7 +328,12 @@ impl Engine {
     /// Starts timing every layer and phase (a few nanoseconds per phase), from zero.
     pub fn start_timers(&mut self) {
         let n = self.spec.layers.len();
-        self.timers = Some(Timers { forward: vec![0.0; n], backward: vec![0.0; n], ..Timers::default() });
+        self.timers = Some(Timers {
+            forward: vec![0.0; n],
+            backward: vec![0.0; n],
+            delta_nonzero: vec![0.0; n],
+            ..Timers::default()
+        });
     }
 
     pub fn timers(&self) -> Option<&Timers> {
@@ -545,6 +553,12 @@ impl Engine {
                 }
                 Op::Conv(sh) => {
                     let dx = if l > 0 { Some(&mut spare[..batch * n]) } else { None };
+                    if let Some(t) = timers.as_mut()
+                        && conv::Tiles::for_shape(&sh).takes_sparse(&sh)
+                    {
+                        // Only while timing (`bench`): the backward counts them again itself.
+                        t.delta_nonzero[l] += conv::nonzero_share(delta) as f64;
+                    }
                     conv::conv_backward(&sh, batch, input, w, delta, dw, db, col, dx, team);
                     if l > 0 {
                         std::mem::swap(&mut g, &mut spare);

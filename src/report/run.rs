@@ -105,6 +105,18 @@ pub fn bench_text(b: &BenchReport, predicted: Option<(&crate::predict::Predictio
         rows.push(row);
     }
     o += &columns(&rows, 2);
+    let shares: Vec<String> = b
+        .layers
+        .iter()
+        .filter_map(|l| l.delta_nonzero.map(|d| format!("layer {} {:.1}%", l.layer, 100.0 * d)))
+        .collect();
+    if !shares.is_empty() {
+        o += &format!(
+            "output gradient nonzero (the sparse backward runs at ≤ {:.0}%; GFLOP/s count the zeros it skips): {}\n",
+            100.0 * crate::engine::conv::SPARSE_MAX_DENSITY,
+            shares.join(", ")
+        );
+    }
     if !b.forward_only {
         o += &format!("loss {:.1} µs, update {:.1} µs per step\n", b.loss_seconds * 1e6, b.update_seconds * 1e6);
     }
