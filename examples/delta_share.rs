@@ -45,7 +45,8 @@ fn main() -> flopnet::Result<()> {
                 .iter()
                 .enumerate()
                 .filter(|(_, s)| **s > 0.0)
-                .map(|(l, s)| format!("layer {} {:.1}%", l + 1, 100.0 * s / 100.0))
+                // Summed over the last 100 steps: their mean, as a percentage.
+                .map(|(l, s)| format!("layer {} {:.1}%", l + 1, s))
                 .collect();
             println!("steps {}–{}: δ nonzero {}", step - 98, step + 1, shares.join(", "));
             engine.start_timers();

@@ -107,7 +107,7 @@ impl Dataset {
     }
 }
 
-/// Rows [`Examples::gather`] asks for ahead of the one it copies.
+/// Rows [`Dataset::gather`] asks for ahead of the one it copies.
 pub const PREFETCH_AHEAD: usize = 2;
 
 /// A loaded data set: training examples plus optional validation and test splits.

@@ -729,7 +729,7 @@ pub fn conv_backward_with(
         let head = tiles.head(sh, batch);
         assert!(scratch.len() >= head + team.size() * per_task);
         let (shared, slots) = scratch.split_at_mut(head);
-        // SAFETY: AVX2/FMA and C % 8 == 0 checked (sparse_ok); a slot of per_task ≥ slot_len each.
+        // SAFETY: AVX2/FMA and C % 8 == 0 checked (takes_sparse); a slot of per_task ≥ slot_len each.
         unsafe { super::sparse::backward(sh, batch, x, w, delta, dw, dx, shared, slots, per_task, team) };
         return;
     }

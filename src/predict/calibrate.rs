@@ -134,26 +134,42 @@ fn layer_times(act: Activation, threads: usize) -> Result<(f64, f64)> {
     Ok((t.forward[0] / steps as f64, t.backward[0] / steps as f64))
 }
 
-/// The engine's convolution rates on a `c`×`side`×`side` input, k×k kernels padded by k/2, `f`
-/// filters, a batch of `batch`, relu.
-fn conv_rates(
-    (c, side, k, f): (usize, usize, usize, usize),
-    batch: usize,
-    team: &Team,
-    min_s: f64,
-) -> Result<ConvRates> {
-    use crate::engine::conv::{ConvShape, Tiles, conv_backward, conv_forward};
-    use crate::spec::{Conv, Kind, Layer, Padding, Shape};
-    let cv = Conv { kh: k, kw: k, filters: f, stride: 1, padding: Padding::Fixed(k / 2) };
-    let layer =
-        Layer::after(Shape::new(c, side, side), Kind::Conv2d(cv), 0, Activation::Relu).map_err(crate::Error::Usage)?;
-    let Some(sh) = ConvShape::of(&layer) else { unreachable!("a convolution layer") };
-    let n = batch * sh.oh * sh.ow;
-    let x: Vec<f32> = (0..batch * c * side * side).map(|i| (i % 17) as f32 / 17.0).collect();
-    let w: Vec<f32> = (0..f * sh.ckk()).map(|i| (i % 13) as f32 / 13.0 - 0.5).collect();
+/// A reference convolution for calibrate: a `c`×`side`×`side` input, k×k kernels padded by
+/// k/2, `f` filters, relu, at a batch; its input, weights and the engine's scratch.
+struct RefConv {
+    sh: crate::engine::conv::ConvShape,
+    /// Output positions of the batch.
+    n: usize,
+    x: Vec<f32>,
+    w: Vec<f32>,
+    scratch: Vec<f32>,
+}
+
+impl RefConv {
+    fn new((c, side, k, f): (usize, usize, usize, usize), batch: usize, team: &Team) -> Result<RefConv> {
+        use crate::engine::conv::{ConvShape, Tiles};
+        use crate::spec::{Conv, Kind, Layer, Padding, Shape};
+        let cv = Conv { kh: k, kw: k, filters: f, stride: 1, padding: Padding::Fixed(k / 2) };
+        let layer = Layer::after(Shape::new(c, side, side), Kind::Conv2d(cv), 0, Activation::Relu)
+            .map_err(crate::Error::Usage)?;
+        let Some(sh) = ConvShape::of(&layer) else { unreachable!("a convolution layer") };
+        Ok(RefConv {
+            sh,
+            n: batch * sh.oh * sh.ow,
+            x: (0..batch * c * side * side).map(|i| (i % 17) as f32 / 17.0).collect(),
+            w: (0..f * sh.ckk()).map(|i| (i % 13) as f32 / 13.0 - 0.5).collect(),
+            scratch: vec![0.0f32; Tiles::for_shape(&sh).total(&sh, batch, team.size())],
+        })
+    }
+}
+
+/// The engine's convolution rates on a [`RefConv`] of `shape` = (c, side, k, f).
+fn conv_rates(shape: (usize, usize, usize, usize), batch: usize, team: &Team, min_s: f64) -> Result<ConvRates> {
+    use crate::engine::conv::{conv_backward, conv_forward};
+    let RefConv { sh, n, x, w, mut scratch } = RefConv::new(shape, batch, team)?;
+    let f = sh.f;
     let b = vec![0.1f32; f];
     let delta: Vec<f32> = (0..f * n).map(|i| (i % 11) as f32 / 11.0 - 0.5).collect();
-    let mut scratch = vec![0.0f32; Tiles::for_shape(&sh).total(&sh, batch, team.size())];
     let (mut z, mut dw, mut db, mut dx) =
         (vec![0.0f32; f * n], vec![0.0f32; w.len()], vec![0.0f32; f], vec![0.0f32; x.len()]);
     // Few shapes, so each is timed longer than a grid point: the model leans on them alone.
@@ -176,24 +192,17 @@ fn conv_rates(
 /// The engine's sparse backward on the same shapes as [`conv_rates`], timed with δ 5% and 20%
 /// nonzero (scattered at random, deterministically); None where the engine would not take it.
 fn sparse_rates(
-    (c, side, k, f): (usize, usize, usize, usize),
+    shape: (usize, usize, usize, usize),
     batch: usize,
     team: &Team,
     min_s: f64,
 ) -> Result<Option<SparseRates>> {
-    use crate::engine::conv::{ConvShape, SPARSE_MAX_DENSITY, Tiles, conv_backward};
-    use crate::spec::{Conv, Kind, Layer, Padding, Shape};
-    let cv = Conv { kh: k, kw: k, filters: f, stride: 1, padding: Padding::Fixed(k / 2) };
-    let layer =
-        Layer::after(Shape::new(c, side, side), Kind::Conv2d(cv), 0, Activation::Relu).map_err(crate::Error::Usage)?;
-    let Some(sh) = ConvShape::of(&layer) else { unreachable!("a convolution layer") };
+    use crate::engine::conv::{SPARSE_MAX_DENSITY, Tiles, conv_backward};
+    let RefConv { sh, n, x, w, mut scratch } = RefConv::new(shape, batch, team)?;
     if !Tiles::for_shape(&sh).takes_sparse(&sh) {
         return Ok(None);
     }
-    let n = batch * sh.oh * sh.ow;
-    let x: Vec<f32> = (0..batch * c * side * side).map(|i| (i % 17) as f32 / 17.0).collect();
-    let w: Vec<f32> = (0..f * sh.ckk()).map(|i| (i % 13) as f32 / 13.0 - 0.5).collect();
-    let mut scratch = vec![0.0f32; Tiles::for_shape(&sh).total(&sh, batch, team.size())];
+    let f = sh.f;
     let (mut dw, mut db, mut dx) = (vec![0.0f32; w.len()], vec![0.0f32; f], vec![0.0f32; x.len()]);
     let gflop = 2.0 * (f * sh.ckk() * n) as f64 / 1e9;
     let (min_s, runs) = (4.0 * min_s, 5);

@@ -86,51 +86,48 @@ fn gemm_rate(points: &[GemmPoint], m: usize, k: usize, n: usize) -> f64 {
     v.exp()
 }
 
+/// Where window size `k` falls among reference shapes ordered by window size: the pair around
+/// it and k's place between them in log window size (0 at the first, 1 at the second), or the
+/// nearest one alone outside them. None without any reference.
+fn bracket_window<T: Copy>(refs: &[T], window: impl Fn(&T) -> usize, k: usize) -> Option<(T, T, f64)> {
+    let (first, last) = (*refs.first()?, *refs.last()?);
+    if k <= window(&first) {
+        return Some((first, first, 0.0));
+    }
+    for w in refs.windows(2) {
+        if k <= window(&w[1]) {
+            let (a, b) = ((window(&w[0]) as f64).ln(), (window(&w[1]) as f64).ln());
+            return Some((w[0], w[1], ((k as f64).ln() - a) / (b - a)));
+        }
+    }
+    Some((last, last, 0.0))
+}
+
 /// The convolution rates at window size `k`: log-linear between the reference shapes (window
 /// sizes in increasing order), the nearest one outside them.
 fn conv_rates(refs: &[ConvRates], k: usize) -> ConvRates {
-    let lerp = |a: &ConvRates, b: &ConvRates, t: f64| {
-        let mix = |x: f64, y: f64| (x.max(1e-3).ln() * (1.0 - t) + y.max(1e-3).ln() * t).exp();
-        ConvRates {
-            window: k,
-            forward: mix(a.forward, b.forward),
-            weight_grad: mix(a.weight_grad, b.weight_grad),
-            input_grad: mix(a.input_grad, b.input_grad),
-        }
+    let Some((a, b, t)) = bracket_window(refs, |r| r.window, k) else {
+        return ConvRates { window: k, forward: 1.0, weight_grad: 1.0, input_grad: 1.0 };
     };
-    let fallback = ConvRates { window: k, forward: 1.0, weight_grad: 1.0, input_grad: 1.0 };
-    let (Some(first), Some(last)) = (refs.first(), refs.last()) else { return fallback };
-    if k <= first.window {
-        return *first;
+    let mix = |x: f64, y: f64| (x.max(1e-3).ln() * (1.0 - t) + y.max(1e-3).ln() * t).exp();
+    ConvRates {
+        window: k,
+        forward: mix(a.forward, b.forward),
+        weight_grad: mix(a.weight_grad, b.weight_grad),
+        input_grad: mix(a.input_grad, b.input_grad),
     }
-    for w in refs.windows(2) {
-        if k <= w[1].window {
-            let (a, b) = ((w[0].window as f64).ln(), (w[1].window as f64).ln());
-            return lerp(&w[0], &w[1], ((k as f64).ln() - a) / (b - a));
-        }
-    }
-    *last
 }
 
-/// The sparse backward's costs at window size `k` (as [`conv_rates`]); None without any.
+/// The sparse backward's costs at window size `k`, placed as [`conv_rates`] places rates
+/// (linear in the costs); None without any.
 fn sparse_rates(refs: &[SparseRates], k: usize) -> Option<SparseRates> {
-    let (first, last) = (refs.first()?, refs.last()?);
-    if k <= first.window {
-        return Some(*first);
-    }
-    for w in refs.windows(2) {
-        if k <= w[1].window {
-            let t =
-                ((k as f64).ln() - (w[0].window as f64).ln()) / ((w[1].window as f64).ln() - (w[0].window as f64).ln());
-            let mix = |x: (f64, f64), y: (f64, f64)| (x.0 * (1.0 - t) + y.0 * t, x.1 * (1.0 - t) + y.1 * t);
-            return Some(SparseRates {
-                window: k,
-                weight_grad: mix(w[0].weight_grad, w[1].weight_grad),
-                input_grad: mix(w[0].input_grad, w[1].input_grad),
-            });
-        }
-    }
-    Some(*last)
+    let (a, b, t) = bracket_window(refs, |r| r.window, k)?;
+    let mix = |x: (f64, f64), y: (f64, f64)| (x.0 * (1.0 - t) + y.0 * t, x.1 * (1.0 - t) + y.1 * t);
+    Some(SparseRates {
+        window: k,
+        weight_grad: mix(a.weight_grad, b.weight_grad),
+        input_grad: mix(a.input_grad, b.input_grad),
+    })
 }
 
 /// The share of a convolution's δ the model expects to be nonzero in training: a relu zeroes
