@@ -84,3 +84,39 @@ fn convolutions_are_matrix_products_and_pooling_a_pass_over_memory() {
     let big = predict::predict(&cnn, &cfg(64), Machine::Measured(&prof), 1);
     assert!(big.step_seconds > 2.0 * small.step_seconds && small.step_seconds.is_finite());
 }
+
+#[test]
+fn image_glue_is_priced_from_its_own_measurements() {
+    let cnn = parse("1x28x28-conv3x3x16:relu-maxpool2-conv3x3x32:relu-maxpool2-10", Defaults::default()).unwrap();
+    let p = predict::calibrate(1, true).unwrap();
+    assert_eq!(p.pool.len(), 2);
+    assert_eq!(p.regroup.len(), 2);
+    let with = predict::predict(&cnn, &cfg(128), Machine::Measured(&p), 1);
+    // The dense layer reads 32 planes of 5×5 and hands its input gradient back as planes: without
+    // the measured cost of those copies, only its product and passes remain.
+    let mut free_copies = p.clone();
+    for r in &mut free_copies.regroup {
+        (r.to_rows, r.to_channels) = (0.0, 0.0);
+    }
+    let without = predict::predict(&cnn, &cfg(128), Machine::Measured(&free_copies), 1);
+    let (a, b) = (&with.layers[4], &without.layers[4]);
+    assert!(a.forward_seconds > b.forward_seconds && a.backward_seconds > b.backward_seconds);
+    let copies = 128.0 * 800.0 * p.regroup[0].to_rows;
+    assert!((a.forward_seconds - b.forward_seconds - copies).abs() < 1e-3 * copies);
+    // Pooling runs at its measured rate forward; its backward writes the whole input gradient,
+    // which a free kernel does not make free.
+    let mut free_pool = p.clone();
+    for r in &mut free_pool.pool {
+        (r.forward, r.backward) = (0.0, 0.0);
+    }
+    let pooled = predict::predict(&cnn, &cfg(128), Machine::Measured(&free_pool), 1);
+    assert_eq!(pooled.layers[1].forward_seconds, 0.0);
+    assert!(pooled.layers[1].backward_seconds > 0.0);
+    assert!(with.layers[1].backward_seconds >= pooled.layers[1].backward_seconds);
+    // The first layer's input (one channel) needs no copy, and nothing flows back below it.
+    let flat = parse("3x32x32-conv3x3x8:relu-maxpool2-10", Defaults::default()).unwrap();
+    let a = predict::predict(&flat, &cfg(32), Machine::Measured(&p), 1);
+    let b = predict::predict(&flat, &cfg(32), Machine::Measured(&free_copies), 1);
+    assert!(a.layers[0].forward_seconds > b.layers[0].forward_seconds, "a 3-channel input is regrouped");
+    assert_eq!(a.layers[0].backward_seconds, b.layers[0].backward_seconds);
+}

@@ -66,7 +66,7 @@ enum Op {
 
 /// How a layer's input reaches it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Feed {
+pub(crate) enum Feed {
     /// As the layer below (or the caller) left it.
     Direct,
     /// Rows [B][C][P] transposed to [C][B][P] (an image network's input, C > 1).
@@ -76,7 +76,7 @@ enum Feed {
 }
 
 /// out [C][B][P] from x [B][C][P].
-fn to_channels(x: &[f32], out: &mut [f32], batch: usize, c: usize, p: usize) {
+pub(crate) fn to_channels(x: &[f32], out: &mut [f32], batch: usize, c: usize, p: usize) {
     for e in 0..batch {
         for ch in 0..c {
             out[(ch * batch + e) * p..(ch * batch + e + 1) * p]
@@ -86,7 +86,7 @@ fn to_channels(x: &[f32], out: &mut [f32], batch: usize, c: usize, p: usize) {
 }
 
 /// out [B][C][P] from x [C][B][P].
-fn to_rows(x: &[f32], out: &mut [f32], batch: usize, c: usize, p: usize) {
+pub(crate) fn to_rows(x: &[f32], out: &mut [f32], batch: usize, c: usize, p: usize) {
     for e in 0..batch {
         for ch in 0..c {
             out[(e * c + ch) * p..(e * c + ch + 1) * p]
@@ -97,7 +97,7 @@ fn to_rows(x: &[f32], out: &mut [f32], batch: usize, c: usize, p: usize) {
 
 /// How each layer's input reaches it: images are channel-major inside the engine, rows outside
 /// it and in dense layers; with one channel (or a flat vector of one) the two layouts coincide.
-fn feeds(spec: &Spec) -> Vec<Feed> {
+pub(crate) fn feeds(spec: &Spec) -> Vec<Feed> {
     let image = |k: Kind| k != Kind::Dense;
     spec.layers
         .iter()

@@ -1,6 +1,8 @@
 //! `flopnet calibrate`: measures this machine through the engine's own kernels.
 
-use super::profile::{ConvRates, GemmPoint, Profile, SparseRates, StreamPoint, VERSION, machine_id};
+use super::profile::{
+    ConvRates, GemmPoint, PoolRates, Profile, RegroupRates, SparseRates, StreamPoint, VERSION, machine_id,
+};
 use crate::engine::gemm::{View, matmul};
 use crate::engine::team::Team;
 use crate::engine::{Engine, Settings, kernels, simd};
@@ -36,7 +38,7 @@ fn time(min_s: f64, runs: usize, mut f: impl FnMut()) -> f64 {
 
 /// The grid: batch-like m, and inner/outer sizes for k and n.
 pub const GRID_M: [usize; 5] = [1, 8, 32, 128, 512];
-pub const GRID_KN: [usize; 4] = [1, 16, 128, 1024];
+pub const GRID_KN: [usize; 5] = [1, 16, 128, 512, 1024];
 
 /// The three product layouts a layer uses.
 const OPS: [&str; 3] = ["forward", "weight_grad", "input_grad"];
@@ -70,14 +72,7 @@ fn gemm_grids(team: &Team, quick: bool) -> [Vec<GemmPoint>; 3] {
             }
         }
     }
-    // A fixed shuffle (Fisher–Yates on a xorshift), so every calibration visits the same order.
-    let mut state = 0x9e37_79b9_7f4a_7c15u64;
-    for i in (1..points.len()).rev() {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        points.swap(i, (state % (i as u64 + 1)) as usize);
-    }
+    shuffle(&mut points);
     let passes = if quick { 1 } else { 3 };
     let mut times = vec![Vec::with_capacity(passes); points.len()];
     for _ in 0..passes {
@@ -101,12 +96,111 @@ fn gemm_grids(team: &Team, quick: bool) -> [Vec<GemmPoint>; 3] {
 /// Working sets from L1 to main memory.
 const STREAM_ITEMS: [usize; 5] = [4 << 10, 32 << 10, 256 << 10, 2 << 20, 16 << 20];
 
-fn stream_points(quick: bool, bytes_per_item: usize, mut pass: impl FnMut(usize) -> f64) -> Vec<StreamPoint> {
-    STREAM_ITEMS
-        .iter()
-        .filter(|&&n| !quick || n <= 2 << 20)
-        .map(|&n| StreamPoint { bytes: (n * bytes_per_item) as f64, seconds_per_item: pass(n) / n as f64 })
-        .collect()
+/// Values between the starts of [`Pass::seconds`]' arrays (1,088 bytes).
+const STAGGER: usize = 272;
+
+/// The passes over memory the model prices by working set: `y += a·x` and the optimizers'
+/// updates, stored or fused (one example's update formed row by row from its gradient).
+#[derive(Clone, Copy)]
+enum Pass {
+    Axpy,
+    Sgd,
+    Momentum,
+    Adam,
+    SgdFused,
+    MomentumFused,
+}
+
+impl Pass {
+    const ALL: [Pass; 6] = [Pass::Axpy, Pass::Sgd, Pass::Momentum, Pass::Adam, Pass::SgdFused, Pass::MomentumFused];
+
+    /// Bytes each item moves: the working set of a pass over n items is n times this.
+    fn bytes_per_item(self) -> usize {
+        match self {
+            Pass::Axpy | Pass::Sgd | Pass::SgdFused => 8,
+            Pass::Momentum => 12,
+            Pass::Adam | Pass::MomentumFused => 16,
+        }
+    }
+
+    /// Seconds of one pass over `n` items on `bufs` (four arrays of at least n values, rounded up
+    /// to whole rows of 784; their contents are whatever earlier passes left, small and finite).
+    fn seconds(self, n: usize, bufs: &mut [Vec<f32>; 4], min_s: f64) -> f64 {
+        // Each array starts at its own offset within a page, as separately allocated arrays
+        // mostly do: four at one offset would make every store alias the next loads (4K
+        // aliasing), which costs an L1-resident pass here a third of its speed.
+        let [a, b, c, d] = bufs;
+        let (a, b, c, d) = (&mut a[..], &mut b[STAGGER..], &mut c[2 * STAGGER..], &mut d[3 * STAGGER..]);
+        let (g, w, v, m) = (&a[..n], &mut b[..n], &mut c[..n], &mut d[..n]);
+        match self {
+            Pass::Axpy => time(min_s, 1, || kernels::axpy(1e-3, g, w)),
+            Pass::Sgd => time(min_s, 1, || kernels::sgd(w, g, 1e-3)),
+            Pass::Momentum => time(min_s, 1, || kernels::momentum(w, v, g, 1e-3, 0.9)),
+            Pass::Adam => time(min_s, 1, || kernels::adam(w, m, v, g, 0.9, 0.999, 1e-8, 1e-3, 1.0)),
+            Pass::SgdFused | Pass::MomentumFused => {
+                // Rows of 784 inputs, as for a 28×28 image; the time is scaled back to n items.
+                let rows = n.div_ceil(784);
+                let (w, v) = (&mut b[..rows * 784], &mut c[..rows * 784]);
+                let x = &a[..784];
+                let momentum = matches!(self, Pass::MomentumFused);
+                let s = time(min_s, 1, || {
+                    for i in 0..rows {
+                        let r = i * 784..(i + 1) * 784;
+                        if momentum {
+                            kernels::momentum_outer(&mut w[r.clone()], &mut v[r], x, 1e-3, 1e-3, 0.9);
+                        } else {
+                            kernels::sgd_outer(&mut w[r], x, 1e-3, 1e-3);
+                        }
+                    }
+                });
+                s * n as f64 / (rows * 784) as f64
+            }
+        }
+    }
+}
+
+/// Every [`Pass`] at every working set, in the order of [`Pass::ALL`]. Like the product grid,
+/// each point is the median of three timings from three passes over all points in a fixed
+/// shuffled order (one with `quick`), so a slow spell moves one timing of a few points rather
+/// than every timing of one table. The 16M-item sets (over the 32 MiB L3 with momentum or Adam)
+/// are left out with `quick`.
+fn stream_tables(quick: bool, min_s: f64) -> [Vec<StreamPoint>; 6] {
+    let items: Vec<usize> = STREAM_ITEMS.iter().copied().filter(|&n| !quick || n <= 2 << 20).collect();
+    // Whole rows of 784 for the fused passes.
+    let largest = items.iter().copied().max().unwrap_or(0).div_ceil(784) * 784;
+    let len = largest + 3 * STAGGER;
+    let mut bufs = [vec![1e-3f32; len], vec![0.0; len], vec![0.0; len], vec![0.0; len]];
+    let mut points: Vec<(usize, usize)> =
+        (0..Pass::ALL.len()).flat_map(|p| items.iter().map(move |&n| (p, n))).collect();
+    shuffle(&mut points);
+    let passes = if quick { 1 } else { 3 };
+    let mut times = vec![Vec::with_capacity(passes); points.len()];
+    for _ in 0..passes {
+        for (t, &(p, n)) in times.iter_mut().zip(&points) {
+            t.push(Pass::ALL[p].seconds(n, &mut bufs, min_s));
+        }
+    }
+    let mut tables: [Vec<StreamPoint>; 6] = Default::default();
+    for (mut t, &(p, n)) in times.into_iter().zip(&points) {
+        t.sort_by(f64::total_cmp);
+        let bytes = (n * Pass::ALL[p].bytes_per_item()) as f64;
+        tables[p].push(StreamPoint { bytes, seconds_per_item: t[t.len() / 2] / n as f64 });
+    }
+    for t in &mut tables {
+        t.sort_by(|a, b| a.bytes.total_cmp(&b.bytes));
+    }
+    tables
+}
+
+/// A fixed shuffle (Fisher–Yates on a xorshift), so every calibration visits the same order.
+fn shuffle<T>(v: &mut [T]) {
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    for i in (1..v.len()).rev() {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        v.swap(i, (state % (i as u64 + 1)) as usize);
+    }
 }
 
 fn layer_engine(act: Activation, threads: usize) -> Result<Engine> {
@@ -231,32 +325,43 @@ fn sparse_rates(
     }))
 }
 
+/// The engine's 2×2 max pooling on `c` planes of `side`×`side` per example, at a batch.
+fn pool_rates((c, side): (usize, usize), batch: usize, team: &Team, min_s: f64) -> Result<PoolRates> {
+    use crate::engine::pool::{PoolShape, max_backward, max_forward};
+    use crate::spec::{Kind, Layer, Pool, Shape};
+    let layer =
+        Layer::after(Shape::new(c, side, side), Kind::MaxPool(Pool { k: 2, stride: 2 }), 0, Activation::Identity)
+            .map_err(crate::Error::Usage)?;
+    let Some(sh) = PoolShape::of(&layer) else { unreachable!("a pooling layer") };
+    let (inputs, outputs) = (batch * layer.inputs, batch * layer.outputs);
+    let x: Vec<f32> = (0..inputs).map(|i| (i.wrapping_mul(2654435761) % 1000) as f32 / 1000.0).collect();
+    let g = vec![0.5f32; outputs];
+    let (mut y, mut arg, mut dx) = (vec![0.0f32; outputs], vec![0u32; outputs], vec![0.0f32; inputs]);
+    let (min_s, runs) = (4.0 * min_s, 5);
+    let forward = time(min_s, runs, || max_forward(&sh, batch, &x, &mut y, &mut arg, team));
+    let backward = time(min_s, runs, || max_backward(&sh, batch, &g, &arg, &mut dx, team));
+    Ok(PoolRates { plane: side * side, forward: forward / inputs as f64, backward: backward / inputs as f64 })
+}
+
+/// The engine's layout changes for `c` channels of `chunk` values per example, at a batch.
+fn regroup_rates((c, chunk): (usize, usize), batch: usize, min_s: f64) -> RegroupRates {
+    use crate::engine::{to_channels, to_rows};
+    let n = batch * c * chunk;
+    let x: Vec<f32> = (0..n).map(|i| i as f32).collect();
+    let mut out = vec![0.0f32; n];
+    let (min_s, runs) = (4.0 * min_s, 5);
+    let rows = time(min_s, runs, || to_rows(&x, &mut out, batch, c, chunk));
+    let channels = time(min_s, runs, || to_channels(&x, &mut out, batch, c, chunk));
+    RegroupRates { chunk, to_rows: rows / n as f64, to_channels: channels / n as f64 }
+}
+
 /// Measures everything the time model needs; about 10 s, or 3 s with `quick`.
 pub fn calibrate(threads: usize, quick: bool) -> Result<Profile> {
     simd::flush_denormals();
     let team = Team::new(threads.max(1), simd::flush_denormals).map_err(|e| crate::Error::Usage(e.to_string()))?;
     let [forward, weight_grad, input_grad] = gemm_grids(&team, quick);
     let min_s = if quick { 0.003 } else { 0.01 };
-    let stream = stream_points(quick, 8, |n| {
-        let x = vec![1.0f32; n];
-        let mut y = vec![0.0f32; n];
-        time(min_s, 3, || kernels::axpy(1e-3, &x, &mut y))
-    });
-    let sgd = stream_points(quick, 8, |n| {
-        let g = vec![1e-3f32; n];
-        let mut w = vec![0.0f32; n];
-        time(min_s, 3, || kernels::sgd(&mut w, &g, 1e-3))
-    });
-    let momentum = stream_points(quick, 12, |n| {
-        let g = vec![1e-3f32; n];
-        let (mut w, mut v) = (vec![0.0f32; n], vec![0.0f32; n]);
-        time(min_s, 3, || kernels::momentum(&mut w, &mut v, &g, 1e-3, 0.9))
-    });
-    let adam = stream_points(quick, 16, |n| {
-        let g = vec![1e-3f32; n];
-        let (mut w, mut m, mut v) = (vec![0.0f32; n], vec![0.0f32; n], vec![0.0f32; n]);
-        time(min_s, 3, || kernels::adam(&mut w, &mut m, &mut v, &g, 0.9, 0.999, 1e-8, 1e-3, 1.0))
-    });
+    let [stream, sgd, momentum, adam, sgd_fused, momentum_fused] = stream_tables(quick, min_s);
     let (f0, b0) = layer_times(Activation::Identity, threads)?;
     let mut activation_forward = Vec::new();
     let mut activation_backward = Vec::new();
@@ -285,25 +390,12 @@ pub fn calibrate(threads: usize, quick: bool) -> Result<Profile> {
     let conv_sparse =
         [sparse_rates((16, 13, 3, 32), 16, &team, min_s)?, sparse_rates((32, 14, 5, 64), 8, &team, min_s)?];
     let conv_sparse = conv_sparse.into_iter().flatten().collect();
-    // One example's dense update, formed from its gradient row by row (784 inputs a row).
-    let fused = |n: usize, momentum: bool| {
-        let rows = n.div_ceil(784);
-        let (x, d) = (vec![0.5f32; 784], vec![1e-3f32; rows]);
-        let (mut w, mut v) = (vec![0.0f32; rows * 784], vec![0.0f32; rows * 784]);
-        let s = time(min_s, 3, || {
-            for (i, &di) in d.iter().enumerate() {
-                let r = i * 784..(i + 1) * 784;
-                if momentum {
-                    kernels::momentum_outer(&mut w[r.clone()], &mut v[r], &x, di, 1e-3, 0.9);
-                } else {
-                    kernels::sgd_outer(&mut w[r], &x, di, 1e-3);
-                }
-            }
-        });
-        s * n as f64 / (rows * 784) as f64
-    };
-    let sgd_fused = stream_points(quick, 8, |n| fused(n, false));
-    let momentum_fused = stream_points(quick, 16, |n| fused(n, true));
+    // The pools and layout changes of the suite's CNNs at its batch: f pools 16x26x26 and
+    // 32x11x11 and hands 32 planes of 5×5 to its dense layer; a CIFAR input arrives as 3 planes
+    // of 32×32. At 128 examples a pool's input is 2–6 MiB, so its backward is bound by writing
+    // the input's gradient, as in training.
+    let pool = vec![pool_rates((32, 11), 128, &team, min_s)?, pool_rates((16, 26), 128, &team, min_s)?];
+    let regroup = vec![regroup_rates((32, 25), 128, min_s), regroup_rates((3, 1024), 128, min_s)];
     // A 6-layer 1-wide network's step, for the fixed cost per layer that the products and
     // passes above leave out (call and dispatch costs: the bulk of a one-example step).
     let deep = Spec::dense(1, &[(1, Activation::Identity); 6]);
@@ -332,6 +424,8 @@ pub fn calibrate(threads: usize, quick: bool) -> Result<Profile> {
         sgd_fused,
         momentum_fused,
         layer_overhead: 0.0,
+        pool,
+        regroup,
     };
     // What the model does not explain of the five extra layers, per layer.
     let modelled = |spec: &Spec| super::model::step_seconds(spec, Loss::Mse, Optimizer::Sgd, 1, &profile, threads);

@@ -130,6 +130,12 @@ fn sparse_rates(refs: &[SparseRates], k: usize) -> Option<SparseRates> {
     })
 }
 
+/// Seconds per value at size `size` from references ordered by size: log-linear in the size
+/// between the pair around it, the nearest one outside them; 0 without any.
+fn per_value<T: Copy>(refs: &[T], size: impl Fn(&T) -> usize, rate: impl Fn(&T) -> f64, at: usize) -> f64 {
+    bracket_window(refs, &size, at).map_or(0.0, |(a, b, t)| rate(&a) * (1.0 - t) + rate(&b) * t)
+}
+
 /// The share of a convolution's δ the model expects to be nonzero in training: a relu zeroes
 /// about half of it, and a following k×k max pool of stride k passes one value in k² (the
 /// second convolution of network e has 11.7–12.4% nonzero on Fashion-MNIST, `examples/delta_share.rs`;
@@ -162,7 +168,7 @@ fn act_cost(table: &[(String, f64)], act: Activation) -> f64 {
     table.iter().find(|(n, _)| n == act.name()).map_or(0.0, |(_, s)| *s)
 }
 
-use crate::engine::UPDATE_SPLIT_MIN;
+use crate::engine::{Feed, UPDATE_SPLIT_MIN};
 
 struct Model<'a> {
     machine: Machine<'a>,
@@ -206,11 +212,14 @@ impl Model<'_> {
         }
     }
 
+    /// The optimizer over `params` values. `arrays` is the bytes a parameter occupies across
+    /// the arrays the pass walks (weights, gradient, state), which is how calibrate labels a
+    /// table's working sets; `traffic` adds the bytes written back, for the roofline.
     fn update(&self, opt: Optimizer, params: usize) -> f64 {
-        let (bytes_per, flop_per) = match opt {
-            Optimizer::Sgd => (12.0, 2.0),
-            Optimizer::Momentum => (20.0, 4.0),
-            Optimizer::Adam => (28.0, 13.0),
+        let (arrays, traffic, flop_per) = match opt {
+            Optimizer::Sgd => (8.0, 12.0, 2.0),
+            Optimizer::Momentum => (12.0, 20.0, 4.0),
+            Optimizer::Adam => (16.0, 28.0, 13.0),
         };
         match self.machine {
             Machine::Measured(p) => {
@@ -220,9 +229,9 @@ impl Model<'_> {
                     Optimizer::Adam => &p.adam,
                 };
                 let split = if params >= UPDATE_SPLIT_MIN { self.threads as f64 } else { 1.0 };
-                params as f64 * per_item(table, params as f64 * bytes_per) / split
+                params as f64 * per_item(table, params as f64 * arrays) / split
             }
-            Machine::Roofline { .. } => self.stream(params, bytes_per, flop_per),
+            Machine::Roofline { .. } => self.stream(params, traffic, flop_per),
         }
     }
 
@@ -308,13 +317,49 @@ impl Model<'_> {
         (forward, backward)
     }
 
-    /// Pooling streams through memory: each input read once and each output written forward;
-    /// backward writes the input's gradient and routes each output's gradient into it.
-    fn pool(&self, l: &Layer, b: usize, first: bool) -> (f64, f64) {
+    /// Pooling: on a measured machine at the rates calibrate measured for the engine's max pool
+    /// at the nearest plane sizes, per input value. Its backward writes the whole input
+    /// gradient, which the step last touched a layer's worth of work ago: in training it runs
+    /// no faster than a pass over memory at the bandwidth of the step's whole footprint
+    /// (`footprint` bytes), which calibrate's repeated calls on cache-hot buffers do not see.
+    /// Under a roofline it streams through memory: each input read once and each output
+    /// written forward; backward writes the input's gradient and routes each output's gradient
+    /// into it.
+    fn pool(&self, l: &Layer, b: usize, first: bool, footprint: f64) -> (f64, f64) {
         let (inputs, outputs) = (b.saturating_mul(l.inputs), b.saturating_mul(l.outputs));
+        if let Machine::Measured(p) = self.machine {
+            let plane = l.input.h * l.input.w;
+            let forward = inputs as f64 * per_value(&p.pool, |r| r.plane, |r| r.forward, plane);
+            let hot = inputs as f64 * per_value(&p.pool, |r| r.plane, |r| r.backward, plane);
+            let backward = if first { 0.0 } else { hot.max(self.stream_in(inputs, 8.0, 1.0, footprint)) };
+            return (forward, backward);
+        }
         let forward = self.stream(inputs, 4.0, 1.0) + self.stream(outputs, 4.0, 0.0);
         let backward = if first { 0.0 } else { self.stream(inputs, 4.0, 0.0) + self.stream(outputs, 8.0, 1.0) };
         (forward, backward)
+    }
+
+    /// A layer's input changing layout on the way in (and its gradient on the way back), as
+    /// the engine's [`Feed`] says: `c` planes of `chunk` values per example copied one plane at
+    /// a time. Under a roofline, a read and a write of each value.
+    fn regroup(&self, feed: Feed, b: usize, first: bool) -> (f64, f64) {
+        let (c, chunk, back) = match feed {
+            Feed::Direct => return (0.0, 0.0),
+            Feed::ToChannels { c, p } => (c, p, false),
+            Feed::ToRows { c, p } => (c, p, !first),
+        };
+        let values = b.saturating_mul(c).saturating_mul(chunk);
+        let (there, home) = match self.machine {
+            Machine::Measured(p) => (
+                values as f64 * per_value(&p.regroup, |r| r.chunk, |r| r.to_rows, chunk),
+                values as f64 * per_value(&p.regroup, |r| r.chunk, |r| r.to_channels, chunk),
+            ),
+            Machine::Roofline { .. } => (self.stream(values, 8.0, 0.0), self.stream(values, 8.0, 0.0)),
+        };
+        match feed {
+            Feed::ToChannels { .. } => (home, 0.0),
+            _ => (there, if back { home } else { 0.0 }),
+        }
     }
 
     /// One training step over `b` examples: per layer, the loss, and the fixed cost.
@@ -322,6 +367,8 @@ impl Model<'_> {
         let last = spec.layers.len() - 1;
         // At one example the engine updates dense layers as their gradients are formed.
         let fused = b == 1 && matches!(opt, Optimizer::Sgd | Optimizer::Momentum);
+        let feeds = crate::engine::feeds(spec);
+        let footprint = crate::cost::memory::memory_for_threads(spec, opt, b as u128, self.threads).peak as f64;
         let layers = spec
             .layers
             .iter()
@@ -331,8 +378,10 @@ impl Model<'_> {
                 let (forward, backward) = match l.kind {
                     Kind::Dense => self.dense(l, b, i == 0, from_ce, fused),
                     Kind::Conv2d(c) => self.conv(l, &c, b, i == 0, spec.layers.get(i + 1)),
-                    Kind::MaxPool(_) | Kind::AvgPool(_) => self.pool(l, b, i == 0),
+                    Kind::MaxPool(_) | Kind::AvgPool(_) => self.pool(l, b, i == 0, footprint),
                 };
+                let (into, back) = self.regroup(feeds[i], b, i == 0);
+                let (forward, backward) = (forward + into, backward + back);
                 let update = match (l.params(), fused && l.kind == Kind::Dense) {
                     (0, _) => 0.0,
                     (n, true) => self.fused_update(opt, n as usize),

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
 /// Bumped whenever the fields or what they mean change; an older file is rebuilt, not trusted.
-pub const VERSION: u32 = 7;
+pub const VERSION: u32 = 9;
 
 /// Matrix-product throughput at one shape: C[m×n] = A[m×k]·B[k×n].
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -43,6 +43,24 @@ pub struct SparseRates {
     pub window: usize,
     pub weight_grad: (f64, f64),
     pub input_grad: (f64, f64),
+}
+
+/// The engine's 2×2 max pooling (stride 2) over planes of `plane` = H·W values: seconds per
+/// input value, forward (maximum and argmax) and backward (gradient routed to the argmax).
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq)]
+pub struct PoolRates {
+    pub plane: usize,
+    pub forward: f64,
+    pub backward: f64,
+}
+
+/// The engine's change of layout between an image layer's channel-major values and a dense
+/// layer's rows, copied `chunk` = H·W values at a time: seconds per value, each way.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq)]
+pub struct RegroupRates {
+    pub chunk: usize,
+    pub to_rows: f64,
+    pub to_channels: f64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -84,6 +102,10 @@ pub struct Profile {
     /// network's measured step, less the 1-layer one's, less what the model predicts for the
     /// difference, over the five layers (never below 0).
     pub layer_overhead: f64,
+    /// Pooling at two plane sizes (26×26 and 11×11), and the layout changes at two chunk sizes
+    /// (5×5 and 32×32), each list by size.
+    pub pool: Vec<PoolRates>,
+    pub regroup: Vec<RegroupRates>,
 }
 
 /// What identifies this machine and build: CPU model, core count, flopnet version.
@@ -133,6 +155,8 @@ impl Profile {
             || p.conv_panel.is_empty()
             || p.conv_small.is_empty()
             || p.momentum_fused.is_empty()
+            || p.pool.is_empty()
+            || p.regroup.is_empty()
             || !p.step_overhead.is_finite()
             || !p.layer_overhead.is_finite()
         {
