@@ -5,13 +5,14 @@ Calibrates first (so the profile is from this sitting), then trains one epoch of
 Fashion-MNIST (54,000 training examples) for each case with `--metrics`, whose rows carry both
 `seconds` and `predicted_seconds`; the measurement is the median epoch after the first. Needs `apt-get install dataset-fashion-mnist`.
 
-With --rounds R it does all of that R times (calibrating again each round) and reports, per
-case, the median prediction and the median measurement over the rounds, and every round's
-error: on this shared machine a slow spell of a minute can move every epoch of one case, or a
-calibration, and the rounds put minutes between a case's measurements.
+It does all of that R times (--rounds, 5 by default, ~14 minutes here; calibrating again each
+round) and reports, per case, the median prediction and the median measurement over the
+rounds, and every round's error: on this shared machine a slow spell of a minute can move
+every epoch of one case, or a calibration, and the rounds put minutes between a case's
+measurements.
 
 Usage (repository root, after `cargo build --release`):
-    python3 bench/predict_vs_measured.py [--threads 2] [--rounds 1]
+    python3 bench/predict_vs_measured.py [--threads 2] [--rounds 5]
 """
 import argparse, json, os, statistics, subprocess, tempfile
 
@@ -32,7 +33,7 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--epochs", type=int, default=4,
                     help="epochs per case; the first is warm-up, the median of the rest is the measurement")
-    ap.add_argument("--rounds", type=int, default=1, help="calibrate-and-measure rounds; medians over them")
+    ap.add_argument("--rounds", type=int, default=5, help="calibrate-and-measure rounds; medians over them")
     a = ap.parse_args()
     rounds = []
     for r in range(max(1, a.rounds)):

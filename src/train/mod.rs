@@ -295,10 +295,12 @@ pub fn train_from(
             train.prefetch(&order[next..(next + crate::data::PREFETCH_AHEAD).min(order.len())]);
             let s = engine.train_step(&xb[..b * f], &yb[..b])?;
             pos.step += 1;
-            let at = format!("step {} (epoch {epoch}, batch {} of {batches})", pos.step, k + 1);
+            // Only an error needs it: built then, not on every step.
+            let step = pos.step;
+            let at = || format!("step {step} (epoch {epoch}, batch {} of {batches})", k + 1);
             if !s.loss_sum.is_finite() {
                 let layer = non_finite(engine).map(|l| format!("; {l}")).unwrap_or_default();
-                return Err(diverged(engine, format!("the loss became {} at {at}{layer}", s.loss_sum)));
+                return Err(diverged(engine, format!("the loss became {} at {}{layer}", s.loss_sum, at())));
             }
             if pos.step - last_scan >= scan_every || k + 1 == batches {
                 if !all_finite(engine.params())
@@ -309,7 +311,7 @@ pub fn train_from(
                     } else {
                         String::new()
                     };
-                    return Err(diverged(engine, format!("{l} at {at}{every}")));
+                    return Err(diverged(engine, format!("{l} at {}{every}", at())));
                 }
                 last_scan = pos.step;
             }
@@ -318,10 +320,10 @@ pub fn train_from(
             watcher.batch_done(k + 1, pos.score.loss_sum / ((k * plan.batch + b) as f64));
             if let Some(signal) = watcher.interrupted() {
                 if let Some(l) = non_finite(engine) {
-                    return Err(diverged(engine, format!("{l} at {at}")));
+                    return Err(diverged(engine, format!("{l} at {}", at())));
                 }
                 watcher.checkpoint(engine, &pos)?;
-                return Err(Error::Interrupted { signal, detail: format!("stopped after {at}") });
+                return Err(Error::Interrupted { signal, detail: format!("stopped after {}", at()) });
             }
         }
         let seconds = begun.elapsed().as_secs_f64();
