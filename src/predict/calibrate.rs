@@ -114,7 +114,8 @@ enum Pass {
 impl Pass {
     const ALL: [Pass; 6] = [Pass::Axpy, Pass::Sgd, Pass::Momentum, Pass::Adam, Pass::SgdFused, Pass::MomentumFused];
 
-    /// Bytes each item moves: the working set of a pass over n items is n times this.
+    /// The working set of a pass over n items is n times this, as the model looks it up: the
+    /// arrays a stored update walks (weights, gradient, state), the bytes a fused one moves.
     fn bytes_per_item(self) -> usize {
         match self {
             Pass::Axpy | Pass::Sgd | Pass::SgdFused => 8,
@@ -126,9 +127,9 @@ impl Pass {
     /// Seconds of one pass over `n` items on `bufs` (four arrays of at least n values, rounded up
     /// to whole rows of 784; their contents are whatever earlier passes left, small and finite).
     fn seconds(self, n: usize, bufs: &mut [Vec<f32>; 4], min_s: f64) -> f64 {
-        // Each array starts at its own offset within a page, as separately allocated arrays
-        // mostly do: four at one offset would make every store alias the next loads (4K
-        // aliasing), which costs an L1-resident pass here a third of its speed.
+        // Each array starts at its own offset within a page, as separately allocated small
+        // arrays do: at one offset every store aliases the next loads (4K aliasing), which cost
+        // a momentum pass over 32K–640K values 10–15% in a micro-benchmark here.
         let [a, b, c, d] = bufs;
         let (a, b, c, d) = (&mut a[..], &mut b[STAGGER..], &mut c[2 * STAGGER..], &mut d[3 * STAGGER..]);
         let (g, w, v, m) = (&a[..n], &mut b[..n], &mut c[..n], &mut d[..n]);
@@ -355,7 +356,7 @@ fn regroup_rates((c, chunk): (usize, usize), batch: usize, min_s: f64) -> Regrou
     RegroupRates { chunk, to_rows: rows / n as f64, to_channels: channels / n as f64 }
 }
 
-/// Measures everything the time model needs; about 10 s, or 3 s with `quick`.
+/// Measures everything the time model needs; about 11 s, or 3 s with `quick`.
 pub fn calibrate(threads: usize, quick: bool) -> Result<Profile> {
     simd::flush_denormals();
     let team = Team::new(threads.max(1), simd::flush_denormals).map_err(|e| crate::Error::Usage(e.to_string()))?;
@@ -390,10 +391,10 @@ pub fn calibrate(threads: usize, quick: bool) -> Result<Profile> {
     let conv_sparse =
         [sparse_rates((16, 13, 3, 32), 16, &team, min_s)?, sparse_rates((32, 14, 5, 64), 8, &team, min_s)?];
     let conv_sparse = conv_sparse.into_iter().flatten().collect();
-    // The pools and layout changes of the suite's CNNs at its batch: f pools 16x26x26 and
-    // 32x11x11 and hands 32 planes of 5×5 to its dense layer; a CIFAR input arrives as 3 planes
-    // of 32×32. At 128 examples a pool's input is 2–6 MiB, so its backward is bound by writing
-    // the input's gradient, as in training.
+    // The pools and layout changes of the suite's CNNs, at its batch of 128: f pools 16x26x26
+    // and 32x11x11 and hands 32 planes of 5×5 to its dense layer; a CIFAR input arrives as 3
+    // planes of 32×32. Repeated calls keep a pool's buffers (2–6 MiB) in cache, which training
+    // does not; the model adds that for the backward (`model::Model::pool`).
     let pool = vec![pool_rates((32, 11), 128, &team, min_s)?, pool_rates((16, 26), 128, &team, min_s)?];
     let regroup = vec![regroup_rates((32, 25), 128, min_s), regroup_rates((3, 1024), 128, min_s)];
     // A 6-layer 1-wide network's step, for the fixed cost per layer that the products and

@@ -318,7 +318,8 @@ impl Model<'_> {
     }
 
     /// Pooling: on a measured machine at the rates calibrate measured for the engine's max pool
-    /// at the nearest plane sizes, per input value. Its backward writes the whole input
+    /// at the nearest plane sizes, per input value (average pooling is priced the same). Its
+    /// backward writes the whole input
     /// gradient, which the step last touched a layer's worth of work ago: in training it runs
     /// no faster than a pass over memory at the bandwidth of the step's whole footprint
     /// (`footprint` bytes), which calibrate's repeated calls on cache-hot buffers do not see.
