@@ -128,8 +128,8 @@ impl Pass {
     /// to whole rows of 784; their contents are whatever earlier passes left, small and finite).
     fn seconds(self, n: usize, bufs: &mut [Vec<f32>; 4], min_s: f64) -> f64 {
         // Each array starts at its own offset within a page, as separately allocated small
-        // arrays do: at one offset every store aliases the next loads (4K aliasing), which cost
-        // a momentum pass over 32K–640K values 10–15% in a micro-benchmark here.
+        // arrays do: at one offset every store would alias the next loads (4K aliasing) and
+        // slow the pass, which the engine's small arrays do not see.
         let [a, b, c, d] = bufs;
         let (a, b, c, d) = (&mut a[..], &mut b[STAGGER..], &mut c[2 * STAGGER..], &mut d[3 * STAGGER..]);
         let (g, w, v, m) = (&a[..n], &mut b[..n], &mut c[..n], &mut d[..n]);
