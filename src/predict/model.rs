@@ -1,7 +1,7 @@
 //! The time model: the ledger's work, the bytes each phase moves, and a machine's rates.
 
 use super::devices::Device;
-use super::profile::{ConvRates, GemmPoint, Profile, SparseRates, StreamPoint};
+use super::profile::{ConvRates, GemmPoint, Profile, RegroupRates, SparseRates, StreamPoint};
 use crate::cost::Config;
 use crate::spec::{Activation, Conv, Kind, Layer, Loss, Optimizer, Spec};
 use serde::Serialize;
@@ -344,22 +344,22 @@ impl Model<'_> {
     /// the engine's [`Feed`] says: `c` planes of `chunk` values per example copied one plane at
     /// a time. Under a roofline, a read and a write of each value.
     fn regroup(&self, feed: Feed, b: usize, first: bool) -> (f64, f64) {
-        let (c, chunk, back) = match feed {
-            Feed::Direct => return (0.0, 0.0),
-            Feed::ToChannels { c, p } => (c, p, false),
-            Feed::ToRows { c, p } => (c, p, !first),
-        };
-        let values = b.saturating_mul(c).saturating_mul(chunk);
-        let (there, home) = match self.machine {
-            Machine::Measured(p) => (
-                values as f64 * per_value(&p.regroup, |r| r.chunk, |r| r.to_rows, chunk),
-                values as f64 * per_value(&p.regroup, |r| r.chunk, |r| r.to_channels, chunk),
-            ),
-            Machine::Roofline { .. } => (self.stream(values, 8.0, 0.0), self.stream(values, 8.0, 0.0)),
+        // Seconds to copy `values` in chunks of `chunk`, towards rows or towards channels.
+        let copy = |c: usize, chunk: usize, to_rows: bool| {
+            let values = b.saturating_mul(c).saturating_mul(chunk);
+            match self.machine {
+                Machine::Measured(p) => {
+                    let rate = |r: &RegroupRates| if to_rows { r.to_rows } else { r.to_channels };
+                    values as f64 * per_value(&p.regroup, |r| r.chunk, rate, chunk)
+                }
+                Machine::Roofline { .. } => self.stream(values, 8.0, 0.0),
+            }
         };
         match feed {
-            Feed::ToChannels { .. } => (home, 0.0),
-            _ => (there, if back { home } else { 0.0 }),
+            Feed::Direct => (0.0, 0.0),
+            // Only an input layer is fed this way, and nothing flows back below it.
+            Feed::ToChannels { c, p } => (copy(c, p, false), 0.0),
+            Feed::ToRows { c, p } => (copy(c, p, true), if first { 0.0 } else { copy(c, p, false) }),
         }
     }
 
