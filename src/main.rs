@@ -220,9 +220,9 @@ struct EvalArgs {
     model: PathBuf,
     #[command(flatten)]
     data: DataArgs,
-    /// The loss to report: ce or mse.
-    #[arg(long, default_value = "ce")]
-    loss: Loss,
+    /// The loss to report: ce or mse [default: the one the model file records, else ce].
+    #[arg(long)]
+    loss: Option<Loss>,
     #[arg(long, default_value_t = 256)]
     batch: usize,
     #[arg(long)]
@@ -638,7 +638,8 @@ fn train_command(a: TrainArgs) -> Result<()> {
         }
     }
     if let Some(path) = &a.save {
-        model::save(path, &spec, &engine.export())?;
+        let recorded = model::Recorded { scaling: Some(splits.scaling), loss: Some(a.model.loss) };
+        model::save_recorded(path, &spec, &engine.export(), &recorded)?;
         println!("saved {}", path.display());
     }
     if let (Some(peak), Some(base)) = (sys::peak_rss_bytes(), baseline) {
@@ -657,15 +658,23 @@ fn train_command(a: TrainArgs) -> Result<()> {
 }
 
 fn eval_command(a: EvalArgs) -> Result<()> {
-    let (spec, params) = model::load(&a.model)?;
-    spec.check_loss(a.loss)?;
+    let (spec, params, recorded) = model::load_recorded(&a.model)?;
+    let loss = a.loss.or(recorded.loss).unwrap_or(Loss::Ce);
+    spec.check_loss(loss)?;
     guard::check_available(&spec, Optimizer::Sgd, a.batch.max(1))?;
-    let splits = load_data(&a.data, 0.0, 1)?;
-    let data = splits.test.as_ref().unwrap_or(&splits.train);
+    // The features as the model was trained on them: raw, then its recorded scaling.
+    let scaling = model::eval_scaling(&a.model, &recorded, a.data.normalize)?;
+    let normalize = if scaling.is_some() { Some(Normalize::None) } else { a.data.normalize };
+    let mut splits = load_data(&DataArgs { data: a.data.data.clone(), normalize }, 0.0, 1)?;
+    let data = splits.test.as_mut().unwrap_or(&mut splits.train);
+    if let Some(s) = scaling {
+        s.apply(&mut data.features);
+    }
+    let data = &*data;
     train::check_data(&spec, data)?;
     let threads = a.threads.unwrap_or_else(sys::cores);
     let settings = Settings {
-        loss: a.loss,
+        loss,
         optimizer: Optimizer::Sgd,
         hyper: Hyper::defaults(Optimizer::Sgd),
         max_batch: a.batch.max(1),

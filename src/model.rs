@@ -7,10 +7,16 @@
 //! `safetensors.torch.save_file(..., metadata={"spec": ...})`) needs to load. Every tensor is
 //! checked against its layer's shape. Without `spec` a dense network's shapes give the sizes and
 //! `activations` (comma-separated), or relu/softmax, the rest; a convolutional file needs `spec`.
+//!
+//! A file `train` writes also records what was done to the inputs (`normalize`: none, unit or
+//! standard, with `normalize_mean` and `normalize_std` for standard, written so they read back
+//! bit for bit) and the loss it was trained with (`loss`), so that `eval` scores the test set
+//! exactly as `train` did. A file without them (PyTorch's) is read as before.
 
+use crate::data::{Normalize, Scaling};
 use crate::error::{Error, Result};
 use crate::init::LayerParams;
-use crate::spec::{self, Activation, Defaults, Layer, Shape, Spec};
+use crate::spec::{self, Activation, Defaults, Layer, Loss, Shape, Spec};
 use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 use std::collections::HashMap;
 use std::io::Write;
@@ -52,9 +58,91 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     })
 }
 
+/// What a model file records besides the network and its tensors; `None` where it does not say.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Recorded {
+    /// The scaling of the features the network was trained on.
+    pub scaling: Option<Scaling>,
+    /// The loss it was trained with.
+    pub loss: Option<Loss>,
+}
+
+impl Recorded {
+    fn write(&self, meta: &mut HashMap<String, String>) {
+        if let Some(s) = self.scaling {
+            meta.insert("normalize".into(), s.mode().to_string());
+            if let Scaling::Standard { mean, std } = s {
+                // Rust prints the shortest decimal that reads back as the same f64.
+                meta.insert("normalize_mean".into(), mean.to_string());
+                meta.insert("normalize_std".into(), std.to_string());
+            }
+        }
+        if let Some(l) = self.loss {
+            meta.insert("loss".into(), l.to_string());
+        }
+    }
+
+    fn read(path: &Path, meta: &HashMap<String, String>) -> Result<Recorded> {
+        let number = |key: &str| -> Result<f64> {
+            let text = meta
+                .get(key)
+                .ok_or_else(|| bad(path, format!("metadata normalize is standard but {key} is missing")))?;
+            text.trim()
+                .parse::<f64>()
+                .ok()
+                .filter(|x| x.is_finite())
+                .ok_or_else(|| bad(path, format!("metadata {key} is {text:?}, not a finite number")))
+        };
+        let scaling = match meta.get("normalize") {
+            None => None,
+            Some(text) => {
+                Some(match text.parse::<Normalize>().map_err(|e| bad(path, format!("metadata normalize: {e}")))? {
+                    Normalize::None => Scaling::None,
+                    Normalize::Unit => Scaling::Unit,
+                    Normalize::Standard => {
+                        let (mean, std) = (number("normalize_mean")?, number("normalize_std")?);
+                        if std <= 0.0 {
+                            return Err(bad(
+                                path,
+                                format!("metadata normalize_std is {std}; a standard deviation is above 0"),
+                            ));
+                        }
+                        Scaling::Standard { mean, std }
+                    }
+                })
+            }
+        };
+        let loss = meta
+            .get("loss")
+            .map(|l| l.parse::<Loss>().map_err(|e| bad(path, format!("metadata loss: {e}"))))
+            .transpose()?;
+        Ok(Recorded { scaling, loss })
+    }
+}
+
+/// The scaling `eval` applies to raw features for a model that records `recorded`, given the
+/// `--normalize` asked for: the recorded one (with its training statistics), which an explicit
+/// different mode may not override; `None` when the file does not say (the data's default or
+/// `asked` applies).
+pub fn eval_scaling(path: &Path, recorded: &Recorded, asked: Option<Normalize>) -> Result<Option<Scaling>> {
+    match (recorded.scaling, asked) {
+        (Some(s), Some(mode)) if s.mode() != mode => Err(Error::Usage(format!(
+            "--normalize {mode} contradicts {}: it was trained on features scaled {s}, and eval applies that to give the accuracy train reported; drop --normalize (or give --normalize {})",
+            path.display(),
+            s.mode()
+        ))),
+        (recorded, _) => Ok(recorded),
+    }
+}
+
 /// Saves a network's parameters: `layers.{i}.weight` in [`Layer::weight_shape`] ([out, in] or
 /// [F, C, kh, kw]) and `layers.{i}.bias`, `i` counting the layers that hold parameters.
 pub fn save(path: &Path, spec: &Spec, params: &[LayerParams]) -> Result<()> {
+    save_recorded(path, spec, params, &Recorded::default())
+}
+
+/// [`save`], with what training applied to the inputs and the loss in the metadata.
+pub fn save_recorded(path: &Path, spec: &Spec, params: &[LayerParams], recorded: &Recorded) -> Result<()> {
     if params.len() != spec.layers.len() {
         return Err(bad(
             path,
@@ -79,11 +167,12 @@ pub fn save(path: &Path, spec: &Spec, params: &[LayerParams]) -> Result<()> {
         })
         .collect::<Result<Vec<_>>>()?;
     let acts: Vec<&str> = spec.layers.iter().map(|l| l.activation.name()).collect();
-    let meta = HashMap::from([
+    let mut meta = HashMap::from([
         ("format".to_string(), if spec.is_convolutional() { FORMAT_CONV } else { FORMAT }.to_string()),
         ("spec".to_string(), spec.to_string()),
         ("activations".to_string(), acts.join(",")),
     ]);
+    recorded.write(&mut meta);
     let bytes = safetensors::serialize(views, Some(meta)).map_err(|e| bad(path, e.to_string()))?;
     write_atomically(path, &canonical_header(&bytes).ok_or_else(|| bad(path, "serialised an unreadable header"))?)
 }
@@ -127,16 +216,26 @@ fn floats(path: &Path, name: &str, t: &TensorView) -> Result<Vec<f64>> {
 
 /// Loads a network and its parameters.
 pub fn load(path: &Path) -> Result<(Spec, Vec<LayerParams>)> {
+    load_recorded(path).map(|(spec, params, _)| (spec, params))
+}
+
+/// [`load`], with what the file records of the inputs and the loss.
+pub fn load_recorded(path: &Path) -> Result<(Spec, Vec<LayerParams>, Recorded)> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    from_bytes(path, &bytes)
+    read(path, &bytes)
 }
 
 /// Loads a model file's content held in memory; `path` only names it in messages.
 pub fn from_bytes(path: &Path, bytes: &[u8]) -> Result<(Spec, Vec<LayerParams>)> {
+    read(path, bytes).map(|(spec, params, _)| (spec, params))
+}
+
+fn read(path: &Path, bytes: &[u8]) -> Result<(Spec, Vec<LayerParams>, Recorded)> {
     let (_, meta) =
         SafeTensors::read_metadata(bytes).map_err(|e| bad(path, format!("not a safetensors file ({e})")))?;
     let st = SafeTensors::deserialize(bytes).map_err(|e| bad(path, format!("not a safetensors file ({e})")))?;
     let info = meta.metadata().clone().unwrap_or_default();
+    let recorded = Recorded::read(path, &info)?;
     let tensors = (0..).take_while(|i| st.tensor(&format!("layers.{i}.weight")).is_ok()).count();
     if tensors == 0 {
         return Err(bad(
@@ -148,9 +247,9 @@ pub fn from_bytes(path: &Path, bytes: &[u8]) -> Result<(Spec, Vec<LayerParams>)>
         Some(text) => {
             let spec = spec::parse(text, Defaults::default()).map_err(|e| bad(path, format!("metadata spec: {e}")))?;
             let params = with_spec(path, &st, &spec, tensors)?;
-            Ok((spec, params))
+            Ok((spec, params, recorded))
         }
-        None => without_spec(path, &st, &info, tensors),
+        None => without_spec(path, &st, &info, tensors).map(|(spec, params)| (spec, params, recorded)),
     }
 }
 
@@ -272,6 +371,47 @@ mod tests {
         }
         std::fs::write(&path, b"garbage").unwrap();
         assert!(load(&path).unwrap_err().to_string().contains("not a safetensors file"));
+    }
+
+    #[test]
+    fn the_inputs_scaling_and_the_loss_read_back_bit_for_bit() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.safetensors");
+        let spec = spec::parse("5-4:tanh-3:softmax", Defaults::default()).unwrap();
+        let params = crate::init::init(&spec, 3);
+        for scaling in [
+            Scaling::Standard { mean: 0.1 + 0.2, std: 1.0 / 3.0 },
+            Scaling::Standard { mean: -7.25e-300, std: 5e300 },
+            Scaling::Unit,
+            Scaling::None,
+        ] {
+            let r = Recorded { scaling: Some(scaling), loss: Some(Loss::Mse) };
+            save_recorded(&path, &spec, &params, &r).unwrap();
+            assert_eq!(load_recorded(&path).unwrap(), (spec.clone(), params.clone(), r));
+        }
+        save(&path, &spec, &params).unwrap();
+        assert_eq!(load_recorded(&path).unwrap().2, Recorded::default(), "a file that does not say");
+        // Statistics that cannot be applied are refused, naming the key.
+        for (key, value, says) in [
+            ("normalize_std", "0", "above 0"),
+            ("normalize_std", "NaN", "not a finite number"),
+            ("normalize_mean", "inf", "not a finite number"),
+            ("normalize", "z", "unknown normalisation"),
+        ] {
+            let mut meta = HashMap::from([
+                ("spec".to_string(), spec.to_string()),
+                ("normalize".to_string(), "standard".to_string()),
+                ("normalize_mean".to_string(), "1".to_string()),
+                ("normalize_std".to_string(), "2".to_string()),
+            ]);
+            meta.insert(key.to_string(), value.to_string());
+            let bytes = std::fs::read(&path).unwrap();
+            let st = SafeTensors::deserialize(&bytes).unwrap();
+            let views: Vec<(String, TensorView)> = st.tensors();
+            std::fs::write(dir.path().join("bad"), safetensors::serialize(views, Some(meta)).unwrap()).unwrap();
+            let e = load(&dir.path().join("bad")).unwrap_err().to_string();
+            assert!(e.contains(key) && e.contains(says), "{e}");
+        }
     }
 
     #[test]

@@ -206,3 +206,31 @@ fn cnn_learns_from_cifar_channels() {
         .unwrap_or_else(|| panic!("no test accuracy in:\n{out}"));
     assert!(acc >= 90.0, "{acc}% on a pattern in the red plane:\n{out}");
 }
+
+/// What train applied to the inputs travels in the model file: eval of the saved model reports
+/// exactly train's test loss and accuracy under every normalisation and loss, and an explicit
+/// `--normalize` that contradicts the file is refused (exit 2) naming both.
+#[test]
+fn eval_scores_the_saved_model_exactly_as_train_did() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("m.safetensors");
+    let metrics = dir.path().join("m.jsonl");
+    let (m, j) = (model.to_str().unwrap(), metrics.to_str().unwrap());
+    for (normalize, loss) in [("standard", "ce"), ("unit", "ce"), ("none", "ce"), ("standard", "mse")] {
+        let args = ["train", "784-16-10", "--epochs", "1", "--threads", "2", "--save", m, "--metrics", j];
+        ok(&[&args[..], &["--normalize", normalize, "--loss", loss]].concat());
+        let text = std::fs::read_to_string(&metrics).unwrap();
+        let test: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+        let eval: serde_json::Value = serde_json::from_str(&ok(&["eval", "--model", m, "--json"])).unwrap();
+        assert_eq!(eval["acc"], test["test_acc"], "--normalize {normalize} --loss {loss}");
+        assert_eq!(eval["loss"], test["test_loss"], "--normalize {normalize} --loss {loss}");
+        // Naming the recorded mode again changes nothing.
+        let again: serde_json::Value =
+            serde_json::from_str(&ok(&["eval", "--model", m, "--json", "--normalize", normalize])).unwrap();
+        assert_eq!(again["acc"], test["test_acc"]);
+    }
+    let out = flopnet(&["eval", "--model", m, "--normalize", "unit"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("--normalize unit contradicts") && err.contains("give --normalize standard"), "{err}");
+}

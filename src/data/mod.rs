@@ -120,6 +120,51 @@ pub struct Splits {
     pub test: Option<Dataset>,
     /// Human description, e.g. "embedded Fashion-MNIST subset (5,400 train / 600 val / 1,000 test)".
     pub source: String,
+    /// What was applied to every split's features: a model trained on them needs the same.
+    pub scaling: Scaling,
+}
+
+/// A [`Normalize`] mode with the statistics it used: what turns raw features into the ones a
+/// model was trained on, kept in the model file so that `eval` sees its inputs the same way.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Scaling {
+    None,
+    Unit,
+    /// `(x - mean) / std`, both from the training split.
+    Standard {
+        mean: f64,
+        std: f64,
+    },
+}
+
+impl Scaling {
+    pub fn mode(&self) -> Normalize {
+        match self {
+            Scaling::None => Normalize::None,
+            Scaling::Unit => Normalize::Unit,
+            Scaling::Standard { .. } => Normalize::Standard,
+        }
+    }
+
+    /// Scales raw features in place, exactly as loading with this mode does.
+    pub fn apply(&self, features: &mut [f32]) {
+        match *self {
+            Scaling::None => {}
+            Scaling::Unit => features.iter_mut().for_each(|x| *x /= 255.0),
+            Scaling::Standard { mean, std } => {
+                features.iter_mut().for_each(|x| *x = ((f64::from(*x) - mean) / std) as f32)
+            }
+        }
+    }
+}
+
+impl fmt::Display for Scaling {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Scaling::Standard { mean, std } => write!(f, "standard (mean {mean:.4}, standard deviation {std:.4})"),
+            other => write!(f, "{}", other.mode()),
+        }
+    }
 }
 
 /// How features are scaled after loading.

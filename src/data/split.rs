@@ -3,7 +3,7 @@
 use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use super::{DataError, Dataset, Examples, Loaded, Normalize, Splits};
+use super::{DataError, Dataset, Examples, Loaded, Normalize, Scaling, Splits};
 
 /// ChaCha stream used for the validation split, so that a trainer seeding
 /// its own `ChaCha8Rng` with the same seed gets an unrelated sequence.
@@ -92,22 +92,26 @@ pub(crate) fn mean_std(values: &[f32]) -> (f64, f64) {
     (mean, if std > 1e-12 { std } else { 1.0 })
 }
 
-/// Normalises `train` and `others`; `Standard` uses statistics of `train` only.
-pub(crate) fn normalize<'a>(mode: Normalize, train: &mut Examples, others: impl IntoIterator<Item = &'a mut Examples>) {
-    // `None` for Unit, the train statistics for Standard.
-    let stats = match mode {
-        Normalize::None => return,
-        Normalize::Unit => None,
-        Normalize::Standard => Some(mean_std(&train.features)),
+/// Normalises `train` and `others`; `Standard` uses statistics of `train` only. Returns what it
+/// applied.
+pub(crate) fn normalize<'a>(
+    mode: Normalize,
+    train: &mut Examples,
+    others: impl IntoIterator<Item = &'a mut Examples>,
+) -> Scaling {
+    let scaling = match mode {
+        Normalize::None => Scaling::None,
+        Normalize::Unit => Scaling::Unit,
+        Normalize::Standard => {
+            let (mean, std) = mean_std(&train.features);
+            Scaling::Standard { mean, std }
+        }
     };
-    let apply = |features: &mut [f32]| match stats {
-        None => features.iter_mut().for_each(|x| *x /= 255.0),
-        Some((mean, std)) => features.iter_mut().for_each(|x| *x = ((f64::from(*x) - mean) / std) as f32),
-    };
-    apply(&mut train.features);
+    scaling.apply(&mut train.features);
     for set in others {
-        apply(&mut set.features);
+        scaling.apply(&mut set.features);
     }
+    scaling
 }
 
 /// `1234567` as `"1,234,567"`.
@@ -128,7 +132,7 @@ pub(crate) fn finish(loaded: Loaded, opts: &super::LoadOptions) -> Splits {
     let Loaded { mut train, mut test, classes, class_names, description, default_normalize } = loaded;
     let mut val = split_validation(&mut train, opts.val_split, opts.seed);
     let mode = opts.normalize.unwrap_or(default_normalize);
-    normalize(mode, &mut train, val.iter_mut().chain(test.iter_mut()));
+    let scaling = normalize(mode, &mut train, val.iter_mut().chain(test.iter_mut()));
 
     let mut counts = vec![format!("{} train", thousands(train.labels.len()))];
     if let Some(v) = &val {
@@ -147,7 +151,7 @@ pub(crate) fn finish(loaded: Loaded, opts: &super::LoadOptions) -> Splits {
         class_names: class_names.clone(),
     };
     train.features = crate::sys::on_huge_pages(train.features);
-    Splits { train: dataset(train), val: val.map(dataset), test: test.map(dataset), source }
+    Splits { train: dataset(train), val: val.map(dataset), test: test.map(dataset), source, scaling }
 }
 
 #[cfg(test)]

@@ -23,7 +23,7 @@ pub mod simd;
 mod sparse;
 pub mod team;
 
-pub use loss::Score;
+pub use loss::{Score, score};
 
 use crate::error::{Error, Result};
 use crate::init::LayerParams;

@@ -167,15 +167,28 @@ pub fn check_data(spec: &Spec, data: &Dataset) -> Result<()> {
 
 /// Loss and accuracy over a data set, in batches of the engine's size.
 pub fn evaluate(engine: &mut Engine, data: &Dataset) -> Result<Evaluation> {
-    let b = engine.settings().max_batch;
-    let f = data.feature_len();
     let mut total = Score::default();
-    for start in (0..data.len()).step_by(b) {
-        let end = (start + b).min(data.len());
-        total += engine.evaluate(&data.features[start * f..end * f], &data.labels[start..end])?;
-    }
+    each_output(engine, data, |_, _, s| total += s)?;
     let n = data.len().max(1) as f64;
     Ok(Evaluation { loss: total.loss_sum / n, acc: total.correct as f64 / n, examples: data.len() })
+}
+
+/// Runs `data` forward in batches of the engine's size and hands each example's outputs, label
+/// and score to `each`, in order. The scores are of one example each, so a sum of them is the
+/// same whatever the batch size: `eval` (batch 256) adds up exactly the loss `train` reported.
+fn each_output(engine: &mut Engine, data: &Dataset, mut each: impl FnMut(&[f32], u8, Score)) -> Result<()> {
+    let b = engine.settings().max_batch;
+    let loss = engine.settings().loss;
+    let f = data.feature_len();
+    let k = engine.spec().outputs();
+    for start in (0..data.len()).step_by(b) {
+        let end = (start + b).min(data.len());
+        let out = engine.forward(&data.features[start * f..end * f])?;
+        for (row, y) in out.chunks_exact(k).zip(&data.labels[start..end]) {
+            each(row, *y, crate::engine::score(loss, row, std::slice::from_ref(y), k, None));
+        }
+    }
+    Ok(())
 }
 
 /// Trains for `plan.epochs` epochs on `train`, scoring `val` after each.
@@ -364,19 +377,16 @@ pub struct Confusion {
 /// Scores every example of `data` and tallies predictions against labels.
 pub fn confusion(engine: &mut Engine, data: &Dataset) -> Result<Confusion> {
     check_fit(engine, data)?;
-    let overall = evaluate(engine, data)?;
     let k = engine.spec().outputs();
     let mut matrix = vec![vec![0usize; k]; k];
-    let b = engine.settings().max_batch;
-    let f = data.feature_len();
-    for start in (0..data.len()).step_by(b) {
-        let end = (start + b).min(data.len());
-        let out = engine.forward(&data.features[start * f..end * f])?;
-        for (row, &y) in out.chunks_exact(k).zip(&data.labels[start..end]) {
-            let pred = row.iter().enumerate().fold(0, |best, (j, &v)| if v > row[best] { j } else { best });
-            matrix[y as usize][pred] += 1;
-        }
-    }
+    let mut total = Score::default();
+    each_output(engine, data, |row, y, s| {
+        let pred = row.iter().enumerate().fold(0, |best, (j, &v)| if v > row[best] { j } else { best });
+        matrix[y as usize][pred] += 1;
+        total += s;
+    })?;
+    let n = data.len().max(1) as f64;
+    let overall = Evaluation { loss: total.loss_sum / n, acc: total.correct as f64 / n, examples: data.len() };
     let per_class_acc =
         matrix.iter().enumerate().map(|(c, r)| r[c] as f64 / r.iter().sum::<usize>().max(1) as f64).collect();
     let mut class_names = data.class_names.clone();
