@@ -2,7 +2,8 @@
 //!
 //! Tensors `layers.{i}.weight` ([out, in] for a dense layer, [F, C, kh, kw] for a convolution)
 //! and `layers.{i}.bias` ([out] or [F]), `i` counting the layers with parameters from 0 (pooling
-//! holds none and takes no number); metadata `spec` holds the compact spec with every activation
+//! holds none and takes no number; on reading, numbers may have gaps, as `nn.Sequential` numbers
+//! its activations too, and every tensor must be a layer's weight or bias); metadata `spec` holds the compact spec with every activation
 //! written out, so `784-128:relu-10:softmax` is all a file written elsewhere (e.g. by PyTorch's
 //! `safetensors.torch.save_file(..., metadata={"spec": ...})`) needs to load. Every tensor is
 //! checked against its layer's shape. Without `spec` a dense network's shapes give the sizes and
@@ -114,7 +115,7 @@ impl Recorded {
         };
         let loss = meta
             .get("loss")
-            .map(|l| l.parse::<Loss>().map_err(|e| bad(path, format!("metadata loss: {e}"))))
+            .map(|l| l.parse::<Loss>().map_err(|_| bad(path, format!("metadata loss is {l:?}; expected ce or mse"))))
             .transpose()?;
         Ok(Recorded { scaling, loss })
     }
@@ -236,43 +237,108 @@ fn read(path: &Path, bytes: &[u8]) -> Result<(Spec, Vec<LayerParams>, Recorded)>
     let st = SafeTensors::deserialize(bytes).map_err(|e| bad(path, format!("not a safetensors file ({e})")))?;
     let info = meta.metadata().clone().unwrap_or_default();
     let recorded = Recorded::read(path, &info)?;
-    let tensors = (0..).take_while(|i| st.tensor(&format!("layers.{i}.weight")).is_ok()).count();
-    if tensors == 0 {
-        return Err(bad(
-            path,
-            "no tensor named layers.0.weight; flopnet expects layers.{i}.weight [out, in] (or [F, C, kh, kw] for a convolution) and layers.{i}.bias",
-        ));
-    }
+    let names = layer_names(path, &st)?;
     match info.get("spec") {
         Some(text) => {
             let spec = spec::parse(text, Defaults::default()).map_err(|e| bad(path, format!("metadata spec: {e}")))?;
-            let params = with_spec(path, &st, &spec, tensors)?;
+            let params = with_spec(path, &st, &spec, &names)?;
             Ok((spec, params, recorded))
         }
-        None => without_spec(path, &st, &info, tensors).map(|(spec, params)| (spec, params, recorded)),
+        None => without_spec(path, &st, &info, &names).map(|(spec, params)| (spec, params, recorded)),
     }
+}
+
+/// The weight and bias tensors' names, in the order of their layer numbers. Numbers may have
+/// gaps: PyTorch numbers every module of an `nn.Sequential`, so Linear, ReLU, Linear saves
+/// `layers.0` and `layers.2`. The names share one prefix (`layers.`, or none for a bare
+/// `nn.Sequential`'s state dict), and every tensor in the file must be read: one that is not
+/// a layer's weight or bias is an error, never silently left out of the network.
+fn layer_names(path: &Path, st: &SafeTensors) -> Result<Vec<(String, String)>> {
+    const EXPECTED: &str = "flopnet reads layers.{i}.weight ([out, in], or [F, C, kh, kw] for a convolution) and layers.{i}.bias, i counting up (gaps allowed, as nn.Sequential numbers its activations)";
+    // "layers.12.weight" -> ("layers.", 12, "weight")
+    let split = |name: &str| -> Option<(String, u64, bool)> {
+        let (stem, kind) = name.rsplit_once('.')?;
+        let is_weight = match kind {
+            "weight" => true,
+            "bias" => false,
+            _ => return None,
+        };
+        let digits = stem.len() - stem.bytes().rev().take_while(u8::is_ascii_digit).count();
+        let (prefix, number) = stem.split_at(digits);
+        if !(prefix.is_empty() || prefix.ends_with('.')) || (number.len() > 1 && number.starts_with('0')) {
+            return None;
+        }
+        Some((prefix.to_string(), number.parse().ok()?, is_weight))
+    };
+    let mut names: Vec<&str> = st.names();
+    names.sort();
+    let (mut layers, mut unread) = (std::collections::BTreeMap::<u64, [Option<String>; 2]>::new(), Vec::new());
+    let mut prefixes = std::collections::BTreeSet::new();
+    for name in &names {
+        match split(name) {
+            Some((prefix, i, is_weight)) => {
+                prefixes.insert(prefix);
+                layers.entry(i).or_default()[usize::from(!is_weight)] = Some(name.to_string());
+            }
+            None => unread.push(*name),
+        }
+    }
+    if !unread.is_empty() {
+        let shown: Vec<String> = unread.iter().take(5).map(|n| n.escape_debug().to_string()).collect();
+        let more = if unread.len() > 5 { format!(" and {} more", unread.len() - 5) } else { String::new() };
+        return Err(bad(
+            path,
+            format!("holds tensors that are no layer's weight or bias: {}{more}; {EXPECTED}", shown.join(", ")),
+        ));
+    }
+    if prefixes.len() > 1 {
+        let p: Vec<String> = prefixes.iter().map(|p| format!("{p:?}")).collect();
+        return Err(bad(
+            path,
+            format!("its tensor names start with different prefixes ({}); {EXPECTED}", p.join(", ")),
+        ));
+    }
+    if layers.is_empty() {
+        return Err(bad(path, format!("holds no tensor named layers.0.weight; {EXPECTED}")));
+    }
+    layers
+        .into_values()
+        .map(|pair| match pair {
+            [Some(w), Some(b)] => Ok((w, b)),
+            [Some(w), None] => {
+                let b = format!("{}bias", w.trim_end_matches("weight"));
+                Err(bad(path, format!("{w} has no {b} beside it")))
+            }
+            [None, b] => {
+                let b = b.unwrap_or_default();
+                let w = format!("{}weight", b.trim_end_matches("bias"));
+                Err(bad(path, format!("{b} has no {w} beside it")))
+            }
+        })
+        .collect()
 }
 
 /// Reads the tensors the metadata spec calls for, each checked against its layer's shape; one
 /// [`LayerParams`] per layer, empty for pooling.
-fn with_spec(path: &Path, st: &SafeTensors, spec: &Spec, tensors: usize) -> Result<Vec<LayerParams>> {
+fn with_spec(path: &Path, st: &SafeTensors, spec: &Spec, names: &[(String, String)]) -> Result<Vec<LayerParams>> {
     let wanted = spec.weight_layers().count();
+    let tensors = names.len();
     if wanted != tensors {
         return Err(bad(
             path,
             format!(
-                "holds {tensors} weight tensor{} (layers.0.weight to layers.{}.weight) but its metadata spec {spec} has {wanted} layer{} with parameters",
+                "holds {tensors} weight tensor{} ({} to {}) but its metadata spec {spec} has {wanted} layer{} with parameters",
                 if tensors == 1 { "" } else { "s" },
-                tensors - 1,
+                names[0].0,
+                names[tensors - 1].0,
                 if wanted == 1 { "" } else { "s" }
             ),
         ));
     }
     let mut params = vec![LayerParams { weight: Vec::new(), bias: Vec::new() }; spec.layers.len()];
-    for (i, (at, l)) in spec.weight_layers().enumerate() {
-        let (wn, bn) = (format!("layers.{i}.weight"), format!("layers.{i}.bias"));
-        let w = st.tensor(&wn).map_err(|e| bad(path, format!("{wn}: {e}")))?;
-        let b = st.tensor(&bn).map_err(|_| bad(path, format!("{wn} has no {bn} beside it")))?;
+    for ((at, l), (wn, bn)) in spec.weight_layers().zip(names) {
+        let w = st.tensor(wn).map_err(|e| bad(path, format!("{wn}: {e}")))?;
+        let b = st.tensor(bn).map_err(|e| bad(path, format!("{bn}: {e}")))?;
         let layout = if l.is_dense() { "[out, in]" } else { "[F, C, kh, kw], as nn.Conv2d" };
         let what = format!("layer {} ({}) of the metadata spec {spec}", at + 1, l);
         if w.shape() != l.weight_shape().as_slice() {
@@ -284,7 +350,7 @@ fn with_spec(path: &Path, st: &SafeTensors, spec: &Spec, tensors: usize) -> Resu
         if b.shape() != [l.bias_count()] {
             return Err(bad(path, format!("{bn} has shape {:?} but {what} wants [{}]", b.shape(), l.bias_count())));
         }
-        params[at] = LayerParams { weight: floats(path, &wn, &w)?, bias: floats(path, &bn, &b)? };
+        params[at] = LayerParams { weight: floats(path, wn, &w)?, bias: floats(path, bn, &b)? };
     }
     Ok(params)
 }
@@ -296,14 +362,14 @@ fn without_spec(
     path: &Path,
     st: &SafeTensors,
     info: &HashMap<String, String>,
-    layers: usize,
+    names: &[(String, String)],
 ) -> Result<(Spec, Vec<LayerParams>)> {
+    let layers = names.len();
     let mut sizes: Vec<(usize, usize)> = Vec::with_capacity(layers);
     let mut params = Vec::with_capacity(layers);
-    for i in 0..layers {
-        let (wn, bn) = (format!("layers.{i}.weight"), format!("layers.{i}.bias"));
-        let w = st.tensor(&wn).map_err(|e| bad(path, format!("{wn}: {e}")))?;
-        let b = st.tensor(&bn).map_err(|_| bad(path, format!("{wn} has no {bn} beside it")))?;
+    for (i, (wn, bn)) in names.iter().enumerate() {
+        let w = st.tensor(wn).map_err(|e| bad(path, format!("{wn}: {e}")))?;
+        let b = st.tensor(bn).map_err(|e| bad(path, format!("{bn}: {e}")))?;
         let (out, inp) = match *w.shape() {
             [o, n] => (o, n),
             [_, _, _, _] => {
@@ -325,11 +391,11 @@ fn without_spec(
         {
             return Err(bad(
                 path,
-                format!("{wn} reads {inp} inputs but layer {} has {prev_out} outputs", i.saturating_sub(1)),
+                format!("{wn} reads {inp} inputs but {} before it has {prev_out} outputs", names[i - 1].0),
             ));
         }
         sizes.push((inp, out));
-        params.push(LayerParams { weight: floats(path, &wn, &w)?, bias: floats(path, &bn, &b)? });
+        params.push(LayerParams { weight: floats(path, wn, &w)?, bias: floats(path, bn, &b)? });
     }
     let acts: Vec<Option<Activation>> = match info.get("activations") {
         Some(a) => {
@@ -337,6 +403,19 @@ fn without_spec(
         }
         None => vec![None; layers],
     };
+    if acts.len() != layers {
+        return Err(bad(
+            path,
+            format!(
+                "metadata activations names {} activation{} for the {layers} layer{} its tensors hold ({} to {})",
+                acts.len(),
+                if acts.len() == 1 { "" } else { "s" },
+                if layers == 1 { "" } else { "s" },
+                names[0].0,
+                names[layers - 1].0
+            ),
+        ));
+    }
     let d = Defaults::default();
     let layers = sizes
         .iter()

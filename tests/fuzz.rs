@@ -461,7 +461,15 @@ fn model_files() -> Vec<Vec<u8>> {
 /// A safetensors file with a made-up header: names, dtypes, shapes and offsets drawn at random.
 fn crafted_safetensors() -> impl Strategy<Value = Vec<u8>> {
     let dim = prop_oneof![0u64..4, Just(u32::MAX as u64), Just(u64::MAX / 2), Just(1 << 40)];
-    let name = prop_oneof![Just("layers.0.weight"), Just("layers.0.bias"), Just("layers.1.weight"), Just("x")];
+    let name = prop_oneof![
+        Just("layers.0.weight"),
+        Just("layers.0.bias"),
+        Just("layers.1.weight"),
+        Just("layers.2.weight"),
+        Just("layers.2.bias"),
+        Just("0.weight"),
+        Just("x")
+    ];
     let dtype = prop_oneof![Just("F32"), Just("F64"), Just("I8"), Just("BF16")];
     let tensor = (name, dtype, vec(dim.clone(), 0..3), dim.clone(), dim);
     (vec(tensor, 0..4), vec(any::<u8>(), 0..64), prop_oneof![Just(None), Just(Some("3-2")), Just(Some("2-x"))])

@@ -114,3 +114,83 @@ fn a_pytorch_cnn_loads_and_predicts_like_pytorch() {
     flopnet::model::save(&again, &spec, &params).unwrap();
     assert_eq!(flopnet::model::load(&again).unwrap(), (spec, params));
 }
+
+fn as_refs(v: &[(String, Vec<usize>)]) -> Vec<(&str, Vec<usize>)> {
+    v.iter().map(|(n, s)| (n.as_str(), s.clone())).collect()
+}
+
+/// Writes F32 tensors `(name, shape)` whose values count up by 0.25, with `meta`.
+fn write_counting(path: &Path, tensors: &[(&str, Vec<usize>)], meta: Option<(&str, &str)>) {
+    use safetensors::{Dtype, tensor::TensorView};
+    let mut next = 0.0f32;
+    let data: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
+        .iter()
+        .map(|(n, s)| {
+            let bytes = (0..s.iter().product::<usize>())
+                .flat_map(|_| {
+                    next += 0.25;
+                    next.to_le_bytes()
+                })
+                .collect();
+            (n.to_string(), s.clone(), bytes)
+        })
+        .collect();
+    let views: Vec<_> =
+        data.iter().map(|(n, s, b)| (n.clone(), TensorView::new(Dtype::F32, s.clone(), b).unwrap())).collect();
+    let meta = meta.map(|(k, v)| std::collections::HashMap::from([(k.to_string(), v.to_string())]));
+    std::fs::write(path, safetensors::serialize(views, meta).unwrap()).unwrap();
+}
+
+/// PyTorch numbers every module of an nn.Sequential, so Linear, ReLU, Linear, ReLU, Linear saves
+/// layers.0, layers.2 and layers.4: all three load, in order, with or without a spec; a bare
+/// Sequential's state dict (0.weight, 2.weight) too. A tensor that is no layer's weight or bias
+/// is refused by name rather than left out of the network.
+#[test]
+fn pytorch_sequential_numbering_with_gaps_loads_every_layer() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("seq.safetensors");
+    let gapped = |prefix: &str| -> Vec<(String, Vec<usize>)> {
+        [(0, vec![3, 4]), (2, vec![5, 3]), (4, vec![2, 5])]
+            .into_iter()
+            .flat_map(|(i, s)| {
+                let out = s[0];
+                [(format!("{prefix}{i}.weight"), s), (format!("{prefix}{i}.bias"), vec![out])]
+            })
+            .collect()
+    };
+    let dense = |prefix: &str| -> Vec<(String, Vec<usize>)> {
+        gapped(prefix).into_iter().map(|(n, s)| (n.replace(".2.", ".1.").replace(".4.", ".2."), s)).collect()
+    };
+    // The same values under consecutive numbers: what the gapped file must read as.
+    let plain = dir.path().join("plain.safetensors");
+    write_counting(&plain, &as_refs(&dense("layers.")), None);
+    let want = flopnet::model::load(&plain).unwrap();
+    assert_eq!(want.0.to_string(), "4-3:relu-5:relu-2:softmax");
+    for (prefix, meta) in [
+        ("layers.", None),
+        ("layers.", Some(("spec", "4-3:relu-5:relu-2:softmax"))),
+        ("", None),
+        ("net.", Some(("activations", "relu,relu,softmax"))),
+    ] {
+        write_counting(&path, &as_refs(&gapped(prefix)), meta);
+        assert_eq!(flopnet::model::load(&path).unwrap(), want, "prefix {prefix:?}, {meta:?}");
+    }
+    // Anything else in the file is named, not dropped.
+    let mut extra = gapped("layers.");
+    extra.push(("layers.1.running_mean".into(), vec![3]));
+    write_counting(&path, &as_refs(&extra), None);
+    let e = flopnet::model::load(&path).unwrap_err().to_string();
+    assert!(e.contains("no layer's weight or bias: layers.1.running_mean"), "{e}");
+    let mut mixed = gapped("layers.");
+    mixed.extend(gapped("head.").into_iter().skip(4));
+    write_counting(&path, &as_refs(&mixed), None);
+    let e = flopnet::model::load(&path).unwrap_err().to_string();
+    assert!(e.contains("different prefixes"), "{e}");
+    // A spec or activation list that names fewer layers than the tensors hold.
+    write_counting(&path, &as_refs(&gapped("layers.")), Some(("spec", "4-3:relu-5:softmax")));
+    let e = flopnet::model::load(&path).unwrap_err().to_string();
+    assert!(e.contains("holds 3 weight tensors (layers.0.weight to layers.4.weight)"), "{e}");
+    write_counting(&path, &as_refs(&gapped("layers.")), Some(("activations", "relu,softmax")));
+    let e = flopnet::model::load(&path).unwrap_err().to_string();
+    assert!(e.contains("names 2 activations for the 3 layers"), "{e}");
+}
