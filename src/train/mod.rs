@@ -243,6 +243,63 @@ pub fn scan_interval(batch: usize) -> usize {
     128usize.div_ceil(batch.max(1))
 }
 
+/// Watches for a run that has blown up without a NaN: the loss far above the first batch's at
+/// chance accuracy, as a learning rate of 1e6 leaves plain SGD (loss ~78, 10% right, for ever).
+/// The scores of the steps since the last look are pooled; a look happens once they cover
+/// [`RUNAWAY_WINDOW`] examples (or the training set, if smaller) and at every epoch's end and
+/// checkpoint, so no checkpoint is written of a run this has seen blow up.
+struct Runaway {
+    /// The first batch's mean loss per example.
+    start: Option<f64>,
+    loss: f64,
+    correct: usize,
+    examples: usize,
+    /// The first step in the pool.
+    from: u64,
+}
+
+/// Examples pooled before the loss and accuracy are looked at.
+pub const RUNAWAY_WINDOW: usize = 1024;
+/// How many times the first batch's loss counts as far above it.
+pub const RUNAWAY_FACTOR: f64 = 10.0;
+
+impl Runaway {
+    fn new() -> Runaway {
+        Runaway { start: None, loss: 0.0, correct: 0, examples: 0, from: 0 }
+    }
+
+    fn add(&mut self, s: Score, examples: usize, step: u64) {
+        self.start.get_or_insert(s.loss_sum / examples as f64);
+        if self.examples == 0 {
+            self.from = step;
+        }
+        self.loss += s.loss_sum;
+        self.correct += s.correct;
+        self.examples += examples;
+    }
+
+    /// Looks at the pool (when `full` only once it is big enough) and empties it: `Some(what)`
+    /// when the loss ran away, at an accuracy no better than 1.5 × chance over `classes`.
+    fn check(&mut self, classes: usize, step: u64, full: usize, force: bool) -> Option<String> {
+        if self.examples == 0 || (!force && self.examples < full) {
+            return None;
+        }
+        let (mean, acc) = (self.loss / self.examples as f64, self.correct as f64 / self.examples as f64);
+        let (n, from) = (self.examples, self.from);
+        (self.loss, self.correct, self.examples) = (0.0, 0, 0);
+        let start = self.start?;
+        let chance = 1.0 / classes.max(1) as f64;
+        (mean > RUNAWAY_FACTOR * start && acc <= 1.5 * chance).then(|| {
+            let steps = if from == step { format!("step {step}") } else { format!("steps {from} to {step}") };
+            format!(
+                "the loss ran away without becoming NaN: {mean:.4} per example over the {n} examples of {steps}, against {start:.4} on the first batch, with {:.1}% right (chance is {:.1}%)",
+                100.0 * acc,
+                100.0 * chance
+            )
+        })
+    }
+}
+
 /// A learning rate as a person writes it: 0.001, 1e30.
 fn show_lr(x: f64) -> String {
     if x == 0.0 || (1e-4..1e6).contains(&x.abs()) { format!("{x}") } else { format!("{x:e}") }
@@ -256,8 +313,14 @@ fn diverged(engine: &Engine, what: String) -> Error {
         .split_once('e')
         .and_then(|(m, e)| format!("{m}e{}", e.parse::<i32>().ok()? - 1).parse::<f64>().ok())
         .unwrap_or(lr / 10.0);
+    let default = crate::reference::Hyper::defaults(engine.settings().optimizer).lr;
+    let or_default = if tenth > default {
+        format!(", or {}'s default {}", engine.settings().optimizer, show_lr(default))
+    } else {
+        String::new()
+    };
     Error::Diverged(format!(
-        "{what}; likely cause: the learning rate {} is too high for this network and data (try --lr {}), or the features are unscaled (try --normalize standard)",
+        "{what}; likely cause: the learning rate {} is too high for this network and data (try --lr {}{or_default}), or the features are unscaled (try --normalize standard)",
         show_lr(lr),
         show_lr(tenth)
     ))
@@ -293,6 +356,9 @@ pub fn train_from(
     let mut pos = *start;
     let base_lr = s.hyper.lr;
     let mut last_scan = pos.step;
+    let mut runaway = Runaway::new();
+    let window = RUNAWAY_WINDOW.min(train.len());
+    let classes = spec.outputs();
     while pos.epoch < plan.epochs {
         let epoch = pos.epoch + 1;
         engine.set_learning_rate(plan.schedule.rate(base_lr, epoch, plan.epochs));
@@ -328,12 +394,19 @@ pub fn train_from(
                 }
                 last_scan = pos.step;
             }
+            runaway.add(s, b, pos.step);
+            if let Some(what) = runaway.check(classes, pos.step, window, k + 1 == batches) {
+                return Err(diverged(engine, format!("{what}, at {}", at())));
+            }
             pos.score += s;
             pos.batch = k + 1;
             watcher.batch_done(k + 1, pos.score.loss_sum / ((k * plan.batch + b) as f64));
             if let Some(signal) = watcher.interrupted() {
                 if let Some(l) = non_finite(engine) {
                     return Err(diverged(engine, format!("{l} at {}", at())));
+                }
+                if let Some(what) = runaway.check(classes, pos.step, window, true) {
+                    return Err(diverged(engine, format!("{what}, at {}", at())));
                 }
                 watcher.checkpoint(engine, &pos)?;
                 return Err(Error::Interrupted { signal, detail: format!("stopped after {}", at()) });
@@ -528,6 +601,51 @@ mod tests {
         assert!(m.contains("layer ") && m.contains("hold"), "{m}");
         assert!(m.contains("the learning rate 1e35 is too high") && m.contains("try --lr 1e34"), "{m}");
         assert_eq!(e.exit_code(), 1);
+    }
+
+    /// Records the steps at which checkpoints were asked for.
+    #[derive(Default)]
+    struct Saves(Vec<u64>);
+
+    impl Watcher for Saves {
+        fn checkpoint(&mut self, _engine: &Engine, at: &Position) -> Result<()> {
+            self.0.push(at.step);
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_loss_that_runs_away_without_nan_stops_the_run_before_its_checkpoint() {
+        let d = data(23);
+        // A healthy first epoch, checkpointed at its end (step 5).
+        let mut e = engine(Optimizer::Sgd, 0.05);
+        let mut saves = Saves::default();
+        let first = train(&mut e, &d, None, &Plan { epochs: 1, ..plan() }, &mut saves).unwrap();
+        assert_eq!(saves.0, [5]);
+        // Then a rate that saturates every unit: the loss stays finite, far above the start.
+        e.set_learning_rate(1e6);
+        let at = Position { epoch: 1, batch: 0, step: 5, score: Score::default() };
+        let err = train_from(&mut e, &d, None, &plan(), &at, &mut saves).unwrap_err();
+        let m = err.to_string();
+        assert!(matches!(err, Error::Diverged(_)), "{m}");
+        assert!(m.contains("the loss ran away without becoming NaN") && m.contains("(chance is 33.3%)"), "{m}");
+        assert!(m.contains("(epoch 2, batch ") && m.contains("try --lr 100000, or sgd's default 0.01"), "{m}");
+        assert_eq!(saves.0, [5], "no checkpoint of the run-away epoch");
+        assert!(first[0].train_loss.is_finite());
+    }
+
+    #[test]
+    fn the_runaway_watch_needs_both_a_high_loss_and_chance_accuracy() {
+        let score = |loss: f64, correct| Score { loss_sum: loss, correct };
+        let mut r = Runaway::new();
+        r.add(score(10.0, 1), 10, 1); // 1.0 per example at first
+        assert_eq!(r.check(10, 1, 20, false), None, "waits for a full window");
+        r.add(score(200.0, 1), 10, 2);
+        assert!(r.check(10, 2, 20, false).is_some(), "10.5 a example at 10% right");
+        r.add(score(200.0, 6), 20, 3);
+        assert_eq!(r.check(10, 3, 20, false), None, "30% right is learning, however high the loss");
+        r.add(score(190.0, 0), 20, 4);
+        assert_eq!(r.check(10, 4, 20, false), None, "9.5 a example is under ten times the start");
     }
 
     #[test]
