@@ -26,7 +26,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 /// The checkpoint's file name inside the `--checkpoint` directory.
 pub const FILE: &str = "checkpoint.flopnet";
 /// Bumped whenever the layout or the header's meaning changes; older files are refused.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 const MAGIC: &[u8; 12] = b"FLOPNETCKPT\0";
 
 /// The header of a checkpoint of this run, at its start.
@@ -39,6 +39,9 @@ pub fn meta(spec: &Spec, settings: &Settings, plan: &crate::train::Plan, train: 
         batch: plan.batch,
         seed: plan.seed,
         shuffle: plan.shuffle,
+        schedule: plan.schedule.name().to_string(),
+        epochs: plan.epochs,
+        init: None,
         threads: settings.threads,
         examples: train.len(),
         data_crc: data_crc(&train.features, &train.labels),
@@ -63,6 +66,11 @@ pub struct Meta {
     pub batch: usize,
     pub seed: u64,
     pub shuffle: bool,
+    /// The learning-rate schedule (`constant`, `cosine`) and the epochs it spans.
+    pub schedule: String,
+    pub epochs: usize,
+    /// The model file the run started from (`--init`), if any: see [`Init`].
+    pub init: Option<Init>,
     pub threads: usize,
     /// Training examples, and a CRC-32 of their features and labels.
     pub examples: usize,
@@ -78,6 +86,22 @@ pub struct Meta {
     /// The unfinished epoch's summed loss (f64 bits) and correct predictions so far.
     pub loss_sum_bits: u64,
     pub correct: usize,
+}
+
+/// The `--init` file a run started from: its path as given and a CRC-32 of its bytes, so that
+/// the same file moved elsewhere still matches and a different one under the same name does not.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Init {
+    pub path: String,
+    pub crc: u32,
+}
+
+impl Init {
+    /// Reads `path` for its CRC.
+    pub fn of(path: &Path) -> Result<Init> {
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        Ok(Init { path: path.display().to_string(), crc: crc32fast::hash(&bytes) })
+    }
 }
 
 /// Where a run stands: what [`crate::train`] resumes from.
@@ -276,23 +300,47 @@ impl Checkpoint {
         Self::from_bytes(&path, &bytes)
     }
 
-    /// Errors unless this checkpoint was written by a run with the same network, optimizer,
-    /// batch, seed, shuffling and training data; names the first difference.
+    /// Errors unless this checkpoint was written by a run with the same network, loss,
+    /// optimizer, learning rate, schedule, batch, seed, shuffling, starting weights and training
+    /// data (and, under a cosine schedule, the same `--epochs`, which shapes every epoch's
+    /// rate); names the first difference with both values. A constant rate may go on for more
+    /// epochs than the run first asked for.
     pub fn check_matches(&self, now: &Meta, path: &Path) -> Result<()> {
         let m = &self.meta;
+        let lr = |bits: u64| crate::train::show_lr(f64::from_bits(bits));
+        let init = |i: &Option<Init>| match i {
+            None => "no --init (seeded weights)".to_string(),
+            Some(i) => format!("--init {} (CRC-32 {:08x})", i.path, i.crc),
+        };
+        let same_init = m.init.as_ref().map(|i| i.crc) == now.init.as_ref().map(|i| i.crc);
+        let cosine = m.schedule == "cosine" || now.schedule == "cosine";
         let diffs = [
-            ("network", m.spec.clone(), now.spec.clone()),
-            ("loss", m.loss.clone(), now.loss.clone()),
-            ("--optimizer", m.optimizer.clone(), now.optimizer.clone()),
-            ("--batch", m.batch.to_string(), now.batch.to_string()),
-            ("--seed", m.seed.to_string(), now.seed.to_string()),
-            ("shuffling", m.shuffle.to_string(), now.shuffle.to_string()),
-            ("training examples", m.examples.to_string(), now.examples.to_string()),
-            ("training data (CRC-32)", format!("{:08x}", m.data_crc), format!("{:08x}", now.data_crc)),
+            ("network", m.spec == now.spec, m.spec.clone(), now.spec.clone()),
+            ("--loss", m.loss == now.loss, m.loss.clone(), now.loss.clone()),
+            ("--optimizer", m.optimizer == now.optimizer, m.optimizer.clone(), now.optimizer.clone()),
+            ("--lr", m.lr_bits == now.lr_bits, lr(m.lr_bits), lr(now.lr_bits)),
+            ("--schedule", m.schedule == now.schedule, m.schedule.clone(), now.schedule.clone()),
+            (
+                "--epochs (with a cosine schedule)",
+                !cosine || m.epochs == now.epochs,
+                m.epochs.to_string(),
+                now.epochs.to_string(),
+            ),
+            ("--batch", m.batch == now.batch, m.batch.to_string(), now.batch.to_string()),
+            ("--seed", m.seed == now.seed, m.seed.to_string(), now.seed.to_string()),
+            ("shuffling", m.shuffle == now.shuffle, m.shuffle.to_string(), now.shuffle.to_string()),
+            ("starting weights", same_init, init(&m.init), init(&now.init)),
+            ("training examples", m.examples == now.examples, m.examples.to_string(), now.examples.to_string()),
+            (
+                "training data (CRC-32)",
+                m.data_crc == now.data_crc,
+                format!("{:08x}", m.data_crc),
+                format!("{:08x}", now.data_crc),
+            ),
         ];
-        match diffs.into_iter().find(|(_, a, b)| a != b) {
+        match diffs.into_iter().find(|(_, same, _, _)| !same) {
             None => Ok(()),
-            Some((what, saved, given)) => Err(Error::Checkpoint {
+            Some((what, _, saved, given)) => Err(Error::Checkpoint {
                 path: path.to_path_buf(),
                 problem: format!(
                     "was saved with {what} {saved} but this run has {given}; resume with the command line that started it"
@@ -384,6 +432,25 @@ impl Saver {
     }
 }
 
+/// What a resumed run has left to do with `--epochs epochs`: `Ok(None)` when epochs remain,
+/// `Ok(Some(note))` when the checkpoint has already finished them all (nothing is trained; the
+/// run goes on to its test score and `--save`, and exits 0), an error when it has finished more
+/// than `--epochs` asks for.
+pub fn finished(c: &Checkpoint, epochs: usize, dir: &Path) -> Result<Option<String>> {
+    let done = c.meta.epoch;
+    match done.cmp(&epochs) {
+        std::cmp::Ordering::Less => Ok(None),
+        std::cmp::Ordering::Equal => Ok(Some(format!(
+            "the checkpoint in {} has finished all {epochs} epochs: nothing left to train (give a larger --epochs to train on)",
+            dir.display()
+        ))),
+        std::cmp::Ordering::Greater => Err(Error::Usage(format!(
+            "the checkpoint in {} has finished {done} epochs, more than --epochs {epochs}; give --epochs {done} or more",
+            dir.display()
+        ))),
+    }
+}
+
 /// "epoch 3 done" or "epoch 3, batch 120".
 pub fn describe(p: &Position) -> String {
     if p.batch == 0 {
@@ -407,6 +474,9 @@ mod tests {
                 batch: 4,
                 seed: 9,
                 shuffle: true,
+                schedule: "constant".into(),
+                epochs: 3,
+                init: None,
                 threads: 2,
                 examples: 10,
                 data_crc: 0xdead_beef,
@@ -463,5 +533,28 @@ mod tests {
         now.batch = 8;
         let e = c.check_matches(&now, Path::new("c")).unwrap_err().to_string();
         assert!(e.contains("--batch 4 but this run has 8"), "{e}");
+        let differ = |change: &dyn Fn(&mut Meta)| {
+            let mut now = c.meta.clone();
+            change(&mut now);
+            c.check_matches(&now, Path::new("c")).err().map(|e| e.to_string())
+        };
+        let e = differ(&|m| m.lr_bits = 0.01f64.to_bits()).unwrap();
+        assert!(e.contains("--lr 0.001 but this run has 0.01"), "{e}");
+        let e = differ(&|m| m.schedule = "cosine".into()).unwrap();
+        assert!(e.contains("--schedule constant but this run has cosine"), "{e}");
+        let init = Init { path: "a.safetensors".into(), crc: 7 };
+        let e = differ(&|m| m.init = Some(init.clone())).unwrap();
+        assert!(
+            e.contains("no --init (seeded weights) but this run has --init a.safetensors (CRC-32 00000007)"),
+            "{e}"
+        );
+        // A constant rate may run for more epochs; the threads change no result worth refusing.
+        assert_eq!(differ(&|m| (m.epochs, m.threads) = (9, 1)), None);
+        let mut cosine = c.clone();
+        cosine.meta.schedule = "cosine".into();
+        let mut now = cosine.meta.clone();
+        now.epochs = 9;
+        let e = cosine.check_matches(&now, Path::new("c")).unwrap_err().to_string();
+        assert!(e.contains("--epochs (with a cosine schedule) 3 but this run has 9"), "{e}");
     }
 }

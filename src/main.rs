@@ -585,8 +585,13 @@ fn train_command(a: TrainArgs) -> Result<()> {
         schedule: a.schedule,
         predicted_epoch_seconds: Some(prediction.epoch_seconds),
     };
-    let meta = checkpoint::meta(&spec, &settings, &plan, &splits.train);
+    let mut meta = checkpoint::meta(&spec, &settings, &plan, &splits.train);
+    meta.init = a.init.as_deref().map(checkpoint::Init::of).transpose()?;
     let resumed = a.resume.as_deref().map(|dir| Checkpoint::resume(dir, &meta, &spec)).transpose()?;
+    let finished = match (&resumed, &a.resume) {
+        (Some((c, _)), Some(dir)) => checkpoint::finished(c, a.epochs, dir)?,
+        _ => None,
+    };
     let params = match (&resumed, &a.init) {
         (Some((_, params)), _) => params.clone(),
         (None, Some(path)) => {
@@ -613,8 +618,12 @@ fn train_command(a: TrainArgs) -> Result<()> {
     if resumed.is_some() {
         println!("resuming from {}", checkpoint::describe(&start));
     }
+    if let Some(note) = &finished {
+        println!("{note}");
+    }
     let open = if resumed.is_some() { MetricsWriter::append } else { MetricsWriter::create };
-    let metrics = a.metrics.as_deref().map(open).transpose()?;
+    // A finished run adds nothing to its metrics file.
+    let metrics = a.metrics.as_deref().filter(|_| finished.is_none()).map(open).transpose()?;
     let plot = a.plot.as_deref().map(|p| plot::TrainingPlot::create(p, format!("flopnet train {spec}"))).transpose()?;
     let saver = a
         .checkpoint

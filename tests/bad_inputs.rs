@@ -57,7 +57,7 @@ fn fixture(dir: &Path) {
     put("blob.dat", &[0, 1, 2, 3, 200, 0, 0, 9]);
     put("bad.toml", b"input = 784\n[[layers]]\nunit = 30\n");
     put("garbage.safetensors", b"this is not a model");
-    put("ck-garbage/checkpoint.flopnet", b"FLOPNETCKPT\0\x01\0\0\0 and then nothing that adds up");
+    put("ck-garbage/checkpoint.flopnet", b"FLOPNETCKPT\0\x02\0\0\0 and then nothing that adds up");
     // 200 examples, 2 features, 10 classes.
     let good: String =
         (0..200).map(|i| format!("{},{:.3},{:.3}\n", i % 10, (i % 7) as f64 / 7.0, (i % 13) as f64 / 13.0)).collect();
@@ -82,6 +82,9 @@ fn fixture(dir: &Path) {
         batch: 64,
         seed: 1,
         shuffle: true,
+        schedule: "constant".into(),
+        epochs: 2,
+        init: None,
         threads: 1,
         examples: 180,
         data_crc: 0,

@@ -130,8 +130,9 @@ fn kill_and_resume_is_bitwise_identical() {
     ok(run(dir, &train_args(&["--save", "termed.safetensors", "--resume", "ck-term"])));
     assert!(std::fs::read(dir.join("termed.safetensors")).unwrap() == whole, "stopped and resumed ≠ uninterrupted");
 
-    // Resuming a finished run trains nothing more and saves the same model.
-    ok(run(dir, &train_args(&["--save", "again.safetensors", "--resume", "ck-whole"])));
+    // Resuming a finished run trains nothing more, says so, exits 0 and saves the same model.
+    let again = ok(run(dir, &train_args(&["--save", "again.safetensors", "--resume", "ck-whole"])));
+    assert!(again.contains("has finished all 4 epochs: nothing left to train"), "{again}");
     assert!(std::fs::read(dir.join("again.safetensors")).unwrap() == whole);
 }
 
@@ -147,8 +148,12 @@ fn divergence_keeps_the_last_good_checkpoint() {
         v
     };
     ok(run(dir, &args(&["--epochs", "1", "--checkpoint", "ck"])));
+    // The same run continued with a learning rate that explodes: written into the checkpoint,
+    // since a resume refuses a --lr other than the one the run was saved with.
+    let mut c = Checkpoint::load(&dir.join("ck")).unwrap();
+    c.meta.lr_bits = 1e30f64.to_bits();
+    c.save(&dir.join("ck")).unwrap();
     let good = std::fs::read(dir.join("ck/checkpoint.flopnet")).unwrap();
-    // The same run continued with a learning rate that explodes.
     let out = run(dir, &args(&["--epochs", "3", "--lr", "1e30", "--resume", "ck"]));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
@@ -159,4 +164,50 @@ fn divergence_keeps_the_last_good_checkpoint() {
     }
     assert!(stderr.contains("the last good checkpoint (epoch 1 done, step 169) is kept in ck"), "{stderr}");
     assert!(std::fs::read(dir.join("ck/checkpoint.flopnet")).unwrap() == good, "the good checkpoint is untouched");
+}
+
+/// A resume continues the run its checkpoint saved or nothing: a different --lr, --schedule,
+/// --init (or, under a cosine schedule, --epochs) is refused with exit 2 naming the flag and both
+/// values; a run whose epochs are all done says so and exits 0; one past --epochs is refused.
+#[test]
+fn resume_refuses_a_different_run_and_says_when_nothing_is_left() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    write_data(&dir.join("data.csv"));
+    let args = |extra: &[&'static str]| {
+        let mut v = vec!["train", "32-16-10", "--data", "data.csv", "--batch", "64", "--threads", "1"];
+        v.extend_from_slice(extra);
+        v
+    };
+    ok(run(dir, &args(&["--epochs", "1", "--checkpoint", "ck", "--save", "m.safetensors"])));
+    ok(run(dir, &args(&["--epochs", "2", "--schedule", "cosine", "--checkpoint", "ck-cos"])));
+    let saved = std::fs::read(dir.join("ck/checkpoint.flopnet")).unwrap();
+    for (extra, want) in [
+        (&["--epochs", "2", "--lr", "0.5", "--resume", "ck"][..], "was saved with --lr 0.001 but this run has 0.5"),
+        (&["--epochs", "2", "--schedule", "cosine", "--resume", "ck"], "--schedule constant but this run has cosine"),
+        (
+            &["--epochs", "2", "--init", "m.safetensors", "--resume", "ck"],
+            "starting weights no --init (seeded weights) but this run has --init m.safetensors (CRC-32 ",
+        ),
+        (
+            &["--epochs", "3", "--schedule", "cosine", "--resume", "ck-cos"],
+            "--epochs (with a cosine schedule) 2 but this run has 3",
+        ),
+    ] {
+        let out = run(dir, &args(extra));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{extra:?}: {stderr}");
+        assert!(stderr.contains(want), "{extra:?}: `{want}` missing from {stderr}");
+    }
+    let done = ok(run(dir, &args(&["--epochs", "1", "--resume", "ck", "--metrics", "m.jsonl"])));
+    assert!(done.contains("has finished all 1 epochs: nothing left to train (give a larger --epochs"), "{done}");
+    assert!(!dir.join("m.jsonl").exists(), "a finished run writes no metrics");
+    assert!(std::fs::read(dir.join("ck/checkpoint.flopnet")).unwrap() == saved, "the checkpoint is untouched");
+    // A constant rate may train on for more epochs.
+    let more = ok(run(dir, &args(&["--epochs", "2", "--resume", "ck"])));
+    assert!(more.contains("resuming from epoch 1 done") && more.contains("epoch   2"), "{more}");
+    let out = run(dir, &args(&["--epochs", "1", "--resume", "ck"]));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("has finished 2 epochs, more than --epochs 1; give --epochs 2 or more"), "{stderr}");
 }

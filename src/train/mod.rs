@@ -40,6 +40,14 @@ pub enum Schedule {
 }
 
 impl Schedule {
+    /// The name `--schedule` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Schedule::Constant => "constant",
+            Schedule::Cosine => "cosine",
+        }
+    }
+
     /// The rate for `epoch` (from 1) of `epochs`, given the base rate.
     pub fn rate(self, base: f64, epoch: usize, epochs: usize) -> f64 {
         match self {
@@ -301,7 +309,7 @@ impl Runaway {
 }
 
 /// A learning rate as a person writes it: 0.001, 1e30.
-fn show_lr(x: f64) -> String {
+pub fn show_lr(x: f64) -> String {
     if x == 0.0 || (1e-4..1e6).contains(&x.abs()) { format!("{x}") } else { format!("{x:e}") }
 }
 
@@ -346,7 +354,9 @@ pub fn train_from(
     }
     let s = *engine.settings();
     let spec = engine.spec().clone();
-    let epoch_flop = cost::epoch(&spec, s.loss, s.optimizer, plan.batch, train.len()).total.flop() as f64;
+    // The FLOPs of the examples an epoch runs: all of them, or those after a resumed position.
+    let flop = |examples: usize| cost::epoch(&spec, s.loss, s.optimizer, plan.batch, examples).total.flop() as f64;
+    let epoch_flop = flop(train.len());
     let f = train.feature_len();
     let mut xb = vec![0.0f32; plan.batch * f];
     let mut yb = vec![0u8; plan.batch];
@@ -365,6 +375,13 @@ pub fn train_from(
         let order: Vec<usize> =
             if plan.shuffle { epoch_order(train.len(), plan.seed, epoch) } else { (0..train.len()).collect() };
         watcher.epoch_started(epoch, batches);
+        // A resumed epoch times only its batches after `pos.batch`: its FLOPs and predicted time
+        // are theirs, not the whole epoch's.
+        let skipped = pos.batch.min(batches);
+        let (run_flop, run_share) = match skipped {
+            0 => (epoch_flop, 1.0),
+            _ => (flop(train.len() - skipped * plan.batch), (batches - skipped) as f64 / batches as f64),
+        };
         let begun = Instant::now();
         for (k, idx) in order.chunks(plan.batch).enumerate().skip(pos.batch) {
             let b = idx.len();
@@ -425,8 +442,8 @@ pub fn train_from(
             val_loss: val_eval.map(|e| e.loss),
             val_acc: val_eval.map(|e| e.acc),
             seconds,
-            gflops: epoch_flop / seconds / 1e9,
-            predicted_seconds: plan.predicted_epoch_seconds,
+            gflops: run_flop / seconds / 1e9,
+            predicted_seconds: plan.predicted_epoch_seconds.map(|p| p * run_share),
         };
         pos = Position { epoch, batch: 0, step: pos.step, score: Score::default() };
         watcher.epoch_done(&report)?;
@@ -612,6 +629,34 @@ mod tests {
             self.0.push(at.step);
             Ok(())
         }
+    }
+
+    /// Keeps the epoch reports.
+    #[derive(Default)]
+    struct Reports(Vec<EpochReport>);
+
+    impl Watcher for Reports {
+        fn epoch_done(&mut self, r: &EpochReport) -> Result<()> {
+            self.0.push(r.clone());
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_resumed_epoch_reports_the_flops_and_prediction_of_the_part_it_ran() {
+        let d = data(23); // batches of 5: 5, 5, 5, 5, 3
+        let p = Plan { epochs: 1, predicted_epoch_seconds: Some(1.0), ..plan() };
+        let mut e = engine(Optimizer::Adam, 0.01);
+        let mut w = Reports::default();
+        // Two batches of epoch 1 done: 13 examples remain, in batches 5, 5, 3.
+        let at = Position { epoch: 0, batch: 2, step: 2, score: Score::default() };
+        train_from(&mut e, &d, None, &p, &at, &mut w).unwrap();
+        let r = &w.0[0];
+        let ran = cost::epoch(e.spec(), Loss::Ce, Optimizer::Adam, 5, 13).total.flop() as f64;
+        let whole = cost::epoch(e.spec(), Loss::Ce, Optimizer::Adam, 5, 23).total.flop() as f64;
+        let counted = r.gflops * r.seconds * 1e9;
+        assert!((counted / ran - 1.0).abs() < 1e-9, "{counted} FLOPs reported, {ran} run, {whole} in the epoch");
+        assert_eq!(r.predicted_seconds, Some(3.0 / 5.0), "three of five steps");
     }
 
     #[test]
