@@ -45,6 +45,7 @@ pub mod error;
 pub mod guard;
 pub mod init;
 pub mod model;
+pub mod numbers;
 pub mod ops;
 pub mod plot;
 pub mod predict;

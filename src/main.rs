@@ -9,7 +9,7 @@ use flopnet::engine::{Engine, Settings};
 use flopnet::reference::Hyper;
 use flopnet::spec::{self, Activation, Defaults, Loss, Optimizer, Spec};
 use flopnet::train::{self, EpochReport, MetricsWriter, Plan, Watcher};
-use flopnet::{Error, Result, guard, init, model, plot, predict, report, sys, verify};
+use flopnet::{Error, Result, guard, init, model, numbers, plot, predict, report, sys, verify};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -71,10 +71,10 @@ struct PredictArgs {
     #[arg(long)]
     device: Option<String>,
     /// What-if: a peak GFLOP/s (with --bandwidth).
-    #[arg(long, requires = "bandwidth")]
+    #[arg(long, requires = "bandwidth", value_parser = numbers::parse_positive, allow_negative_numbers = true)]
     gflops: Option<f64>,
     /// What-if: memory bandwidth in GB/s (with --gflops).
-    #[arg(long, requires = "gflops")]
+    #[arg(long, requires = "gflops", value_parser = numbers::parse_positive, allow_negative_numbers = true)]
     bandwidth: Option<f64>,
 }
 
@@ -172,8 +172,8 @@ struct TrainArgs {
     /// sgd, momentum or adam.
     #[arg(long, default_value = "adam")]
     optimizer: Optimizer,
-    /// Learning rate [default: 0.001 for adam, 0.01 otherwise].
-    #[arg(long)]
+    /// Learning rate, finite and above 0 [default: 0.001 for adam, 0.01 otherwise].
+    #[arg(long, value_parser = numbers::parse_positive, allow_negative_numbers = true)]
     lr: Option<f64>,
     /// Seeds the weights, the validation split and the shuffling.
     #[arg(long, default_value_t = 1)]
@@ -182,7 +182,7 @@ struct TrainArgs {
     #[arg(long)]
     threads: Option<usize>,
     /// Fraction of the training examples held out for validation.
-    #[arg(long, default_value_t = 0.1)]
+    #[arg(long, default_value_t = 0.1, allow_negative_numbers = true)]
     val_split: f64,
     /// Keep the file's order instead of reshuffling every epoch.
     #[arg(long)]

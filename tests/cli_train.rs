@@ -251,3 +251,28 @@ fn a_run_that_dies_without_nan_is_stopped_and_says_what_to_change() {
     assert!(!ck.join("checkpoint.flopnet").exists(), "no checkpoint of a run-away epoch");
     assert!(!String::from_utf8_lossy(&out.stdout).contains("test:"), "no test score of a dead run");
 }
+
+/// Every number a user gives is checked before any work, by one rule: finite and above 0. A
+/// negative rate would train by gradient ascent, NaN or inf diverge (and once advised "try --lr
+/// NaN"), and a NaN or zero roofline predicted `inf h` or `0.0 µs`.
+#[test]
+fn numbers_are_finite_and_positive_before_any_work() {
+    for (args, flag) in [
+        (&["train", "784-16-10", "--lr", "-0.1"][..], "--lr"),
+        (&["train", "784-16-10", "--lr", "nan"], "--lr"),
+        (&["train", "784-16-10", "--lr", "inf"], "--lr"),
+        (&["train", "784-16-10", "--lr=-1e-3"], "--lr"),
+        (&["train", "784-16-10", "--val-split", "-0.5"], "validation split -0.5 is outside [0, 1)"),
+        (&["train", "784-16-10", "--lr", "0"], "--lr"),
+        (&["count", "784-16-10", "--gflops", "nan", "--bandwidth", "10"], "--gflops"),
+        (&["count", "784-16-10", "--gflops", "100", "--bandwidth", "0"], "--bandwidth"),
+        (&["explain", "784-16-10", "--gflops", "-1", "--bandwidth", "10"], "--gflops"),
+    ] {
+        let out = flopnet(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(flag), "{args:?}: {err}");
+        assert!(flag.contains("split") || err.contains("give a finite number above 0"), "{args:?}: {err}");
+        assert!(out.stdout.is_empty(), "{args:?} printed before refusing");
+    }
+}

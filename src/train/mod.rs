@@ -353,6 +353,7 @@ pub fn train_from(
         return Err(Error::Usage("the training set is empty; nothing to train on".into()));
     }
     let s = *engine.settings();
+    crate::numbers::positive("the learning rate", s.hyper.lr)?;
     let spec = engine.spec().clone();
     // The FLOPs of the examples an epoch runs: all of them, or those after a resumed position.
     let flop = |examples: usize| cost::epoch(&spec, s.loss, s.optimizer, plan.batch, examples).total.flop() as f64;
@@ -677,6 +678,19 @@ mod tests {
         assert!(m.contains("(epoch 2, batch ") && m.contains("try --lr 100000, or sgd's default 0.01"), "{m}");
         assert_eq!(saves.0, [5], "no checkpoint of the run-away epoch");
         assert!(first[0].train_loss.is_finite());
+    }
+
+    #[test]
+    fn a_learning_rate_that_is_not_a_positive_number_is_refused_before_a_step() {
+        let d = data(23);
+        for lr in [f64::NAN, f64::INFINITY, 0.0, -0.1] {
+            let mut e = engine(Optimizer::Sgd, lr);
+            let before = e.params().to_vec();
+            let err = train(&mut e, &d, None, &plan(), &mut Quiet).unwrap_err();
+            assert_eq!(err.exit_code(), 2, "{lr}: {err}");
+            assert!(err.to_string().starts_with("the learning rate: "), "{err}");
+            assert!(e.params() == &before[..], "{lr}: a step was taken");
+        }
     }
 
     #[test]
