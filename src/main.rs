@@ -289,7 +289,7 @@ impl RunArgs {
         Config {
             loss: self.net.model.loss,
             optimizer: self.net.optimizer,
-            batch: self.net.batch as usize,
+            batch: batch_for(self.net.batch as usize, self.examples as usize, "examples of --examples"),
             examples: self.examples as usize,
             epochs: self.epochs as usize,
         }
@@ -399,7 +399,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Verify(a) => {
             let spec = a.net.model.spec()?;
-            let (loss, opt, batch) = (a.net.model.loss, a.net.optimizer, a.net.batch as usize);
+            let (loss, opt) = (a.net.model.loss, a.net.optimizer);
+            let batch = match a.examples {
+                Some(e) => batch_for(a.net.batch as usize, e as usize, "examples of --examples"),
+                None => a.net.batch as usize,
+            };
             guard::check_available(&spec, opt, batch)?;
             let mut checks = vec![verify::step(&spec, loss, opt, batch, a.seed)];
             if let Some(e) = a.examples {
@@ -551,11 +555,20 @@ fn load_data(d: &DataArgs, val_split: f64, seed: u64) -> Result<data::Splits> {
     Ok(data::load(&source, &LoadOptions { normalize: d.normalize, val_split, seed })?)
 }
 
+/// [`train::effective_batch`], its note on stderr.
+fn batch_for(batch: usize, examples: usize, what: &str) -> usize {
+    let (batch, note) = train::effective_batch(batch, examples, what);
+    if let Some(note) = note {
+        eprintln!("flopnet: {note}");
+    }
+    batch
+}
+
 fn train_command(a: TrainArgs) -> Result<()> {
     let spec = a.model.spec()?;
-    let batch = a.batch as usize;
-    guard::check_available(&spec, a.optimizer, batch)?;
     let splits = load_data(&a.data, a.val_split, a.seed)?;
+    let batch = batch_for(a.batch as usize, splits.train.len(), "training examples");
+    guard::check_available(&spec, a.optimizer, batch)?;
     // A network that cannot read this data is refused before anything is built or printed.
     train::check_data(&spec, &splits.train)?;
     println!("data: {}", splits.source);
@@ -670,7 +683,6 @@ fn eval_command(a: EvalArgs) -> Result<()> {
     let (spec, params, recorded) = model::load_recorded(&a.model)?;
     let loss = a.loss.or(recorded.loss).unwrap_or(Loss::Ce);
     spec.check_loss(loss)?;
-    guard::check_available(&spec, Optimizer::Sgd, a.batch.max(1))?;
     // The features as the model was trained on them: raw, then its recorded scaling.
     let scaling = model::eval_scaling(&a.model, &recorded, a.data.normalize)?;
     let normalize = if scaling.is_some() { Some(Normalize::None) } else { a.data.normalize };
@@ -680,15 +692,12 @@ fn eval_command(a: EvalArgs) -> Result<()> {
         s.apply(&mut data.features);
     }
     let data = &*data;
+    let batch = batch_for(a.batch.max(1), data.len(), "examples to score");
+    guard::check_available(&spec, Optimizer::Sgd, batch)?;
     train::check_data(&spec, data)?;
     let threads = a.threads.unwrap_or_else(sys::cores);
-    let settings = Settings {
-        loss,
-        optimizer: Optimizer::Sgd,
-        hyper: Hyper::defaults(Optimizer::Sgd),
-        max_batch: a.batch.max(1),
-        threads,
-    };
+    let settings =
+        Settings { loss, optimizer: Optimizer::Sgd, hyper: Hyper::defaults(Optimizer::Sgd), max_batch: batch, threads };
     let mut engine = Engine::new(&spec, &params, settings)?;
     let c = train::confusion(&mut engine, data)?;
     if a.json {

@@ -276,3 +276,32 @@ fn numbers_are_finite_and_positive_before_any_work() {
         assert!(out.stdout.is_empty(), "{args:?} printed before refusing");
     }
 }
+
+/// A batch larger than the data set is the data set: the ledger, the memory estimate and the
+/// memory guard are those of the real batch (5,400 embedded training examples), said on stderr;
+/// `--batch 10000000` is not refused for memory it would never use; `count` does the same with
+/// `--examples`.
+#[test]
+fn a_batch_larger_than_the_data_is_the_data_everywhere() {
+    let account = |batch: &str| {
+        let out = flopnet(&["train", "784-16-10", "--epochs", "1", "--threads", "2", "--batch", batch]);
+        let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "--batch {batch}: {stderr}");
+        let lines: Vec<String> = stdout
+            .lines()
+            .filter(|l| l.starts_with("cost:") || l.starts_with("memory (ledger)"))
+            .map(String::from)
+            .collect();
+        assert_eq!(lines.len(), 2, "{stdout}");
+        (lines, stderr.into_owned())
+    };
+    let (real, note) = account("5400");
+    assert!(!note.contains("--batch"), "{note}");
+    for batch in ["100000", "10000000"] {
+        let (lines, note) = account(batch);
+        assert_eq!(lines, real, "--batch {batch}");
+        assert!(note.contains("is more than the 5,400 training examples; the batch is 5,400"), "{note}");
+    }
+    let count = |batch: &str| ok(&["count", "784-10", "--batch", batch, "--examples", "10", "--json"]);
+    assert_eq!(count("100"), count("10"));
+}

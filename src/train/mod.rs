@@ -173,6 +173,18 @@ pub fn check_data(spec: &Spec, data: &Dataset) -> Result<()> {
     Ok(())
 }
 
+/// The batch a run really takes from `examples` examples when asked for `batch`: the whole set
+/// when it holds fewer, with a note saying so. Every figure (the ledger, the memory estimate and
+/// guard, the engine's buffers, the checkpoint) is then of that batch, not of the one asked for.
+pub fn effective_batch(batch: usize, examples: usize, what: &str) -> (usize, Option<String>) {
+    if batch <= examples || examples == 0 {
+        return (batch, None);
+    }
+    let n = |x: usize| crate::report::format::thousands(x as u128);
+    let note = format!("--batch {} is more than the {} {what}; the batch is {}", n(batch), n(examples), n(examples));
+    (examples, Some(note))
+}
+
 /// Loss and accuracy over a data set, in batches of the engine's size.
 pub fn evaluate(engine: &mut Engine, data: &Dataset) -> Result<Evaluation> {
     let mut total = Score::default();
