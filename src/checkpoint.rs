@@ -3,15 +3,20 @@
 //! has scored so far. (The shuffled order of each epoch is derived from the seed and the epoch
 //! number, so no random-generator state is kept.)
 //!
-//! One file, `DIR/checkpoint.flopnet`, replaced atomically (temporary file, fsync, rename):
+//! One file, `DIR/checkpoint.safetensors`, replaced atomically (temporary file, fsync, rename), that
+//! any safetensors reader opens:
 //!
 //! ```text
-//! "FLOPNETCKPT\0"   12 bytes of magic
-//! u32 LE            format version (VERSION)
-//! u64 LE, bytes     length of the JSON header, the header (Meta)
-//! 3 × (u64 LE, f32 LE…)  parameters, first optimizer moment, second moment (counts, values)
-//! u32 LE            CRC-32 of every byte before it
+//! tensors   parameters [n], optimizer.first_moment [n or 0], optimizer.second_moment [n or 0]
+//!           (F32; the engine's layout: each layer's weights, then its biases)
+//! metadata  format  "flopnet-checkpoint", version (VERSION)
+//!           meta    the run and where it stands, as JSON (Meta)
+//!           crc32   CRC-32 of the whole file with these 8 hex digits read as "00000000"
 //! ```
+//!
+//! The CRC covers every byte, header included, so any damage is caught. Checkpoints in the
+//! private binary layout of earlier flopnets (`checkpoint.flopnet`, format 1 and 2) are refused
+//! with a message saying so: resume them with the flopnet that wrote them.
 
 use crate::data::Dataset;
 use crate::engine::{Engine, Score, Settings};
@@ -24,10 +29,19 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 /// The checkpoint's file name inside the `--checkpoint` directory.
-pub const FILE: &str = "checkpoint.flopnet";
-/// Bumped whenever the layout or the header's meaning changes; older files are refused.
-pub const VERSION: u32 = 2;
-const MAGIC: &[u8; 12] = b"FLOPNETCKPT\0";
+pub const FILE: &str = "checkpoint.safetensors";
+/// The file earlier flopnets wrote, in their private layout; refused with a message.
+pub const OLD_FILE: &str = "checkpoint.flopnet";
+/// Bumped whenever the layout or the metadata's meaning changes; other versions are refused.
+/// (1 and 2 were the private binary layout.)
+pub const VERSION: u32 = 3;
+/// The metadata `format` of a checkpoint.
+pub const FORMAT: &str = "flopnet-checkpoint";
+const OLD_MAGIC: &[u8; 12] = b"FLOPNETCKPT\0";
+/// The tensor names, in the order of [`Checkpoint`]'s fields.
+pub const TENSORS: [&str; 3] = ["parameters", "optimizer.first_moment", "optimizer.second_moment"];
+/// The CRC's placeholder while it is computed.
+const NO_CRC: &str = "00000000";
 
 /// The header of a checkpoint of this run, at its start.
 pub fn meta(spec: &Spec, settings: &Settings, plan: &crate::train::Plan, train: &Dataset) -> Meta {
@@ -159,38 +173,25 @@ pub fn data_crc(features: &[f32], labels: &[u8]) -> u32 {
     h.finalize()
 }
 
-fn put_floats(out: &mut Vec<u8>, v: &[f32]) {
-    out.extend_from_slice(&(v.len() as u64).to_le_bytes());
-    out.reserve(4 * v.len());
-    for x in v {
-        out.extend_from_slice(&x.to_le_bytes());
-    }
+/// The header's `"crc32":"XXXXXXXX"`: where its 8 hex digits start in `bytes`, if the key occurs
+/// exactly once in the header.
+fn crc_field(bytes: &[u8]) -> Option<usize> {
+    let n = usize::try_from(u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?)).ok()?;
+    let header = bytes.get(8..8usize.checked_add(n)?)?;
+    let key = b"\"crc32\":\"";
+    let mut at = header.windows(key.len()).enumerate().filter(|(_, w)| w == key).map(|(i, _)| i);
+    let first = at.next()?;
+    let digits = 8 + first + key.len();
+    (at.next().is_none() && bytes.len() >= digits + 8).then_some(digits)
 }
 
-/// Reads a checkpoint's body front to back; `None` when it runs out.
-struct Cursor<'a> {
-    rest: &'a [u8],
-}
-
-impl<'a> Cursor<'a> {
-    fn take(&mut self, n: u64) -> Option<&'a [u8]> {
-        if n > self.rest.len() as u64 {
-            return None;
-        }
-        let (head, tail) = self.rest.split_at(n as usize);
-        self.rest = tail;
-        Some(head)
-    }
-
-    fn u64(&mut self) -> Option<u64> {
-        self.take(8).map(|b| u64::from_le_bytes(b.try_into().unwrap_or_default()))
-    }
-
-    fn floats(&mut self) -> Option<Vec<f32>> {
-        let n = self.u64()?;
-        let data = self.take(n.checked_mul(4)?)?;
-        Some(data.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
-    }
+/// CRC-32 of `bytes` with the 8 digits at `at` read as [`NO_CRC`].
+fn file_crc(bytes: &[u8], at: usize) -> u32 {
+    let mut h = crc32fast::Hasher::new();
+    h.update(&bytes[..at]);
+    h.update(NO_CRC.as_bytes());
+    h.update(&bytes[at + 8..]);
+    h.finalize()
 }
 
 impl Checkpoint {
@@ -226,54 +227,85 @@ impl Checkpoint {
             .collect())
     }
 
+    /// The file's bytes: a safetensors file whose metadata holds [`Meta`] and the CRC-32.
     pub fn to_bytes(&self) -> Vec<u8> {
-        let header = serde_json::to_vec(&self.meta).unwrap_or_default();
-        let mut out =
-            Vec::with_capacity(64 + header.len() + 4 * (self.params.len() + self.first.len() + self.second.len()));
-        out.extend_from_slice(MAGIC);
-        out.extend_from_slice(&VERSION.to_le_bytes());
-        out.extend_from_slice(&(header.len() as u64).to_le_bytes());
-        out.extend_from_slice(&header);
-        for v in [&self.params, &self.first, &self.second] {
-            put_floats(&mut out, v);
+        use safetensors::{Dtype, tensor::TensorView};
+        let data: Vec<Vec<u8>> = [&self.params, &self.first, &self.second]
+            .iter()
+            .map(|v| v.iter().flat_map(|x| x.to_le_bytes()).collect())
+            .collect();
+        let views: Vec<(&str, TensorView)> = TENSORS
+            .iter()
+            .zip(&data)
+            .filter_map(|(&name, bytes)| Some((name, TensorView::new(Dtype::F32, vec![bytes.len() / 4], bytes).ok()?)))
+            .collect();
+        let meta = std::collections::HashMap::from([
+            ("format".to_string(), FORMAT.to_string()),
+            ("version".to_string(), VERSION.to_string()),
+            ("meta".to_string(), serde_json::to_string(&self.meta).unwrap_or_default()),
+            ("crc32".to_string(), NO_CRC.to_string()),
+        ]);
+        let bytes = safetensors::serialize(views, Some(meta)).unwrap_or_default();
+        let mut out = crate::model::canonical_header(&bytes).unwrap_or(bytes);
+        if let Some(at) = crc_field(&out) {
+            let crc = format!("{:08x}", file_crc(&out, at));
+            out[at..at + 8].copy_from_slice(crc.as_bytes());
         }
-        let crc = crc32fast::hash(&out);
-        out.extend_from_slice(&crc.to_le_bytes());
         out
     }
 
-    /// Parses a checkpoint; `path` only names it in messages. Every length is checked against
-    /// the bytes present before anything is allocated.
+    /// Parses a checkpoint; `path` only names it in messages. The CRC is checked before anything
+    /// else is read; safetensors checks every tensor's length against the bytes present.
     pub fn from_bytes(path: &Path, bytes: &[u8]) -> Result<Checkpoint> {
         let bad = |problem: String| Error::Checkpoint { path: path.to_path_buf(), problem };
-        if bytes.len() < MAGIC.len() + 4 || &bytes[..MAGIC.len()] != MAGIC {
-            return Err(bad("not a flopnet checkpoint (no FLOPNETCKPT magic at its start)".into()));
-        }
-        let version = u32::from_le_bytes(bytes[12..16].try_into().unwrap_or_default());
-        if version != VERSION {
+        if bytes.starts_with(OLD_MAGIC) {
+            let version = bytes.get(12..16).map_or(0, |v| u32::from_le_bytes(v.try_into().unwrap_or_default()));
             return Err(bad(format!(
-                "format version {version}, but this flopnet reads version {VERSION}; resume it with the flopnet that wrote it"
+                "written in the private layout of an earlier flopnet (format {version}); this flopnet reads safetensors checkpoints (format {VERSION}): resume it with the flopnet that wrote it, or delete it to start over"
             )));
         }
-        let Some((body, crc)) = bytes.split_last_chunk::<4>() else {
-            return Err(bad("truncated".into()));
+        let damaged = || {
+            bad("checksum mismatch: the file is truncated or damaged; delete it to start over, or restore a copy"
+                .into())
         };
-        if body.len() < 16 || crc32fast::hash(body) != u32::from_le_bytes(*crc) {
-            return Err(bad(
-                "checksum mismatch: the file is truncated or damaged; delete it to start over, or restore a copy"
-                    .into(),
-            ));
+        let at = crc_field(bytes).ok_or_else(|| {
+            if safetensors::SafeTensors::read_metadata(bytes).is_ok() {
+                damaged()
+            } else {
+                bad("not a flopnet checkpoint (not a safetensors file with a crc32 in its metadata)".into())
+            }
+        })?;
+        let stored = std::str::from_utf8(&bytes[at..at + 8]).ok().and_then(|h| u32::from_str_radix(h, 16).ok());
+        if stored != Some(file_crc(bytes, at)) {
+            return Err(damaged());
         }
-        let mut cur = Cursor { rest: &body[16..] };
-        let header_len = cur.u64().ok_or_else(|| bad("truncated header".into()))?;
-        let header = cur.take(header_len).ok_or_else(|| bad("the header runs past the end of the file".into()))?;
-        let meta: Meta = serde_json::from_slice(header).map_err(|e| bad(format!("unreadable header ({e})")))?;
-        let mut floats = |what: &str| cur.floats().ok_or_else(|| bad(format!("{what} run past the end of the file")));
-        let params = floats("the parameters")?;
-        let first = floats("the optimizer's first moments")?;
-        let second = floats("the optimizer's second moments")?;
-        if !cur.rest.is_empty() {
-            return Err(bad(format!("{} bytes after the last tensor", cur.rest.len())));
+        let (_, header) =
+            safetensors::SafeTensors::read_metadata(bytes).map_err(|e| bad(format!("not a safetensors file ({e})")))?;
+        let info = header.metadata().clone().unwrap_or_default();
+        let field = |key: &str| info.get(key).ok_or_else(|| bad(format!("its metadata has no {key}")));
+        if field("format")? != FORMAT {
+            return Err(bad(format!("its metadata format is {:?}, not {FORMAT:?}", field("format")?)));
+        }
+        let version = field("version")?;
+        if version != &VERSION.to_string() {
+            return Err(bad(format!(
+                "format version {}, but this flopnet reads version {VERSION}; resume it with the flopnet that wrote it",
+                version.escape_debug()
+            )));
+        }
+        let meta: Meta = serde_json::from_str(field("meta")?).map_err(|e| bad(format!("unreadable meta ({e})")))?;
+        let st =
+            safetensors::SafeTensors::deserialize(bytes).map_err(|e| bad(format!("not a safetensors file ({e})")))?;
+        let tensor = |name: &str| -> Result<Vec<f32>> {
+            let t = st.tensor(name).map_err(|_| bad(format!("no tensor {name}")))?;
+            if t.dtype() != safetensors::Dtype::F32 || t.shape().len() != 1 {
+                return Err(bad(format!("{name} is {:?} {:?}, not a 1-D F32 tensor", t.dtype(), t.shape())));
+            }
+            Ok(t.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
+        };
+        let [params, first, second] = [tensor(TENSORS[0])?, tensor(TENSORS[1])?, tensor(TENSORS[2])?];
+        if st.len() != TENSORS.len() {
+            return Err(bad(format!("{} tensors, but a checkpoint holds {}", st.len(), TENSORS.join(", "))));
         }
         Ok(Checkpoint { meta, params, first, second })
     }
@@ -293,6 +325,11 @@ impl Checkpoint {
 
     pub fn load(dir: &Path) -> Result<Checkpoint> {
         let path = Self::path(dir);
+        let old = dir.join(OLD_FILE);
+        if !path.exists() && old.exists() {
+            let bytes = std::fs::read(&old).map_err(|e| Error::io(&old, e))?;
+            return Self::from_bytes(&old, &bytes);
+        }
         let bytes = std::fs::read(&path).map_err(|e| Error::Checkpoint {
             path: path.clone(),
             problem: format!("cannot read it ({e}); --resume takes the directory a --checkpoint run saved into"),
@@ -502,6 +539,49 @@ mod tests {
         assert_eq!(Checkpoint::load(dir.path()).unwrap(), c);
         // No temporary file is left beside it.
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+        // Plain SGD keeps no moments: empty tensors.
+        let sgd = Checkpoint { first: vec![], second: vec![], ..sample() };
+        assert_eq!(Checkpoint::from_bytes(Path::new("c"), &sgd.to_bytes()).unwrap(), sgd);
+        // The same state gives the same bytes, whatever order a hash map walks the metadata in.
+        assert!((0..8).all(|_| c.to_bytes() == c.to_bytes()));
+    }
+
+    /// Anyone's safetensors reader opens it: named tensors, the run as JSON metadata.
+    #[test]
+    fn a_checkpoint_is_a_safetensors_file() {
+        let c = sample();
+        let bytes = c.to_bytes();
+        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        let mut names: Vec<(String, Vec<usize>)> =
+            st.tensors().into_iter().map(|(n, t)| (n, t.shape().to_vec())).collect();
+        names.sort();
+        assert_eq!(
+            names,
+            [
+                ("optimizer.first_moment".to_string(), vec![8]),
+                ("optimizer.second_moment".to_string(), vec![8]),
+                ("parameters".to_string(), vec![8]),
+            ]
+        );
+        let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+        let info = header.metadata().clone().unwrap();
+        assert_eq!(info["format"], FORMAT);
+        assert_eq!(info["version"], VERSION.to_string());
+        let meta: serde_json::Value = serde_json::from_str(&info["meta"]).unwrap();
+        assert_eq!(meta["spec"], "3-2:softmax");
+        assert_eq!(info["crc32"].len(), 8);
+    }
+
+    /// `bytes` with `from` replaced by `to` in the header, and the CRC made right again.
+    fn edited(bytes: &[u8], from: &str, to: &str) -> Vec<u8> {
+        assert_eq!(from.len(), to.len(), "an edit of the same length");
+        let mut b = bytes.to_vec();
+        let i = b.windows(from.len()).position(|w| w == from.as_bytes()).unwrap();
+        b[i..i + to.len()].copy_from_slice(to.as_bytes());
+        let at = crc_field(&b).unwrap();
+        let crc = format!("{:08x}", file_crc(&b, at));
+        b[at..at + 8].copy_from_slice(crc.as_bytes());
+        b
     }
 
     #[test]
@@ -517,12 +597,33 @@ mod tests {
             b[i] ^= 0x10;
             assert!(Checkpoint::from_bytes(p, &b).is_err(), "flipped byte {i} went unnoticed");
         }
-        let mut b = bytes.clone();
-        b[12] = 7;
-        let e = Checkpoint::from_bytes(p, &b).unwrap_err().to_string();
-        assert!(e.contains("format version 7"), "{e}");
+        let e = Checkpoint::from_bytes(p, &edited(&bytes, "\"version\":\"3\"", "\"version\":\"7\"")).unwrap_err();
+        assert!(e.to_string().contains("format version 7, but this flopnet reads version 3"), "{e}");
         let e = Checkpoint::from_bytes(p, b"hello").unwrap_err().to_string();
         assert!(e.contains("not a flopnet checkpoint"), "{e}");
+        let mut b = bytes.clone();
+        let last = b.len() - 1;
+        b[last] ^= 1;
+        let e = Checkpoint::from_bytes(p, &b).unwrap_err().to_string();
+        assert!(e.contains("checksum mismatch"), "{e}");
+    }
+
+    #[test]
+    fn the_private_layout_of_earlier_flopnets_is_refused_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut old = OLD_MAGIC.to_vec();
+        old.extend_from_slice(&2u32.to_le_bytes());
+        old.extend_from_slice(&[0; 40]);
+        std::fs::write(dir.path().join(OLD_FILE), &old).unwrap();
+        let e = Checkpoint::load(dir.path()).unwrap_err().to_string();
+        assert!(
+            e.contains("checkpoint.flopnet: written in the private layout of an earlier flopnet (format 2)"),
+            "{e}"
+        );
+        assert!(e.contains("resume it with the flopnet that wrote it"), "{e}");
+        // A new checkpoint beside it is the one read.
+        sample().save(dir.path()).unwrap();
+        assert_eq!(Checkpoint::load(dir.path()).unwrap(), sample());
     }
 
     #[test]

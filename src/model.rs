@@ -181,7 +181,7 @@ pub fn save_recorded(path: &Path, spec: &Spec, params: &[LayerParams], recorded:
 /// The same file with its JSON header's keys in sorted order. The metadata arrives as a
 /// `HashMap`, whose order changes from process to process; a model file must not, so that two
 /// identical runs write identical bytes.
-fn canonical_header(bytes: &[u8]) -> Option<Vec<u8>> {
+pub(crate) fn canonical_header(bytes: &[u8]) -> Option<Vec<u8>> {
     fn sorted(v: serde_json::Value) -> serde_json::Value {
         match v {
             serde_json::Value::Object(m) => {

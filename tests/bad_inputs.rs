@@ -57,7 +57,7 @@ fn fixture(dir: &Path) {
     put("blob.dat", &[0, 1, 2, 3, 200, 0, 0, 9]);
     put("bad.toml", b"input = 784\n[[layers]]\nunit = 30\n");
     put("garbage.safetensors", b"this is not a model");
-    put("ck-garbage/checkpoint.flopnet", b"FLOPNETCKPT\0\x02\0\0\0 and then nothing that adds up");
+    put("ck-old/checkpoint.flopnet", b"FLOPNETCKPT\0\x02\0\0\0 and then nothing that adds up");
     // 200 examples, 2 features, 10 classes.
     let good: String =
         (0..200).map(|i| format!("{},{:.3},{:.3}\n", i % 10, (i % 7) as f64 / 7.0, (i % 13) as f64 / 13.0)).collect();
@@ -95,9 +95,12 @@ fn fixture(dir: &Path) {
         loss_sum_bits: 0,
         correct: 0,
     };
-    Checkpoint { meta, params: vec![0.0; 30], first: vec![0.0; 30], second: vec![0.0; 30] }
-        .save(&dir.join("ck-other"))
-        .unwrap();
+    let c = Checkpoint { meta, params: vec![0.0; 30], first: vec![0.0; 30], second: vec![0.0; 30] };
+    c.save(&dir.join("ck-other")).unwrap();
+    // The same checkpoint with one bit of its last parameter flipped.
+    let mut damaged = c.to_bytes();
+    *damaged.last_mut().unwrap() ^= 1;
+    put("ck-garbage/checkpoint.safetensors", &damaged);
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     gz.write_all(b"1,2\n").unwrap();
     let mut cut = gz.finish().unwrap();

@@ -248,7 +248,7 @@ fn a_run_that_dies_without_nan_is_stopped_and_says_what_to_change() {
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("the loss ran away without becoming NaN") && err.contains("(epoch 1, batch"), "{err}");
     assert!(err.contains("try --lr 100000, or sgd's default 0.01"), "{err}");
-    assert!(!ck.join("checkpoint.flopnet").exists(), "no checkpoint of a run-away epoch");
+    assert!(!ck.join("checkpoint.safetensors").exists(), "no checkpoint of a run-away epoch");
     assert!(!String::from_utf8_lossy(&out.stdout).contains("test:"), "no test score of a dead run");
 }
 

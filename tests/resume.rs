@@ -107,7 +107,7 @@ fn kill_and_resume_is_bitwise_identical() {
     // run resumes from the end of the last whole epoch.
     let child =
         flopnet(dir, &train_args(&["--save", "killed.safetensors", "--checkpoint", "ck-kill"])).spawn().unwrap();
-    let out = interrupt(child, &dir.join("ck-kill/checkpoint.flopnet"), epoch / 2, "KILL");
+    let out = interrupt(child, &dir.join("ck-kill/checkpoint.safetensors"), epoch / 2, "KILL");
     assert_eq!(out.status.code(), None, "killed by a signal");
     assert!(!dir.join("killed.safetensors").exists(), "the run was killed before it finished");
     let c = Checkpoint::load(&dir.join("ck-kill")).unwrap();
@@ -119,7 +119,7 @@ fn kill_and_resume_is_bitwise_identical() {
     // SIGTERM: the run stops at the next batch boundary, saves where it stands mid-epoch, exits 143.
     let child =
         flopnet(dir, &train_args(&["--save", "termed.safetensors", "--checkpoint", "ck-term"])).spawn().unwrap();
-    let out = interrupt(child, &dir.join("ck-term/checkpoint.flopnet"), epoch / 3, "TERM");
+    let out = interrupt(child, &dir.join("ck-term/checkpoint.safetensors"), epoch / 3, "TERM");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(143), "{stderr}");
     assert!(stderr.contains("flopnet: interrupted by SIGTERM: stopped after step"), "{stderr}");
@@ -153,7 +153,7 @@ fn divergence_keeps_the_last_good_checkpoint() {
     let mut c = Checkpoint::load(&dir.join("ck")).unwrap();
     c.meta.lr_bits = 1e30f64.to_bits();
     c.save(&dir.join("ck")).unwrap();
-    let good = std::fs::read(dir.join("ck/checkpoint.flopnet")).unwrap();
+    let good = std::fs::read(dir.join("ck/checkpoint.safetensors")).unwrap();
     let out = run(dir, &args(&["--epochs", "3", "--lr", "1e30", "--resume", "ck"]));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
@@ -163,7 +163,7 @@ fn divergence_keeps_the_last_good_checkpoint() {
         assert!(stderr.contains(want), "`{want}` missing from: {stderr}");
     }
     assert!(stderr.contains("the last good checkpoint (epoch 1 done, step 169) is kept in ck"), "{stderr}");
-    assert!(std::fs::read(dir.join("ck/checkpoint.flopnet")).unwrap() == good, "the good checkpoint is untouched");
+    assert!(std::fs::read(dir.join("ck/checkpoint.safetensors")).unwrap() == good, "the good checkpoint is untouched");
 }
 
 /// A resume continues the run its checkpoint saved or nothing: a different --lr, --schedule,
@@ -181,7 +181,7 @@ fn resume_refuses_a_different_run_and_says_when_nothing_is_left() {
     };
     ok(run(dir, &args(&["--epochs", "1", "--checkpoint", "ck", "--save", "m.safetensors"])));
     ok(run(dir, &args(&["--epochs", "2", "--schedule", "cosine", "--checkpoint", "ck-cos"])));
-    let saved = std::fs::read(dir.join("ck/checkpoint.flopnet")).unwrap();
+    let saved = std::fs::read(dir.join("ck/checkpoint.safetensors")).unwrap();
     for (extra, want) in [
         (&["--epochs", "2", "--lr", "0.5", "--resume", "ck"][..], "was saved with --lr 0.001 but this run has 0.5"),
         (&["--epochs", "2", "--schedule", "cosine", "--resume", "ck"], "--schedule constant but this run has cosine"),
@@ -202,7 +202,7 @@ fn resume_refuses_a_different_run_and_says_when_nothing_is_left() {
     let done = ok(run(dir, &args(&["--epochs", "1", "--resume", "ck", "--metrics", "m.jsonl"])));
     assert!(done.contains("has finished all 1 epochs: nothing left to train (give a larger --epochs"), "{done}");
     assert!(!dir.join("m.jsonl").exists(), "a finished run writes no metrics");
-    assert!(std::fs::read(dir.join("ck/checkpoint.flopnet")).unwrap() == saved, "the checkpoint is untouched");
+    assert!(std::fs::read(dir.join("ck/checkpoint.safetensors")).unwrap() == saved, "the checkpoint is untouched");
     // A constant rate may train on for more epochs.
     let more = ok(run(dir, &args(&["--epochs", "2", "--resume", "ck"])));
     assert!(more.contains("resuming from epoch 1 done") && more.contains("epoch   2"), "{more}");
