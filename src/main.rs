@@ -114,6 +114,11 @@ fn measured_profile(path: Option<PathBuf>, threads: usize) -> Result<predict::Pr
     let (profile, note) = predict::load_or_calibrate(&path, threads, true)?;
     if let Some(note) = note {
         eprintln!("flopnet: {note}");
+    } else if profile.quick {
+        eprintln!(
+            "flopnet: the predictions rest on a quick calibration ({}); `flopnet calibrate` measures more carefully",
+            path.display()
+        );
     }
     Ok(profile)
 }
@@ -584,19 +589,23 @@ fn train_command(a: TrainArgs) -> Result<()> {
     print!("{}", report::account_text(&ledger));
     let profile = measured_profile(a.profile.clone(), threads)?;
     let prediction = predict::predict(&spec, &cfg, predict::Machine::Measured(&profile), threads);
-    println!(
-        "predicted: {} per epoch, {} for the run ({} per step)",
-        report::seconds(prediction.epoch_seconds),
-        report::seconds(prediction.run_seconds),
-        report::seconds(prediction.step_seconds)
-    );
+    let withheld = predict::withheld(&profile);
+    match &withheld {
+        Some(why) => println!("{why}"),
+        None => println!(
+            "predicted: {} per epoch, {} for the run ({} per step)",
+            report::seconds(prediction.epoch_seconds),
+            report::seconds(prediction.run_seconds),
+            report::seconds(prediction.step_seconds)
+        ),
+    }
     let plan = Plan {
         epochs: a.epochs,
         batch,
         seed: a.seed,
         shuffle: !a.no_shuffle,
         schedule: a.schedule,
-        predicted_epoch_seconds: Some(prediction.epoch_seconds),
+        predicted_epoch_seconds: withheld.is_none().then_some(prediction.epoch_seconds),
     };
     let mut meta = checkpoint::meta(&spec, &settings, &plan, &splits.train);
     meta.init = a.init.as_deref().map(checkpoint::Init::of).transpose()?;

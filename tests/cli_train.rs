@@ -305,3 +305,26 @@ fn a_batch_larger_than_the_data_is_the_data_everywhere() {
     let count = |batch: &str| ok(&["count", "784-10", "--batch", batch, "--examples", "10", "--json"]);
     assert_eq!(count("100"), count("10"));
 }
+
+/// A first run calibrates quickly on its own; its rough figures are not printed as predictions
+/// (the README's first command once showed `predicted 0.06 s, -41%` on every epoch), and the
+/// line says why and what measures carefully. The same profile marked careful is used.
+#[test]
+fn a_quick_first_calibration_prints_no_predicted_times() {
+    let dir = tempfile::tempdir().unwrap();
+    let profile = dir.path().join("profile.json");
+    let p = profile.to_str().unwrap();
+    let args = ["train", "784-16-10", "--epochs", "1", "--threads", "2", "--profile", p];
+    let first = ok(&args);
+    assert!(first.contains("predicted: withheld, as this machine's profile is a quick first calibration"), "{first}");
+    assert!(first.contains("`flopnet calibrate`"), "{first}");
+    let epoch = first.lines().find(|l| l.starts_with("epoch")).unwrap();
+    assert!(!epoch.contains("predicted"), "{epoch}");
+    let text = std::fs::read_to_string(&profile).unwrap();
+    assert!(text.contains("\"quick\": true"), "the profile says how it was measured");
+    std::fs::write(&profile, text.replace("\"quick\": true", "\"quick\": false")).unwrap();
+    let careful = ok(&args);
+    assert!(careful.contains("predicted: ") && careful.contains(" per epoch, "), "{careful}");
+    let epoch = careful.lines().find(|l| l.starts_with("epoch")).unwrap();
+    assert!(epoch.contains("(predicted "), "{epoch}");
+}

@@ -13,6 +13,17 @@ pub use profile::{Profile, default_path, machine_id};
 use crate::error::Result;
 use std::path::Path;
 
+/// Why `train` prints no predicted times from `profile`, if it does not: a quick calibration (the
+/// one a first run makes on its own, in about 3 s) times each product and pass once, in a
+/// process that has just started, and can be far off for a small network (the README's first
+/// command once printed `predicted 0.06 s, -41%` on every epoch). A figure that rough is not
+/// shown; `flopnet calibrate` measures each three times and takes the median.
+pub fn withheld(profile: &Profile) -> Option<String> {
+    profile.quick.then(|| {
+        "predicted: withheld, as this machine's profile is a quick first calibration, too rough to trust; `flopnet calibrate` (about 11 s, once) measures carefully, and runs after it print predictions".to_string()
+    })
+}
+
 /// The profile at `path` if it is fresh, else a new one measured now (and saved there). The
 /// second value says what happened, for the user.
 pub fn load_or_calibrate(path: &Path, threads: usize, quick: bool) -> Result<(Profile, Option<String>)> {

@@ -106,6 +106,10 @@ pub struct Profile {
     /// (5×5 and 32×32), each list by size.
     pub pool: Vec<PoolRates>,
     pub regroup: Vec<RegroupRates>,
+    /// Measured by `calibrate --quick` (what a first run does on its own): one pass of each
+    /// table, rough enough that `train` does not print predictions from it.
+    #[serde(default)]
+    pub quick: bool,
 }
 
 /// What identifies this machine and build: CPU model, core count, flopnet version.
