@@ -617,7 +617,8 @@ fn train_command(a: TrainArgs) -> Result<()> {
     let params = match (&resumed, &a.init) {
         (Some((_, params)), _) => params.clone(),
         (None, Some(path)) => {
-            let (file_spec, params) = model::load(path)?;
+            let (file_spec, params, recorded) = model::load_recorded(path)?;
+            model::same_scaling(path, &recorded, splits.scaling.mode(), "this run")?;
             if file_spec != spec {
                 return Err(Error::Model {
                     path: path.clone(),

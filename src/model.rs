@@ -126,13 +126,23 @@ impl Recorded {
 /// different mode may not override; `None` when the file does not say (the data's default or
 /// `asked` applies).
 pub fn eval_scaling(path: &Path, recorded: &Recorded, asked: Option<Normalize>) -> Result<Option<Scaling>> {
-    match (recorded.scaling, asked) {
-        (Some(s), Some(mode)) if s.mode() != mode => Err(Error::Usage(format!(
-            "--normalize {mode} contradicts {}: it was trained on features scaled {s}, and eval applies that to give the accuracy train reported; drop --normalize (or give --normalize {})",
+    if let Some(mode) = asked {
+        same_scaling(path, recorded, mode, &format!("--normalize {mode}"))?;
+    }
+    Ok(recorded.scaling)
+}
+
+/// Errors when the file records a scaling of another mode than `mode`, which `what` (e.g.
+/// `--normalize unit`, `this run`) applies: the network would read its inputs at another scale
+/// than it was trained on.
+pub fn same_scaling(path: &Path, recorded: &Recorded, mode: Normalize, what: &str) -> Result<()> {
+    match recorded.scaling {
+        Some(s) if s.mode() != mode => Err(Error::Usage(format!(
+            "{what} scales the features {mode}, but {} was trained on features scaled {s}; give --normalize {}",
             path.display(),
             s.mode()
         ))),
-        (recorded, _) => Ok(recorded),
+        _ => Ok(()),
     }
 }
 

@@ -209,7 +209,8 @@ fn cnn_learns_from_cifar_channels() {
 
 /// What train applied to the inputs travels in the model file: eval of the saved model reports
 /// exactly train's test loss and accuracy under every normalisation and loss, and an explicit
-/// `--normalize` that contradicts the file is refused (exit 2) naming both.
+/// `--normalize` that contradicts the file is refused (exit 2) naming both, by eval and by
+/// train --init.
 #[test]
 fn eval_scores_the_saved_model_exactly_as_train_did() {
     let dir = tempfile::tempdir().unwrap();
@@ -232,7 +233,29 @@ fn eval_scores_the_saved_model_exactly_as_train_did() {
     let out = flopnet(&["eval", "--model", m, "--normalize", "unit"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(err.contains("--normalize unit contradicts") && err.contains("give --normalize standard"), "{err}");
+    assert!(
+        err.contains("--normalize unit scales the features unit, but ") && err.contains("give --normalize standard"),
+        "{err}"
+    );
+    // Training on from the file (--init) reads the inputs at the file's scale too.
+    let out = flopnet(&["train", "784-16-10", "--epochs", "1", "--threads", "2", "--init", m]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("this run scales the features unit, but ") && err.contains("scaled standard (mean "), "{err}");
+    ok(&[
+        "train",
+        "784-16-10",
+        "--epochs",
+        "1",
+        "--threads",
+        "2",
+        "--init",
+        m,
+        "--normalize",
+        "standard",
+        "--loss",
+        "mse",
+    ]);
 }
 
 /// The run: plain SGD at 1e6 ends every epoch at loss ~78 and 10% right without a NaN.
