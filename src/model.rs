@@ -439,15 +439,30 @@ fn without_spec(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    #[test]
-    fn round_trip_and_shape_checks() {
+    /// The tensors of a safetensors file, by name, with their shapes.
+    pub(crate) fn tensor_shapes(bytes: &[u8]) -> Vec<(String, Vec<usize>)> {
+        let st = SafeTensors::deserialize(bytes).unwrap();
+        let mut names: Vec<(String, Vec<usize>)> =
+            st.tensors().into_iter().map(|(n, t)| (n, t.shape().to_vec())).collect();
+        names.sort();
+        names
+    }
+
+    /// A temporary directory, a file path in it, a small network and its initial parameters.
+    fn small() -> (tempfile::TempDir, std::path::PathBuf, Spec, Vec<LayerParams>) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("m.safetensors");
         let spec = spec::parse("5-4:tanh-3:softmax", Defaults::default()).unwrap();
         let params = crate::init::init(&spec, 3);
+        (dir, path, spec, params)
+    }
+
+    #[test]
+    fn round_trip_and_shape_checks() {
+        let (_dir, path, spec, params) = small();
         save(&path, &spec, &params).unwrap();
         let (s2, p2) = load(&path).unwrap();
         assert_eq!(s2, spec);
@@ -464,10 +479,7 @@ mod tests {
 
     #[test]
     fn the_inputs_scaling_and_the_loss_read_back_bit_for_bit() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("m.safetensors");
-        let spec = spec::parse("5-4:tanh-3:softmax", Defaults::default()).unwrap();
-        let params = crate::init::init(&spec, 3);
+        let (dir, path, spec, params) = small();
         for scaling in [
             Scaling::Standard { mean: 0.1 + 0.2, std: 1.0 / 3.0 },
             Scaling::Standard { mean: -7.25e-300, std: 5e300 },
@@ -511,13 +523,8 @@ mod tests {
             spec::parse("1x8x8-conv3x3x4p1:relu-maxpool2-conv3x3x6:tanh-avgpool2-5", Defaults::default()).unwrap();
         let params = crate::init::init(&spec, 7);
         save(&path, &spec, &params).unwrap();
-        let bytes = std::fs::read(&path).unwrap();
-        let st = SafeTensors::deserialize(&bytes).unwrap();
-        let mut names: Vec<(String, Vec<usize>)> =
-            st.tensors().into_iter().map(|(n, t)| (n, t.shape().to_vec())).collect();
-        names.sort();
         assert_eq!(
-            names,
+            tensor_shapes(&std::fs::read(&path).unwrap()),
             [
                 ("layers.0.bias".to_string(), vec![4]),
                 ("layers.0.weight".to_string(), vec![4, 1, 3, 3]),

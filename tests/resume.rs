@@ -136,17 +136,17 @@ fn kill_and_resume_is_bitwise_identical() {
     assert!(std::fs::read(dir.join("again.safetensors")).unwrap() == whole);
 }
 
+/// A small run on data.csv: `train 32-16-10` with `common` then `extra`.
+fn small_run(common: &[&'static str], extra: &[&'static str]) -> Vec<&'static str> {
+    [&["train", "32-16-10", "--data", "data.csv", "--threads", "1"][..], common, extra].concat()
+}
+
 #[test]
 fn divergence_keeps_the_last_good_checkpoint() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     write_data(&dir.join("data.csv"));
-    let args = |extra: &[&'static str]| {
-        let mut v =
-            vec!["train", "32-16-10", "--data", "data.csv", "--batch", "16", "--threads", "1", "--optimizer", "sgd"];
-        v.extend_from_slice(extra);
-        v
-    };
+    let args = |extra: &[&'static str]| small_run(&["--batch", "16", "--optimizer", "sgd"], extra);
     ok(run(dir, &args(&["--epochs", "1", "--checkpoint", "ck"])));
     // The same run continued with a learning rate that explodes: written into the checkpoint,
     // since a resume refuses a --lr other than the one the run was saved with.
@@ -174,11 +174,7 @@ fn resume_refuses_a_different_run_and_says_when_nothing_is_left() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     write_data(&dir.join("data.csv"));
-    let args = |extra: &[&'static str]| {
-        let mut v = vec!["train", "32-16-10", "--data", "data.csv", "--batch", "64", "--threads", "1"];
-        v.extend_from_slice(extra);
-        v
-    };
+    let args = |extra: &[&'static str]| small_run(&["--batch", "64"], extra);
     ok(run(dir, &args(&["--epochs", "1", "--checkpoint", "ck", "--save", "m.safetensors"])));
     ok(run(dir, &args(&["--epochs", "2", "--schedule", "cosine", "--checkpoint", "ck-cos"])));
     let saved = std::fs::read(dir.join("ck/checkpoint.safetensors")).unwrap();
