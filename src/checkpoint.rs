@@ -388,6 +388,18 @@ impl Checkpoint {
 }
 
 impl Checkpoint {
+    /// A note when `now` uses other `--threads` than the checkpointed run: allowed, but the
+    /// products then add in another order, so the result is not bitwise that of a run never
+    /// interrupted.
+    pub fn threads_note(&self, now: &Meta) -> Option<String> {
+        (self.meta.threads != now.threads).then(|| {
+            format!(
+                "note: the checkpoint was saved with --threads {} and this run has {}; it continues, but not bit for bit as the uninterrupted run would have",
+                self.meta.threads, now.threads
+            )
+        })
+    }
+
     /// Loads the checkpoint in `dir` for the run described by `now` (see [`meta`]): errors if it
     /// was saved by a different run, and returns it with its parameters as layers for
     /// [`Engine::new`]; then [`Checkpoint::restore`] the engine built from them.
@@ -645,8 +657,12 @@ mod tests {
             e.contains("no --init (seeded weights) but this run has --init a.safetensors (CRC-32 00000007)"),
             "{e}"
         );
-        // A constant rate may run for more epochs; the threads change no result worth refusing.
+        // A constant rate may run for more epochs; other threads are noted, not refused.
         assert_eq!(differ(&|m| (m.epochs, m.threads) = (9, 1)), None);
+        let mut now = c.meta.clone();
+        assert_eq!(c.threads_note(&now), None);
+        now.threads = 1;
+        assert!(c.threads_note(&now).unwrap().contains("--threads 2 and this run has 1"));
         let mut cosine = c.clone();
         cosine.meta.schedule = "cosine".into();
         let mut now = cosine.meta.clone();

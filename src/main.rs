@@ -610,6 +610,9 @@ fn train_command(a: TrainArgs) -> Result<()> {
     let mut meta = checkpoint::meta(&spec, &settings, &plan, &splits.train);
     meta.init = a.init.as_deref().map(checkpoint::Init::of).transpose()?;
     let resumed = a.resume.as_deref().map(|dir| Checkpoint::resume(dir, &meta, &spec)).transpose()?;
+    if let Some(note) = resumed.as_ref().and_then(|(c, _)| c.threads_note(&meta)) {
+        eprintln!("flopnet: {note}");
+    }
     let finished = match (&resumed, &a.resume) {
         (Some((c, _)), Some(dir)) => checkpoint::finished(c, a.epochs, dir)?,
         _ => None,

@@ -705,6 +705,28 @@ mod tests {
         }
     }
 
+    /// Loss and accuracy of a data set are the same to the bit whatever batch the engine scores
+    /// it in, so `eval` (batch 256) reports exactly what `train` (its own batch) did: the
+    /// sum of per-example losses must not depend on how they were grouped.
+    #[test]
+    fn evaluation_does_not_depend_on_the_batch_size() {
+        let d = data(23);
+        for spec in ["4-8:tanh-3", "4-16:relu-8:sigmoid-3"] {
+            let score = |max_batch: usize| {
+                let mut e = engine_of(spec, Optimizer::Adam, 0.01);
+                let settings = Settings { max_batch, ..*e.settings() };
+                let spec = e.spec().clone();
+                e = Engine::new(&spec, &crate::init::init(&spec, 3), settings).unwrap();
+                let r = evaluate(&mut e, &d).unwrap();
+                (r.loss.to_bits(), r.acc.to_bits())
+            };
+            let one = score(1);
+            for b in 2..=30 {
+                assert_eq!(score(b), one, "{spec} scored in batches of {b}");
+            }
+        }
+    }
+
     #[test]
     fn the_runaway_watch_needs_both_a_high_loss_and_chance_accuracy() {
         let score = |loss: f64, correct| Score { loss_sum: loss, correct };
