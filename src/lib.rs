@@ -42,6 +42,7 @@ pub mod cost;
 pub mod data;
 pub mod engine;
 pub mod error;
+pub mod files;
 pub mod guard;
 pub mod init;
 pub mod model;

@@ -416,6 +416,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Calibrate(a) => {
             let threads = a.threads.unwrap_or_else(sys::cores);
             let path = a.profile.unwrap_or_else(|| predict::default_path(threads));
+            predict::check_replaceable(&path)?;
             let t = std::time::Instant::now();
             let p = predict::calibrate(threads, a.quick)?;
             p.save(&path)?;
@@ -450,8 +451,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 loss: a.model.loss,
                 optimizer: a.optimizer,
             };
-            let r = bench::run(&spec, &cfg)?;
-            // The time model for the same step, when the profile is at hand (training steps only).
+            // The time model for the same step (training steps only), before the measurement:
+            // a --profile that cannot be used is refused before any work.
             let predicted = if a.forward_only {
                 None
             } else {
@@ -466,6 +467,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 let peak = profile.peak_gflops();
                 Some((predict::predict(&spec, &step, predict::Machine::Measured(&profile), cfg.threads), peak))
             };
+            let r = bench::run(&spec, &cfg)?;
             if a.json {
                 let mut v = serde_json::to_value(&r).map_err(|e| Error::Usage(e.to_string()))?;
                 if let Some((p, peak)) = &predicted {

@@ -1,0 +1,58 @@
+//! Issue 18, as a demanding user met it: nothing the user has is lost or overwritten, bad input
+//! is refused before work starts with exit 2, and every numeric option follows one rule.
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+fn flopnet_in(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_flopnet")).current_dir(dir).args(args).output().expect("the binary runs")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// The `flopnet: ` line of a refused command, and its exit code.
+fn refused(dir: &Path, args: &[&str]) -> (String, i32) {
+    let out = flopnet_in(dir, args);
+    let err = stderr(&out);
+    let line = err.lines().rev().find(|l| l.starts_with("flopnet: ")).unwrap_or("(no flopnet: line)").to_string();
+    (line, out.status.code().unwrap_or(-1))
+}
+
+/// 200 examples of 2 features and 10 classes.
+fn good_csv(dir: &Path) -> String {
+    let text: String =
+        (0..200).map(|i| format!("{},{:.3},{:.3}\n", i % 10, (i % 7) as f64 / 7.0, (i % 13) as f64 / 13.0)).collect();
+    std::fs::write(dir.join("good.csv"), text).unwrap();
+    "good.csv".into()
+}
+
+// ---- 1: --profile never overwrites a file that is not a flopnet profile -----------------------
+
+#[test]
+fn profile_never_replaces_a_file_that_is_not_a_profile() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let model = b"\x08\0\0\0\0\0\0\0{}      pretend this is a trained model".to_vec();
+    std::fs::write(d.join("model.safetensors"), &model).unwrap();
+    std::fs::write(d.join("m.jsonl"), b"{\"epoch\":1}\n").unwrap();
+    good_csv(d);
+    let cases: [&[&str]; 4] = [
+        &["count", "784-10", "--predict", "--profile", "model.safetensors"],
+        &["calibrate", "--quick", "--profile", "m.jsonl"],
+        &["bench", "2-10", "--steps", "1", "--runs", "1", "--profile", "good.csv"],
+        &["train", "2-10", "--data", "good.csv", "--epochs", "1", "--profile", "good.csv"],
+    ];
+    for args in cases {
+        let start = Instant::now();
+        let (line, code) = refused(d, args);
+        assert_eq!(code, 2, "{args:?}: {line}");
+        assert!(line.contains("not a flopnet profile") && line.contains("give a new file name"), "{args:?}: {line}");
+        assert!(start.elapsed() < Duration::from_secs(5), "{args:?} measured before refusing");
+    }
+    assert_eq!(std::fs::read(d.join("model.safetensors")).unwrap(), model);
+    assert_eq!(std::fs::read(d.join("m.jsonl")).unwrap(), b"{\"epoch\":1}\n");
+    assert_eq!(std::fs::read_to_string(d.join("good.csv")).unwrap().lines().count(), 200);
+}
