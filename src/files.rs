@@ -119,6 +119,12 @@ pub fn check_output(flag: &str, path: &Path, inputs: &[&Path]) -> Result<()> {
     .map_err(|e| usage(format!("cannot write there ({e}); choose a writable place")))
 }
 
+/// [`check_output`] for each `(flag, path)` given, against the inputs given.
+pub fn check_outputs(outputs: &[(&str, Option<&Path>)], inputs: &[Option<&Path>]) -> Result<()> {
+    let inputs: Vec<&Path> = inputs.iter().copied().flatten().collect();
+    outputs.iter().filter_map(|(f, p)| Some((f, (*p)?))).try_for_each(|(f, p)| check_output(f, p, &inputs))
+}
+
 /// Whether `a` and `b` name the same existing file.
 fn same_file(a: &Path, b: &Path) -> bool {
     match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {

@@ -9,9 +9,9 @@ use flopnet::engine::{Engine, Settings};
 use flopnet::reference::Hyper;
 use flopnet::spec::{self, Activation, Defaults, Loss, Optimizer, Spec};
 use flopnet::train::{self, EpochReport, MetricsWriter, Plan, Watcher};
-use flopnet::{Error, Result, guard, init, model, plot, predict, report, sys, verify};
+use flopnet::{Error, Result, files, guard, init, model, plot, predict, report, sys, verify};
 use indicatif::{ProgressBar, ProgressStyle};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 #[derive(Parser)]
@@ -324,9 +324,15 @@ struct PictureArgs {
 }
 
 impl PictureArgs {
-    fn draw(&self, spec: &Spec, ledger: &Ledger) -> Result<()> {
+    /// Refuses a picture path that cannot be written, before any work.
+    fn check(&self, spec_arg: &str) -> Result<()> {
         let paths = [&self.plot, &self.diagram];
         paths.iter().copied().flatten().try_for_each(|p| plot::Format::from_path(p).map(drop))?;
+        let outputs = [("--plot", self.plot.as_deref()), ("--diagram", self.diagram.as_deref())];
+        files::check_outputs(&outputs, &[Some(Path::new(spec_arg))])
+    }
+
+    fn draw(&self, spec: &Spec, ledger: &Ledger) -> Result<()> {
         if let Some(p) = &self.plot {
             plot::save(&plot::CostChart::new(ledger, self.scale), p)?;
             eprintln!("wrote {}", p.display());
@@ -367,6 +373,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Count(a) => {
             let spec = a.run.net.model.spec()?;
+            a.pictures.check(&a.run.net.model.spec)?;
             let cfg = a.run.config();
             let ledger = Ledger::new(&spec, &cfg);
             let predicted = if a.time.wanted() { Some(a.time.predict(&spec, &cfg)?) } else { None };
@@ -386,12 +393,15 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Explain(a) => {
             let spec = a.run.net.model.spec()?;
+            a.pictures.check(&a.run.net.model.spec)?;
             let cfg = a.run.config();
             a.pictures.draw(&spec, &Ledger::new(&spec, &cfg))?;
             print!("{}", report::explain_text(&spec, &cfg));
         }
         Command::Report(a) => {
             let spec = a.run.net.model.spec()?;
+            let inputs = [a.metrics.as_deref(), Some(Path::new(&a.run.net.model.spec))];
+            files::check_outputs(&[("--output", Some(&a.output))], &inputs)?;
             let cfg = a.run.config();
             let metrics = a.metrics.as_deref().map(plot::Metrics::read).transpose()?;
             plot::save_html(&a.output, &plot::report_html(&spec, &cfg, metrics.as_ref())?)?;
@@ -555,6 +565,9 @@ fn load_data(d: &DataArgs, val_split: f64, seed: u64) -> Result<data::Splits> {
 
 fn train_command(a: TrainArgs) -> Result<()> {
     let spec = a.model.spec()?;
+    let inputs = [a.data.data.as_deref().map(Path::new), a.init.as_deref(), Some(Path::new(&a.model.spec))];
+    let outputs = [("--save", a.save.as_deref()), ("--metrics", a.metrics.as_deref()), ("--plot", a.plot.as_deref())];
+    files::check_outputs(&outputs, &inputs)?;
     let batch = a.batch as usize;
     guard::check_available(&spec, a.optimizer, batch)?;
     let splits = load_data(&a.data, a.val_split, a.seed)?;
@@ -640,7 +653,8 @@ fn train_command(a: TrainArgs) -> Result<()> {
         }
     }
     if let Some(path) = &a.save {
-        model::save(path, &spec, &engine.export())?;
+        let params = engine.export();
+        files::write_or_rescue(path, |p| model::save(p, &spec, &params))?;
         println!("saved {}", path.display());
     }
     if let (Some(peak), Some(base)) = (sys::peak_rss_bytes(), baseline) {

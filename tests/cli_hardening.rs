@@ -56,3 +56,51 @@ fn profile_never_replaces_a_file_that_is_not_a_profile() {
     assert_eq!(std::fs::read(d.join("m.jsonl")).unwrap(), b"{\"epoch\":1}\n");
     assert_eq!(std::fs::read_to_string(d.join("good.csv")).unwrap().lines().count(), 200);
 }
+
+// ---- 2: every output path is checked before work starts --------------------------------------
+
+#[test]
+fn a_save_path_that_cannot_be_written_is_refused_before_training() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let data = good_csv(d);
+    for (flag, path) in [("--save", "no-such-dir/m.safetensors"), ("--save", "."), ("--metrics", "no/m.jsonl")] {
+        let out = flopnet_in(d, &["train", "2-10", "--data", &data, "--epochs", "1", "--threads", "1", flag, path]);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{flag} {path}: {err}");
+        assert!(err.contains(&format!("flopnet: {flag} {path}: ")), "{err}");
+        assert!(!String::from_utf8_lossy(&out.stdout).contains("epoch"), "{flag} {path}: trained before refusing");
+    }
+    // An output that is the command's own input is refused too: the data would be lost.
+    let (line, code) = refused(d, &["train", "2-10", "--data", &data, "--save", &data]);
+    assert_eq!(code, 2, "{line}");
+    assert!(line.contains("is the file this command reads"), "{line}");
+    assert_eq!(std::fs::read_to_string(d.join(&data)).unwrap().lines().count(), 200);
+    for args in [
+        &["count", "784-10", "--plot", "nowhere/bars.svg"][..],
+        &["explain", "784-10", "--diagram", "nowhere/d.png"],
+        &["report", "784-10", "--output", "nowhere/r.html"],
+    ] {
+        let (line, code) = refused(d, args);
+        assert_eq!(code, 2, "{args:?}: {line}");
+        assert!(line.contains("nowhere does not exist; create it first"), "{args:?}: {line}");
+    }
+}
+
+// ---- 18: a run that diverges leaves no empty metrics file, and an old one as it was ----------
+
+#[test]
+fn a_diverged_run_leaves_no_empty_metrics_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let data = good_csv(d);
+    std::fs::write(d.join("old.jsonl"), b"{\"epoch\":1}\n").unwrap();
+    for m in ["new.jsonl", "old.jsonl"] {
+        let args = ["train", "2-16-10", "--data", &data, "--optimizer", "sgd", "--lr", "1e30", "--threads", "1"];
+        let out = flopnet_in(d, &[&args[..], &["--metrics", m]].concat());
+        assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+        assert!(stderr(&out).contains("training diverged"), "{}", stderr(&out));
+    }
+    assert!(!d.join("new.jsonl").exists(), "an empty metrics file was left behind");
+    assert_eq!(std::fs::read(d.join("old.jsonl")).unwrap(), b"{\"epoch\":1}\n");
+}
