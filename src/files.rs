@@ -89,6 +89,12 @@ pub fn read_text(path: &Path, limit: u64, what: &'static str, dir_hint: &'static
     })
 }
 
+/// The most bytes an input may hold when loading it takes `factor` bytes of memory per byte:
+/// the memory available now over `factor` (no limit where that is unknown).
+pub fn memory_limit(factor: u64) -> u64 {
+    crate::sys::available_bytes().map_or(u64::MAX, |a| a / factor.max(1))
+}
+
 /// The most a text input of flopnet's own (a spec, a profile, a metrics file) may hold: 64 MiB.
 pub const TEXT_LIMIT: u64 = 64 << 20;
 

@@ -127,7 +127,10 @@ fn floats(path: &Path, name: &str, t: &TensorView) -> Result<Vec<f64>> {
 
 /// Loads a network and its parameters.
 pub fn load(path: &Path) -> Result<(Spec, Vec<LayerParams>)> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    // A model's f32 values become f64 beside the file's bytes: 3 bytes of memory per byte.
+    let what = "the memory available can load, at 3 bytes per byte of a model";
+    let bytes = crate::files::read_input(path, crate::files::memory_limit(3), what, "pass the .safetensors file")
+        .map_err(|e| bad(path, e.to_string()))?;
     from_bytes(path, &bytes)
 }
 

@@ -57,6 +57,8 @@ fn fixture(dir: &Path) {
     put("blob.dat", &[0, 1, 2, 3, 200, 0, 0, 9]);
     put("bad.toml", b"input = 784\n[[layers]]\nunit = 30\n");
     put("garbage.safetensors", b"this is not a model");
+    put("latin1.toml", b"input = 7\n# caf\xe9\n");
+    std::fs::create_dir_all(dir.join("dir.toml")).unwrap();
     put("ck-garbage/checkpoint.flopnet", b"FLOPNETCKPT\0\x01\0\0\0 and then nothing that adds up");
     // 200 examples, 2 features, 10 classes.
     let good: String =

@@ -104,3 +104,28 @@ fn a_diverged_run_leaves_no_empty_metrics_file() {
     assert!(!d.join("new.jsonl").exists(), "an empty metrics file was left behind");
     assert_eq!(std::fs::read(d.join("old.jsonl")).unwrap(), b"{\"epoch\":1}\n");
 }
+
+// ---- 3: nothing endless or huge is read ------------------------------------------------------
+
+#[test]
+fn devices_and_files_too_big_for_memory_are_refused_before_reading() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // A sparse file of 1 TiB: more than any machine here can load, and nothing to read.
+    std::fs::File::create(d.join("huge.csv")).unwrap().set_len(1 << 40).unwrap();
+    std::fs::File::create(d.join("huge.safetensors")).unwrap().set_len(1 << 40).unwrap();
+    let cases: [(&[&str], &str); 5] = [
+        (&["train", "784-10", "--data", "/dev/zero"], "/dev/zero: is a character device, not a file"),
+        (&["eval", "--model", "/dev/zero"], "model file /dev/zero: is a character device, not a file"),
+        (&["eval", "--model", "huge.safetensors"], "model file huge.safetensors: holds 1.0 TiB or more, more than"),
+        (&["train", "784-10", "--data", "huge.csv"], "huge.csv: holds 1.0 TiB or more, more than"),
+        (&["count", "/dev/zero.toml"], "/dev/zero.toml: cannot read it"),
+    ];
+    for (args, says) in cases {
+        let start = Instant::now();
+        let (line, code) = refused(d, args);
+        assert_eq!(code, 2, "{args:?}: {line}");
+        assert!(line.starts_with(&format!("flopnet: {says}")), "{args:?}: {line}");
+        assert!(start.elapsed() < Duration::from_secs(2), "{args:?} read before refusing");
+    }
+}

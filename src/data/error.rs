@@ -17,6 +17,15 @@ pub enum DataError {
         source: std::io::Error,
     },
 
+    /// A path that is not a data file (a device such as /dev/zero), or a file too big to load
+    /// into the memory available.
+    #[error("{}: {source}", .path.display())]
+    Refused {
+        path: PathBuf,
+        #[source]
+        source: crate::files::InputError,
+    },
+
     /// The file is shorter than its header (or record size) says it must be.
     #[error(
         "{}: truncated {what}: expected {expected} bytes, found {found}; the file is incomplete, download or extract it again",

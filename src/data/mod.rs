@@ -393,10 +393,34 @@ fn base_name(path: &Path) -> String {
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 
 /// Reads a file, decompressing it if it is gzip (recognised by its magic).
+///
+/// Nothing is read from a device (`/dev/zero`), and nothing over what the memory available can
+/// load: the size of a file is checked before reading it, a pipe is read up to the limit, and a
+/// gzip file is decompressed up to it.
 pub(crate) fn read_file(path: &Path) -> Result<Vec<u8>, DataError> {
-    let bytes = std::fs::read(path).map_err(|source| DataError::Io { path: path.to_path_buf(), source })?;
+    let limit = crate::files::memory_limit(MEMORY_PER_BYTE);
+    let bytes = crate::files::read_input(path, limit, LIMIT_WHAT, "point --data at the file").map_err(|e| match e {
+        crate::files::InputError::Io(source) => DataError::Io { path: path.to_path_buf(), source },
+        source => DataError::Refused { path: path.to_path_buf(), source },
+    })?;
+    if bytes.starts_with(&GZIP_MAGIC) {
+        let limit = limit.min(MAX_DECOMPRESSED);
+        return gunzip(path, &bytes, limit).map_err(|e| match e {
+            DataError::TooLarge { .. } if limit < MAX_DECOMPRESSED => DataError::Refused {
+                path: path.to_path_buf(),
+                source: crate::files::InputError::TooBig { size: limit + 1, limit, what: LIMIT_WHAT },
+            },
+            e => e,
+        });
+    }
     decode(path, bytes)
 }
+
+/// Bytes of memory one byte of data takes at most while it loads: the byte itself and the f32
+/// feature it becomes.
+const MEMORY_PER_BYTE: u64 = 5;
+
+const LIMIT_WHAT: &str = "the memory available can load, at 5 bytes per byte of data";
 
 /// Decompresses `bytes` if they start with the gzip magic; `path` is used
 /// for messages and to reject `.gz` names whose content is not gzip.
