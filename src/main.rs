@@ -44,7 +44,7 @@ enum Command {
 #[derive(Args)]
 struct CalibrateArgs {
     /// Threads to measure with [default: every core].
-    #[arg(long)]
+    #[arg(long, value_parser = at_least_one::<usize>)]
     threads: Option<usize>,
     /// Where to save the profile [default: the user's cache directory].
     #[arg(long)]
@@ -64,7 +64,7 @@ struct PredictArgs {
     #[arg(long)]
     profile: Option<PathBuf>,
     /// Threads the run would use [default: every core].
-    #[arg(long)]
+    #[arg(long, value_parser = at_least_one::<usize>)]
     threads: Option<usize>,
     /// What-if: a named device's published peaks (h100, h200, a100, epyc-9654, xeon-8480), with
     /// an optional :fp32, :tf32 or :bf16 for the matrix products (e.g. h200:bf16).
@@ -85,7 +85,7 @@ impl PredictArgs {
 
     /// The prediction for `spec` under `cfg`; what it rests on goes to stderr.
     fn predict(&self, spec: &Spec, cfg: &Config) -> Result<predict::Prediction> {
-        let threads = self.threads.unwrap_or_else(sys::cores);
+        let threads = threads(self.threads);
         if let Some(d) = &self.device {
             let (name, precision) = d.split_once(':').unwrap_or((d.as_str(), "fp32"));
             let dev = predict::devices::find(name).ok_or_else(|| {
@@ -105,6 +105,25 @@ impl PredictArgs {
         let profile = measured_profile(self.profile.clone(), threads)?;
         Ok(predict::predict(spec, cfg, predict::Machine::Measured(&profile), threads))
     }
+}
+
+/// A count given on the command line (threads, batch, epochs, examples, runs, steps): a whole
+/// number of at least 1, the one rule every subcommand applies.
+fn at_least_one<T: std::str::FromStr + From<u8> + PartialOrd>(s: &str) -> std::result::Result<T, String> {
+    match s.trim().parse::<T>() {
+        Ok(n) if n >= T::from(1) => Ok(n),
+        _ => Err("must be a whole number of at least 1".into()),
+    }
+}
+
+/// The threads `--threads` asks for (every core without it); the warning, when it asks for more
+/// than the cores, goes to stderr.
+fn threads(requested: Option<usize>) -> usize {
+    let (n, warning) = sys::threads(requested);
+    if let Some(w) = warning {
+        eprintln!("flopnet: {w}");
+    }
+    n
 }
 
 /// This machine's profile for `threads` (from `path` or the cache), measured quickly when it is
@@ -179,7 +198,7 @@ struct TrainArgs {
     #[arg(long, default_value_t = 1)]
     seed: u64,
     /// Threads [default: every core].
-    #[arg(long)]
+    #[arg(long, value_parser = at_least_one::<usize>)]
     threads: Option<usize>,
     /// Fraction of the training examples held out for validation.
     #[arg(long, default_value_t = 0.1)]
@@ -225,7 +244,7 @@ struct EvalArgs {
     loss: Loss,
     #[arg(long, default_value_t = 256)]
     batch: usize,
-    #[arg(long)]
+    #[arg(long, value_parser = at_least_one::<usize>)]
     threads: Option<usize>,
     #[arg(long)]
     json: bool,
@@ -243,7 +262,7 @@ struct BenchArgs {
     /// Timed runs; the median is reported.
     #[arg(long, default_value_t = 7)]
     runs: usize,
-    #[arg(long)]
+    #[arg(long, value_parser = at_least_one::<usize>)]
     threads: Option<usize>,
     /// Time inference (forward passes) instead of training steps.
     #[arg(long)]
@@ -424,7 +443,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Train(a) => train_command(a)?,
         Command::Calibrate(a) => {
-            let threads = a.threads.unwrap_or_else(sys::cores);
+            let threads = threads(a.threads);
             let path = a.profile.unwrap_or_else(|| predict::default_path(threads));
             predict::check_replaceable(&path)?;
             let t = std::time::Instant::now();
@@ -456,7 +475,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 batch: a.batch as usize,
                 steps: a.steps,
                 runs: a.runs,
-                threads: a.threads.unwrap_or_else(sys::cores),
+                threads: threads(a.threads),
                 forward_only: a.forward_only,
                 loss: a.model.loss,
                 optimizer: a.optimizer,
@@ -578,7 +597,7 @@ fn train_command(a: TrainArgs) -> Result<()> {
     if let Some(lr) = a.lr {
         hyper.lr = lr;
     }
-    let threads = a.threads.unwrap_or_else(sys::cores);
+    let threads = threads(a.threads);
     let settings = Settings { loss: a.model.loss, optimizer: a.optimizer, hyper, max_batch: batch, threads };
     let cfg =
         Config { loss: a.model.loss, optimizer: a.optimizer, batch, examples: splits.train.len(), epochs: a.epochs };
@@ -679,7 +698,7 @@ fn eval_command(a: EvalArgs) -> Result<()> {
     let splits = load_data(&a.data, 0.0, 1)?;
     let data = splits.test.as_ref().unwrap_or(&splits.train);
     train::check_data(&spec, data)?;
-    let threads = a.threads.unwrap_or_else(sys::cores);
+    let threads = threads(a.threads);
     let settings = Settings {
         loss: a.loss,
         optimizer: Optimizer::Sgd,

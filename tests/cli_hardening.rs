@@ -129,3 +129,44 @@ fn devices_and_files_too_big_for_memory_are_refused_before_reading() {
         assert!(start.elapsed() < Duration::from_secs(2), "{args:?} read before refusing");
     }
 }
+
+// ---- 4: --threads 0 refused everywhere; more than the cores is cut to the cores, with a warning
+
+#[test]
+fn threads_zero_is_refused_and_too_many_are_cut_to_the_cores() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let data = good_csv(d);
+    std::fs::write(d.join("m.safetensors"), b"x").unwrap();
+    for args in [
+        &["count", "784-10", "--predict", "--threads", "0"][..],
+        &["train", "2-10", "--data", &data, "--threads", "0"],
+        &["eval", "--model", "m.safetensors", "--threads", "0"],
+        &["bench", "2-10", "--threads", "0"],
+        &["calibrate", "--threads", "0"],
+    ] {
+        let out = flopnet_in(d, args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("'--threads <THREADS>': must be a whole number of at least 1"),
+            "{}",
+            stderr(&out)
+        );
+    }
+    let cache = d.join("cache");
+    let out = Command::new(env!("CARGO_BIN_EXE_flopnet"))
+        .current_dir(d)
+        .env("XDG_CACHE_HOME", &cache)
+        .args(["count", "784-10", "--predict", "--threads", "1000"])
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    let cores = std::thread::available_parallelism().unwrap().get();
+    assert!(err.contains(&format!("--threads 1000 is more than this machine's {cores} cores; using {cores}")), "{err}");
+    let profiles: Vec<String> = std::fs::read_dir(cache.join("flopnet"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(profiles, [format!("profile-{cores}.json")]);
+}
