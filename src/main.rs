@@ -26,7 +26,7 @@ enum Command {
     /// Count every operation of a training step, per layer, example, batch, epoch and run.
     Count(CountArgs),
     /// Derive the counts in words, layer by layer.
-    Explain(CountArgs),
+    Explain(ExplainArgs),
     /// Run the reference engine on a counting scalar and check the ledger against it.
     Verify(VerifyArgs),
     /// Train a network with the fast engine (default data: the embedded Fashion-MNIST subset).
@@ -61,14 +61,14 @@ struct PredictArgs {
     #[arg(long)]
     predict: bool,
     /// The machine profile to use [default: this machine's, measured if missing or stale].
-    #[arg(long)]
+    #[arg(long, conflicts_with_all = ["gflops", "bandwidth"])]
     profile: Option<PathBuf>,
     /// Threads the run would use [default: every core].
     #[arg(long, value_parser = at_least_one::<usize>)]
     threads: Option<usize>,
     /// What-if: a named device's published peaks (h100, h200, a100, epyc-9654, xeon-8480), with
     /// an optional :fp32, :tf32 or :bf16 for the matrix products (e.g. h200:bf16).
-    #[arg(long)]
+    #[arg(long, conflicts_with_all = ["gflops", "bandwidth", "profile"])]
     device: Option<String>,
     /// What-if: a peak GFLOP/s (with --bandwidth).
     #[arg(long, requires = "bandwidth")]
@@ -81,6 +81,17 @@ struct PredictArgs {
 impl PredictArgs {
     fn wanted(&self) -> bool {
         self.predict || self.device.is_some() || self.gflops.is_some()
+    }
+
+    /// Refuses the options of the time model given without asking for a prediction.
+    fn check(&self) -> Result<()> {
+        let given = [("--threads", self.threads.is_some()), ("--profile", self.profile.is_some())];
+        match given.iter().find(|(_, g)| *g) {
+            Some((flag, _)) if !self.wanted() => {
+                Err(Error::Usage(format!("{flag} sets up the time model; add --predict (or --device) to use it")))
+            }
+            _ => Ok(()),
+        }
     }
 
     /// The prediction for `spec` under `cfg`; what it rests on goes to stderr.
@@ -184,9 +195,10 @@ struct TrainArgs {
     model: ModelArgs,
     #[command(flatten)]
     data: DataArgs,
-    #[arg(long, default_value_t = 5)]
+    /// Epochs to train (passes over the training examples).
+    #[arg(long, default_value_t = 5, value_parser = at_least_one::<usize>)]
     epochs: usize,
-    #[arg(long, short, default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, short, default_value_t = 32, value_parser = at_least_one::<u64>)]
     batch: u64,
     /// sgd, momentum or adam.
     #[arg(long, default_value = "adam")]
@@ -210,7 +222,7 @@ struct TrainArgs {
     #[arg(long, value_enum, default_value = "constant")]
     schedule: train::Schedule,
     /// Start from the weights in this model file.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "resume")]
     init: Option<PathBuf>,
     /// Save the trained model here (safetensors).
     #[arg(long)]
@@ -225,7 +237,7 @@ struct TrainArgs {
     #[arg(long)]
     plot: Option<PathBuf>,
     /// Save a checkpoint into this directory after every epoch and on Ctrl-C or SIGTERM.
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", conflicts_with = "resume")]
     checkpoint: Option<PathBuf>,
     /// Continue the run checkpointed in DIR (same command line otherwise); keeps checkpointing there.
     #[arg(long, value_name = "DIR")]
@@ -242,7 +254,8 @@ struct EvalArgs {
     /// The loss to report: ce or mse.
     #[arg(long, default_value = "ce")]
     loss: Loss,
-    #[arg(long, default_value_t = 256)]
+    /// Examples scored at once (the result does not depend on it).
+    #[arg(long, default_value_t = 256, value_parser = at_least_one::<usize>)]
     batch: usize,
     #[arg(long, value_parser = at_least_one::<usize>)]
     threads: Option<usize>,
@@ -254,18 +267,18 @@ struct EvalArgs {
 struct BenchArgs {
     #[command(flatten)]
     model: ModelArgs,
-    #[arg(long, short, default_value_t = 128, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, short, default_value_t = 128, value_parser = at_least_one::<u64>)]
     batch: u64,
     /// Steps per timed run [default: enough for about 0.2 s].
-    #[arg(long, default_value_t = 0)]
-    steps: usize,
+    #[arg(long, value_parser = at_least_one::<usize>)]
+    steps: Option<usize>,
     /// Timed runs; the median is reported.
-    #[arg(long, default_value_t = 7)]
+    #[arg(long, default_value_t = 7, value_parser = at_least_one::<usize>)]
     runs: usize,
     #[arg(long, value_parser = at_least_one::<usize>)]
     threads: Option<usize>,
-    /// Time inference (forward passes) instead of training steps.
-    #[arg(long)]
+    /// Time inference (forward passes) instead of training steps (no optimizer, no prediction).
+    #[arg(long, conflicts_with_all = ["optimizer", "profile"])]
     forward_only: bool,
     /// The optimizer of the training step [default: momentum, as the PyTorch peer script].
     #[arg(long, default_value = "momentum")]
@@ -286,7 +299,7 @@ struct NetArgs {
     #[arg(long, default_value = "sgd")]
     optimizer: Optimizer,
     /// Examples per batch.
-    #[arg(long, short, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, short, default_value_t = 1, value_parser = at_least_one::<u64>)]
     batch: u64,
 }
 
@@ -296,10 +309,10 @@ struct RunArgs {
     #[command(flatten)]
     net: NetArgs,
     /// Examples in one epoch (60,000: an MNIST-sized training set).
-    #[arg(long, short, default_value_t = 60_000, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, short, default_value_t = 60_000, value_parser = at_least_one::<u64>)]
     examples: u64,
     /// Epochs in the run.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = at_least_one::<u64>)]
     epochs: u64,
 }
 
@@ -313,6 +326,15 @@ impl RunArgs {
             epochs: self.epochs as usize,
         }
     }
+}
+
+/// `explain` draws what `count` draws, and prints words instead of tables.
+#[derive(Args)]
+struct ExplainArgs {
+    #[command(flatten)]
+    run: RunArgs,
+    #[command(flatten)]
+    pictures: PictureArgs,
 }
 
 #[derive(Args)]
@@ -335,7 +357,7 @@ struct PictureArgs {
     #[arg(long)]
     plot: Option<PathBuf>,
     /// The y axis of --plot: linear or log.
-    #[arg(long, default_value = "linear")]
+    #[arg(long, default_value = "linear", requires = "plot")]
     scale: plot::Scale,
     /// Draw the network as columns of neurons and their connections here (.svg or .png).
     #[arg(long)]
@@ -381,7 +403,7 @@ struct VerifyArgs {
     #[command(flatten)]
     net: NetArgs,
     /// Also run a whole epoch of this many examples and check the per-epoch totals.
-    #[arg(long)]
+    #[arg(long, value_parser = at_least_one::<u64>)]
     examples: Option<u64>,
     /// Seed for the random weights and data (counts never depend on them).
     #[arg(long, default_value_t = 1)]
@@ -393,6 +415,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Count(a) => {
             let spec = a.run.net.model.spec()?;
             a.pictures.check(&a.run.net.model.spec)?;
+            a.time.check()?;
             let cfg = a.run.config();
             let ledger = Ledger::new(&spec, &cfg);
             let predicted = if a.time.wanted() { Some(a.time.predict(&spec, &cfg)?) } else { None };
@@ -473,7 +496,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             guard::check_available(&spec, a.optimizer, a.batch as usize)?;
             let cfg = BenchConfig {
                 batch: a.batch as usize,
-                steps: a.steps,
+                steps: a.steps.unwrap_or(0),
                 runs: a.runs,
                 threads: threads(a.threads),
                 forward_only: a.forward_only,
@@ -694,7 +717,7 @@ fn train_command(a: TrainArgs) -> Result<()> {
 fn eval_command(a: EvalArgs) -> Result<()> {
     let (spec, params) = model::load(&a.model)?;
     spec.check_loss(a.loss)?;
-    guard::check_available(&spec, Optimizer::Sgd, a.batch.max(1))?;
+    guard::check_available(&spec, Optimizer::Sgd, a.batch)?;
     let splits = load_data(&a.data, 0.0, 1)?;
     let data = splits.test.as_ref().unwrap_or(&splits.train);
     train::check_data(&spec, data)?;
@@ -703,7 +726,7 @@ fn eval_command(a: EvalArgs) -> Result<()> {
         loss: a.loss,
         optimizer: Optimizer::Sgd,
         hyper: Hyper::defaults(Optimizer::Sgd),
-        max_batch: a.batch.max(1),
+        max_batch: a.batch,
         threads,
     };
     let mut engine = Engine::new(&spec, &params, settings)?;

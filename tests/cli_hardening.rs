@@ -170,3 +170,66 @@ fn threads_zero_is_refused_and_too_many_are_cut_to_the_cores() {
         .collect();
     assert_eq!(profiles, [format!("profile-{cores}.json")]);
 }
+
+// ---- 15: no flag accepted and ignored; one rule for every count ------------------------------
+
+#[test]
+fn flags_that_would_be_ignored_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    for args in [
+        &["explain", "784-10", "--json"][..],
+        &["explain", "784-10", "--predict"],
+        &["bench", "784-10", "--forward-only", "--optimizer", "adam"],
+        &["bench", "784-10", "--forward-only", "--profile", "p.json"],
+        &["count", "784-10", "--device", "h200", "--gflops", "1", "--bandwidth", "1"],
+        &["count", "784-10", "--device", "h200", "--profile", "p.json"],
+        &["count", "784-10", "--scale", "log"],
+        &["train", "784-10", "--init", "m.safetensors", "--resume", "ck"],
+        &["train", "784-10", "--checkpoint", "a", "--resume", "b"],
+    ] {
+        let out = flopnet_in(d, args);
+        assert_eq!(out.status.code(), Some(2), "{args:?} was accepted: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("cannot be used with")
+                || stderr(&out).contains("unexpected argument")
+                || stderr(&out).contains("required arguments were not provided"),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+    }
+    for args in [&["count", "784-10", "--threads", "2"][..], &["count", "784-10", "--profile", "p.json"]] {
+        let (line, code) = refused(d, args);
+        assert_eq!(code, 2, "{args:?}: {line}");
+        assert!(line.ends_with("sets up the time model; add --predict (or --device) to use it"), "{line}");
+    }
+    assert!(!d.join("p.json").exists());
+    // What the refusals leave: the same flags where they do something.
+    for args in
+        [&["bench", "4-3", "--forward-only", "--steps", "1", "--runs", "1"][..], &["count", "4-3", "--device", "h200"]]
+    {
+        let out = flopnet_in(d, args);
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+    }
+}
+
+#[test]
+fn every_count_option_is_at_least_one_in_every_subcommand() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    for args in [
+        &["eval", "--model", "m.safetensors", "--batch", "0"][..],
+        &["verify", "4-3", "--examples", "0"],
+        &["bench", "4-3", "--runs", "0"],
+        &["bench", "4-3", "--steps", "0"],
+        &["train", "4-3", "--epochs", "0"],
+        &["count", "4-3", "--epochs", "0"],
+        &["report", "4-3", "--epochs", "0", "--output", "r.html"],
+        &["count", "4-3", "--batch", "0"],
+        &["count", "4-3", "--examples=-1"],
+    ] {
+        let out = flopnet_in(d, args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains("must be a whole number of at least 1"), "{args:?}: {}", stderr(&out));
+    }
+}
