@@ -86,6 +86,10 @@ pub enum DataError {
     )]
     CsvRaggedRow { path: PathBuf, line: usize, expected: usize, found: usize, first_line: usize },
 
+    /// CSV text the reader cannot split into fields.
+    #[error("{}: line {line}: {detail}; check the quoting of that line", .path.display())]
+    CsvSyntax { path: PathBuf, line: usize, detail: String },
+
     /// A CSV row without any feature column.
     #[error(
         "{}: line {line} has only {found} column; each row needs a label followed by at least one feature, separated by commas",
