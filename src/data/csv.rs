@@ -133,6 +133,11 @@ pub(crate) fn load_file(path: &Path, bytes: &[u8]) -> Result<Loaded, DataError> 
     Ok(loaded(train, None, format!("CSV file {}", path.display())))
 }
 
+/// The name of a training file (for error messages).
+pub(crate) fn train_names() -> Vec<String> {
+    vec![TRAIN.to_string()]
+}
+
 /// The names a directory is searched for (for error messages).
 pub(crate) fn dir_names() -> Vec<String> {
     vec![TRAIN.to_string(), TEST.to_string()]

@@ -133,6 +133,13 @@ pub enum DataError {
     )]
     NoDataFiles { dir: PathBuf, looked_for: Vec<String> },
 
+    /// A directory with files of a data set but not its training file.
+    #[error(
+        "{}: holds {} but no training file to go with it (looked for {}); add the training file beside it, or point at a single data file",
+        .dir.display(), .found.join(", "), .looked_for.join(", ")
+    )]
+    NoTrainingFile { dir: PathBuf, found: Vec<String>, looked_for: Vec<String> },
+
     /// An images file without its labels file (or the other way round).
     #[error(
         "{}: cannot find its {what} file (looked for {}); put the matching {what} file next to it",

@@ -121,6 +121,11 @@ fn find(dir: &Path, prefix: &str, kind: &str) -> Option<PathBuf> {
     names(prefix, kind).into_iter().map(|n| dir.join(n)).find(|p| p.is_file())
 }
 
+/// The names of a training images file (for error messages).
+pub(crate) fn train_image_names() -> Vec<String> {
+    names("train", "images")
+}
+
 /// The names a directory is searched for (for error messages).
 pub(crate) fn dir_names() -> Vec<String> {
     ["train", "t10k"].iter().flat_map(|p| [names(p, "images"), names(p, "labels")]).flatten().collect()

@@ -318,6 +318,15 @@ fn load_dir(dir: &Path) -> Result<Loaded, DataError> {
     let mut looked_for = idx::dir_names();
     looked_for.extend(cifar::dir_names());
     looked_for.extend(csv::dir_names());
+    // Files of a data set without its training file (labels without images, a test file
+    // alone): said as such, and the list is of the training files that are not there.
+    let found: Vec<String> = looked_for.iter().filter(|n| dir.join(n).is_file()).cloned().collect();
+    if !found.is_empty() {
+        let mut training = idx::train_image_names();
+        training.extend(cifar::train_names());
+        training.extend(csv::train_names());
+        return Err(DataError::NoTrainingFile { dir: dir.to_path_buf(), found, looked_for: training });
+    }
     Err(DataError::NoDataFiles { dir: dir.to_path_buf(), looked_for })
 }
 
@@ -603,6 +612,23 @@ mod tests {
         let msg = e.to_string();
         for name in ["train-images-idx3-ubyte.gz", "data_batch_1.bin", "train.csv"] {
             assert!(msg.contains(name), "{msg}");
+        }
+    }
+
+    #[test]
+    fn a_directory_without_its_training_file_says_what_it_holds_and_what_is_missing() {
+        for file in ["train-labels-idx1-ubyte", "t10k-images-idx3-ubyte.gz", "test_batch.bin", "test.csv"] {
+            let dir = tempdir();
+            write(&dir, file, b"1,2\n");
+            let e = load(&DataSource::Path(dir.path().to_path_buf()), &opts(0.0)).unwrap_err();
+            let msg = e.to_string();
+            assert!(matches!(e, DataError::NoTrainingFile { .. }), "{msg}");
+            let (holds, looked) = msg.split_once("(looked for").unwrap();
+            assert!(holds.contains(&format!("holds {file} but no training file")), "{msg}");
+            assert!(!looked.contains(file), "it looked for the file it found: {msg}");
+            for name in ["train-images-idx3-ubyte.gz", "data_batch_1.bin", "train.csv"] {
+                assert!(looked.contains(name), "{msg}");
+            }
         }
     }
 
