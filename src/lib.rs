@@ -51,6 +51,7 @@ pub mod plot;
 pub mod predict;
 pub mod reference;
 pub mod report;
+pub mod score;
 pub mod spec;
 pub mod sys;
 pub mod train;

@@ -9,7 +9,7 @@ use flopnet::engine::{Engine, Settings};
 use flopnet::reference::Hyper;
 use flopnet::spec::{self, Activation, Defaults, Loss, Optimizer, Spec};
 use flopnet::train::{self, EpochReport, MetricsWriter, Plan, Watcher};
-use flopnet::{Error, Result, files, guard, init, model, plot, predict, report, sys, verify};
+use flopnet::{Error, Result, files, guard, init, model, plot, predict, report, score, sys, verify};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -716,11 +716,12 @@ fn train_command(a: TrainArgs) -> Result<()> {
 
 fn eval_command(a: EvalArgs) -> Result<()> {
     let (spec, params) = model::load(&a.model)?;
-    spec.check_loss(a.loss)?;
-    guard::check_available(&spec, Optimizer::Sgd, a.batch)?;
+    score::check_loss(&a.model, &spec, a.loss)?;
+    score::check_finite(&a.model, &params)?;
+    score::check_memory(&a.model, &spec, a.batch, sys::available_bytes())?;
     let splits = load_data(&a.data, 0.0, 1)?;
     let data = splits.test.as_ref().unwrap_or(&splits.train);
-    train::check_data(&spec, data)?;
+    score::check_data(&a.model, &spec, data)?;
     let threads = threads(a.threads);
     let settings = Settings {
         loss: a.loss,

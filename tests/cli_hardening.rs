@@ -233,3 +233,45 @@ fn every_count_option_is_at_least_one_in_every_subcommand() {
         assert!(stderr(&out).contains("must be a whole number of at least 1"), "{args:?}: {}", stderr(&out));
     }
 }
+
+// ---- 16: eval speaks of the model it scores; NaN weights are not scored ----------------------
+
+#[test]
+fn eval_errors_speak_of_the_model_and_nan_weights_are_refused() {
+    use flopnet::spec::{self, Defaults};
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let data = good_csv(d);
+    let save = |name: &str, text: &str, nan: bool| {
+        let s = spec::parse(text, Defaults::default()).unwrap();
+        let mut p = flopnet::init::init(&s, 1);
+        if nan {
+            p[0].weight[3] = f64::NAN;
+        }
+        flopnet::model::save(&d.join(name), &s, &p).unwrap();
+    };
+    save("mse.safetensors", "2-4:tanh", false);
+    save("wide.safetensors", "3-10:softmax", false);
+    save("few.safetensors", "2-5:softmax", false);
+    save("nan.safetensors", "2-8:relu-10:softmax", true);
+    for (model, says) in [
+        (
+            "mse.safetensors",
+            "model file mse.safetensors: 2-4:tanh does not end in softmax, which --loss ce scores; score it with --loss mse",
+        ),
+        (
+            "wide.safetensors",
+            "data: the data holds rows of 2 values but the model in wide.safetensors (3-10:softmax) takes 3; score it on data shaped like its training data",
+        ),
+        (
+            "few.safetensors",
+            "data: the data has 10 classes but the model in few.safetensors (2-5:softmax) has 5 outputs; score it on data with at most 5 classes",
+        ),
+        ("nan.safetensors", "model file nan.safetensors: layer 1's weights hold NaN; the run that saved it diverged"),
+    ] {
+        let (line, code) = refused(d, &["eval", "--model", model, "--data", &data]);
+        assert_eq!(code, 2, "{line}");
+        assert!(line.starts_with(&format!("flopnet: {says}")), "{line}");
+        assert!(!line.contains("spec") && !line.contains("gradient") && !line.contains("--out"), "{line}");
+    }
+}
