@@ -548,10 +548,11 @@ struct Console {
 impl Watcher for Console {
     fn epoch_started(&mut self, epoch: usize, _batches: usize) {
         let bar = ProgressBar::new(self.examples as u64);
-        let style = ProgressStyle::with_template(
-            "epoch {prefix:>3} [{bar:30}] {pos}/{len} examples  {per_sec}  loss {msg}  ETA {eta}",
-        )
-        .map(|s| s.progress_chars("=> "));
+        let style = ProgressStyle::with_template(report::PROGRESS_TEMPLATE).map(|s| {
+            s.progress_chars("=> ").with_key("rate", |p: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                let _ = w.write_str(&report::progress_rate(p.per_sec()));
+            })
+        });
         if let Ok(style) = style {
             bar.set_style(style);
         }

@@ -275,3 +275,29 @@ fn eval_errors_speak_of_the_model_and_nan_weights_are_refused() {
         assert!(!line.contains("spec") && !line.contains("gradient") && !line.contains("--out"), "{line}");
     }
 }
+
+/// `count --predict` gives its fixed cost per step one figure, in the table and in the words
+/// under it; `train`'s cost line says what its step is.
+#[test]
+fn the_fixed_cost_is_one_figure_and_the_step_says_its_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_flopnet"))
+        .env("XDG_CACHE_HOME", dir.path())
+        .args(["count", "784-10", "--predict", "--threads", "1"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let row = text.lines().find(|l| l.trim_start().starts_with("fixed ")).expect("a fixed row");
+    let figure = row.trim_start().strip_prefix("fixed").unwrap().trim();
+    assert!(text.contains(&format!("a fixed cost per step of {figure} (")), "{figure}:\n{text}");
+    let out = Command::new(env!("CARGO_BIN_EXE_flopnet"))
+        .env("XDG_CACHE_HOME", dir.path())
+        .args(["train", "784-10", "--epochs", "1", "--batch", "32", "--threads", "1"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    // 784-10 with adam at batch 32 (the ledger's per-batch total), and its share per example.
+    assert!(text.contains("FLOPs per step of 32 (an example's share "), "{text}");
+    assert!(!text.contains("per example step"), "{text}");
+}
