@@ -198,9 +198,10 @@ struct TrainArgs {
     /// Epochs to train (passes over the training examples).
     #[arg(long, default_value_t = 5, value_parser = at_least_one::<usize>)]
     epochs: usize,
+    /// Examples per batch (one optimizer step each).
     #[arg(long, short, default_value_t = 32, value_parser = at_least_one::<u64>)]
     batch: u64,
-    /// sgd, momentum or adam.
+    /// The optimizer: sgd, momentum or adam.
     #[arg(long, default_value = "adam")]
     optimizer: Optimizer,
     /// Learning rate [default: 0.001 for adam, 0.01 otherwise].
@@ -209,7 +210,7 @@ struct TrainArgs {
     /// Seeds the weights, the validation split and the shuffling.
     #[arg(long, default_value_t = 1)]
     seed: u64,
-    /// Threads [default: every core].
+    /// Threads to train with [default: every core; more are cut to the cores].
     #[arg(long, value_parser = at_least_one::<usize>)]
     threads: Option<usize>,
     /// Fraction of the training examples held out for validation.
@@ -257,8 +258,10 @@ struct EvalArgs {
     /// Examples scored at once (the result does not depend on it).
     #[arg(long, default_value_t = 256, value_parser = at_least_one::<usize>)]
     batch: usize,
+    /// Threads to score with [default: every core; more are cut to the cores].
     #[arg(long, value_parser = at_least_one::<usize>)]
     threads: Option<usize>,
+    /// Print JSON (loss, accuracy, per-class accuracy, confusion matrix) instead of tables.
     #[arg(long)]
     json: bool,
 }
@@ -267,6 +270,7 @@ struct EvalArgs {
 struct BenchArgs {
     #[command(flatten)]
     model: ModelArgs,
+    /// Examples per step.
     #[arg(long, short, default_value_t = 128, value_parser = at_least_one::<u64>)]
     batch: u64,
     /// Steps per timed run [default: enough for about 0.2 s].
@@ -275,17 +279,19 @@ struct BenchArgs {
     /// Timed runs; the median is reported.
     #[arg(long, default_value_t = 7, value_parser = at_least_one::<usize>)]
     runs: usize,
+    /// Threads to measure with [default: every core; more are cut to the cores].
     #[arg(long, value_parser = at_least_one::<usize>)]
     threads: Option<usize>,
     /// Time inference (forward passes) instead of training steps (no optimizer, no prediction).
     #[arg(long, conflicts_with_all = ["optimizer", "profile"])]
     forward_only: bool,
-    /// The optimizer of the training step [default: momentum, as the PyTorch peer script].
+    /// The optimizer of the training step: sgd, momentum (as the PyTorch peer script) or adam.
     #[arg(long, default_value = "momentum")]
     optimizer: Optimizer,
     /// The machine profile for predicted times [default: this machine's, measured if missing].
     #[arg(long)]
     profile: Option<PathBuf>,
+    /// Print one line of JSON instead of the table.
     #[arg(long)]
     json: bool,
 }

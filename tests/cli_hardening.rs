@@ -301,3 +301,35 @@ fn the_fixed_cost_is_one_figure_and_the_step_says_its_batch() {
     assert!(text.contains("FLOPs per step of 32 (an example's share "), "{text}");
     assert!(!text.contains("per example step"), "{text}");
 }
+
+// ---- 17: every flag of every subcommand's help has a description and at most one default ----
+
+#[test]
+fn every_flag_in_every_help_has_a_description_and_one_default() {
+    let dir = tempfile::tempdir().unwrap();
+    // clap indents a flag 2 spaces (`  -b, --batch`) or 6 (`      --act`); wrapped text more.
+    let option = |l: &str| {
+        let short = l.strip_prefix("  ").is_some_and(|t| t.starts_with('-') && t.chars().nth(2) == Some(','));
+        short || l.strip_prefix("      ").is_some_and(|t| t.starts_with("--"))
+    };
+    for cmd in ["count", "explain", "verify", "train", "eval", "bench", "calibrate", "report"] {
+        for help in ["-h", "--help"] {
+            let out = flopnet_in(dir.path(), &[cmd, help]);
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            let lines: Vec<&str> = text.lines().collect();
+            let starts: Vec<usize> = (0..lines.len()).filter(|&i| option(lines[i])).collect();
+            assert!(starts.len() >= 2, "{cmd} {help}:\n{text}");
+            for (k, &i) in starts.iter().enumerate() {
+                let end = starts.get(k + 1).copied().unwrap_or(lines.len());
+                let entry = lines[i..end].join("\n");
+                // The signature is the flag and its <VALUE>; what follows must say something.
+                let first = lines[i].trim_start();
+                let signature_end = first.find("  ").unwrap_or(first.len());
+                let words = format!("{}\n{}", &first[signature_end..], lines[i + 1..end].join("\n"));
+                let words = words.split("[default:").next().unwrap_or("");
+                assert!(words.chars().any(char::is_alphabetic), "{cmd} {help}: no description:\n{entry}");
+                assert!(entry.matches("[default:").count() <= 1, "{cmd} {help}: two defaults:\n{entry}");
+            }
+        }
+    }
+}
