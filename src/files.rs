@@ -126,9 +126,38 @@ pub fn check_output(flag: &str, path: &Path, inputs: &[&Path]) -> Result<()> {
 }
 
 /// [`check_output`] for each `(flag, path)` given, against the inputs given.
+/// Refuses a `flag` that takes a directory (created if missing) but names a file.
+pub fn check_dir_output(flag: &str, dir: &Path) -> Result<()> {
+    if dir.exists() && !dir.is_dir() {
+        return Err(Error::Usage(format!("{flag} {}: is a file; {flag} takes a directory", dir.display())));
+    }
+    Ok(())
+}
+
+/// No two outputs may be the same file: the second would replace the first.
 pub fn check_outputs(outputs: &[(&str, Option<&Path>)], inputs: &[Option<&Path>]) -> Result<()> {
     let inputs: Vec<&Path> = inputs.iter().copied().flatten().collect();
-    outputs.iter().filter_map(|(f, p)| Some((f, (*p)?))).try_for_each(|(f, p)| check_output(f, p, &inputs))
+    let given: Vec<(&str, &Path)> = outputs.iter().filter_map(|(f, p)| Some((*f, (*p)?))).collect();
+    for (i, (flag, path)) in given.iter().enumerate() {
+        check_output(flag, path, &inputs)?;
+        if let Some((other, _)) = given[..i].iter().find(|(_, p)| same_place(p, path)) {
+            return Err(Error::Usage(format!(
+                "{other} and {flag} both name {}; give each its own file",
+                path.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Whether two output paths name the same place (existing or not): the same file name in the
+/// same directory.
+fn same_place(a: &Path, b: &Path) -> bool {
+    let dir = |p: &Path| {
+        let d = p.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        std::fs::canonicalize(d).ok()
+    };
+    a.file_name() == b.file_name() && dir(a).is_some() && dir(a) == dir(b)
 }
 
 /// Whether `a` and `b` name the same existing file.
@@ -197,6 +226,40 @@ mod tests {
         check_output("--save", &dir.path().join("new.safetensors"), &[]).unwrap();
         assert_eq!(std::fs::read(&input).unwrap(), b"1,2\n");
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "the probe is removed");
+    }
+
+    #[test]
+    fn two_outputs_never_name_one_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("m.safetensors");
+        let b = dir.path().join(".").join("m.safetensors");
+        let m = check_outputs(&[("--save", Some(&a)), ("--metrics", Some(&b))], &[]).unwrap_err().to_string();
+        assert!(m.starts_with("--save and --metrics both name"), "{m}");
+        let c = dir.path().join("m.jsonl");
+        check_outputs(&[("--save", Some(&a)), ("--metrics", Some(&c)), ("--plot", None)], &[]).unwrap();
+    }
+
+    /// An endless pipe is read up to the limit, not until memory runs out.
+    #[cfg(unix)]
+    #[test]
+    fn an_endless_pipe_stops_at_the_limit() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("endless.toml");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: a valid NUL-terminated path; mkfifo only creates the node.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let writer = {
+            let fifo = fifo.clone();
+            std::thread::spawn(move || {
+                let mut f = std::fs::OpenOptions::new().write(true).open(&fifo).unwrap();
+                // Ends when the reader closes its end (a broken pipe).
+                while f.write_all(&[b'#'; 1 << 16]).is_ok() {}
+            })
+        };
+        let e = read_input(&fifo, 1 << 20, "a test may read", "").unwrap_err();
+        assert!(matches!(e, InputError::TooBig { limit, .. } if limit == 1 << 20), "{e}");
+        writer.join().unwrap();
     }
 
     #[test]

@@ -153,9 +153,9 @@ fn measured_profile(path: Option<PathBuf>, threads: usize) -> Result<predict::Pr
 struct ModelArgs {
     /// The network: layer sizes input first (784-30-30-10, 784-30:tanh-10:softmax) or a .toml file.
     spec: String,
-    /// Activation of hidden layers that do not name one.
-    #[arg(long, default_value = "relu")]
-    act: Activation,
+    /// Activation of hidden layers that do not name one [default: relu].
+    #[arg(long)]
+    act: Option<Activation>,
     /// Activation of the output layer when the spec does not name one [default: softmax with
     /// --loss ce, identity with --loss mse].
     #[arg(long)]
@@ -171,7 +171,24 @@ impl ModelArgs {
             Loss::Ce => Activation::Softmax,
             Loss::Mse => Activation::Identity,
         });
-        let spec = spec::load(&self.spec, Defaults { hidden: self.act, output })?;
+        let hidden = self.act.unwrap_or(Activation::Relu);
+        let spec = spec::load(&self.spec, Defaults { hidden, output })?;
+        // An option the spec leaves nothing to do for is refused, not ignored: loaded again
+        // with another value for it, the network would be the same.
+        let other = |a: Activation| if a == Activation::Identity { Activation::Sigmoid } else { Activation::Identity };
+        let unused = |flag: &str, a: Activation, what: &str| {
+            Error::Usage(format!("--{flag} {a} changes nothing: {what} in {}; leave --{flag} out", self.spec))
+        };
+        if let Some(a) = self.act
+            && spec::load(&self.spec, Defaults { hidden: other(a), output })? == spec
+        {
+            return Err(unused("act", a, "every hidden layer names its activation, or there is none,"));
+        }
+        if let Some(a) = self.out
+            && spec::load(&self.spec, Defaults { hidden, output: other(a) })? == spec
+        {
+            return Err(unused("out", a, "the output layer names its activation"));
+        }
         spec.check_loss(self.loss)?;
         Ok(spec)
     }
@@ -617,6 +634,9 @@ fn train_command(a: TrainArgs) -> Result<()> {
     let inputs = [a.data.data.as_deref().map(Path::new), a.init.as_deref(), Some(Path::new(&a.model.spec))];
     let outputs = [("--save", a.save.as_deref()), ("--metrics", a.metrics.as_deref()), ("--plot", a.plot.as_deref())];
     files::check_outputs(&outputs, &inputs)?;
+    if let Some(dir) = &a.checkpoint {
+        files::check_dir_output("--checkpoint", dir)?;
+    }
     let batch = a.batch as usize;
     guard::check_available(&spec, a.optimizer, batch)?;
     let splits = load_data(&a.data, a.val_split, a.seed)?;

@@ -203,11 +203,26 @@ fn flags_that_would_be_ignored_are_refused() {
         assert_eq!(code, 2, "{args:?}: {line}");
         assert!(line.ends_with("sets up the time model; add --predict (or --device) to use it"), "{line}");
     }
+    for (args, says) in [
+        (&["count", "784-10", "--act", "tanh"][..], "--act tanh changes nothing"),
+        (&["count", "784-30:tanh-10", "--act", "sigmoid"], "--act sigmoid changes nothing"),
+        (&["count", "784-10:softmax", "--out", "softmax"], "--out softmax changes nothing"),
+        (&["verify", "4-3:identity", "--loss", "mse", "--out", "tanh"], "--out tanh changes nothing"),
+    ] {
+        let (line, code) = refused(d, args);
+        assert_eq!(code, 2, "{args:?}: {line}");
+        assert!(line.starts_with(&format!("flopnet: {says}")), "{line}");
+    }
+    std::fs::write(d.join("afile"), b"x").unwrap();
+    let (line, code) = refused(d, &["train", "784-10", "--checkpoint", "afile"]);
+    assert_eq!((line.as_str(), code), ("flopnet: --checkpoint afile: is a file; --checkpoint takes a directory", 2));
     assert!(!d.join("p.json").exists());
     // What the refusals leave: the same flags where they do something.
-    for args in
-        [&["bench", "4-3", "--forward-only", "--steps", "1", "--runs", "1"][..], &["count", "4-3", "--device", "h200"]]
-    {
+    for args in [
+        &["bench", "4-3", "--forward-only", "--steps", "1", "--runs", "1"][..],
+        &["count", "4-3", "--device", "h200"],
+        &["count", "4-5-3", "--act", "tanh", "--out", "softmax"],
+    ] {
         let out = flopnet_in(d, args);
         assert!(out.status.success(), "{args:?}: {}", stderr(&out));
     }
@@ -332,4 +347,34 @@ fn every_flag_in_every_help_has_a_description_and_one_default() {
             }
         }
     }
+}
+
+/// The rule found by reading the help, so a count option added later is held to it too: every
+/// option whose value is a count (batch, epochs, examples, runs, steps, threads), in every
+/// subcommand, refuses 0 with the same words.
+#[test]
+fn the_help_lists_no_count_option_that_takes_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let counts = ["<BATCH>", "<EPOCHS>", "<EXAMPLES>", "<RUNS>", "<STEPS>", "<THREADS>"];
+    let mut checked = 0;
+    for cmd in ["count", "explain", "verify", "train", "eval", "bench", "calibrate", "report"] {
+        let help = String::from_utf8_lossy(&flopnet_in(dir.path(), &[cmd, "-h"]).stdout).into_owned();
+        let base: Vec<&str> = match cmd {
+            "eval" => vec!["eval", "--model", "m.safetensors"],
+            "calibrate" => vec!["calibrate"],
+            "report" => vec!["report", "4-3", "--output", "r.html"],
+            c => vec![c, "4-3"],
+        };
+        for line in help.lines() {
+            let Some(flag) = line.split_whitespace().find(|w| w.starts_with("--")) else { continue };
+            if !counts.iter().any(|c| line.contains(c)) {
+                continue;
+            }
+            let out = flopnet_in(dir.path(), &[&base[..], &[flag, "0"]].concat());
+            assert_eq!(out.status.code(), Some(2), "{cmd} {flag} 0: {}", stderr(&out));
+            assert!(stderr(&out).contains("must be a whole number of at least 1"), "{cmd} {flag} 0: {}", stderr(&out));
+            checked += 1;
+        }
+    }
+    assert!(checked >= 20, "only {checked} count options found in the help");
 }
