@@ -239,6 +239,29 @@ mod tests {
         check_outputs(&[("--save", Some(&a)), ("--metrics", Some(&c)), ("--plot", None)], &[]).unwrap();
     }
 
+    proptest::proptest! {
+        /// However a path is spelled (`./`, `sub/..`), two outputs are refused exactly when they
+        /// are one file.
+        #[test]
+        fn outputs_are_refused_exactly_when_they_are_one_file(
+            a in (0usize..3, 0usize..2), b in (0usize..3, 0usize..2)
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::create_dir(dir.path().join("sub")).unwrap();
+            let spell = |(way, name): (usize, usize)| {
+                let file = ["m.safetensors", "m.jsonl"][name];
+                match way {
+                    0 => dir.path().join(file),
+                    1 => dir.path().join(".").join(file),
+                    _ => dir.path().join("sub").join("..").join(file),
+                }
+            };
+            let (pa, pb) = (spell(a), spell(b));
+            let r = check_outputs(&[("--save", Some(&pa)), ("--metrics", Some(&pb))], &[]);
+            proptest::prop_assert_eq!(r.is_err(), a.1 == b.1, "{:?} {:?}", pa, pb);
+        }
+    }
+
     /// An endless pipe is read up to the limit, not until memory runs out.
     #[cfg(unix)]
     #[test]

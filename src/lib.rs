@@ -47,6 +47,7 @@ pub mod guard;
 pub mod init;
 pub mod model;
 pub mod ops;
+pub mod options;
 pub mod plot;
 pub mod predict;
 pub mod reference;

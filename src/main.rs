@@ -118,14 +118,7 @@ impl PredictArgs {
     }
 }
 
-/// A count given on the command line (threads, batch, epochs, examples, runs, steps): a whole
-/// number of at least 1, the one rule every subcommand applies.
-fn at_least_one<T: std::str::FromStr + From<u8> + PartialOrd>(s: &str) -> std::result::Result<T, String> {
-    match s.trim().parse::<T>() {
-        Ok(n) if n >= T::from(1) => Ok(n),
-        _ => Err("must be a whole number of at least 1".into()),
-    }
-}
+use flopnet::options::at_least_one;
 
 /// The threads `--threads` asks for (every core without it); the warning, when it asks for more
 /// than the cores, goes to stderr.
@@ -173,22 +166,7 @@ impl ModelArgs {
         });
         let hidden = self.act.unwrap_or(Activation::Relu);
         let spec = spec::load(&self.spec, Defaults { hidden, output })?;
-        // An option the spec leaves nothing to do for is refused, not ignored: loaded again
-        // with another value for it, the network would be the same.
-        let other = |a: Activation| if a == Activation::Identity { Activation::Sigmoid } else { Activation::Identity };
-        let unused = |flag: &str, a: Activation, what: &str| {
-            Error::Usage(format!("--{flag} {a} changes nothing: {what} in {}; leave --{flag} out", self.spec))
-        };
-        if let Some(a) = self.act
-            && spec::load(&self.spec, Defaults { hidden: other(a), output })? == spec
-        {
-            return Err(unused("act", a, "every hidden layer names its activation, or there is none,"));
-        }
-        if let Some(a) = self.out
-            && spec::load(&self.spec, Defaults { hidden, output: other(a) })? == spec
-        {
-            return Err(unused("out", a, "the output layer names its activation"));
-        }
+        flopnet::options::check_defaults_used(&self.spec, &spec, Defaults { hidden, output }, self.act, self.out)?;
         spec.check_loss(self.loss)?;
         Ok(spec)
     }
