@@ -407,6 +407,7 @@ const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 /// load: the size of a file is checked before reading it, a pipe is read up to the limit, and a
 /// gzip file is decompressed up to it.
 pub(crate) fn read_file(path: &Path) -> Result<Vec<u8>, DataError> {
+    check_header_on_disk(path)?;
     let limit = crate::files::memory_limit(MEMORY_PER_BYTE);
     let bytes = crate::files::read_input(path, limit, LIMIT_WHAT, "point --data at the file").map_err(|e| match e {
         crate::files::InputError::Io(source) => DataError::Io { path: path.to_path_buf(), source },
@@ -423,6 +424,20 @@ pub(crate) fn read_file(path: &Path) -> Result<Vec<u8>, DataError> {
         });
     }
     decode(path, bytes)
+}
+
+/// Checks a raw (not gzipped) file's size against the size its format's header gives, from
+/// the header alone; what cannot be opened is left to [`read_file`]'s own message.
+fn check_header_on_disk(path: &Path) -> Result<(), DataError> {
+    let Ok(meta) = std::fs::metadata(path) else { return Ok(()) };
+    if !meta.is_file() {
+        return Ok(());
+    }
+    let mut head = Vec::with_capacity(16);
+    if let Ok(f) = std::fs::File::open(path) {
+        let _ = f.take(16).read_to_end(&mut head);
+    }
+    idx::check_size_on_disk(path, &head, meta.len())
 }
 
 /// Bytes of memory one byte of data takes at most while it loads: the byte itself and the f32
@@ -630,6 +645,20 @@ mod tests {
                 assert!(looked.contains(name), "{msg}");
             }
         }
+    }
+
+    #[test]
+    fn an_idx_file_longer_than_its_header_says_is_refused_unread() {
+        let dir = tempdir();
+        let p = write(&dir, "x-images-idx3-ubyte", &idx_images(3, 2, 2, |i| i as u8));
+        write(&dir, "x-labels-idx1-ubyte", &idx_labels(&[0, 1, 2]));
+        assert!(load(&DataSource::Path(p.clone()), &opts(0.0)).is_ok());
+        // 1 TiB on disk (sparse), a header for 3 images of 2×2: refused from the header.
+        std::fs::OpenOptions::new().write(true).open(&p).unwrap().set_len(1 << 40).unwrap();
+        let start = std::time::Instant::now();
+        let e = load(&DataSource::Path(p), &opts(0.0)).unwrap_err();
+        assert!(matches!(e, DataError::TrailingBytes { expected: 28, found, .. } if found == 1 << 40), "{e}");
+        assert!(start.elapsed() < std::time::Duration::from_secs(1));
     }
 
     #[test]
