@@ -323,7 +323,7 @@ mod tests {
             let second = parse_str(&format!("{good}\n{row}\n"));
             let cleaned: Vec<Result<&str, String>> = cells.iter().map(|c| clean(c.as_bytes())).collect();
             if !is_header(&cleaned) {
-                let kind = |r: &Result<Examples, DataError>| r.as_ref().map(drop).map_err(|e| std::mem::discriminant(e));
+                let kind = |r: &Result<Examples, DataError>| r.as_ref().map(drop).map_err(std::mem::discriminant);
                 proptest::prop_assert_eq!(kind(&first), kind(&second), "{:?} / {:?}", first, second);
             } else {
                 proptest::prop_assert!(first.is_ok_and(|e| e.labels == vec![1]), "a header is skipped");
