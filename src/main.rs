@@ -615,6 +615,21 @@ fn train_command(a: TrainArgs) -> Result<()> {
     if let Some(dir) = &a.checkpoint {
         files::check_dir_output("--checkpoint", dir)?;
     }
+    // The --init model is read and checked before the data: one that cannot be used stops
+    // nothing begun.
+    let init_params = match a.init.as_deref() {
+        Some(path) => {
+            let (file_spec, params) = model::load(path)?;
+            if file_spec != spec {
+                return Err(Error::Model {
+                    path: path.to_path_buf(),
+                    problem: format!("holds {file_spec}, not {spec}; give the spec the file was trained with"),
+                });
+            }
+            Some(params)
+        }
+        None => None,
+    };
     let batch = a.batch as usize;
     guard::check_available(&spec, a.optimizer, batch)?;
     let splits = load_data(&a.data, a.val_split, a.seed)?;
@@ -649,18 +664,9 @@ fn train_command(a: TrainArgs) -> Result<()> {
     };
     let meta = checkpoint::meta(&spec, &settings, &plan, &splits.train);
     let resumed = a.resume.as_deref().map(|dir| Checkpoint::resume(dir, &meta, &spec)).transpose()?;
-    let params = match (&resumed, &a.init) {
+    let params = match (&resumed, init_params) {
         (Some((_, params)), _) => params.clone(),
-        (None, Some(path)) => {
-            let (file_spec, params) = model::load(path)?;
-            if file_spec != spec {
-                return Err(Error::Model {
-                    path: path.clone(),
-                    problem: format!("holds {file_spec}, not {spec}; give the spec the file was trained with"),
-                });
-            }
-            params
-        }
+        (None, Some(params)) => params,
         (None, None) => init::init(&spec, a.seed),
     };
     // Memory is measured from here: what the process holds now (code, data set) is the baseline
@@ -723,16 +729,18 @@ fn eval_command(a: EvalArgs) -> Result<()> {
     let (spec, params) = model::load(&a.model)?;
     score::check_loss(&a.model, &spec, a.loss)?;
     score::check_finite(&a.model, &params)?;
-    score::check_memory(&a.model, &spec, a.batch, sys::available_bytes())?;
     let splits = load_data(&a.data, 0.0, 1)?;
     let data = splits.test.as_ref().unwrap_or(&splits.train);
     score::check_data(&a.model, &spec, data)?;
+    // A batch larger than the data scores it in one batch of its size.
+    let batch = a.batch.min(data.len());
+    score::check_memory(&a.model, &spec, batch, sys::available_bytes())?;
     let threads = threads(a.threads);
     let settings = Settings {
         loss: a.loss,
         optimizer: Optimizer::Sgd,
         hyper: Hyper::defaults(Optimizer::Sgd),
-        max_batch: a.batch,
+        max_batch: batch,
         threads,
     };
     let mut engine = Engine::new(&spec, &params, settings)?;

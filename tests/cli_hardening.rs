@@ -378,3 +378,26 @@ fn the_help_lists_no_count_option_that_takes_zero() {
     }
     assert!(checked >= 20, "only {checked} count options found in the help");
 }
+
+/// A model given to `--init` is read and checked before the data is loaded or anything printed;
+/// `eval` with a batch larger than the data scores it in one batch of the data's size.
+#[test]
+fn init_is_checked_first_and_eval_batches_fit_the_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let data = good_csv(d);
+    let s = flopnet::spec::parse("2-3:relu-10:softmax", flopnet::spec::Defaults::default()).unwrap();
+    flopnet::model::save(&d.join("m.safetensors"), &s, &flopnet::init::init(&s, 1)).unwrap();
+    for init in ["/dev/zero", "m.safetensors"] {
+        let out = flopnet_in(d, &["train", "2-10", "--data", &data, "--init", init]);
+        assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+        assert!(
+            out.stdout.is_empty(),
+            "printed before refusing --init {init}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+    let out = flopnet_in(d, &["eval", "--model", "m.safetensors", "--data", &data, "--batch", "100000000000000"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("over 200 examples"));
+}
