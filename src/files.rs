@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 pub enum InputError {
     #[error("cannot read it ({0}); check that the path exists and is readable")]
     Io(std::io::Error),
-    #[error("is a directory, not a file; {0}")]
+    #[error("is a directory, not a file{}", if .0.is_empty() { String::new() } else { format!("; {}", .0) })]
     Directory(&'static str),
     #[error("is a {0}, not a file; pass a file (a pipe works too)")]
     Special(&'static str),

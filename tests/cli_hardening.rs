@@ -114,7 +114,11 @@ fn devices_and_files_too_big_for_memory_are_refused_before_reading() {
     // A sparse file of 1 TiB: more than any machine here can load, and nothing to read.
     std::fs::File::create(d.join("huge.csv")).unwrap().set_len(1 << 40).unwrap();
     std::fs::File::create(d.join("huge.safetensors")).unwrap().set_len(1 << 40).unwrap();
-    let cases: [(&[&str], &str); 5] = [
+    std::fs::create_dir(d.join("ck")).unwrap();
+    std::fs::File::create(d.join("ck/checkpoint.flopnet")).unwrap().set_len(1 << 40).unwrap();
+    good_csv(d);
+    let cases: [(&[&str], &str); 6] = [
+        (&["train", "2-10", "--data", "good.csv", "--resume", "ck"], "checkpoint ck/checkpoint.flopnet: holds 1.0 TiB"),
         (&["train", "784-10", "--data", "/dev/zero"], "/dev/zero: is a character device, not a file"),
         (&["eval", "--model", "/dev/zero"], "model file /dev/zero: is a character device, not a file"),
         (&["eval", "--model", "huge.safetensors"], "model file huge.safetensors: holds 1.0 TiB or more, more than"),
