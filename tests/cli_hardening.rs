@@ -405,3 +405,48 @@ fn init_is_checked_first_and_eval_batches_fit_the_data() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(String::from_utf8_lossy(&out.stdout).contains("over 200 examples"));
 }
+
+/// Every reader of a file the user names, against every kind of path that is not a readable
+/// file of a sane size: each answers at once, with one line, as bad input (exit 2).
+#[test]
+fn every_reader_refuses_every_bad_path_at_once() {
+    use flopnet::data::{DataSource, LoadOptions};
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::create_dir(d.join("a-dir.toml")).unwrap();
+    std::fs::File::create(d.join("huge.toml")).unwrap().set_len(1 << 40).unwrap();
+    let paths = [d.join("a-dir.toml"), "/dev/zero".into(), d.join("huge.toml"), d.join("missing.toml")];
+    type Reader = fn(&Path) -> Result<(), flopnet::Error>;
+    let readers: [(&str, Reader); 5] = [
+        ("data", |p| {
+            let o = LoadOptions { normalize: None, val_split: 0.0, seed: 1 };
+            flopnet::data::load(&DataSource::Path(p.to_path_buf()), &o).map(drop).map_err(Into::into)
+        }),
+        ("model", |p| flopnet::model::load(p).map(drop)),
+        ("spec", |p| flopnet::spec::load(p.to_str().unwrap(), flopnet::spec::Defaults::default()).map(drop)),
+        ("metrics", |p| flopnet::plot::Metrics::read(p).map(drop)),
+        ("checkpoint", |p| flopnet::checkpoint::Checkpoint::load(p.parent().unwrap()).map(drop)),
+    ];
+    for (name, read) in readers {
+        for path in &paths {
+            // A checkpoint is looked for in a directory: give it the path as its file.
+            let path = if name == "checkpoint" {
+                let ck = d.join(format!("ck-{}", path.file_name().unwrap().to_string_lossy()));
+                std::fs::create_dir_all(&ck).unwrap();
+                let f = ck.join("checkpoint.flopnet");
+                if path.exists() && !f.exists() {
+                    std::os::unix::fs::symlink(path, &f).unwrap();
+                }
+                f
+            } else {
+                path.clone()
+            };
+            let start = Instant::now();
+            let e = read(&path).expect_err(&format!("{name} read {}", path.display()));
+            assert!(start.elapsed() < Duration::from_secs(1), "{name} {}: {:?}", path.display(), start.elapsed());
+            let m = e.to_string();
+            assert!(!m.contains('\n') && m.contains(&*path.to_string_lossy()), "{name}: {m}");
+            assert_eq!(e.exit_code(), 2, "{name} {}: {m}", path.display());
+        }
+    }
+}
