@@ -16,8 +16,8 @@ const TEST: &str = "test.csv";
 /// Parses (decoded) CSV content.
 pub(crate) fn parse(path: &Path, bytes: &[u8]) -> Result<Examples, DataError> {
     let bytes = bytes.strip_prefix(b"\xef\xbb\xbf").unwrap_or(bytes);
-    let mut reader =
-        csv::ReaderBuilder::new().has_headers(false).flexible(true).trim(csv::Trim::All).from_reader(bytes);
+    // Cells are trimmed by `clean`, one at a time, not by the reader (which rebuilds each record).
+    let mut reader = csv::ReaderBuilder::new().has_headers(false).flexible(true).from_reader(bytes);
     let mut columns: Option<(usize, usize)> = None; // (count, line it came from)
     let mut features = Vec::new();
     let mut labels = Vec::new();
@@ -38,33 +38,30 @@ pub(crate) fn parse(path: &Path, bytes: &[u8]) -> Result<Examples, DataError> {
         start += bytes[start..].iter().take_while(|&&b| b == b'\n' || b == b'\r').count();
         at = (start, at.1 + bytes[at.0..start].iter().filter(|&&b| b == b'\n').count());
         let line_no = at.1;
-        let cells: Vec<Result<&str, String>> = record.iter().map(clean).collect();
-        if cells.len() == 1 && cells[0].as_ref().is_ok_and(|c| c.is_empty()) {
+        let n = record.len();
+        let first = clean(&record[0]);
+        if n == 1 && first.as_ref().is_ok_and(|c| c.is_empty()) {
             continue; // a blank line
         }
         let (expected, first_line) = match columns {
             Some(c) => c,
             None => {
-                if cells.len() < 2 {
-                    return Err(DataError::CsvTooFewColumns {
-                        path: path.to_path_buf(),
-                        line: line_no,
-                        found: cells.len(),
-                    });
+                if n < 2 {
+                    return Err(DataError::CsvTooFewColumns { path: path.to_path_buf(), line: line_no, found: n });
                 }
-                columns = Some((cells.len(), line_no));
-                if is_header(&cells) {
+                columns = Some((n, line_no));
+                if is_header(&record.iter().map(clean).collect::<Vec<_>>()) {
                     continue;
                 }
-                (cells.len(), line_no)
+                (n, line_no)
             }
         };
-        if cells.len() != expected {
+        if n != expected {
             return Err(DataError::CsvRaggedRow {
                 path: path.to_path_buf(),
                 line: line_no,
                 expected,
-                found: cells.len(),
+                found: n,
                 first_line,
             });
         }
@@ -77,15 +74,16 @@ pub(crate) fn parse(path: &Path, bytes: &[u8]) -> Result<Examples, DataError> {
                 Err(t) => t.clone(),
             },
         };
-        let label = cells[0].as_ref().ok().and_then(|c| number(c)).ok_or_else(|| not_numeric(1, &cells[0]))?;
+        let label = first.as_ref().ok().and_then(|c| number(c)).ok_or_else(|| not_numeric(1, &first))?;
         if label.fract() != 0.0 || !(0.0..=255.0).contains(&label) {
-            let text = cells[0].clone().unwrap_or_default().to_string();
+            let text = first.clone().unwrap_or_default().to_string();
             return Err(DataError::CsvBadLabel { path: path.to_path_buf(), line: line_no, text });
         }
         labels.push(label as u8);
-        for (j, cell) in cells.iter().enumerate().skip(1) {
+        for (j, raw) in record.iter().enumerate().skip(1) {
+            let cell = clean(raw);
             let v = cell.as_ref().ok().and_then(|c| c.parse::<f32>().ok()).filter(|v| v.is_finite());
-            features.push(v.ok_or_else(|| not_numeric(j + 1, cell))?);
+            features.push(v.ok_or_else(|| not_numeric(j + 1, &cell))?);
         }
     }
     match columns {
