@@ -327,12 +327,24 @@ impl Checkpoint {
         let path = Self::path(dir);
         let old = dir.join(OLD_FILE);
         if !path.exists() && old.exists() {
-            let bytes = std::fs::read(&old).map_err(|e| Error::io(&old, e))?;
+            // Read only to say what it is: the old layout is refused by name in from_bytes.
+            let what = "the memory available can load, at 2 bytes per byte of a checkpoint";
+            let bytes = crate::files::read_input(&old, crate::files::memory_limit(2), what, "")
+                .map_err(|e| Error::Checkpoint { path: old.clone(), problem: e.to_string() })?;
             return Self::from_bytes(&old, &bytes);
         }
-        let bytes = std::fs::read(&path).map_err(|e| Error::Checkpoint {
+        // Parameters and two moments in f64 become the engine's f32 beside the file: at most 2
+        // bytes of memory per byte.
+        let what = "the memory available can load, at 2 bytes per byte of a checkpoint";
+        let read = crate::files::read_input(&path, crate::files::memory_limit(2), what, "");
+        let bytes = read.map_err(|e| Error::Checkpoint {
             path: path.clone(),
-            problem: format!("cannot read it ({e}); --resume takes the directory a --checkpoint run saved into"),
+            problem: match e {
+                crate::files::InputError::Io(e) => {
+                    format!("cannot read it ({e}); --resume takes the directory a --checkpoint run saved into")
+                }
+                e => e.to_string(),
+            },
         })?;
         Self::from_bytes(&path, &bytes)
     }

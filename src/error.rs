@@ -27,7 +27,16 @@ pub enum Error {
     #[error("model file {}: {problem}", path.display())]
     Model { path: PathBuf, problem: String },
 
-    /// Reading or writing a file failed.
+    /// An input file the user named that cannot be read as one: missing, a directory or a
+    /// device, too big, not text.
+    #[error("{}: {problem}", path.display())]
+    Input { path: PathBuf, problem: String },
+
+    /// A result that could not be written where asked and was written elsewhere instead.
+    #[error("could not write {} ({problem}); it was saved to {} instead, move it where you want it", wanted.display(), saved.display())]
+    Rescued { wanted: PathBuf, saved: PathBuf, problem: String },
+
+    /// Writing a file (or reading one midway) failed.
     #[error("{}: {source}", path.display())]
     Io {
         path: PathBuf,
@@ -74,17 +83,22 @@ impl Error {
         Error::Spec { spec, problem: problem.into() }
     }
 
+    pub fn input(path: impl Into<PathBuf>, problem: impl Into<String>) -> Error {
+        Error::Input { path: path.into(), problem: problem.into() }
+    }
+
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Error {
         Error::Io { path: path.into(), source }
     }
 
-    /// 2 for input the user must fix (a spec, a data file, a model or checkpoint file, options, a
-    /// network too big for the memory), 1 for a run that failed on its own (divergence, a failed
-    /// read or write), 128 + the signal for a run stopped by SIGINT (130) or SIGTERM (143), as a
+    /// 2 for input the user must fix (a spec, a data, model, checkpoint or metrics file that is
+    /// missing or wrong, options, an output path that cannot be written, a network too big for
+    /// the memory), 1 for a run that failed on its own (divergence, a write that failed midway),
+    /// 128 + the signal for a run stopped by SIGINT (130) or SIGTERM (143), as a
     /// shell reports it.
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::Diverged(_) | Error::Io { .. } | Error::Plot(_) => 1,
+            Error::Diverged(_) | Error::Io { .. } | Error::Rescued { .. } | Error::Plot(_) => 1,
             Error::Interrupted { signal, .. } => 128 + signal,
             _ => 2,
         }

@@ -9,9 +9,9 @@ use flopnet::engine::{Engine, Settings};
 use flopnet::reference::Hyper;
 use flopnet::spec::{self, Activation, Defaults, Loss, Optimizer, Spec};
 use flopnet::train::{self, EpochReport, MetricsWriter, Plan, Watcher};
-use flopnet::{Error, Result, guard, init, model, numbers, plot, predict, report, sys, verify};
+use flopnet::{Error, Result, files, guard, init, model, numbers, plot, predict, report, score, sys, verify};
 use indicatif::{ProgressBar, ProgressStyle};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 #[derive(Parser)]
@@ -26,7 +26,7 @@ enum Command {
     /// Count every operation of a training step, per layer, example, batch, epoch and run.
     Count(CountArgs),
     /// Derive the counts in words, layer by layer.
-    Explain(CountArgs),
+    Explain(ExplainArgs),
     /// Run the reference engine on a counting scalar and check the ledger against it.
     Verify(VerifyArgs),
     /// Train a network with the fast engine (default data: the embedded Fashion-MNIST subset).
@@ -44,7 +44,7 @@ enum Command {
 #[derive(Args)]
 struct CalibrateArgs {
     /// Threads to measure with [default: every core].
-    #[arg(long)]
+    #[arg(long, value_parser = at_least_one::<usize>)]
     threads: Option<usize>,
     /// Where to save the profile [default: the user's cache directory].
     #[arg(long)]
@@ -61,14 +61,14 @@ struct PredictArgs {
     #[arg(long)]
     predict: bool,
     /// The machine profile to use [default: this machine's, measured if missing or stale].
-    #[arg(long)]
+    #[arg(long, conflicts_with_all = ["gflops", "bandwidth"])]
     profile: Option<PathBuf>,
     /// Threads the run would use [default: every core].
-    #[arg(long)]
+    #[arg(long, value_parser = at_least_one::<usize>)]
     threads: Option<usize>,
     /// What-if: a named device's published peaks (h100, h200, a100, epyc-9654, xeon-8480), with
     /// an optional :fp32, :tf32 or :bf16 for the matrix products (e.g. h200:bf16).
-    #[arg(long)]
+    #[arg(long, conflicts_with_all = ["gflops", "bandwidth", "profile"])]
     device: Option<String>,
     /// What-if: a peak GFLOP/s (with --bandwidth).
     #[arg(long, requires = "bandwidth", value_parser = numbers::parse_positive, allow_negative_numbers = true)]
@@ -83,9 +83,20 @@ impl PredictArgs {
         self.predict || self.device.is_some() || self.gflops.is_some()
     }
 
+    /// Refuses the options of the time model given without asking for a prediction.
+    fn check(&self) -> Result<()> {
+        let given = [("--threads", self.threads.is_some()), ("--profile", self.profile.is_some())];
+        match given.iter().find(|(_, g)| *g) {
+            Some((flag, _)) if !self.wanted() => {
+                Err(Error::Usage(format!("{flag} sets up the time model; add --predict (or --device) to use it")))
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// The prediction for `spec` under `cfg`; what it rests on goes to stderr.
     fn predict(&self, spec: &Spec, cfg: &Config) -> Result<predict::Prediction> {
-        let threads = self.threads.unwrap_or_else(sys::cores);
+        let threads = threads(self.threads);
         if let Some(d) = &self.device {
             let (name, precision) = d.split_once(':').unwrap_or((d.as_str(), "fp32"));
             let dev = predict::devices::find(name).ok_or_else(|| {
@@ -105,6 +116,18 @@ impl PredictArgs {
         let profile = measured_profile(self.profile.clone(), threads)?;
         Ok(predict::predict(spec, cfg, predict::Machine::Measured(&profile), threads))
     }
+}
+
+use flopnet::options::at_least_one;
+
+/// The threads `--threads` asks for (every core without it); the warning, when it asks for more
+/// than the cores, goes to stderr.
+fn threads(requested: Option<usize>) -> usize {
+    let (n, warning) = sys::threads(requested);
+    if let Some(w) = warning {
+        eprintln!("flopnet: {w}");
+    }
+    n
 }
 
 /// This machine's profile for `threads` (from `path` or the cache), measured quickly when it is
@@ -128,9 +151,9 @@ fn measured_profile(path: Option<PathBuf>, threads: usize) -> Result<predict::Pr
 struct ModelArgs {
     /// The network: layer sizes input first (784-30-30-10, 784-30:tanh-10:softmax) or a .toml file.
     spec: String,
-    /// Activation of hidden layers that do not name one.
-    #[arg(long, default_value = "relu")]
-    act: Activation,
+    /// Activation of hidden layers that do not name one [default: relu].
+    #[arg(long)]
+    act: Option<Activation>,
     /// Activation of the output layer when the spec does not name one [default: softmax with
     /// --loss ce, identity with --loss mse].
     #[arg(long)]
@@ -146,7 +169,9 @@ impl ModelArgs {
             Loss::Ce => Activation::Softmax,
             Loss::Mse => Activation::Identity,
         });
-        let spec = spec::load(&self.spec, Defaults { hidden: self.act, output })?;
+        let hidden = self.act.unwrap_or(Activation::Relu);
+        let spec = spec::load(&self.spec, Defaults { hidden, output })?;
+        flopnet::options::check_defaults_used(&self.spec, &spec, Defaults { hidden, output }, self.act, self.out)?;
         spec.check_loss(self.loss)?;
         Ok(spec)
     }
@@ -170,11 +195,13 @@ struct TrainArgs {
     model: ModelArgs,
     #[command(flatten)]
     data: DataArgs,
-    #[arg(long, default_value_t = 5)]
+    /// Epochs to train (passes over the training examples).
+    #[arg(long, default_value_t = 5, value_parser = at_least_one::<usize>)]
     epochs: usize,
-    #[arg(long, short, default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..))]
+    /// Examples per batch (one optimizer step each).
+    #[arg(long, short, default_value_t = 32, value_parser = at_least_one::<u64>)]
     batch: u64,
-    /// sgd, momentum or adam.
+    /// The optimizer: sgd, momentum or adam.
     #[arg(long, default_value = "adam")]
     optimizer: Optimizer,
     /// Learning rate, finite and above 0 [default: 0.001 for adam, 0.01 otherwise].
@@ -183,8 +210,8 @@ struct TrainArgs {
     /// Seeds the weights, the validation split and the shuffling.
     #[arg(long, default_value_t = 1)]
     seed: u64,
-    /// Threads [default: every core].
-    #[arg(long)]
+    /// Threads to train with [default: every core; more are cut to the cores].
+    #[arg(long, value_parser = at_least_one::<usize>)]
     threads: Option<usize>,
     /// Fraction of the training examples held out for validation.
     #[arg(long, default_value_t = 0.1, allow_negative_numbers = true)]
@@ -195,7 +222,8 @@ struct TrainArgs {
     /// Learning-rate schedule over the epochs: constant or cosine (decays to nearly zero).
     #[arg(long, value_enum, default_value = "constant")]
     schedule: train::Schedule,
-    /// Start from the weights in this model file.
+    /// Start from the weights in this model file (with --resume: the file the run started from,
+    /// checked against the checkpoint).
     #[arg(long)]
     init: Option<PathBuf>,
     /// Save the trained model here (safetensors).
@@ -211,7 +239,7 @@ struct TrainArgs {
     #[arg(long)]
     plot: Option<PathBuf>,
     /// Save a checkpoint into this directory after every epoch and on Ctrl-C or SIGTERM.
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", conflicts_with = "resume")]
     checkpoint: Option<PathBuf>,
     /// Continue the run checkpointed in DIR (same command line otherwise); keeps checkpointing there.
     #[arg(long, value_name = "DIR")]
@@ -228,10 +256,13 @@ struct EvalArgs {
     /// The loss to report: ce or mse [default: the one the model file records, else ce].
     #[arg(long)]
     loss: Option<Loss>,
-    #[arg(long, default_value_t = 256)]
+    /// Examples scored at once (the result does not depend on it).
+    #[arg(long, default_value_t = 256, value_parser = at_least_one::<usize>)]
     batch: usize,
-    #[arg(long)]
+    /// Threads to score with [default: every core; more are cut to the cores].
+    #[arg(long, value_parser = at_least_one::<usize>)]
     threads: Option<usize>,
+    /// Print JSON (loss, accuracy, per-class accuracy, confusion matrix) instead of tables.
     #[arg(long)]
     json: bool,
 }
@@ -240,25 +271,28 @@ struct EvalArgs {
 struct BenchArgs {
     #[command(flatten)]
     model: ModelArgs,
-    #[arg(long, short, default_value_t = 128, value_parser = clap::value_parser!(u64).range(1..))]
+    /// Examples per step.
+    #[arg(long, short, default_value_t = 128, value_parser = at_least_one::<u64>)]
     batch: u64,
     /// Steps per timed run [default: enough for about 0.2 s].
-    #[arg(long, default_value_t = 0)]
-    steps: usize,
+    #[arg(long, value_parser = at_least_one::<usize>)]
+    steps: Option<usize>,
     /// Timed runs; the median is reported.
-    #[arg(long, default_value_t = 7)]
+    #[arg(long, default_value_t = 7, value_parser = at_least_one::<usize>)]
     runs: usize,
-    #[arg(long)]
+    /// Threads to measure with [default: every core; more are cut to the cores].
+    #[arg(long, value_parser = at_least_one::<usize>)]
     threads: Option<usize>,
-    /// Time inference (forward passes) instead of training steps.
-    #[arg(long)]
+    /// Time inference (forward passes) instead of training steps (no optimizer, no prediction).
+    #[arg(long, conflicts_with_all = ["optimizer", "profile"])]
     forward_only: bool,
-    /// The optimizer of the training step [default: momentum, as the PyTorch peer script].
+    /// The optimizer of the training step: sgd, momentum (as the PyTorch peer script) or adam.
     #[arg(long, default_value = "momentum")]
     optimizer: Optimizer,
     /// The machine profile for predicted times [default: this machine's, measured if missing].
     #[arg(long)]
     profile: Option<PathBuf>,
+    /// Print one line of JSON instead of the table.
     #[arg(long)]
     json: bool,
 }
@@ -272,7 +306,7 @@ struct NetArgs {
     #[arg(long, default_value = "sgd")]
     optimizer: Optimizer,
     /// Examples per batch.
-    #[arg(long, short, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, short, default_value_t = 1, value_parser = at_least_one::<u64>)]
     batch: u64,
 }
 
@@ -282,10 +316,10 @@ struct RunArgs {
     #[command(flatten)]
     net: NetArgs,
     /// Examples in one epoch (60,000: an MNIST-sized training set).
-    #[arg(long, short, default_value_t = 60_000, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, short, default_value_t = 60_000, value_parser = at_least_one::<u64>)]
     examples: u64,
     /// Epochs in the run.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = at_least_one::<u64>)]
     epochs: u64,
 }
 
@@ -299,6 +333,15 @@ impl RunArgs {
             epochs: self.epochs as usize,
         }
     }
+}
+
+/// `explain` draws what `count` draws, and prints words instead of tables.
+#[derive(Args)]
+struct ExplainArgs {
+    #[command(flatten)]
+    run: RunArgs,
+    #[command(flatten)]
+    pictures: PictureArgs,
 }
 
 #[derive(Args)]
@@ -321,7 +364,7 @@ struct PictureArgs {
     #[arg(long)]
     plot: Option<PathBuf>,
     /// The y axis of --plot: linear or log.
-    #[arg(long, default_value = "linear")]
+    #[arg(long, default_value = "linear", requires = "plot")]
     scale: plot::Scale,
     /// Draw the network as columns of neurons and their connections here (.svg or .png).
     #[arg(long)]
@@ -329,9 +372,15 @@ struct PictureArgs {
 }
 
 impl PictureArgs {
-    fn draw(&self, spec: &Spec, ledger: &Ledger) -> Result<()> {
+    /// Refuses a picture path that cannot be written, before any work.
+    fn check(&self, spec_arg: &str) -> Result<()> {
         let paths = [&self.plot, &self.diagram];
         paths.iter().copied().flatten().try_for_each(|p| plot::Format::from_path(p).map(drop))?;
+        let outputs = [("--plot", self.plot.as_deref()), ("--diagram", self.diagram.as_deref())];
+        files::check_outputs(&outputs, &[Some(Path::new(spec_arg))])
+    }
+
+    fn draw(&self, spec: &Spec, ledger: &Ledger) -> Result<()> {
         if let Some(p) = &self.plot {
             plot::save(&plot::CostChart::new(ledger, self.scale), p)?;
             eprintln!("wrote {}", p.display());
@@ -361,7 +410,7 @@ struct VerifyArgs {
     #[command(flatten)]
     net: NetArgs,
     /// Also run a whole epoch of this many examples and check the per-epoch totals.
-    #[arg(long)]
+    #[arg(long, value_parser = at_least_one::<u64>)]
     examples: Option<u64>,
     /// Seed for the random weights and data (counts never depend on them).
     #[arg(long, default_value_t = 1)]
@@ -372,6 +421,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Count(a) => {
             let spec = a.run.net.model.spec()?;
+            a.pictures.check(&a.run.net.model.spec)?;
+            a.time.check()?;
             let cfg = a.run.config();
             let ledger = Ledger::new(&spec, &cfg);
             let predicted = if a.time.wanted() { Some(a.time.predict(&spec, &cfg)?) } else { None };
@@ -391,12 +442,15 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Explain(a) => {
             let spec = a.run.net.model.spec()?;
+            a.pictures.check(&a.run.net.model.spec)?;
             let cfg = a.run.config();
             a.pictures.draw(&spec, &Ledger::new(&spec, &cfg))?;
             print!("{}", report::explain_text(&spec, &cfg));
         }
         Command::Report(a) => {
             let spec = a.run.net.model.spec()?;
+            let inputs = [a.metrics.as_deref(), Some(Path::new(&a.run.net.model.spec))];
+            files::check_outputs(&[("--output", Some(&a.output))], &inputs)?;
             let cfg = a.run.config();
             let metrics = a.metrics.as_deref().map(plot::Metrics::read).transpose()?;
             plot::save_html(&a.output, &plot::report_html(&spec, &cfg, metrics.as_ref())?)?;
@@ -423,8 +477,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Train(a) => train_command(a)?,
         Command::Calibrate(a) => {
-            let threads = a.threads.unwrap_or_else(sys::cores);
+            let threads = threads(a.threads);
             let path = a.profile.unwrap_or_else(|| predict::default_path(threads));
+            predict::check_replaceable(&path)?;
             let t = std::time::Instant::now();
             let p = predict::calibrate(threads, a.quick)?;
             p.save(&path)?;
@@ -452,15 +507,15 @@ fn run(cli: Cli) -> Result<ExitCode> {
             guard::check_available(&spec, a.optimizer, a.batch as usize)?;
             let cfg = BenchConfig {
                 batch: a.batch as usize,
-                steps: a.steps,
+                steps: a.steps.unwrap_or(0),
                 runs: a.runs,
-                threads: a.threads.unwrap_or_else(sys::cores),
+                threads: threads(a.threads),
                 forward_only: a.forward_only,
                 loss: a.model.loss,
                 optimizer: a.optimizer,
             };
-            let r = bench::run(&spec, &cfg)?;
-            // The time model for the same step, when the profile is at hand (training steps only).
+            // The time model for the same step (training steps only), before the measurement:
+            // a --profile that cannot be used is refused before any work.
             let predicted = if a.forward_only {
                 None
             } else {
@@ -475,6 +530,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 let peak = profile.peak_gflops();
                 Some((predict::predict(&spec, &step, predict::Machine::Measured(&profile), cfg.threads), peak))
             };
+            let r = bench::run(&spec, &cfg)?;
             if a.json {
                 let mut v = serde_json::to_value(&r).map_err(|e| Error::Usage(e.to_string()))?;
                 if let Some((p, peak)) = &predicted {
@@ -503,10 +559,11 @@ struct Console {
 impl Watcher for Console {
     fn epoch_started(&mut self, epoch: usize, _batches: usize) {
         let bar = ProgressBar::new(self.examples as u64);
-        let style = ProgressStyle::with_template(
-            "epoch {prefix:>3} [{bar:30}] {pos}/{len} examples  {per_sec}  loss {msg}  ETA {eta}",
-        )
-        .map(|s| s.progress_chars("=> "));
+        let style = ProgressStyle::with_template(report::PROGRESS_TEMPLATE).map(|s| {
+            s.progress_chars("=> ").with_key("rate", |p: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                let _ = w.write_str(&report::progress_rate(p.per_sec()));
+            })
+        });
         if let Ok(style) = style {
             bar.set_style(style);
         }
@@ -571,6 +628,27 @@ fn batch_for(batch: usize, examples: usize, what: &str) -> usize {
 
 fn train_command(a: TrainArgs) -> Result<()> {
     let spec = a.model.spec()?;
+    let inputs = [a.data.data.as_deref().map(Path::new), a.init.as_deref(), Some(Path::new(&a.model.spec))];
+    let outputs = [("--save", a.save.as_deref()), ("--metrics", a.metrics.as_deref()), ("--plot", a.plot.as_deref())];
+    files::check_outputs(&outputs, &inputs)?;
+    if let Some(dir) = &a.checkpoint {
+        files::check_dir_output("--checkpoint", dir)?;
+    }
+    // The --init model is read and checked before the data: one that cannot be used stops
+    // nothing begun. Its scaling is compared once the data's is known.
+    let init_model = match a.init.as_deref() {
+        Some(path) => {
+            let (file_spec, params, recorded) = model::load_recorded(path)?;
+            if file_spec != spec {
+                return Err(Error::Model {
+                    path: path.to_path_buf(),
+                    problem: format!("holds {file_spec}, not {spec}; give the spec the file was trained with"),
+                });
+            }
+            Some((path, params, recorded))
+        }
+        None => None,
+    };
     let splits = load_data(&a.data, a.val_split, a.seed)?;
     let batch = batch_for(a.batch as usize, splits.train.len(), "training examples");
     guard::check_available(&spec, a.optimizer, batch)?;
@@ -581,7 +659,7 @@ fn train_command(a: TrainArgs) -> Result<()> {
     if let Some(lr) = a.lr {
         hyper.lr = lr;
     }
-    let threads = a.threads.unwrap_or_else(sys::cores);
+    let threads = threads(a.threads);
     let settings = Settings { loss: a.model.loss, optimizer: a.optimizer, hyper, max_batch: batch, threads };
     let cfg =
         Config { loss: a.model.loss, optimizer: a.optimizer, batch, examples: splits.train.len(), epochs: a.epochs };
@@ -617,17 +695,10 @@ fn train_command(a: TrainArgs) -> Result<()> {
         (Some((c, _)), Some(dir)) => checkpoint::finished(c, a.epochs, dir)?,
         _ => None,
     };
-    let params = match (&resumed, &a.init) {
+    let params = match (&resumed, init_model) {
         (Some((_, params)), _) => params.clone(),
-        (None, Some(path)) => {
-            let (file_spec, params, recorded) = model::load_recorded(path)?;
+        (None, Some((path, params, recorded))) => {
             model::same_scaling(path, &recorded, splits.scaling.mode(), "this run")?;
-            if file_spec != spec {
-                return Err(Error::Model {
-                    path: path.clone(),
-                    problem: format!("holds {file_spec}, not {spec}; give the spec the file was trained with"),
-                });
-            }
             params
         }
         (None, None) => init::init(&spec, a.seed),
@@ -674,7 +745,8 @@ fn train_command(a: TrainArgs) -> Result<()> {
     }
     if let Some(path) = &a.save {
         let recorded = model::Recorded { scaling: Some(splits.scaling), loss: Some(a.model.loss) };
-        model::save_recorded(path, &spec, &engine.export(), &recorded)?;
+        let params = engine.export();
+        files::write_or_rescue(path, |p| model::save_recorded(p, &spec, &params, &recorded))?;
         println!("saved {}", path.display());
     }
     if let (Some(peak), Some(base)) = (sys::peak_rss_bytes(), baseline) {
@@ -695,7 +767,8 @@ fn train_command(a: TrainArgs) -> Result<()> {
 fn eval_command(a: EvalArgs) -> Result<()> {
     let (spec, params, recorded) = model::load_recorded(&a.model)?;
     let loss = a.loss.or(recorded.loss).unwrap_or(Loss::Ce);
-    spec.check_loss(loss)?;
+    score::check_loss(&a.model, &spec, loss)?;
+    score::check_finite(&a.model, &params)?;
     // The features as the model was trained on them: raw, then its recorded scaling.
     let scaling = model::eval_scaling(&a.model, &recorded, a.data.normalize)?;
     let normalize = if scaling.is_some() { Some(Normalize::None) } else { a.data.normalize };
@@ -705,10 +778,11 @@ fn eval_command(a: EvalArgs) -> Result<()> {
         s.apply(&mut data.features);
     }
     let data = &*data;
-    let batch = batch_for(a.batch.max(1), data.len(), "examples to score");
-    guard::check_available(&spec, Optimizer::Sgd, batch)?;
-    train::check_data(&spec, data)?;
-    let threads = a.threads.unwrap_or_else(sys::cores);
+    score::check_data(&a.model, &spec, data)?;
+    // A batch larger than the data scores it in one batch of its size.
+    let batch = batch_for(a.batch, data.len(), "examples to score");
+    score::check_memory(&a.model, &spec, batch, sys::available_bytes())?;
+    let threads = threads(a.threads);
     let settings =
         Settings { loss, optimizer: Optimizer::Sgd, hyper: Hyper::defaults(Optimizer::Sgd), max_batch: batch, threads };
     let mut engine = Engine::new(&spec, &params, settings)?;

@@ -232,7 +232,10 @@ pub fn load(path: &Path) -> Result<(Spec, Vec<LayerParams>)> {
 
 /// [`load`], with what the file records of the inputs and the loss.
 pub fn load_recorded(path: &Path) -> Result<(Spec, Vec<LayerParams>, Recorded)> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    // A model's f32 values become f64 beside the file's bytes: 3 bytes of memory per byte.
+    let what = "the memory available can load, at 3 bytes per byte of a model";
+    let bytes = crate::files::read_input(path, crate::files::memory_limit(3), what, "pass the .safetensors file")
+        .map_err(|e| bad(path, e.to_string()))?;
     read(path, &bytes)
 }
 

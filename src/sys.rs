@@ -73,6 +73,23 @@ fn cgroup_headroom() -> Option<u64> {
     })
 }
 
+/// The threads a run uses when `--threads` asks for `requested`: every core without it; more
+/// than the cores is cut to the cores (extra threads only wait for each other, and a profile
+/// measured for them would be one more file in the cache), with a warning that says so.
+pub fn threads(requested: Option<usize>) -> (usize, Option<String>) {
+    let cores = cores();
+    match requested {
+        None => (cores, None),
+        Some(n) if n > cores => (
+            cores,
+            Some(format!(
+                "--threads {n} is more than this machine's {cores} cores; using {cores} (more threads than cores only wait for each other)"
+            )),
+        ),
+        Some(n) => (n.max(1), None),
+    }
+}
+
 /// Cores to use by default.
 pub fn cores() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())

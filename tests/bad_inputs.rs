@@ -58,6 +58,8 @@ fn fixture(dir: &Path) {
     put("bad.toml", b"input = 784\n[[layers]]\nunit = 30\n");
     put("garbage.safetensors", b"this is not a model");
     put("ck-old/checkpoint.flopnet", b"FLOPNETCKPT\0\x02\0\0\0 and then nothing that adds up");
+    put("latin1.toml", b"input = 7\n# caf\xe9\n");
+    std::fs::create_dir_all(dir.join("dir.toml")).unwrap();
     // 200 examples, 2 features, 10 classes.
     let good: String =
         (0..200).map(|i| format!("{},{:.3},{:.3}\n", i % 10, (i % 7) as f64 / 7.0, (i % 13) as f64 / 13.0)).collect();

@@ -315,8 +315,10 @@ fn cli_bad_picture_paths_are_explained_before_any_output() {
     assert!(out.stdout.is_empty(), "nothing printed before the error");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("chart.jpg") && err.contains(".svg or .png"), "{err}");
+    // A directory that is not there is bad input, found before anything is printed.
     let out = flopnet(&["explain", "30-30-30", "--diagram", "/nonexistent-dir/d.svg"]);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stdout.is_empty(), "nothing printed before the error");
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent-dir/d.svg"));
     let out = flopnet(&["report", "30-30-30", "-o", "report.pdf"]);
     assert_eq!(out.status.code(), Some(2));

@@ -25,11 +25,17 @@ fn profiles_round_trip_and_stale_or_corrupt_ones_are_rebuilt() {
     other.machine = "some other CPU".into();
     other.save(&path).unwrap();
     assert!(Profile::load(&path, 1).1.unwrap().contains("some other CPU"));
-    // Corrupt: rebuilt by load_or_calibrate, with a note saying why.
-    std::fs::write(&path, "{ not json").unwrap();
+    // Corrupt (a profile cut short): rebuilt by load_or_calibrate, with a note saying why.
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, &text[..text.len() / 2]).unwrap();
     let (fresh, note) = predict::load_or_calibrate(&path, 1, true).unwrap();
     assert!(note.unwrap().contains("corrupt"));
     assert_eq!(Profile::load(&path, 1).0, Some(fresh));
+    // A file that is not a profile at all is never replaced by one.
+    std::fs::write(&path, "{ not json").unwrap();
+    let e = predict::load_or_calibrate(&path, 1, true).unwrap_err();
+    assert!(e.to_string().contains("not a flopnet profile"), "{e}");
+    assert_eq!(std::fs::read(&path).unwrap(), b"{ not json");
 }
 
 #[test]

@@ -80,7 +80,7 @@ pub(crate) fn load_file(path: &Path, bytes: &[u8]) -> Result<Loaded, DataError> 
     Ok(loaded(train, None, format!("CIFAR-10 batch {}", path.display())))
 }
 
-fn train_names() -> Vec<String> {
+pub(crate) fn train_names() -> Vec<String> {
     (1..=5).map(|i| format!("data_batch_{i}.bin")).collect()
 }
 

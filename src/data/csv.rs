@@ -1,7 +1,10 @@
 //! CSV files: one example per line, the integer class label first, then the
-//! features, separated by commas. A first row with any non-numeric cell is
-//! a header and is skipped. Blank lines are ignored; cells may be padded
-//! with spaces or wrapped in double quotes.
+//! features, separated by commas. The `csv` crate reads the records (quoted
+//! fields, commas inside quotes, line numbers); this module decides what they
+//! mean. A first row is a header only when it names columns: its first cell is
+//! not a number and some cell is a name (text that is not a number). Any other
+//! first row is data, checked like every other. Blank lines are ignored; cells
+//! may be padded with spaces or wrapped in double quotes.
 
 use std::path::Path;
 
@@ -12,58 +15,75 @@ const TEST: &str = "test.csv";
 
 /// Parses (decoded) CSV content.
 pub(crate) fn parse(path: &Path, bytes: &[u8]) -> Result<Examples, DataError> {
-    let text = String::from_utf8_lossy(bytes);
-    let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
+    let bytes = bytes.strip_prefix(b"\xef\xbb\xbf").unwrap_or(bytes);
+    // Cells are trimmed by `clean`, one at a time, not by the reader (which rebuilds each record).
+    let mut reader = csv::ReaderBuilder::new().has_headers(false).flexible(true).from_reader(bytes);
     let mut columns: Option<(usize, usize)> = None; // (count, line it came from)
     let mut features = Vec::new();
     let mut labels = Vec::new();
-    for (i, line) in text.split('\n').enumerate() {
-        let line_no = i + 1;
-        let line = line.strip_suffix('\r').unwrap_or(line);
-        if line.trim().is_empty() {
-            continue;
+    let mut record = csv::ByteRecord::new();
+    // The reader's own line numbers skip the blank lines it skips, so lines are counted here
+    // from each record's byte offset: (offset, its line) of the last record.
+    let mut at = (0usize, 1usize);
+    loop {
+        match reader.read_byte_record(&mut record) {
+            Ok(true) => {}
+            Ok(false) => break,
+            Err(e) => {
+                let line = e.position().map_or(at.1, |p| p.line() as usize);
+                return Err(DataError::CsvSyntax { path: path.to_path_buf(), line, detail: e.to_string() });
+            }
         }
-        let cells: Vec<&str> = line.split(',').map(clean).collect();
+        let mut start = record.position().map_or(at.0, |p| p.byte() as usize).clamp(at.0, bytes.len());
+        start += bytes[start..].iter().take_while(|&&b| b == b'\n' || b == b'\r').count();
+        at = (start, at.1 + bytes[at.0..start].iter().filter(|&&b| b == b'\n').count());
+        let line_no = at.1;
+        let n = record.len();
+        let first = clean(&record[0]);
+        if n == 1 && first.as_ref().is_ok_and(|c| c.is_empty()) {
+            continue; // a blank line
+        }
         let (expected, first_line) = match columns {
             Some(c) => c,
             None => {
-                if cells.len() < 2 {
-                    return Err(DataError::CsvTooFewColumns {
-                        path: path.to_path_buf(),
-                        line: line_no,
-                        found: cells.len(),
-                    });
+                if n < 2 {
+                    return Err(DataError::CsvTooFewColumns { path: path.to_path_buf(), line: line_no, found: n });
                 }
-                columns = Some((cells.len(), line_no));
-                if cells.iter().any(|c| number(c).is_none()) {
-                    continue; // header row
+                columns = Some((n, line_no));
+                if is_header(&record.iter().map(clean).collect::<Vec<_>>()) {
+                    continue;
                 }
-                (cells.len(), line_no)
+                (n, line_no)
             }
         };
-        if cells.len() != expected {
+        if n != expected {
             return Err(DataError::CsvRaggedRow {
                 path: path.to_path_buf(),
                 line: line_no,
                 expected,
-                found: cells.len(),
+                found: n,
                 first_line,
             });
         }
-        let not_numeric = |column: usize, text: &str| DataError::CsvNotNumeric {
+        let not_numeric = |column: usize, cell: &Result<&str, String>| DataError::CsvNotNumeric {
             path: path.to_path_buf(),
             line: line_no,
             column,
-            text: text.to_string(),
+            text: match cell {
+                Ok(t) => t.to_string(),
+                Err(t) => t.clone(),
+            },
         };
-        let label = number(cells[0]).ok_or_else(|| not_numeric(1, cells[0]))?;
+        let label = first.as_ref().ok().and_then(|c| number(c)).ok_or_else(|| not_numeric(1, &first))?;
         if label.fract() != 0.0 || !(0.0..=255.0).contains(&label) {
-            return Err(DataError::CsvBadLabel { path: path.to_path_buf(), line: line_no, text: cells[0].to_string() });
+            let text = first.clone().unwrap_or_default().to_string();
+            return Err(DataError::CsvBadLabel { path: path.to_path_buf(), line: line_no, text });
         }
         labels.push(label as u8);
-        for (j, cell) in cells.iter().enumerate().skip(1) {
-            let v = cell.parse::<f32>().ok().filter(|v| v.is_finite()).ok_or_else(|| not_numeric(j + 1, cell))?;
-            features.push(v);
+        for (j, raw) in record.iter().enumerate().skip(1) {
+            let cell = clean(raw);
+            let v = cell.as_ref().ok().and_then(|c| c.parse::<f32>().ok()).filter(|v| v.is_finite());
+            features.push(v.ok_or_else(|| not_numeric(j + 1, &cell))?);
         }
     }
     match columns {
@@ -72,10 +92,19 @@ pub(crate) fn parse(path: &Path, bytes: &[u8]) -> Result<Examples, DataError> {
     }
 }
 
-/// Trims spaces and one pair of surrounding double quotes.
-fn clean(cell: &str) -> &str {
-    let cell = cell.trim();
-    cell.strip_prefix('"').and_then(|c| c.strip_suffix('"')).map(str::trim).unwrap_or(cell)
+/// Whether a first row names columns: its first cell is not a number (NaN and infinity count
+/// as numbers: on any line they are bad values, not names) and some cell is a name. A cell
+/// that is empty or not UTF-8 names nothing.
+fn is_header(cells: &[Result<&str, String>]) -> bool {
+    let name = |c: &Result<&str, String>| c.as_ref().is_ok_and(|c| !c.is_empty() && c.parse::<f64>().is_err());
+    name(&cells[0]) || (cells[0].as_ref().is_ok_and(|c| c.is_empty()) && cells.iter().any(name))
+}
+
+/// A cell's text, trimmed, with one pair of surrounding double quotes the reader left (a quote
+/// after spaces) taken off; the lossy text of a cell that is not UTF-8 as the error.
+fn clean(cell: &[u8]) -> Result<&str, String> {
+    let cell = std::str::from_utf8(cell).map_err(|_| String::from_utf8_lossy(cell).into_owned())?.trim();
+    Ok(cell.strip_prefix('"').and_then(|c| c.strip_suffix('"')).map(str::trim).unwrap_or(cell))
 }
 
 /// A finite number, or `None`.
@@ -100,6 +129,11 @@ fn loaded(train: Examples, test: Option<Examples>, description: String) -> Loade
 pub(crate) fn load_file(path: &Path, bytes: &[u8]) -> Result<Loaded, DataError> {
     let train = parse(path, bytes)?;
     Ok(loaded(train, None, format!("CSV file {}", path.display())))
+}
+
+/// The name of a training file (for error messages).
+pub(crate) fn train_names() -> Vec<String> {
+    vec![TRAIN.to_string()]
 }
 
 /// The names a directory is searched for (for error messages).
@@ -227,6 +261,87 @@ mod tests {
         let e = load_path(&p).unwrap_err();
         assert!(matches!(e, DataError::Empty { .. }), "{e}");
         assert!(e.to_string().contains("h.csv"), "{e}");
+    }
+
+    #[test]
+    fn a_first_row_of_numbers_is_data_and_its_bad_cells_are_refused_as_on_any_line() {
+        for (cell, text) in [("nan", "nan"), ("inf", "inf"), ("-Infinity", "-Infinity"), ("", ""), ("x", "x")] {
+            for line in [1, 2] {
+                let good = "1,2,3\n".repeat(line - 1);
+                let e = parse_str(&format!("{good}1,{cell},3\n0,4,5\n")).unwrap_err();
+                assert!(
+                    matches!(&e, DataError::CsvNotNumeric { line: l, column: 2, text: t, .. } if *l == line && t == text),
+                    "{cell:?} on line {line}: {e}"
+                );
+            }
+        }
+        // A cell that is not UTF-8, on line 1 as on line 2.
+        for good in ["", "1,2,3\n"] {
+            let mut bytes = good.as_bytes().to_vec();
+            bytes.extend_from_slice(b"1,\xff\xfe,3\n");
+            let e = parse(Path::new("t.csv"), &bytes).unwrap_err();
+            assert!(matches!(e, DataError::CsvNotNumeric { column: 2, .. }), "{e}");
+        }
+        // A label that is a number makes the row data, whatever else it holds.
+        let e = parse_str("7,x,y\n1,2,3\n").unwrap_err();
+        assert!(matches!(e, DataError::CsvNotNumeric { line: 1, column: 2, .. }), "{e}");
+        // Headers: names, with an empty first name (as pandas writes an index column).
+        assert_eq!(parse_str(",a,b\n0,1,2\n").unwrap().labels, vec![0]);
+        assert_eq!(parse_str("label,x,nan\n0,1,2\n").unwrap().labels, vec![0]);
+        let e = parse_str(",1,2\n0,1,2\n").unwrap_err();
+        assert!(matches!(e, DataError::CsvNotNumeric { line: 1, column: 1, .. }), "{e}");
+    }
+
+    #[test]
+    fn quoted_fields_hold_commas_and_line_breaks() {
+        let e = parse_str("label,\"width, mm\",\"height\nin mm\"\n1,2,3\n0,4,5\n").unwrap();
+        assert_eq!(e.shape, [1, 1, 2]);
+        assert_eq!(e.features, vec![2.0, 3.0, 4.0, 5.0]);
+        // Line numbers count the lines a quoted field spans.
+        let e = parse_str("label,\"a\nb\",c\n1,2,3\n0,4\n").unwrap_err();
+        assert!(matches!(e, DataError::CsvRaggedRow { line: 4, expected: 3, found: 2, first_line: 1, .. }), "{e}");
+        let e = parse_str("1,\"2,5\",3\n").unwrap_err();
+        assert!(matches!(&e, DataError::CsvNotNumeric { line: 1, column: 2, text, .. } if text == "2,5"), "{e}");
+    }
+
+    proptest::proptest! {
+        /// A row that is not a header is judged the same on line 1 as on line 2: both parses
+        /// succeed, or both fail with the same kind of error.
+        #[test]
+        fn line_one_is_judged_as_line_two(cells in proptest::collection::vec(
+            proptest::prop_oneof![
+                "[0-9]{1,3}", "-?[0-9]\\.[0-9]", "(nan|NaN|inf|-inf|Infinity)", "", "[a-z]{1,4}", " [0-9] ",
+                "\"[0-9]\"", "1e999",
+            ],
+            2..5,
+        )) {
+            let row = cells.join(",");
+            let good = vec!["1"; cells.len()].join(",");
+            let first = parse_str(&format!("{row}\n{good}\n"));
+            let second = parse_str(&format!("{good}\n{row}\n"));
+            let cleaned: Vec<Result<&str, String>> = cells.iter().map(|c| clean(c.as_bytes())).collect();
+            if !is_header(&cleaned) {
+                let kind = |r: &Result<Examples, DataError>| r.as_ref().map(drop).map_err(std::mem::discriminant);
+                proptest::prop_assert_eq!(kind(&first), kind(&second), "{:?} / {:?}", first, second);
+            } else {
+                proptest::prop_assert!(first.is_ok_and(|e| e.labels == vec![1]), "a header is skipped");
+            }
+        }
+
+        /// Whatever a header names (commas, quotes, line breaks), a file the `csv` crate writes
+        /// reads back to its numbers.
+        #[test]
+        fn quoted_headers_round_trip(names in proptest::collection::vec("[a-z ,\"\n]{1,6}", 3),
+                                     rows in proptest::collection::vec((0u8..10, -1e3f32..1e3, -1e3f32..1e3), 1..5)) {
+            let mut w = csv::Writer::from_writer(Vec::new());
+            w.write_record(std::iter::once("label").chain(names[1..].iter().map(String::as_str))).unwrap();
+            for (l, a, b) in &rows {
+                w.write_record([l.to_string(), a.to_string(), b.to_string()]).unwrap();
+            }
+            let e = parse(Path::new("t.csv"), &w.into_inner().unwrap()).unwrap();
+            proptest::prop_assert_eq!(e.labels, rows.iter().map(|r| r.0).collect::<Vec<_>>());
+            proptest::prop_assert_eq!(e.features, rows.iter().flat_map(|r| [r.1, r.2]).collect::<Vec<_>>());
+        }
     }
 
     #[test]

@@ -17,6 +17,15 @@ pub enum DataError {
         source: std::io::Error,
     },
 
+    /// A path that is not a data file (a device such as /dev/zero), or a file too big to load
+    /// into the memory available.
+    #[error("{}: {source}", .path.display())]
+    Refused {
+        path: PathBuf,
+        #[source]
+        source: crate::files::InputError,
+    },
+
     /// The file is shorter than its header (or record size) says it must be.
     #[error(
         "{}: truncated {what}: expected {expected} bytes, found {found}; the file is incomplete, download or extract it again",
@@ -77,6 +86,10 @@ pub enum DataError {
     )]
     CsvRaggedRow { path: PathBuf, line: usize, expected: usize, found: usize, first_line: usize },
 
+    /// CSV text the reader cannot split into fields.
+    #[error("{}: line {line}: {detail}; check the quoting of that line", .path.display())]
+    CsvSyntax { path: PathBuf, line: usize, detail: String },
+
     /// A CSV row without any feature column.
     #[error(
         "{}: line {line} has only {found} column; each row needs a label followed by at least one feature, separated by commas",
@@ -119,6 +132,13 @@ pub enum DataError {
         .dir.display(), .looked_for.join(", ")
     )]
     NoDataFiles { dir: PathBuf, looked_for: Vec<String> },
+
+    /// A directory with files of a data set but not its training file.
+    #[error(
+        "{}: holds {} but no training file to go with it (looked for {}); add the training file beside it, or point at a single data file",
+        .dir.display(), .found.join(", "), .looked_for.join(", ")
+    )]
+    NoTrainingFile { dir: PathBuf, found: Vec<String>, looked_for: Vec<String> },
 
     /// An images file without its labels file (or the other way round).
     #[error(

@@ -22,17 +22,38 @@ fn parse<'a, const D: usize>(
     what: &'static str,
     example: &'static str,
 ) -> Result<([usize; D], &'a [u8]), DataError> {
+    let dims = sizes::<D>(path, bytes, bytes.len() as u128, magic, what, example)?;
+    Ok((dims, bytes.get(4 + 4 * D..).unwrap_or_default()))
+}
+
+/// Checks the size of a raw file on disk against its IDX header (`head`: its first 16 bytes or
+/// fewer), before the file is read: a file whose header says 3 images is not read for its
+/// gigabytes. Content that is not an IDX header passes.
+pub(crate) fn check_size_on_disk(path: &Path, head: &[u8], size: u64) -> Result<(), DataError> {
+    let word = head.get(..4).map(|w| u32::from_be_bytes([w[0], w[1], w[2], w[3]]));
+    match word {
+        Some(IMAGES_MAGIC) => sizes::<3>(path, head, size.into(), IMAGES_MAGIC, "images", IMAGES_EXAMPLE).map(drop),
+        Some(LABELS_MAGIC) => sizes::<1>(path, head, size.into(), LABELS_MAGIC, "labels", LABELS_EXAMPLE).map(drop),
+        _ => Ok(()),
+    }
+}
+
+/// The dimensions an IDX header (at the start of `bytes`) gives, checked against the
+/// length of the whole file, `found` bytes.
+fn sizes<const D: usize>(
+    path: &Path,
+    bytes: &[u8],
+    found: u128,
+    magic: u32,
+    what: &'static str,
+    example: &'static str,
+) -> Result<[usize; D], DataError> {
     let header_len = 4 + 4 * D;
-    let truncated = |what, expected: u128| DataError::Truncated {
-        path: path.to_path_buf(),
-        what,
-        expected,
-        found: bytes.len() as u128,
-    };
+    let truncated = |what, expected: u128| DataError::Truncated { path: path.to_path_buf(), what, expected, found };
     let word = |i: usize| bytes.get(4 * i..4 * i + 4).map(|w| u32::from_be_bytes([w[0], w[1], w[2], w[3]]));
-    let found = word(0).ok_or_else(|| truncated("IDX header", header_len as u128))?;
-    if found != magic {
-        return Err(DataError::BadMagic { path: path.to_path_buf(), what, example, found, expected: magic });
+    let first = word(0).ok_or_else(|| truncated("IDX header", header_len as u128))?;
+    if first != magic {
+        return Err(DataError::BadMagic { path: path.to_path_buf(), what, example, found: first, expected: magic });
     }
     let mut dims = [0u32; D];
     for (i, dim) in dims.iter_mut().enumerate() {
@@ -41,7 +62,6 @@ fn parse<'a, const D: usize>(
     // At most three u32 factors: the product cannot overflow a u128.
     let body: u128 = dims.iter().map(|&d| u128::from(d)).product();
     let expected = header_len as u128 + body;
-    let found = bytes.len() as u128;
     let file = if what == "images" { "IDX images file" } else { "IDX labels file" };
     if found < expected {
         return Err(truncated(file, expected));
@@ -50,7 +70,7 @@ fn parse<'a, const D: usize>(
         return Err(DataError::TrailingBytes { path: path.to_path_buf(), what: file, expected, found });
     }
     // u32 always fits a usize on the (32- and 64-bit) targets Rust std supports.
-    Ok((dims.map(|d| d as usize), bytes.get(header_len..).unwrap_or_default()))
+    Ok(dims.map(|d| d as usize))
 }
 
 /// Parses a decoded images file and its labels file into examples.
@@ -119,6 +139,11 @@ fn names(prefix: &str, kind: &str) -> Vec<String> {
 
 fn find(dir: &Path, prefix: &str, kind: &str) -> Option<PathBuf> {
     names(prefix, kind).into_iter().map(|n| dir.join(n)).find(|p| p.is_file())
+}
+
+/// The names of a training images file (for error messages).
+pub(crate) fn train_image_names() -> Vec<String> {
+    names("train", "images")
 }
 
 /// The names a directory is searched for (for error messages).

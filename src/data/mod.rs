@@ -363,6 +363,15 @@ fn load_dir(dir: &Path) -> Result<Loaded, DataError> {
     let mut looked_for = idx::dir_names();
     looked_for.extend(cifar::dir_names());
     looked_for.extend(csv::dir_names());
+    // Files of a data set without its training file (labels without images, a test file
+    // alone): said as such, and the list is of the training files that are not there.
+    let found: Vec<String> = looked_for.iter().filter(|n| dir.join(n).is_file()).cloned().collect();
+    if !found.is_empty() {
+        let mut training = idx::train_image_names();
+        training.extend(cifar::train_names());
+        training.extend(csv::train_names());
+        return Err(DataError::NoTrainingFile { dir: dir.to_path_buf(), found, looked_for: training });
+    }
     Err(DataError::NoDataFiles { dir: dir.to_path_buf(), looked_for })
 }
 
@@ -438,10 +447,49 @@ fn base_name(path: &Path) -> String {
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 
 /// Reads a file, decompressing it if it is gzip (recognised by its magic).
+///
+/// Nothing is read from a device (`/dev/zero`), and nothing over what the memory available can
+/// load: the size of a file is checked before reading it, a pipe is read up to the limit, and a
+/// gzip file is decompressed up to it.
 pub(crate) fn read_file(path: &Path) -> Result<Vec<u8>, DataError> {
-    let bytes = std::fs::read(path).map_err(|source| DataError::Io { path: path.to_path_buf(), source })?;
+    check_header_on_disk(path)?;
+    let limit = crate::files::memory_limit(MEMORY_PER_BYTE);
+    let bytes = crate::files::read_input(path, limit, LIMIT_WHAT, "point --data at the file").map_err(|e| match e {
+        crate::files::InputError::Io(source) => DataError::Io { path: path.to_path_buf(), source },
+        source => DataError::Refused { path: path.to_path_buf(), source },
+    })?;
+    if bytes.starts_with(&GZIP_MAGIC) {
+        let limit = limit.min(MAX_DECOMPRESSED);
+        return gunzip(path, &bytes, limit).map_err(|e| match e {
+            DataError::TooLarge { .. } if limit < MAX_DECOMPRESSED => DataError::Refused {
+                path: path.to_path_buf(),
+                source: crate::files::InputError::TooBig { size: limit + 1, limit, what: LIMIT_WHAT },
+            },
+            e => e,
+        });
+    }
     decode(path, bytes)
 }
+
+/// Checks a raw (not gzipped) file's size against the size its format's header gives, from
+/// the header alone; what cannot be opened is left to [`read_file`]'s own message.
+fn check_header_on_disk(path: &Path) -> Result<(), DataError> {
+    let Ok(meta) = std::fs::metadata(path) else { return Ok(()) };
+    if !meta.is_file() {
+        return Ok(());
+    }
+    let mut head = Vec::with_capacity(16);
+    if let Ok(f) = std::fs::File::open(path) {
+        let _ = f.take(16).read_to_end(&mut head);
+    }
+    idx::check_size_on_disk(path, &head, meta.len())
+}
+
+/// Bytes of memory one byte of data takes at most while it loads: the byte itself and the f32
+/// feature it becomes.
+const MEMORY_PER_BYTE: u64 = 5;
+
+const LIMIT_WHAT: &str = "the memory available can load, at 5 bytes per byte of data";
 
 /// Decompresses `bytes` if they start with the gzip magic; `path` is used
 /// for messages and to reject `.gz` names whose content is not gzip.
@@ -625,6 +673,37 @@ mod tests {
         for name in ["train-images-idx3-ubyte.gz", "data_batch_1.bin", "train.csv"] {
             assert!(msg.contains(name), "{msg}");
         }
+    }
+
+    #[test]
+    fn a_directory_without_its_training_file_says_what_it_holds_and_what_is_missing() {
+        for file in ["train-labels-idx1-ubyte", "t10k-images-idx3-ubyte.gz", "test_batch.bin", "test.csv"] {
+            let dir = tempdir();
+            write(&dir, file, b"1,2\n");
+            let e = load(&DataSource::Path(dir.path().to_path_buf()), &opts(0.0)).unwrap_err();
+            let msg = e.to_string();
+            assert!(matches!(e, DataError::NoTrainingFile { .. }), "{msg}");
+            let (holds, looked) = msg.split_once("(looked for").unwrap();
+            assert!(holds.contains(&format!("holds {file} but no training file")), "{msg}");
+            assert!(!looked.contains(file), "it looked for the file it found: {msg}");
+            for name in ["train-images-idx3-ubyte.gz", "data_batch_1.bin", "train.csv"] {
+                assert!(looked.contains(name), "{msg}");
+            }
+        }
+    }
+
+    #[test]
+    fn an_idx_file_longer_than_its_header_says_is_refused_unread() {
+        let dir = tempdir();
+        let p = write(&dir, "x-images-idx3-ubyte", &idx_images(3, 2, 2, |i| i as u8));
+        write(&dir, "x-labels-idx1-ubyte", &idx_labels(&[0, 1, 2]));
+        assert!(load(&DataSource::Path(p.clone()), &opts(0.0)).is_ok());
+        // 1 TiB on disk (sparse), a header for 3 images of 2×2: refused from the header.
+        std::fs::OpenOptions::new().write(true).open(&p).unwrap().set_len(1 << 40).unwrap();
+        let start = std::time::Instant::now();
+        let e = load(&DataSource::Path(p), &opts(0.0)).unwrap_err();
+        assert!(matches!(e, DataError::TrailingBytes { expected: 28, found, .. } if found == 1 << 40), "{e}");
+        assert!(start.elapsed() < std::time::Duration::from_secs(1));
     }
 
     #[test]

@@ -221,7 +221,7 @@ pub fn report_html(spec: &Spec, cfg: &Config, metrics: Option<&Metrics>) -> Resu
     let _ = writeln!(
         o,
         "<p class=\"lead\">{} parameters; loss {}, optimizer {}, batch {}; {} examples per epoch, {} epoch{}. \
-         Training FLOPs: {} per example step, {} per epoch, {} for the run. Memory (f32): about {} at peak.</p>",
+         Training FLOPs: {} per step of {} examples ({} per example at that batch), {} per epoch, {} for the run. Memory (f32): about {} at peak.</p>",
         t(l.params),
         l.loss,
         l.optimizer,
@@ -229,7 +229,9 @@ pub fn report_html(spec: &Spec, cfg: &Config, metrics: Option<&Metrics>) -> Resu
         t(l.examples as u128),
         l.epochs,
         if l.epochs == 1 { "" } else { "s" },
-        t(l.per_example.total.flop()),
+        t(l.per_batch.total.flop()),
+        l.batch,
+        crate::report::format::short(l.per_batch.total.flop() as f64 / l.batch as f64),
         t(l.per_epoch.total.flop()),
         t(l.training.total.flop()),
         bytes(l.memory.peak)

@@ -55,7 +55,8 @@ pub struct Metrics {
 
 impl Metrics {
     pub fn read(path: &Path) -> Result<Metrics> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let hint = "pass the file `flopnet train --metrics FILE` wrote";
+        let text = crate::files::read_text(path, crate::files::TEXT_LIMIT, "a metrics file may hold", hint)?;
         Metrics::parse(&text).map_err(|problem| Error::Usage(format!("metrics file {}: {problem}", path.display())))
     }
 

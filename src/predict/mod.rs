@@ -8,7 +8,7 @@ mod profile;
 
 pub use calibrate::calibrate;
 pub use model::{LayerTime, Machine, Prediction, predict};
-pub use profile::{Profile, default_path, machine_id};
+pub use profile::{Profile, check_replaceable, default_path, machine_id};
 
 use crate::error::Result;
 use std::path::Path;
@@ -31,6 +31,8 @@ pub fn load_or_calibrate(path: &Path, threads: usize, quick: bool) -> Result<(Pr
     if let Some(p) = found {
         return Ok((p, None));
     }
+    // Refused before measuring: a file that is not a profile is never replaced.
+    profile::check_replaceable(path)?;
     let t = std::time::Instant::now();
     let p = calibrate(threads, quick)?;
     p.save(path)?;

@@ -428,10 +428,11 @@ pub fn predict(spec: &Spec, cfg: &Config, machine: Machine, threads: usize) -> P
     let epoch = full as f64 * step + if rest > 0 { step_of(rest).3 } else { 0.0 };
     let basis = match machine {
         Machine::Measured(p) => format!(
-            "model estimate from this machine's profile ({} threads): matrix products at the throughput calibrate measured at nearby shapes, passes over memory at the measured bandwidth for their working set, plus a fixed {:.1} µs per step and {:.2} µs per layer",
+            "model estimate from this machine's profile ({} threads): matrix products at the throughput calibrate measured at nearby shapes, passes over memory at the measured bandwidth for their working set, plus a fixed cost per step of {} ({}, and {} for each layer)",
             p.threads,
-            p.step_overhead * 1e6,
-            p.layer_overhead * 1e6
+            crate::report::seconds(overhead_seconds),
+            crate::report::seconds(p.step_overhead),
+            crate::report::seconds(p.layer_overhead)
         ),
         Machine::Roofline { matmul_gflops, vector_gflops, bandwidth_gbs } => format!(
             "roofline estimate: each phase takes the longer of its arithmetic at {matmul_gflops:.0} GFLOP/s (matrix products) or {vector_gflops:.0} GFLOP/s (the rest) and its memory traffic at {bandwidth_gbs:.0} GB/s; no launch, transfer or framework overhead, so a lower bound that small networks will not approach"

@@ -130,6 +130,43 @@ pub fn default_path(threads: usize) -> PathBuf {
     dirs::cache_dir().unwrap_or_else(std::env::temp_dir).join("flopnet").join(format!("profile-{threads}.json"))
 }
 
+/// Refuses a `path` that holds something other than a flopnet profile (of any version): a
+/// profile is written over only when it is one, so a model, data or metrics file given to
+/// `--profile` by mistake is never lost. A path with nothing there passes.
+pub fn check_replaceable(path: &Path) -> Result<()> {
+    if std::fs::symlink_metadata(path).is_err() {
+        return Ok(());
+    }
+    let refuse = |what: &str| {
+        Err(Error::input(
+            path,
+            format!(
+                "{what}; it is not a flopnet profile, and flopnet writes the profile it measures there, so it refuses; give a new file name to --profile, or delete the file"
+            ),
+        ))
+    };
+    if path.is_dir() {
+        return refuse("is a directory");
+    }
+    let bytes = match crate::files::read_input(path, crate::files::TEXT_LIMIT, "a profile may hold", "") {
+        Ok(b) => b,
+        Err(e) => return refuse(&e.to_string()),
+    };
+    let is_profile = serde_json::from_slice::<serde_json::Value>(&bytes).is_ok_and(|v| {
+        v.get("version").is_some_and(|v| v.is_u64())
+            && v.get("machine").is_some_and(|m| m.is_string())
+            && v.get("threads").is_some_and(|t| t.is_u64())
+    });
+    // A damaged profile (cut short) still starts as one: the fields come in this order.
+    let damaged = bytes.starts_with(b"{") && {
+        let text = String::from_utf8_lossy(&bytes);
+        matches!((text.find("\"version\":"), text.find("\"machine\":")), (Some(v), Some(m)) if v < m)
+    };
+    // Flopnet's own cache directory holds nothing else.
+    let cached = path.parent().is_some_and(|d| Some(d) == default_path(1).parent());
+    if is_profile || damaged || cached { Ok(()) } else { refuse("holds something else") }
+}
+
 impl Profile {
     /// The best matrix-product rate measured at any shape and layout, GFLOP/s.
     pub fn peak_gflops(&self) -> f64 {
@@ -139,9 +176,12 @@ impl Profile {
     /// Reads a profile; `Ok(None)` when it is missing, stale (other machine, version or thread
     /// count) or corrupt — the caller then calibrates again. The reason is returned beside it.
     pub fn load(path: &Path, threads: usize) -> (Option<Profile>, Option<String>) {
-        let text = match std::fs::read_to_string(path) {
+        if !path.exists() {
+            return (None, None);
+        }
+        let text = match crate::files::read_text(path, crate::files::TEXT_LIMIT, "a profile may hold", "") {
             Ok(t) => t,
-            Err(_) => return (None, None),
+            Err(e) => return (None, Some(format!("{e}; measuring again"))),
         };
         let p: Profile = match serde_json::from_str(&text) {
             Ok(p) => p,
@@ -175,6 +215,7 @@ impl Profile {
     }
 
     pub fn save(&self, path: &Path) -> Result<()> {
+        check_replaceable(path)?;
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         }

@@ -8,7 +8,9 @@ mod verify;
 
 pub use count::count_text;
 pub use explain::explain_text;
-pub use run::{account_text, bench_text, confusion_text, epoch_line, prediction_text, seconds};
+pub use run::{
+    PROGRESS_TEMPLATE, account_text, bench_text, confusion_text, epoch_line, prediction_text, progress_rate, seconds,
+};
 pub use verify::verify_text;
 
 use crate::cost::Ledger;

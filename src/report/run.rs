@@ -8,10 +8,12 @@ use crate::train::{Confusion, EpochReport};
 /// The run's cost account, printed before training starts.
 pub fn account_text(l: &Ledger) -> String {
     format!(
-        "cost: {} parameters; {} FLOPs per example step, {} per epoch of {} examples in {} batches of {}, {} for {} epoch{}\n\
+        "cost: {} parameters; {} FLOPs per step of {} (an example's share {}), {} per epoch of {} examples in {} batches of {}, {} for {} epoch{}\n\
          memory (ledger): {} peak (parameters {}, gradients {}, optimizer {}, activations {}, workspace {})\n",
         t(l.params),
-        short(l.per_example.total.flop() as f64),
+        short(l.per_batch.total.flop() as f64),
+        l.batch,
+        short(l.per_batch.total.flop() as f64 / l.batch as f64),
         short(l.per_epoch.total.flop() as f64),
         t(l.examples as u128),
         t(l.batches_per_epoch() as u128),
@@ -26,6 +28,16 @@ pub fn account_text(l: &Ledger) -> String {
         bytes(l.memory.activations),
         bytes(l.memory.workspace),
     )
+}
+
+/// The template of `train`'s progress line; its counts go through indicatif's `human_pos` and
+/// `human_len` and [`progress_rate`], so every big number has thousands separators.
+pub const PROGRESS_TEMPLATE: &str =
+    "epoch {prefix:>3} [{bar:30}] {human_pos}/{human_len} examples  {rate}  loss {msg}  ETA {eta}";
+
+/// The `{rate}` of [`PROGRESS_TEMPLATE`]: whole examples per second, with thousands separators.
+pub fn progress_rate(per_sec: f64) -> String {
+    format!("{}/s", t(if per_sec.is_finite() { per_sec.max(0.0).round() as u128 } else { 0 }))
 }
 
 pub fn epoch_line(r: &EpochReport) -> String {
@@ -149,7 +161,7 @@ pub fn prediction_text(p: &crate::predict::Prediction, batch: usize) -> String {
         ]);
     }
     rows.push(vec!["loss".into(), seconds(p.loss_seconds)]);
-    rows.push(vec!["per step".into(), seconds(p.overhead_seconds)]);
+    rows.push(vec!["fixed".into(), seconds(p.overhead_seconds)]);
     o += &columns(&rows, 1).lines().map(|l| format!("  {l}\n")).collect::<String>();
     o += &format!("  ({})\n", p.basis);
     o
@@ -165,7 +177,32 @@ pub fn seconds(s: f64) -> String {
         format!("{s:.2} s")
     } else if s >= 1e-3 {
         format!("{:.2} ms", s * 1e3)
-    } else {
+    } else if s >= 1e-6 || s == 0.0 {
         format!("{:.1} µs", s * 1e6)
+    } else {
+        // Below a microsecond a tenth of one would round fixed costs to 0.0 or 0.1.
+        format!("{:.0} ns", s * 1e9)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_numbers_have_thousands_separators() {
+        assert_eq!(progress_rate(1_234_567.4), "1,234,567/s");
+        assert_eq!(progress_rate(f64::NAN), "0/s");
+        // indicatif's raw counts ({pos}, {len}, {per_sec}) print 60000 and 12345.6789/s.
+        for raw in ["{pos}", "{len}", "{per_sec}"] {
+            assert!(!PROGRESS_TEMPLATE.contains(raw), "{raw} in {PROGRESS_TEMPLATE}");
+        }
+    }
+
+    #[test]
+    fn seconds_below_a_microsecond_keep_their_digits() {
+        assert_eq!(seconds(4.2e-8), "42 ns");
+        assert_eq!(seconds(0.0), "0.0 µs");
+        assert_eq!(seconds(1.5e-6), "1.5 µs");
     }
 }

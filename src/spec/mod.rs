@@ -179,7 +179,8 @@ impl fmt::Display for Spec {
 pub fn load(arg: &str, defaults: Defaults) -> Result<Spec> {
     let path = std::path::Path::new(arg);
     if arg.ends_with(".toml") || path.is_file() {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let hint = "pass a .toml spec file, or a spec such as 784-30-10";
+        let text = crate::files::read_text(path, crate::files::TEXT_LIMIT, "a spec file may hold", hint)?;
         return from_toml(&text, arg, defaults);
     }
     parse(arg, defaults)

@@ -8,24 +8,37 @@ use std::path::{Path, PathBuf};
 
 pub struct MetricsWriter {
     path: PathBuf,
-    out: BufWriter<File>,
+    append: bool,
+    /// Opened at the first line: a run that stops before it (diverged, refused) leaves no empty
+    /// file behind and a file already there as it was.
+    out: Option<BufWriter<File>>,
 }
 
 impl MetricsWriter {
+    /// Writes `path` afresh, from the first line on.
     pub fn create(path: &Path) -> Result<MetricsWriter> {
-        let f = File::create(path).map_err(|e| Error::io(path, e))?;
-        Ok(MetricsWriter { path: path.to_path_buf(), out: BufWriter::new(f) })
+        Ok(MetricsWriter { path: path.to_path_buf(), append: false, out: None })
     }
 
-    /// Opens `path` to add lines after those already there (a resumed run).
+    /// Adds lines after those already in `path` (a resumed run).
     pub fn append(path: &Path) -> Result<MetricsWriter> {
-        let f = std::fs::OpenOptions::new().create(true).append(true).open(path).map_err(|e| Error::io(path, e))?;
-        Ok(MetricsWriter { path: path.to_path_buf(), out: BufWriter::new(f) })
+        Ok(MetricsWriter { path: path.to_path_buf(), append: true, out: None })
     }
 
     fn line(&mut self, v: &impl serde::Serialize) -> Result<()> {
         let text = serde_json::to_string(v).map_err(|e| Error::Usage(e.to_string()))?;
-        writeln!(self.out, "{text}").and_then(|_| self.out.flush()).map_err(|e| Error::io(&self.path, e))
+        let out = match &mut self.out {
+            Some(out) => out,
+            None => {
+                let mut o = std::fs::OpenOptions::new();
+                let f =
+                    if self.append { o.create(true).append(true) } else { o.create(true).write(true).truncate(true) }
+                        .open(&self.path)
+                        .map_err(|e| Error::io(&self.path, e))?;
+                self.out.insert(BufWriter::new(f))
+            }
+        };
+        writeln!(out, "{text}").and_then(|_| out.flush()).map_err(|e| Error::io(&self.path, e))
     }
 
     pub fn epoch(&mut self, r: &EpochReport) -> Result<()> {
