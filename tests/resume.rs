@@ -195,6 +195,12 @@ fn resume_refuses_a_different_run_and_says_when_nothing_is_left() {
         assert_eq!(out.status.code(), Some(2), "{extra:?}: {stderr}");
         assert!(stderr.contains(want), "{extra:?}: `{want}` missing from {stderr}");
     }
+    // A run that started from a model file resumes with that file named again, and only so.
+    ok(run(dir, &args(&["--epochs", "1", "--init", "m.safetensors", "--checkpoint", "ck-init"])));
+    let out = run(dir, &args(&["--epochs", "2", "--resume", "ck-init"]));
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+    let resumed = ok(run(dir, &args(&["--epochs", "2", "--init", "m.safetensors", "--resume", "ck-init"])));
+    assert!(resumed.contains("resuming from"), "{resumed}");
     let done = ok(run(dir, &args(&["--epochs", "1", "--resume", "ck", "--metrics", "m.jsonl"])));
     assert!(done.contains("has finished all 1 epochs: nothing left to train (give a larger --epochs"), "{done}");
     assert!(!dir.join("m.jsonl").exists(), "a finished run writes no metrics");
