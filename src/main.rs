@@ -85,6 +85,8 @@ impl PredictArgs {
 
     /// The prediction for `spec` under `cfg`; what it rests on goes to stderr.
     fn predict(&self, spec: &Spec, cfg: &Config) -> Result<predict::Prediction> {
+        // The time model prices the fast engine's work.
+        spec.fast_engine_check()?;
         let threads = self.threads.unwrap_or_else(sys::cores);
         if let Some(d) = &self.device {
             let (name, precision) = d.split_once(':').unwrap_or((d.as_str(), "fp32"));
@@ -440,6 +442,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Eval(a) => eval_command(a)?,
         Command::Bench(a) => {
             let spec = a.model.spec()?;
+            spec.fast_engine_check()?;
             guard::check_available(&spec, a.optimizer, a.batch as usize)?;
             let cfg = BenchConfig {
                 batch: a.batch as usize,
@@ -553,6 +556,7 @@ fn load_data(d: &DataArgs, val_split: f64, seed: u64) -> Result<data::Splits> {
 
 fn train_command(a: TrainArgs) -> Result<()> {
     let spec = a.model.spec()?;
+    spec.fast_engine_check()?;
     let batch = a.batch as usize;
     guard::check_available(&spec, a.optimizer, batch)?;
     let splits = load_data(&a.data, a.val_split, a.seed)?;

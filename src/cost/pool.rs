@@ -34,5 +34,5 @@ pub fn backward(layer: &Layer, b: u128, first: bool) -> Backward {
         }
         other => panic!("a pooling layer was expected, got {}", other.name()),
     };
-    Backward { input_grad, total: input_grad, ..Backward::default() }
+    Backward { input_grad, ..Backward::default() }.totalled()
 }

@@ -244,7 +244,7 @@ impl RefConv {
     fn new((c, side, k, f): (usize, usize, usize, usize), batch: usize, team: &Team) -> Result<RefConv> {
         use crate::engine::conv::{ConvShape, Tiles};
         use crate::spec::{Conv, Kind, Layer, Padding, Shape};
-        let cv = Conv { kh: k, kw: k, filters: f, stride: 1, padding: Padding::Fixed(k / 2) };
+        let cv = Conv::plain(k, k, f, 1, Padding::Fixed(k / 2));
         let layer = Layer::after(Shape::new(c, side, side), Kind::Conv2d(cv), 0, Activation::Relu)
             .map_err(crate::Error::Usage)?;
         let Some(sh) = ConvShape::of(&layer) else { unreachable!("a convolution layer") };

@@ -46,7 +46,7 @@ pub fn kind_label(l: &Layer) -> String {
 /// The activation column: empty for pooling, which applies none.
 pub fn activation_label(l: &Layer) -> String {
     match l.kind {
-        Kind::MaxPool(_) | Kind::AvgPool(_) => String::new(),
+        k if !k.takes_activation() => String::new(),
         _ => l.activation.to_string(),
     }
 }
