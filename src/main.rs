@@ -39,6 +39,8 @@ enum Command {
     Calibrate(CalibrateArgs),
     /// Write one self-contained HTML page: counts, explanation, charts, diagram, training curves.
     Report(ReportArgs),
+    /// List the model zoo (usable wherever a spec is) with parameters and forward MACs.
+    Zoo,
 }
 
 #[derive(Args)]
@@ -123,8 +125,15 @@ fn measured_profile(path: Option<PathBuf>, threads: usize) -> Result<predict::Pr
 /// The model alone: its layers and what its output is scored with.
 #[derive(Args)]
 struct ModelArgs {
-    /// The network: layer sizes input first (784-30-30-10, 784-30:tanh-10:softmax) or a .toml file.
+    /// The network: layer sizes input first (784-30-30-10, 784-30:tanh-10:softmax), blocks
+    /// ([...] residual, (...) concatenated), a .toml file or a zoo model (flopnet zoo lists them).
     spec: String,
+    /// A zoo model's input, CxHxW [default: the model's own, e.g. 3x224x224].
+    #[arg(long)]
+    input: Option<flopnet::spec::Shape>,
+    /// A zoo model's class count [default: the model's own, e.g. 1000].
+    #[arg(long)]
+    classes: Option<usize>,
     /// Activation of hidden layers that do not name one.
     #[arg(long, default_value = "relu")]
     act: Activation,
@@ -143,7 +152,8 @@ impl ModelArgs {
             Loss::Ce => Activation::Softmax,
             Loss::Mse => Activation::Identity,
         });
-        let spec = spec::load(&self.spec, Defaults { hidden: self.act, output })?;
+        let zoo = flopnet::zoo::Options { input: self.input, classes: self.classes };
+        let spec = spec::load_with(&self.spec, Defaults { hidden: self.act, output }, zoo)?;
         spec.check_loss(self.loss)?;
         Ok(spec)
     }
@@ -370,15 +380,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Count(a) => {
             let spec = a.run.net.model.spec()?;
             let cfg = a.run.config();
-            let ledger = Ledger::new(&spec, &cfg);
+            let ledger = Ledger::try_new(&spec, &cfg)?;
             let predicted = if a.time.wanted() { Some(a.time.predict(&spec, &cfg)?) } else { None };
             a.pictures.draw(&spec, &ledger)?;
             if a.json {
-                let mut v = serde_json::to_value(&ledger).map_err(|e| Error::Usage(e.to_string()))?;
-                if let Some(p) = &predicted {
-                    v["predicted"] = serde_json::to_value(p).map_err(|e| Error::Usage(e.to_string()))?;
-                }
-                println!("{}", serde_json::to_string_pretty(&v).map_err(|e| Error::Usage(e.to_string()))?);
+                println!("{}", report::count_json(&ledger, predicted.as_ref())?);
             } else {
                 print!("{}", report::count_text(&ledger));
                 if let Some(p) = &predicted {
@@ -389,7 +395,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Explain(a) => {
             let spec = a.run.net.model.spec()?;
             let cfg = a.run.config();
-            a.pictures.draw(&spec, &Ledger::new(&spec, &cfg))?;
+            a.pictures.draw(&spec, &Ledger::try_new(&spec, &cfg)?)?;
             print!("{}", report::explain_text(&spec, &cfg));
         }
         Command::Report(a) => {
@@ -440,6 +446,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             println!("saved {}", path.display());
         }
         Command::Eval(a) => eval_command(a)?,
+        Command::Zoo => print!("{}", flopnet::zoo::table()?),
         Command::Bench(a) => {
             let spec = a.model.spec()?;
             spec.fast_engine_check()?;

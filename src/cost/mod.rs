@@ -217,6 +217,30 @@ pub struct Ledger {
 }
 
 impl Ledger {
+    /// [`Ledger::new`], or an error when a count would pass what a u128 holds (2^128, about
+    /// 3.4·10^38): exact at any size it reports, never a wrapped number.
+    pub fn try_new(spec: &Spec, cfg: &Config) -> crate::Result<Ledger> {
+        // Every field of a step of B examples is at most B times that of a step of one (each
+        // term is c·B, c·(B−1) or a constant), and an epoch at most ⌈E/B⌉ steps of B.
+        let one = Step::new(spec, cfg.loss, cfg.optimizer, 1).phases().total;
+        let bound = one
+            .fields()
+            .iter()
+            .try_fold(0u128, |s, (_, v)| s.checked_add(*v))
+            .and_then(|s| s.checked_mul(cfg.batch.max(1) as u128))
+            .and_then(|s| s.checked_mul(cfg.examples.div_ceil(cfg.batch.max(1)).max(1) as u128))
+            .and_then(|s| s.checked_mul(cfg.epochs.max(1) as u128))
+            .and_then(|s| s.checked_mul(2));
+        if bound.is_none() {
+            return Err(crate::Error::Usage(format!(
+                "counting {} epochs of {} examples of {spec} would pass 2^128 (about 3.4e38) operations, more than flopnet counts exactly; use fewer --epochs or --examples",
+                cfg.epochs, cfg.examples
+            )));
+        }
+        Ok(Ledger::new(spec, cfg))
+    }
+
+    /// The ledger of a run whose counts fit in u128 (see [`Ledger::try_new`]).
     pub fn new(spec: &Spec, cfg: &Config) -> Ledger {
         let step = Step::new(spec, cfg.loss, cfg.optimizer, cfg.batch as u128);
         let per_epoch = epoch(spec, cfg.loss, cfg.optimizer, cfg.batch, cfg.examples);

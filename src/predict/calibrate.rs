@@ -331,7 +331,7 @@ fn pool_rates((c, side): (usize, usize), batch: usize, team: &Team, min_s: f64) 
     use crate::engine::pool::{PoolShape, max_backward, max_forward};
     use crate::spec::{Kind, Layer, Pool, Shape};
     let layer =
-        Layer::after(Shape::new(c, side, side), Kind::MaxPool(Pool { k: 2, stride: 2 }), 0, Activation::Identity)
+        Layer::after(Shape::new(c, side, side), Kind::MaxPool(Pool::new(2, 2)), 0, Activation::Identity)
             .map_err(crate::Error::Usage)?;
     let Some(sh) = PoolShape::of(&layer) else { unreachable!("a pooling layer") };
     let (inputs, outputs) = (batch * layer.inputs, batch * layer.outputs);

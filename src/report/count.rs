@@ -3,6 +3,21 @@
 
 use super::format::{bytes, columns, thousands as t};
 use crate::cost::{Ledger, Phases};
+use serde::Serialize;
+
+/// `flopnet count --json`: the ledger (and the prediction, when asked for) with every count an
+/// exact JSON integer, however large (written straight from the u128s, not through a JSON
+/// value, which holds at most 64 bits).
+pub fn count_json(ledger: &Ledger, predicted: Option<&impl Serialize>) -> crate::Result<String> {
+    #[derive(Serialize)]
+    struct Out<'a, P> {
+        #[serde(flatten)]
+        ledger: &'a Ledger,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        predicted: Option<&'a P>,
+    }
+    serde_json::to_string_pretty(&Out { ledger, predicted }).map_err(|e| crate::Error::Usage(e.to_string()))
+}
 
 pub fn count_text(l: &Ledger) -> String {
     let mut out =

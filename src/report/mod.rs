@@ -6,7 +6,7 @@ pub mod format;
 mod run;
 mod verify;
 
-pub use count::count_text;
+pub use count::{count_json, count_text};
 pub use explain::explain_text;
 pub use run::{account_text, bench_text, confusion_text, epoch_line, prediction_text, seconds};
 pub use verify::verify_text;

@@ -44,6 +44,19 @@ impl serde::Serialize for Shape {
     }
 }
 
+/// `784` or `1x28x28`, as a spec writes its input (sizes at least 1).
+impl std::str::FromStr for Shape {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Shape, String> {
+        let n: Option<Vec<usize>> = s.split('x').map(|t| t.parse().ok().filter(|&n| n > 0)).collect();
+        match n.as_deref() {
+            Some([n]) => Ok(Shape::flat(*n)),
+            Some([c, h, w]) => Ok(Shape::new(*c, *h, *w)),
+            _ => Err(format!("`{s}` is not a shape; write CxHxW, e.g. 3x224x224")),
+        }
+    }
+}
+
 /// `784` for a vector, `1x28x28` for an image.
 impl fmt::Display for Shape {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -89,11 +102,33 @@ impl Conv {
     }
 }
 
-/// A pooling window of `k × k`, moved `stride` at a time.
+/// A pooling window of `k × k`, moved `stride` at a time. Max pooling may also pad (padded
+/// positions never win) and round its output size up (`ceil`, PyTorch's `ceil_mode`: a last
+/// window may hang over the edge, as long as it starts inside the input or its left padding).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Pool {
     pub k: usize,
     pub stride: usize,
+    pub pad: usize,
+    pub ceil: bool,
+}
+
+impl Pool {
+    /// Windows inside the input, the last that does not fit dropped.
+    pub const fn new(k: usize, stride: usize) -> Pool {
+        Pool { k, stride, pad: 0, ceil: false }
+    }
+
+    /// Outputs along an axis of `n` positions.
+    pub fn outputs(&self, n: usize) -> usize {
+        let span = n + 2 * self.pad - self.k;
+        let mut out = if self.ceil { span.div_ceil(self.stride) + 1 } else { span / self.stride + 1 };
+        // As PyTorch: the last window must start inside the input or its left padding.
+        if self.ceil && (out - 1) * self.stride >= n + self.pad {
+            out -= 1;
+        }
+        out
+    }
 }
 
 /// A dropout rate p in [0, 1), kept as the bits of its f64 so that kinds stay `Eq`.
@@ -180,7 +215,8 @@ impl Kind {
     /// the reference engine only).
     pub fn fast_engine_runs(&self) -> bool {
         match self {
-            Kind::Dense | Kind::MaxPool(_) | Kind::AvgPool(_) => true,
+            Kind::Dense => true,
+            Kind::MaxPool(p) | Kind::AvgPool(p) => p.pad == 0 && !p.ceil,
             Kind::Conv2d(c) => c.groups == 1 && c.bias,
             _ => false,
         }
@@ -250,13 +286,19 @@ impl Layer {
                 Shape::new(c.filters, (hp - c.kh) / c.stride + 1, (wp - c.kw) / c.stride + 1)
             }
             Kind::MaxPool(p) | Kind::AvgPool(p) => {
-                if p.k > input.h || p.k > input.w {
+                if p.k > input.h + 2 * p.pad || p.k > input.w + 2 * p.pad {
                     return Err(format!(
                         "the {0}x{0} pooling window is larger than its {1}x{2} input; use a smaller window or drop this pooling layer",
                         p.k, input.h, input.w
                     ));
                 }
-                Shape::new(input.c, (input.h - p.k) / p.stride + 1, (input.w - p.k) / p.stride + 1)
+                if p.pad > p.k / 2 {
+                    return Err(format!("padding {} is more than half its {}x{} window; pad at most {}", p.pad, p.k, p.k, p.k / 2));
+                }
+                if matches!(kind, Kind::AvgPool(_)) && (p.pad > 0 || p.ceil) {
+                    return Err("average pooling takes no padding or ceil mode here; max pooling does".to_string());
+                }
+                Shape::new(input.c, p.outputs(input.h), p.outputs(input.w))
             }
             Kind::BatchNorm | Kind::Dropout(_) => input,
             Kind::GlobalAvgPool => Shape::flat(input.c),
@@ -397,6 +439,12 @@ impl fmt::Display for Layer {
                 write!(f, "{}{}", self.kind.name(), p.k)?;
                 if p.stride != p.k {
                     write!(f, "s{}", p.stride)?;
+                }
+                if p.pad != 0 {
+                    write!(f, "p{}", p.pad)?;
+                }
+                if p.ceil {
+                    write!(f, "c")?;
                 }
                 Ok(())
             }

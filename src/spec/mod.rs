@@ -510,14 +510,22 @@ fn parse_layer(text: &str, position: usize, tok: &str) -> Result<(Kind, usize)> 
         if let Some(rest) = tok.strip_prefix(name) {
             let (k, opts) = split_options(rest);
             let k = parse_size(text, position, k, "a window size")?;
-            let mut stride = k;
+            let mut p = Pool::new(k, k);
             for (key, value) in opts {
                 match key {
-                    's' => stride = parse_size(text, position, value, "a stride")?,
+                    's' => p.stride = parse_size(text, position, value, "a stride")?,
+                    'p' if max => {
+                        p.pad = value.parse().map_err(|_| bad(format!("padding `p{value}` is not a number")))?
+                    }
+                    'c' if max && value.is_empty() => p.ceil = true,
+                    _ if max => {
+                        return Err(bad(format!(
+                            "unknown option `{key}{value}`; max pooling takes sS, pP and c (ceil mode)"
+                        )));
+                    }
                     _ => return Err(bad(format!("unknown option `{key}{value}`; pooling takes only sS"))),
                 }
             }
-            let p = Pool { k, stride };
             return Ok((if max { Kind::MaxPool(p) } else { Kind::AvgPool(p) }, 0));
         }
     }
@@ -763,7 +771,7 @@ pub fn from_toml(text: &str, name: &str, defaults: Defaults) -> Result<Spec> {
                     Some(other) => return Err(bad(format!("size = {other}; expected one number, e.g. size = 2"))),
                     None => positive(None, "size", None)?,
                 };
-                let p = Pool { k, stride: positive(l.stride, "stride", Some(k))? };
+                let p = Pool { k, stride: positive(l.stride, "stride", Some(k))?, pad: 0, ceil: false };
                 (if kind_name == "maxpool" { Kind::MaxPool(p) } else { Kind::AvgPool(p) }, 0)
             }
             "adaptive_avgpool" => {
