@@ -137,11 +137,13 @@ pub fn count_text(l: &Ledger) -> String {
         bytes(m.peak)
     );
 
-    out += "What other tools report for one forward pass of one example:\n";
+    out += "What other tools report for one example (each a view of the same ledger):\n";
     let macs = fe.forward.mac;
     let rows = vec![
+        vec!["torchvision's figure: forward MACs of convolutions and matrix products".to_string(), t(macs)],
         vec!["MACs (thop, fvcore, torchinfo)".to_string(), t(macs)],
-        vec!["FLOPs as 2 x MACs (PyTorch FlopCounterMode)".to_string(), t(2 * macs)],
+        vec!["FLOPs as 2 x MACs (PyTorch FlopCounterMode), forward".to_string(), t(2 * macs)],
+        vec!["  and backward (dW and dX; it overcounts grouped convolutions' dX)".to_string(), t(2 * fe.backward.mac)],
         vec!["flopnet forward FLOPs (bias additions and activations included)".to_string(), t(fe.forward.flop())],
         vec!["flopnet training FLOPs per example (forward + loss + backward + update)".to_string(), t(fe.total.flop())],
     ];

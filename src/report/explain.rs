@@ -79,7 +79,8 @@ fn placement(conv: &Conv) -> String {
 fn conv_forward(i: usize, l: &Layer, conv: &Conv, c: &LayerCost) -> String {
     let (inp, out) = (l.input, l.output);
     let (f, h2, w2) = (out.c as u128, out.h as u128, out.w as u128);
-    let (ch, kh, kw) = (inp.c as u128, conv.kh as u128, conv.kw as u128);
+    // A filter reads its group's C/g channels.
+    let (ch, kh, kw) = ((inp.c / conv.groups) as u128, conv.kh as u128, conv.kw as u128);
     let outputs = f * h2 * w2;
     let window = ch * kh * kw;
     let macs = outputs * window;
@@ -101,11 +102,22 @@ fn conv_forward(i: usize, l: &Layer, conv: &Conv, c: &LayerCost) -> String {
         t(macs),
         t(window - 1)
     );
+    if conv.groups > 1 {
+        let g = conv.groups;
+        let kind = if g == inp.c && g == out.c { "a depthwise convolution" } else { "a grouped convolution" };
+        o += &format!(
+            "    This is {kind}: the {} channels split into {g} groups and each filter reads only its group's {ch}, so\n    every window is {g}× smaller than a full convolution's and so are the products ({} instead of {}).\n    That is why a depthwise convolution is cheap; backward, dW and dX cost as many products as forward.\n",
+            inp.c,
+            t(macs),
+            t(macs * g as u128)
+        );
+    }
     o += &format!("    {} {} applications: {}\n", t(outputs), l.activation, act_words(l.activation));
+    let biases = if conv.bias { f } else { 0 };
     o += &format!(
-        "    The kernels are shared by every position: {f} × {ch} × {kh} × {kw} = {} weights + {f} biases = {} parameters.\n",
+        "    The kernels are shared by every position: {f} × {ch} × {kh} × {kw} = {} weights + {biases} biases = {} parameters.\n",
         t(weights),
-        t(weights + f)
+        t(weights + biases)
     );
     let dense = inp.size() as u128 * outputs;
     o += &format!(
