@@ -182,12 +182,17 @@ fn shaped_backward(i: usize, l: &Layer, c: &crate::cost::Backward, delta_words: 
                 "    dW: each weight gathers one product per output position, F·H'·W'·C·kh·kw = {} multiplications\n",
                 t(c.weight_grad.mul)
             );
-            o += &format!(
-                "    db: each filter's bias sums delta over its {}×{} map: {} additions\n",
-                out.h,
-                out.w,
-                t(c.bias_grad.add)
-            );
+            match l.kind {
+                Kind::Conv2d(conv) if !conv.bias => o += "    db: none, the convolution has no bias\n",
+                _ => {
+                    o += &format!(
+                        "    db: each filter's bias sums delta over its {}×{} map: {} additions\n",
+                        out.h,
+                        out.w,
+                        t(c.bias_grad.add)
+                    )
+                }
+            }
             if i == 0 {
                 o += "    dX: skipped — the inputs are data, nobody needs their gradient\n";
             } else {
