@@ -171,7 +171,8 @@ fn fire(squeeze: usize, expand: usize) -> String {
 fn squeezenet(v1_1: bool, classes: usize) -> String {
     let pool = "-maxpool3s2c";
     let mut s = if v1_1 { "-conv3x3x64s2:relu" } else { "-conv7x7x96s2:relu" }.to_string() + pool;
-    let fires: &[(usize, usize)] = &[(16, 64), (16, 64), (32, 128), (32, 128), (48, 192), (48, 192), (64, 256), (64, 256)];
+    let fires: &[(usize, usize)] =
+        &[(16, 64), (16, 64), (32, 128), (32, 128), (48, 192), (48, 192), (64, 256), (64, 256)];
     // After which fire modules a max pooling follows.
     let pools_after: &[usize] = if v1_1 { &[1, 3] } else { &[2, 6] };
     for (i, &(sq, ex)) in fires.iter().enumerate() {
@@ -207,7 +208,8 @@ fn densenet(blocks: &[usize; 4], classes: usize) -> String {
 fn mobilenet_v2(classes: usize) -> String {
     let mut s = "-conv3x3x32s2p1b0:identity-bn:relu6".to_string();
     let mut channels = 32;
-    let settings = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1)];
+    let settings =
+        [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1)];
     for (t, c, n, first_stride) in settings {
         for i in 0..n {
             let stride = if i == 0 { first_stride } else { 1 };
@@ -242,7 +244,8 @@ pub fn build(name: &str, opts: Options) -> Result<Option<Spec>> {
         )),
         other => other,
     })?;
-    spec.label = Some(if opts.is_default() { name.to_string() } else { format!("{name} ({input}, {classes} classes)") });
+    spec.label =
+        Some(if opts.is_default() { name.to_string() } else { format!("{name} ({input}, {classes} classes)") });
     Ok(Some(spec))
 }
 
@@ -257,7 +260,8 @@ pub fn macs(spec: &Spec) -> u128 {
 
 /// `flopnet zoo`: every model with its parameters and forward MACs at its own input.
 pub fn table() -> Result<String> {
-    let mut rows = vec![vec!["model".to_string(), "input".into(), "params".into(), "forward MACs".into(), "graph".into()]];
+    let mut rows =
+        vec![vec!["model".to_string(), "input".into(), "params".into(), "forward MACs".into(), "graph".into()]];
     for name in NAMES {
         let spec = build(name, Options::default())?.expect("a zoo name");
         rows.push(vec![

@@ -38,17 +38,23 @@ const HEAD: &str = "input = [2, 6, 6]\n";
 #[test]
 fn bad_graphs_are_one_line_errors_that_say_what_to_change() {
     let dir = tempfile::tempdir().unwrap();
-    let node = |name: &str, kind: &str, inputs: &str| {
-        format!("[[layers]]\nname = \"{name}\"\nkind = \"{kind}\"\n{inputs}\n")
-    };
+    let node =
+        |name: &str, kind: &str, inputs: &str| format!("[[layers]]\nname = \"{name}\"\nkind = \"{kind}\"\n{inputs}\n");
     let conv = |name: &str, inputs: &str, stride: usize| {
-        format!("[[layers]]\nname = \"{name}\"\nkind = \"conv2d\"\nkernel = 3\nfilters = 2\npadding = 1\nstride = {stride}\n{inputs}\n")
+        format!(
+            "[[layers]]\nname = \"{name}\"\nkind = \"conv2d\"\nkernel = 3\nfilters = 2\npadding = 1\nstride = {stride}\n{inputs}\n"
+        )
     };
     let tail = "[[layers]]\nkind = \"global_avgpool\"\n[[layers]]\nunits = 3\n";
     let cases = [
         (
             "cycle.toml",
-            format!("{HEAD}{}{}{}{tail}", conv("a", "inputs = [\"b\"]", 1), conv("b", "inputs = [\"a\"]", 1), node("s", "add", "inputs = [\"a\", \"b\"]")),
+            format!(
+                "{HEAD}{}{}{}{tail}",
+                conv("a", "inputs = [\"b\"]", 1),
+                conv("b", "inputs = [\"a\"]", 1),
+                node("s", "add", "inputs = [\"a\", \"b\"]")
+            ),
             "read each other in a cycle",
         ),
         (
@@ -124,8 +130,10 @@ fn the_fast_engine_refuses_graphs_and_new_kinds_until_it_runs_them() {
 fn zoo_models_match_the_published_figures() {
     let table = stdout(&["zoo"]);
     let row = |name: &str| -> (u128, u128) {
-        let line = table.lines().find(|l| l.split_whitespace().next() == Some(name)).unwrap_or_else(|| panic!("{name}"));
-        let n: Vec<u128> = line.split_whitespace().skip(2).take(2).map(|s| s.replace(',', "").parse().unwrap()).collect();
+        let line =
+            table.lines().find(|l| l.split_whitespace().next() == Some(name)).unwrap_or_else(|| panic!("{name}"));
+        let n: Vec<u128> =
+            line.split_whitespace().skip(2).take(2).map(|s| s.replace(',', "").parse().unwrap()).collect();
         (n[0], n[1])
     };
     // Parameters exactly; MACs exactly as torch's FlopCounterMode measures them (tools/zoo_check.py).
@@ -159,7 +167,9 @@ fn zoo_models_match_the_published_figures() {
         assert_eq!(row(name), (params, macs), "{name}");
     }
     // The issue's rounded figures, as published.
-    for (name, g) in [("resnet18", 1.814), ("resnet50", 4.089), ("vgg16", 15.47), ("mobilenet_v2", 0.301), ("alexnet", 0.714)] {
+    for (name, g) in
+        [("resnet18", 1.814), ("resnet50", 4.089), ("vgg16", 15.47), ("mobilenet_v2", 0.301), ("alexnet", 0.714)]
+    {
         let got = row(name).1 as f64 / 1e9;
         assert!((got - g).abs() < 0.0006 * g.max(1.0), "{name}: {got} G");
     }
@@ -168,7 +178,8 @@ fn zoo_models_match_the_published_figures() {
 #[test]
 fn zoo_models_take_an_input_and_a_class_count() {
     let v: serde_json::Value =
-        serde_json::from_str(&stdout(&["count", "resnet50", "--input", "3x64x64", "--classes", "10", "--json"])).unwrap();
+        serde_json::from_str(&stdout(&["count", "resnet50", "--input", "3x64x64", "--classes", "10", "--json"]))
+            .unwrap();
     let last = v["layers"].as_array().unwrap().last().unwrap().clone();
     assert_eq!(last["outputs"], 10);
     assert_eq!(v["spec"], "resnet50 (3x64x64, 10 classes)");
@@ -182,17 +193,34 @@ fn zoo_models_take_an_input_and_a_class_count() {
 /// a clear error, never a wrapped number (issue 18, item 9).
 #[test]
 fn count_json_is_exact_at_any_size() {
-    let out = stdout(&["count", "784-800-10", "--batch", "256", "--examples", "1281167000", "--epochs", "90000", "--json"]);
+    let out =
+        stdout(&["count", "784-800-10", "--batch", "256", "--examples", "1281167000", "--epochs", "90000", "--json"]);
     let total = out.split("\"training\"").nth(1).unwrap();
     let flop: u128 = total.split("\"flop\": ").nth(1).unwrap().split([',', '\n']).next().unwrap().parse().unwrap();
     assert!(flop > u64::MAX as u128, "{flop} needs more than 64 bits");
     // The same run, counted as one epoch and scaled: exact to the unit.
     let one = stdout(&["count", "784-800-10", "--batch", "256", "--examples", "1281167000", "--epochs", "1", "--json"]);
-    let per_epoch: u128 =
-        one.split("\"training\"").nth(1).unwrap().split("\"flop\": ").nth(1).unwrap().split([',', '\n']).next().unwrap().parse().unwrap();
+    let per_epoch: u128 = one
+        .split("\"training\"")
+        .nth(1)
+        .unwrap()
+        .split("\"flop\": ")
+        .nth(1)
+        .unwrap()
+        .split([',', '\n'])
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert_eq!(flop, per_epoch * 90_000);
-    assert!(stdout(&["count", "resnet152", "--batch", "256", "--examples", "1281167", "--epochs", "90", "--json"]).contains("\"spec\": \"resnet152\""));
-    let err = refused(std::path::Path::new("."), &["count", "784-10", "--examples", "18446744073709551615", "--epochs", "18446744073709551615"]);
+    assert!(
+        stdout(&["count", "resnet152", "--batch", "256", "--examples", "1281167", "--epochs", "90", "--json"])
+            .contains("\"spec\": \"resnet152\"")
+    );
+    let err = refused(
+        std::path::Path::new("."),
+        &["count", "784-10", "--examples", "18446744073709551615", "--epochs", "18446744073709551615"],
+    );
     assert!(err.contains("would pass 2^128"), "{err}");
 }
 
@@ -231,13 +259,19 @@ fn toml_errors_do_not_leak_serde_internals() {
     ] {
         let path = toml_file(&dir, "net.toml", body);
         let err = refused(dir.path(), &["count", &path]);
-        assert!(err.contains(want) && !err.contains("untagged") && !err.contains("Toml"), "got `{err}`, wanted `{want}`");
+        assert!(
+            err.contains(want) && !err.contains("untagged") && !err.contains("Toml"),
+            "got `{err}`, wanted `{want}`"
+        );
     }
 }
 
 #[test]
 fn verify_passes_on_zoo_graphs() {
-    for args in [vec!["verify", "resnet20", "--batch", "2"], vec!["verify", "mobilenet_v2", "--input", "3x32x32", "--batch", "2"]] {
+    for args in [
+        vec!["verify", "resnet20", "--batch", "2"],
+        vec!["verify", "mobilenet_v2", "--input", "3x32x32", "--batch", "2"],
+    ] {
         let out = stdout(&args);
         assert!(out.contains("rows match: measured == analytic"), "{args:?}: {out}");
     }

@@ -22,7 +22,7 @@ fn block(rng: &mut ChaCha8Rng, c: usize, side: usize, acts: &[&str]) -> (String,
     match rng.gen_range(0..8) {
         // A residual block on the same shape, identity shortcut.
         0 => {
-            let g = if c % 2 == 0 && rng.gen_bool(0.5) { format!("g{}", c / 2) } else { String::new() };
+            let g = if c.is_multiple_of(2) && rng.gen_bool(0.5) { format!("g{}", c / 2) } else { String::new() };
             (format!("[conv3x3x{c}p1{g}b0-bn:{}-conv1x1x{c}]:{}", act(rng), act(rng)), c, side)
         }
         // A stage change: stride 2, twice the channels, a projection or zero-padding shortcut.
@@ -114,10 +114,11 @@ fn check_gradients(net: &Spec, loss: Loss, seed: u64) {
     let labels: Vec<usize> = (0..batch).map(|_| rng.gen_range(0..net.outputs())).collect();
     let (_, grads) = f.gradients(&x, &labels, loss);
     let h = 1e-6;
-    for l in 0..net.layers.len() {
-        for (which, n) in [(0, grads[l].weight.len()), (1, grads[l].bias.len())] {
+    for (l, grad) in grads.iter().enumerate() {
+        for (which, n) in [(0, grad.weight.len()), (1, grad.bias.len())] {
             for k in 0..n {
-                let set = |f: &mut Network<f64>, v: f64| if which == 0 { f.weights[l][k] = v } else { f.biases[l][k] = v };
+                let set =
+                    |f: &mut Network<f64>, v: f64| if which == 0 { f.weights[l][k] = v } else { f.biases[l][k] = v };
                 let p0 = if which == 0 { f.weights[l][k] } else { f.biases[l][k] };
                 set(&mut f, p0 + h);
                 let up = loss_at(&f, &x, &labels, loss);
@@ -125,7 +126,7 @@ fn check_gradients(net: &Spec, loss: Loss, seed: u64) {
                 let down = loss_at(&f, &x, &labels, loss);
                 set(&mut f, p0);
                 let numeric = (up - down) / (2.0 * h);
-                let g = if which == 0 { grads[l].weight[k] } else { grads[l].bias[k] };
+                let g = if which == 0 { grad.weight[k] } else { grad.bias[k] };
                 let tol = 1e-5 + 1e-4 * numeric.abs().max(g.abs());
                 assert!(
                     (numeric - g).abs() <= tol,
@@ -150,7 +151,11 @@ fn gradients_match_central_differences_on_random_graphs() {
 #[test]
 fn batch_norm_gradients_match_central_differences() {
     // Over a flat vector (BatchNorm1d) and over maps, reading the data and reading a layer.
-    for s in ["6-bn:tanh-4:tanh-bn:sigmoid-3", "2x4x4-bn:tanh-conv3x3x3p1b0-bn:tanh-gap:identity-3", "3x3x3-conv1x1x2-bn-gap-2"] {
+    for s in [
+        "6-bn:tanh-4:tanh-bn:sigmoid-3",
+        "2x4x4-bn:tanh-conv3x3x3p1b0-bn:tanh-gap:identity-3",
+        "3x3x3-conv1x1x2-bn-gap-2",
+    ] {
         let net = spec::parse(s, Defaults { hidden: Activation::Tanh, output: Activation::Softmax }).unwrap();
         check_gradients(&net, Loss::Ce, 5);
     }
@@ -164,7 +169,8 @@ fn batch_norm_running_statistics_and_evaluation_mode() {
     let mut params = init::init(&net, 1);
     params[2].weight = vec![1.0, 0.0, 0.0, 1.0];
     let mut f: Network<f64> = Network::new(&net, &params);
-    let mut state = OptimizerState::new(Optimizer::Sgd, Hyper { lr: 0.0, ..Hyper::defaults(Optimizer::Sgd) }, &f.tensor_sizes());
+    let mut state =
+        OptimizerState::new(Optimizer::Sgd, Hyper { lr: 0.0, ..Hyper::defaults(Optimizer::Sgd) }, &f.tensor_sizes());
     let x = [1.0, 10.0, 3.0, 20.0, 5.0, 60.0];
     f.train_step(&mut state, &x, &[0, 1, 0], Loss::Mse);
     // Channel 0: mean 3, biased variance 8/3, unbiased 4.

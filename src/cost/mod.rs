@@ -164,7 +164,8 @@ fn layer_backward(l: &Layer, b: u128, first: bool, output_under: Option<Loss>, r
     let values = l.outputs as u128;
     let from_ce = output_under == Some(Loss::Ce) && l.activation == Activation::Softmax;
     let delta = || activation::backward(l.activation, b, values, from_ce);
-    let input_only = |input_grad: Ops| Backward { input_grad: if first { Ops::ZERO } else { input_grad }, ..Backward::default() };
+    let input_only =
+        |input_grad: Ops| Backward { input_grad: if first { Ops::ZERO } else { input_grad }, ..Backward::default() };
     let own = match l.kind {
         Kind::Dense => dense::backward(l, b, first, output_under),
         Kind::Conv2d(_) => conv::backward(l, b, first),

@@ -200,7 +200,8 @@ fn lap(t: &mut Option<std::time::Instant>, slot: Option<&mut f64>) {
 
 /// Why a layer the engine does not run cannot reach it: [`Spec::fast_engine_check`] refuses
 /// such networks in [`Engine::new`].
-pub(crate) const NOT_YET: &str = "the fast engine was handed a layer it does not run (Spec::fast_engine_check refuses these)";
+pub(crate) const NOT_YET: &str =
+    "the fast engine was handed a layer it does not run (Spec::fast_engine_check refuses these)";
 
 impl Engine {
     pub fn new(spec: &Spec, params: &[LayerParams], settings: Settings) -> Result<Engine> {

@@ -127,7 +127,14 @@ pub fn beta_grad<S: Scalar>(l: &Layer, delta: &[S]) -> Vec<S> {
 }
 
 /// dx [B][C][P] = (γ·r/n)·(n·δ − dβ − x̂·dγ), from the parameter gradients just computed.
-pub fn input_grad<S: Scalar>(l: &Layer, delta: &[S], gamma: &[S], saved: &Saved<S>, dgamma: &[S], dbeta: &[S]) -> Vec<S> {
+pub fn input_grad<S: Scalar>(
+    l: &Layer,
+    delta: &[S],
+    gamma: &[S],
+    saved: &Saved<S>,
+    dgamma: &[S],
+    dbeta: &[S],
+) -> Vec<S> {
     let c = l.input.c;
     let p = l.inputs / c;
     let n = delta.len() / c;

@@ -10,6 +10,7 @@
 use crate::ops::Ops;
 use crate::reference::Scalar;
 use crate::spec::{Kind, Layer, Shape};
+use std::ops::Range;
 
 /// The start and end of each of `out` windows over `n` positions.
 fn windows(n: usize, out: usize) -> Vec<(usize, usize)> {
@@ -25,39 +26,44 @@ fn target(l: &Layer) -> (usize, usize) {
     }
 }
 
-/// (Σ over windows of their area, outputs), per example and channel.
-fn areas(input: Shape, oh: usize, ow: usize) -> (u128, u128) {
+/// (B·C planes, Σ over one plane's windows of their area, outputs per plane).
+fn areas(l: &Layer, b: u128) -> (u128, u128, u128) {
+    let (oh, ow) = target(l);
     let sum = |n, out| windows(n, out).iter().map(|(a, b)| (b - a) as u128).sum::<u128>();
-    (sum(input.h, oh) * sum(input.w, ow), (oh * ow) as u128)
+    (b * l.input.c as u128, sum(l.input.h, oh) * sum(l.input.w, ow), (oh * ow) as u128)
 }
 
 pub fn forward_cost(l: &Layer, b: u128) -> Ops {
-    let (oh, ow) = target(l);
-    let (area, outs) = areas(l.input, oh, ow);
-    let planes = b * l.input.c as u128;
+    let (planes, area, outs) = areas(l, b);
     Ops { add: planes * (area - outs), mul: planes * outs, ..Ops::ZERO }
 }
 
 pub fn input_grad_cost(l: &Layer, b: u128) -> Ops {
-    let (oh, ow) = target(l);
-    let (area, outs) = areas(l.input, oh, ow);
-    let planes = b * l.input.c as u128;
+    let (planes, area, outs) = areas(l, b);
     Ops { mul: planes * outs, add: planes * (area - (l.input.h * l.input.w) as u128), ..Ops::ZERO }
 }
 
-pub fn forward<S: Scalar>(l: &Layer, x: &[S]) -> Vec<S> {
+/// Each output's window in one plane (its rows and columns), in output order.
+fn plane_windows(l: &Layer) -> Vec<(Range<usize>, Range<usize>)> {
     let (oh, ow) = target(l);
+    let (rows, cols) = (windows(l.input.h, oh), windows(l.input.w, ow));
+    rows.iter().flat_map(|&(r0, r1)| cols.iter().map(move |&(c0, c1)| (r0..r1, c0..c1))).collect()
+}
+
+/// 1 / the window's area, a constant of the layer.
+fn inverse_area<S: Scalar>(rows: &Range<usize>, cols: &Range<usize>) -> S {
+    S::constant(1.0 / (rows.len() * cols.len()) as f64)
+}
+
+pub fn forward<S: Scalar>(l: &Layer, x: &[S]) -> Vec<S> {
     let Shape { h, w, .. } = l.input;
-    let (rows, cols) = (windows(h, oh), windows(w, ow));
-    let mut z = Vec::with_capacity(x.len() / (h * w) * oh * ow);
+    let wins = plane_windows(l);
+    let mut z = Vec::with_capacity(x.len() / (h * w) * wins.len());
     for plane in x.chunks_exact(h * w) {
-        for &(r0, r1) in &rows {
-            for &(c0, c1) in &cols {
-                let mut cells = (r0..r1).flat_map(|y| (c0..c1).map(move |xx| plane[y * w + xx]));
-                let first = cells.next().expect("a window holds a position");
-                let sum = cells.fold(first, |s, v| s + v);
-                z.push(sum * S::constant(1.0 / ((r1 - r0) * (c1 - c0)) as f64));
-            }
+        for (rows, cols) in &wins {
+            let mut cells = rows.clone().flat_map(|y| cols.clone().map(move |xx| plane[y * w + xx]));
+            let first = cells.next().expect("a window holds a position");
+            z.push(cells.fold(first, |s, v| s + v) * inverse_area(rows, cols));
         }
     }
     z
@@ -65,20 +71,17 @@ pub fn forward<S: Scalar>(l: &Layer, x: &[S]) -> Vec<S> {
 
 /// dx [B][C][H][W] from g [B][C][oh][ow].
 pub fn input_grad<S: Scalar>(l: &Layer, g: &[S]) -> Vec<S> {
-    let (oh, ow) = target(l);
     let Shape { h, w, .. } = l.input;
-    let (rows, cols) = (windows(h, oh), windows(w, ow));
-    let mut dx = Vec::with_capacity(g.len() / (oh * ow) * h * w);
-    for gp in g.chunks_exact(oh * ow) {
+    let wins = plane_windows(l);
+    let mut dx = Vec::with_capacity(g.len() / wins.len() * h * w);
+    for gp in g.chunks_exact(wins.len()) {
         let mut plane: Vec<Option<S>> = vec![None; h * w];
-        for (i, &(r0, r1)) in rows.iter().enumerate() {
-            for (j, &(c0, c1)) in cols.iter().enumerate() {
-                let share = gp[i * ow + j] * S::constant(1.0 / ((r1 - r0) * (c1 - c0)) as f64);
-                for y in r0..r1 {
-                    for xx in c0..c1 {
-                        let cell = &mut plane[y * w + xx];
-                        *cell = Some(cell.map_or(share, |s| s + share));
-                    }
+        for ((rows, cols), &gv) in wins.iter().zip(gp) {
+            let share = gv * inverse_area(rows, cols);
+            for y in rows.clone() {
+                for xx in cols.clone() {
+                    let cell = &mut plane[y * w + xx];
+                    *cell = Some(cell.map_or(share, |s| s + share));
                 }
             }
         }

@@ -330,9 +330,8 @@ fn sparse_rates(
 fn pool_rates((c, side): (usize, usize), batch: usize, team: &Team, min_s: f64) -> Result<PoolRates> {
     use crate::engine::pool::{PoolShape, max_backward, max_forward};
     use crate::spec::{Kind, Layer, Pool, Shape};
-    let layer =
-        Layer::after(Shape::new(c, side, side), Kind::MaxPool(Pool::new(2, 2)), 0, Activation::Identity)
-            .map_err(crate::Error::Usage)?;
+    let layer = Layer::after(Shape::new(c, side, side), Kind::MaxPool(Pool::new(2, 2)), 0, Activation::Identity)
+        .map_err(crate::Error::Usage)?;
     let Some(sh) = PoolShape::of(&layer) else { unreachable!("a pooling layer") };
     let (inputs, outputs) = (batch * layer.inputs, batch * layer.outputs);
     let x: Vec<f32> = (0..inputs).map(|i| (i.wrapping_mul(2654435761) % 1000) as f32 / 1000.0).collect();

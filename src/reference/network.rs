@@ -2,12 +2,12 @@
 //! loss, backward through every layer (summing the gradients of a tensor read more than once),
 //! and the optimizer, each phase announced to the scalar.
 
+use super::activation;
 use super::conv::{conv_bias_grad, conv_forward, conv_input_grad, conv_weight_grad};
 use super::dense::{dense_bias_grad, dense_delta, dense_forward, dense_input_grad, dense_weight_grad};
 use super::loss::loss;
 use super::optim::OptimizerState;
 use super::pool::{avgpool_forward, avgpool_input_grad, maxpool_forward, maxpool_input_grad};
-use super::activation;
 use super::scalar::{Phase, Scalar};
 use crate::init::LayerParams;
 use crate::layers::{batchnorm, dropout, globalpool, join, zeropad};
@@ -144,13 +144,15 @@ impl<S: Scalar> Network<S> {
                 }
                 Kind::Add(_) => activate(join::add(&reads)),
                 Kind::Concat => {
-                    let sizes: Vec<usize> = self.spec.sources[l].iter().map(|s| self.spec.shape_of(*s).size()).collect();
+                    let sizes: Vec<usize> =
+                        self.spec.sources[l].iter().map(|s| self.spec.shape_of(*s).size()).collect();
                     same(join::concat(&reads, &sizes))
                 }
                 Kind::GlobalAvgPool => activate(globalpool::forward(layer, input)),
                 Kind::AdaptiveAvgPool(..) => same(globalpool::forward(layer, input)),
                 Kind::Dropout(p) if training => {
-                    let mut rng = ChaCha8Rng::seed_from_u64(self.seed ^ self.steps.wrapping_mul(0x9E37_79B9) ^ (l as u64) << 48);
+                    let mut rng =
+                        ChaCha8Rng::seed_from_u64(self.seed ^ self.steps.wrapping_mul(0x9E37_79B9) ^ (l as u64) << 48);
                     let (z, mask) = dropout::forward(input, p.value(), &mut rng);
                     saved = Saved::Mask(mask);
                     same(z)

@@ -229,7 +229,14 @@ fn shaped_backward(i: usize, l: &Layer, c: &crate::cost::Backward, delta_words: 
 /// The forward pass of a kind of real architectures, in words.
 fn graph_forward(spec: &Spec, i: usize, l: &Layer, c: &LayerCost) -> String {
     let reads: Vec<&str> = spec.sources[i].iter().map(|s| spec.source_name(*s)).collect();
-    let mut o = format!("  layer {}, {} ({} → {}), reading {}:\n", i + 1, super::kind_label(l), l.input, l.output, reads.join(" and "));
+    let mut o = format!(
+        "  layer {}, {} ({} → {}), reading {}:\n",
+        i + 1,
+        super::kind_label(l),
+        l.input,
+        l.output,
+        reads.join(" and ")
+    );
     let values = t(l.outputs as u128);
     o += &match l.kind {
         Kind::BatchNorm => format!(
@@ -277,7 +284,9 @@ fn graph_backward(l: &Layer, c: &crate::cost::Backward, delta_words: &str) -> St
             "    delta = g ⊙ f'(z): {delta_words}\n    the sum's derivative is 1 for every input, so each input receives delta itself: no arithmetic. That is why\n    a residual connection is almost free backward; the one cost is where a tensor is read twice (the block's\n    input feeds the block and the join), whose two gradients are summed once\n"
         ),
         Kind::Concat => "    each input receives its own channels of the gradient: no arithmetic\n".to_string(),
-        Kind::ZeroPad { .. } => "    the gradient of the kept positions is the matching slice; no arithmetic\n".to_string(),
+        Kind::ZeroPad { .. } => {
+            "    the gradient of the kept positions is the matching slice; no arithmetic\n".to_string()
+        }
         _ => format!("    dX: {} multiplications, {} additions\n", t(c.input_grad.mul), t(c.input_grad.add)),
     }
 }

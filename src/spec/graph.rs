@@ -94,7 +94,10 @@ impl<'a> Builder<'a> {
                     "needs an image but the input is {} flat features; write the input as CxHxW, e.g. 1x28x28",
                     self.input.c
                 ),
-                Source::Node(_) => "needs an image but follows a dense layer; put convolutions and pooling before the dense layers".to_string(),
+                Source::Node(_) => {
+                    "needs an image but follows a dense layer; put convolutions and pooling before the dense layers"
+                        .to_string()
+                }
             });
             if let Some(why) = why {
                 return Err(self.error(format!("{at} ({}) {why}", kind.name())));
@@ -106,7 +109,11 @@ impl<'a> Builder<'a> {
         } else if let [one] = shapes.as_slice() {
             Layer::after(*one, kind, units, Activation::Identity)
         } else {
-            Err(format!("a {} layer reads one input, not {}; join inputs with an add or concat node", kind.name(), reads.len()))
+            Err(format!(
+                "a {} layer reads one input, not {}; join inputs with an add or concat node",
+                kind.name(),
+                reads.len()
+            ))
         };
         let layer = shaped.map_err(|p| self.error(format!("{at} ({}): {p}", kind.name())))?;
         let flat = match kind {
@@ -148,10 +155,9 @@ impl<'a> Builder<'a> {
                 last.kind.name()
             )));
         }
-        for i in 0..n {
+        for (i, readers) in consumers.iter().enumerate() {
             let kind = self.layers[i].kind;
-            let before_bn = !consumers[i].is_empty()
-                && consumers[i].iter().all(|&c| self.layers[c].kind == Kind::BatchNorm);
+            let before_bn = !readers.is_empty() && readers.iter().all(|&c| self.layers[c].kind == Kind::BatchNorm);
             let act = match self.written[i] {
                 Some(a) => a,
                 None if !kind.takes_activation() => Activation::Identity,
@@ -162,10 +168,9 @@ impl<'a> Builder<'a> {
                 None => Activation::Identity,
             };
             if act == Activation::Softmax && i + 1 != n {
-                return Err(self.error(format!(
-                    "{} uses softmax, which is allowed on the output layer only",
-                    self.label(i)
-                )));
+                return Err(
+                    self.error(format!("{} uses softmax, which is allowed on the output layer only", self.label(i)))
+                );
             }
             self.layers[i].activation = act;
         }
@@ -205,12 +210,15 @@ pub(crate) fn from_listed(
     spec_label: Option<String>,
 ) -> Result<Spec> {
     let n = listed.len();
-    let names: Vec<String> = listed.iter().enumerate().map(|(i, l)| l.name.clone().unwrap_or((i + 1).to_string())).collect();
+    let names: Vec<String> =
+        listed.iter().enumerate().map(|(i, l)| l.name.clone().unwrap_or((i + 1).to_string())).collect();
     for (i, name) in names.iter().enumerate() {
         if name == "input" || names[..i].contains(name) {
             return Err(Error::spec(
                 text,
-                format!("two nodes are named `{name}` (`input` is the network's input); give each node a name of its own"),
+                format!(
+                    "two nodes are named `{name}` (`input` is the network's input); give each node a name of its own"
+                ),
             ));
         }
     }
@@ -220,7 +228,10 @@ pub(crate) fn from_listed(
         let r = match &l.inputs {
             None => vec![i.checked_sub(1)],
             Some(list) if list.is_empty() => {
-                return Err(Error::spec(text, format!("{} has `inputs = []`; name what it reads, e.g. [\"input\"]", label(&names[i], i))));
+                return Err(Error::spec(
+                    text,
+                    format!("{} has `inputs = []`; name what it reads, e.g. [\"input\"]", label(&names[i], i)),
+                ));
             }
             Some(list) => list
                 .iter()

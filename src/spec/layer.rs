@@ -166,7 +166,10 @@ pub enum Kind {
     Dropout(Rate),
     /// He et al.'s parameter-free shortcut (option A): every `stride`-th row and column, and
     /// zero channels appended up to `channels`.
-    ZeroPad { channels: usize, stride: usize },
+    ZeroPad {
+        channels: usize,
+        stride: usize,
+    },
 }
 
 impl Kind {
@@ -274,7 +277,7 @@ impl Layer {
                         c.kh, c.kw, input.h, input.w
                     ));
                 }
-                if c.groups == 0 || input.c % c.groups != 0 || c.filters % c.groups != 0 {
+                if c.groups == 0 || !input.c.is_multiple_of(c.groups) || !c.filters.is_multiple_of(c.groups) {
                     return Err(format!(
                         "{} groups do not divide its {} input channels and {} filters; use a common divisor, e.g. g{}",
                         c.groups,
@@ -293,7 +296,13 @@ impl Layer {
                     ));
                 }
                 if p.pad > p.k / 2 {
-                    return Err(format!("padding {} is more than half its {}x{} window; pad at most {}", p.pad, p.k, p.k, p.k / 2));
+                    return Err(format!(
+                        "padding {} is more than half its {}x{} window; pad at most {}",
+                        p.pad,
+                        p.k,
+                        p.k,
+                        p.k / 2
+                    ));
                 }
                 if matches!(kind, Kind::AvgPool(_)) && (p.pad > 0 || p.ceil) {
                     return Err("average pooling takes no padding or ceil mode here; max pooling does".to_string());
@@ -369,9 +378,7 @@ impl Layer {
     fn weights(&self) -> u128 {
         match self.kind {
             Kind::Dense => self.inputs as u128 * self.outputs as u128,
-            Kind::Conv2d(c) => {
-                c.filters as u128 * (self.input.c / c.groups) as u128 * c.kh as u128 * c.kw as u128
-            }
+            Kind::Conv2d(c) => c.filters as u128 * (self.input.c / c.groups) as u128 * c.kh as u128 * c.kw as u128,
             // The scale γ, one per channel.
             Kind::BatchNorm => self.input.c as u128,
             _ => 0,

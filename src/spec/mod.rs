@@ -128,9 +128,10 @@ impl Spec {
 
     /// True when each layer reads only the one before it (the first, the input).
     pub fn is_chain(&self) -> bool {
-        self.sources.iter().enumerate().all(|(i, s)| {
-            s.len() == 1 && s[0] == if i == 0 { Source::Input } else { Source::Node(i - 1) }
-        })
+        self.sources
+            .iter()
+            .enumerate()
+            .all(|(i, s)| s.len() == 1 && s[0] == if i == 0 { Source::Input } else { Source::Node(i - 1) })
     }
 
     /// True when layer `l` reads only the data: nothing needs the gradient of its input.
@@ -333,9 +334,7 @@ fn parse_item(b: &mut Builder, text: &str, position: usize, tok: &str, at: Sourc
         let (kind, units) = parse_layer(text, position, body)?;
         let activation = match act {
             None => None,
-            Some(a) => {
-                Some(a.parse::<Activation>().map_err(|e| Error::spec(text, format!("token {position}: {e}")))?)
-            }
+            Some(a) => Some(a.parse::<Activation>().map_err(|e| Error::spec(text, format!("token {position}: {e}")))?),
         };
         return b.push(None, kind, units, activation, vec![at]);
     };
@@ -362,7 +361,9 @@ fn parse_item(b: &mut Builder, text: &str, position: usize, tok: &str, at: Sourc
             None => {
                 return Err(Error::spec(
                     text,
-                    format!("token {position}: `{r}` follows the block's `{close}`; only an activation may, e.g. {close}:relu"),
+                    format!(
+                        "token {position}: `{r}` follows the block's `{close}`; only an activation may, e.g. {close}:relu"
+                    ),
                 ));
             }
         },
@@ -406,7 +407,9 @@ fn shortcut(b: &mut Builder, text: &str, position: usize, which: &str, at: Sourc
     let Some(stride) = stride else {
         return Err(Error::spec(
             text,
-            format!("token {position}: no stride takes the shortcut from {from} to {target}; write the shortcut branch out"),
+            format!(
+                "token {position}: no stride takes the shortcut from {from} to {target}; write the shortcut branch out"
+            ),
         ));
     };
     if which == "pad" {
@@ -498,9 +501,7 @@ fn parse_layer(text: &str, position: usize, tok: &str) -> Result<(Kind, usize)> 
                     }
                 }
                 _ => {
-                    return Err(bad(format!(
-                        "unknown option `{key}{value}`; a convolution takes sS, pP, gG and b0"
-                    )));
+                    return Err(bad(format!("unknown option `{key}{value}`; a convolution takes sS, pP, gG and b0")));
                 }
             }
         }
@@ -688,7 +689,10 @@ pub fn from_toml(text: &str, name: &str, defaults: Defaults) -> Result<Spec> {
         _ => {
             return Err(Error::spec(
                 name,
-                format!("`input` = {}; expected a feature count (input = 784) or [channels, height, width] (input = [1, 28, 28])", t.input),
+                format!(
+                    "`input` = {}; expected a feature count (input = 784) or [channels, height, width] (input = [1, 28, 28])",
+                    t.input
+                ),
             ));
         }
     };
@@ -796,7 +800,11 @@ pub fn from_toml(text: &str, name: &str, defaults: Defaults) -> Result<Spec> {
                 only(&["rate"])?;
                 match l.rate.and_then(Rate::new) {
                     Some(r) => (Kind::Dropout(r), 0),
-                    None => return Err(bad("`rate` must be a number from 0 up to (not including) 1, e.g. rate = 0.5".into())),
+                    None => {
+                        return Err(bad(
+                            "`rate` must be a number from 0 up to (not including) 1, e.g. rate = 0.5".into()
+                        ));
+                    }
                 }
             }
             "zeropad" => {
@@ -820,7 +828,9 @@ pub fn from_toml(text: &str, name: &str, defaults: Defaults) -> Result<Spec> {
             Some(a) => Some(a.parse::<Activation>().map_err(|e| bad(e.to_string()))?),
         };
         if kind.is_join() && l.inputs.is_none() {
-            return Err(bad(format!("an {kind_name} node joins several inputs; list them, e.g. inputs = [\"a\", \"b\"]")));
+            return Err(bad(format!(
+                "an {kind_name} node joins several inputs; list them, e.g. inputs = [\"a\", \"b\"]"
+            )));
         }
         listed.push(Listed { name: l.name.clone(), kind, units, activation, inputs: l.inputs.clone() });
     }
