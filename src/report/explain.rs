@@ -226,6 +226,29 @@ fn shaped_backward(i: usize, l: &Layer, c: &crate::cost::Backward, delta_words: 
     o
 }
 
+/// What a graph adds to a chain, in a paragraph.
+fn graph_intro(spec: &Spec) -> String {
+    let count = |f: &dyn Fn(&Kind) -> bool| spec.layers.iter().filter(|l| f(&l.kind)).count();
+    let adds = count(&|k| matches!(k, Kind::Add(_)));
+    let concats = count(&|k| *k == Kind::Concat);
+    let norms = count(&|k| *k == Kind::BatchNorm);
+    let grouped = count(&|k| matches!(k, Kind::Conv2d(c) if c.groups > 1));
+    let fan_out = (0..spec.layers.len()).filter(|&i| spec.consumers(i) > 1).count();
+    let mut o = format!(
+        "It is a graph, not a chain: {adds} residual join{} (element-wise sums), {concats} concatenation{}, {fan_out} tensor{} read\n\
+         by more than one layer, {norms} batch normalization{} and {grouped} grouped or depthwise convolution{}.\n",
+        if adds == 1 { "" } else { "s" },
+        if concats == 1 { "" } else { "s" },
+        if fan_out == 1 { "" } else { "s" },
+        if norms == 1 { "" } else { "s" },
+        if grouped == 1 { "" } else { "s" },
+    );
+    o += "A join adds its inputs value by value (one addition per value and extra input) and hands its gradient\n\
+          back to each input unchanged; where a tensor feeds several layers, the gradients they return are summed\n\
+          once (one addition per value and extra reader). Concatenating moves data and costs nothing.\n\n";
+    o
+}
+
 /// The forward pass of a kind of real architectures, in words.
 fn graph_forward(spec: &Spec, i: usize, l: &Layer, c: &LayerCost) -> String {
     let reads: Vec<&str> = spec.sources[i].iter().map(|s| spec.source_name(*s)).collect();
@@ -327,6 +350,9 @@ pub fn explain_text(spec: &Spec, cfg: &Config) -> String {
               A neuron never multiplies another neuron; it multiplies a value by a weight.\n\n";
     }
 
+    if !spec.is_chain() || spec.layers.iter().any(|l| !l.kind.fast_engine_runs()) {
+        o += &graph_intro(spec);
+    }
     o += "Forward pass, one example\n";
     for (i, l) in spec.layers.iter().enumerate() {
         let c = &one.layers[i];
