@@ -227,6 +227,11 @@ fn mobilenet_v2(classes: usize) -> String {
 
 /// The model called `name` for `opts`, or None when the zoo has no such model.
 pub fn build(name: &str, opts: Options) -> Result<Option<Spec>> {
+    build_with(name, opts, Defaults::default())
+}
+
+/// [`build`], the output layer taking `d.output` (every hidden activation is the model's own).
+pub fn build_with(name: &str, opts: Options, d: Defaults) -> Result<Option<Spec>> {
     if !NAMES.contains(&name) {
         return Ok(None);
     }
@@ -236,7 +241,6 @@ pub fn build(name: &str, opts: Options) -> Result<Option<Spec>> {
         return Err(Error::Usage("--classes must be at least 1".into()));
     }
     let text = format!("{input}{}", body(name, classes).expect("every listed name has a body"));
-    let d = Defaults::default();
     let mut spec = spec::parse(&text, d).map_err(|e| match e {
         Error::Spec { problem, .. } => Error::Usage(format!(
             "{name} cannot take the input {input}: {problem}; give a larger --input (it was designed for {})",

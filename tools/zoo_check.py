@@ -9,8 +9,9 @@ says which differ (exit 1 if any).
 
 With --backward it also counts one backward pass of MobileNetV2 (batch 1, the input not
 requiring a gradient, as in training) with FlopCounterMode, beside flopnet's exact count of
-the same products: FlopCounterMode prices a grouped convolution's backward as if it were not
-grouped (see docs/counting.md).
+the same products, and splits one depthwise convolution's backward into dW and dX:
+FlopCounterMode prices a grouped convolution's weight gradient g times too high (see
+docs/counting.md).
 
 Set up once:  python3 -m venv venv && venv/bin/pip install torch torchvision pillow
 Run:          venv/bin/python tools/zoo_check.py [--flopnet target/release/flopnet] [--backward]
@@ -105,6 +106,19 @@ def backward_check(binary):
     ours = int(line.split()[-1].replace(",", ""))
     print(f"mobilenet_v2 backward, one example: FlopCounterMode {torch_bwd:,} FLOPs, "
           f"2 x flopnet's dW and dX MACs {ours:,}: {torch_bwd / ours:.2f}x")
+    # One depthwise 3x3 convolution of 32 channels on 16x16: forward 2 x 32 x 16 x 16 x 9 FLOPs,
+    # and so are its dW and its dX.
+    c = 32
+    conv = nn.Conv2d(c, c, 3, padding=1, groups=c, bias=False)
+    forward = 2 * c * 16 * 16 * 9
+    for with_dx in (False, True):
+        x = torch.randn(1, c, 16, 16, requires_grad=with_dx)
+        y = conv(x)
+        with FlopCounterMode(display=False) as counter:
+            y.sum().backward()
+        what = "dW and dX" if with_dx else "dW alone"
+        print(f"depthwise conv {c}ch 16x16, {what}: FlopCounterMode {counter.get_total_flops():,} FLOPs, "
+              f"forward {forward:,}")
 
 
 def main():

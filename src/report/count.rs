@@ -143,7 +143,7 @@ pub fn count_text(l: &Ledger) -> String {
         vec!["torchvision's figure: forward MACs of convolutions and matrix products".to_string(), t(macs)],
         vec!["MACs (thop, fvcore, torchinfo)".to_string(), t(macs)],
         vec!["FLOPs as 2 x MACs (PyTorch FlopCounterMode), forward".to_string(), t(2 * macs)],
-        vec!["  and backward (dW and dX; it overcounts grouped convolutions' dX)".to_string(), t(2 * fe.backward.mac)],
+        vec!["  and backward (dW and dX; it overcounts grouped convolutions' dW)".to_string(), t(2 * fe.backward.mac)],
         vec!["flopnet forward FLOPs (bias additions and activations included)".to_string(), t(fe.forward.flop())],
         vec!["flopnet training FLOPs per example (forward + loss + backward + update)".to_string(), t(fe.total.flop())],
     ];

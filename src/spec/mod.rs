@@ -239,7 +239,7 @@ pub fn load_with(arg: &str, defaults: Defaults, zoo: crate::zoo::Options) -> Res
     if arg.ends_with(".toml") || arg.contains(std::path::MAIN_SEPARATOR) || arg.contains('/') {
         return read();
     }
-    if let Some(spec) = crate::zoo::build(arg, zoo)? {
+    if let Some(spec) = crate::zoo::build_with(arg, zoo, defaults)? {
         return Ok(spec);
     }
     if !zoo.is_default() {
@@ -979,5 +979,16 @@ mod tests {
         let s = parse("4-3:identity", Defaults::default()).unwrap();
         assert!(s.check_loss(Loss::Ce).is_err());
         assert!(s.check_loss(Loss::Mse).is_ok());
+    }
+
+    #[test]
+    fn the_documented_graph_file_is_a_residual_block() {
+        // The second example in from_toml's documentation, as written there.
+        let text = "input = [16, 8, 8]\n[[layers]]\nname = \"a\"\nkind = \"conv2d\"\nkernel = 3\nfilters = 16\npadding = 1\nbias = false\n[[layers]]\nkind = \"batchnorm\"\n[[layers]]\nname = \"sum\"\nkind = \"add\"\ninputs = [\"input\", \"2\"]  # unnamed nodes answer to their position\nactivation = \"relu\"\n[[layers]]\nkind = \"global_avgpool\"\n[[layers]]\nunits = 10";
+        let t = from_toml(text, "res.toml", Defaults::default()).unwrap();
+        let line = p("16x8x8-[conv3x3x16p1b0-bn]:relu-gap-10").unwrap();
+        assert_eq!(t.layers, line.layers);
+        assert_eq!(t.sources[2], [Source::Input, Source::Node(1)]);
+        assert_eq!(t.names[2], "sum");
     }
 }
