@@ -117,6 +117,7 @@ fn the_fast_engine_refuses_graphs_and_new_kinds_until_it_runs_them() {
         (vec!["train", "resnet20", "--epochs", "1"], "a network that is not a chain"),
         (vec!["bench", "1x28x28-conv3x3x4p1b0-10"], "a convolution without a bias"),
         (vec!["train", "784-bn-10"], "batchnorm layers"),
+        (vec!["bench", "1x28x28-maxpool3s2p1-10"], "pooling with padding or ceil mode"),
         (vec!["count", "784-30:relu6-10", "--predict"], "relu6"),
     ] {
         let err = refused(std::path::Path::new("."), &args);

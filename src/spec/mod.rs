@@ -169,6 +169,7 @@ impl Spec {
             Some(match l.kind {
                 Kind::Conv2d(c) if c.groups != 1 => "a grouped convolution".to_string(),
                 Kind::Conv2d(_) => "a convolution without a bias".to_string(),
+                Kind::MaxPool(_) | Kind::AvgPool(_) => "pooling with padding or ceil mode".to_string(),
                 k => format!("{} layers", k.name()),
             })
         } else {
