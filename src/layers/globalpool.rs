@@ -29,8 +29,16 @@ fn target(l: &Layer) -> (usize, usize) {
 /// (B·C planes, Σ over one plane's windows of their area, outputs per plane).
 fn areas(l: &Layer, b: u128) -> (u128, u128, u128) {
     let (oh, ow) = target(l);
-    let sum = |n, out| windows(n, out).iter().map(|(a, b)| (b - a) as u128).sum::<u128>();
-    (b * l.input.c as u128, sum(l.input.h, oh) * sum(l.input.w, ow), (oh * ow) as u128)
+    (b * l.input.c as u128, lengths(l.input.h, oh) * lengths(l.input.w, ow), (oh * ow) as u128)
+}
+
+/// Σ over the `out` windows on `n` positions of their length, in closed form: n + out −
+/// gcd(n, out) (Σ⌊i·n/out⌋ and Σ⌈(i+1)·n/out⌉ differ by that), so that no size allocates.
+fn lengths(n: usize, out: usize) -> u128 {
+    fn gcd(a: usize, b: usize) -> usize {
+        if b == 0 { a } else { gcd(b, a % b) }
+    }
+    (n + out - gcd(n, out)) as u128
 }
 
 pub fn forward_cost(l: &Layer, b: u128) -> Ops {
@@ -88,4 +96,17 @@ pub fn input_grad<S: Scalar>(l: &Layer, g: &[S]) -> Vec<S> {
         dx.extend(plane.into_iter().map(|v| v.expect("adaptive windows cover the input")));
     }
     dx
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn window_lengths_in_closed_form() {
+        for n in 1..40 {
+            for out in 1..40 {
+                let counted: usize = super::windows(n, out).iter().map(|(a, b)| b - a).sum();
+                assert_eq!(super::lengths(n, out), counted as u128, "n {n} out {out}");
+            }
+        }
+    }
 }
