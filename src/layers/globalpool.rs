@@ -35,10 +35,7 @@ fn areas(l: &Layer, b: u128) -> (u128, u128, u128) {
 /// Σ over the `out` windows on `n` positions of their length, in closed form: n + out −
 /// gcd(n, out) (Σ⌊i·n/out⌋ and Σ⌈(i+1)·n/out⌉ differ by that), so that no size allocates.
 fn lengths(n: usize, out: usize) -> u128 {
-    fn gcd(a: usize, b: usize) -> usize {
-        if b == 0 { a } else { gcd(b, a % b) }
-    }
-    (n + out - gcd(n, out)) as u128
+    (n + out - crate::spec::gcd(n, out)) as u128
 }
 
 pub fn forward_cost(l: &Layer, b: u128) -> Ops {
@@ -102,11 +99,10 @@ pub fn input_grad<S: Scalar>(l: &Layer, g: &[S]) -> Vec<S> {
 mod tests {
     #[test]
     fn window_lengths_in_closed_form() {
-        for n in 1..40 {
-            for out in 1..40 {
-                let counted: usize = super::windows(n, out).iter().map(|(a, b)| b - a).sum();
-                assert_eq!(super::lengths(n, out), counted as u128, "n {n} out {out}");
-            }
+        let sizes = (1..40).flat_map(|n| (1..40).map(move |out| (n, out)));
+        for (n, out) in sizes {
+            let counted: usize = super::windows(n, out).iter().map(|(a, b)| b - a).sum();
+            assert_eq!(super::lengths(n, out), counted as u128, "n {n} out {out}");
         }
     }
 }

@@ -30,6 +30,7 @@ mod step;
 
 pub use activation::{Activation, LEAKY_SLOPE};
 pub use graph::Source;
+pub(crate) use layer::gcd;
 pub use layer::{Conv, Kind, Layer, Padding, Pool, Rate, Shape};
 pub use step::{Loss, Optimizer};
 
