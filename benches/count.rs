@@ -32,3 +32,15 @@ fn count_1000_layers_of_4096_table_and_json(bencher: divan::Bencher) {
         (flopnet::report::count_text(&ledger), serde_json::to_string(&ledger).unwrap())
     });
 }
+
+/// `count`, `explain` and `report` of every zoo model (issue 14: each under a second; here a
+/// few milliseconds at most, ResNet-152 the slowest).
+#[divan::bench(args = flopnet::zoo::NAMES)]
+fn zoo_count_explain_report(bencher: divan::Bencher, name: &str) {
+    let spec = flopnet::zoo::build(name, flopnet::zoo::Options::default()).unwrap().unwrap();
+    bencher.bench(|| {
+        let ledger = Ledger::new(&spec, &CFG);
+        let html = flopnet::plot::report_html(&spec, &CFG, None).unwrap();
+        (flopnet::report::count_text(&ledger), flopnet::report::explain_text(&spec, &CFG), html.len())
+    });
+}

@@ -101,7 +101,7 @@ fn main() {
         if !name.contains(only.as_str()) {
             continue;
         }
-        let cv = Conv { kh: k, kw: k, filters: f, stride: 1, padding: Padding::Fixed(p) };
+        let cv = Conv::plain(k, k, f, 1, Padding::Fixed(p));
         let layer = Layer::after(input, Kind::Conv2d(cv), 0, Activation::Relu).unwrap();
         let sh = ConvShape::of(&layer).unwrap();
         let (ckk, n) = (sh.ckk(), batch * sh.oh * sh.ow);

@@ -4,7 +4,7 @@
 //! limit sqrt(6/(N+M))) before the others; biases start at zero. Values are drawn in f64 and
 //! rounded to f32, so the f32 engine and the f64 reference hold identical starting weights.
 
-use crate::spec::{Activation, Layer, Spec};
+use crate::spec::{Activation, Kind, Layer, Spec};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Normal};
@@ -33,6 +33,10 @@ pub fn scheme(act: Activation) -> Scheme {
 /// Weights drawn from the layer's fans (N and M for dense, C·kh·kw and F·kh·kw for a
 /// convolution); pooling layers hold nothing and draw nothing.
 fn layer(l: &Layer, rng: &mut ChaCha8Rng) -> LayerParams {
+    if l.kind == Kind::BatchNorm {
+        // PyTorch's start: scale 1, shift 0.
+        return LayerParams { weight: vec![1.0; l.weight_count()], bias: vec![0.0; l.bias_count()] };
+    }
     let (n, m) = l.fans();
     let count = l.weight_count();
     let round = |v: f64| v as f32 as f64;

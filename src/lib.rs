@@ -4,7 +4,9 @@
 //! Data flows one way through the modules:
 //!
 //! - [`spec`]: a network described as `784-30-30-10`, or with convolutions and pooling as
-//!   `1x28x28-conv3x3x16:relu-maxpool2-10` (or a TOML file);
+//!   `1x28x28-conv3x3x16:relu-maxpool2-10`, residual and concatenated blocks on the same line, a
+//!   TOML file of named nodes, or a [`zoo`] name (`resnet50`): a directed acyclic graph;
+//! - [`layers`]: the kinds of real architectures (batch norm, joins, global pooling, dropout);
 //! - [`cost`]: its analytic ledger, per layer and phase, per example, batch, epoch and run;
 //! - [`reference`]: a plain-loop engine written once over a [`reference::Scalar`], run on `f64` to
 //!   compute and on a counting scalar to measure;
@@ -45,6 +47,7 @@ pub mod error;
 pub mod files;
 pub mod guard;
 pub mod init;
+pub mod layers;
 pub mod model;
 pub mod numbers;
 pub mod ops;
@@ -58,6 +61,7 @@ pub mod spec;
 pub mod sys;
 pub mod train;
 pub mod verify;
+pub mod zoo;
 
 pub use error::{Error, Result};
 

@@ -39,6 +39,8 @@ enum Command {
     Calibrate(CalibrateArgs),
     /// Write one self-contained HTML page: counts, explanation, charts, diagram, training curves.
     Report(ReportArgs),
+    /// List the model zoo (usable wherever a spec is) with parameters and forward MACs.
+    Zoo,
 }
 
 #[derive(Args)]
@@ -96,6 +98,8 @@ impl PredictArgs {
 
     /// The prediction for `spec` under `cfg`; what it rests on goes to stderr.
     fn predict(&self, spec: &Spec, cfg: &Config) -> Result<predict::Prediction> {
+        // The time model prices the fast engine's work.
+        spec.fast_engine_check()?;
         let threads = threads(self.threads);
         if let Some(d) = &self.device {
             let (name, precision) = d.split_once(':').unwrap_or((d.as_str(), "fp32"));
@@ -149,8 +153,15 @@ fn measured_profile(path: Option<PathBuf>, threads: usize) -> Result<predict::Pr
 /// The model alone: its layers and what its output is scored with.
 #[derive(Args)]
 struct ModelArgs {
-    /// The network: layer sizes input first (784-30-30-10, 784-30:tanh-10:softmax) or a .toml file.
+    /// The network: layer sizes input first (784-30-30-10, 784-30:tanh-10:softmax), blocks
+    /// ([...] residual, (...) concatenated), a .toml file or a zoo model (flopnet zoo lists them).
     spec: String,
+    /// A zoo model's input, CxHxW [default: the model's own, e.g. 3x224x224].
+    #[arg(long)]
+    input: Option<flopnet::spec::Shape>,
+    /// A zoo model's class count [default: the model's own, e.g. 1000].
+    #[arg(long, value_parser = at_least_one::<usize>)]
+    classes: Option<usize>,
     /// Activation of hidden layers that do not name one [default: relu].
     #[arg(long)]
     act: Option<Activation>,
@@ -170,7 +181,8 @@ impl ModelArgs {
             Loss::Mse => Activation::Identity,
         });
         let hidden = self.act.unwrap_or(Activation::Relu);
-        let spec = spec::load(&self.spec, Defaults { hidden, output })?;
+        let zoo = flopnet::zoo::Options { input: self.input, classes: self.classes };
+        let spec = spec::load_with(&self.spec, Defaults { hidden, output }, zoo)?;
         flopnet::options::check_defaults_used(&self.spec, &spec, Defaults { hidden, output }, self.act, self.out)?;
         spec.check_loss(self.loss)?;
         Ok(spec)
@@ -424,15 +436,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
             a.pictures.check(&a.run.net.model.spec)?;
             a.time.check()?;
             let cfg = a.run.config();
-            let ledger = Ledger::new(&spec, &cfg);
+            let ledger = Ledger::try_new(&spec, &cfg)?;
             let predicted = if a.time.wanted() { Some(a.time.predict(&spec, &cfg)?) } else { None };
             a.pictures.draw(&spec, &ledger)?;
             if a.json {
-                let mut v = serde_json::to_value(&ledger).map_err(|e| Error::Usage(e.to_string()))?;
-                if let Some(p) = &predicted {
-                    v["predicted"] = serde_json::to_value(p).map_err(|e| Error::Usage(e.to_string()))?;
-                }
-                println!("{}", serde_json::to_string_pretty(&v).map_err(|e| Error::Usage(e.to_string()))?);
+                println!("{}", report::count_json(&ledger, predicted.as_ref())?);
             } else {
                 print!("{}", report::count_text(&ledger));
                 if let Some(p) = &predicted {
@@ -444,7 +452,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let spec = a.run.net.model.spec()?;
             a.pictures.check(&a.run.net.model.spec)?;
             let cfg = a.run.config();
-            a.pictures.draw(&spec, &Ledger::new(&spec, &cfg))?;
+            a.pictures.draw(&spec, &Ledger::try_new(&spec, &cfg)?)?;
             print!("{}", report::explain_text(&spec, &cfg));
         }
         Command::Report(a) => {
@@ -502,8 +510,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
             println!("saved {}", path.display());
         }
         Command::Eval(a) => eval_command(a)?,
+        Command::Zoo => print!("{}", flopnet::zoo::table()?),
         Command::Bench(a) => {
             let spec = a.model.spec()?;
+            spec.fast_engine_check()?;
             guard::check_available(&spec, a.optimizer, a.batch as usize)?;
             let cfg = BenchConfig {
                 batch: a.batch as usize,
@@ -628,6 +638,7 @@ fn batch_for(batch: usize, examples: usize, what: &str) -> usize {
 
 fn train_command(a: TrainArgs) -> Result<()> {
     let spec = a.model.spec()?;
+    spec.fast_engine_check()?;
     let inputs = [a.data.data.as_deref().map(Path::new), a.init.as_deref(), Some(Path::new(&a.model.spec))];
     let outputs = [("--save", a.save.as_deref()), ("--metrics", a.metrics.as_deref()), ("--plot", a.plot.as_deref())];
     files::check_outputs(&outputs, &inputs)?;

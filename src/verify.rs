@@ -53,7 +53,7 @@ fn phases(measured: &BTreeMap<Phase, Ops>) -> Phases {
     for (phase, ops) in measured {
         let k = match phase {
             Phase::Forward(_) => 0,
-            Phase::Delta(_) | Phase::WeightGrad(_) | Phase::BiasGrad(_) | Phase::InputGrad(_) => 1,
+            Phase::GradSum(_) | Phase::Delta(_) | Phase::WeightGrad(_) | Phase::BiasGrad(_) | Phase::InputGrad(_) => 1,
             Phase::Loss => 2,
             Phase::OptimizerStep | Phase::Update(_) => 3,
             Phase::Outside => continue,
@@ -100,6 +100,7 @@ pub fn step(spec: &Spec, loss: Loss, opt: Optimizer, batch: usize, seed: u64) ->
             rows.push(Row { name: format!("layer {n} {name}"), analytic: a, measured: got(p) })
         };
         row("forward", c.forward, Phase::Forward(l));
+        row("grad_sum", c.backward.grad_sum, Phase::GradSum(l));
         row("delta", c.backward.delta, Phase::Delta(l));
         row("weight_grad", c.backward.weight_grad, Phase::WeightGrad(l));
         row("bias_grad", c.backward.bias_grad, Phase::BiasGrad(l));

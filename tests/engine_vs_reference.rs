@@ -169,9 +169,9 @@ fn whole_image_convolutions_train_as_their_dense_twins() {
         let m = rng.gen_range(2..=9);
         let act = HIDDEN[rng.gen_range(0..5)];
         let input = Shape::new(c, h, w);
-        let pool = Pool { k: 1, stride: 1 };
+        let pool = Pool::new(1, 1);
         let pool_kind = if case % 2 == 0 { Kind::MaxPool(pool) } else { Kind::AvgPool(pool) };
-        let cv = Conv { kh: h, kw: w, filters: f, stride: 1, padding: Padding::Fixed(0) };
+        let cv = Conv::plain(h, w, f, 1, Padding::Fixed(0));
         let mut layers = Vec::new();
         if h > 1 || w > 1 {
             layers.push(Layer::after(input, pool_kind, 0, Activation::Identity).unwrap());

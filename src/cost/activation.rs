@@ -13,6 +13,8 @@ pub fn forward(f: Activation, b: u128, m: u128) -> Ops {
         Activation::Identity => Ops::ZERO,
         // max(z, 0): one comparison.
         Activation::Relu => Ops { cmp: n, ..Ops::ZERO },
+        // min(max(z, 0), 6): two.
+        Activation::Relu6 => Ops { cmp: 2 * n, ..Ops::ZERO },
         // 0.01 z is formed, then selected by the sign of z.
         Activation::LeakyRelu => Ops { mul: n, cmp: n, ..Ops::ZERO },
         // 1 / (1 + exp(-z)); the negation is free.
@@ -40,6 +42,8 @@ pub fn backward(f: Activation, b: u128, m: u128, from_ce: bool) -> Ops {
         Activation::Identity => Ops::ZERO,
         // g where z > 0, else 0: one comparison-and-select.
         Activation::Relu => Ops { cmp: n, ..Ops::ZERO },
+        // g where 0 < a < 6, else 0: two comparisons.
+        Activation::Relu6 => Ops { cmp: 2 * n, ..Ops::ZERO },
         // g where z > 0, else 0.01 g.
         Activation::LeakyRelu => Ops { mul: n, cmp: n, ..Ops::ZERO },
         // g * a * (1 - a).

@@ -37,16 +37,19 @@ fn overhang(p: i128, k: i128, s: i128, n_out: i128) -> i128 {
     whole * k + (touching - whole) * p - s * (partial(touching) - partial(whole))
 }
 
-/// (B·F·H'·W', C·kh·kw): the outputs and the window each one reads.
+/// (B·F·H'·W', C/g·kh·kw): the outputs and the window each one reads (g groups).
 fn sizes(layer: &Layer, b: u128) -> (u128, u128) {
     let Kind::Conv2d(c) = layer.kind else { panic!("a conv2d layer was expected, got {}", layer.kind.name()) };
-    (b * layer.outputs as u128, layer.input.c as u128 * c.kh as u128 * c.kw as u128)
+    (b * layer.outputs as u128, (layer.input.c / c.groups) as u128 * c.kh as u128 * c.kw as u128)
 }
 
-/// z = b + W ⋆ x, a = f(z): each output sums a C·kh·kw window of products and one bias.
+/// z = b + W ⋆ x, a = f(z): each output sums a C/g·kh·kw window of products and one bias
+/// (without a bias, one addition fewer).
 pub fn forward(layer: &Layer, b: u128) -> Ops {
+    let Kind::Conv2d(c) = layer.kind else { panic!("a conv2d layer was expected, got {}", layer.kind.name()) };
     let (outs, window) = sizes(layer, b);
-    let affine = Ops { mul: outs * window, add: outs * window, mac: outs * window, ..Ops::ZERO };
+    let add = if c.bias { outs * window } else { outs * (window - 1) };
+    let affine = Ops { mul: outs * window, add, mac: outs * window, ..Ops::ZERO };
     affine + activation::forward(layer.activation, b, layer.outputs as u128)
 }
 
@@ -56,23 +59,25 @@ pub fn backward(layer: &Layer, b: u128, first: bool) -> Backward {
     let (outs, window) = sizes(layer, b);
     let (f, positions) = (c.filters as u128, b * layer.output.h as u128 * layer.output.w as u128);
     let delta = activation::backward(layer.activation, b, layer.outputs as u128, false);
-    // Each of the F·C·kh·kw weights sums B·H'·W' products.
+    // Each of the F·C/g·kh·kw weights sums B·H'·W' products.
     let weights = f * window;
     let weight_grad = Ops { mul: outs * window, add: (positions - 1) * weights, mac: outs * window, ..Ops::ZERO };
-    let bias_grad = Ops { add: (positions - 1) * f, ..Ops::ZERO };
+    let bias_grad = if c.bias { Ops { add: (positions - 1) * f, ..Ops::ZERO } } else { Ops::ZERO };
     let input_grad = if first {
         Ops::ZERO
     } else {
-        // Each of the B·H'·W'·C·kh·kw column values sums F products; col2im then adds every
-        // value that lands inside the image into its position, storing the first.
+        // Each of the B·H'·W'·C·kh·kw column values sums the F/g products of its group;
+        // col2im then adds every value that lands inside the image into its position, storing
+        // the first.
         let (ph, pw) = c.pads();
         let (i, o) = (layer.input, layer.output);
         let (vh, rh) = coverage(i.h, o.h, c.kh, c.stride, ph);
         let (vw, rw) = coverage(i.w, o.w, c.kw, c.stride, pw);
         let col2im = b * i.c as u128 * (vh * vw - rh * rw);
-        Ops { mul: outs * window, add: positions * window * (f - 1) + col2im, mac: outs * window, ..Ops::ZERO }
+        let (columns, per_group) = (positions * i.c as u128 * c.kh as u128 * c.kw as u128, f / c.groups as u128);
+        Ops { mul: outs * window, add: columns * (per_group - 1) + col2im, mac: outs * window, ..Ops::ZERO }
     };
-    Backward { delta, weight_grad, bias_grad, input_grad, total: delta + weight_grad + bias_grad + input_grad }
+    Backward { delta, weight_grad, bias_grad, input_grad, ..Backward::default() }.totalled()
 }
 
 #[cfg(test)]

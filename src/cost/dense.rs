@@ -16,7 +16,17 @@ pub struct Backward {
     pub bias_grad: Ops,
     /// dX = delta W, skipped for the first layer (no one needs the gradient of the data)
     pub input_grad: Ops,
+    /// The sum of the gradients handed back by the layer's readers when more than one reads
+    /// its output (a fan-out), before anything else in its backward pass.
+    pub grad_sum: Ops,
     pub total: Ops,
+}
+
+impl Backward {
+    /// The same record with `total` set to the sum of its parts.
+    pub fn totalled(self) -> Backward {
+        Backward { total: self.delta + self.weight_grad + self.bias_grad + self.input_grad + self.grad_sum, ..self }
+    }
 }
 
 /// z = W x + b, a = f(z) for a batch of `b`.
@@ -39,5 +49,5 @@ pub fn backward(layer: &Layer, b: u128, first: bool, output_under: Option<Loss>)
     // Each of the B*N input gradients sums M products: M-1 additions.
     let input_grad =
         if first { Ops::ZERO } else { Ops { mul: b * n * m, add: b * n * (m - 1), mac: b * n * m, ..Ops::ZERO } };
-    Backward { delta, weight_grad, bias_grad, input_grad, total: delta + weight_grad + bias_grad + input_grad }
+    Backward { delta, weight_grad, bias_grad, input_grad, ..Backward::default() }.totalled()
 }

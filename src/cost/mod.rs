@@ -15,6 +15,7 @@ mod pool;
 pub use dense::Backward;
 pub use memory::Memory;
 
+use crate::layers::{batchnorm, dropout, globalpool, join};
 use crate::ops::Ops;
 use crate::spec::{Activation, Kind, Layer, Loss, Optimizer, Shape, Spec};
 use serde::Serialize;
@@ -33,7 +34,12 @@ pub struct Config {
 /// One layer's costs for one batch.
 #[derive(Clone, Debug, Serialize)]
 pub struct LayerCost {
-    /// "dense", "conv2d", "maxpool" or "avgpool".
+    /// Its name in the graph (its position from 1 unless a file or the zoo named it).
+    pub name: String,
+    /// What it reads: `input` or other layers' names.
+    pub reads: Vec<String>,
+    /// "dense", "conv2d", "maxpool", "avgpool", "batchnorm", "add", "concat", "global_avgpool",
+    /// "adaptive_avgpool", "dropout" or "zeropad".
     pub kind: &'static str,
     /// Values per example in and out (the shapes' sizes).
     pub inputs: usize,
@@ -89,6 +95,8 @@ impl Step {
             .iter()
             .enumerate()
             .map(|(i, l)| LayerCost {
+                name: spec.names[i].clone(),
+                reads: spec.sources[i].iter().map(|s| spec.source_name(*s).to_string()).collect(),
                 kind: l.kind.name(),
                 inputs: l.inputs,
                 outputs: l.outputs,
@@ -97,11 +105,7 @@ impl Step {
                 activation: l.activation,
                 params: l.params(),
                 forward: layer_forward(l, batch),
-                backward: match l.kind {
-                    Kind::Dense => dense::backward(l, batch, i == 0, (i == last).then_some(loss)),
-                    Kind::Conv2d(_) => conv::backward(l, batch, i == 0),
-                    Kind::MaxPool(_) | Kind::AvgPool(_) => pool::backward(l, batch, i == 0),
-                },
+                backward: layer_backward(l, batch, spec.reads_data(i), (i == last).then_some(loss), spec.consumers(i)),
                 update: optim::per_params(optimizer, l.params()),
             })
             .collect();
@@ -123,18 +127,64 @@ impl Step {
     }
 }
 
-/// One layer's forward pass over a batch of `b`.
+/// The activation a kind applies after its arithmetic, when it takes one.
+fn activation_forward(l: &Layer, b: u128) -> Ops {
+    if l.kind.takes_activation() { activation::forward(l.activation, b, l.outputs as u128) } else { Ops::ZERO }
+}
+
+/// One layer's forward pass over a batch of `b` in training.
 fn layer_forward(l: &Layer, b: u128) -> Ops {
+    let values = l.outputs as u128;
     match l.kind {
         Kind::Dense => dense::forward(l, b),
         Kind::Conv2d(_) => conv::forward(l, b),
         Kind::MaxPool(_) | Kind::AvgPool(_) => pool::forward(l, b),
+        Kind::BatchNorm => batchnorm::forward_cost(l, b) + activation_forward(l, b),
+        Kind::Add(k) => join::add_cost(l, k, b) + activation_forward(l, b),
+        Kind::GlobalAvgPool | Kind::AdaptiveAvgPool(..) => globalpool::forward_cost(l, b) + activation_forward(l, b),
+        Kind::Dropout(_) => dropout::forward_cost(values, b),
+        Kind::Concat | Kind::ZeroPad { .. } => Ops::ZERO,
     }
+}
+
+/// One layer's forward pass at evaluation: batch normalization with its running statistics,
+/// dropout passing values through.
+fn layer_inference(l: &Layer, b: u128) -> Ops {
+    match l.kind {
+        Kind::BatchNorm => batchnorm::inference_cost(l, b) + activation_forward(l, b),
+        Kind::Dropout(_) => Ops::ZERO,
+        _ => layer_forward(l, b),
+    }
+}
+
+/// One layer's backward pass over a batch of `b`: `first`, it reads only the data (no dX);
+/// `output_under`, the loss when it is the output layer; `readers`, how many layers read its
+/// output (their gradients are summed first).
+fn layer_backward(l: &Layer, b: u128, first: bool, output_under: Option<Loss>, readers: usize) -> Backward {
+    let values = l.outputs as u128;
+    let from_ce = output_under == Some(Loss::Ce) && l.activation == Activation::Softmax;
+    let delta = || activation::backward(l.activation, b, values, from_ce);
+    let input_only =
+        |input_grad: Ops| Backward { input_grad: if first { Ops::ZERO } else { input_grad }, ..Backward::default() };
+    let own = match l.kind {
+        Kind::Dense => dense::backward(l, b, first, output_under),
+        Kind::Conv2d(_) => conv::backward(l, b, first),
+        Kind::MaxPool(_) | Kind::AvgPool(_) => pool::backward(l, b, first),
+        Kind::BatchNorm => Backward { delta: delta(), ..batchnorm::backward_cost(l, b, first) },
+        Kind::Add(_) => Backward { delta: delta(), ..Backward::default() },
+        Kind::GlobalAvgPool | Kind::AdaptiveAvgPool(..) => Backward {
+            delta: if l.kind.takes_activation() { delta() } else { Ops::ZERO },
+            ..input_only(globalpool::input_grad_cost(l, b))
+        },
+        Kind::Dropout(_) => input_only(dropout::input_grad_cost(values, b)),
+        Kind::Concat | Kind::ZeroPad { .. } => Backward::default(),
+    };
+    Backward { grad_sum: join::grad_sum_cost(values, readers, b), ..own }.totalled()
 }
 
 /// Forward passes only (inference), over a batch of `batch`.
 pub fn inference(spec: &Spec, batch: u128) -> Ops {
-    spec.layers.iter().map(|l| layer_forward(l, batch)).sum()
+    spec.layers.iter().map(|l| layer_inference(l, batch)).sum()
 }
 
 /// One epoch of `examples` in batches of `batch`: the last, ragged batch at its own size.
@@ -168,6 +218,30 @@ pub struct Ledger {
 }
 
 impl Ledger {
+    /// [`Ledger::new`], or an error when a count would pass what a u128 holds (2^128, about
+    /// 3.4·10^38): exact at any size it reports, never a wrapped number.
+    pub fn try_new(spec: &Spec, cfg: &Config) -> crate::Result<Ledger> {
+        // Every field of a step of B examples is at most B times that of a step of one (each
+        // term is c·B, c·(B−1) or a constant), and an epoch at most ⌈E/B⌉ steps of B.
+        let one = Step::new(spec, cfg.loss, cfg.optimizer, 1).phases().total;
+        let bound = one
+            .fields()
+            .iter()
+            .try_fold(0u128, |s, (_, v)| s.checked_add(*v))
+            .and_then(|s| s.checked_mul(cfg.batch.max(1) as u128))
+            .and_then(|s| s.checked_mul(cfg.examples.div_ceil(cfg.batch.max(1)).max(1) as u128))
+            .and_then(|s| s.checked_mul(cfg.epochs.max(1) as u128))
+            .and_then(|s| s.checked_mul(2));
+        if bound.is_none() {
+            return Err(crate::Error::Usage(format!(
+                "counting {} epochs of {} examples of {spec} would pass 2^128 (about 3.4e38) operations, more than flopnet counts exactly; use fewer --epochs or --examples",
+                cfg.epochs, cfg.examples
+            )));
+        }
+        Ok(Ledger::new(spec, cfg))
+    }
+
+    /// The ledger of a run whose counts fit in u128 (see [`Ledger::try_new`]).
     pub fn new(spec: &Spec, cfg: &Config) -> Ledger {
         let step = Step::new(spec, cfg.loss, cfg.optimizer, cfg.batch as u128);
         let per_epoch = epoch(spec, cfg.loss, cfg.optimizer, cfg.batch, cfg.examples);

@@ -6,11 +6,17 @@ use super::dense::Backward;
 use crate::ops::Ops;
 use crate::spec::{Kind, Layer};
 
-/// Max: k²−1 comparisons per output. Average: k²−1 additions and one product (by 1/k²).
+/// Max: k²−1 comparisons per output (with padding or ceil mode, one fewer than the window's
+/// positions inside the input). Average: k²−1 additions and one product (by 1/k²).
 pub fn forward(layer: &Layer, b: u128) -> Ops {
     let outs = b * layer.outputs as u128;
     match layer.kind {
-        Kind::MaxPool(p) => Ops { cmp: outs * (p.k as u128 * p.k as u128 - 1), ..Ops::ZERO },
+        Kind::MaxPool(p) => {
+            let (i, o) = (layer.input, layer.output);
+            let (vh, _) = coverage(i.h, o.h, p.k, p.stride, p.pad);
+            let (vw, _) = coverage(i.w, o.w, p.k, p.stride, p.pad);
+            Ops { cmp: b * i.c as u128 * vh * vw - outs, ..Ops::ZERO }
+        }
         Kind::AvgPool(p) => Ops { add: outs * (p.k as u128 * p.k as u128 - 1), mul: outs, ..Ops::ZERO },
         other => panic!("a pooling layer was expected, got {}", other.name()),
     }
@@ -34,5 +40,5 @@ pub fn backward(layer: &Layer, b: u128, first: bool) -> Backward {
         }
         other => panic!("a pooling layer was expected, got {}", other.name()),
     };
-    Backward { input_grad, total: input_grad, ..Backward::default() }
+    Backward { input_grad, ..Backward::default() }.totalled()
 }

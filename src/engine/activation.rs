@@ -32,6 +32,7 @@ pub fn bias_forward(f: Activation, out: &mut [f32], bias: &[f32]) {
             Activation::Sigmoid => row.iter_mut().for_each(|z| *z = 1.0 / (1.0 + (-*z).exp())),
             Activation::Tanh => row.iter_mut().for_each(|z| *z = z.tanh()),
             Activation::Softmax => softmax(row),
+            Activation::Relu6 => unreachable!("{}", super::NOT_YET),
         }
     }
 }
@@ -63,5 +64,6 @@ pub fn backward(f: Activation, a: &[f32], g: &mut [f32], m: usize) {
                 g.iter_mut().zip(a).for_each(|(g, &a)| *g = a * (*g - s));
             }
         }
+        Activation::Relu6 => unreachable!("{}", super::NOT_YET),
     }
 }

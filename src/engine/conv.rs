@@ -288,6 +288,7 @@ fn bias_act(act: Activation, row: &mut [f32], b: f32) {
         Activation::Tanh => row.iter_mut().for_each(|z| *z = (*z + b).tanh()),
         // The spec allows softmax on the (dense) output layer only.
         Activation::Softmax => unreachable!("softmax on a convolution"),
+        Activation::Relu6 => unreachable!("{}", super::NOT_YET),
     }
 }
 
@@ -980,7 +981,7 @@ mod tests {
         // examples); CKK 200 takes the packed weight gradient.
         let mut rng = ChaCha8Rng::seed_from_u64(5);
         let (solo, team) = (Team::new(1, || {}).unwrap(), Team::new(2, || {}).unwrap());
-        let cv = Conv { kh: 5, kw: 5, filters: 20, stride: 1, padding: Padding::Fixed(2) };
+        let cv = Conv::plain(5, 5, 20, 1, Padding::Fixed(2));
         let layer = Layer::after(Shape::new(8, 14, 14), Kind::Conv2d(cv), 0, Activation::Relu).unwrap();
         let sh = ConvShape::of(&layer).unwrap();
         let batch = 21;
@@ -1011,7 +1012,7 @@ mod tests {
         // gradient's position blocks), C ≥ 32 so the input gradient is the transposed
         // convolution (K' = 13·25 = 325, two K-blocks).
         let mut rng = ChaCha8Rng::seed_from_u64(11);
-        let cv = Conv { kh: 5, kw: 5, filters: 13, stride: 1, padding: Padding::Fixed(2) };
+        let cv = Conv::plain(5, 5, 13, 1, Padding::Fixed(2));
         let layer = Layer::after(Shape::new(33, 9, 9), Kind::Conv2d(cv), 0, Activation::Relu).unwrap();
         let sh = ConvShape::of(&layer).unwrap();
         let batch = 3;
@@ -1049,7 +1050,7 @@ mod tests {
             let (h, w) = (rng.gen_range(3..=14), rng.gen_range(3..=14));
             let (kh, kw) = (rng.gen_range(1..=5), rng.gen_range(1..=5));
             let padding = Padding::Fixed(rng.gen_range(0..=2));
-            let cv = Conv { kh, kw, filters: rng.gen_range(1..=20), stride: rng.gen_range(1..=2), padding };
+            let cv = Conv::plain(kh, kw, rng.gen_range(1..=20), rng.gen_range(1..=2), padding);
             let Ok(layer) = Layer::after(Shape::new(c, h, w), Kind::Conv2d(cv), 0, Activation::Relu) else {
                 continue;
             };
@@ -1092,7 +1093,7 @@ mod tests {
             let (kh, kw) = (rng.gen_range(1..=5), rng.gen_range(1..=5));
             let stride = rng.gen_range(1..=3);
             let padding = Padding::Fixed(rng.gen_range(0..=2));
-            let cv = Conv { kh, kw, filters: rng.gen_range(1..=6), stride, padding };
+            let cv = Conv::plain(kh, kw, rng.gen_range(1..=6), stride, padding);
             let Ok(layer) = Layer::after(Shape::new(c, h, w), Kind::Conv2d(cv), 0, Activation::Identity) else {
                 continue;
             };

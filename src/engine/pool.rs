@@ -199,7 +199,7 @@ mod tests {
         let teams = [Team::new(1, || {}).unwrap(), Team::new(2, || {}).unwrap()];
         for case in 0..200 {
             let (c, h, w) = (rng.gen_range(1..=5), rng.gen_range(1..=12), rng.gen_range(1..=12));
-            let p = Pool { k: rng.gen_range(1..=4), stride: rng.gen_range(1..=3) };
+            let p = Pool::new(rng.gen_range(1..=4), rng.gen_range(1..=3));
             let Ok(layer) = Layer::after(Shape::new(c, h, w), Kind::MaxPool(p), 0, Activation::Identity) else {
                 continue;
             };

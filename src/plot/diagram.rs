@@ -75,6 +75,8 @@ fn bundle(l: &Layer) -> [String; 2] {
         ],
         Kind::MaxPool(p) => [format!("max of {0}×{0} windows", p.k), "no weights".into()],
         Kind::AvgPool(p) => [format!("mean of {0}×{0} windows", p.k), "no weights".into()],
+        Kind::BatchNorm => [format!("{} scales and shifts", l.input.c), "batch statistics".into()],
+        k => [k.name().replace('_', " "), "no weights".into()],
     }
 }
 
@@ -146,6 +148,7 @@ impl Diagram {
                 Kind::MaxPool(_) | Kind::AvgPool(_) => kind,
                 Kind::Dense => format!("dense {}, {}", l.outputs, l.activation),
                 Kind::Conv2d(_) => format!("{kind}, {}", l.activation),
+                _ => kind,
             };
             columns.push(Column {
                 header: if i == last { format!("layer {} (output)", i + 1) } else { format!("layer {}", i + 1) },
@@ -154,8 +157,8 @@ impl Diagram {
                 footer: vec![name, l.output.to_string()],
                 color: match l.kind {
                     _ if i == last => ORANGE,
-                    Kind::Conv2d(_) | Kind::Dense => BLUE,
-                    Kind::MaxPool(_) | Kind::AvgPool(_) => GREY,
+                    Kind::Conv2d(_) | Kind::Dense | Kind::BatchNorm => BLUE,
+                    _ => GREY,
                 },
             });
         }

@@ -244,7 +244,7 @@ impl RefConv {
     fn new((c, side, k, f): (usize, usize, usize, usize), batch: usize, team: &Team) -> Result<RefConv> {
         use crate::engine::conv::{ConvShape, Tiles};
         use crate::spec::{Conv, Kind, Layer, Padding, Shape};
-        let cv = Conv { kh: k, kw: k, filters: f, stride: 1, padding: Padding::Fixed(k / 2) };
+        let cv = Conv::plain(k, k, f, 1, Padding::Fixed(k / 2));
         let layer = Layer::after(Shape::new(c, side, side), Kind::Conv2d(cv), 0, Activation::Relu)
             .map_err(crate::Error::Usage)?;
         let Some(sh) = ConvShape::of(&layer) else { unreachable!("a convolution layer") };
@@ -330,9 +330,8 @@ fn sparse_rates(
 fn pool_rates((c, side): (usize, usize), batch: usize, team: &Team, min_s: f64) -> Result<PoolRates> {
     use crate::engine::pool::{PoolShape, max_backward, max_forward};
     use crate::spec::{Kind, Layer, Pool, Shape};
-    let layer =
-        Layer::after(Shape::new(c, side, side), Kind::MaxPool(Pool { k: 2, stride: 2 }), 0, Activation::Identity)
-            .map_err(crate::Error::Usage)?;
+    let layer = Layer::after(Shape::new(c, side, side), Kind::MaxPool(Pool::new(2, 2)), 0, Activation::Identity)
+        .map_err(crate::Error::Usage)?;
     let Some(sh) = PoolShape::of(&layer) else { unreachable!("a pooling layer") };
     let (inputs, outputs) = (batch * layer.inputs, batch * layer.outputs);
     let x: Vec<f32> = (0..inputs).map(|i| (i.wrapping_mul(2654435761) % 1000) as f32 / 1000.0).collect();

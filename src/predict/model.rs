@@ -380,6 +380,9 @@ impl Model<'_> {
                     Kind::Dense => self.dense(l, b, i == 0, from_ce, fused),
                     Kind::Conv2d(c) => self.conv(l, &c, b, i == 0, spec.layers.get(i + 1)),
                     Kind::MaxPool(_) | Kind::AvgPool(_) => self.pool(l, b, i == 0, footprint),
+                    // The time model prices what the fast engine runs; callers refuse the rest
+                    // (Spec::fast_engine_check) before asking.
+                    _ => (0.0, 0.0),
                 };
                 let (into, back) = self.regroup(feeds[i], b, i == 0);
                 let (forward, backward) = (forward + into, backward + back);

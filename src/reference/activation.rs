@@ -13,6 +13,12 @@ pub fn forward<S: Scalar>(f: Activation, z: &[S], a: &mut [S]) {
                 *a = z.max(S::zero());
             }
         }
+        Activation::Relu6 => {
+            for (a, &z) in a.iter_mut().zip(z) {
+                // min(v, 6) = −max(−v, −6): negation is free.
+                *a = -((-z.max(S::zero())).max(S::constant(-6.0)));
+            }
+        }
         Activation::LeakyRelu => {
             for (a, &z) in a.iter_mut().zip(z) {
                 let leak = S::constant(LEAKY_SLOPE) * z;
@@ -55,6 +61,13 @@ pub fn backward<S: Scalar>(f: Activation, z: &[S], a: &[S], g: &[S], delta: &mut
         Activation::Relu => {
             for ((d, &z), &g) in delta.iter_mut().zip(z).zip(g) {
                 *d = if z.is_positive() { g } else { S::zero() };
+            }
+        }
+        Activation::Relu6 => {
+            for ((d, &a), &g) in delta.iter_mut().zip(a).zip(g) {
+                // Both comparisons are made, whatever the first one says.
+                let (above, below) = (a.is_positive(), S::constant(6.0).greater(a));
+                *d = if above & below { g } else { S::zero() };
             }
         }
         Activation::LeakyRelu => {

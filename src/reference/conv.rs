@@ -1,7 +1,9 @@
 //! One convolution layer, forward and backward, as plain loops over a batch.
 //!
-//! Shapes (row-major, one example after another): x [B][C][H][W], w [F][C][kh][kw] (PyTorch's
-//! `nn.Conv2d` layout), b [F], z, a, g and delta [B][F][H'][W'], where H' = (H + 2·ph − kh)/s + 1.
+//! Shapes (row-major, one example after another): x [B][C][H][W], w [F][C/g][kh][kw] (PyTorch's
+//! `nn.Conv2d` layout, g groups), b [F] (empty without a bias), z, a, g and delta
+//! [B][F][H'][W'], where H' = (H + 2·ph − kh)/s + 1. With g groups, filter f reads the C/g
+//! channels of group f/(F/g) only.
 //!
 //! The loops follow the im2col formulation the fast engine uses: every window position is a
 //! product, including those that fall on the zero padding (they multiply by zero), so the counts
@@ -14,6 +16,9 @@ use crate::spec::{Conv, Kind, Layer};
 /// The convolution's geometry, unpacked once.
 struct Geometry {
     c: usize,
+    /// Channels per group, and filters per group.
+    cg: usize,
+    fg: usize,
     h: usize,
     w: usize,
     f: usize,
@@ -28,12 +33,13 @@ struct Geometry {
 
 impl Geometry {
     fn of(layer: &Layer) -> Geometry {
-        let Kind::Conv2d(conv @ Conv { kh, kw, filters, stride, .. }) = layer.kind else {
+        let Kind::Conv2d(conv @ Conv { kh, kw, filters, stride, groups, .. }) = layer.kind else {
             panic!("a conv2d layer was expected, got {}", layer.kind.name())
         };
         let (ph, pw) = conv.pads();
         let (i, o) = (layer.input, layer.output);
-        Geometry { c: i.c, h: i.h, w: i.w, f: filters, oh: o.h, ow: o.w, kh, kw, s: stride, ph, pw }
+        let (cg, fg) = (i.c / groups, filters / groups);
+        Geometry { c: i.c, cg, fg, h: i.h, w: i.w, f: filters, oh: o.h, ow: o.w, kh, kw, s: stride, ph, pw }
     }
 
     /// The input row and column a window position reads, or None on the padding.
@@ -43,33 +49,42 @@ impl Geometry {
         Some((y, x))
     }
 
+    /// Where W_f(c,i,j) is, c counted within the filter's group.
     fn weight(&self, f: usize, c: usize, i: usize, j: usize) -> usize {
-        ((f * self.c + c) * self.kh + i) * self.kw + j
+        ((f * self.cg + c) * self.kh + i) * self.kw + j
+    }
+
+    /// The first input channel filter f reads.
+    fn first_channel(&self, f: usize) -> usize {
+        f / self.fg * self.cg
     }
 }
 
-/// z_f(oy,ox) = b_f + sum over c, i, j of W_f(c,i,j) x_c(oy·s+i−ph, ox·s+j−pw), then a = f(z).
+/// z_f(oy,ox) = b_f + sum over c, i, j of W_f(c,i,j) x_c(oy·s+i−ph, ox·s+j−pw), then a = f(z);
+/// c runs over the filter's group, and without a bias the sum starts at its first product.
 pub fn conv_forward<S: Scalar>(layer: &Layer, x: &[S], w: &[S], b: &[S]) -> (Vec<S>, Vec<S>) {
     let g = Geometry::of(layer);
     let batch = x.len() / layer.inputs;
     let mut z = Vec::with_capacity(batch * layer.outputs);
     for xe in x.chunks_exact(layer.inputs) {
         for f in 0..g.f {
+            let c0 = g.first_channel(f);
             for oy in 0..g.oh {
                 for ox in 0..g.ow {
-                    let mut sum = b[f];
-                    for c in 0..g.c {
+                    let mut sum = b.get(f).copied();
+                    for c in 0..g.cg {
                         for i in 0..g.kh {
                             for j in 0..g.kw {
                                 let v = match g.source(oy, ox, i, j) {
-                                    Some((y, xx)) => xe[(c * g.h + y) * g.w + xx],
+                                    Some((y, xx)) => xe[((c0 + c) * g.h + y) * g.w + xx],
                                     None => S::zero(),
                                 };
-                                sum = sum + S::mac(w[g.weight(f, c, i, j)], v);
+                                let p = S::mac(w[g.weight(f, c, i, j)], v);
+                                sum = Some(sum.map_or(p, |s| s + p));
                             }
                         }
                     }
-                    z.push(sum);
+                    z.push(sum.expect("a window holds a product"));
                 }
             }
         }
@@ -88,7 +103,8 @@ pub fn conv_weight_grad<S: Scalar>(layer: &Layer, x: &[S], delta: &[S]) -> Vec<S
     let batch = x.len() / layer.inputs;
     let mut dw = Vec::with_capacity(layer.weight_count());
     for f in 0..g.f {
-        for c in 0..g.c {
+        let c0 = g.first_channel(f);
+        for c in c0..c0 + g.cg {
             for i in 0..g.kh {
                 for j in 0..g.kw {
                     let mut sum: Option<S> = None;
@@ -127,9 +143,10 @@ pub fn conv_bias_grad<S: Scalar>(layer: &Layer, delta: &[S]) -> Vec<S> {
 }
 
 /// dX as im2col computes it: for every window position, the column value
-/// dcol = sum over filters of delta_f(oy,ox) W_f(c,i,j) (F products, F−1 additions, padded
-/// positions included), then added into the input position it came from (col2im); a position's
-/// first contribution is stored, each later one costs an addition, padded ones are dropped.
+/// dcol = sum over the filters of c's group of delta_f(oy,ox) W_f(c,i,j) (F/g products, F/g−1
+/// additions, padded positions included), then added into the input position it came from
+/// (col2im); a position's first contribution is stored, each later one costs an addition,
+/// padded ones are dropped.
 pub fn conv_input_grad<S: Scalar>(layer: &Layer, w: &[S], delta: &[S]) -> Vec<S> {
     let g = Geometry::of(layer);
     let batch = delta.len() / layer.outputs;
@@ -140,11 +157,11 @@ pub fn conv_input_grad<S: Scalar>(layer: &Layer, w: &[S], delta: &[S]) -> Vec<S>
         for oy in 0..g.oh {
             for ox in 0..g.ow {
                 for c in 0..g.c {
+                    let (f0, cl) = (c / g.cg * g.fg, c % g.cg);
                     for i in 0..g.kh {
                         for j in 0..g.kw {
-                            let col = (1..g.f).fold(S::mac(de[oy * g.ow + ox], w[g.weight(0, c, i, j)]), |s, f| {
-                                s + S::mac(de[(f * g.oh + oy) * g.ow + ox], w[g.weight(f, c, i, j)])
-                            });
+                            let term = |f: usize| S::mac(de[(f * g.oh + oy) * g.ow + ox], w[g.weight(f, cl, i, j)]);
+                            let col = (f0 + 1..f0 + g.fg).fold(term(f0), |s, f| s + term(f));
                             if let Some((y, x)) = g.source(oy, ox, i, j) {
                                 let at = (c * g.h + y) * g.w + x;
                                 dxe[at] = if touched[at] { dxe[at] + col } else { col };

@@ -1,7 +1,8 @@
 //! Max- and average-pooling, forward and backward, as plain loops over a batch.
 //!
 //! Shapes: x and dX [B][C][H][W], out and g [B][C][H'][W'] with H' = (H − k)/s + 1 (a window
-//! that would run past the edge is dropped, as PyTorch does).
+//! that would run past the edge is dropped, as PyTorch does). Max pooling may pad and round up
+//! ([`Pool`]): its windows then hold only the positions inside the input.
 
 use super::scalar::Scalar;
 use crate::spec::{Kind, Layer, Pool};
@@ -25,7 +26,11 @@ fn windows(layer: &Layer, mut visit: impl FnMut(usize, &[usize])) {
                 window.clear();
                 for dy in 0..p.k {
                     for dx in 0..p.k {
-                        window.push((c * i.h + oy * p.stride + dy) * i.w + ox * p.stride + dx);
+                        let y = (oy * p.stride + dy).checked_sub(p.pad).filter(|&y| y < i.h);
+                        let x = (ox * p.stride + dx).checked_sub(p.pad).filter(|&x| x < i.w);
+                        if let (Some(y), Some(x)) = (y, x) {
+                            window.push((c * i.h + y) * i.w + x);
+                        }
                     }
                 }
                 visit((c * o.h + oy) * o.w + ox, &window);

@@ -14,6 +14,8 @@ pub enum Phase {
     Outside,
     Forward(usize),
     Loss,
+    /// Summing the gradients handed back by a layer's readers (fan-out).
+    GradSum(usize),
     Delta(usize),
     WeightGrad(usize),
     BiasGrad(usize),

@@ -3,6 +3,21 @@
 
 use super::format::{bytes, columns, thousands as t};
 use crate::cost::{Ledger, Phases};
+use serde::Serialize;
+
+/// `flopnet count --json`: the ledger (and the prediction, when asked for) with every count an
+/// exact JSON integer, however large (written straight from the u128s, not through a JSON
+/// value, which holds at most 64 bits).
+pub fn count_json(ledger: &Ledger, predicted: Option<&impl Serialize>) -> crate::Result<String> {
+    #[derive(Serialize)]
+    struct Out<'a, P> {
+        #[serde(flatten)]
+        ledger: &'a Ledger,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        predicted: Option<&'a P>,
+    }
+    serde_json::to_string_pretty(&Out { ledger, predicted }).map_err(|e| crate::Error::Usage(e.to_string()))
+}
 
 pub fn count_text(l: &Ledger) -> String {
     let mut out =
@@ -122,11 +137,13 @@ pub fn count_text(l: &Ledger) -> String {
         bytes(m.peak)
     );
 
-    out += "What other tools report for one forward pass of one example:\n";
+    out += "What other tools report for one example (each a view of the same ledger):\n";
     let macs = fe.forward.mac;
     let rows = vec![
+        vec!["torchvision's figure: forward MACs of convolutions and matrix products".to_string(), t(macs)],
         vec!["MACs (thop, fvcore, torchinfo)".to_string(), t(macs)],
-        vec!["FLOPs as 2 x MACs (PyTorch FlopCounterMode)".to_string(), t(2 * macs)],
+        vec!["FLOPs as 2 x MACs (PyTorch FlopCounterMode), forward".to_string(), t(2 * macs)],
+        vec!["  and backward (dW and dX; it overcounts grouped convolutions' dW)".to_string(), t(2 * fe.backward.mac)],
         vec!["flopnet forward FLOPs (bias additions and activations included)".to_string(), t(fe.forward.flop())],
         vec!["flopnet training FLOPs per example (forward + loss + backward + update)".to_string(), t(fe.total.flop())],
     ];

@@ -9,6 +9,7 @@ fn act_words(f: Activation) -> &'static str {
     match f {
         Activation::Identity => "identity (a = z): no work",
         Activation::Relu => "ReLU, max(z, 0): 1 comparison each",
+        Activation::Relu6 => "ReLU6, min(max(z, 0), 6): 2 comparisons each",
         Activation::LeakyRelu => "leaky ReLU, z if z > 0 else 0.01 z: 1 multiplication and 1 comparison each",
         Activation::Sigmoid => "sigmoid, 1 / (1 + exp(-z)): 1 exp, 1 addition and 1 division each",
         Activation::Tanh => "tanh: 1 tanh evaluation each",
@@ -28,6 +29,7 @@ fn grad_words(f: Activation, from_ce: bool) -> &'static str {
             "softmax's Jacobian: s = Σ g_k a_k, then delta_j = a_j (g_j - s): 2M multiplications, 2M-1 additions"
         }
         Activation::Relu => "f'(z) is 1 or 0: keep g where z > 0 (1 comparison each)",
+        Activation::Relu6 => "keep g where 0 < a < 6 (2 comparisons each)",
         Activation::LeakyRelu => "keep g where z > 0, else 0.01 g (1 comparison, 1 multiplication each)",
         Activation::Sigmoid => "f'(z) = a (1 - a): delta = g · a · (1 - a), 2 multiplications and 1 subtraction each",
         Activation::Tanh => "f'(z) = 1 - a²: delta = g · (1 - a · a), 2 multiplications and 1 subtraction each",
@@ -77,7 +79,8 @@ fn placement(conv: &Conv) -> String {
 fn conv_forward(i: usize, l: &Layer, conv: &Conv, c: &LayerCost) -> String {
     let (inp, out) = (l.input, l.output);
     let (f, h2, w2) = (out.c as u128, out.h as u128, out.w as u128);
-    let (ch, kh, kw) = (inp.c as u128, conv.kh as u128, conv.kw as u128);
+    // A filter reads its group's C/g channels.
+    let (ch, kh, kw) = ((inp.c / conv.groups) as u128, conv.kh as u128, conv.kw as u128);
     let outputs = f * h2 * w2;
     let window = ch * kh * kw;
     let macs = outputs * window;
@@ -99,11 +102,22 @@ fn conv_forward(i: usize, l: &Layer, conv: &Conv, c: &LayerCost) -> String {
         t(macs),
         t(window - 1)
     );
+    if conv.groups > 1 {
+        let g = conv.groups;
+        let kind = if g == inp.c && g == out.c { "a depthwise convolution" } else { "a grouped convolution" };
+        o += &format!(
+            "    This is {kind}: the {} channels split into {g} groups and each filter reads only its group's {ch}, so\n    every window is {g}× smaller than a full convolution's and so are the products ({} instead of {}).\n    That is why a depthwise convolution is cheap; backward, dW and dX cost as many products as forward.\n",
+            inp.c,
+            t(macs),
+            t(macs * g as u128)
+        );
+    }
     o += &format!("    {} {} applications: {}\n", t(outputs), l.activation, act_words(l.activation));
+    let biases = if conv.bias { f } else { 0 };
     o += &format!(
-        "    The kernels are shared by every position: {f} × {ch} × {kh} × {kw} = {} weights + {f} biases = {} parameters.\n",
+        "    The kernels are shared by every position: {f} × {ch} × {kh} × {kw} = {} weights + {biases} biases = {} parameters.\n",
         t(weights),
-        t(weights + f)
+        t(weights + biases)
     );
     let dense = inp.size() as u128 * outputs;
     o += &format!(
@@ -168,12 +182,17 @@ fn shaped_backward(i: usize, l: &Layer, c: &crate::cost::Backward, delta_words: 
                 "    dW: each weight gathers one product per output position, F·H'·W'·C·kh·kw = {} multiplications\n",
                 t(c.weight_grad.mul)
             );
-            o += &format!(
-                "    db: each filter's bias sums delta over its {}×{} map: {} additions\n",
-                out.h,
-                out.w,
-                t(c.bias_grad.add)
-            );
+            match l.kind {
+                Kind::Conv2d(conv) if !conv.bias => o += "    db: none, the convolution has no bias\n",
+                _ => {
+                    o += &format!(
+                        "    db: each filter's bias sums delta over its {}×{} map: {} additions\n",
+                        out.h,
+                        out.w,
+                        t(c.bias_grad.add)
+                    )
+                }
+            }
             if i == 0 {
                 o += "    dX: skipped — the inputs are data, nobody needs their gradient\n";
             } else {
@@ -190,14 +209,109 @@ fn shaped_backward(i: usize, l: &Layer, c: &crate::cost::Backward, delta_words: 
                 t(c.total.flop())
             );
         }
-        _ => {
+        Kind::AvgPool(_) => {
             o += &format!(
                 "    each gradient is shared equally by the k² positions of its window ({} FLOPs)\n",
                 t(c.total.flop())
             );
         }
+        _ => o += &graph_backward(l, c, delta_words),
+    }
+    if !c.grad_sum.is_zero() {
+        o += &format!(
+            "    its output is read by several layers, so the gradients they hand back are summed first: {} additions\n",
+            t(c.grad_sum.add)
+        );
     }
     o
+}
+
+/// What a graph adds to a chain, in a paragraph.
+fn graph_intro(spec: &Spec) -> String {
+    let count = |f: &dyn Fn(&Kind) -> bool| spec.layers.iter().filter(|l| f(&l.kind)).count();
+    let adds = count(&|k| matches!(k, Kind::Add(_)));
+    let concats = count(&|k| *k == Kind::Concat);
+    let norms = count(&|k| *k == Kind::BatchNorm);
+    let grouped = count(&|k| matches!(k, Kind::Conv2d(c) if c.groups > 1));
+    let fan_out = (0..spec.layers.len()).filter(|&i| spec.consumers(i) > 1).count();
+    let mut o = format!(
+        "It is a graph, not a chain: {adds} residual join{} (element-wise sums), {concats} concatenation{}, {fan_out} tensor{} read\n\
+         by more than one layer, {norms} batch normalization{} and {grouped} grouped or depthwise convolution{}.\n",
+        if adds == 1 { "" } else { "s" },
+        if concats == 1 { "" } else { "s" },
+        if fan_out == 1 { "" } else { "s" },
+        if norms == 1 { "" } else { "s" },
+        if grouped == 1 { "" } else { "s" },
+    );
+    o += "A join adds its inputs value by value (one addition per value and extra input) and hands its gradient\n\
+          back to each input unchanged; where a tensor feeds several layers, the gradients they return are summed\n\
+          once (one addition per value and extra reader). Concatenating moves data and costs nothing.\n\n";
+    o
+}
+
+/// The forward pass of a kind of real architectures, in words.
+fn graph_forward(spec: &Spec, i: usize, l: &Layer, c: &LayerCost) -> String {
+    let reads: Vec<&str> = spec.sources[i].iter().map(|s| spec.source_name(*s)).collect();
+    let mut o = format!(
+        "  layer {}, {} ({} → {}), reading {}:\n",
+        i + 1,
+        super::kind_label(l),
+        l.input,
+        l.output,
+        reads.join(" and ")
+    );
+    let values = t(l.outputs as u128);
+    o += &match l.kind {
+        Kind::BatchNorm => format!(
+            "    batch normalization: per channel, the batch's mean and variance (a sum, a difference and a square per value),\n    then x̂ = (x − μ)/√(σ² + ε) and γ·x̂ + β (3 multiplications and 4 additions per value in all, plus a square\n    root and a division per channel, and the running statistics' update); {} learned parameters (γ and β).\n    At evaluation it is one multiplication and one addition per value. It adds little arithmetic, but every\n    value passes through it; after it comes the activation, {}\n",
+            t(l.params()),
+            act_words(l.activation)
+        ),
+        Kind::Add(k) => format!(
+            "    a residual join: the element-wise sum of {k} inputs of {}, {} − 1 additions per value ({} in all), then {}\n",
+            l.input,
+            k,
+            t(c.forward.add),
+            act_words(l.activation)
+        ),
+        Kind::Concat => format!("    the inputs' channels stacked into {}: data movement, no arithmetic\n", l.output),
+        Kind::GlobalAvgPool | Kind::AdaptiveAvgPool(..) => format!(
+            "    each of the {values} outputs is the mean of its window: {} additions and {} multiplications by 1/area in all\n",
+            t(c.forward.add),
+            t(c.forward.mul)
+        ),
+        Kind::Dropout(p) => format!(
+            "    inverted dropout at rate {}: each value is kept or zeroed and scaled by 1/(1 − p) (one division per step),\n    one multiplication per value ({values}); at evaluation it does nothing\n",
+            p.value()
+        ),
+        Kind::ZeroPad { .. } => format!(
+            "    the parameter-free shortcut: every {}th row and column, and zero channels up to {}: no arithmetic\n",
+            l.input.h.div_ceil(l.output.h),
+            l.output.c
+        ),
+        _ => String::new(),
+    };
+    o += &format!("    layer total: {} FLOPs\n", t(c.forward.flop()));
+    o
+}
+
+/// The backward pass of a kind of real architectures, in words.
+fn graph_backward(l: &Layer, c: &crate::cost::Backward, delta_words: &str) -> String {
+    match l.kind {
+        Kind::BatchNorm => format!(
+            "    delta = g ⊙ f'(z): {delta_words}\n    dγ = Σ δ·x̂ and dβ = Σ δ per channel: {} FLOPs; dx = (γ/σ)/n · (n·δ − dβ − x̂·dγ), which carries the\n    batch statistics' own gradient (the classic place for a wrong backward): {} FLOPs\n",
+            t(c.weight_grad.flop() + c.bias_grad.flop()),
+            t(c.input_grad.flop())
+        ),
+        Kind::Add(_) => format!(
+            "    delta = g ⊙ f'(z): {delta_words}\n    the sum's derivative is 1 for every input, so each input receives delta itself: no arithmetic. That is why\n    a residual connection is almost free backward; the one cost is where a tensor is read twice (the block's\n    input feeds the block and the join), whose two gradients are summed once\n"
+        ),
+        Kind::Concat => "    each input receives its own channels of the gradient: no arithmetic\n".to_string(),
+        Kind::ZeroPad { .. } => {
+            "    the gradient of the kept positions is the matching slice; no arithmetic\n".to_string()
+        }
+        _ => format!("    dX: {} multiplications, {} additions\n", t(c.input_grad.mul), t(c.input_grad.add)),
+    }
 }
 
 pub fn explain_text(spec: &Spec, cfg: &Config) -> String {
@@ -236,6 +350,9 @@ pub fn explain_text(spec: &Spec, cfg: &Config) -> String {
               A neuron never multiplies another neuron; it multiplies a value by a weight.\n\n";
     }
 
+    if !spec.is_chain() || spec.layers.iter().any(|l| !l.kind.fast_engine_runs()) {
+        o += &graph_intro(spec);
+    }
     o += "Forward pass, one example\n";
     for (i, l) in spec.layers.iter().enumerate() {
         let c = &one.layers[i];
@@ -243,6 +360,7 @@ pub fn explain_text(spec: &Spec, cfg: &Config) -> String {
             Kind::Conv2d(conv) => o += &conv_forward(i, l, &conv, c),
             Kind::MaxPool(p) | Kind::AvgPool(p) => o += &pool_forward(i, l, p, c),
             Kind::Dense => o += &dense_forward(i, l, c),
+            _ => o += &graph_forward(spec, i, l, c),
         }
     }
     let f = &one.per_example.forward;

@@ -6,7 +6,7 @@ pub mod format;
 mod run;
 mod verify;
 
-pub use count::count_text;
+pub use count::{count_json, count_text};
 pub use explain::explain_text;
 pub use run::{
     PROGRESS_TEMPLATE, account_text, bench_text, confusion_text, epoch_line, prediction_text, progress_rate, seconds,
@@ -48,7 +48,7 @@ pub fn kind_label(l: &Layer) -> String {
 /// The activation column: empty for pooling, which applies none.
 pub fn activation_label(l: &Layer) -> String {
     match l.kind {
-        Kind::MaxPool(_) | Kind::AvgPool(_) => String::new(),
+        k if !k.takes_activation() => String::new(),
         _ => l.activation.to_string(),
     }
 }

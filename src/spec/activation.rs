@@ -15,12 +15,15 @@ pub enum Activation {
     Tanh,
     /// Normalises the whole output row; allowed on the output layer only.
     Softmax,
+    /// min(max(z, 0), 6), MobileNet's activation (the reference engine only, for now).
+    Relu6,
 }
 
 /// The slope of leaky ReLU for negative inputs.
 pub const LEAKY_SLOPE: f64 = 0.01;
 
 impl Activation {
+    /// Those the fast engine runs (and calibrate times); a spec may also name [`Activation::Relu6`].
     pub const ALL: [Activation; 6] = [
         Activation::Identity,
         Activation::Relu,
@@ -38,6 +41,7 @@ impl Activation {
             Activation::Sigmoid => "sigmoid",
             Activation::Tanh => "tanh",
             Activation::Softmax => "softmax",
+            Activation::Relu6 => "relu6",
         }
     }
 }
@@ -52,8 +56,10 @@ impl FromStr for Activation {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         let lower = s.to_ascii_lowercase().replace('-', "_");
-        Activation::ALL.into_iter().find(|a| a.name() == lower).ok_or_else(|| {
-            format!("`{s}` is not an activation; expected one of identity, relu, leaky_relu, sigmoid, tanh, softmax")
+        Activation::ALL.into_iter().chain([Activation::Relu6]).find(|a| a.name() == lower).ok_or_else(|| {
+            format!(
+                "`{s}` is not an activation; expected one of identity, relu, leaky_relu, sigmoid, tanh, softmax, relu6"
+            )
         })
     }
 }

@@ -27,10 +27,10 @@ pub fn random_cnn(rng: &mut impl Rng, loss: Loss, max_side: usize) -> Spec {
                 } else {
                     Padding::Fixed(rng.gen_range(0..=2))
                 };
-                Kind::Conv2d(Conv { kh, kw, filters: rng.gen_range(1..=4), stride, padding })
+                Kind::Conv2d(Conv::plain(kh, kw, rng.gen_range(1..=4), stride, padding))
             }
-            2 => Kind::MaxPool(Pool { k: rng.gen_range(1..=3), stride: rng.gen_range(1..=3) }),
-            _ => Kind::AvgPool(Pool { k: rng.gen_range(1..=3), stride: rng.gen_range(1..=3) }),
+            2 => Kind::MaxPool(Pool::new(rng.gen_range(1..=3), rng.gen_range(1..=3))),
+            _ => Kind::AvgPool(Pool::new(rng.gen_range(1..=3), rng.gen_range(1..=3))),
         };
         let act = if matches!(kind, Kind::Conv2d(_)) { HIDDEN[rng.gen_range(0..5)] } else { Activation::Identity };
         if let Ok(l) = Layer::after(shape, kind, 0, act) {
