@@ -364,6 +364,7 @@ struct VerifyArgs {
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {
+    flopnet::engine::simd::checked().map_err(Error::Usage)?;
     match cli.command {
         Command::Count(a) => {
             let spec = a.run.net.model.spec()?;

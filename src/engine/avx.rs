@@ -1,5 +1,9 @@
-//! AVX2+FMA kernels for the products and activations of small dense layers, where a
+//! AVX2+FMA and AVX-512 kernels for the products and activations of small dense layers, where a
 //! matrix-multiply crate's packing, buffer set-up and dispatch cost as much as the arithmetic.
+//!
+//! The product kernels are written once over [`Vf`], a vector of 8 (`W8`, AVX2) or 16 (`W16`,
+//! AVX-512F) lanes, and compiled once per width; the entry points without a suffix run the
+//! 256-bit build, those ending in `_512` the 512-bit one.
 //!
 //! Two register-blocked product kernels cover all three products of a dense layer without packing:
 //! - `nt`: C = A · Bᵀ with rows of A and B contiguous along the summed dimension (the forward
@@ -9,7 +13,7 @@
 //!
 //! Every element of C has its own accumulator, summed in the same order whatever the block it
 //! falls in, so results do not depend on how the caller splits C. Callers must have checked
-//! [`super::simd::has_avx2_fma`]. Measurements that justify them: docs/kernels.md, "Engine level".
+//! [`super::simd::has_avx2_fma`] (or [`super::simd::has_avx512`] for the `_512` builds). Measurements that justify them: docs/kernels.md, "Engine level".
 
 #![cfg(target_arch = "x86_64")]
 #![allow(clippy::too_many_arguments)]
@@ -33,9 +37,143 @@ unsafe fn hsum(v: __m256) -> f32 {
     }
 }
 
+/// One vector of f32 lanes and the operations the product kernels need.
+pub(crate) trait Vf: Copy {
+    /// Lanes per vector.
+    const L: usize;
+    /// Which lanes a masked load or store touches.
+    type Mask: Copy;
+    unsafe fn zero() -> Self;
+    unsafe fn load(p: *const f32) -> Self;
+    unsafe fn store(p: *mut f32, v: Self);
+    /// The first `r` lanes (r in 0..=L); r ≥ L is all of them.
+    unsafe fn mask(r: usize) -> Self::Mask;
+    /// Lanes outside the mask read as zero and are not touched in memory.
+    unsafe fn load_masked(p: *const f32, m: Self::Mask) -> Self;
+    unsafe fn store_masked(p: *mut f32, m: Self::Mask, v: Self);
+    unsafe fn splat(p: *const f32) -> Self;
+    /// a · b + c, fused.
+    unsafe fn fma(a: Self, b: Self, c: Self) -> Self;
+    unsafe fn add(a: Self, b: Self) -> Self;
+    unsafe fn max0(a: Self) -> Self;
+    /// Sum of the lanes, in a fixed order.
+    unsafe fn hsum(v: Self) -> f32;
+}
+
+/// 8 lanes: AVX2 and FMA.
+#[derive(Clone, Copy)]
+pub(crate) struct W8(__m256);
+
+/// 16 lanes: AVX-512F.
+#[derive(Clone, Copy)]
+pub(crate) struct W16(__m512);
+
+impl Vf for W8 {
+    const L: usize = 8;
+    type Mask = __m256i;
+    #[inline(always)]
+    unsafe fn zero() -> Self {
+        unsafe { W8(_mm256_setzero_ps()) }
+    }
+    #[inline(always)]
+    unsafe fn load(p: *const f32) -> Self {
+        unsafe { W8(_mm256_loadu_ps(p)) }
+    }
+    #[inline(always)]
+    unsafe fn store(p: *mut f32, v: Self) {
+        unsafe { _mm256_storeu_ps(p, v.0) }
+    }
+    #[inline(always)]
+    unsafe fn mask(r: usize) -> __m256i {
+        unsafe { tail_mask(r.min(8)) }
+    }
+    #[inline(always)]
+    unsafe fn load_masked(p: *const f32, m: __m256i) -> Self {
+        unsafe { W8(_mm256_maskload_ps(p, m)) }
+    }
+    #[inline(always)]
+    unsafe fn store_masked(p: *mut f32, m: __m256i, v: Self) {
+        unsafe { _mm256_maskstore_ps(p, m, v.0) }
+    }
+    #[inline(always)]
+    unsafe fn splat(p: *const f32) -> Self {
+        unsafe { W8(_mm256_broadcast_ss(&*p)) }
+    }
+    #[inline(always)]
+    unsafe fn fma(a: Self, b: Self, c: Self) -> Self {
+        unsafe { W8(_mm256_fmadd_ps(a.0, b.0, c.0)) }
+    }
+    #[inline(always)]
+    unsafe fn add(a: Self, b: Self) -> Self {
+        unsafe { W8(_mm256_add_ps(a.0, b.0)) }
+    }
+    #[inline(always)]
+    unsafe fn max0(a: Self) -> Self {
+        unsafe { W8(_mm256_max_ps(a.0, _mm256_setzero_ps())) }
+    }
+    #[inline(always)]
+    unsafe fn hsum(v: Self) -> f32 {
+        unsafe { hsum(v.0) }
+    }
+}
+
+impl Vf for W16 {
+    const L: usize = 16;
+    type Mask = __mmask16;
+    #[inline(always)]
+    unsafe fn zero() -> Self {
+        unsafe { W16(_mm512_setzero_ps()) }
+    }
+    #[inline(always)]
+    unsafe fn load(p: *const f32) -> Self {
+        unsafe { W16(_mm512_loadu_ps(p)) }
+    }
+    #[inline(always)]
+    unsafe fn store(p: *mut f32, v: Self) {
+        unsafe { _mm512_storeu_ps(p, v.0) }
+    }
+    #[inline(always)]
+    unsafe fn mask(r: usize) -> __mmask16 {
+        if r >= 16 { 0xffff } else { ((1u32 << r) - 1) as __mmask16 }
+    }
+    #[inline(always)]
+    unsafe fn load_masked(p: *const f32, m: __mmask16) -> Self {
+        unsafe { W16(_mm512_maskz_loadu_ps(m, p)) }
+    }
+    #[inline(always)]
+    unsafe fn store_masked(p: *mut f32, m: __mmask16, v: Self) {
+        unsafe { _mm512_mask_storeu_ps(p, m, v.0) }
+    }
+    #[inline(always)]
+    unsafe fn splat(p: *const f32) -> Self {
+        unsafe { W16(_mm512_set1_ps(*p)) }
+    }
+    #[inline(always)]
+    unsafe fn fma(a: Self, b: Self, c: Self) -> Self {
+        unsafe { W16(_mm512_fmadd_ps(a.0, b.0, c.0)) }
+    }
+    #[inline(always)]
+    unsafe fn add(a: Self, b: Self) -> Self {
+        unsafe { W16(_mm512_add_ps(a.0, b.0)) }
+    }
+    #[inline(always)]
+    unsafe fn max0(a: Self) -> Self {
+        unsafe { W16(_mm512_max_ps(a.0, _mm512_setzero_ps())) }
+    }
+    #[inline(always)]
+    unsafe fn hsum(v: Self) -> f32 {
+        // Halves added as in the 8-lane sum: a fixed order.
+        unsafe {
+            let lo = _mm512_castps512_ps256(v.0);
+            let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v.0), 1));
+            hsum(_mm256_add_ps(lo, hi))
+        }
+    }
+}
+
 /// c[i·ldc + j] = Σ_p a[i·lda + p] · b[j·ldb + p] for i < MR, j < NR.
 #[inline(always)]
-unsafe fn nt_block<const MR: usize, const NR: usize>(
+unsafe fn nt_block<V: Vf, const MR: usize, const NR: usize>(
     k: usize,
     a: *const f32,
     lda: usize,
@@ -45,38 +183,38 @@ unsafe fn nt_block<const MR: usize, const NR: usize>(
     ldc: usize,
 ) {
     unsafe {
-        let mut acc = [[_mm256_setzero_ps(); NR]; MR];
-        let full = k / 8 * 8;
+        let mut acc = [[V::zero(); NR]; MR];
+        let full = k / V::L * V::L;
         let mut p = 0;
         while p < full {
-            let mut bv = [_mm256_setzero_ps(); NR];
+            let mut bv = [V::zero(); NR];
             for (j, v) in bv.iter_mut().enumerate() {
-                *v = _mm256_loadu_ps(b.add(j * ldb + p));
+                *v = V::load(b.add(j * ldb + p));
             }
             for (i, row) in acc.iter_mut().enumerate() {
-                let av = _mm256_loadu_ps(a.add(i * lda + p));
+                let av = V::load(a.add(i * lda + p));
                 for (acc, &bv) in row.iter_mut().zip(&bv) {
-                    *acc = _mm256_fmadd_ps(av, bv, *acc);
+                    *acc = V::fma(av, bv, *acc);
                 }
             }
-            p += 8;
+            p += V::L;
         }
         if p < k {
-            let mask = tail_mask(k - p);
-            let mut bv = [_mm256_setzero_ps(); NR];
+            let mask = V::mask(k - p);
+            let mut bv = [V::zero(); NR];
             for (j, v) in bv.iter_mut().enumerate() {
-                *v = _mm256_maskload_ps(b.add(j * ldb + p), mask);
+                *v = V::load_masked(b.add(j * ldb + p), mask);
             }
             for (i, row) in acc.iter_mut().enumerate() {
-                let av = _mm256_maskload_ps(a.add(i * lda + p), mask);
+                let av = V::load_masked(a.add(i * lda + p), mask);
                 for (acc, &bv) in row.iter_mut().zip(&bv) {
-                    *acc = _mm256_fmadd_ps(av, bv, *acc);
+                    *acc = V::fma(av, bv, *acc);
                 }
             }
         }
         for (i, row) in acc.iter().enumerate() {
             for (j, &v) in row.iter().enumerate() {
-                *c.add(i * ldc + j) = hsum(v);
+                *c.add(i * ldc + j) = V::hsum(v);
             }
         }
     }
@@ -84,7 +222,7 @@ unsafe fn nt_block<const MR: usize, const NR: usize>(
 
 /// Rows [0, MR) of C = A · Bᵀ, all n columns.
 #[inline(always)]
-unsafe fn nt_rows<const MR: usize, const NR: usize>(
+unsafe fn nt_rows<V: Vf, const MR: usize, const NR: usize>(
     n: usize,
     k: usize,
     a: *const f32,
@@ -97,24 +235,21 @@ unsafe fn nt_rows<const MR: usize, const NR: usize>(
     unsafe {
         let mut j = 0;
         while j + NR <= n {
-            nt_block::<MR, NR>(k, a, lda, b.add(j * ldb), ldb, c.add(j), ldc);
+            nt_block::<V, MR, NR>(k, a, lda, b.add(j * ldb), ldb, c.add(j), ldc);
             j += NR;
         }
         while j + 2 <= n {
-            nt_block::<MR, 2>(k, a, lda, b.add(j * ldb), ldb, c.add(j), ldc);
+            nt_block::<V, MR, 2>(k, a, lda, b.add(j * ldb), ldb, c.add(j), ldc);
             j += 2;
         }
         if j < n {
-            nt_block::<MR, 1>(k, a, lda, b.add(j * ldb), ldb, c.add(j), ldc);
+            nt_block::<V, MR, 1>(k, a, lda, b.add(j * ldb), ldb, c.add(j), ldc);
         }
     }
 }
 
-/// C[m×n] (row stride ldc) = A[m×k] · Bᵀ, A and B row-major along k (row strides lda, ldb).
-///
-/// SAFETY: AVX2 and FMA present; the pointers valid for those extents.
-#[target_feature(enable = "avx2,fma")]
-pub unsafe fn nt(
+#[inline(always)]
+unsafe fn nt_imp<V: Vf>(
     m: usize,
     n: usize,
     k: usize,
@@ -128,20 +263,56 @@ pub unsafe fn nt(
     unsafe {
         let mut i = 0;
         while i + 4 <= m {
-            nt_rows::<4, 3>(n, k, a.add(i * lda), lda, b, ldb, c.add(i * ldc), ldc);
+            nt_rows::<V, 4, 3>(n, k, a.add(i * lda), lda, b, ldb, c.add(i * ldc), ldc);
             i += 4;
         }
         while i < m {
-            nt_rows::<1, 8>(n, k, a.add(i * lda), lda, b, ldb, c.add(i * ldc), ldc);
+            nt_rows::<V, 1, 8>(n, k, a.add(i * lda), lda, b, ldb, c.add(i * ldc), ldc);
             i += 1;
         }
     }
 }
 
-/// c[i·ldc + 8v ..] = Σ_p a[i·ars + p·acs] · b[p·ldb + 8v ..] for i < MR, v < NV; when MASKED, the
-/// last vector of each row only covers the lanes in `mask`.
+/// C[m×n] (row stride ldc) = A[m×k] · Bᵀ, A and B row-major along k (row strides lda, ldb).
+///
+/// SAFETY: AVX2 and FMA present; the pointers valid for those extents.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn nt_256(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: *const f32,
+    lda: usize,
+    b: *const f32,
+    ldb: usize,
+    c: *mut f32,
+    ldc: usize,
+) {
+    unsafe { nt_imp::<W8>(m, n, k, a, lda, b, ldb, c, ldc) }
+}
+
+/// [`nt_256`] on 16-lane vectors.
+///
+/// SAFETY: AVX-512F present; the pointers valid for those extents.
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn nt_512(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: *const f32,
+    lda: usize,
+    b: *const f32,
+    ldb: usize,
+    c: *mut f32,
+    ldc: usize,
+) {
+    unsafe { nt_imp::<W16>(m, n, k, a, lda, b, ldb, c, ldc) }
+}
+
+/// c[i·ldc + L·v ..] = Σ_p a[i·ars + p·acs] · b[p·ldb + L·v ..] for i < MR, v < NV; when MASKED,
+/// the last vector of each row only covers the lanes in `mask`.
 #[inline(always)]
-unsafe fn nn_block<const MR: usize, const NV: usize, const MASKED: bool>(
+unsafe fn nn_block<V: Vf, const MR: usize, const NV: usize, const MASKED: bool>(
     k: usize,
     a: *const f32,
     ars: usize,
@@ -150,43 +321,43 @@ unsafe fn nn_block<const MR: usize, const NV: usize, const MASKED: bool>(
     ldb: usize,
     c: *mut f32,
     ldc: usize,
-    mask: __m256i,
+    mask: V::Mask,
 ) {
     unsafe {
-        let mut acc = [[_mm256_setzero_ps(); NV]; MR];
+        let mut acc = [[V::zero(); NV]; MR];
         for p in 0..k {
             let brow = b.add(p * ldb);
-            let mut bv = [_mm256_setzero_ps(); NV];
+            let mut bv = [V::zero(); NV];
             for (v, x) in bv.iter_mut().enumerate() {
                 *x = if MASKED && v + 1 == NV {
-                    _mm256_maskload_ps(brow.add(8 * v), mask)
+                    V::load_masked(brow.add(V::L * v), mask)
                 } else {
-                    _mm256_loadu_ps(brow.add(8 * v))
+                    V::load(brow.add(V::L * v))
                 };
             }
             for (i, row) in acc.iter_mut().enumerate() {
-                let av = _mm256_broadcast_ss(&*a.add(i * ars + p * acs));
+                let av = V::splat(a.add(i * ars + p * acs));
                 for (acc, &bv) in row.iter_mut().zip(&bv) {
-                    *acc = _mm256_fmadd_ps(av, bv, *acc);
+                    *acc = V::fma(av, bv, *acc);
                 }
             }
         }
         for (i, row) in acc.iter().enumerate() {
             for (v, &x) in row.iter().enumerate() {
-                let dst = c.add(i * ldc + 8 * v);
+                let dst = c.add(i * ldc + V::L * v);
                 if MASKED && v + 1 == NV {
-                    _mm256_maskstore_ps(dst, mask, x);
+                    V::store_masked(dst, mask, x);
                 } else {
-                    _mm256_storeu_ps(dst, x);
+                    V::store(dst, x);
                 }
             }
         }
     }
 }
 
-/// Rows [0, MR) of C = A · B, all n columns, in 16-wide blocks then a masked tail.
+/// Rows [0, MR) of C = A · B, all n columns, in blocks of two vectors then a masked tail.
 #[inline(always)]
-unsafe fn nn_rows<const MR: usize>(
+unsafe fn nn_rows<V: Vf, const MR: usize>(
     n: usize,
     k: usize,
     a: *const f32,
@@ -198,27 +369,23 @@ unsafe fn nn_rows<const MR: usize>(
     ldc: usize,
 ) {
     unsafe {
-        let all = _mm256_set1_epi32(-1);
+        let all = V::mask(V::L);
         let mut j = 0;
-        while j + 16 <= n {
-            nn_block::<MR, 2, false>(k, a, ars, acs, b.add(j), ldb, c.add(j), ldc, all);
-            j += 16;
+        while j + 2 * V::L <= n {
+            nn_block::<V, MR, 2, false>(k, a, ars, acs, b.add(j), ldb, c.add(j), ldc, all);
+            j += 2 * V::L;
         }
         let r = n - j;
-        if r > 8 {
-            nn_block::<MR, 2, true>(k, a, ars, acs, b.add(j), ldb, c.add(j), ldc, tail_mask(r - 8));
+        if r > V::L {
+            nn_block::<V, MR, 2, true>(k, a, ars, acs, b.add(j), ldb, c.add(j), ldc, V::mask(r - V::L));
         } else if r > 0 {
-            nn_block::<MR, 1, true>(k, a, ars, acs, b.add(j), ldb, c.add(j), ldc, tail_mask(r));
+            nn_block::<V, MR, 1, true>(k, a, ars, acs, b.add(j), ldb, c.add(j), ldc, V::mask(r));
         }
     }
 }
 
-/// C[m×n] (row stride ldc) = A[m×k] · B[k×n]: A's element (i, p) at `a[i·ars + p·acs]`, B
-/// row-major (row stride ldb).
-///
-/// SAFETY: AVX2 and FMA present; the pointers valid for those extents.
-#[target_feature(enable = "avx2,fma")]
-pub unsafe fn nn(
+#[inline(always)]
+unsafe fn nn_imp<V: Vf>(
     m: usize,
     n: usize,
     k: usize,
@@ -233,17 +400,56 @@ pub unsafe fn nn(
     unsafe {
         let mut i = 0;
         while i + 6 <= m {
-            nn_rows::<6>(n, k, a.add(i * ars), ars, acs, b, ldb, c.add(i * ldc), ldc);
+            nn_rows::<V, 6>(n, k, a.add(i * ars), ars, acs, b, ldb, c.add(i * ldc), ldc);
             i += 6;
         }
         while i + 2 <= m {
-            nn_rows::<2>(n, k, a.add(i * ars), ars, acs, b, ldb, c.add(i * ldc), ldc);
+            nn_rows::<V, 2>(n, k, a.add(i * ars), ars, acs, b, ldb, c.add(i * ldc), ldc);
             i += 2;
         }
         if i < m {
-            nn_rows::<1>(n, k, a.add(i * ars), ars, acs, b, ldb, c.add(i * ldc), ldc);
+            nn_rows::<V, 1>(n, k, a.add(i * ars), ars, acs, b, ldb, c.add(i * ldc), ldc);
         }
     }
+}
+
+/// C[m×n] (row stride ldc) = A[m×k] · B[k×n]: A's element (i, p) at `a[i·ars + p·acs]`, B
+/// row-major (row stride ldb).
+///
+/// SAFETY: AVX2 and FMA present; the pointers valid for those extents.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn nn_256(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: *const f32,
+    ars: usize,
+    acs: usize,
+    b: *const f32,
+    ldb: usize,
+    c: *mut f32,
+    ldc: usize,
+) {
+    unsafe { nn_imp::<W8>(m, n, k, a, ars, acs, b, ldb, c, ldc) }
+}
+
+/// [`nn_256`] on 16-lane vectors.
+///
+/// SAFETY: AVX-512F present; the pointers valid for those extents.
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn nn_512(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: *const f32,
+    ars: usize,
+    acs: usize,
+    b: *const f32,
+    ldb: usize,
+    c: *mut f32,
+    ldc: usize,
+) {
+    unsafe { nn_imp::<W16>(m, n, k, a, ars, acs, b, ldb, c, ldc) }
 }
 
 /// What a packed block does with its sums.
@@ -256,11 +462,11 @@ pub enum Epi {
 }
 
 /// c[i·ldc + j] (= or +=) Σ_p a[i·ars + p·acs] · b[p·16 + j] for i < MR, j < cols ≤ 16: one
-/// 16-wide panel of a packed B, A's elements broadcast from where they lie. Each element of C is
-/// one lane of one accumulator, summed over p in order.
+/// 16-wide panel of a packed B (NV = 16 / L vectors), A's elements broadcast from where they
+/// lie. Each element of C is one lane of one accumulator, summed over p in order.
 #[inline(always)]
 #[allow(clippy::needless_range_loop)] // MR rows, unrolled: indexing reads clearer than zips
-unsafe fn pk_block<const MR: usize>(
+unsafe fn pk_block<V: Vf, const MR: usize, const NV: usize>(
     k: usize,
     a: *const f32,
     ars: usize,
@@ -272,80 +478,79 @@ unsafe fn pk_block<const MR: usize>(
     epi: Epi,
 ) {
     unsafe {
-        let mut acc = [[_mm256_setzero_ps(); 2]; MR];
+        let mut acc = [[V::zero(); NV]; MR];
         let mut rows = [a; MR];
         for (i, r) in rows.iter_mut().enumerate() {
             *r = a.add(i * ars);
         }
+        let bload = |p: usize| {
+            let mut bv = [V::zero(); NV];
+            for (v, x) in bv.iter_mut().enumerate() {
+                *x = V::load(b.add(16 * p + V::L * v));
+            }
+            bv
+        };
         // Addressing by layout: rows contiguous along p (one index for all rows), rows adjacent
         // (one pointer for all rows), or general (one pointer per row).
         if acs == 1 {
             for p in 0..k {
-                let (b0, b1) = (_mm256_loadu_ps(b.add(16 * p)), _mm256_loadu_ps(b.add(16 * p + 8)));
+                let bv = bload(p);
                 for i in 0..MR {
-                    let av = _mm256_broadcast_ss(&*rows[i].add(p));
-                    acc[i][0] = _mm256_fmadd_ps(av, b0, acc[i][0]);
-                    acc[i][1] = _mm256_fmadd_ps(av, b1, acc[i][1]);
+                    let av = V::splat(rows[i].add(p));
+                    for v in 0..NV {
+                        acc[i][v] = V::fma(av, bv[v], acc[i][v]);
+                    }
                 }
             }
         } else if ars == 1 {
             let mut ap = a;
             for p in 0..k {
-                let (b0, b1) = (_mm256_loadu_ps(b.add(16 * p)), _mm256_loadu_ps(b.add(16 * p + 8)));
+                let bv = bload(p);
                 for i in 0..MR {
-                    let av = _mm256_broadcast_ss(&*ap.add(i));
-                    acc[i][0] = _mm256_fmadd_ps(av, b0, acc[i][0]);
-                    acc[i][1] = _mm256_fmadd_ps(av, b1, acc[i][1]);
+                    let av = V::splat(ap.add(i));
+                    for v in 0..NV {
+                        acc[i][v] = V::fma(av, bv[v], acc[i][v]);
+                    }
                 }
                 ap = ap.add(acs);
             }
         } else {
             for p in 0..k {
-                let (b0, b1) = (_mm256_loadu_ps(b.add(16 * p)), _mm256_loadu_ps(b.add(16 * p + 8)));
+                let bv = bload(p);
                 for i in 0..MR {
-                    let av = _mm256_broadcast_ss(&*rows[i]);
-                    acc[i][0] = _mm256_fmadd_ps(av, b0, acc[i][0]);
-                    acc[i][1] = _mm256_fmadd_ps(av, b1, acc[i][1]);
+                    let av = V::splat(rows[i]);
+                    for v in 0..NV {
+                        acc[i][v] = V::fma(av, bv[v], acc[i][v]);
+                    }
                     rows[i] = rows[i].add(acs);
                 }
             }
         }
         let full = cols == 16;
-        let (m0, m1) = (tail_mask(cols.min(8)), tail_mask(cols.saturating_sub(8)));
+        let mut masks = [V::mask(0); NV];
+        for (v, m) in masks.iter_mut().enumerate() {
+            *m = V::mask(cols.saturating_sub(V::L * v));
+        }
         for (i, row) in acc.iter().enumerate() {
             let dst = c.add(i * ldc);
-            let (mut v0, mut v1) = (row[0], row[1]);
-            match epi {
-                Epi::Store => {}
-                Epi::Accumulate => {
-                    if full {
-                        v0 = _mm256_add_ps(_mm256_loadu_ps(dst), v0);
-                        v1 = _mm256_add_ps(_mm256_loadu_ps(dst.add(8)), v1);
-                    } else {
-                        v0 = _mm256_add_ps(_mm256_maskload_ps(dst, m0), v0);
-                        v1 = _mm256_add_ps(_mm256_maskload_ps(dst.add(8), m1), v1);
-                    }
+            for v in 0..NV {
+                let d = dst.add(V::L * v);
+                let mut x = row[v];
+                if let Epi::Accumulate = epi {
+                    x = V::add(if full { V::load(d) } else { V::load_masked(d, masks[v]) }, x);
                 }
-            }
-            if full {
-                _mm256_storeu_ps(dst, v0);
-                _mm256_storeu_ps(dst.add(8), v1);
-            } else {
-                _mm256_maskstore_ps(dst, m0, v0);
-                _mm256_maskstore_ps(dst.add(8), m1, v1);
+                if full {
+                    V::store(d, x);
+                } else {
+                    V::store_masked(d, masks[v], x);
+                }
             }
         }
     }
 }
 
-/// C[m×n] (row stride ldc) = A[m×k] · B[k×n] with B packed in 16-wide panels
-/// ([⌈n/16⌉][k][16]: element (p, j) at `b[(j/16)·16k + 16p + j%16]`, lanes past n ignored) and
-/// A's element (i, p) at `a[i·ars + p·acs]`; `epi` says what is done with the sums. Panels in
-/// order, 6 rows of C at a time over each (tails of 4, 2, 1), the whole of k in registers.
-///
-/// SAFETY: AVX2 and FMA present; the pointers valid for those extents (B for whole panels).
-#[target_feature(enable = "avx2,fma")]
-pub unsafe fn packed(
+#[inline(always)]
+unsafe fn packed_imp<V: Vf, const NV: usize, const BIG: usize>(
     m: usize,
     n: usize,
     k: usize,
@@ -362,21 +567,144 @@ pub unsafe fn packed(
             let cols = (n - panel * 16).min(16);
             let (bp, cp) = (b.add(panel * 16 * k), c.add(panel * 16));
             let mut i = 0;
+            while i + BIG <= m {
+                pk_block::<V, BIG, NV>(k, a.add(i * ars), ars, acs, bp, cp.add(i * ldc), ldc, cols, epi);
+                i += BIG;
+            }
             while i + 6 <= m {
-                pk_block::<6>(k, a.add(i * ars), ars, acs, bp, cp.add(i * ldc), ldc, cols, epi);
+                pk_block::<V, 6, NV>(k, a.add(i * ars), ars, acs, bp, cp.add(i * ldc), ldc, cols, epi);
                 i += 6;
             }
             if i + 4 <= m {
-                pk_block::<4>(k, a.add(i * ars), ars, acs, bp, cp.add(i * ldc), ldc, cols, epi);
+                pk_block::<V, 4, NV>(k, a.add(i * ars), ars, acs, bp, cp.add(i * ldc), ldc, cols, epi);
                 i += 4;
             }
             if i + 2 <= m {
-                pk_block::<2>(k, a.add(i * ars), ars, acs, bp, cp.add(i * ldc), ldc, cols, epi);
+                pk_block::<V, 2, NV>(k, a.add(i * ars), ars, acs, bp, cp.add(i * ldc), ldc, cols, epi);
                 i += 2;
             }
             if i < m {
-                pk_block::<1>(k, a.add(i * ars), ars, acs, bp, cp.add(i * ldc), ldc, cols, epi);
+                pk_block::<V, 1, NV>(k, a.add(i * ars), ars, acs, bp, cp.add(i * ldc), ldc, cols, epi);
             }
+        }
+    }
+}
+
+/// C[m×n] (row stride ldc) = A[m×k] · B[k×n] with B packed in 16-wide panels
+/// ([⌈n/16⌉][k][16]: element (p, j) at `b[(j/16)·16k + 16p + j%16]`, lanes past n ignored) and
+/// A's element (i, p) at `a[i·ars + p·acs]`; `epi` says what is done with the sums. Panels in
+/// order, 6 rows of C at a time over each (tails of 4, 2, 1), the whole of k in registers.
+///
+/// SAFETY: AVX2 and FMA present; the pointers valid for those extents (B for whole panels).
+#[target_feature(enable = "avx2,fma")]
+unsafe fn packed_256(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: *const f32,
+    ars: usize,
+    acs: usize,
+    b: *const f32,
+    c: *mut f32,
+    ldc: usize,
+    epi: Epi,
+) {
+    unsafe { packed_imp::<W8, 2, 6>(m, n, k, a, ars, acs, b, c, ldc, epi) }
+}
+
+/// [`packed_256`] on 16-lane vectors: a panel is one vector, so 12 rows of C at a time keep twelve
+/// independent FMA chains in flight (tails of 6, 4, 2, 1).
+///
+/// SAFETY: AVX-512F present; the pointers valid for those extents (B for whole panels).
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn packed_512(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: *const f32,
+    ars: usize,
+    acs: usize,
+    b: *const f32,
+    c: *mut f32,
+    ldc: usize,
+    epi: Epi,
+) {
+    unsafe { packed_imp::<W16, 1, 12>(m, n, k, a, ars, acs, b, c, ldc, epi) }
+}
+
+/// [`nt_256`] or [`nt_512`], as the path in use says.
+///
+/// SAFETY: the path in use is `avx2` or `avx512`; the pointers valid for those extents.
+#[inline]
+pub unsafe fn nt(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: *const f32,
+    lda: usize,
+    b: *const f32,
+    ldb: usize,
+    c: *mut f32,
+    ldc: usize,
+) {
+    // SAFETY: the path in use runs only where the CPU has its features.
+    unsafe {
+        if super::simd::has_avx512() {
+            nt_512(m, n, k, a, lda, b, ldb, c, ldc)
+        } else {
+            nt_256(m, n, k, a, lda, b, ldb, c, ldc)
+        }
+    }
+}
+
+/// [`nn_256`] or [`nn_512`], as the path in use says.
+///
+/// SAFETY: the path in use is `avx2` or `avx512`; the pointers valid for those extents.
+#[inline]
+pub unsafe fn nn(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: *const f32,
+    ars: usize,
+    acs: usize,
+    b: *const f32,
+    ldb: usize,
+    c: *mut f32,
+    ldc: usize,
+) {
+    // SAFETY: the path in use runs only where the CPU has its features.
+    unsafe {
+        if super::simd::has_avx512() {
+            nn_512(m, n, k, a, ars, acs, b, ldb, c, ldc)
+        } else {
+            nn_256(m, n, k, a, ars, acs, b, ldb, c, ldc)
+        }
+    }
+}
+
+/// [`packed_256`] or [`packed_512`], as the path in use says.
+///
+/// SAFETY: the path in use is `avx2` or `avx512`; the pointers valid for those extents.
+#[inline]
+pub unsafe fn packed(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: *const f32,
+    ars: usize,
+    acs: usize,
+    b: *const f32,
+    c: *mut f32,
+    ldc: usize,
+    epi: Epi,
+) {
+    // SAFETY: the path in use runs only where the CPU has its features.
+    unsafe {
+        if super::simd::has_avx512() {
+            packed_512(m, n, k, a, ars, acs, b, c, ldc, epi)
+        } else {
+            packed_256(m, n, k, a, ars, acs, b, c, ldc, epi)
         }
     }
 }
@@ -522,6 +850,79 @@ pub unsafe fn bias_softmax(out: &mut [f32], bias: &[f32]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn naive(
+        m: usize,
+        n: usize,
+        k: usize,
+        a: impl Fn(usize, usize) -> f32,
+        b: impl Fn(usize, usize) -> f32,
+    ) -> Vec<f32> {
+        let mut c = vec![0f32; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                c[i * n + j] = (0..k).map(|p| a(i, p) as f64 * b(p, j) as f64).sum::<f64>() as f32;
+            }
+        }
+        c
+    }
+
+    fn close(what: &str, got: &[f32], want: &[f32]) {
+        for (i, (g, w)) in got.iter().zip(want).enumerate() {
+            assert!((g - w).abs() <= 1e-4 * (1.0 + w.abs()), "{what}[{i}]: {g} vs {w}");
+        }
+    }
+
+    /// nt, nn and packed at both widths (those this CPU has: the others are named as skipped)
+    /// against a naive product, over shapes that hit every block size and tail.
+    #[test]
+    fn every_width_of_the_products_matches_a_naive_product() {
+        type Nt = unsafe fn(usize, usize, usize, *const f32, usize, *const f32, usize, *mut f32, usize);
+        type Nn = unsafe fn(usize, usize, usize, *const f32, usize, usize, *const f32, usize, *mut f32, usize);
+        type Pk = unsafe fn(usize, usize, usize, *const f32, usize, usize, *const f32, *mut f32, usize, Epi);
+        let widths: [(&str, bool, Nt, Nn, Pk); 2] = [
+            ("256-bit", crate::engine::simd::Path::Avx2.available(), nt_256, nn_256, packed_256),
+            ("512-bit", crate::engine::simd::Path::Avx512.available(), nt_512, nn_512, packed_512),
+        ];
+        for (name, ok, nt, nn, packed) in widths {
+            if !ok {
+                eprintln!("skipped: the {name} products (this CPU lacks the features)");
+                continue;
+            }
+            for (m, n, k) in
+                [(1, 30, 784), (4, 10, 30), (7, 33, 17), (13, 47, 65), (32, 30, 9), (25, 16, 1), (3, 1, 40)]
+            {
+                let a: Vec<f32> = (0..m * k).map(|i| ((i * 7 % 13) as f32 - 6.0) / 7.0).collect();
+                let b: Vec<f32> = (0..k * n).map(|i| ((i * 5 % 11) as f32 - 5.0) / 5.0).collect();
+                let what = format!("{name} {m}x{k}x{n}");
+                // nt: B stored [n][k].
+                let want = naive(m, n, k, |i, p| a[i * k + p], |p, j| b[j * k + p]);
+                let mut c = vec![f32::NAN; m * n];
+                unsafe { nt(m, n, k, a.as_ptr(), k, b.as_ptr(), k, c.as_mut_ptr(), n) };
+                close(&format!("nt {what}"), &c, &want);
+                // nn: A transposed (stride m along p), B [k][n].
+                let want = naive(m, n, k, |i, p| a[p * m + i], |p, j| b[p * n + j]);
+                let mut c = vec![f32::NAN; m * n];
+                unsafe { nn(m, n, k, a.as_ptr(), 1, m, b.as_ptr(), n, c.as_mut_ptr(), n) };
+                close(&format!("nn {what}"), &c, &want);
+                // packed: B in 16-wide panels, A row-major; stored, then accumulated once more.
+                let panels = n.div_ceil(16);
+                let mut bp = vec![0f32; panels * 16 * k];
+                for p in 0..k {
+                    for j in 0..n {
+                        bp[(j / 16) * 16 * k + 16 * p + j % 16] = b[p * n + j];
+                    }
+                }
+                let want = naive(m, n, k, |i, p| a[i * k + p], |p, j| b[p * n + j]);
+                let mut c = vec![f32::NAN; m * n];
+                unsafe { packed(m, n, k, a.as_ptr(), k, 1, bp.as_ptr(), c.as_mut_ptr(), n, Epi::Store) };
+                close(&format!("packed {what}"), &c, &want);
+                unsafe { packed(m, n, k, a.as_ptr(), k, 1, bp.as_ptr(), c.as_mut_ptr(), n, Epi::Accumulate) };
+                let twice: Vec<f32> = want.iter().map(|v| 2.0 * v).collect();
+                close(&format!("packed+= {what}"), &c, &twice);
+            }
+        }
+    }
 
     #[test]
     fn exp8_is_close_to_libm() {

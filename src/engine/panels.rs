@@ -19,6 +19,7 @@
 
 #![cfg(target_arch = "x86_64")]
 
+use super::avx::{Vf, W8, W16};
 use super::conv::{ConvShape, split_items};
 use super::gemm::PARALLEL_MIN_MACS;
 use super::team::Team;
@@ -64,9 +65,9 @@ pub fn packed_a_len(m: usize, k: usize) -> usize {
     row_blocks(m).map(|(_, mr)| mr * k).sum()
 }
 
-/// Scratch values a task needs: one B panel.
+/// Scratch values a task needs: two B panels (the 512-bit tile reads a pair).
 pub fn panel_len(sh: &ConvShape) -> usize {
-    16 * sh.ckk()
+    2 * 16 * sh.ckk()
 }
 
 /// A [m][k] (row-major) into its row blocks, [k][mr] each; padded rows zero.
@@ -144,10 +145,19 @@ pub unsafe fn forward(
     let panels = n.div_ceil(16);
     assert!(per_task >= panel_len(sh));
     let (xp, ap) = (&*xp, &*ap);
-    split_panels(panels, sh.f * ckk * n, team, (slots, per_task, 16 * ckk), z.as_mut_ptr(), &|range, panel, z| {
-        // SAFETY: AVX2/FMA (the caller's promise); the slot and the columns of these panels
-        // are this task's.
-        unsafe { task(sh, batch, xp, ap, bias, range, panel, z, n) }
+    // The 512-bit tile takes panels in pairs: split the pairs, so a task's range is whole pairs.
+    let wide = super::simd::has_avx512();
+    let units = if wide { panels.div_ceil(2) } else { panels };
+    split_panels(units, sh.f * ckk * n, team, (slots, per_task, panel_len(sh)), z.as_mut_ptr(), &|range, panel, z| {
+        // SAFETY: AVX2/FMA, or AVX-512F when `wide` (the caller's promise); the slot and the
+        // columns of these panels are this task's.
+        unsafe {
+            if wide {
+                task_512(sh, batch, xp, ap, bias, 2 * range.start..(2 * range.end).min(panels), panel, z, n)
+            } else {
+                task(sh, batch, xp, ap, bias, range, panel, z, n)
+            }
+        }
     });
 }
 
@@ -210,19 +220,76 @@ unsafe fn task(
             for (r0, mr) in row_blocks(sh.f) {
                 let a = ap[r0 * ckk + mr * k0..].as_ptr();
                 let b = panel[16 * k0..].as_ptr();
+                let bs = [b, b.wrapping_add(8)];
                 let rows = mr.min(sh.f - r0);
                 let fin = fin.map(|(b, relu)| (b.wrapping_add(r0), relu));
                 // SAFETY: rows r0..r0+rows, columns q0..q0+cols of z are this task's.
                 let c = unsafe { z.add(r0 * n + q0) };
                 unsafe {
                     if mr == 6 {
-                        tile::<6>(k1 - k0, a, b, c, n, rows, cols, k0 > 0, fin)
+                        tile::<W8, 6, 2>(k1 - k0, a, bs, c, n, rows, cols, k0 > 0, fin)
                     } else {
-                        tile::<4>(k1 - k0, a, b, c, n, rows, cols, k0 > 0, fin)
+                        tile::<W8, 4, 2>(k1 - k0, a, bs, c, n, rows, cols, k0 > 0, fin)
                     }
                 }
             }
         }
+    }
+}
+
+/// [`task`] with the 512-bit tile: panels in pairs (one 16-lane vector each, so a 6-row block
+/// keeps 12 accumulators), a lone last panel alone. The pair's panels lie one after the other
+/// in the slot.
+#[target_feature(enable = "avx512f,avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn task_512(
+    sh: &ConvShape,
+    batch: usize,
+    xp: &[f32],
+    ap: &[f32],
+    bias: Option<(&[f32], bool)>,
+    panels: std::ops::Range<usize>,
+    slot: &mut [f32],
+    z: *mut f32,
+    n: usize,
+) {
+    let ckk = sh.ckk();
+    let kblocks = ckk.div_ceil(KC);
+    let kc = ckk.div_ceil(kblocks);
+    let mut pn = panels.start;
+    while pn < panels.end {
+        let pair = pn + 1 < panels.end;
+        let q0 = 16 * pn;
+        let cols = (n - q0).min(if pair { 32 } else { 16 });
+        let (first, second) = slot.split_at_mut(16 * ckk);
+        // SAFETY: the caller's xp and slot, sized for this convolution and batch (two panels).
+        unsafe {
+            build_panel(sh, batch, xp, q0, n, first);
+            if pair {
+                build_panel(sh, batch, xp, q0 + 16, n, second);
+            }
+        }
+        for k0 in (0..ckk).step_by(kc) {
+            let k1 = (k0 + kc).min(ckk);
+            let fin = if k1 == ckk { bias.map(|(b, relu)| (b.as_ptr(), relu)) } else { None };
+            for (r0, mr) in row_blocks(sh.f) {
+                let a = ap[r0 * ckk + mr * k0..].as_ptr();
+                let (b0, b1) = (slot[16 * k0..].as_ptr(), slot[16 * ckk + 16 * k0..].as_ptr());
+                let rows = mr.min(sh.f - r0);
+                let fin = fin.map(|(b, relu)| (b.wrapping_add(r0), relu));
+                // SAFETY: rows r0..r0+rows, columns q0..q0+cols of z are this task's.
+                let c = unsafe { z.add(r0 * n + q0) };
+                unsafe {
+                    match (mr, pair) {
+                        (6, true) => tile::<W16, 6, 2>(k1 - k0, a, [b0, b1], c, n, rows, cols, k0 > 0, fin),
+                        (_, true) => tile::<W16, 4, 2>(k1 - k0, a, [b0, b1], c, n, rows, cols, k0 > 0, fin),
+                        (6, false) => tile::<W16, 6, 1>(k1 - k0, a, [b0], c, n, rows, cols, k0 > 0, fin),
+                        (_, false) => tile::<W16, 4, 1>(k1 - k0, a, [b0], c, n, rows, cols, k0 > 0, fin),
+                    }
+                }
+            }
+        }
+        pn += if pair { 2 } else { 1 };
     }
 }
 
@@ -309,8 +376,8 @@ pub fn grad_head_len(sh: &ConvShape, batch: usize) -> usize {
     pad_len(sh, batch) + packed_a_len(sh.f, batch * sh.oh * sh.ow)
 }
 
-/// Scratch values a task of [`weight_grad`] needs: one B slice.
-pub const GRAD_SLOT: usize = 16 * QC;
+/// Scratch values a task of [`weight_grad`] needs: two B slices (the 512-bit tile reads a pair).
+pub const GRAD_SLOT: usize = 2 * 16 * QC;
 
 /// Positions a weight-gradient kernel call sums before its tile goes back to memory.
 const QC: usize = 256;
@@ -343,11 +410,61 @@ pub unsafe fn weight_grad(
     pack_a(delta, sh.f, n, dp);
     let panels = ckk.div_ceil(16);
     let (xp, dp) = (&*xp, &*dp);
-    split_panels(panels, sh.f * ckk * n, team, (slots, per_task, GRAD_SLOT), dw.as_mut_ptr(), &|range, slice, dw| {
-        // SAFETY: AVX2/FMA (the caller's promise); the slot and dW's columns of these panels
-        // are this task's.
-        unsafe { grad_task(sh, batch, xp, dp, range, slice, dw) }
+    // The 512-bit tile takes panels in pairs: split the pairs, so a task's range is whole pairs.
+    let wide = super::simd::has_avx512();
+    let units = if wide { panels.div_ceil(2) } else { panels };
+    split_panels(units, sh.f * ckk * n, team, (slots, per_task, GRAD_SLOT), dw.as_mut_ptr(), &|range, slice, dw| {
+        // SAFETY: AVX2/FMA, or AVX-512F when `wide` (the caller's promise); the slot and dW's
+        // columns of these panels are this task's.
+        unsafe {
+            if wide {
+                grad_task_512(sh, batch, xp, dp, 2 * range.start..(2 * range.end).min(panels), slice, dw)
+            } else {
+                grad_task(sh, batch, xp, dp, range, slice, dw)
+            }
+        }
     });
+}
+
+/// The runs of a weight-gradient panel: its im2col rows r0..r0+cols as offsets in xp.
+fn grad_runs(sh: &ConvShape, batch: usize, r0: usize, cols: usize) -> Runs {
+    let (hp, wp) = padded(sh);
+    let cs = batch * hp * wp;
+    Runs::new((r0..r0 + cols).map(|r| {
+        let (c, i, j) = (r / (sh.kh * sh.kw), r / sh.kw % sh.kh, r % sh.kw);
+        c * cs + i * wp + j
+    }))
+}
+
+/// A B slice of a weight-gradient panel: row q - q0 holds the panel's im2col rows (`runs`) at
+/// position q, for q in q0..q1.
+///
+/// SAFETY: AVX2 present; xp is [`pad_len`] values for this batch, out 16·(q1 - q0).
+#[target_feature(enable = "avx2,fma")]
+unsafe fn build_slice(sh: &ConvShape, xp: &[f32], runs: &Runs, q0: usize, q1: usize, out: &mut [f32]) {
+    let (hp, wp) = padded(sh);
+    let (mut e, rem) = (q0 / (sh.oh * sh.ow), q0 % (sh.oh * sh.ow));
+    let (mut oy, mut ox) = (rem / sh.ow, rem % sh.ow);
+    assert!(out.len() >= 16 * (q1 - q0));
+    let mut out = out.as_mut_ptr();
+    for _ in q0..q1 {
+        // SAFETY: see `Runs::lanes`; out has 16 values per position.
+        unsafe {
+            let (v0, v1) = runs.lanes(xp, (GUARD + e * hp * wp + oy * wp + ox) as isize);
+            _mm256_storeu_ps(out, v0);
+            _mm256_storeu_ps(out.add(8), v1);
+            out = out.add(16);
+        }
+        ox += 1;
+        if ox == sh.ow {
+            ox = 0;
+            oy += 1;
+            if oy == sh.oh {
+                oy = 0;
+                e += 1;
+            }
+        }
+    }
 }
 
 /// One task's columns of dW: for each panel of 16 im2col rows, position block by block, the
@@ -362,56 +479,85 @@ unsafe fn grad_task(
     slice: &mut [f32],
     dw: *mut f32,
 ) {
-    let (hp, wp) = padded(sh);
-    let (ckk, n, cs) = (sh.ckk(), batch * sh.oh * sh.ow, batch * hp * wp);
+    let (ckk, n) = (sh.ckk(), batch * sh.oh * sh.ow);
     for pn in panels {
         let r0 = 16 * pn;
         let cols = (ckk - r0).min(16);
-        // The panel's im2col rows (c, i, j): their offsets in xp, as runs.
-        let runs = Runs::new((r0..r0 + cols).map(|r| {
-            let (c, i, j) = (r / (sh.kh * sh.kw), r / sh.kw % sh.kh, r % sh.kw);
-            c * cs + i * wp + j
-        }));
+        let runs = grad_runs(sh, batch, r0, cols);
         let mut q0 = 0;
         while q0 < n {
             let q1 = (q0 + QC).min(n);
-            // The B slice: row q - q0 holds the panel's im2col rows at position q.
-            let (mut e, rem) = (q0 / (sh.oh * sh.ow), q0 % (sh.oh * sh.ow));
-            let (mut oy, mut ox) = (rem / sh.ow, rem % sh.ow);
-            let mut out = slice.as_mut_ptr();
-            for _ in q0..q1 {
-                // SAFETY: see `Runs::lanes`; the slice has 16·QC values.
-                unsafe {
-                    let (v0, v1) = runs.lanes(xp, (GUARD + e * hp * wp + oy * wp + ox) as isize);
-                    _mm256_storeu_ps(out, v0);
-                    _mm256_storeu_ps(out.add(8), v1);
-                    out = out.add(16);
-                }
-                ox += 1;
-                if ox == sh.ow {
-                    ox = 0;
-                    oy += 1;
-                    if oy == sh.oh {
-                        oy = 0;
-                        e += 1;
-                    }
-                }
-            }
+            // SAFETY: the slot holds GRAD_SLOT ≥ 16·QC values.
+            unsafe { build_slice(sh, xp, &runs, q0, q1, slice) };
             for (f0, mr) in row_blocks(sh.f) {
                 let a = dp[f0 * n + mr * q0..].as_ptr();
                 let rows = mr.min(sh.f - f0);
+                let bs = [slice.as_ptr(), slice[8..].as_ptr()];
                 // SAFETY: rows f0.., columns r0..r0+cols of dW are this task's.
                 unsafe {
                     let c = dw.add(f0 * ckk + r0);
                     if mr == 6 {
-                        tile::<6>(q1 - q0, a, slice.as_ptr(), c, ckk, rows, cols, q0 > 0, None)
+                        tile::<W8, 6, 2>(q1 - q0, a, bs, c, ckk, rows, cols, q0 > 0, None)
                     } else {
-                        tile::<4>(q1 - q0, a, slice.as_ptr(), c, ckk, rows, cols, q0 > 0, None)
+                        tile::<W8, 4, 2>(q1 - q0, a, bs, c, ckk, rows, cols, q0 > 0, None)
                     }
                 }
             }
             q0 = q1;
         }
+    }
+}
+
+/// [`grad_task`] with the 512-bit tile: panels of 16 im2col rows in pairs (32 columns of dW a
+/// tile), a lone last panel alone; the pair's slices lie one after the other in the slot.
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn grad_task_512(
+    sh: &ConvShape,
+    batch: usize,
+    xp: &[f32],
+    dp: &[f32],
+    panels: std::ops::Range<usize>,
+    slot: &mut [f32],
+    dw: *mut f32,
+) {
+    let (ckk, n) = (sh.ckk(), batch * sh.oh * sh.ow);
+    let mut pn = panels.start;
+    while pn < panels.end {
+        let pair = pn + 1 < panels.end;
+        let r0 = 16 * pn;
+        let cols = (ckk - r0).min(if pair { 32 } else { 16 });
+        let runs0 = grad_runs(sh, batch, r0, cols.min(16));
+        let runs1 = if pair { Some(grad_runs(sh, batch, r0 + 16, cols - 16)) } else { None };
+        let mut q0 = 0;
+        while q0 < n {
+            let q1 = (q0 + QC).min(n);
+            let (first, second) = slot.split_at_mut(16 * QC);
+            // SAFETY: the slot holds GRAD_SLOT = 2·16·QC values.
+            unsafe {
+                build_slice(sh, xp, &runs0, q0, q1, first);
+                if let Some(runs1) = &runs1 {
+                    build_slice(sh, xp, runs1, q0, q1, second);
+                }
+            }
+            let (b0, b1) = (slot.as_ptr(), slot[16 * QC..].as_ptr());
+            for (f0, mr) in row_blocks(sh.f) {
+                let a = dp[f0 * n + mr * q0..].as_ptr();
+                let rows = mr.min(sh.f - f0);
+                let kc = q1 - q0;
+                // SAFETY: rows f0.., columns r0..r0+cols of dW are this task's.
+                unsafe {
+                    let c = dw.add(f0 * ckk + r0);
+                    match (mr, pair) {
+                        (6, true) => tile::<W16, 6, 2>(kc, a, [b0, b1], c, ckk, rows, cols, q0 > 0, None),
+                        (_, true) => tile::<W16, 4, 2>(kc, a, [b0, b1], c, ckk, rows, cols, q0 > 0, None),
+                        (6, false) => tile::<W16, 6, 1>(kc, a, [b0], c, ckk, rows, cols, q0 > 0, None),
+                        (_, false) => tile::<W16, 4, 1>(kc, a, [b0], c, ckk, rows, cols, q0 > 0, None),
+                    }
+                }
+            }
+            q0 = q1;
+        }
+        pn += if pair { 2 } else { 1 };
     }
 }
 
@@ -431,15 +577,17 @@ fn lane_masks(first: usize, end: usize) -> [__m256; 2] {
 }
 
 /// C[rows×cols] (row stride ldc) = (C +) Σ_p A[p][·] ⊗ B[p][·] over kc values of p, A packed
-/// [kc][MR] and B [kc][16]; with `fin`, then + bias[row] and max(·, 0) when its flag is set.
+/// [kc][MR] and B as NV vectors of L lanes per p (vector v at `bs[v] + 16p`, C's columns
+/// L·v..L·v + L); with `fin`, then + bias[row] and max(·, 0) when its flag is set.
 ///
-/// SAFETY: AVX2/FMA present; A for kc·MR values, B for 16·kc, C for rows × cols at ldc.
+/// SAFETY: the vector width's features present; A for kc·MR values, each B stream for 16·kc,
+/// C for rows × cols at ldc.
 #[inline(always)]
 #[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
-unsafe fn tile<const MR: usize>(
+unsafe fn tile<V: Vf, const MR: usize, const NV: usize>(
     kc: usize,
     a: *const f32,
-    b: *const f32,
+    bs: [*const f32; NV],
     c: *mut f32,
     ldc: usize,
     rows: usize,
@@ -448,54 +596,52 @@ unsafe fn tile<const MR: usize>(
     fin: Option<(*const f32, bool)>,
 ) {
     unsafe {
-        let full = cols == 16;
-        let (m0, m1) = (tail_mask(cols.min(8)), tail_mask(cols.saturating_sub(8)));
-        let mut acc = [[_mm256_setzero_ps(); 2]; MR];
+        let full = cols == NV * V::L;
+        let mut masks = [V::mask(0); NV];
+        for (v, m) in masks.iter_mut().enumerate() {
+            *m = V::mask(cols.saturating_sub(V::L * v));
+        }
+        let mut acc = [[V::zero(); NV]; MR];
         if load {
             for i in 0..rows {
                 let src = c.add(i * ldc);
-                acc[i] = if full {
-                    [_mm256_loadu_ps(src), _mm256_loadu_ps(src.add(8))]
-                } else {
-                    [_mm256_maskload_ps(src, m0), _mm256_maskload_ps(src.add(8), m1)]
-                };
+                for v in 0..NV {
+                    let s = src.add(V::L * v);
+                    acc[i][v] = if full { V::load(s) } else { V::load_masked(s, masks[v]) };
+                }
             }
         }
         for p in 0..kc {
-            let (b0, b1) = (_mm256_loadu_ps(b.add(16 * p)), _mm256_loadu_ps(b.add(16 * p + 8)));
+            let mut bv = [V::zero(); NV];
+            for v in 0..NV {
+                bv[v] = V::load(bs[v].add(16 * p));
+            }
             for i in 0..MR {
-                let av = _mm256_broadcast_ss(&*a.add(MR * p + i));
-                acc[i][0] = _mm256_fmadd_ps(av, b0, acc[i][0]);
-                acc[i][1] = _mm256_fmadd_ps(av, b1, acc[i][1]);
+                let av = V::splat(a.add(MR * p + i));
+                for v in 0..NV {
+                    acc[i][v] = V::fma(av, bv[v], acc[i][v]);
+                }
             }
         }
         for i in 0..rows {
-            let (mut v0, mut v1) = (acc[i][0], acc[i][1]);
-            if let Some((bias, relu)) = fin {
-                let bv = _mm256_broadcast_ss(&*bias.add(i));
-                v0 = _mm256_add_ps(v0, bv);
-                v1 = _mm256_add_ps(v1, bv);
-                if relu {
-                    v0 = _mm256_max_ps(v0, _mm256_setzero_ps());
-                    v1 = _mm256_max_ps(v1, _mm256_setzero_ps());
-                }
-            }
             let dst = c.add(i * ldc);
-            if full {
-                _mm256_storeu_ps(dst, v0);
-                _mm256_storeu_ps(dst.add(8), v1);
-            } else {
-                _mm256_maskstore_ps(dst, m0, v0);
-                _mm256_maskstore_ps(dst.add(8), m1, v1);
+            for v in 0..NV {
+                let mut x = acc[i][v];
+                if let Some((bias, relu)) = fin {
+                    x = V::add(x, V::splat(bias.add(i)));
+                    if relu {
+                        x = V::max0(x);
+                    }
+                }
+                let d = dst.add(V::L * v);
+                if full {
+                    V::store(d, x);
+                } else {
+                    V::store_masked(d, masks[v], x);
+                }
             }
         }
     }
-}
-
-/// The first `r` lanes (r in 0..=8) set.
-#[inline(always)]
-unsafe fn tail_mask(r: usize) -> __m256i {
-    unsafe { _mm256_cmpgt_epi32(_mm256_set1_epi32(r as i32), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)) }
 }
 
 #[cfg(test)]
