@@ -429,6 +429,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 })
                 .collect();
             println!("calibrated {} with {threads} thread(s) in {:.1} s", p.machine, t.elapsed().as_secs_f64());
+            println!("  kernels: {} (FMA ceiling {:.0} GFLOP/s)", p.simd, p.fma_ceiling);
             println!("  matrix products: up to {best:.1} GFLOP/s over {} shapes", p.forward.len() * 3);
             println!("  memory (y += a·x, by working set): {}", bw.join(", "));
             println!(
@@ -572,6 +573,7 @@ fn train_command(a: TrainArgs) -> Result<()> {
     print!("{}", report::account_text(&ledger));
     let profile = measured_profile(a.profile.clone(), threads)?;
     let prediction = predict::predict(&spec, &cfg, predict::Machine::Measured(&profile), threads);
+    println!("kernels: {} (FMA ceiling {:.0} GFLOP/s on {threads} thread(s))", profile.simd, profile.fma_ceiling);
     println!(
         "predicted: {} per epoch, {} for the run ({} per step)",
         report::seconds(prediction.epoch_seconds),

@@ -632,6 +632,39 @@ unsafe fn packed_512(
     unsafe { packed_imp::<W16, 1, 12>(m, n, k, a, ars, acs, b, c, ldc, epi) }
 }
 
+/// Independent FMA chains for the ceiling measurement: 12 accumulators hide the FMA latency
+/// on every core flopnet was measured on (4 cycles, two pipes). Returns their sum (so the work
+/// is not optimised away).
+#[inline(always)]
+unsafe fn fma_chains<V: Vf>(iters: usize) -> f32 {
+    unsafe {
+        let (a, b) = (V::splat(&0.999_999), V::splat(&1e-7));
+        let mut acc = [V::zero(); 12];
+        for _ in 0..iters {
+            for x in acc.iter_mut() {
+                *x = V::fma(*x, a, b);
+            }
+        }
+        acc.iter().map(|&v| V::hsum(v)).sum()
+    }
+}
+
+/// `iters` rounds of 12 independent 8-lane FMAs (192 FLOPs a round).
+///
+/// SAFETY: AVX2 and FMA present.
+#[target_feature(enable = "avx2,fma")]
+pub unsafe fn fma_chains_256(iters: usize) -> f32 {
+    unsafe { fma_chains::<W8>(std::hint::black_box(iters)) }
+}
+
+/// `iters` rounds of 12 independent 16-lane FMAs (384 FLOPs a round).
+///
+/// SAFETY: AVX-512F present.
+#[target_feature(enable = "avx512f,avx2,fma")]
+pub unsafe fn fma_chains_512(iters: usize) -> f32 {
+    unsafe { fma_chains::<W16>(std::hint::black_box(iters)) }
+}
+
 /// [`nt_256`] or [`nt_512`], as the path in use says.
 ///
 /// SAFETY: the path in use is `avx2` or `avx512`; the pointers valid for those extents.

@@ -182,6 +182,57 @@ macro_rules! dispatch {
 
 pub(crate) use dispatch;
 
+/// FLOPs of one round of [`fma_round`] on `path`.
+fn round_flops(path: Path) -> f64 {
+    match path {
+        Path::Scalar => 2.0 * 48.0,
+        Path::Avx2 => 2.0 * 12.0 * 8.0,
+        Path::Avx512 => 2.0 * 12.0 * 16.0,
+    }
+}
+
+/// `iters` rounds of the path's widest multiply-adds, as independent chains.
+fn fma_round(path: Path, iters: usize) -> f32 {
+    match path {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `path` is in use only where the CPU has its features (callers pass `path()`).
+        Path::Avx512 => unsafe { super::avx::fma_chains_512(iters) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as above.
+        Path::Avx2 => unsafe { super::avx::fma_chains_256(iters) },
+        _ => {
+            // Plain Rust: multiply then add (the baseline has no FMA), 48 chains the compiler
+            // spreads over its vectors.
+            let (a, b) = (std::hint::black_box(0.999_999f32), 1e-7f32);
+            let mut acc = [0f32; 48];
+            for _ in 0..std::hint::black_box(iters) {
+                for x in acc.iter_mut() {
+                    *x = *x * a + b;
+                }
+            }
+            acc.iter().sum()
+        }
+    }
+}
+
+/// The arithmetic ceiling of the path in use, GFLOP/s over every member of `team` at once: a
+/// tight loop of independent multiply-adds of the path's widest vector on each thread, the
+/// best of seven timed runs of a few ms. No product can beat it; a kernel's share of it
+/// says how much of the arithmetic it uses.
+pub fn fma_ceiling(team: &super::team::Team) -> f64 {
+    let path = path();
+    let iters = 2_000_000;
+    let mut best = f64::INFINITY;
+    for _ in 0..7 {
+        let start = std::time::Instant::now();
+        team.run(team.size(), &|_| {
+            std::hint::black_box(fma_round(path, iters));
+        });
+        best = best.min(start.elapsed().as_secs_f64());
+    }
+    round_flops(path) * iters as f64 * team.size() as f64 / best / 1e9
+}
+
 /// Sets flush-to-zero and denormals-are-zero on the current thread: a denormal operand can
 /// slow an SSE/AVX operation a hundredfold, and no network needs values below 1e-38.
 pub fn flush_denormals() {
