@@ -880,6 +880,84 @@ pub unsafe fn bias_softmax(out: &mut [f32], bias: &[f32]) {
     }
 }
 
+/// [`exp8`] on 16 lanes: the same reduction and polynomial, the scaling by 2^n in one `scalef`.
+#[inline(always)]
+unsafe fn exp16(x: __m512) -> __m512 {
+    unsafe {
+        let hi = _mm512_set1_ps(88.722_83);
+        let lo = _mm512_set1_ps(-87.336_55);
+        let xc = _mm512_max_ps(_mm512_min_ps(x, hi), lo);
+        let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm512_mul_ps(
+            xc,
+            _mm512_set1_ps(std::f32::consts::LOG2_E),
+        ));
+        let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693_359_4), xc);
+        let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.121_944_4e-4), r);
+        let mut p = _mm512_set1_ps(1.987_569_1e-4);
+        p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.398_199_9e-3));
+        p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.333_452e-3));
+        p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.166_579_6e-2));
+        p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.666_666_5e-1));
+        p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5));
+        let r2 = _mm512_mul_ps(r, r);
+        let e = _mm512_add_ps(_mm512_fmadd_ps(p, r2, r), _mm512_set1_ps(1.0));
+        let y = _mm512_scalef_ps(e, n);
+        // Below the clamp: 0 (as libm underflows); above: +inf; NaN stays NaN.
+        let y = _mm512_mask_blend_ps(_mm512_cmp_ps_mask::<_CMP_LT_OQ>(x, lo), y, _mm512_setzero_ps());
+        let y = _mm512_mask_blend_ps(_mm512_cmp_ps_mask::<_CMP_GT_OQ>(x, hi), y, _mm512_set1_ps(f32::INFINITY));
+        _mm512_mask_blend_ps(_mm512_cmp_ps_mask::<_CMP_UNORD_Q>(x, x), y, x)
+    }
+}
+
+/// [`bias_sigmoid`] on 16-lane vectors.
+///
+/// SAFETY: AVX-512F present.
+#[target_feature(enable = "avx512f,avx2,fma")]
+pub unsafe fn bias_sigmoid_512(out: &mut [f32], bias: &[f32]) {
+    let m = bias.len();
+    unsafe {
+        let one = _mm512_set1_ps(1.0);
+        let f = |z: __m512| _mm512_div_ps(one, _mm512_add_ps(one, exp16(_mm512_sub_ps(_mm512_setzero_ps(), z))));
+        for row in out.chunks_exact_mut(m) {
+            let (pr, pb) = (row.as_mut_ptr(), bias.as_ptr());
+            let mut j = 0;
+            while j < m {
+                let mask = W16::mask(m - j);
+                let z = _mm512_add_ps(_mm512_maskz_loadu_ps(mask, pr.add(j)), _mm512_maskz_loadu_ps(mask, pb.add(j)));
+                _mm512_mask_storeu_ps(pr.add(j), mask, f(z));
+                j += 16;
+            }
+        }
+    }
+}
+
+/// [`bias_softmax`] on 16-lane vectors (the sum still in element order).
+///
+/// SAFETY: AVX-512F present.
+#[target_feature(enable = "avx512f,avx2,fma")]
+pub unsafe fn bias_softmax_512(out: &mut [f32], bias: &[f32]) {
+    let m = bias.len();
+    for row in out.chunks_exact_mut(m) {
+        for (z, &b) in row.iter_mut().zip(bias) {
+            *z += b;
+        }
+        let top = row.iter().fold(f32::NEG_INFINITY, |t, &v| t.max(v));
+        unsafe {
+            let (pr, t) = (row.as_mut_ptr(), _mm512_set1_ps(top));
+            let mut j = 0;
+            while j < m {
+                let mask = W16::mask(m - j);
+                let e = exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(mask, pr.add(j)), t));
+                _mm512_mask_storeu_ps(pr.add(j), mask, e);
+                j += 16;
+            }
+        }
+        let sum: f32 = row.iter().sum();
+        let inv = 1.0 / sum;
+        row.iter_mut().for_each(|v| *v *= inv);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -957,39 +1035,62 @@ mod tests {
         }
     }
 
+    /// exp8 and exp16 (where the CPU has AVX-512F; named as skipped where not) against libm.
     #[test]
-    fn exp8_is_close_to_libm() {
-        if !crate::engine::simd::has_avx2_fma() {
-            return;
-        }
+    fn exp8_and_exp16_are_close_to_libm() {
         #[target_feature(enable = "avx2,fma")]
-        unsafe fn run(x: &[f32; 8]) -> [f32; 8] {
-            let mut out = [0f32; 8];
-            unsafe { _mm256_storeu_ps(out.as_mut_ptr(), exp8(_mm256_loadu_ps(x.as_ptr()))) };
+        unsafe fn run8(x: &[f32; 16]) -> [f32; 16] {
+            let mut out = [0f32; 16];
+            unsafe {
+                _mm256_storeu_ps(out.as_mut_ptr(), exp8(_mm256_loadu_ps(x.as_ptr())));
+                _mm256_storeu_ps(out.as_mut_ptr().add(8), exp8(_mm256_loadu_ps(x.as_ptr().add(8))));
+            }
             out
         }
-        let mut worst = 0f64;
-        let mut x = -87.0f32;
-        while x < 88.5 {
-            let xs = [x, x + 1e-3, x + 0.37, x - 0.21, x * 0.5, x * 1e-3, -x * 0.01, x + 0.5];
-            let got = unsafe { run(&xs) };
-            for (&xi, &g) in xs.iter().zip(&got) {
-                let want = (xi as f64).exp();
-                if want > 1.2e-38 && want < 3.4e38 {
-                    worst = worst.max(((g as f64) - want).abs() / want);
-                }
-            }
-            x += 0.0371;
+        #[target_feature(enable = "avx512f,avx2,fma")]
+        unsafe fn run16(x: &[f32; 16]) -> [f32; 16] {
+            let mut out = [0f32; 16];
+            unsafe { _mm512_storeu_ps(out.as_mut_ptr(), exp16(_mm512_loadu_ps(x.as_ptr()))) };
+            out
         }
-        assert!(worst < 4e-7, "worst relative error {worst}");
-        let edge = unsafe { run(&[-100.0, -87.5, 89.0, 1000.0, 0.0, f32::NEG_INFINITY, -0.0, 1.0]) };
-        assert_eq!(edge[0], 0.0);
-        assert_eq!(edge[1], 0.0);
-        assert!(edge[2].is_infinite() && edge[3].is_infinite());
-        assert_eq!(edge[4], 1.0);
-        assert_eq!(edge[5], 0.0);
-        assert_eq!(edge[6], 1.0);
-        assert!((edge[7] - std::f32::consts::E).abs() < 1e-6);
-        assert!(unsafe { run(&[f32::NAN; 8]) }.iter().all(|v| v.is_nan()));
+        let widths: [(&str, bool, unsafe fn(&[f32; 16]) -> [f32; 16]); 2] = [
+            ("exp8", crate::engine::simd::Path::Avx2.available(), run8),
+            ("exp16", crate::engine::simd::Path::Avx512.available(), run16),
+        ];
+        for (name, ok, run) in widths {
+            if !ok {
+                eprintln!("skipped: {name} (this CPU lacks the features)");
+                continue;
+            }
+            let mut worst = 0f64;
+            let mut x = -87.0f32;
+            while x < 88.5 {
+                let xs = [x, x + 1e-3, x + 0.37, x - 0.21, x * 0.5, x * 1e-3, -x * 0.01, x + 0.5];
+                let mut both = [0f32; 16];
+                both[..8].copy_from_slice(&xs);
+                both[8..].copy_from_slice(&xs.map(|v| v * 0.75));
+                let got = unsafe { run(&both) };
+                for (&xi, &g) in both.iter().zip(&got) {
+                    let want = (xi as f64).exp();
+                    if want > 1.2e-38 && want < 3.4e38 {
+                        worst = worst.max(((g as f64) - want).abs() / want);
+                    }
+                }
+                x += 0.0371;
+            }
+            assert!(worst < 4e-7, "{name}: worst relative error {worst}");
+            let mut edges = [1.0f32; 16];
+            edges[..8].copy_from_slice(&[-100.0, -87.5, 89.0, 1000.0, 0.0, f32::NEG_INFINITY, -0.0, 1.0]);
+            edges[8] = f32::NAN;
+            let edge = unsafe { run(&edges) };
+            assert_eq!(edge[0], 0.0, "{name}");
+            assert_eq!(edge[1], 0.0, "{name}");
+            assert!(edge[2].is_infinite() && edge[3].is_infinite(), "{name}");
+            assert_eq!(edge[4], 1.0, "{name}");
+            assert_eq!(edge[5], 0.0, "{name}");
+            assert_eq!(edge[6], 1.0, "{name}");
+            assert!((edge[7] - std::f32::consts::E).abs() < 1e-6, "{name}");
+            assert!(edge[8].is_nan(), "{name}");
+        }
     }
 }
