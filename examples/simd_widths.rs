@@ -10,6 +10,7 @@
 
 use flopnet::engine::gemm::{Kernel, View, matmul_with};
 use flopnet::engine::kernels;
+use flopnet::engine::pool::{self, PoolShape};
 use flopnet::engine::simd;
 use flopnet::engine::team::Team;
 use std::hint::black_box;
@@ -79,4 +80,16 @@ fn main() {
         black_box(kernels::dot(black_box(&x), black_box(&w[..784])));
     });
     println!("dot of 784 values: {t:.1} ns ({:.1} GFLOP/s)", 2.0 * 784.0 / t);
+    // The 2×2 max pools of CNN f (batch 128): 16x26x26 and 32x11x11, forward (maximum and
+    // argmax); GB/s of input read plus output and argmax written.
+    for (c, side) in [(16, 26), (32, 11)] {
+        let sh = PoolShape { c, h: side, w: side, k: 2, s: 2, oh: side / 2, ow: side / 2 };
+        let batch = 128;
+        let x: Vec<f32> = (0..batch * c * side * side).map(|i| ((i * 37) % 101) as f32).collect();
+        let outs = batch * c * sh.oh * sh.ow;
+        let (mut y, mut arg) = (vec![0f32; outs], vec![0u32; outs]);
+        let t = best_ns(|| pool::max_forward(&sh, batch, &x, &mut y, &mut arg, &team));
+        let bytes = 4.0 * (x.len() + 2 * outs) as f64;
+        println!("max pool 2x2 of {c}x{side}x{side}, batch {batch}: {:.1} µs ({:.1} GB/s)", t / 1e3, bytes / t);
+    }
 }

@@ -788,6 +788,54 @@ pub unsafe fn max_pool2_row(
     }
 }
 
+/// [`max_pool2_row`] on 16-lane vectors, the last block masked (rows of 13 or 14 outputs, as in
+/// the suite's CNNs, take one block): does all `ow` outputs and returns `ow`.
+///
+/// SAFETY: AVX-512F present; r0 and r1 valid for 2·ow reads, y and arg for ow writes.
+#[target_feature(enable = "avx512f,avx2,fma")]
+pub unsafe fn max_pool2_row_512(
+    r0: *const f32,
+    r1: *const f32,
+    ow: usize,
+    base: u32,
+    w: u32,
+    y: *mut f32,
+    arg: *mut u32,
+) -> usize {
+    unsafe {
+        let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+        let odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
+        let (one, wv, w1) = (_mm512_set1_epi32(1), _mm512_set1_epi32(w as i32), _mm512_set1_epi32(w as i32 + 1));
+        let mut ox = 0;
+        while ox < ow {
+            let n = (ow - ox).min(16);
+            // 2n input values of each row: two loads of up to 16, masked at the end.
+            let (m_lo, m_hi) = (W16::mask(2 * n), W16::mask((2 * n).saturating_sub(16)));
+            let pairs = |r: *const f32| {
+                let lo = _mm512_maskz_loadu_ps(m_lo, r.add(2 * ox));
+                let hi = _mm512_maskz_loadu_ps(m_hi, r.add(2 * ox + 16));
+                (_mm512_permutex2var_ps(lo, even, hi), _mm512_permutex2var_ps(lo, odd, hi))
+            };
+            let (a, b) = pairs(r0);
+            let (c, d) = pairs(r1);
+            let mut best = a;
+            let mut off = _mm512_setzero_si512();
+            for (v, o) in [(b, one), (c, wv), (d, w1)] {
+                let gt = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(v, best);
+                best = _mm512_mask_blend_ps(gt, best, v);
+                off = _mm512_mask_blend_epi32(gt, off, o);
+            }
+            let lanes2 = _mm512_add_epi32(even, off);
+            let at = _mm512_add_epi32(_mm512_set1_epi32((base + 2 * ox as u32) as i32), lanes2);
+            let m = W16::mask(n);
+            _mm512_mask_storeu_ps(y.add(ox), m, best);
+            _mm512_mask_storeu_epi32(arg.add(ox) as *mut i32, m, at);
+            ox += n;
+        }
+        ow
+    }
+}
+
 /// e^x per lane, to about 2 ulp over the range where the result is a normal f32; 0 below
 /// about -87.3, +inf above about 88.7 (Cephes' expf polynomial, Cody–Waite reduction).
 #[inline(always)]

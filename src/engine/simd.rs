@@ -204,13 +204,13 @@ fn fma_round(path: Path, iters: usize) -> f32 {
             // Plain Rust: multiply then add (the baseline has no FMA), 48 chains the compiler
             // spreads over its vectors.
             let (a, b) = (std::hint::black_box(0.999_999f32), 1e-7f32);
-            let mut acc = [0f32; 48];
+            let mut acc = [[0f32; 4]; 12];
             for _ in 0..std::hint::black_box(iters) {
-                for x in acc.iter_mut() {
-                    *x = *x * a + b;
+                for v in acc.iter_mut() {
+                    *v = [v[0] * a + b, v[1] * a + b, v[2] * a + b, v[3] * a + b];
                 }
             }
-            acc.iter().sum()
+            acc.iter().flatten().sum()
         }
     }
 }

@@ -25,9 +25,9 @@
 
 #![cfg(target_arch = "x86_64")]
 
+use super::avx::{Vf, W8, W16};
 use super::conv::{ConvShape, split_items};
 use super::gemm::PARALLEL_MIN_MACS;
-use super::avx::{Vf, W8, W16};
 use super::team::Team;
 
 /// Whether this convolution can take the sparse backward on this CPU.
