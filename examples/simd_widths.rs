@@ -62,6 +62,18 @@ fn main() {
             flops / ig
         );
     }
+    // Bias and activation over a product's output: 784-30-30-10's hidden layers (sigmoid, 30
+    // wide) and output (softmax, 10 wide), batch 128.
+    for (act, m) in [(flopnet::spec::Activation::Sigmoid, 30), (flopnet::spec::Activation::Softmax, 10)] {
+        let bias: Vec<f32> = (0..m).map(|i| i as f32 * 0.01).collect();
+        let mut out: Vec<f32> = (0..128 * m).map(|i| ((i % 19) as f32 - 9.0) * 0.1).collect();
+        let keep = out.clone();
+        let t = best_ns(|| {
+            out.copy_from_slice(&keep);
+            flopnet::engine::activation::bias_forward(act, &mut out, &bias);
+        });
+        println!("bias + {act} over 128x{m}: {t:.0} ns ({:.2} ns a value, the copy included)", t / (128 * m) as f64);
+    }
     // The elementwise kernels at 784-30-30-10's sizes: its 24K-parameter momentum update, the
     // one-example fused update of its first layer's rows, a dot product over 784 values.
     let n = 784 * 30 + 30 * 30 + 300 + 70;

@@ -871,58 +871,72 @@ unsafe fn exp8(x: __m256) -> __m256 {
     }
 }
 
-/// z += bias, then the logistic function, over rows of `bias.len()` values.
+/// z += bias, then the logistic function, over rows of `bias.len()` values: the bias added row
+/// by row, then the function over the whole buffer in full vectors (one masked tail), so no
+/// row's masked store holds up the next row's load.
 ///
 /// SAFETY: AVX2 and FMA present.
 #[target_feature(enable = "avx2,fma")]
 pub unsafe fn bias_sigmoid(out: &mut [f32], bias: &[f32]) {
     let m = bias.len();
+    for row in out.chunks_exact_mut(m) {
+        for (z, &b) in row.iter_mut().zip(bias) {
+            *z += b;
+        }
+    }
+    let len = out.len() / m * m;
     unsafe {
         let one = _mm256_set1_ps(1.0);
         let f = |z: __m256| _mm256_div_ps(one, _mm256_add_ps(one, exp8(_mm256_sub_ps(_mm256_setzero_ps(), z))));
-        for row in out.chunks_exact_mut(m) {
-            let (pr, pb) = (row.as_mut_ptr(), bias.as_ptr());
-            let mut j = 0;
-            while j + 8 <= m {
-                let z = _mm256_add_ps(_mm256_loadu_ps(pr.add(j)), _mm256_loadu_ps(pb.add(j)));
-                _mm256_storeu_ps(pr.add(j), f(z));
-                j += 8;
-            }
-            if j < m {
-                let mask = tail_mask(m - j);
-                let z = _mm256_add_ps(_mm256_maskload_ps(pr.add(j), mask), _mm256_maskload_ps(pb.add(j), mask));
-                _mm256_maskstore_ps(pr.add(j), mask, f(z));
-            }
+        let p = out.as_mut_ptr();
+        let mut j = 0;
+        while j + 8 <= len {
+            _mm256_storeu_ps(p.add(j), f(_mm256_loadu_ps(p.add(j))));
+            j += 8;
+        }
+        if j < len {
+            let mask = tail_mask(len - j);
+            _mm256_maskstore_ps(p.add(j), mask, f(_mm256_maskload_ps(p.add(j), mask)));
         }
     }
 }
 
-/// z += bias, then softmax, over rows of `bias.len()` values.
+/// z += bias, then softmax, over rows of `bias.len()` values: bias, row maximum and shift row by
+/// row, e^x over the whole buffer in full vectors, then each row's sum (in element order) and
+/// scale.
 ///
 /// SAFETY: AVX2 and FMA present.
 #[target_feature(enable = "avx2,fma")]
 pub unsafe fn bias_softmax(out: &mut [f32], bias: &[f32]) {
+    softmax_rows(out, bias, |p, len| unsafe {
+        let mut j = 0;
+        while j + 8 <= len {
+            _mm256_storeu_ps(p.add(j), exp8(_mm256_loadu_ps(p.add(j))));
+            j += 8;
+        }
+        if j < len {
+            let mask = tail_mask(len - j);
+            _mm256_maskstore_ps(p.add(j), mask, exp8(_mm256_maskload_ps(p.add(j), mask)));
+        }
+    })
+}
+
+/// The row-by-row passes of a softmax around `exp_all(pointer, len)`, which replaces each of the
+/// first len values x by e^x.
+#[inline(always)]
+fn softmax_rows(out: &mut [f32], bias: &[f32], exp_all: impl Fn(*mut f32, usize)) {
     let m = bias.len();
     for row in out.chunks_exact_mut(m) {
         for (z, &b) in row.iter_mut().zip(bias) {
             *z += b;
         }
         let top = row.iter().fold(f32::NEG_INFINITY, |t, &v| t.max(v));
-        let mut sum = 0.0f32;
-        unsafe {
-            let (pr, t) = (row.as_mut_ptr(), _mm256_set1_ps(top));
-            let mut j = 0;
-            while j < m {
-                let mask = tail_mask((m - j).min(8));
-                let e = exp8(_mm256_sub_ps(_mm256_maskload_ps(pr.add(j), mask), t));
-                _mm256_maskstore_ps(pr.add(j), mask, e);
-                j += 8;
-            }
-        }
-        // The sum in element order, as the scalar pass.
-        for &v in row.iter() {
-            sum += v;
-        }
+        row.iter_mut().for_each(|v| *v -= top);
+    }
+    let len = out.len() / m * m;
+    exp_all(out.as_mut_ptr(), len);
+    for row in out.chunks_exact_mut(m) {
+        let sum: f32 = row.iter().sum();
         let inv = 1.0 / sum;
         row.iter_mut().for_each(|v| *v *= inv);
     }
@@ -957,53 +971,52 @@ unsafe fn exp16(x: __m512) -> __m512 {
     }
 }
 
-/// [`bias_sigmoid`] on 16-lane vectors.
+/// [`bias_sigmoid`] on 16-lane vectors: the bias added row by row, then the logistic function
+/// over the whole buffer in full vectors (one masked tail). Rows of 30 taken one at a time, each
+/// ending in a masked store that the next row's masked load waited on, ran at 0.8 ns a value.
 ///
 /// SAFETY: AVX-512F present.
 #[target_feature(enable = "avx512f,avx2,fma")]
 pub unsafe fn bias_sigmoid_512(out: &mut [f32], bias: &[f32]) {
     let m = bias.len();
-    unsafe {
-        let one = _mm512_set1_ps(1.0);
-        let f = |z: __m512| _mm512_div_ps(one, _mm512_add_ps(one, exp16(_mm512_sub_ps(_mm512_setzero_ps(), z))));
-        for row in out.chunks_exact_mut(m) {
-            let (pr, pb) = (row.as_mut_ptr(), bias.as_ptr());
-            let mut j = 0;
-            while j < m {
-                let mask = W16::mask(m - j);
-                let z = _mm512_add_ps(_mm512_maskz_loadu_ps(mask, pr.add(j)), _mm512_maskz_loadu_ps(mask, pb.add(j)));
-                _mm512_mask_storeu_ps(pr.add(j), mask, f(z));
-                j += 16;
-            }
-        }
-    }
-}
-
-/// [`bias_softmax`] on 16-lane vectors (the sum still in element order).
-///
-/// SAFETY: AVX-512F present.
-#[target_feature(enable = "avx512f,avx2,fma")]
-pub unsafe fn bias_softmax_512(out: &mut [f32], bias: &[f32]) {
-    let m = bias.len();
     for row in out.chunks_exact_mut(m) {
         for (z, &b) in row.iter_mut().zip(bias) {
             *z += b;
         }
-        let top = row.iter().fold(f32::NEG_INFINITY, |t, &v| t.max(v));
-        unsafe {
-            let (pr, t) = (row.as_mut_ptr(), _mm512_set1_ps(top));
-            let mut j = 0;
-            while j < m {
-                let mask = W16::mask(m - j);
-                let e = exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(mask, pr.add(j)), t));
-                _mm512_mask_storeu_ps(pr.add(j), mask, e);
-                j += 16;
-            }
-        }
-        let sum: f32 = row.iter().sum();
-        let inv = 1.0 / sum;
-        row.iter_mut().for_each(|v| *v *= inv);
     }
+    let len = out.len() / m * m;
+    unsafe {
+        let one = _mm512_set1_ps(1.0);
+        let f = |z: __m512| _mm512_div_ps(one, _mm512_add_ps(one, exp16(_mm512_sub_ps(_mm512_setzero_ps(), z))));
+        let p = out.as_mut_ptr();
+        let mut j = 0;
+        while j + 16 <= len {
+            _mm512_storeu_ps(p.add(j), f(_mm512_loadu_ps(p.add(j))));
+            j += 16;
+        }
+        if j < len {
+            let mask = W16::mask(len - j);
+            _mm512_mask_storeu_ps(p.add(j), mask, f(_mm512_maskz_loadu_ps(mask, p.add(j))));
+        }
+    }
+}
+
+/// [`bias_softmax`] on 16-lane vectors.
+///
+/// SAFETY: AVX-512F present.
+#[target_feature(enable = "avx512f,avx2,fma")]
+pub unsafe fn bias_softmax_512(out: &mut [f32], bias: &[f32]) {
+    softmax_rows(out, bias, |p, len| unsafe {
+        let mut j = 0;
+        while j + 16 <= len {
+            _mm512_storeu_ps(p.add(j), exp16(_mm512_loadu_ps(p.add(j))));
+            j += 16;
+        }
+        if j < len {
+            let mask = W16::mask(len - j);
+            _mm512_mask_storeu_ps(p.add(j), mask, exp16(_mm512_maskz_loadu_ps(mask, p.add(j))));
+        }
+    })
 }
 
 #[cfg(test)]
