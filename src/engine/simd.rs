@@ -261,3 +261,37 @@ pub fn denormals_flushed() -> bool {
         true
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_setting_names_a_path_or_is_refused_with_the_choices() {
+        assert_eq!(Path::from_setting(None), Ok(Path::best()));
+        assert_eq!(Path::from_setting(Some("  ")), Ok(Path::best()));
+        assert_eq!(Path::from_setting(Some("scalar")), Ok(Path::Scalar));
+        assert_eq!(Path::from_setting(Some("SCALAR")), Ok(Path::Scalar));
+        let e = Path::from_setting(Some("avx1024")).unwrap_err();
+        assert!(e.contains("FLOPNET_SIMD=avx1024") && e.contains("scalar, avx2, avx512"), "{e}");
+        for p in Path::ALL {
+            match Path::from_setting(Some(p.name())) {
+                Ok(q) => assert!(p.available() && q == p),
+                Err(e) => {
+                    assert!(!p.available());
+                    assert!(e.contains("cannot run") && e.contains("scalar"), "{e}");
+                }
+            }
+            if !p.available() {
+                eprintln!("kernel path {p}: this CPU lacks it (its refusal was checked)");
+            }
+        }
+    }
+
+    #[test]
+    fn the_ceiling_is_positive_and_finite() {
+        let team = super::super::team::Team::new(1, || {}).unwrap();
+        let c = fma_ceiling(&team);
+        assert!(c.is_finite() && c > 0.1, "{c}");
+    }
+}
