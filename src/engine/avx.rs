@@ -1114,7 +1114,8 @@ mod tests {
             unsafe { _mm512_storeu_ps(out.as_mut_ptr(), exp16(_mm512_loadu_ps(x.as_ptr()))) };
             out
         }
-        let widths: [(&str, bool, unsafe fn(&[f32; 16]) -> [f32; 16]); 2] = [
+        type Run = unsafe fn(&[f32; 16]) -> [f32; 16];
+        let widths: [(&str, bool, Run); 2] = [
             ("exp8", crate::engine::simd::Path::Avx2.available(), run8),
             ("exp16", crate::engine::simd::Path::Avx512.available(), run16),
         ];
