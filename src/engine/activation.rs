@@ -14,11 +14,10 @@ pub fn bias_forward(f: Activation, out: &mut [f32], bias: &[f32]) {
         // SAFETY: the path in use (AVX2+FMA, or AVX-512F for the `_512` kernels) runs only where
         // the CPU has it.
         return unsafe {
-            match (f == Activation::Sigmoid, super::simd::has_avx512()) {
-                (true, true) => super::avx::bias_sigmoid_512(out, bias),
-                (true, false) => super::avx::bias_sigmoid(out, bias),
-                (false, true) => super::avx::bias_softmax_512(out, bias),
-                (false, false) => super::avx::bias_softmax(out, bias),
+            if f == Activation::Sigmoid {
+                super::avx::bias_sigmoid(out, bias)
+            } else {
+                super::avx::bias_softmax(out, bias)
             }
         };
     }

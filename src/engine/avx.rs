@@ -37,13 +37,14 @@ unsafe fn hsum(v: __m256) -> f32 {
     }
 }
 
-/// One vector of f32 lanes and the operations the product kernels need.
+/// One vector of f32 lanes and the operations the kernels need.
 pub(crate) trait Vf: Copy {
     /// Lanes per vector.
     const L: usize;
     /// Which lanes a masked load or store touches.
     type Mask: Copy;
     unsafe fn zero() -> Self;
+    unsafe fn set(x: f32) -> Self;
     unsafe fn load(p: *const f32) -> Self;
     unsafe fn store(p: *mut f32, v: Self);
     /// The first `r` lanes (r in 0..=L); r ≥ L is all of them.
@@ -54,8 +55,24 @@ pub(crate) trait Vf: Copy {
     unsafe fn splat(p: *const f32) -> Self;
     /// a · b + c, fused.
     unsafe fn fma(a: Self, b: Self, c: Self) -> Self;
+    /// c - a · b, fused.
+    unsafe fn fnma(a: Self, b: Self, c: Self) -> Self;
     unsafe fn add(a: Self, b: Self) -> Self;
-    unsafe fn max0(a: Self) -> Self;
+    unsafe fn sub(a: Self, b: Self) -> Self;
+    unsafe fn mul(a: Self, b: Self) -> Self;
+    unsafe fn div(a: Self, b: Self) -> Self;
+    unsafe fn min(a: Self, b: Self) -> Self;
+    unsafe fn max(a: Self, b: Self) -> Self;
+    #[inline(always)]
+    unsafe fn max0(a: Self) -> Self {
+        unsafe { Self::max(a, Self::zero()) }
+    }
+    /// Each lane rounded to the nearest integer (ties to even).
+    unsafe fn round(a: Self) -> Self;
+    /// e · 2^n for integral n in [-126, 128] (as f32 lanes) and e in [0.5, 2).
+    unsafe fn scale2(e: Self, n: Self) -> Self;
+    /// y where lo ≤ x ≤ hi; 0 where x < lo, +inf where x > hi, x where x is NaN.
+    unsafe fn exp_edges(x: Self, y: Self, lo: Self, hi: Self) -> Self;
     /// Sum of the lanes, in a fixed order.
     unsafe fn hsum(v: Self) -> f32;
 }
@@ -68,21 +85,50 @@ pub(crate) struct W8(__m256);
 #[derive(Clone, Copy)]
 pub(crate) struct W16(__m512);
 
+/// The operations of [`Vf`] that are one intrinsic at either width.
+macro_rules! one_intrinsic_ops {
+    ($w:ident: $setzero:ident $set1:ident $loadu:ident $storeu:ident; $($tn:ident $ti:ident),*; $($bn:ident $bi:ident),*) => {
+        #[inline(always)]
+        unsafe fn zero() -> Self {
+            unsafe { $w($setzero()) }
+        }
+        #[inline(always)]
+        unsafe fn set(x: f32) -> Self {
+            unsafe { $w($set1(x)) }
+        }
+        #[inline(always)]
+        unsafe fn load(p: *const f32) -> Self {
+            unsafe { $w($loadu(p)) }
+        }
+        #[inline(always)]
+        unsafe fn store(p: *mut f32, v: Self) {
+            unsafe { $storeu(p, v.0) }
+        }
+        #[inline(always)]
+        unsafe fn splat(p: *const f32) -> Self {
+            unsafe { $w($set1(*p)) }
+        }
+        $(
+            #[inline(always)]
+            unsafe fn $tn(a: Self, b: Self, c: Self) -> Self {
+                unsafe { $w($ti(a.0, b.0, c.0)) }
+            }
+        )*
+        $(
+            #[inline(always)]
+            unsafe fn $bn(a: Self, b: Self) -> Self {
+                unsafe { $w($bi(a.0, b.0)) }
+            }
+        )*
+    };
+}
+
 impl Vf for W8 {
     const L: usize = 8;
     type Mask = __m256i;
-    #[inline(always)]
-    unsafe fn zero() -> Self {
-        unsafe { W8(_mm256_setzero_ps()) }
-    }
-    #[inline(always)]
-    unsafe fn load(p: *const f32) -> Self {
-        unsafe { W8(_mm256_loadu_ps(p)) }
-    }
-    #[inline(always)]
-    unsafe fn store(p: *mut f32, v: Self) {
-        unsafe { _mm256_storeu_ps(p, v.0) }
-    }
+    one_intrinsic_ops!(W8: _mm256_setzero_ps _mm256_set1_ps _mm256_loadu_ps _mm256_storeu_ps;
+        fma _mm256_fmadd_ps, fnma _mm256_fnmadd_ps;
+        add _mm256_add_ps, sub _mm256_sub_ps, mul _mm256_mul_ps, div _mm256_div_ps, min _mm256_min_ps, max _mm256_max_ps);
     #[inline(always)]
     unsafe fn mask(r: usize) -> __m256i {
         unsafe { tail_mask(r.min(8)) }
@@ -96,20 +142,27 @@ impl Vf for W8 {
         unsafe { _mm256_maskstore_ps(p, m, v.0) }
     }
     #[inline(always)]
-    unsafe fn splat(p: *const f32) -> Self {
-        unsafe { W8(_mm256_broadcast_ss(&*p)) }
+    unsafe fn round(a: Self) -> Self {
+        unsafe { W8(_mm256_round_ps(a.0, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)) }
     }
     #[inline(always)]
-    unsafe fn fma(a: Self, b: Self, c: Self) -> Self {
-        unsafe { W8(_mm256_fmadd_ps(a.0, b.0, c.0)) }
+    unsafe fn scale2(e: Self, n: Self) -> Self {
+        // In two steps, so that 2^128 does not overflow the exponent field.
+        unsafe {
+            let ni = _mm256_cvtps_epi32(n.0);
+            let half = _mm256_srai_epi32(ni, 1);
+            let pow =
+                |k: __m256i| _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(k, _mm256_set1_epi32(127)), 23));
+            W8(_mm256_mul_ps(_mm256_mul_ps(e.0, pow(half)), pow(_mm256_sub_epi32(ni, half))))
+        }
     }
     #[inline(always)]
-    unsafe fn add(a: Self, b: Self) -> Self {
-        unsafe { W8(_mm256_add_ps(a.0, b.0)) }
-    }
-    #[inline(always)]
-    unsafe fn max0(a: Self) -> Self {
-        unsafe { W8(_mm256_max_ps(a.0, _mm256_setzero_ps())) }
+    unsafe fn exp_edges(x: Self, y: Self, lo: Self, hi: Self) -> Self {
+        unsafe {
+            let y = _mm256_andnot_ps(_mm256_cmp_ps(x.0, lo.0, _CMP_LT_OQ), y.0);
+            let y = _mm256_blendv_ps(y, _mm256_set1_ps(f32::INFINITY), _mm256_cmp_ps(x.0, hi.0, _CMP_GT_OQ));
+            W8(_mm256_blendv_ps(y, x.0, _mm256_cmp_ps(x.0, x.0, _CMP_UNORD_Q)))
+        }
     }
     #[inline(always)]
     unsafe fn hsum(v: Self) -> f32 {
@@ -120,18 +173,9 @@ impl Vf for W8 {
 impl Vf for W16 {
     const L: usize = 16;
     type Mask = __mmask16;
-    #[inline(always)]
-    unsafe fn zero() -> Self {
-        unsafe { W16(_mm512_setzero_ps()) }
-    }
-    #[inline(always)]
-    unsafe fn load(p: *const f32) -> Self {
-        unsafe { W16(_mm512_loadu_ps(p)) }
-    }
-    #[inline(always)]
-    unsafe fn store(p: *mut f32, v: Self) {
-        unsafe { _mm512_storeu_ps(p, v.0) }
-    }
+    one_intrinsic_ops!(W16: _mm512_setzero_ps _mm512_set1_ps _mm512_loadu_ps _mm512_storeu_ps;
+        fma _mm512_fmadd_ps, fnma _mm512_fnmadd_ps;
+        add _mm512_add_ps, sub _mm512_sub_ps, mul _mm512_mul_ps, div _mm512_div_ps, min _mm512_min_ps, max _mm512_max_ps);
     #[inline(always)]
     unsafe fn mask(r: usize) -> __mmask16 {
         if r >= 16 { 0xffff } else { ((1u32 << r) - 1) as __mmask16 }
@@ -145,20 +189,20 @@ impl Vf for W16 {
         unsafe { _mm512_mask_storeu_ps(p, m, v.0) }
     }
     #[inline(always)]
-    unsafe fn splat(p: *const f32) -> Self {
-        unsafe { W16(_mm512_set1_ps(*p)) }
+    unsafe fn round(a: Self) -> Self {
+        unsafe { W16(_mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(a.0)) }
     }
     #[inline(always)]
-    unsafe fn fma(a: Self, b: Self, c: Self) -> Self {
-        unsafe { W16(_mm512_fmadd_ps(a.0, b.0, c.0)) }
+    unsafe fn scale2(e: Self, n: Self) -> Self {
+        unsafe { W16(_mm512_scalef_ps(e.0, n.0)) }
     }
     #[inline(always)]
-    unsafe fn add(a: Self, b: Self) -> Self {
-        unsafe { W16(_mm512_add_ps(a.0, b.0)) }
-    }
-    #[inline(always)]
-    unsafe fn max0(a: Self) -> Self {
-        unsafe { W16(_mm512_max_ps(a.0, _mm512_setzero_ps())) }
+    unsafe fn exp_edges(x: Self, y: Self, lo: Self, hi: Self) -> Self {
+        unsafe {
+            let y = _mm512_mask_blend_ps(_mm512_cmp_ps_mask::<_CMP_LT_OQ>(x.0, lo.0), y.0, _mm512_setzero_ps());
+            let y = _mm512_mask_blend_ps(_mm512_cmp_ps_mask::<_CMP_GT_OQ>(x.0, hi.0), y, _mm512_set1_ps(f32::INFINITY));
+            W16(_mm512_mask_blend_ps(_mm512_cmp_ps_mask::<_CMP_UNORD_Q>(x.0, x.0), y, x.0))
+        }
     }
     #[inline(always)]
     unsafe fn hsum(v: Self) -> f32 {
@@ -170,6 +214,39 @@ impl Vf for W16 {
         }
     }
 }
+
+/// Defines `$narrow` (compiled for AVX2+FMA) and `$wide` (for AVX-512F), which run `$imp` on 8-
+/// and 16-lane vectors, and the entry point `$name`, which calls the one the path in use says.
+macro_rules! by_width {
+    ($(#[$meta:meta])* pub unsafe fn $name:ident / $narrow:ident / $wide:ident
+     ($($arg:ident : $ty:ty),* $(,)?) $(-> $ret:ty)? = $imp:ident::<$n:ty $(, $nc:literal)*> | <$w:ty $(, $wc:literal)*>) => {
+        /// The 256-bit build of the entry point named like it.
+        ///
+        /// SAFETY: AVX2 and FMA present; the rest as the entry point.
+        #[target_feature(enable = "avx2,fma")]
+        #[allow(clippy::too_many_arguments)]
+        unsafe fn $narrow($($arg: $ty),*) $(-> $ret)? {
+            unsafe { $imp::<$n $(, $nc)*>($($arg),*) }
+        }
+        /// The 512-bit build of the entry point named like it.
+        ///
+        /// SAFETY: AVX-512F present; the rest as the entry point.
+        #[target_feature(enable = "avx512f,avx2,fma")]
+        #[allow(clippy::too_many_arguments)]
+        unsafe fn $wide($($arg: $ty),*) $(-> $ret)? {
+            unsafe { $imp::<$w $(, $wc)*>($($arg),*) }
+        }
+        $(#[$meta])*
+        #[inline]
+        #[allow(clippy::too_many_arguments)]
+        pub unsafe fn $name($($arg: $ty),*) $(-> $ret)? {
+            // SAFETY: the path in use runs only where the CPU has it; the rest is the caller's.
+            unsafe { if super::simd::has_avx512() { $wide($($arg),*) } else { $narrow($($arg),*) } }
+        }
+    };
+}
+
+pub(crate) use by_width;
 
 /// c[i·ldc + j] = Σ_p a[i·lda + p] · b[j·ldb + p] for i < MR, j < NR.
 #[inline(always)]
@@ -271,42 +348,6 @@ unsafe fn nt_imp<V: Vf>(
             i += 1;
         }
     }
-}
-
-/// C[m×n] (row stride ldc) = A[m×k] · Bᵀ, A and B row-major along k (row strides lda, ldb).
-///
-/// SAFETY: AVX2 and FMA present; the pointers valid for those extents.
-#[target_feature(enable = "avx2,fma")]
-unsafe fn nt_256(
-    m: usize,
-    n: usize,
-    k: usize,
-    a: *const f32,
-    lda: usize,
-    b: *const f32,
-    ldb: usize,
-    c: *mut f32,
-    ldc: usize,
-) {
-    unsafe { nt_imp::<W8>(m, n, k, a, lda, b, ldb, c, ldc) }
-}
-
-/// [`nt_256`] on 16-lane vectors.
-///
-/// SAFETY: AVX-512F present; the pointers valid for those extents.
-#[target_feature(enable = "avx512f,avx2,fma")]
-unsafe fn nt_512(
-    m: usize,
-    n: usize,
-    k: usize,
-    a: *const f32,
-    lda: usize,
-    b: *const f32,
-    ldb: usize,
-    c: *mut f32,
-    ldc: usize,
-) {
-    unsafe { nt_imp::<W16>(m, n, k, a, lda, b, ldb, c, ldc) }
 }
 
 /// c[i·ldc + L·v ..] = Σ_p a[i·ars + p·acs] · b[p·ldb + L·v ..] for i < MR, v < NV; when MASKED,
@@ -413,45 +454,6 @@ unsafe fn nn_imp<V: Vf>(
     }
 }
 
-/// C[m×n] (row stride ldc) = A[m×k] · B[k×n]: A's element (i, p) at `a[i·ars + p·acs]`, B
-/// row-major (row stride ldb).
-///
-/// SAFETY: AVX2 and FMA present; the pointers valid for those extents.
-#[target_feature(enable = "avx2,fma")]
-unsafe fn nn_256(
-    m: usize,
-    n: usize,
-    k: usize,
-    a: *const f32,
-    ars: usize,
-    acs: usize,
-    b: *const f32,
-    ldb: usize,
-    c: *mut f32,
-    ldc: usize,
-) {
-    unsafe { nn_imp::<W8>(m, n, k, a, ars, acs, b, ldb, c, ldc) }
-}
-
-/// [`nn_256`] on 16-lane vectors.
-///
-/// SAFETY: AVX-512F present; the pointers valid for those extents.
-#[target_feature(enable = "avx512f,avx2,fma")]
-unsafe fn nn_512(
-    m: usize,
-    n: usize,
-    k: usize,
-    a: *const f32,
-    ars: usize,
-    acs: usize,
-    b: *const f32,
-    ldb: usize,
-    c: *mut f32,
-    ldc: usize,
-) {
-    unsafe { nn_imp::<W16>(m, n, k, a, ars, acs, b, ldb, c, ldc) }
-}
-
 /// What a packed block does with its sums.
 #[derive(Clone, Copy)]
 pub enum Epi {
@@ -459,6 +461,19 @@ pub enum Epi {
     Store,
     /// C += sums (C read first).
     Accumulate,
+}
+
+/// Row p of a 16-wide panel as NV vectors. (A function, not a closure: a closure in a generic
+/// kernel gets none of its caller's target features, so the intrinsics in it are not inlined.)
+#[inline(always)]
+unsafe fn panel_row<V: Vf, const NV: usize>(b: *const f32, p: usize) -> [V; NV] {
+    unsafe {
+        let mut bv = [V::zero(); NV];
+        for (v, x) in bv.iter_mut().enumerate() {
+            *x = V::load(b.add(16 * p + V::L * v));
+        }
+        bv
+    }
 }
 
 /// c[i·ldc + j] (= or +=) Σ_p a[i·ars + p·acs] · b[p·16 + j] for i < MR, j < cols ≤ 16: one
@@ -483,18 +498,11 @@ unsafe fn pk_block<V: Vf, const MR: usize, const NV: usize>(
         for (i, r) in rows.iter_mut().enumerate() {
             *r = a.add(i * ars);
         }
-        let bload = |p: usize| {
-            let mut bv = [V::zero(); NV];
-            for (v, x) in bv.iter_mut().enumerate() {
-                *x = V::load(b.add(16 * p + V::L * v));
-            }
-            bv
-        };
         // Addressing by layout: rows contiguous along p (one index for all rows), rows adjacent
         // (one pointer for all rows), or general (one pointer per row).
         if acs == 1 {
             for p in 0..k {
-                let bv = bload(p);
+                let bv = panel_row::<V, NV>(b, p);
                 for i in 0..MR {
                     let av = V::splat(rows[i].add(p));
                     for v in 0..NV {
@@ -505,7 +513,7 @@ unsafe fn pk_block<V: Vf, const MR: usize, const NV: usize>(
         } else if ars == 1 {
             let mut ap = a;
             for p in 0..k {
-                let bv = bload(p);
+                let bv = panel_row::<V, NV>(b, p);
                 for i in 0..MR {
                     let av = V::splat(ap.add(i));
                     for v in 0..NV {
@@ -516,7 +524,7 @@ unsafe fn pk_block<V: Vf, const MR: usize, const NV: usize>(
             }
         } else {
             for p in 0..k {
-                let bv = bload(p);
+                let bv = panel_row::<V, NV>(b, p);
                 for i in 0..MR {
                     let av = V::splat(rows[i]);
                     for v in 0..NV {
@@ -590,55 +598,14 @@ unsafe fn packed_imp<V: Vf, const NV: usize, const BIG: usize>(
     }
 }
 
-/// C[m×n] (row stride ldc) = A[m×k] · B[k×n] with B packed in 16-wide panels
-/// ([⌈n/16⌉][k][16]: element (p, j) at `b[(j/16)·16k + 16p + j%16]`, lanes past n ignored) and
-/// A's element (i, p) at `a[i·ars + p·acs]`; `epi` says what is done with the sums. Panels in
-/// order, 6 rows of C at a time over each (tails of 4, 2, 1), the whole of k in registers.
-///
-/// SAFETY: AVX2 and FMA present; the pointers valid for those extents (B for whole panels).
-#[target_feature(enable = "avx2,fma")]
-unsafe fn packed_256(
-    m: usize,
-    n: usize,
-    k: usize,
-    a: *const f32,
-    ars: usize,
-    acs: usize,
-    b: *const f32,
-    c: *mut f32,
-    ldc: usize,
-    epi: Epi,
-) {
-    unsafe { packed_imp::<W8, 2, 6>(m, n, k, a, ars, acs, b, c, ldc, epi) }
-}
-
-/// [`packed_256`] on 16-lane vectors: a panel is one vector, so 12 rows of C at a time keep twelve
-/// independent FMA chains in flight (tails of 6, 4, 2, 1).
-///
-/// SAFETY: AVX-512F present; the pointers valid for those extents (B for whole panels).
-#[target_feature(enable = "avx512f,avx2,fma")]
-unsafe fn packed_512(
-    m: usize,
-    n: usize,
-    k: usize,
-    a: *const f32,
-    ars: usize,
-    acs: usize,
-    b: *const f32,
-    c: *mut f32,
-    ldc: usize,
-    epi: Epi,
-) {
-    unsafe { packed_imp::<W16, 1, 12>(m, n, k, a, ars, acs, b, c, ldc, epi) }
-}
-
 /// Independent FMA chains for the ceiling measurement: 12 accumulators hide the FMA latency
 /// on every core flopnet was measured on (4 cycles, two pipes). Returns their sum (so the work
 /// is not optimised away).
 #[inline(always)]
-unsafe fn fma_chains<V: Vf>(iters: usize) -> f32 {
+unsafe fn fma_chains_imp<V: Vf>(iters: usize) -> f32 {
+    let iters = std::hint::black_box(iters);
     unsafe {
-        let (a, b) = (V::splat(&0.999_999), V::splat(&1e-7));
+        let (a, b) = (V::set(0.999_999), V::set(1e-7));
         let mut acc = [V::zero(); 12];
         for _ in 0..iters {
             for x in acc.iter_mut() {
@@ -649,97 +616,48 @@ unsafe fn fma_chains<V: Vf>(iters: usize) -> f32 {
     }
 }
 
-/// `iters` rounds of 12 independent 8-lane FMAs (192 FLOPs a round).
-///
-/// SAFETY: AVX2 and FMA present.
-#[target_feature(enable = "avx2,fma")]
-pub unsafe fn fma_chains_256(iters: usize) -> f32 {
-    unsafe { fma_chains::<W8>(std::hint::black_box(iters)) }
+by_width! {
+    /// C[m×n] (row stride ldc) = A[m×k] · Bᵀ, A and B row-major along k (row strides lda, ldb).
+    ///
+    /// SAFETY: the path in use is `avx2` or `avx512`; the pointers valid for those extents.
+    pub unsafe fn nt / nt_256 / nt_512(
+        m: usize, n: usize, k: usize, a: *const f32, lda: usize, b: *const f32, ldb: usize, c: *mut f32, ldc: usize,
+    ) = nt_imp::<W8> | <W16>
 }
 
-/// `iters` rounds of 12 independent 16-lane FMAs (384 FLOPs a round).
-///
-/// SAFETY: AVX-512F present.
-#[target_feature(enable = "avx512f,avx2,fma")]
-pub unsafe fn fma_chains_512(iters: usize) -> f32 {
-    unsafe { fma_chains::<W16>(std::hint::black_box(iters)) }
+by_width! {
+    /// C[m×n] (row stride ldc) = A[m×k] · B[k×n]: A's element (i, p) at `a[i·ars + p·acs]`, B
+    /// row-major (row stride ldb).
+    ///
+    /// SAFETY: the path in use is `avx2` or `avx512`; the pointers valid for those extents.
+    pub unsafe fn nn / nn_256 / nn_512(
+        m: usize, n: usize, k: usize, a: *const f32, ars: usize, acs: usize, b: *const f32, ldb: usize, c: *mut f32,
+        ldc: usize,
+    ) = nn_imp::<W8> | <W16>
 }
 
-/// [`nt_256`] or [`nt_512`], as the path in use says.
-///
-/// SAFETY: the path in use is `avx2` or `avx512`; the pointers valid for those extents.
-#[inline]
-pub unsafe fn nt(
-    m: usize,
-    n: usize,
-    k: usize,
-    a: *const f32,
-    lda: usize,
-    b: *const f32,
-    ldb: usize,
-    c: *mut f32,
-    ldc: usize,
-) {
-    // SAFETY: the path in use runs only where the CPU has its features.
-    unsafe {
-        if super::simd::has_avx512() {
-            nt_512(m, n, k, a, lda, b, ldb, c, ldc)
-        } else {
-            nt_256(m, n, k, a, lda, b, ldb, c, ldc)
-        }
-    }
+by_width! {
+    /// C[m×n] (row stride ldc) = A[m×k] · B[k×n] with B packed in 16-wide panels
+    /// ([⌈n/16⌉][k][16]: element (p, j) at `b[(j/16)·16k + 16p + j%16]`, lanes past n ignored) and
+    /// A's element (i, p) at `a[i·ars + p·acs]`; `epi` says what is done with the sums. Panels in
+    /// order, the whole of k in registers: 6 rows of C at a time over each on 8 lanes (two
+    /// vectors a panel), 12 on 16 lanes (one vector a panel: twelve FMA chains in flight); tails
+    /// of 6, 4, 2, 1.
+    ///
+    /// SAFETY: the path in use is `avx2` or `avx512`; the pointers valid for those extents (B for
+    /// whole panels).
+    pub unsafe fn packed / packed_256 / packed_512(
+        m: usize, n: usize, k: usize, a: *const f32, ars: usize, acs: usize, b: *const f32, c: *mut f32, ldc: usize,
+        epi: Epi,
+    ) = packed_imp::<W8, 2, 6> | <W16, 1, 12>
 }
 
-/// [`nn_256`] or [`nn_512`], as the path in use says.
-///
-/// SAFETY: the path in use is `avx2` or `avx512`; the pointers valid for those extents.
-#[inline]
-pub unsafe fn nn(
-    m: usize,
-    n: usize,
-    k: usize,
-    a: *const f32,
-    ars: usize,
-    acs: usize,
-    b: *const f32,
-    ldb: usize,
-    c: *mut f32,
-    ldc: usize,
-) {
-    // SAFETY: the path in use runs only where the CPU has its features.
-    unsafe {
-        if super::simd::has_avx512() {
-            nn_512(m, n, k, a, ars, acs, b, ldb, c, ldc)
-        } else {
-            nn_256(m, n, k, a, ars, acs, b, ldb, c, ldc)
-        }
-    }
-}
-
-/// [`packed_256`] or [`packed_512`], as the path in use says.
-///
-/// SAFETY: the path in use is `avx2` or `avx512`; the pointers valid for those extents.
-#[inline]
-pub unsafe fn packed(
-    m: usize,
-    n: usize,
-    k: usize,
-    a: *const f32,
-    ars: usize,
-    acs: usize,
-    b: *const f32,
-    c: *mut f32,
-    ldc: usize,
-    epi: Epi,
-) {
-    // SAFETY: the path in use runs only where the CPU has its features.
-    unsafe {
-        if super::simd::has_avx512() {
-            packed_512(m, n, k, a, ars, acs, b, c, ldc, epi)
-        } else {
-            packed_256(m, n, k, a, ars, acs, b, c, ldc, epi)
-        }
-    }
+by_width! {
+    /// `iters` rounds of 12 independent FMAs of the path's vector (192 FLOPs a round on 8 lanes,
+    /// 384 on 16), for the ceiling measurement; returns their sum.
+    ///
+    /// SAFETY: the path in use is `avx2` or `avx512`.
+    pub unsafe fn fma_chains / fma_chains_256 / fma_chains_512(iters: usize) -> f32 = fma_chains_imp::<W8> | <W16>
 }
 
 /// The first `ow / 8 · 8` outputs of one row of a 2×2, stride-2 max pool (the caller does the
@@ -839,102 +757,93 @@ pub unsafe fn max_pool2_row_512(
 /// e^x per lane, to about 2 ulp over the range where the result is a normal f32; 0 below
 /// about -87.3, +inf above about 88.7 (Cephes' expf polynomial, Cody–Waite reduction).
 #[inline(always)]
-unsafe fn exp8(x: __m256) -> __m256 {
+unsafe fn exp<V: Vf>(x: V) -> V {
     unsafe {
-        let hi = _mm256_set1_ps(88.722_83);
-        let lo = _mm256_set1_ps(-87.336_55);
-        let xc = _mm256_max_ps(_mm256_min_ps(x, hi), lo);
+        let (hi, lo) = (V::set(88.722_83), V::set(-87.336_55));
+        let xc = V::max(V::min(x, hi), lo);
         // n = round(x / ln 2); r = x - n ln 2 in two parts.
-        let n = _mm256_round_ps(
-            _mm256_mul_ps(xc, _mm256_set1_ps(std::f32::consts::LOG2_E)),
-            _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC,
-        );
-        let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693_359_4), xc);
-        let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.121_944_4e-4), r);
-        let mut p = _mm256_set1_ps(1.987_569_1e-4);
-        p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.398_199_9e-3));
-        p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.333_452e-3));
-        p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.166_579_6e-2));
-        p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.666_666_5e-1));
-        p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5));
-        let r2 = _mm256_mul_ps(r, r);
-        let e = _mm256_add_ps(_mm256_fmadd_ps(p, r2, r), _mm256_set1_ps(1.0));
-        // Scale by 2^n: n in [-126, 128]; split in two steps so 2^128 does not overflow the exponent.
-        let ni = _mm256_cvtps_epi32(n);
-        let half = _mm256_srai_epi32(ni, 1);
-        let pow = |k: __m256i| _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(k, _mm256_set1_epi32(127)), 23));
-        let y = _mm256_mul_ps(_mm256_mul_ps(e, pow(half)), pow(_mm256_sub_epi32(ni, half)));
+        let n = V::round(V::mul(xc, V::set(std::f32::consts::LOG2_E)));
+        let r = V::fnma(n, V::set(0.693_359_4), xc);
+        let r = V::fnma(n, V::set(-2.121_944_4e-4), r);
+        let mut p = V::set(1.987_569_1e-4);
+        for c in [1.398_199_9e-3, 8.333_452e-3, 4.166_579_6e-2, 1.666_666_5e-1, 0.5] {
+            p = V::fma(p, r, V::set(c));
+        }
+        let e = V::add(V::fma(p, V::mul(r, r), r), V::set(1.0));
         // Below the clamp: 0 (as libm underflows); above: +inf; NaN stays NaN.
-        let y = _mm256_andnot_ps(_mm256_cmp_ps(x, lo, _CMP_LT_OQ), y);
-        let y = _mm256_blendv_ps(y, _mm256_set1_ps(f32::INFINITY), _mm256_cmp_ps(x, hi, _CMP_GT_OQ));
-        _mm256_blendv_ps(y, x, _mm256_cmp_ps(x, x, _CMP_UNORD_Q))
+        V::exp_edges(x, V::scale2(e, n), lo, hi)
     }
 }
 
-/// z += bias, then the logistic function, over rows of `bias.len()` values: the bias added row
-/// by row, then the function over the whole buffer in full vectors (one masked tail), so no
-/// row's masked store holds up the next row's load.
-///
-/// SAFETY: AVX2 and FMA present.
-#[target_feature(enable = "avx2,fma")]
-pub unsafe fn bias_sigmoid(out: &mut [f32], bias: &[f32]) {
-    let m = bias.len();
-    for row in out.chunks_exact_mut(m) {
-        for (z, &b) in row.iter_mut().zip(bias) {
-            *z += b;
-        }
+/// A function applied lane by lane. (A type, not a closure: a closure in a generic kernel gets
+/// none of its caller's target features, and its intrinsics became calls: 10 ns a value.)
+trait Lanewise {
+    unsafe fn f<V: Vf>(x: V) -> V;
+}
+
+struct Exp;
+struct Logistic;
+
+impl Lanewise for Exp {
+    #[inline(always)]
+    unsafe fn f<V: Vf>(x: V) -> V {
+        unsafe { exp(x) }
     }
-    let len = out.len() / m * m;
-    unsafe {
-        let one = _mm256_set1_ps(1.0);
-        let f = |z: __m256| _mm256_div_ps(one, _mm256_add_ps(one, exp8(_mm256_sub_ps(_mm256_setzero_ps(), z))));
-        let p = out.as_mut_ptr();
-        let mut j = 0;
-        while j + 8 <= len {
-            _mm256_storeu_ps(p.add(j), f(_mm256_loadu_ps(p.add(j))));
-            j += 8;
-        }
-        if j < len {
-            let mask = tail_mask(len - j);
-            _mm256_maskstore_ps(p.add(j), mask, f(_mm256_maskload_ps(p.add(j), mask)));
+}
+
+impl Lanewise for Logistic {
+    #[inline(always)]
+    unsafe fn f<V: Vf>(z: V) -> V {
+        unsafe {
+            let one = V::set(1.0);
+            V::div(one, V::add(one, exp(V::sub(V::zero(), z))))
         }
     }
 }
 
-/// z += bias, then softmax, over rows of `bias.len()` values: bias, row maximum and shift row by
-/// row, e^x over the whole buffer in full vectors, then each row's sum (in element order) and
-/// scale.
-///
-/// SAFETY: AVX2 and FMA present.
-#[target_feature(enable = "avx2,fma")]
-pub unsafe fn bias_softmax(out: &mut [f32], bias: &[f32]) {
-    softmax_rows(out, bias, |p, len| unsafe {
-        let mut j = 0;
-        while j + 8 <= len {
-            _mm256_storeu_ps(p.add(j), exp8(_mm256_loadu_ps(p.add(j))));
-            j += 8;
-        }
-        if j < len {
-            let mask = tail_mask(len - j);
-            _mm256_maskstore_ps(p.add(j), mask, exp8(_mm256_maskload_ps(p.add(j), mask)));
-        }
-    })
-}
-
-/// The row-by-row passes of a softmax around `exp_all(pointer, len)`, which replaces each of the
-/// first len values x by e^x.
+/// F over the first `len` values at `p`, in full vectors and one masked tail.
 #[inline(always)]
-fn softmax_rows(out: &mut [f32], bias: &[f32], exp_all: impl Fn(*mut f32, usize)) {
+unsafe fn map<V: Vf, F: Lanewise>(p: *mut f32, len: usize) {
+    unsafe {
+        let mut j = 0;
+        while j + V::L <= len {
+            V::store(p.add(j), F::f(V::load(p.add(j))));
+            j += V::L;
+        }
+        if j < len {
+            let mask = V::mask(len - j);
+            V::store_masked(p.add(j), mask, F::f(V::load_masked(p.add(j), mask)));
+        }
+    }
+}
+
+/// The bias added to each row of `bias.len()` values; returns how many values that covered.
+#[inline(always)]
+fn add_bias(out: &mut [f32], bias: &[f32]) -> usize {
     let m = bias.len();
     for row in out.chunks_exact_mut(m) {
         for (z, &b) in row.iter_mut().zip(bias) {
             *z += b;
         }
+    }
+    out.len() / m * m
+}
+
+#[inline(always)]
+unsafe fn sigmoid_imp<V: Vf>(out: &mut [f32], bias: &[f32]) {
+    let len = add_bias(out, bias);
+    unsafe { map::<V, Logistic>(out.as_mut_ptr(), len) }
+}
+
+#[inline(always)]
+unsafe fn softmax_imp<V: Vf>(out: &mut [f32], bias: &[f32]) {
+    let m = bias.len();
+    let len = add_bias(out, bias);
+    for row in out.chunks_exact_mut(m) {
         let top = row.iter().fold(f32::NEG_INFINITY, |t, &v| t.max(v));
         row.iter_mut().for_each(|v| *v -= top);
     }
-    let len = out.len() / m * m;
-    exp_all(out.as_mut_ptr(), len);
+    unsafe { map::<V, Exp>(out.as_mut_ptr(), len) };
     for row in out.chunks_exact_mut(m) {
         let sum: f32 = row.iter().sum();
         let inv = 1.0 / sum;
@@ -942,81 +851,25 @@ fn softmax_rows(out: &mut [f32], bias: &[f32], exp_all: impl Fn(*mut f32, usize)
     }
 }
 
-/// [`exp8`] on 16 lanes: the same reduction and polynomial, the scaling by 2^n in one `scalef`.
-#[inline(always)]
-unsafe fn exp16(x: __m512) -> __m512 {
-    unsafe {
-        let hi = _mm512_set1_ps(88.722_83);
-        let lo = _mm512_set1_ps(-87.336_55);
-        let xc = _mm512_max_ps(_mm512_min_ps(x, hi), lo);
-        let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm512_mul_ps(
-            xc,
-            _mm512_set1_ps(std::f32::consts::LOG2_E),
-        ));
-        let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693_359_4), xc);
-        let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.121_944_4e-4), r);
-        let mut p = _mm512_set1_ps(1.987_569_1e-4);
-        p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.398_199_9e-3));
-        p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.333_452e-3));
-        p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.166_579_6e-2));
-        p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.666_666_5e-1));
-        p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5));
-        let r2 = _mm512_mul_ps(r, r);
-        let e = _mm512_add_ps(_mm512_fmadd_ps(p, r2, r), _mm512_set1_ps(1.0));
-        let y = _mm512_scalef_ps(e, n);
-        // Below the clamp: 0 (as libm underflows); above: +inf; NaN stays NaN.
-        let y = _mm512_mask_blend_ps(_mm512_cmp_ps_mask::<_CMP_LT_OQ>(x, lo), y, _mm512_setzero_ps());
-        let y = _mm512_mask_blend_ps(_mm512_cmp_ps_mask::<_CMP_GT_OQ>(x, hi), y, _mm512_set1_ps(f32::INFINITY));
-        _mm512_mask_blend_ps(_mm512_cmp_ps_mask::<_CMP_UNORD_Q>(x, x), y, x)
-    }
+by_width! {
+    /// z += bias, then the logistic function, over rows of `bias.len()` values: the bias added row
+    /// by row, then the function over the whole buffer in full vectors (one masked tail). Taken
+    /// row by row, each row's masked store held up the next row's masked load (0.8 ns a value at
+    /// rows of 30, docs/kernels.md, "AVX-512").
+    ///
+    /// SAFETY: the path in use is `avx2` or `avx512`.
+    pub unsafe fn bias_sigmoid / bias_sigmoid_256 / bias_sigmoid_512(out: &mut [f32], bias: &[f32])
+        = sigmoid_imp::<W8> | <W16>
 }
 
-/// [`bias_sigmoid`] on 16-lane vectors: the bias added row by row, then the logistic function
-/// over the whole buffer in full vectors (one masked tail). Rows of 30 taken one at a time, each
-/// ending in a masked store that the next row's masked load waited on, ran at 0.8 ns a value.
-///
-/// SAFETY: AVX-512F present.
-#[target_feature(enable = "avx512f,avx2,fma")]
-pub unsafe fn bias_sigmoid_512(out: &mut [f32], bias: &[f32]) {
-    let m = bias.len();
-    for row in out.chunks_exact_mut(m) {
-        for (z, &b) in row.iter_mut().zip(bias) {
-            *z += b;
-        }
-    }
-    let len = out.len() / m * m;
-    unsafe {
-        let one = _mm512_set1_ps(1.0);
-        let f = |z: __m512| _mm512_div_ps(one, _mm512_add_ps(one, exp16(_mm512_sub_ps(_mm512_setzero_ps(), z))));
-        let p = out.as_mut_ptr();
-        let mut j = 0;
-        while j + 16 <= len {
-            _mm512_storeu_ps(p.add(j), f(_mm512_loadu_ps(p.add(j))));
-            j += 16;
-        }
-        if j < len {
-            let mask = W16::mask(len - j);
-            _mm512_mask_storeu_ps(p.add(j), mask, f(_mm512_maskz_loadu_ps(mask, p.add(j))));
-        }
-    }
-}
-
-/// [`bias_softmax`] on 16-lane vectors.
-///
-/// SAFETY: AVX-512F present.
-#[target_feature(enable = "avx512f,avx2,fma")]
-pub unsafe fn bias_softmax_512(out: &mut [f32], bias: &[f32]) {
-    softmax_rows(out, bias, |p, len| unsafe {
-        let mut j = 0;
-        while j + 16 <= len {
-            _mm512_storeu_ps(p.add(j), exp16(_mm512_loadu_ps(p.add(j))));
-            j += 16;
-        }
-        if j < len {
-            let mask = W16::mask(len - j);
-            _mm512_mask_storeu_ps(p.add(j), mask, exp16(_mm512_maskz_loadu_ps(mask, p.add(j))));
-        }
-    })
+by_width! {
+    /// z += bias, then softmax, over rows of `bias.len()` values: bias, row maximum and shift row
+    /// by row, e^x over the whole buffer in full vectors, then each row's sum (in element order)
+    /// and scale.
+    ///
+    /// SAFETY: the path in use is `avx2` or `avx512`.
+    pub unsafe fn bias_softmax / bias_softmax_256 / bias_softmax_512(out: &mut [f32], bias: &[f32])
+        = softmax_imp::<W8> | <W16>
 }
 
 #[cfg(test)]
@@ -1096,32 +949,33 @@ mod tests {
         }
     }
 
-    /// exp8 and exp16 (where the CPU has AVX-512F; named as skipped where not) against libm.
+    /// e^x on 8 and 16 lanes (where the CPU has AVX-512F; named as skipped where not) against libm.
     #[test]
-    fn exp8_and_exp16_are_close_to_libm() {
+    fn exp_on_both_widths_is_close_to_libm() {
         #[target_feature(enable = "avx2,fma")]
         unsafe fn run8(x: &[f32; 16]) -> [f32; 16] {
             let mut out = [0f32; 16];
             unsafe {
-                _mm256_storeu_ps(out.as_mut_ptr(), exp8(_mm256_loadu_ps(x.as_ptr())));
-                _mm256_storeu_ps(out.as_mut_ptr().add(8), exp8(_mm256_loadu_ps(x.as_ptr().add(8))));
+                for h in 0..2 {
+                    W8::store(out.as_mut_ptr().add(8 * h), exp(W8::load(x.as_ptr().add(8 * h))));
+                }
             }
             out
         }
         #[target_feature(enable = "avx512f,avx2,fma")]
         unsafe fn run16(x: &[f32; 16]) -> [f32; 16] {
             let mut out = [0f32; 16];
-            unsafe { _mm512_storeu_ps(out.as_mut_ptr(), exp16(_mm512_loadu_ps(x.as_ptr()))) };
+            unsafe { W16::store(out.as_mut_ptr(), exp(W16::load(x.as_ptr()))) };
             out
         }
         type Run = unsafe fn(&[f32; 16]) -> [f32; 16];
         let widths: [(&str, bool, Run); 2] = [
-            ("exp8", crate::engine::simd::Path::Avx2.available(), run8),
-            ("exp16", crate::engine::simd::Path::Avx512.available(), run16),
+            ("8 lanes", crate::engine::simd::Path::Avx2.available(), run8),
+            ("16 lanes", crate::engine::simd::Path::Avx512.available(), run16),
         ];
         for (name, ok, run) in widths {
             if !ok {
-                eprintln!("skipped: {name} (this CPU lacks the features)");
+                eprintln!("skipped: e^x on {name} (this CPU lacks the features)");
                 continue;
             }
             let mut worst = 0f64;

@@ -145,19 +145,13 @@ pub unsafe fn forward(
     let panels = n.div_ceil(16);
     assert!(per_task >= panel_len(sh));
     let (xp, ap) = (&*xp, &*ap);
-    // The 512-bit tile takes panels in pairs: split the pairs, so a task's range is whole pairs.
-    let wide = super::simd::has_avx512();
-    let units = if wide { panels.div_ceil(2) } else { panels };
+    // Tasks split whole groups of panels (two a group on 16 lanes).
+    let group = if super::simd::has_avx512() { group_of::<W16>() } else { group_of::<W8>() };
+    let units = panels.div_ceil(group);
     split_panels(units, sh.f * ckk * n, team, (slots, per_task, panel_len(sh)), z.as_mut_ptr(), &|range, panel, z| {
-        // SAFETY: AVX2/FMA, or AVX-512F when `wide` (the caller's promise); the slot and the
+        // SAFETY: the path in use is avx2 or avx512 (the caller's promise); the slot and the
         // columns of these panels are this task's.
-        unsafe {
-            if wide {
-                task_512(sh, batch, xp, ap, bias, 2 * range.start..(2 * range.end).min(panels), panel, z, n)
-            } else {
-                task(sh, batch, xp, ap, bias, range, panel, z, n)
-            }
-        }
+        unsafe { task(sh, batch, xp, ap, bias, group * range.start..(group * range.end).min(panels), panel, z, n) }
     });
 }
 
@@ -192,57 +186,17 @@ fn split_panels(
     });
 }
 
-/// One task's panels: build each, then multiply it by every row block of A, K-block by K-block.
-#[target_feature(enable = "avx2,fma")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn task(
-    sh: &ConvShape,
-    batch: usize,
-    xp: &[f32],
-    ap: &[f32],
-    bias: Option<(&[f32], bool)>,
-    panels: std::ops::Range<usize>,
-    panel: &mut [f32],
-    z: *mut f32,
-    n: usize,
-) {
-    let ckk = sh.ckk();
-    let kblocks = ckk.div_ceil(KC);
-    let kc = ckk.div_ceil(kblocks);
-    for pn in panels {
-        let q0 = 16 * pn;
-        let cols = (n - q0).min(16);
-        // SAFETY: the caller's xp and panel, sized for this convolution and batch.
-        unsafe { build_panel(sh, batch, xp, q0, n, panel) };
-        for k0 in (0..ckk).step_by(kc) {
-            let k1 = (k0 + kc).min(ckk);
-            let fin = if k1 == ckk { bias.map(|(b, relu)| (b.as_ptr(), relu)) } else { None };
-            for (r0, mr) in row_blocks(sh.f) {
-                let a = ap[r0 * ckk + mr * k0..].as_ptr();
-                let b = panel[16 * k0..].as_ptr();
-                let bs = [b, b.wrapping_add(8)];
-                let rows = mr.min(sh.f - r0);
-                let fin = fin.map(|(b, relu)| (b.wrapping_add(r0), relu));
-                // SAFETY: rows r0..r0+rows, columns q0..q0+cols of z are this task's.
-                let c = unsafe { z.add(r0 * n + q0) };
-                unsafe {
-                    if mr == 6 {
-                        tile::<W8, 6, 2>(k1 - k0, a, bs, c, n, rows, cols, k0 > 0, fin)
-                    } else {
-                        tile::<W8, 4, 2>(k1 - k0, a, bs, c, n, rows, cols, k0 > 0, fin)
-                    }
-                }
-            }
-        }
-    }
+/// Panels a group holds: one on 8 lanes (two vectors a panel), two on 16 (one vector each, so a
+/// 6-row block keeps 12 accumulators). A group's panels lie one after the other in the slot.
+fn group_of<V: Vf>() -> usize {
+    2 * V::L / 16
 }
 
-/// [`task`] with the 512-bit tile: panels in pairs (one 16-lane vector each, so a 6-row block
-/// keeps 12 accumulators), a lone last panel alone. The pair's panels lie one after the other
-/// in the slot.
-#[target_feature(enable = "avx512f,avx2,fma")]
+/// One task's panels, a group at a time: build its panels, then multiply them by every row
+/// block of A, K-block by K-block; a last group may hold fewer panels.
+#[inline(always)]
 #[allow(clippy::too_many_arguments)]
-unsafe fn task_512(
+unsafe fn task_imp<V: Vf>(
     sh: &ConvShape,
     batch: usize,
     xp: &[f32],
@@ -258,39 +212,72 @@ unsafe fn task_512(
     let kc = ckk.div_ceil(kblocks);
     let mut pn = panels.start;
     while pn < panels.end {
-        let pair = pn + 1 < panels.end;
+        let count = group_of::<V>().min(panels.end - pn);
         let q0 = 16 * pn;
-        let cols = (n - q0).min(if pair { 32 } else { 16 });
-        let (first, second) = slot.split_at_mut(16 * ckk);
-        // SAFETY: the caller's xp and slot, sized for this convolution and batch (two panels).
-        unsafe {
-            build_panel(sh, batch, xp, q0, n, first);
-            if pair {
-                build_panel(sh, batch, xp, q0 + 16, n, second);
-            }
+        let cols = (n - q0).min(16 * count);
+        for (i, panel) in slot.chunks_exact_mut(16 * ckk).take(count).enumerate() {
+            // SAFETY: the caller's xp and slot, sized for this convolution and batch.
+            unsafe { build_panel(sh, batch, xp, q0 + 16 * i, n, panel) };
         }
         for k0 in (0..ckk).step_by(kc) {
             let k1 = (k0 + kc).min(ckk);
             let fin = if k1 == ckk { bias.map(|(b, relu)| (b.as_ptr(), relu)) } else { None };
+            let b = slot[16 * k0..].as_ptr();
             for (r0, mr) in row_blocks(sh.f) {
                 let a = ap[r0 * ckk + mr * k0..].as_ptr();
-                let (b0, b1) = (slot[16 * k0..].as_ptr(), slot[16 * ckk + 16 * k0..].as_ptr());
-                let rows = mr.min(sh.f - r0);
                 let fin = fin.map(|(b, relu)| (b.wrapping_add(r0), relu));
-                // SAFETY: rows r0..r0+rows, columns q0..q0+cols of z are this task's.
-                let c = unsafe { z.add(r0 * n + q0) };
+                // SAFETY: rows r0.., columns q0..q0+cols of z are this task's.
                 unsafe {
-                    match (mr, pair) {
-                        (6, true) => tile::<W16, 6, 2>(k1 - k0, a, [b0, b1], c, n, rows, cols, k0 > 0, fin),
-                        (_, true) => tile::<W16, 4, 2>(k1 - k0, a, [b0, b1], c, n, rows, cols, k0 > 0, fin),
-                        (6, false) => tile::<W16, 6, 1>(k1 - k0, a, [b0], c, n, rows, cols, k0 > 0, fin),
-                        (_, false) => tile::<W16, 4, 1>(k1 - k0, a, [b0], c, n, rows, cols, k0 > 0, fin),
-                    }
+                    let c = z.add(r0 * n + q0);
+                    let rows = (mr, sh.f - r0);
+                    tiles::<V>(k1 - k0, a, b, 16 * ckk, count, c, n, rows, cols, k0 > 0, fin);
                 }
             }
         }
-        pn += if pair { 2 } else { 1 };
+        pn += count;
     }
+}
+
+/// The tile for a group of `count` panels (B streams `panel` apart from `b`, 16 values a row):
+/// on 8 lanes two vectors of one panel, on 16 one vector of each; `rows` = (the block's rows,
+/// the rows of C left).
+///
+/// SAFETY: as [`tile`].
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn tiles<V: Vf>(
+    kc: usize,
+    a: *const f32,
+    b: *const f32,
+    panel: usize,
+    count: usize,
+    c: *mut f32,
+    ldc: usize,
+    (mr, left): (usize, usize),
+    cols: usize,
+    load: bool,
+    fin: Option<(*const f32, bool)>,
+) {
+    let rows = mr.min(left);
+    let second = if V::L == 8 { b.wrapping_add(8) } else { b.wrapping_add(panel) };
+    unsafe {
+        match (mr, V::L == 8 || count == 2) {
+            (6, true) => tile::<V, 6, 2>(kc, a, [b, second], c, ldc, rows, cols, load, fin),
+            (_, true) => tile::<V, 4, 2>(kc, a, [b, second], c, ldc, rows, cols, load, fin),
+            (6, false) => tile::<V, 6, 1>(kc, a, [b], c, ldc, rows, cols, load, fin),
+            (_, false) => tile::<V, 4, 1>(kc, a, [b], c, ldc, rows, cols, load, fin),
+        }
+    }
+}
+
+super::avx::by_width! {
+    /// One task's panels (a range of whole groups, but for the last).
+    ///
+    /// SAFETY: the path in use is `avx2` or `avx512`; a slot of [`panel_len`] values.
+    pub unsafe fn task / task_256 / task_512(
+        sh: &ConvShape, batch: usize, xp: &[f32], ap: &[f32], bias: Option<(&[f32], bool)>,
+        panels: std::ops::Range<usize>, slot: &mut [f32], z: *mut f32, n: usize,
+    ) = task_imp::<W8> | <W16>
 }
 
 /// One B panel: positions q0..q0+16 (lanes past n hold whatever the loads brought) of every row
@@ -410,19 +397,13 @@ pub unsafe fn weight_grad(
     pack_a(delta, sh.f, n, dp);
     let panels = ckk.div_ceil(16);
     let (xp, dp) = (&*xp, &*dp);
-    // The 512-bit tile takes panels in pairs: split the pairs, so a task's range is whole pairs.
-    let wide = super::simd::has_avx512();
-    let units = if wide { panels.div_ceil(2) } else { panels };
+    // Tasks split whole groups of panels (two a group on 16 lanes).
+    let group = if super::simd::has_avx512() { group_of::<W16>() } else { group_of::<W8>() };
+    let units = panels.div_ceil(group);
     split_panels(units, sh.f * ckk * n, team, (slots, per_task, GRAD_SLOT), dw.as_mut_ptr(), &|range, slice, dw| {
-        // SAFETY: AVX2/FMA, or AVX-512F when `wide` (the caller's promise); the slot and dW's
+        // SAFETY: the path in use is avx2 or avx512 (the caller's promise); the slot and dW's
         // columns of these panels are this task's.
-        unsafe {
-            if wide {
-                grad_task_512(sh, batch, xp, dp, 2 * range.start..(2 * range.end).min(panels), slice, dw)
-            } else {
-                grad_task(sh, batch, xp, dp, range, slice, dw)
-            }
-        }
+        unsafe { grad_task(sh, batch, xp, dp, group * range.start..(group * range.end).min(panels), slice, dw) }
     });
 }
 
@@ -467,51 +448,11 @@ unsafe fn build_slice(sh: &ConvShape, xp: &[f32], runs: &Runs, q0: usize, q1: us
     }
 }
 
-/// One task's columns of dW: for each panel of 16 im2col rows, position block by block, the
-/// B slice and its product with every row block of the packed delta.
-#[target_feature(enable = "avx2,fma")]
-unsafe fn grad_task(
-    sh: &ConvShape,
-    batch: usize,
-    xp: &[f32],
-    dp: &[f32],
-    panels: std::ops::Range<usize>,
-    slice: &mut [f32],
-    dw: *mut f32,
-) {
-    let (ckk, n) = (sh.ckk(), batch * sh.oh * sh.ow);
-    for pn in panels {
-        let r0 = 16 * pn;
-        let cols = (ckk - r0).min(16);
-        let runs = grad_runs(sh, batch, r0, cols);
-        let mut q0 = 0;
-        while q0 < n {
-            let q1 = (q0 + QC).min(n);
-            // SAFETY: the slot holds GRAD_SLOT ≥ 16·QC values.
-            unsafe { build_slice(sh, xp, &runs, q0, q1, slice) };
-            for (f0, mr) in row_blocks(sh.f) {
-                let a = dp[f0 * n + mr * q0..].as_ptr();
-                let rows = mr.min(sh.f - f0);
-                let bs = [slice.as_ptr(), slice[8..].as_ptr()];
-                // SAFETY: rows f0.., columns r0..r0+cols of dW are this task's.
-                unsafe {
-                    let c = dw.add(f0 * ckk + r0);
-                    if mr == 6 {
-                        tile::<W8, 6, 2>(q1 - q0, a, bs, c, ckk, rows, cols, q0 > 0, None)
-                    } else {
-                        tile::<W8, 4, 2>(q1 - q0, a, bs, c, ckk, rows, cols, q0 > 0, None)
-                    }
-                }
-            }
-            q0 = q1;
-        }
-    }
-}
-
-/// [`grad_task`] with the 512-bit tile: panels of 16 im2col rows in pairs (32 columns of dW a
-/// tile), a lone last panel alone; the pair's slices lie one after the other in the slot.
-#[target_feature(enable = "avx512f,avx2,fma")]
-unsafe fn grad_task_512(
+/// One task's columns of dW, a group of panels of 16 im2col rows at a time (one on 8 lanes, two
+/// on 16: 32 columns of dW a tile): position block by block, the group's B slices (one after
+/// the other in the slot) and their product with every row block of the packed delta.
+#[inline(always)]
+unsafe fn grad_task_imp<V: Vf>(
     sh: &ConvShape,
     batch: usize,
     xp: &[f32],
@@ -523,42 +464,40 @@ unsafe fn grad_task_512(
     let (ckk, n) = (sh.ckk(), batch * sh.oh * sh.ow);
     let mut pn = panels.start;
     while pn < panels.end {
-        let pair = pn + 1 < panels.end;
+        let count = group_of::<V>().min(panels.end - pn);
         let r0 = 16 * pn;
-        let cols = (ckk - r0).min(if pair { 32 } else { 16 });
-        let runs0 = grad_runs(sh, batch, r0, cols.min(16));
-        let runs1 = if pair { Some(grad_runs(sh, batch, r0 + 16, cols - 16)) } else { None };
+        let cols = (ckk - r0).min(16 * count);
+        let runs: [Option<Runs>; 2] =
+            std::array::from_fn(|i| (i < count).then(|| grad_runs(sh, batch, r0 + 16 * i, (cols - 16 * i).min(16))));
         let mut q0 = 0;
         while q0 < n {
             let q1 = (q0 + QC).min(n);
-            let (first, second) = slot.split_at_mut(16 * QC);
-            // SAFETY: the slot holds GRAD_SLOT = 2·16·QC values.
-            unsafe {
-                build_slice(sh, xp, &runs0, q0, q1, first);
-                if let Some(runs1) = &runs1 {
-                    build_slice(sh, xp, runs1, q0, q1, second);
-                }
+            for (runs, out) in runs.iter().flatten().zip(slot.chunks_exact_mut(16 * QC)) {
+                // SAFETY: the slot holds GRAD_SLOT = 2·16·QC values.
+                unsafe { build_slice(sh, xp, runs, q0, q1, out) };
             }
-            let (b0, b1) = (slot.as_ptr(), slot[16 * QC..].as_ptr());
             for (f0, mr) in row_blocks(sh.f) {
                 let a = dp[f0 * n + mr * q0..].as_ptr();
-                let rows = mr.min(sh.f - f0);
-                let kc = q1 - q0;
                 // SAFETY: rows f0.., columns r0..r0+cols of dW are this task's.
                 unsafe {
                     let c = dw.add(f0 * ckk + r0);
-                    match (mr, pair) {
-                        (6, true) => tile::<W16, 6, 2>(kc, a, [b0, b1], c, ckk, rows, cols, q0 > 0, None),
-                        (_, true) => tile::<W16, 4, 2>(kc, a, [b0, b1], c, ckk, rows, cols, q0 > 0, None),
-                        (6, false) => tile::<W16, 6, 1>(kc, a, [b0], c, ckk, rows, cols, q0 > 0, None),
-                        (_, false) => tile::<W16, 4, 1>(kc, a, [b0], c, ckk, rows, cols, q0 > 0, None),
-                    }
+                    tiles::<V>(q1 - q0, a, slot.as_ptr(), 16 * QC, count, c, ckk, (mr, sh.f - f0), cols, q0 > 0, None);
                 }
             }
             q0 = q1;
         }
-        pn += if pair { 2 } else { 1 };
+        pn += count;
     }
+}
+
+super::avx::by_width! {
+    /// One task's columns of dW (a range of whole groups of panels, but for the last).
+    ///
+    /// SAFETY: the path in use is `avx2` or `avx512`; a slot of [`GRAD_SLOT`] values.
+    pub unsafe fn grad_task / grad_task_256 / grad_task_512(
+        sh: &ConvShape, batch: usize, xp: &[f32], dp: &[f32], panels: std::ops::Range<usize>, slot: &mut [f32],
+        dw: *mut f32,
+    ) = grad_task_imp::<W8> | <W16>
 }
 
 /// Sign-bit masks of lanes first..end of 16, as two 8-lane halves.

@@ -195,11 +195,9 @@ fn round_flops(path: Path) -> f64 {
 fn fma_round(path: Path, iters: usize) -> f32 {
     match path {
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: `path` is in use only where the CPU has its features (callers pass `path()`).
-        Path::Avx512 => unsafe { super::avx::fma_chains_512(iters) },
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: as above.
-        Path::Avx2 => unsafe { super::avx::fma_chains_256(iters) },
+        // SAFETY: `path` is the path in use (callers pass `path()`), which runs only where the
+        // CPU has it; `fma_chains` takes the width it says.
+        Path::Avx512 | Path::Avx2 => unsafe { super::avx::fma_chains(iters) },
         _ => {
             // Plain Rust: multiply then add (the baseline has no FMA), 48 chains the compiler
             // spreads over its vectors.
