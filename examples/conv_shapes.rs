@@ -1,5 +1,7 @@
 //! Times the products and passes of the engine's convolutions at the benchmark suite's shapes:
-//! `cargo run --release --example conv_shapes [threads]` (docs/kernels.md, "Convolutions").
+//! `cargo run --release --example conv_shapes [threads]` (docs/kernels.md, "Convolutions"), on
+//! the kernel path `FLOPNET_SIMD` names (the widest the CPU has by default), beside that path's
+//! FMA ceiling. `CONV_ONLY="e conv2"` times one shape.
 
 use flopnet::engine::conv::{self, ConvShape, Tiles};
 use flopnet::engine::gemm::{Kernel, View, matmul_with};
@@ -94,7 +96,12 @@ fn main() {
         ("f conv1", Shape::new(1, 28, 28), (3, 16, 0), 128),
         ("f conv2", Shape::new(16, 13, 13), (3, 32, 0), 128),
     ];
-    println!("threads {threads}");
+    let ceiling = flopnet::engine::simd::fma_ceiling(&team);
+    let path = flopnet::engine::simd::path();
+    println!(
+        "threads {threads}, kernel path {path}, FMA ceiling {ceiling:.0} GFLOP/s (a tight {}-bit FMA loop)",
+        path.bits()
+    );
     // CONV_ONLY=<name part> limits the shapes (for profiling one of them).
     let only = std::env::var("CONV_ONLY").unwrap_or_default();
     for (name, input, (k, f, p), batch) in cases {
@@ -207,10 +214,11 @@ fn main() {
                         )
                     });
                     println!(
-                        "  tiled fwd {kernel:?} dW {dw_kernel:?} tile {tile_values} (g={}): forward {:.2} ms ({:.0} GF/s), dW+db {:.2} ms ({:.0}), dX {:.2} ms ({:.0})",
+                        "  tiled fwd {kernel:?} dW {dw_kernel:?} tile {tile_values} (g={}): forward {:.2} ms ({:.0} GF/s, {:.0}% of the ceiling), dW+db {:.2} ms ({:.0}), dX {:.2} ms ({:.0})",
                         tiles.group(&sh),
                         t_fwd * 1e3,
                         gf(macs, t_fwd),
+                        100.0 * gf(macs, t_fwd) / ceiling,
                         t_bw * 1e3,
                         gf(macs, t_bw),
                         (t_bwd - t_bw) * 1e3,

@@ -58,6 +58,10 @@ pub struct BenchReport {
     pub layers: Vec<LayerBench>,
     pub loss_seconds: f64,
     pub update_seconds: f64,
+    /// The kernel path that ran (`engine::simd::Path`) and its FMA ceiling with `threads`
+    /// threads, GFLOP/s (`engine::simd::fma_ceiling`, measured after the timed runs).
+    pub simd: String,
+    pub fma_ceiling_gflops: f64,
 }
 
 fn median(v: &mut [f64]) -> f64 {
@@ -149,5 +153,12 @@ pub fn run(spec: &Spec, cfg: &BenchConfig) -> Result<BenchReport> {
         layers,
         loss_seconds: per(timers.loss),
         update_seconds: per(timers.update),
+        simd: crate::engine::simd::path().name().to_string(),
+        fma_ceiling_gflops: {
+            let flush = crate::engine::simd::flush_denormals;
+            let team = crate::engine::team::Team::new(cfg.threads.max(1), flush)
+                .map_err(|e| crate::Error::Usage(e.to_string()))?;
+            crate::engine::simd::fma_ceiling(&team)
+        },
     })
 }

@@ -430,6 +430,7 @@ struct VerifyArgs {
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {
+    flopnet::engine::simd::checked().map_err(Error::Usage)?;
     match cli.command {
         Command::Count(a) => {
             let spec = a.run.net.model.spec()?;
@@ -500,6 +501,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 })
                 .collect();
             println!("calibrated {} with {threads} thread(s) in {:.1} s", p.machine, t.elapsed().as_secs_f64());
+            println!("  kernels: {} (FMA ceiling {:.0} GFLOP/s)", p.simd, p.fma_ceiling);
             println!("  matrix products: up to {best:.1} GFLOP/s over {} shapes", p.forward.len() * 3);
             println!("  memory (y += a·x, by working set): {}", bw.join(", "));
             println!(
@@ -678,6 +680,7 @@ fn train_command(a: TrainArgs) -> Result<()> {
     print!("{}", report::account_text(&ledger));
     let profile = measured_profile(a.profile.clone(), threads)?;
     let prediction = predict::predict(&spec, &cfg, predict::Machine::Measured(&profile), threads);
+    println!("kernels: {} (FMA ceiling {:.0} GFLOP/s on {threads} thread(s))", profile.simd, profile.fma_ceiling);
     let withheld = predict::withheld(&profile);
     match &withheld {
         Some(why) => println!("{why}"),

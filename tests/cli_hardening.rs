@@ -172,7 +172,7 @@ fn threads_zero_is_refused_and_too_many_are_cut_to_the_cores() {
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
-    assert_eq!(profiles, [format!("profile-{cores}.json")]);
+    assert_eq!(profiles, [format!("profile-{}-{cores}.json", flopnet::engine::simd::path().name())]);
 }
 
 // ---- 15: no flag accepted and ignored; one rule for every count ------------------------------

@@ -255,3 +255,52 @@ fn engine_matches_reference_where_the_backward_is_sparse() {
     }
     assert_bitwise_repeatable(specs[0], 40, 8);
 }
+
+/// Networks whose convolutions take the panel products at both vector widths: a transposed
+/// input gradient (C = 32), an odd number of weight-gradient panels (K = 108) and of forward
+/// panels (batch 2: 162 positions), filters that are not a multiple of the 6-row block.
+#[test]
+fn engine_matches_reference_on_the_panel_products() {
+    let specs =
+        ["1x9x9-conv3x3x12p1:relu-conv3x3x32p1:relu-conv3x3x9:relu-10", "1x9x9-conv3x3x32p1:tanh-conv3x3x13p1:relu-10"];
+    let mut rng = ChaCha8Rng::seed_from_u64(57);
+    for (case, text) in specs.iter().enumerate() {
+        let spec = flopnet::spec::parse(text, Default::default()).unwrap();
+        for (i, opt) in [Optimizer::Momentum, Optimizer::Adam].into_iter().enumerate() {
+            let batch = [2, 3][i];
+            compare_engines(&spec, Loss::Ce, opt, batch, (2 * case + i) as u64, &mut rng);
+        }
+    }
+}
+
+/// The tests above run on the kernel path this process uses (`FLOPNET_SIMD`, or the widest the
+/// CPU has); this runs them again in child processes, once for every other path this CPU has,
+/// and names the paths it skipped (`cargo test -- --nocapture` shows them).
+#[test]
+fn every_kernel_path_this_cpu_has_matches_the_reference() {
+    use flopnet::engine::simd::{Path, path};
+    if std::env::var_os("FLOPNET_SIMD_CHILD").is_some() {
+        return;
+    }
+    let exe = std::env::current_exe().unwrap();
+    for p in Path::ALL {
+        if p == path() {
+            eprintln!("kernel path {p}: tested in this process");
+            continue;
+        }
+        if !p.available() {
+            eprintln!("kernel path {p}: skipped, this CPU lacks its features");
+            continue;
+        }
+        let out = std::process::Command::new(&exe)
+            .env("FLOPNET_SIMD", p.name())
+            .env("FLOPNET_SIMD_CHILD", "1")
+            .args(["--test-threads", "2", "--skip", "every_kernel_path"])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "kernel path {p} fails:\n{text}");
+        assert!(text.contains("test result: ok"), "kernel path {p}: no tests ran:\n{text}");
+        eprintln!("kernel path {p}: passed in a child process");
+    }
+}

@@ -11,7 +11,8 @@ pub fn bias_forward(f: Activation, out: &mut [f32], bias: &[f32]) {
     let m = bias.len();
     #[cfg(target_arch = "x86_64")]
     if matches!(f, Activation::Sigmoid | Activation::Softmax) && super::simd::has_avx2_fma() {
-        // SAFETY: the CPU has AVX2 and FMA.
+        // SAFETY: the path in use (AVX2+FMA, or AVX-512F for the `_512` kernels) runs only where
+        // the CPU has it.
         return unsafe {
             if f == Activation::Sigmoid {
                 super::avx::bias_sigmoid(out, bias)

@@ -1011,29 +1011,38 @@ mod tests {
         // 4 with a padded row), 3·9·9 = 243 positions (a partial last panel, and the weight
         // gradient's position blocks), C ≥ 32 so the input gradient is the transposed
         // convolution (K' = 13·25 = 325, two K-blocks).
+        // Then C = 31 (K = 775: an odd number of weight-gradient panels) and batch 2 (162
+        // positions: an odd number of forward panels), so the 512-bit tile's pairs end in a
+        // lone panel; C < 32 takes the packed input gradient.
         let mut rng = ChaCha8Rng::seed_from_u64(11);
-        let cv = Conv::plain(5, 5, 13, 1, Padding::Fixed(2));
-        let layer = Layer::after(Shape::new(33, 9, 9), Kind::Conv2d(cv), 0, Activation::Relu).unwrap();
-        let sh = ConvShape::of(&layer).unwrap();
-        let batch = 3;
-        let n = batch * sh.oh * sh.ow;
-        let x: Vec<f32> = (0..batch * 33 * 81).map(|_| rng.gen_range(-1.0..1.0)).collect();
-        let wt: Vec<f32> = (0..sh.f * sh.ckk()).map(|_| rng.gen_range(-1.0..1.0)).collect();
-        let b: Vec<f32> = (0..sh.f).map(|_| rng.gen_range(-1.0..1.0)).collect();
-        let delta: Vec<f32> = (0..sh.f * n).map(|_| rng.gen_range(-1.0..1.0)).collect();
-        let tiles = Tiles { kernel: Kernel::Packed, dw_kernel: Kernel::Packed, tile_values: 1 << 15, sparse: false };
-        assert!(!super::super::simd::has_avx2_fma() || (tiles.panel_forward(&sh) && tiles.transposed_dx(&sh)));
-        let want_z = naive_forward(&sh, batch, &x, &wt, &b);
-        let (want_dw, want_db, want_dx) = naive_backward(&sh, batch, &x, &wt, &delta);
-        for threads in [1, 2] {
-            let team = Team::new(threads, || {}).unwrap();
-            let mut scratch = vec![f32::NAN; tiles.total(&sh, batch, threads)];
-            let data = (&x[..], &wt[..], &b[..], &delta[..]);
-            let (z, dw, db, dx) = run_conv(tiles, &sh, batch, Activation::Identity, data, &mut scratch, &team);
-            close("z", &z, &want_z);
-            close("dw", &dw, &want_dw);
-            close("db", &db, &want_db);
-            close("dx", &dx, &want_dx);
+        for (c, batch) in [(33, 3), (31, 2), (33, 2)] {
+            let cv = Conv::plain(5, 5, 13, 1, Padding::Fixed(2));
+            let layer = Layer::after(Shape::new(c, 9, 9), Kind::Conv2d(cv), 0, Activation::Relu).unwrap();
+            let sh = ConvShape::of(&layer).unwrap();
+            let n = batch * sh.oh * sh.ow;
+            let x: Vec<f32> = (0..batch * c * 81).map(|_| rng.gen_range(-1.0..1.0)).collect();
+            let wt: Vec<f32> = (0..sh.f * sh.ckk()).map(|_| rng.gen_range(-1.0..1.0)).collect();
+            let b: Vec<f32> = (0..sh.f).map(|_| rng.gen_range(-1.0..1.0)).collect();
+            let delta: Vec<f32> = (0..sh.f * n).map(|_| rng.gen_range(-1.0..1.0)).collect();
+            let tiles =
+                Tiles { kernel: Kernel::Packed, dw_kernel: Kernel::Packed, tile_values: 1 << 15, sparse: false };
+            assert!(
+                !super::super::simd::has_avx2_fma()
+                    || (tiles.panel_forward(&sh) && tiles.transposed_dx(&sh) == (c >= 32))
+            );
+            let want_z = naive_forward(&sh, batch, &x, &wt, &b);
+            let (want_dw, want_db, want_dx) = naive_backward(&sh, batch, &x, &wt, &delta);
+            for threads in [1, 2] {
+                let team = Team::new(threads, || {}).unwrap();
+                let mut scratch = vec![f32::NAN; tiles.total(&sh, batch, threads)];
+                let data = (&x[..], &wt[..], &b[..], &delta[..]);
+                let (z, dw, db, dx) = run_conv(tiles, &sh, batch, Activation::Identity, data, &mut scratch, &team);
+                let what = |t: &str| format!("{t} (C {c}, batch {batch}, threads {threads})");
+                close(&what("z"), &z, &want_z);
+                close(&what("dw"), &dw, &want_dw);
+                close(&what("db"), &db, &want_db);
+                close(&what("dx"), &dx, &want_dx);
+            }
         }
     }
 

@@ -44,6 +44,12 @@ pub const SMALL: usize = 4;
 /// CPU has them; larger ones on the crate, whose packing pays off there (docs/kernels.md).
 pub const AVX_MAX_MACS: usize = 1 << 22;
 
+/// A product C = A · Bᵀ summed over at most this many terms runs in the broadcast form on a
+/// copy of B's rows, [`NT_AS_NN_VALUES`] values at a time: 784-30-30-10's 30→30 and 30→10 layers.
+pub const NT_AS_NN_MAX_K: usize = 64;
+/// Values of B copied on the stack at a time for that form (16 KiB).
+pub const NT_AS_NN_VALUES: usize = 4096;
+
 /// Which kernel family runs a product (for benchmarks; the engine uses `Auto`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kernel {
@@ -157,7 +163,27 @@ unsafe fn avx_block(a: View, b: View, rows: Range<usize>, cols: Range<usize>, c:
     let (pa, pb) = (a.data.as_ptr().wrapping_add(r0 * a.rs), b.data.as_ptr().wrapping_add(c0 * b.cs));
     // SAFETY: offsets stay inside the views' data, as the caller's ranges stay inside C's shape.
     unsafe {
-        if a.cs == 1 && b.rs == 1 {
+        if a.cs == 1 && b.rs == 1 && k <= NT_AS_NN_MAX_K {
+            // A short sum per element: each of nt's dot products would end in a horizontal sum
+            // as long as itself. Copy B's columns, a chunk at a time, into rows [k][chunk] and
+            // take the broadcast form instead (docs/kernels.md, "AVX-512"). Taken whatever the
+            // number of rows or columns, so that an element's sum runs in one order at every
+            // batch size and task split: eval then scores exactly what train did.
+            let chunk = NT_AS_NN_VALUES / k;
+            // Left uninitialised: the loop writes every value the product reads (k·nc of them).
+            let mut bt = std::mem::MaybeUninit::<[f32; NT_AS_NN_VALUES]>::uninit();
+            let bp = bt.as_mut_ptr().cast::<f32>();
+            for start in cols.clone().step_by(chunk) {
+                let part = start..(start + chunk).min(cols.end);
+                let nc = part.len();
+                for (j, col) in part.enumerate() {
+                    for (p, &v) in b.data[col * b.cs..col * b.cs + k].iter().enumerate() {
+                        bp.add(p * nc + j).write(v);
+                    }
+                }
+                super::avx::nn(rows.len(), nc, k, pa, a.rs, 1, bp, nc, c.add(start - c0), ldc)
+            }
+        } else if a.cs == 1 && b.rs == 1 {
             super::avx::nt(rows.len(), cols.len(), k, pa, a.rs, pb, b.cs, c, ldc)
         } else {
             super::avx::nn(rows.len(), cols.len(), k, pa, a.rs, a.cs, pb, b.rs, c, ldc)
@@ -253,6 +279,10 @@ mod tests {
             (5, 1, 9),
             (7, 13, 17),
             (13, 9, 23),
+            (32, 30, 30),
+            (128, 30, 10),
+            (8, 64, 64),
+            (300, 64, 60),
         ];
         for (m, k, n) in shapes {
             let a: Vec<f32> = (0..m * k).map(|i| ((i * 7 % 13) as f32 - 6.0) / 7.0).collect();

@@ -11,7 +11,7 @@
 //! ([B][C][H][W]); the engine transposes at the input (when C > 1) and where a dense layer
 //! reads an image layer's output (when C > 1), and transposes the gradient back there.
 
-mod activation;
+pub mod activation;
 mod avx;
 pub mod conv;
 pub mod gemm;

@@ -19,6 +19,7 @@
 
 #![cfg(target_arch = "x86_64")]
 
+use super::avx::{Vf, W8, W16};
 use super::conv::{ConvShape, split_items};
 use super::gemm::PARALLEL_MIN_MACS;
 use super::team::Team;
@@ -64,9 +65,9 @@ pub fn packed_a_len(m: usize, k: usize) -> usize {
     row_blocks(m).map(|(_, mr)| mr * k).sum()
 }
 
-/// Scratch values a task needs: one B panel.
+/// Scratch values a task needs: two B panels (the 512-bit tile reads a pair).
 pub fn panel_len(sh: &ConvShape) -> usize {
-    16 * sh.ckk()
+    2 * 16 * sh.ckk()
 }
 
 /// A [m][k] (row-major) into its row blocks, [k][mr] each; padded rows zero.
@@ -144,10 +145,13 @@ pub unsafe fn forward(
     let panels = n.div_ceil(16);
     assert!(per_task >= panel_len(sh));
     let (xp, ap) = (&*xp, &*ap);
-    split_panels(panels, sh.f * ckk * n, team, (slots, per_task, 16 * ckk), z.as_mut_ptr(), &|range, panel, z| {
-        // SAFETY: AVX2/FMA (the caller's promise); the slot and the columns of these panels
-        // are this task's.
-        unsafe { task(sh, batch, xp, ap, bias, range, panel, z, n) }
+    // Tasks split whole groups of panels (two a group on 16 lanes).
+    let group = if super::simd::has_avx512() { group_of::<W16>() } else { group_of::<W8>() };
+    let units = panels.div_ceil(group);
+    split_panels(units, sh.f * ckk * n, team, (slots, per_task, panel_len(sh)), z.as_mut_ptr(), &|range, panel, z| {
+        // SAFETY: the path in use is avx2 or avx512 (the caller's promise); the slot and the
+        // columns of these panels are this task's.
+        unsafe { task(sh, batch, xp, ap, bias, group * range.start..(group * range.end).min(panels), panel, z, n) }
     });
 }
 
@@ -182,48 +186,98 @@ fn split_panels(
     });
 }
 
-/// One task's panels: build each, then multiply it by every row block of A, K-block by K-block.
-#[target_feature(enable = "avx2,fma")]
+/// Panels a group holds: one on 8 lanes (two vectors a panel), two on 16 (one vector each, so a
+/// 6-row block keeps 12 accumulators). A group's panels lie one after the other in the slot.
+fn group_of<V: Vf>() -> usize {
+    2 * V::L / 16
+}
+
+/// One task's panels, a group at a time: build its panels, then multiply them by every row
+/// block of A, K-block by K-block; a last group may hold fewer panels.
+#[inline(always)]
 #[allow(clippy::too_many_arguments)]
-unsafe fn task(
+unsafe fn task_imp<V: Vf>(
     sh: &ConvShape,
     batch: usize,
     xp: &[f32],
     ap: &[f32],
     bias: Option<(&[f32], bool)>,
     panels: std::ops::Range<usize>,
-    panel: &mut [f32],
+    slot: &mut [f32],
     z: *mut f32,
     n: usize,
 ) {
     let ckk = sh.ckk();
     let kblocks = ckk.div_ceil(KC);
     let kc = ckk.div_ceil(kblocks);
-    for pn in panels {
+    let mut pn = panels.start;
+    while pn < panels.end {
+        let count = group_of::<V>().min(panels.end - pn);
         let q0 = 16 * pn;
-        let cols = (n - q0).min(16);
-        // SAFETY: the caller's xp and panel, sized for this convolution and batch.
-        unsafe { build_panel(sh, batch, xp, q0, n, panel) };
+        let cols = (n - q0).min(16 * count);
+        for (i, panel) in slot.chunks_exact_mut(16 * ckk).take(count).enumerate() {
+            // SAFETY: the caller's xp and slot, sized for this convolution and batch.
+            unsafe { build_panel(sh, batch, xp, q0 + 16 * i, n, panel) };
+        }
         for k0 in (0..ckk).step_by(kc) {
             let k1 = (k0 + kc).min(ckk);
             let fin = if k1 == ckk { bias.map(|(b, relu)| (b.as_ptr(), relu)) } else { None };
+            let b = slot[16 * k0..].as_ptr();
             for (r0, mr) in row_blocks(sh.f) {
                 let a = ap[r0 * ckk + mr * k0..].as_ptr();
-                let b = panel[16 * k0..].as_ptr();
-                let rows = mr.min(sh.f - r0);
                 let fin = fin.map(|(b, relu)| (b.wrapping_add(r0), relu));
-                // SAFETY: rows r0..r0+rows, columns q0..q0+cols of z are this task's.
-                let c = unsafe { z.add(r0 * n + q0) };
+                // SAFETY: rows r0.., columns q0..q0+cols of z are this task's.
                 unsafe {
-                    if mr == 6 {
-                        tile::<6>(k1 - k0, a, b, c, n, rows, cols, k0 > 0, fin)
-                    } else {
-                        tile::<4>(k1 - k0, a, b, c, n, rows, cols, k0 > 0, fin)
-                    }
+                    let c = z.add(r0 * n + q0);
+                    let rows = (mr, sh.f - r0);
+                    tiles::<V>(k1 - k0, a, b, 16 * ckk, count, c, n, rows, cols, k0 > 0, fin);
                 }
             }
         }
+        pn += count;
     }
+}
+
+/// The tile for a group of `count` panels (B streams `panel` apart from `b`, 16 values a row):
+/// on 8 lanes two vectors of one panel, on 16 one vector of each; `rows` = (the block's rows,
+/// the rows of C left).
+///
+/// SAFETY: as [`tile`].
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn tiles<V: Vf>(
+    kc: usize,
+    a: *const f32,
+    b: *const f32,
+    panel: usize,
+    count: usize,
+    c: *mut f32,
+    ldc: usize,
+    (mr, left): (usize, usize),
+    cols: usize,
+    load: bool,
+    fin: Option<(*const f32, bool)>,
+) {
+    let rows = mr.min(left);
+    let second = if V::L == 8 { b.wrapping_add(8) } else { b.wrapping_add(panel) };
+    unsafe {
+        match (mr, V::L == 8 || count == 2) {
+            (6, true) => tile::<V, 6, 2>(kc, a, [b, second], c, ldc, rows, cols, load, fin),
+            (_, true) => tile::<V, 4, 2>(kc, a, [b, second], c, ldc, rows, cols, load, fin),
+            (6, false) => tile::<V, 6, 1>(kc, a, [b], c, ldc, rows, cols, load, fin),
+            (_, false) => tile::<V, 4, 1>(kc, a, [b], c, ldc, rows, cols, load, fin),
+        }
+    }
+}
+
+super::avx::by_width! {
+    /// One task's panels (a range of whole groups, but for the last).
+    ///
+    /// SAFETY: the path in use is `avx2` or `avx512`; a slot of [`panel_len`] values.
+    pub unsafe fn task / task_256 / task_512(
+        sh: &ConvShape, batch: usize, xp: &[f32], ap: &[f32], bias: Option<(&[f32], bool)>,
+        panels: std::ops::Range<usize>, slot: &mut [f32], z: *mut f32, n: usize,
+    ) = task_imp::<W8> | <W16>
 }
 
 /// One B panel: positions q0..q0+16 (lanes past n hold whatever the loads brought) of every row
@@ -309,8 +363,8 @@ pub fn grad_head_len(sh: &ConvShape, batch: usize) -> usize {
     pad_len(sh, batch) + packed_a_len(sh.f, batch * sh.oh * sh.ow)
 }
 
-/// Scratch values a task of [`weight_grad`] needs: one B slice.
-pub const GRAD_SLOT: usize = 16 * QC;
+/// Scratch values a task of [`weight_grad`] needs: two B slices (the 512-bit tile reads a pair).
+pub const GRAD_SLOT: usize = 2 * 16 * QC;
 
 /// Positions a weight-gradient kernel call sums before its tile goes back to memory.
 const QC: usize = 256;
@@ -343,76 +397,107 @@ pub unsafe fn weight_grad(
     pack_a(delta, sh.f, n, dp);
     let panels = ckk.div_ceil(16);
     let (xp, dp) = (&*xp, &*dp);
-    split_panels(panels, sh.f * ckk * n, team, (slots, per_task, GRAD_SLOT), dw.as_mut_ptr(), &|range, slice, dw| {
-        // SAFETY: AVX2/FMA (the caller's promise); the slot and dW's columns of these panels
-        // are this task's.
-        unsafe { grad_task(sh, batch, xp, dp, range, slice, dw) }
+    // Tasks split whole groups of panels (two a group on 16 lanes).
+    let group = if super::simd::has_avx512() { group_of::<W16>() } else { group_of::<W8>() };
+    let units = panels.div_ceil(group);
+    split_panels(units, sh.f * ckk * n, team, (slots, per_task, GRAD_SLOT), dw.as_mut_ptr(), &|range, slice, dw| {
+        // SAFETY: the path in use is avx2 or avx512 (the caller's promise); the slot and dW's
+        // columns of these panels are this task's.
+        unsafe { grad_task(sh, batch, xp, dp, group * range.start..(group * range.end).min(panels), slice, dw) }
     });
 }
 
-/// One task's columns of dW: for each panel of 16 im2col rows, position block by block, the
-/// B slice and its product with every row block of the packed delta.
+/// The runs of a weight-gradient panel: its im2col rows r0..r0+cols as offsets in xp.
+fn grad_runs(sh: &ConvShape, batch: usize, r0: usize, cols: usize) -> Runs {
+    let (hp, wp) = padded(sh);
+    let cs = batch * hp * wp;
+    Runs::new((r0..r0 + cols).map(|r| {
+        let (c, i, j) = (r / (sh.kh * sh.kw), r / sh.kw % sh.kh, r % sh.kw);
+        c * cs + i * wp + j
+    }))
+}
+
+/// A B slice of a weight-gradient panel: row q - q0 holds the panel's im2col rows (`runs`) at
+/// position q, for q in q0..q1.
+///
+/// SAFETY: AVX2 present; xp is [`pad_len`] values for this batch, out 16·(q1 - q0).
 #[target_feature(enable = "avx2,fma")]
-unsafe fn grad_task(
+unsafe fn build_slice(sh: &ConvShape, xp: &[f32], runs: &Runs, q0: usize, q1: usize, out: &mut [f32]) {
+    let (hp, wp) = padded(sh);
+    let (mut e, rem) = (q0 / (sh.oh * sh.ow), q0 % (sh.oh * sh.ow));
+    let (mut oy, mut ox) = (rem / sh.ow, rem % sh.ow);
+    assert!(out.len() >= 16 * (q1 - q0));
+    let mut out = out.as_mut_ptr();
+    for _ in q0..q1 {
+        // SAFETY: see `Runs::lanes`; out has 16 values per position.
+        unsafe {
+            let (v0, v1) = runs.lanes(xp, (GUARD + e * hp * wp + oy * wp + ox) as isize);
+            _mm256_storeu_ps(out, v0);
+            _mm256_storeu_ps(out.add(8), v1);
+            out = out.add(16);
+        }
+        ox += 1;
+        if ox == sh.ow {
+            ox = 0;
+            oy += 1;
+            if oy == sh.oh {
+                oy = 0;
+                e += 1;
+            }
+        }
+    }
+}
+
+/// One task's columns of dW, a group of panels of 16 im2col rows at a time (one on 8 lanes, two
+/// on 16: 32 columns of dW a tile): position block by block, the group's B slices (one after
+/// the other in the slot) and their product with every row block of the packed delta.
+#[inline(always)]
+unsafe fn grad_task_imp<V: Vf>(
     sh: &ConvShape,
     batch: usize,
     xp: &[f32],
     dp: &[f32],
     panels: std::ops::Range<usize>,
-    slice: &mut [f32],
+    slot: &mut [f32],
     dw: *mut f32,
 ) {
-    let (hp, wp) = padded(sh);
-    let (ckk, n, cs) = (sh.ckk(), batch * sh.oh * sh.ow, batch * hp * wp);
-    for pn in panels {
+    let (ckk, n) = (sh.ckk(), batch * sh.oh * sh.ow);
+    let mut pn = panels.start;
+    while pn < panels.end {
+        let count = group_of::<V>().min(panels.end - pn);
         let r0 = 16 * pn;
-        let cols = (ckk - r0).min(16);
-        // The panel's im2col rows (c, i, j): their offsets in xp, as runs.
-        let runs = Runs::new((r0..r0 + cols).map(|r| {
-            let (c, i, j) = (r / (sh.kh * sh.kw), r / sh.kw % sh.kh, r % sh.kw);
-            c * cs + i * wp + j
-        }));
+        let cols = (ckk - r0).min(16 * count);
+        let runs: [Option<Runs>; 2] =
+            std::array::from_fn(|i| (i < count).then(|| grad_runs(sh, batch, r0 + 16 * i, (cols - 16 * i).min(16))));
         let mut q0 = 0;
         while q0 < n {
             let q1 = (q0 + QC).min(n);
-            // The B slice: row q - q0 holds the panel's im2col rows at position q.
-            let (mut e, rem) = (q0 / (sh.oh * sh.ow), q0 % (sh.oh * sh.ow));
-            let (mut oy, mut ox) = (rem / sh.ow, rem % sh.ow);
-            let mut out = slice.as_mut_ptr();
-            for _ in q0..q1 {
-                // SAFETY: see `Runs::lanes`; the slice has 16·QC values.
-                unsafe {
-                    let (v0, v1) = runs.lanes(xp, (GUARD + e * hp * wp + oy * wp + ox) as isize);
-                    _mm256_storeu_ps(out, v0);
-                    _mm256_storeu_ps(out.add(8), v1);
-                    out = out.add(16);
-                }
-                ox += 1;
-                if ox == sh.ow {
-                    ox = 0;
-                    oy += 1;
-                    if oy == sh.oh {
-                        oy = 0;
-                        e += 1;
-                    }
-                }
+            for (runs, out) in runs.iter().flatten().zip(slot.chunks_exact_mut(16 * QC)) {
+                // SAFETY: the slot holds GRAD_SLOT = 2·16·QC values.
+                unsafe { build_slice(sh, xp, runs, q0, q1, out) };
             }
             for (f0, mr) in row_blocks(sh.f) {
                 let a = dp[f0 * n + mr * q0..].as_ptr();
-                let rows = mr.min(sh.f - f0);
                 // SAFETY: rows f0.., columns r0..r0+cols of dW are this task's.
                 unsafe {
                     let c = dw.add(f0 * ckk + r0);
-                    if mr == 6 {
-                        tile::<6>(q1 - q0, a, slice.as_ptr(), c, ckk, rows, cols, q0 > 0, None)
-                    } else {
-                        tile::<4>(q1 - q0, a, slice.as_ptr(), c, ckk, rows, cols, q0 > 0, None)
-                    }
+                    tiles::<V>(q1 - q0, a, slot.as_ptr(), 16 * QC, count, c, ckk, (mr, sh.f - f0), cols, q0 > 0, None);
                 }
             }
             q0 = q1;
         }
+        pn += count;
     }
+}
+
+super::avx::by_width! {
+    /// One task's columns of dW (a range of whole groups of panels, but for the last).
+    ///
+    /// SAFETY: the path in use is `avx2` or `avx512`; a slot of [`GRAD_SLOT`] values.
+    pub unsafe fn grad_task / grad_task_256 / grad_task_512(
+        sh: &ConvShape, batch: usize, xp: &[f32], dp: &[f32], panels: std::ops::Range<usize>, slot: &mut [f32],
+        dw: *mut f32,
+    ) = grad_task_imp::<W8> | <W16>
 }
 
 /// Sign-bit masks of lanes first..end of 16, as two 8-lane halves.
@@ -431,15 +516,17 @@ fn lane_masks(first: usize, end: usize) -> [__m256; 2] {
 }
 
 /// C[rows×cols] (row stride ldc) = (C +) Σ_p A[p][·] ⊗ B[p][·] over kc values of p, A packed
-/// [kc][MR] and B [kc][16]; with `fin`, then + bias[row] and max(·, 0) when its flag is set.
+/// [kc][MR] and B as NV vectors of L lanes per p (vector v at `bs[v] + 16p`, C's columns
+/// L·v..L·v + L); with `fin`, then + bias[row] and max(·, 0) when its flag is set.
 ///
-/// SAFETY: AVX2/FMA present; A for kc·MR values, B for 16·kc, C for rows × cols at ldc.
+/// SAFETY: the vector width's features present; A for kc·MR values, each B stream for 16·kc,
+/// C for rows × cols at ldc.
 #[inline(always)]
 #[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
-unsafe fn tile<const MR: usize>(
+unsafe fn tile<V: Vf, const MR: usize, const NV: usize>(
     kc: usize,
     a: *const f32,
-    b: *const f32,
+    bs: [*const f32; NV],
     c: *mut f32,
     ldc: usize,
     rows: usize,
@@ -448,54 +535,52 @@ unsafe fn tile<const MR: usize>(
     fin: Option<(*const f32, bool)>,
 ) {
     unsafe {
-        let full = cols == 16;
-        let (m0, m1) = (tail_mask(cols.min(8)), tail_mask(cols.saturating_sub(8)));
-        let mut acc = [[_mm256_setzero_ps(); 2]; MR];
+        let full = cols == NV * V::L;
+        let mut masks = [V::mask(0); NV];
+        for (v, m) in masks.iter_mut().enumerate() {
+            *m = V::mask(cols.saturating_sub(V::L * v));
+        }
+        let mut acc = [[V::zero(); NV]; MR];
         if load {
             for i in 0..rows {
                 let src = c.add(i * ldc);
-                acc[i] = if full {
-                    [_mm256_loadu_ps(src), _mm256_loadu_ps(src.add(8))]
-                } else {
-                    [_mm256_maskload_ps(src, m0), _mm256_maskload_ps(src.add(8), m1)]
-                };
+                for v in 0..NV {
+                    let s = src.add(V::L * v);
+                    acc[i][v] = if full { V::load(s) } else { V::load_masked(s, masks[v]) };
+                }
             }
         }
         for p in 0..kc {
-            let (b0, b1) = (_mm256_loadu_ps(b.add(16 * p)), _mm256_loadu_ps(b.add(16 * p + 8)));
+            let mut bv = [V::zero(); NV];
+            for v in 0..NV {
+                bv[v] = V::load(bs[v].add(16 * p));
+            }
             for i in 0..MR {
-                let av = _mm256_broadcast_ss(&*a.add(MR * p + i));
-                acc[i][0] = _mm256_fmadd_ps(av, b0, acc[i][0]);
-                acc[i][1] = _mm256_fmadd_ps(av, b1, acc[i][1]);
+                let av = V::splat(a.add(MR * p + i));
+                for v in 0..NV {
+                    acc[i][v] = V::fma(av, bv[v], acc[i][v]);
+                }
             }
         }
         for i in 0..rows {
-            let (mut v0, mut v1) = (acc[i][0], acc[i][1]);
-            if let Some((bias, relu)) = fin {
-                let bv = _mm256_broadcast_ss(&*bias.add(i));
-                v0 = _mm256_add_ps(v0, bv);
-                v1 = _mm256_add_ps(v1, bv);
-                if relu {
-                    v0 = _mm256_max_ps(v0, _mm256_setzero_ps());
-                    v1 = _mm256_max_ps(v1, _mm256_setzero_ps());
-                }
-            }
             let dst = c.add(i * ldc);
-            if full {
-                _mm256_storeu_ps(dst, v0);
-                _mm256_storeu_ps(dst.add(8), v1);
-            } else {
-                _mm256_maskstore_ps(dst, m0, v0);
-                _mm256_maskstore_ps(dst.add(8), m1, v1);
+            for v in 0..NV {
+                let mut x = acc[i][v];
+                if let Some((bias, relu)) = fin {
+                    x = V::add(x, V::splat(bias.add(i)));
+                    if relu {
+                        x = V::max0(x);
+                    }
+                }
+                let d = dst.add(V::L * v);
+                if full {
+                    V::store(d, x);
+                } else {
+                    V::store_masked(d, masks[v], x);
+                }
             }
         }
     }
-}
-
-/// The first `r` lanes (r in 0..=8) set.
-#[inline(always)]
-unsafe fn tail_mask(r: usize) -> __m256i {
-    unsafe { _mm256_cmpgt_epi32(_mm256_set1_epi32(r as i32), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)) }
 }
 
 #[cfg(test)]

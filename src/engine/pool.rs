@@ -82,9 +82,15 @@ pub fn max_forward(sh: &PoolShape, batch: usize, x: &[f32], y: &mut [f32], arg: 
                     let mut done = 0;
                     #[cfg(target_arch = "x86_64")]
                     if super::simd::has_avx2_fma() {
-                        // SAFETY: AVX2 checked; 2·ow values of each row, ow of each output.
+                        let row = if super::simd::has_avx512() {
+                            super::avx::max_pool2_row_512
+                        } else {
+                            super::avx::max_pool2_row
+                        };
+                        // SAFETY: the path in use (AVX2, or AVX-512F for the 16-lane row) runs
+                        // only where the CPU has it; 2·ow values of each row, ow of each output.
                         done = unsafe {
-                            super::avx::max_pool2_row(
+                            row(
                                 r0.as_ptr(),
                                 r1.as_ptr(),
                                 sh.ow,

@@ -25,10 +25,10 @@
 
 #![cfg(target_arch = "x86_64")]
 
+use super::avx::{Vf, W8, W16};
 use super::conv::{ConvShape, split_items};
 use super::gemm::PARALLEL_MIN_MACS;
 use super::team::Team;
-use std::arch::x86_64::*;
 
 /// Whether this convolution can take the sparse backward on this CPU.
 pub fn eligible(sh: &ConvShape) -> bool {
@@ -268,58 +268,102 @@ unsafe fn input_grad(sh: &ConvShape, batch: usize, wt: &[f32], delta: &[f32], dx
 }
 
 /// sum[..] += Σ_k vals[k] · base[offs[k]..][..sum.len()], in runs of up to 12 vectors held in
-/// registers across the list (sum.len() a multiple of 8).
+/// registers across the list (sum.len() a multiple of 8): 16-lane vectors on the avx512 path
+/// (the last one masked when sum.len() is an odd multiple of 8), 8-lane ones otherwise. Each
+/// value is summed over the list in order, so both widths give the same bits.
 ///
 /// SAFETY: AVX2/FMA; base + offset + sum.len() in bounds for every offset.
-#[target_feature(enable = "avx2,fma")]
 unsafe fn add_runs(sum: &mut [f32], base: *const f32, offs: &[u32], vals: &[f32]) {
     debug_assert!(sum.len().is_multiple_of(8));
-    let mut at = 0;
-    while at < sum.len() {
-        let acc = sum[at..].as_mut_ptr();
-        // SAFETY: the caller's bounds, shifted by `at` on both sides.
-        unsafe {
-            let b = base.add(at);
-            at += 8 * match (sum.len() - at) / 8 {
-                12.. => run::<12>(acc, b, offs, vals),
-                11 => run::<11>(acc, b, offs, vals),
-                10 => run::<10>(acc, b, offs, vals),
-                9 => run::<9>(acc, b, offs, vals),
-                8 => run::<8>(acc, b, offs, vals),
-                7 => run::<7>(acc, b, offs, vals),
-                6 => run::<6>(acc, b, offs, vals),
-                5 => run::<5>(acc, b, offs, vals),
-                4 => run::<4>(acc, b, offs, vals),
-                3 => run::<3>(acc, b, offs, vals),
-                2 => run::<2>(acc, b, offs, vals),
-                _ => run::<1>(acc, b, offs, vals),
-            };
+    // SAFETY: the caller's promises; the path in use runs only where the CPU has it.
+    unsafe {
+        if super::simd::has_avx512() {
+            add_runs_512(sum, base, offs, vals)
+        } else {
+            add_runs_256(sum, base, offs, vals)
         }
     }
 }
 
-/// One run of V vectors: returns V.
-///
-/// SAFETY: as [`add_runs`], for 8·V values.
+/// SAFETY: as [`add_runs`].
 #[target_feature(enable = "avx2,fma")]
-#[inline]
-unsafe fn run<const V: usize>(acc: *mut f32, base: *const f32, offs: &[u32], vals: &[f32]) -> usize {
+unsafe fn add_runs_256(sum: &mut [f32], base: *const f32, offs: &[u32], vals: &[f32]) {
+    unsafe { add_runs_imp::<W8>(sum, base, offs, vals) }
+}
+
+/// SAFETY: as [`add_runs`], and AVX-512F present.
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn add_runs_512(sum: &mut [f32], base: *const f32, offs: &[u32], vals: &[f32]) {
+    unsafe { add_runs_imp::<W16>(sum, base, offs, vals) }
+}
+
+#[inline(always)]
+unsafe fn add_runs_imp<V: Vf>(sum: &mut [f32], base: *const f32, offs: &[u32], vals: &[f32]) {
+    let full = sum.len() / V::L * V::L;
+    let mut at = 0;
+    // SAFETY: the caller's bounds, shifted by `at` on both sides.
+    unsafe {
+        let all = V::mask(V::L);
+        while at < full {
+            let (acc, b) = (sum[at..].as_mut_ptr(), base.add(at));
+            at += V::L
+                * match (full - at) / V::L {
+                    12.. => run::<V, 12, false>(acc, b, offs, vals, all),
+                    11 => run::<V, 11, false>(acc, b, offs, vals, all),
+                    10 => run::<V, 10, false>(acc, b, offs, vals, all),
+                    9 => run::<V, 9, false>(acc, b, offs, vals, all),
+                    8 => run::<V, 8, false>(acc, b, offs, vals, all),
+                    7 => run::<V, 7, false>(acc, b, offs, vals, all),
+                    6 => run::<V, 6, false>(acc, b, offs, vals, all),
+                    5 => run::<V, 5, false>(acc, b, offs, vals, all),
+                    4 => run::<V, 4, false>(acc, b, offs, vals, all),
+                    3 => run::<V, 3, false>(acc, b, offs, vals, all),
+                    2 => run::<V, 2, false>(acc, b, offs, vals, all),
+                    _ => run::<V, 1, false>(acc, b, offs, vals, all),
+                };
+        }
+        if at < sum.len() {
+            let mask = V::mask(sum.len() - at);
+            run::<V, 1, true>(sum[at..].as_mut_ptr(), base.add(at), offs, vals, mask);
+        }
+    }
+}
+
+/// One run of N vectors (the last one covering the lanes of `mask` when MASKED): returns N.
+///
+/// SAFETY: as [`add_runs`], for the run's values.
+#[inline(always)]
+unsafe fn run<V: Vf, const N: usize, const MASKED: bool>(
+    acc: *mut f32,
+    base: *const f32,
+    offs: &[u32],
+    vals: &[f32],
+    mask: V::Mask,
+) -> usize {
+    let last = |v: usize| MASKED && v + 1 == N;
     // SAFETY: the caller's bounds.
     unsafe {
-        let mut r = [_mm256_setzero_ps(); V];
+        let mut r = [V::zero(); N];
         for (v, reg) in r.iter_mut().enumerate() {
-            *reg = _mm256_loadu_ps(acc.add(8 * v));
+            let p = acc.add(V::L * v);
+            *reg = if last(v) { V::load_masked(p, mask) } else { V::load(p) };
         }
         for (&o, &d) in offs.iter().zip(vals) {
             let p = base.add(o as usize);
-            let g = _mm256_set1_ps(d);
+            let g = V::splat(&d);
             for (v, reg) in r.iter_mut().enumerate() {
-                *reg = _mm256_fmadd_ps(g, _mm256_loadu_ps(p.add(8 * v)), *reg);
+                let x = if last(v) { V::load_masked(p.add(V::L * v), mask) } else { V::load(p.add(V::L * v)) };
+                *reg = V::fma(g, x, *reg);
             }
         }
         for (v, reg) in r.iter().enumerate() {
-            _mm256_storeu_ps(acc.add(8 * v), *reg);
+            let p = acc.add(V::L * v);
+            if last(v) {
+                V::store_masked(p, mask, *reg);
+            } else {
+                V::store(p, *reg);
+            }
         }
     }
-    V
+    N
 }

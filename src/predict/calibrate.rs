@@ -427,6 +427,8 @@ pub fn calibrate(threads: usize, quick: bool) -> Result<Profile> {
         pool,
         regroup,
         quick,
+        simd: simd::path().name().to_string(),
+        fma_ceiling: simd::fma_ceiling(&team),
     };
     // What the model does not explain of the five extra layers, per layer.
     let modelled = |spec: &Spec| super::model::step_seconds(spec, Loss::Mse, Optimizer::Sgd, 1, &profile, threads);

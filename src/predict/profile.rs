@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
 /// Bumped whenever the fields or what they mean change; an older file is rebuilt, not trusted.
-pub const VERSION: u32 = 9;
+pub const VERSION: u32 = 10;
 
 /// Matrix-product throughput at one shape: C[m×n] = A[m×k]·B[k×n].
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -110,9 +110,14 @@ pub struct Profile {
     /// table, rough enough that `train` does not print predictions from it.
     #[serde(default)]
     pub quick: bool,
+    /// The kernel path measured (`engine::simd::Path`: avx512, avx2, scalar) and its arithmetic
+    /// ceiling with `threads` threads, GFLOP/s (`engine::simd::fma_ceiling`).
+    pub simd: String,
+    pub fma_ceiling: f64,
 }
 
-/// What identifies this machine and build: CPU model, core count, flopnet version.
+/// What identifies this machine and build: CPU model, core count, flopnet version, kernel path
+/// (each path is calibrated on its own: `FLOPNET_SIMD=avx2` times other kernels).
 pub fn machine_id() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
@@ -122,12 +127,15 @@ pub fn machine_id() -> String {
                 .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
         })
         .unwrap_or_else(|| std::env::consts::ARCH.to_string());
-    format!("{cpu} / {} cores / flopnet {}", crate::sys::cores(), env!("CARGO_PKG_VERSION"))
+    let path = crate::engine::simd::path();
+    format!("{cpu} / {} cores / flopnet {} / {path} kernels", crate::sys::cores(), env!("CARGO_PKG_VERSION"))
 }
 
-/// `$XDG_CACHE_HOME/flopnet/profile-T.json` (or the platform's cache directory).
+/// `$XDG_CACHE_HOME/flopnet/profile-PATH-T.json` (or the platform's cache directory), PATH the
+/// kernel path in use.
 pub fn default_path(threads: usize) -> PathBuf {
-    dirs::cache_dir().unwrap_or_else(std::env::temp_dir).join("flopnet").join(format!("profile-{threads}.json"))
+    let path = crate::engine::simd::path();
+    dirs::cache_dir().unwrap_or_else(std::env::temp_dir).join("flopnet").join(format!("profile-{path}-{threads}.json"))
 }
 
 /// Refuses a `path` that holds something other than a flopnet profile (of any version): a

@@ -90,6 +90,13 @@ pub fn bench_text(b: &BenchReport, predicted: Option<(&crate::predict::Predictio
         b.step_seconds * 1e6,
         b.gflops,
     );
+    o += &format!(
+        "kernels {}: FMA ceiling {:.0} GFLOP/s on {} thread(s), {:.0}% of it counted\n",
+        b.simd,
+        b.fma_ceiling_gflops,
+        b.threads,
+        100.0 * b.gflops / b.fma_ceiling_gflops.max(1e-9)
+    );
     let mut head: Vec<String> =
         ["layer", "shape", "forward µs", "GFLOP/s", "backward µs", "GFLOP/s"].into_iter().map(String::from).collect();
     if predicted.is_some() {

@@ -6,7 +6,7 @@
 set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
 OUT="${1:-/work/gemm-results}"; LABEL="${2:-run1}"
-PY="${PEERS_PY:-/work/peers/bin/python}"
+PY="${PEERS_PY:-$HERE/../../.venv-peers/bin/python}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/work/target-gemm}"
 mkdir -p "$OUT"
 cd "$HERE"

@@ -1,21 +1,42 @@
 #!/usr/bin/env python3
 """numpy/OpenBLAS (or torch) at gemm-bench's exact shapes and ops (NN, NT, TN).
 
-Companion to /work/shared/bench/sgemm.py, whose fixed shape list lacks several flopnet shapes
-(1x784x30, 32/128x784x30, 128x128x100, 1x784x800, ...). Reuses that script's bench() so the
-timing method is identical (batches >= --batch-ms, median of --reps batches, after warm-up).
+Timing (`bench` below): calls are grouped into batches of at least --batch-ms, after warm-up;
+the figure is the median over --reps batches, with the 10th and 90th percentiles beside it.
 Layouts match gemm-bench (and sgemm.py --backward), all row-major, layer (M,K,N)=(batch,in,out):
   NN  Y[M,N]  = X[M,K]  @ W[K,N]
   NT  dX[M,K] = dY[M,N] @ W[K,N].T
   TN  dW[K,N] = X[M,K].T @ dY[M,N]
 Usage:
-  env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE /work/peers/bin/python sgemm_shapes.py \
+  env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE .venv-peers/bin/python sgemm_shapes.py \
       --lib numpy --threads 1 2 --label run1 --csv numpy.csv
 """
-import argparse, os, sys
+import argparse, statistics, sys, time
 
-sys.path.insert(0, os.environ.get('SGEMM_BENCH_DIR', '/work/shared/bench'))
-from sgemm import bench  # noqa: E402
+
+def bench(fn, flops, batch_ms, reps):
+    """(median seconds per call, median GFLOP/s, calls per batch, p10 and p90 GFLOP/s)."""
+    for _ in range(3):
+        fn()
+    inner, t = 1, 0.0
+    while True:  # calls per batch: double until a batch lasts batch_ms
+        start = time.perf_counter()
+        for _ in range(inner):
+            fn()
+        t = time.perf_counter() - start
+        if t * 1e3 >= batch_ms or inner >= 1 << 20:
+            break
+        inner *= 2
+    per_call = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        for _ in range(inner):
+            fn()
+        per_call.append((time.perf_counter() - start) / inner)
+    rates = sorted(flops / s / 1e9 for s in per_call)
+    q = lambda f: rates[min(len(rates) - 1, int(f * len(rates)))]
+    med = statistics.median(per_call)
+    return med, flops / med / 1e9, inner, q(0.1), q(0.9)
 
 LAYERS = [(1, 30, 30), (32, 30, 30), (1, 784, 30), (32, 784, 30), (128, 784, 30), (32, 1024, 30),
           (128, 128, 100), (128, 800, 10), (128, 256, 128), (1, 784, 800), (128, 784, 256),

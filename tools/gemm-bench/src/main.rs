@@ -2,7 +2,7 @@
 //! crates, 1 and 2 threads. Standalone tool (own `[workspace]`), see README.md.
 //!
 //! Shapes are given per dense layer as (M, K, N) = (batch, in, out), all matrices row-major,
-//! same conventions as /work/shared/bench/sgemm.py:
+//! same conventions as tools/gemm-bench/sgemm_shapes.py:
 //!   NN  forward      Y[M,N]  = X[M,K]  · W[K,N]
 //!   NT  input grad   dX[M,K] = dY[M,N] · W[K,N]ᵀ      (W read transposed via strides)
 //!   TN  weight grad  dW[K,N] = X[M,K]ᵀ · dY[M,N]      (inner dimension = batch)
