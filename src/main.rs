@@ -569,7 +569,22 @@ fn batch_for(batch: usize, examples: usize, what: &str) -> usize {
     batch
 }
 
+/// `train`, on one process or as one rank of `mpirun -n P`: there an error on any rank ends
+/// the job on every rank (never a rank left waiting for the others), naming the rank.
 fn train_command(a: TrainArgs) -> Result<()> {
+    let mut comm = flopnet::dist::connect()?;
+    let result = train_ranks(a, &mut *comm);
+    if let Err(e) = &result
+        && comm.size() > 1
+    {
+        eprintln!("flopnet: rank {} of {}: {e}", comm.rank(), comm.size());
+        comm.abort(e.exit_code());
+    }
+    result
+}
+
+fn train_ranks(a: TrainArgs, comm: &mut dyn flopnet::dist::Comm) -> Result<()> {
+    let lead = comm.rank() == 0;
     let spec = a.model.spec()?;
     let splits = load_data(&a.data, a.val_split, a.seed)?;
     let batch = batch_for(a.batch as usize, splits.train.len(), "training examples");
@@ -644,21 +659,31 @@ fn train_command(a: TrainArgs) -> Result<()> {
     if resumed.is_some() {
         println!("resuming from {}", checkpoint::describe(&start));
     }
+    if comm.size() > 1 {
+        flopnet::dist::agree(comm, &flopnet::dist::fingerprint(&meta, &start, engine.params()))?;
+        println!("training on {} MPI ranks, {threads} thread(s) each", comm.size());
+    }
     if let Some(note) = &finished {
         println!("{note}");
     }
     let open = if resumed.is_some() { MetricsWriter::append } else { MetricsWriter::create };
     // A finished run adds nothing to its metrics file.
-    let metrics = a.metrics.as_deref().filter(|_| finished.is_none()).map(open).transpose()?;
-    let plot = a.plot.as_deref().map(|p| plot::TrainingPlot::create(p, format!("flopnet train {spec}"))).transpose()?;
+    let metrics = a.metrics.as_deref().filter(|_| finished.is_none() && lead).map(open).transpose()?;
+    let plot = a
+        .plot
+        .as_deref()
+        .filter(|_| lead)
+        .map(|p| plot::TrainingPlot::create(p, format!("flopnet train {spec}")))
+        .transpose()?;
     let saver = a
         .checkpoint
         .as_deref()
         .or(a.resume.as_deref())
+        .filter(|_| lead)
         .map(|dir| Saver::new(dir, meta, resumed.as_ref().map(|_| start)))
         .transpose()?;
     let mut console = Console { bar: None, batch, examples: splits.train.len(), metrics, plot, saver };
-    let trained = train::train_from(&mut engine, &splits.train, splits.val.as_ref(), &plan, &start, &mut console);
+    let trained = train::train_on(&mut engine, &splits.train, splits.val.as_ref(), &plan, &start, &mut console, comm);
     if let Err(e) = trained {
         return Err(match &console.saver {
             Some(s) => s.annotate(e),
@@ -672,7 +697,7 @@ fn train_command(a: TrainArgs) -> Result<()> {
             m.test(&e)?;
         }
     }
-    if let Some(path) = &a.save {
+    if let Some(path) = a.save.as_ref().filter(|_| lead) {
         let recorded = model::Recorded { scaling: Some(splits.scaling), loss: Some(a.model.loss) };
         model::save_recorded(path, &spec, &engine.export(), &recorded)?;
         println!("saved {}", path.display());

@@ -1,0 +1,151 @@
+//! What data-parallel training sends between ranks: a ring all-reduce (sum) of the gradient
+//! arena once per step. With P ranks and n parameters of 4 bytes, the ring's reduce-scatter and
+//! all-gather each pass every one of P chunks P−1 times, so over all ranks a step sends (and
+//! receives) 2·(P−1)·4n bytes and adds (P−1)·n pairs of values; per rank that is 2·(P−1)/P × 4n
+//! bytes each way and (P−1)/P × n additions. One rank trains alone: nothing moves.
+
+use serde::Serialize;
+
+/// Bytes in one gradient value (f32).
+pub const VALUE_BYTES: u64 = 4;
+
+/// One step's, epoch's or run's communication.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct Traffic {
+    /// Bytes each rank sends (and the same it receives), on average over the ranks.
+    pub bytes_sent_per_rank: f64,
+    pub bytes_received_per_rank: f64,
+    /// Additions of the reduction each rank does, on average over the ranks.
+    pub additions_per_rank: f64,
+    /// The same over all ranks together: exact integers.
+    pub bytes_sent_total: u64,
+    pub additions_total: u64,
+}
+
+impl Traffic {
+    fn times(self, k: u64) -> Traffic {
+        Traffic {
+            bytes_sent_per_rank: self.bytes_sent_per_rank * k as f64,
+            bytes_received_per_rank: self.bytes_received_per_rank * k as f64,
+            additions_per_rank: self.additions_per_rank * k as f64,
+            bytes_sent_total: self.bytes_sent_total * k,
+            additions_total: self.additions_total * k,
+        }
+    }
+}
+
+/// The communication of a run on `ranks` ranks, per step, epoch and run.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct Communication {
+    pub ranks: usize,
+    pub parameters: u64,
+    pub steps_per_epoch: u64,
+    pub epochs: u64,
+    pub per_step: Traffic,
+    pub per_epoch: Traffic,
+    pub run: Traffic,
+}
+
+/// One ring all-reduce of `parameters` f32 values over `ranks` ranks.
+pub fn all_reduce(parameters: u64, ranks: usize) -> Traffic {
+    let p = ranks.max(1) as u64;
+    let total_values = 2 * (p - 1) * parameters;
+    let additions_total = (p - 1) * parameters;
+    let per = |x: u64| x as f64 / p as f64;
+    Traffic {
+        bytes_sent_per_rank: per(total_values * VALUE_BYTES),
+        bytes_received_per_rank: per(total_values * VALUE_BYTES),
+        additions_per_rank: per(additions_total),
+        bytes_sent_total: total_values * VALUE_BYTES,
+        additions_total,
+    }
+}
+
+/// A run of `epochs` epochs of `examples` examples in global batches of `batch`, on `ranks`
+/// ranks: one all-reduce per step.
+pub fn communication(parameters: u64, ranks: usize, batch: usize, examples: usize, epochs: usize) -> Communication {
+    let steps = examples.div_ceil(batch.max(1)) as u64;
+    let step = all_reduce(parameters, ranks);
+    let epoch = step.times(steps);
+    Communication {
+        ranks: ranks.max(1),
+        parameters,
+        steps_per_epoch: steps,
+        epochs: epochs as u64,
+        per_step: step,
+        per_epoch: epoch,
+        run: epoch.times(epochs as u64),
+    }
+}
+
+/// The communication in words, for `explain`.
+pub fn explain(c: &Communication) -> String {
+    let n = |x: u64| crate::report::format::thousands(x as u128);
+    let p = c.ranks;
+    if p == 1 {
+        return "communication: one rank trains alone; no gradients move between processes.\n".into();
+    }
+    let b = |x: f64| crate::report::format::bytes(x.round() as u128);
+    format!(
+        "communication: each step the {p} ranks sum their gradients with a ring all-reduce of the {} parameters. \
+The ring cuts the arena into {p} chunks; in its reduce-scatter each rank passes a chunk to the next {} times, \
+adding the chunk it receives to its own, and in its all-gather passes the summed chunks on {} times more. \
+So each rank sends 2·(P−1)/P × 4 bytes × parameters = 2·{}/{p} × 4 × {} = {} a step and receives as much, \
+and does (P−1)/P × parameters = {} additions. Over the {} steps of an epoch that is {} sent per rank, \
+and {} over the run's {} epochs.\n",
+        n(c.parameters),
+        p - 1,
+        p - 1,
+        p - 1,
+        n(c.parameters),
+        b(c.per_step.bytes_sent_per_rank),
+        n(c.per_step.additions_per_rank.round() as u64),
+        n(c.steps_per_epoch),
+        b(c.per_epoch.bytes_sent_per_rank),
+        b(c.run.bytes_sent_per_rank),
+        c.epochs
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_rank_moves_nothing() {
+        let t = all_reduce(636_010, 1);
+        assert_eq!((t.bytes_sent_total, t.additions_total), (0, 0));
+        assert_eq!(t.bytes_sent_per_rank, 0.0);
+    }
+
+    #[test]
+    fn a_ring_sends_two_p_minus_one_over_p_of_the_arena_per_rank() {
+        // 784-800-10: 784·800 + 800 + 800·10 + 10 = 636,010 parameters.
+        let n = 636_010u64;
+        let t = all_reduce(n, 2);
+        assert_eq!(t.bytes_sent_per_rank, 4.0 * n as f64, "2·1/2 × 4 bytes × n");
+        assert_eq!(t.bytes_received_per_rank, t.bytes_sent_per_rank);
+        assert_eq!(t.additions_per_rank, n as f64 / 2.0);
+        assert_eq!(t.bytes_sent_total, 2 * 4 * n);
+        let t = all_reduce(n, 8);
+        assert_eq!(t.bytes_sent_per_rank, 2.0 * 7.0 / 8.0 * 4.0 * n as f64);
+        assert_eq!(t.additions_per_rank, 7.0 / 8.0 * n as f64);
+        assert_eq!(t.additions_total, 7 * n);
+    }
+
+    #[test]
+    fn epochs_and_runs_count_every_step_including_a_short_last_one() {
+        let c = communication(1000, 4, 128, 1000, 3); // 7 full batches and one of 104
+        assert_eq!(c.steps_per_epoch, 8);
+        assert_eq!(c.per_epoch.bytes_sent_total, 8 * 2 * 3 * 4 * 1000);
+        assert_eq!(c.run.bytes_sent_total, 3 * 8 * 2 * 3 * 4 * 1000);
+        assert_eq!(c.run.additions_per_rank, 3.0 * 8.0 * 0.75 * 1000.0);
+    }
+
+    #[test]
+    fn explain_gives_the_formula_and_the_figures() {
+        let t = explain(&communication(636_010, 2, 128, 60_000, 1));
+        assert!(t.contains("2·(P−1)/P × 4 bytes × parameters = 2·1/2 × 4 × 636,010"), "{t}");
+        assert!(t.contains("318,005 additions") && t.contains("469 steps"), "{t}");
+    }
+}

@@ -1,0 +1,103 @@
+//! Data-parallel training under `mpirun -n 2` (the `mpi` feature; the tests start mpirun
+//! themselves, all on this machine): repeatable to the bit, the same weights as one process over
+//! the same global batches, ranks that disagree refused. Without the feature, a flopnet started
+//! as one of several ranks refuses to train.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+const BIN: &str = env!("CARGO_BIN_EXE_flopnet");
+
+/// The arguments of a short run saving its model to `model`.
+#[allow(dead_code)]
+fn run_args(model: &Path, extra: &[&str]) -> Vec<String> {
+    let mut v: Vec<String> = ["train", "784-32-10", "--epochs", "2", "--batch", "64", "--threads", "1", "--seed", "5"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    v.extend(["--save".to_string(), model.display().to_string()]);
+    v.extend(extra.iter().map(|s| s.to_string()));
+    v
+}
+
+#[allow(dead_code)]
+fn mpirun(ranks: &[Vec<String>]) -> Output {
+    let mut c = Command::new("mpirun");
+    c.args(["--oversubscribe", "--bind-to", "none"]);
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        c.arg("--allow-run-as-root");
+    }
+    for (i, args) in ranks.iter().enumerate() {
+        if i > 0 {
+            c.arg(":");
+        }
+        c.args(["-n", "1", BIN]).args(args);
+    }
+    c.output().expect("mpirun runs (install openmpi-bin)")
+}
+
+#[allow(dead_code)]
+fn ok(out: Output) -> String {
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    text
+}
+
+#[allow(dead_code)]
+fn weights(path: &Path) -> Vec<Vec<f64>> {
+    let (_, layers, _) = flopnet::model::load_recorded(path).unwrap();
+    layers.into_iter().flat_map(|l| [l.weight, l.bias]).collect()
+}
+
+#[cfg(feature = "mpi")]
+#[test]
+fn two_ranks_repeat_to_the_bit_and_match_one_process_to_1e_5() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b, one) = (dir.path().join("a.st"), dir.path().join("b.st"), dir.path().join("one.st"));
+    let text = ok(mpirun(&[run_args(&a, &[]), run_args(&a, &[])]));
+    assert!(text.contains("training on 2 MPI ranks, 1 thread(s) each"), "{text}");
+    assert_eq!(text.matches("epoch   1").count(), 1, "rank 0 alone prints:\n{text}");
+    ok(mpirun(&[run_args(&b, &[]), run_args(&b, &[])]));
+    assert!(std::fs::read(&a).unwrap() == std::fs::read(&b).unwrap(), "two runs of mpirun -n 2 differ");
+    let single = Command::new(BIN).args(run_args(&one, &[])).output().unwrap();
+    ok(single);
+    let (p, q) = (weights(&a), weights(&one));
+    let mut moved = false;
+    for (t, (x, y)) in p.iter().zip(&q).enumerate() {
+        // Relative to the tensor's largest weight: only the order of summation differs.
+        let scale = y.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+        let worst = x.iter().zip(y).fold(0.0f64, |m, (u, v)| m.max((u - v).abs()));
+        assert!(worst <= 1e-5 * scale, "tensor {t}: {worst} apart at scale {scale}");
+        moved |= x != y;
+    }
+    // The split is real: two ranks sum in another order than one process.
+    assert!(moved, "bitwise equal to one process: were the batches split at all?");
+}
+
+#[cfg(feature = "mpi")]
+#[test]
+fn ranks_that_disagree_are_refused_before_training() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = dir.path().join("m.st");
+    let out = mpirun(&[run_args(&m, &[]), run_args(&m, &["--lr", "0.01"])]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("rank 1 of 2 has another flags than rank 0"), "{err}");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("epoch   1"), "trained before refusing");
+    assert!(!m.exists());
+}
+
+#[cfg(not(feature = "mpi"))]
+#[test]
+fn a_build_without_mpi_refuses_to_run_as_one_of_several_ranks() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .args(run_args(&dir.path().join("m.st"), &[]))
+        .env("OMPI_COMM_WORLD_SIZE", "2")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("built without MPI; build it with `cargo build --release --features mpi`"), "{err}");
+}
