@@ -287,9 +287,19 @@ struct RunArgs {
     /// Epochs in the run.
     #[arg(long, default_value_t = 1)]
     epochs: u64,
+    /// Ranks training together (`mpirun -n P`): adds what their all-reduce of the gradients sends.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    ranks: u64,
 }
 
 impl RunArgs {
+    /// The all-reduce traffic of `--ranks`, when more than one.
+    fn communication(&self, spec: &Spec, cfg: &Config) -> Option<flopnet::dist::traffic::Communication> {
+        let n = u64::try_from(spec.params()).unwrap_or(u64::MAX);
+        (self.ranks > 1)
+            .then(|| flopnet::dist::traffic::communication(n, self.ranks as usize, cfg.batch, cfg.examples, cfg.epochs))
+    }
+
     fn config(&self) -> Config {
         Config {
             loss: self.net.model.loss,
@@ -381,9 +391,15 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 if let Some(p) = &predicted {
                     v["predicted"] = serde_json::to_value(p).map_err(|e| Error::Usage(e.to_string()))?;
                 }
+                if let Some(c) = a.run.communication(&spec, &cfg) {
+                    v["communication"] = serde_json::to_value(c).map_err(|e| Error::Usage(e.to_string()))?;
+                }
                 println!("{}", serde_json::to_string_pretty(&v).map_err(|e| Error::Usage(e.to_string()))?);
             } else {
                 print!("{}", report::count_text(&ledger));
+                if let Some(c) = a.run.communication(&spec, &cfg) {
+                    print!("\n{}", flopnet::dist::traffic::text(&c));
+                }
                 if let Some(p) = &predicted {
                     print!("\n{}", report::prediction_text(p, cfg.batch));
                 }
@@ -394,6 +410,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let cfg = a.run.config();
             a.pictures.draw(&spec, &Ledger::new(&spec, &cfg))?;
             print!("{}", report::explain_text(&spec, &cfg));
+            if let Some(c) = a.run.communication(&spec, &cfg) {
+                print!("\n{}", flopnet::dist::traffic::explain(&c));
+            }
         }
         Command::Report(a) => {
             let spec = a.run.net.model.spec()?;

@@ -78,6 +78,28 @@ pub fn communication(parameters: u64, ranks: usize, batch: usize, examples: usiz
     }
 }
 
+/// The communication as `count` prints it: per rank, per step, epoch and run.
+pub fn text(c: &Communication) -> String {
+    let b = |x: f64| crate::report::format::bytes(x.round() as u128);
+    let n = |x: f64| crate::report::format::thousands(x.round() as u128);
+    let mut t = format!(
+        "communication: ring all-reduce of {} gradients over {} ranks, per rank (2·(P−1)/P × 4 bytes × parameters each way, (P−1)/P × parameters additions):\n",
+        crate::report::format::thousands(c.parameters as u128),
+        c.ranks
+    );
+    let steps = format!("run ({} epochs)", c.epochs);
+    let epoch = format!("epoch ({} steps)", c.steps_per_epoch);
+    for (what, x) in [("step", &c.per_step), (epoch.as_str(), &c.per_epoch), (steps.as_str(), &c.run)] {
+        t += &format!(
+            "  {what:<20} {:>12} sent  {:>12} received  {:>16} additions\n",
+            b(x.bytes_sent_per_rank),
+            b(x.bytes_received_per_rank),
+            n(x.additions_per_rank)
+        );
+    }
+    t
+}
+
 /// The communication in words, for `explain`.
 pub fn explain(c: &Communication) -> String {
     let n = |x: u64| crate::report::format::thousands(x as u128);
@@ -85,26 +107,31 @@ pub fn explain(c: &Communication) -> String {
     if p == 1 {
         return "communication: one rank trains alone; no gradients move between processes.\n".into();
     }
-    let b = |x: f64| crate::report::format::bytes(x.round() as u128);
-    format!(
-        "communication: each step the {p} ranks sum their gradients with a ring all-reduce of the {} parameters. \
-The ring cuts the arena into {p} chunks; in its reduce-scatter each rank passes a chunk to the next {} times, \
-adding the chunk it receives to its own, and in its all-gather passes the summed chunks on {} times more. \
-So each rank sends 2·(P−1)/P × 4 bytes × parameters = 2·{}/{p} × 4 × {} = {} a step and receives as much, \
-and does (P−1)/P × parameters = {} additions. Over the {} steps of an epoch that is {} sent per rank, \
-and {} over the run's {} epochs.\n",
-        n(c.parameters),
-        p - 1,
-        p - 1,
-        p - 1,
-        n(c.parameters),
-        b(c.per_step.bytes_sent_per_rank),
-        n(c.per_step.additions_per_rank.round() as u64),
-        n(c.steps_per_epoch),
-        b(c.per_epoch.bytes_sent_per_rank),
-        b(c.run.bytes_sent_per_rank),
-        c.epochs
-    )
+    let b = |x: f64| format!("{} ({} bytes)", crate::report::format::bytes(x.round() as u128), n(x.round() as u64));
+    let q = p - 1;
+    [
+        format!("communication: each step the {p} ranks sum their gradients, {} values, with a ring", n(c.parameters)),
+        format!("all-reduce. The ring cuts the arena into {p} chunks. In its reduce-scatter each rank sends"),
+        format!("one chunk to the next rank {q} time(s), adding each chunk it receives to its own partial sum;"),
+        format!("in its all-gather it passes the summed chunks on {q} time(s) more. So each rank sends"),
+        format!(
+            "2·(P−1)/P × 4 bytes × parameters = 2·{q}/{p} × 4 × {} = {} a step,",
+            n(c.parameters),
+            b(c.per_step.bytes_sent_per_rank)
+        ),
+        format!(
+            "receives as much, and does (P−1)/P × parameters = {} additions.",
+            n(c.per_step.additions_per_rank.round() as u64)
+        ),
+        format!(
+            "Over the {} steps of an epoch each rank sends {};",
+            n(c.steps_per_epoch),
+            b(c.per_epoch.bytes_sent_per_rank)
+        ),
+        format!("over the run's {} epoch(s), {}.", c.epochs, b(c.run.bytes_sent_per_rank)),
+    ]
+    .join("\n")
+        + "\n"
 }
 
 #[cfg(test)]
@@ -145,7 +172,10 @@ mod tests {
     #[test]
     fn explain_gives_the_formula_and_the_figures() {
         let t = explain(&communication(636_010, 2, 128, 60_000, 1));
-        assert!(t.contains("2·(P−1)/P × 4 bytes × parameters = 2·1/2 × 4 × 636,010"), "{t}");
+        assert!(
+            t.contains("2·(P−1)/P × 4 bytes × parameters = 2·1/2 × 4 × 636,010 = 2.4 MiB (2,544,040 bytes)"),
+            "{t}"
+        );
         assert!(t.contains("318,005 additions") && t.contains("469 steps"), "{t}");
     }
 }
