@@ -621,17 +621,21 @@ fn train_ranks(a: TrainArgs, comm: &mut dyn flopnet::dist::Comm) -> Result<()> {
         Config { loss: a.model.loss, optimizer: a.optimizer, batch, examples: splits.train.len(), epochs: a.epochs };
     let ledger = Ledger::new(&spec, &cfg);
     print!("{}", report::account_text(&ledger));
-    let profile = measured_profile(a.profile.clone(), threads)?;
-    let prediction = predict::predict(&spec, &cfg, predict::Machine::Measured(&profile), threads);
-    let withheld = predict::withheld(&profile);
-    match &withheld {
-        Some(why) => println!("{why}"),
-        None => println!(
-            "predicted: {} per epoch, {} for the run ({} per step)",
-            report::seconds(prediction.epoch_seconds),
-            report::seconds(prediction.run_seconds),
-            report::seconds(prediction.step_seconds)
-        ),
+    // Under MPI rank 0 alone predicts (and calibrates, when it must): the others print nothing.
+    let mut predicted_epoch = None;
+    if lead {
+        let profile = measured_profile(a.profile.clone(), threads)?;
+        let prediction = predict::predict(&spec, &cfg, predict::Machine::Measured(&profile), threads);
+        match predict::withheld(&profile) {
+            Some(why) => println!("{why}"),
+            None => println!(
+                "predicted: {} per epoch, {} for the run ({} per step)",
+                report::seconds(prediction.epoch_seconds),
+                report::seconds(prediction.run_seconds),
+                report::seconds(prediction.step_seconds)
+            ),
+        }
+        predicted_epoch = predict::withheld(&profile).is_none().then_some(prediction.epoch_seconds);
     }
     let plan = Plan {
         epochs: a.epochs,
@@ -639,7 +643,7 @@ fn train_ranks(a: TrainArgs, comm: &mut dyn flopnet::dist::Comm) -> Result<()> {
         seed: a.seed,
         shuffle: !a.no_shuffle,
         schedule: a.schedule,
-        predicted_epoch_seconds: withheld.is_none().then_some(prediction.epoch_seconds),
+        predicted_epoch_seconds: predicted_epoch,
     };
     let mut meta = checkpoint::meta(&spec, &settings, &plan, &splits.train);
     meta.init = a.init.as_deref().map(checkpoint::Init::of).transpose()?;

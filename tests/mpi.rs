@@ -101,3 +101,72 @@ fn a_build_without_mpi_refuses_to_run_as_one_of_several_ranks() {
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("built without MPI; build it with `cargo build --release --features mpi`"), "{err}");
 }
+
+/// Killing one rank mid-run ends the job on every rank within 10 s with a message naming the
+/// rank; rank 0's last checkpoint stays intact and a resumed `mpirun -n 2` run finishes from it.
+#[cfg(feature = "mpi")]
+#[test]
+fn a_killed_rank_ends_the_job_promptly_and_the_checkpoint_resumes() {
+    use std::time::{Duration, Instant};
+    let dir = tempfile::tempdir().unwrap();
+    let ck = dir.path().join("ck");
+    let m = dir.path().join("m.st");
+    let base = ["train", "784-64-10", "--epochs", "8", "--batch", "8", "--threads", "1", "--seed", "5"];
+    let args = |extra: [&str; 2]| -> Vec<String> {
+        base.iter().chain(&extra).chain(&["--save", m.to_str().unwrap()]).map(|s| s.to_string()).collect()
+    };
+    let first = args(["--checkpoint", ck.to_str().unwrap()]);
+    let mut c = Command::new("mpirun");
+    c.args(["--oversubscribe", "--bind-to", "none"]);
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        c.arg("--allow-run-as-root");
+    }
+    c.args(["-n", "2", BIN]).args(&first);
+    let mut job = c.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let file = ck.join(flopnet::checkpoint::FILE);
+    let waited = Instant::now();
+    while !file.exists() {
+        assert!(waited.elapsed() < Duration::from_secs(120), "no checkpoint after 2 minutes");
+        assert!(job.try_wait().unwrap().is_none(), "the job ended before its first checkpoint");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Rank 1: the flopnet process whose environment says so.
+    let rank1 = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .find(|pid| {
+            let env = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+            let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap_or_default();
+            exe.ends_with("flopnet")
+                && env.split(|&b| b == 0).any(|v| v == b"OMPI_COMM_WORLD_RANK=1")
+                && std::fs::read(format!("/proc/{pid}/cmdline"))
+                    .unwrap_or_default()
+                    .windows(ck.as_os_str().len())
+                    .any(|w| w == ck.as_os_str().as_encoded_bytes())
+        })
+        .expect("rank 1 is running");
+    // SAFETY: kill has no memory preconditions; the pid is our job's rank 1.
+    unsafe { libc::kill(rank1, libc::SIGKILL) };
+    let killed = Instant::now();
+    let out = loop {
+        if job.try_wait().unwrap().is_some() {
+            break job.wait_with_output().unwrap();
+        }
+        if killed.elapsed() > Duration::from_secs(10) {
+            let _ = job.kill();
+            panic!("the job still ran 10 s after rank 1 was killed");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("process rank 1") && err.contains("signal 9"), "{err}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!text.contains("saved "), "the run finished before the kill:\n{text}");
+    let c = flopnet::checkpoint::Checkpoint::load(&ck).expect("the checkpoint is intact");
+    drop(c);
+    let resumed = ok(mpirun(&[args(["--resume", ck.to_str().unwrap()]), args(["--resume", ck.to_str().unwrap()])]));
+    assert!(resumed.contains("resuming from") && resumed.contains("epoch   8"), "{resumed}");
+    assert!(m.exists());
+}
