@@ -52,6 +52,10 @@ struct CalibrateArgs {
     /// A coarser, faster measurement (~3 s).
     #[arg(long)]
     quick: bool,
+    /// Under `mpirun -n P` (P ≥ 2): measure the all-reduce's latency and bandwidth between the
+    /// ranks instead, for `count --predict --ranks --link-gbps --link-latency-us`.
+    #[arg(long)]
+    mpi: bool,
 }
 
 /// Options of the time model.
@@ -320,6 +324,12 @@ struct CountArgs {
     json: bool,
     #[command(flatten)]
     time: PredictArgs,
+    /// With --predict and --ranks: the link between ranks, in Gbit/s.
+    #[arg(long, value_parser = numbers::parse_positive, allow_negative_numbers = true)]
+    link_gbps: Option<f64>,
+    /// With --predict and --ranks: one message's latency on that link, in µs.
+    #[arg(long, value_parser = numbers::parse_positive, allow_negative_numbers = true)]
+    link_latency_us: Option<f64>,
     #[command(flatten)]
     pictures: PictureArgs,
 }
@@ -385,20 +395,42 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let cfg = a.run.config();
             let ledger = Ledger::new(&spec, &cfg);
             let predicted = if a.time.wanted() { Some(a.time.predict(&spec, &cfg)?) } else { None };
+            let communication = a.run.communication(&spec, &cfg);
+            let scaled = match (&communication, a.time.wanted(), a.link_gbps, a.link_latency_us) {
+                (Some(c), true, Some(g), Some(l)) => {
+                    // Each rank's step is that of its share of the batch, then the all-reduce.
+                    let share = |n: usize| n.div_ceil(c.ranks);
+                    let local = Config { batch: share(cfg.batch), examples: share(cfg.examples), ..cfg };
+                    let compute = a.time.predict(&spec, &local)?.step_seconds;
+                    Some(flopnet::dist::traffic::predict(c, compute, g, l))
+                }
+                (Some(_), true, _, _) => {
+                    return Err(Error::Usage(
+                        "count --predict --ranks P needs the link between the ranks: --link-gbps G --link-latency-us L (e.g. 100 and 2 for 100 Gbit/s InfiniBand)".into(),
+                    ));
+                }
+                _ => None,
+            };
             a.pictures.draw(&spec, &ledger)?;
             if a.json {
                 let mut v = serde_json::to_value(&ledger).map_err(|e| Error::Usage(e.to_string()))?;
                 if let Some(p) = &predicted {
                     v["predicted"] = serde_json::to_value(p).map_err(|e| Error::Usage(e.to_string()))?;
                 }
-                if let Some(c) = a.run.communication(&spec, &cfg) {
+                if let Some(c) = communication {
                     v["communication"] = serde_json::to_value(c).map_err(|e| Error::Usage(e.to_string()))?;
+                }
+                if let Some(p) = &scaled {
+                    v["predicted_ranks"] = serde_json::to_value(p).map_err(|e| Error::Usage(e.to_string()))?;
                 }
                 println!("{}", serde_json::to_string_pretty(&v).map_err(|e| Error::Usage(e.to_string()))?);
             } else {
                 print!("{}", report::count_text(&ledger));
-                if let Some(c) = a.run.communication(&spec, &cfg) {
+                if let Some(c) = communication {
                     print!("\n{}", flopnet::dist::traffic::text(&c));
+                }
+                if let Some(p) = &scaled {
+                    print!("\n{}", flopnet::dist::traffic::prediction_text(p));
                 }
                 if let Some(p) = &predicted {
                     print!("\n{}", report::prediction_text(p, cfg.batch));
@@ -441,6 +473,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
         }
         Command::Train(a) => train_command(a)?,
+        Command::Calibrate(a) if a.mpi => {
+            let mut comm = flopnet::dist::connect()?;
+            let link = flopnet::dist::measure_link(&mut *comm)?;
+            println!("{}", link.text());
+        }
         Command::Calibrate(a) => {
             let threads = a.threads.unwrap_or_else(sys::cores);
             let path = a.profile.unwrap_or_else(|| predict::default_path(threads));

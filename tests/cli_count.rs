@@ -195,3 +195,23 @@ fn count_with_ranks_adds_the_all_reduce_of_the_gradients() {
     let text = String::from_utf8_lossy(&flopnet(&["count", "784-800-10", "--ranks", "2"]).stdout).into_owned();
     assert!(text.contains("ring all-reduce of 636,010 gradients over 2 ranks"), "{text}");
 }
+
+/// `count --predict --ranks P` adds the ring's latency and bytes over the given link to each
+/// rank's compute, and needs that link.
+#[test]
+fn count_predicts_a_step_on_several_ranks_from_the_link() {
+    let args = ["count", "784-800-10", "--batch", "128", "--ranks", "8", "--predict", "--gflops", "100"];
+    let out =
+        flopnet(&[&args[..], &["--bandwidth", "50", "--link-gbps", "10", "--link-latency-us", "5", "--json"]].concat());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let p = &v["predicted_ranks"];
+    // 14 messages of 5 µs, and 2·7/8·4·636,010 bytes at 10 Gbit/s.
+    let comm = 14.0 * 5e-6 + 2.0 * 7.0 / 8.0 * 4.0 * 636_010.0 * 8.0 / 10e9;
+    assert!((p["communication_seconds"].as_f64().unwrap() - comm).abs() < 1e-12, "{p}");
+    let step = p["step_seconds"].as_f64().unwrap();
+    assert!((step - p["compute_seconds"].as_f64().unwrap() - comm).abs() < 1e-12);
+    let missing = flopnet(&[&args[..], &["--bandwidth", "50"]].concat());
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("--link-gbps G --link-latency-us L"));
+}

@@ -174,3 +174,26 @@ fn a_killed_rank_ends_the_job_promptly_and_the_checkpoint_resumes() {
     assert!(resumed.contains("resuming from") && resumed.contains("epoch   8"), "{resumed}");
     assert!(m.exists());
 }
+
+/// `calibrate --mpi` under `mpirun -n 2` prints the all-reduce's latency and bandwidth, once.
+#[cfg(feature = "mpi")]
+#[test]
+fn calibrate_mpi_measures_the_link_between_two_ranks() {
+    let args: Vec<String> = ["calibrate", "--mpi"].iter().map(|s| s.to_string()).collect();
+    let text = ok(mpirun(&[args.clone(), args]));
+    assert_eq!(text.matches("all-reduce between 2 ranks: ").count(), 1, "{text}");
+    let figure = |after: &str| -> f64 {
+        let s = &text[text.find(after).unwrap() + after.len()..];
+        s.split_whitespace().next().unwrap().trim_end_matches('`').parse().unwrap()
+    };
+    assert!(figure("--link-gbps ") > 0.0 && figure("--link-latency-us ") > 0.0, "{text}");
+}
+
+/// Without mpirun there is no link to measure.
+#[test]
+fn calibrate_mpi_alone_says_to_start_it_under_mpirun() {
+    let out = Command::new(BIN).args(["calibrate", "--mpi"]).env_remove("OMPI_COMM_WORLD_SIZE").output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("start it under `mpirun -n 2` or more"), "{err}");
+}

@@ -157,6 +157,60 @@ pub fn crc_f32(v: &[f32]) -> u32 {
     h.finalize()
 }
 
+/// The link between the ranks as their all-reduce sees it (`calibrate --mpi`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Link {
+    pub ranks: usize,
+    /// Seconds of one message: a one-value all-reduce's time over its 2·(P−1) messages.
+    pub latency_us: f64,
+    /// Bytes a rank sends in a large all-reduce, over its time less the latencies, in Gbit/s.
+    pub gbps: f64,
+}
+
+impl Link {
+    pub fn text(&self) -> String {
+        format!(
+            "all-reduce between {} ranks: {:.2} µs a message, {:.2} Gbit/s; predict with `flopnet count SPEC --predict --ranks P --link-gbps {:.2} --link-latency-us {:.2}`",
+            self.ranks, self.latency_us, self.gbps, self.gbps, self.latency_us
+        )
+    }
+}
+
+/// Times all-reduces of one value (latency) and of 4 Mi values (bandwidth) on `comm`, the
+/// median of several; every rank gets rank 0's figures.
+pub fn measure_link(comm: &mut dyn Comm) -> Result<Link> {
+    let p = comm.size();
+    if p < 2 {
+        return Err(Error::Usage(
+            "calibrate --mpi measures the link between ranks; start it under `mpirun -n 2` or more (a flopnet built with --features mpi)".into(),
+        ));
+    }
+    let mut time = |n: usize, reps: usize| {
+        let mut buf = vec![1.0f32; n];
+        comm.sum_f32(&mut buf); // warm up
+        let mut t: Vec<f64> = (0..reps)
+            .map(|_| {
+                let s = std::time::Instant::now();
+                comm.sum_f32(&mut buf);
+                s.elapsed().as_secs_f64()
+            })
+            .collect();
+        t.sort_by(f64::total_cmp);
+        t[t.len() / 2]
+    };
+    let messages = 2.0 * (p as f64 - 1.0);
+    let small = time(1, 201);
+    let n = 4 << 20;
+    let big = time(n, 9);
+    let bytes = traffic::all_reduce(n as u64, p).bytes_sent_per_rank;
+    let mut figures = [small / messages * 1e6, bytes * 8.0 / (big - small).max(1e-9) / 1e9];
+    // Rank 0's figures for all: sum with zeros elsewhere.
+    let mut both = if comm.rank() == 0 { [figures[0], figures[1]] } else { [0.0; 2] };
+    comm.sum_f64(&mut both);
+    figures = both;
+    Ok(Link { ranks: p, latency_us: figures[0], gbps: figures[1] })
+}
+
 /// Scratch for [`step`]: this rank's share of a batch.
 pub struct Shares {
     x: Vec<f32>,

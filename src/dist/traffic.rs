@@ -78,6 +78,61 @@ pub fn communication(parameters: u64, ranks: usize, batch: usize, examples: usiz
     }
 }
 
+/// A step on P ranks predicted: each rank's share of the batch, then the all-reduce, without
+/// overlap (flopnet sums the gradients after the backward pass).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct Scaled {
+    pub ranks: usize,
+    pub link_gbps: f64,
+    pub link_latency_us: f64,
+    /// One rank's forward, backward and update of its share of the batch.
+    pub compute_seconds: f64,
+    /// The ring all-reduce: 2·(P−1) messages' latency plus the bytes each rank sends over the link.
+    pub communication_seconds: f64,
+    pub step_seconds: f64,
+    pub epoch_seconds: f64,
+    pub run_seconds: f64,
+    /// Communication's share of the step: above one half it dominates.
+    pub communication_share: f64,
+}
+
+/// The step of `c` given one rank's compute time and the link: 2·(P−1) × latency +
+/// bytes sent per rank × 8 / (Gbit/s × 10⁹).
+pub fn predict(c: &Communication, compute_seconds: f64, link_gbps: f64, link_latency_us: f64) -> Scaled {
+    let messages = 2.0 * (c.ranks as f64 - 1.0);
+    let comm = messages * link_latency_us * 1e-6 + c.per_step.bytes_sent_per_rank * 8.0 / (link_gbps * 1e9);
+    let step = compute_seconds + comm;
+    Scaled {
+        ranks: c.ranks,
+        link_gbps,
+        link_latency_us,
+        compute_seconds,
+        communication_seconds: comm,
+        step_seconds: step,
+        epoch_seconds: step * c.steps_per_epoch as f64,
+        run_seconds: step * (c.steps_per_epoch * c.epochs) as f64,
+        communication_share: if step > 0.0 { comm / step } else { 0.0 },
+    }
+}
+
+/// [`Scaled`] as `count --predict --ranks` prints it.
+pub fn prediction_text(p: &Scaled) -> String {
+    let s = crate::report::seconds;
+    format!(
+        "predicted on {} ranks (link {} Gbit/s, {} µs a message): {} per step = {} compute (each rank's share of the batch) + {} all-reduce; {} per epoch, {} for the run; communication is {:.0}% of the step{}\n",
+        p.ranks,
+        p.link_gbps,
+        p.link_latency_us,
+        s(p.step_seconds),
+        s(p.compute_seconds),
+        s(p.communication_seconds),
+        s(p.epoch_seconds),
+        s(p.run_seconds),
+        100.0 * p.communication_share,
+        if p.communication_share > 0.5 { " and dominates it" } else { "" }
+    )
+}
+
 /// The communication as `count` prints it: per rank, per step, epoch and run.
 pub fn text(c: &Communication) -> String {
     let b = |x: f64| crate::report::format::bytes(x.round() as u128);
@@ -167,6 +222,17 @@ mod tests {
         assert_eq!(c.per_epoch.bytes_sent_total, 8 * 2 * 3 * 4 * 1000);
         assert_eq!(c.run.bytes_sent_total, 3 * 8 * 2 * 3 * 4 * 1000);
         assert_eq!(c.run.additions_per_rank, 3.0 * 8.0 * 0.75 * 1000.0);
+    }
+
+    #[test]
+    fn a_predicted_step_adds_the_ring_s_latency_and_bytes_to_the_share_s_compute() {
+        let c = communication(1_000_000, 4, 128, 1280, 2); // 10 steps an epoch
+        // 6 messages of 10 µs, then 2·3/4·4·10⁶ = 6·10⁶ bytes at 8 Gbit/s (10⁹ bytes/s): 6 ms.
+        let p = predict(&c, 0.004, 8.0, 10.0);
+        assert!((p.communication_seconds - (60e-6 + 6e-3)).abs() < 1e-12, "{p:?}");
+        assert!((p.step_seconds - (0.004 + 60e-6 + 6e-3)).abs() < 1e-12);
+        assert!((p.run_seconds - 20.0 * p.step_seconds).abs() < 1e-12);
+        assert!(p.communication_share > 0.5 && prediction_text(&p).contains("dominates"));
     }
 
     #[test]
