@@ -20,6 +20,16 @@ fn run_args(model: &Path, extra: &[&str]) -> Vec<String> {
     v
 }
 
+/// One mpirun job at a time: the tests run on threads of one process, and jobs at once would
+/// share the cores (and time each other out).
+#[allow(dead_code)]
+static ONE_JOB: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+#[allow(dead_code)]
+fn one_job() -> std::sync::MutexGuard<'static, ()> {
+    ONE_JOB.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 #[allow(dead_code)]
 fn mpirun(ranks: &[Vec<String>]) -> Output {
     let mut c = Command::new("mpirun");
@@ -53,6 +63,7 @@ fn weights(path: &Path) -> Vec<Vec<f64>> {
 #[cfg(feature = "mpi")]
 #[test]
 fn two_ranks_repeat_to_the_bit_and_match_one_process_to_1e_5() {
+    let _job = one_job();
     // Momentum's step scales with the gradient (Adam's would hide one off by a constant factor);
     // Adam is the default.
     for opt in ["momentum", "adam"] {
@@ -82,6 +93,7 @@ fn two_ranks_repeat_to_the_bit_and_match_one_process_to_1e_5() {
 #[cfg(feature = "mpi")]
 #[test]
 fn ranks_that_disagree_are_refused_before_training() {
+    let _job = one_job();
     let dir = tempfile::tempdir().unwrap();
     let m = dir.path().join("m.st");
     let out = mpirun(&[run_args(&m, &[]), run_args(&m, &["--lr", "0.01"])]);
@@ -111,6 +123,7 @@ fn a_build_without_mpi_refuses_to_run_as_one_of_several_ranks() {
 #[cfg(feature = "mpi")]
 #[test]
 fn a_killed_rank_ends_the_job_promptly_and_the_checkpoint_resumes() {
+    let _job = one_job();
     use std::time::{Duration, Instant};
     let dir = tempfile::tempdir().unwrap();
     let ck = dir.path().join("ck");
@@ -132,7 +145,11 @@ fn a_killed_rank_ends_the_job_promptly_and_the_checkpoint_resumes() {
     let waited = Instant::now();
     while !file.exists() {
         assert!(waited.elapsed() < Duration::from_secs(120), "no checkpoint after 2 minutes");
-        assert!(job.try_wait().unwrap().is_none(), "the job ended before its first checkpoint");
+        if job.try_wait().unwrap().is_some() {
+            let out = job.wait_with_output().unwrap();
+            let (o, e) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+            panic!("the job ended before its first checkpoint:\n{o}\n{e}");
+        }
         std::thread::sleep(Duration::from_millis(20));
     }
     // Rank 1: the flopnet process whose environment says so.
@@ -179,6 +196,7 @@ fn a_killed_rank_ends_the_job_promptly_and_the_checkpoint_resumes() {
 #[cfg(feature = "mpi")]
 #[test]
 fn calibrate_mpi_measures_the_link_between_two_ranks() {
+    let _job = one_job();
     let args: Vec<String> = ["calibrate", "--mpi"].iter().map(|s| s.to_string()).collect();
     let text = ok(mpirun(&[args.clone(), args]));
     assert_eq!(text.matches("all-reduce between 2 ranks: ").count(), 1, "{text}");
