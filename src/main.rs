@@ -502,8 +502,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
             );
             println!("saved {}", path.display());
         }
-        Command::Eval(a) => eval_command(a)?,
+        // Under mpirun every rank does the same; rank 0 alone prints (connect silences the rest).
+        Command::Eval(a) => {
+            let _ranks = flopnet::dist::connect()?;
+            eval_command(a)?
+        }
         Command::Bench(a) => {
+            let _ranks = flopnet::dist::connect()?;
             let spec = a.model.spec()?;
             guard::check_available(&spec, a.optimizer, a.batch as usize)?;
             let cfg = BenchConfig {

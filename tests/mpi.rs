@@ -215,3 +215,22 @@ fn calibrate_mpi_alone_says_to_start_it_under_mpirun() {
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("start it under `mpirun -n 2` or more"), "{err}");
 }
+
+/// `eval` under `mpirun -n 2` scores the same on each rank and prints once.
+#[cfg(feature = "mpi")]
+#[test]
+fn eval_under_mpirun_prints_once() {
+    let _job = one_job();
+    let dir = tempfile::tempdir().unwrap();
+    let m = dir.path().join("m.st");
+    ok(Command::new(BIN).args(run_args(&m, &[])).output().unwrap());
+    let args: Vec<String> = ["eval", "--model", m.to_str().unwrap()].iter().map(|s| s.to_string()).collect();
+    let text = ok(mpirun(&[args.clone(), args]));
+    assert_eq!(
+        text.matches("accuracy").count(),
+        ok(Command::new(BIN).args(["eval", "--model", m.to_str().unwrap()]).output().unwrap())
+            .matches("accuracy")
+            .count(),
+        "{text}"
+    );
+}
