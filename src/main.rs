@@ -559,6 +559,8 @@ struct Console {
     metrics: Option<MetricsWriter>,
     plot: Option<plot::TrainingPlot>,
     saver: Option<Saver>,
+    /// Under MPI, on the ranks that keep no checkpoint: the signals they received.
+    stop: Option<flopnet::dist::Signals>,
 }
 
 impl Watcher for Console {
@@ -599,7 +601,7 @@ impl Watcher for Console {
     }
 
     fn interrupted(&mut self) -> Option<i32> {
-        self.saver.as_ref().and_then(Saver::interrupted)
+        self.saver.as_ref().and_then(Saver::interrupted).or_else(|| self.stop.as_ref().and_then(|s| s.received()))
     }
 
     fn checkpoint(&mut self, engine: &Engine, at: &Position) -> Result<()> {
@@ -638,8 +640,18 @@ fn train_command(a: TrainArgs) -> Result<()> {
     if let Err(e) = &result
         && comm.size() > 1
     {
-        eprintln!("flopnet: rank {} of {}: {e}", comm.rank(), comm.size());
-        comm.abort(e.exit_code());
+        if flopnet::dist::shared_error(e) {
+            // Every rank stopped at the same step: rank 0 says why (before MPI ends: mpirun
+            // ends the job once a rank exits with an error), the others end quietly.
+            if comm.rank() == 0 {
+                eprintln!("flopnet: {e}");
+            }
+            drop(comm);
+            std::process::exit(e.exit_code());
+        } else {
+            eprintln!("flopnet: rank {} of {}: {e}", comm.rank(), comm.size());
+            comm.abort(e.exit_code());
+        }
     }
     result
 }
@@ -747,7 +759,9 @@ fn train_ranks(a: TrainArgs, comm: &mut dyn flopnet::dist::Comm) -> Result<()> {
         .filter(|_| lead)
         .map(|dir| Saver::new(dir, meta, resumed.as_ref().map(|_| start)))
         .transpose()?;
-    let mut console = Console { bar: None, batch, examples: splits.train.len(), metrics, plot, saver };
+    let keeps = a.checkpoint.is_some() || a.resume.is_some();
+    let stop = (!lead && keeps).then(flopnet::dist::Signals::register).transpose()?;
+    let mut console = Console { bar: None, batch, examples: splits.train.len(), metrics, plot, saver, stop };
     let trained = train::train_on(&mut engine, &splits.train, splits.val.as_ref(), &plan, &start, &mut console, comm);
     if let Err(e) = trained {
         return Err(match &console.saver {

@@ -128,7 +128,8 @@ fn a_killed_rank_ends_the_job_promptly_and_the_checkpoint_resumes() {
     let dir = tempfile::tempdir().unwrap();
     let ck = dir.path().join("ck");
     let m = dir.path().join("m.st");
-    let base = ["train", "784-64-10", "--epochs", "8", "--batch", "8", "--threads", "1", "--seed", "5"];
+    // About 0.25 s an epoch here: the kill lands mid-run.
+    let base = ["train", "784-400-10", "--epochs", "16", "--batch", "8", "--threads", "1", "--seed", "5"];
     let args = |extra: [&str; 2]| -> Vec<String> {
         base.iter().chain(&extra).chain(&["--save", m.to_str().unwrap()]).map(|s| s.to_string()).collect()
     };
@@ -233,4 +234,55 @@ fn eval_under_mpirun_prints_once() {
             .count(),
         "{text}"
     );
+}
+
+/// SIGTERM to mpirun (which passes it to every rank) stops all ranks at the same step, rank 0
+/// checkpoints there and says so, and the resumed run ends with the model of a run never stopped.
+#[cfg(feature = "mpi")]
+#[test]
+fn a_stopped_job_checkpoints_mid_epoch_and_resumes_to_the_same_model() {
+    use std::time::{Duration, Instant};
+    let _job = one_job();
+    let dir = tempfile::tempdir().unwrap();
+    let ck = dir.path().join("ck");
+    let (whole, resumed) = (dir.path().join("whole.st"), dir.path().join("resumed.st"));
+    // About 0.25 s an epoch here: the signal lands mid-run.
+    let base = ["train", "784-400-10", "--epochs", "10", "--batch", "8", "--threads", "1", "--seed", "5"];
+    let args = |m: &Path, extra: [&str; 2]| -> Vec<String> {
+        base.iter().chain(&extra).chain(&["--save", m.to_str().unwrap()]).map(|s| s.to_string()).collect()
+    };
+    let other = dir.path().join("other");
+    ok(mpirun(&[
+        args(&whole, ["--checkpoint", other.to_str().unwrap()]),
+        args(&whole, ["--checkpoint", other.to_str().unwrap()]),
+    ]));
+    let mut c = Command::new("mpirun");
+    c.args(["--oversubscribe", "--bind-to", "none"]);
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        c.arg("--allow-run-as-root");
+    }
+    c.args(["-n", "2", BIN]).args(args(&resumed, ["--checkpoint", ck.to_str().unwrap()]));
+    let job = c.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let file = ck.join(flopnet::checkpoint::FILE);
+    let waited = Instant::now();
+    while !file.exists() {
+        assert!(waited.elapsed() < Duration::from_secs(120), "no checkpoint after 2 minutes");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    // SAFETY: kill has no memory preconditions; the pid is our mpirun.
+    unsafe { libc::kill(job.id() as i32, libc::SIGTERM) };
+    let out = job.wait_with_output().unwrap();
+    let (text, err) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(!out.status.success() && !resumed.exists(), "the run finished before the signal:\n{text}");
+    assert_eq!(err.matches("interrupted by SIGTERM: stopped after step ").count(), 1, "{text}\n{err}");
+    assert!(
+        text.contains("checkpoint: epoch ") && text.contains(", batch "),
+        "no mid-epoch checkpoint:\n{text}\n{err}"
+    );
+    let r = ["--resume", ck.to_str().unwrap()];
+    let again = ok(mpirun(&[args(&resumed, r), args(&resumed, r)]));
+    assert!(again.contains("resuming from"), "{again}");
+    assert!(std::fs::read(&whole).unwrap() == std::fs::read(&resumed).unwrap(), "the resumed run ends elsewhere");
 }

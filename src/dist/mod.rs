@@ -157,6 +157,36 @@ pub fn crc_f32(v: &[f32]) -> u32 {
     h.finalize()
 }
 
+/// SIGINT and SIGTERM noted on a rank that keeps no checkpoint (every rank but 0), so that when
+/// mpirun passes a signal on, every rank stops at the same step (the ranks agree on it in
+/// [`step`]) and rank 0 saves its checkpoint there.
+pub struct Signals(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+impl Signals {
+    pub fn register() -> Result<Signals> {
+        let flag = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+            signal_hook::flag::register_usize(sig, std::sync::Arc::clone(&flag), sig as usize)
+                .map_err(|e| Error::Usage(format!("cannot install a handler for signal {sig}: {e}")))?;
+        }
+        Ok(Signals(flag))
+    }
+
+    /// The signal received, if any.
+    pub fn received(&self) -> Option<i32> {
+        match self.0.load(std::sync::atomic::Ordering::Relaxed) {
+            0 => None,
+            s => Some(s as i32),
+        }
+    }
+}
+
+/// Whether every rank meets `e` at the same point (it was decided from values all ranks share:
+/// the summed loss, the same weights, a signal they agreed on), so none is left waiting.
+pub fn shared_error(e: &Error) -> bool {
+    matches!(e, Error::Interrupted { .. } | Error::Diverged(_))
+}
+
 /// The link between the ranks as their all-reduce sees it (`calibrate --mpi`).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Link {
