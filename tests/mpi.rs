@@ -30,14 +30,48 @@ fn one_job() -> std::sync::MutexGuard<'static, ()> {
     ONE_JOB.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// mpirun with the options every test needs: more ranks than cores, no binding, and running as
+/// root where the tests do.
 #[allow(dead_code)]
-fn mpirun(ranks: &[Vec<String>]) -> Output {
+fn mpirun_command() -> Command {
     let mut c = Command::new("mpirun");
     c.args(["--oversubscribe", "--bind-to", "none"]);
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } == 0 {
         c.arg("--allow-run-as-root");
     }
+    c
+}
+
+/// `mpirun -n 2 flopnet ARGS` started, its output piped, once `dir`'s checkpoint exists.
+#[allow(dead_code)]
+fn two_ranks_until_a_checkpoint(args: &[String], dir: &Path) -> std::process::Child {
+    use std::process::Stdio;
+    use std::time::{Duration, Instant};
+    let mut job = mpirun_command()
+        .args(["-n", "2", BIN])
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let file = dir.join(flopnet::checkpoint::FILE);
+    let waited = Instant::now();
+    while !file.exists() {
+        assert!(waited.elapsed() < Duration::from_secs(120), "no checkpoint after 2 minutes");
+        if job.try_wait().unwrap().is_some() {
+            let out = job.wait_with_output().unwrap();
+            let (o, e) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+            panic!("the job ended before its first checkpoint:\n{o}\n{e}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    job
+}
+
+#[allow(dead_code)]
+fn mpirun(ranks: &[Vec<String>]) -> Output {
+    let mut c = mpirun_command();
     for (i, args) in ranks.iter().enumerate() {
         if i > 0 {
             c.arg(":");
@@ -134,25 +168,7 @@ fn a_killed_rank_ends_the_job_promptly_and_the_checkpoint_resumes() {
         base.iter().chain(&extra).chain(&["--save", m.to_str().unwrap()]).map(|s| s.to_string()).collect()
     };
     let first = args(["--checkpoint", ck.to_str().unwrap()]);
-    let mut c = Command::new("mpirun");
-    c.args(["--oversubscribe", "--bind-to", "none"]);
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
-        c.arg("--allow-run-as-root");
-    }
-    c.args(["-n", "2", BIN]).args(&first);
-    let mut job = c.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
-    let file = ck.join(flopnet::checkpoint::FILE);
-    let waited = Instant::now();
-    while !file.exists() {
-        assert!(waited.elapsed() < Duration::from_secs(120), "no checkpoint after 2 minutes");
-        if job.try_wait().unwrap().is_some() {
-            let out = job.wait_with_output().unwrap();
-            let (o, e) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-            panic!("the job ended before its first checkpoint:\n{o}\n{e}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let mut job = two_ranks_until_a_checkpoint(&first, &ck);
     // Rank 1: the flopnet process whose environment says so.
     let rank1 = std::fs::read_dir("/proc")
         .unwrap()
@@ -241,7 +257,7 @@ fn eval_under_mpirun_prints_once() {
 #[cfg(feature = "mpi")]
 #[test]
 fn a_stopped_job_checkpoints_mid_epoch_and_resumes_to_the_same_model() {
-    use std::time::{Duration, Instant};
+    use std::time::Duration;
     let _job = one_job();
     let dir = tempfile::tempdir().unwrap();
     let ck = dir.path().join("ck");
@@ -256,20 +272,7 @@ fn a_stopped_job_checkpoints_mid_epoch_and_resumes_to_the_same_model() {
         args(&whole, ["--checkpoint", other.to_str().unwrap()]),
         args(&whole, ["--checkpoint", other.to_str().unwrap()]),
     ]));
-    let mut c = Command::new("mpirun");
-    c.args(["--oversubscribe", "--bind-to", "none"]);
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
-        c.arg("--allow-run-as-root");
-    }
-    c.args(["-n", "2", BIN]).args(args(&resumed, ["--checkpoint", ck.to_str().unwrap()]));
-    let job = c.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
-    let file = ck.join(flopnet::checkpoint::FILE);
-    let waited = Instant::now();
-    while !file.exists() {
-        assert!(waited.elapsed() < Duration::from_secs(120), "no checkpoint after 2 minutes");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    let job = two_ranks_until_a_checkpoint(&args(&resumed, ["--checkpoint", ck.to_str().unwrap()]), &ck);
     std::thread::sleep(Duration::from_millis(100));
     // SAFETY: kill has no memory preconditions; the pid is our mpirun.
     unsafe { libc::kill(job.id() as i32, libc::SIGTERM) };
