@@ -42,6 +42,7 @@ pub mod bench;
 pub mod checkpoint;
 pub mod cost;
 pub mod data;
+pub mod dist;
 pub mod engine;
 pub mod error;
 pub mod files;

@@ -54,6 +54,10 @@ struct CalibrateArgs {
     /// A coarser, faster measurement (~3 s).
     #[arg(long)]
     quick: bool,
+    /// Under `mpirun -n P` (P ≥ 2): measure the all-reduce's latency and bandwidth between the
+    /// ranks instead, for `count --predict --ranks --link-gbps --link-latency-us`.
+    #[arg(long)]
+    mpi: bool,
 }
 
 /// Options of the time model.
@@ -333,9 +337,19 @@ struct RunArgs {
     /// Epochs in the run.
     #[arg(long, default_value_t = 1, value_parser = at_least_one::<u64>)]
     epochs: u64,
+    /// Ranks training together (`mpirun -n P`): adds what their all-reduce of the gradients sends.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    ranks: u64,
 }
 
 impl RunArgs {
+    /// The all-reduce traffic of `--ranks`, when more than one.
+    fn communication(&self, spec: &Spec, cfg: &Config) -> Option<flopnet::dist::traffic::Communication> {
+        let n = u64::try_from(spec.params()).unwrap_or(u64::MAX);
+        (self.ranks > 1)
+            .then(|| flopnet::dist::traffic::communication(n, self.ranks as usize, cfg.batch, cfg.examples, cfg.epochs))
+    }
+
     fn config(&self) -> Config {
         Config {
             loss: self.net.model.loss,
@@ -365,6 +379,12 @@ struct CountArgs {
     json: bool,
     #[command(flatten)]
     time: PredictArgs,
+    /// With --predict and --ranks: the link between ranks, in Gbit/s.
+    #[arg(long, value_parser = numbers::parse_positive, allow_negative_numbers = true)]
+    link_gbps: Option<f64>,
+    /// With --predict and --ranks: one message's latency on that link, in µs.
+    #[arg(long, value_parser = numbers::parse_positive, allow_negative_numbers = true)]
+    link_latency_us: Option<f64>,
     #[command(flatten)]
     pictures: PictureArgs,
 }
@@ -439,11 +459,35 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let cfg = a.run.config();
             let ledger = Ledger::try_new(&spec, &cfg)?;
             let predicted = if a.time.wanted() { Some(a.time.predict(&spec, &cfg)?) } else { None };
+            let communication = a.run.communication(&spec, &cfg);
+            let scaled = match (&communication, a.time.wanted(), a.link_gbps, a.link_latency_us) {
+                (Some(c), true, Some(g), Some(l)) => {
+                    // Each rank's step is that of its share of the batch, then the all-reduce.
+                    let share = |n: usize| n.div_ceil(c.ranks);
+                    let local = Config { batch: share(cfg.batch), examples: share(cfg.examples), ..cfg };
+                    let compute = a.time.predict(&spec, &local)?.step_seconds;
+                    Some(flopnet::dist::traffic::predict(c, compute, g, l))
+                }
+                (Some(_), true, _, _) => {
+                    return Err(Error::Usage(
+                        "count --predict --ranks P needs the link between the ranks: --link-gbps G --link-latency-us L (e.g. 100 and 2 for 100 Gbit/s InfiniBand)".into(),
+                    ));
+                }
+                _ => None,
+            };
             a.pictures.draw(&spec, &ledger)?;
             if a.json {
-                println!("{}", report::count_json(&ledger, predicted.as_ref())?);
+                let extra =
+                    report::CountExtras { predicted: predicted.as_ref(), communication, scaled: scaled.as_ref() };
+                println!("{}", report::count_json(&ledger, &extra)?);
             } else {
                 print!("{}", report::count_text(&ledger));
+                if let Some(c) = communication {
+                    print!("\n{}", flopnet::dist::traffic::text(&c));
+                }
+                if let Some(p) = &scaled {
+                    print!("\n{}", flopnet::dist::traffic::prediction_text(p));
+                }
                 if let Some(p) = &predicted {
                     print!("\n{}", report::prediction_text(p, cfg.batch));
                 }
@@ -455,6 +499,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let cfg = a.run.config();
             a.pictures.draw(&spec, &Ledger::try_new(&spec, &cfg)?)?;
             print!("{}", report::explain_text(&spec, &cfg));
+            if let Some(c) = a.run.communication(&spec, &cfg) {
+                print!("\n{}", flopnet::dist::traffic::explain(&c));
+            }
         }
         Command::Report(a) => {
             let spec = a.run.net.model.spec()?;
@@ -485,6 +532,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
         }
         Command::Train(a) => train_command(a)?,
+        Command::Calibrate(a) if a.mpi => {
+            let mut comm = flopnet::dist::connect()?;
+            let link = flopnet::dist::measure_link(&mut *comm)?;
+            println!("{}", link.text());
+        }
         Command::Calibrate(a) => {
             let threads = threads(a.threads);
             let path = a.profile.unwrap_or_else(|| predict::default_path(threads));
@@ -511,9 +563,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
             );
             println!("saved {}", path.display());
         }
-        Command::Eval(a) => eval_command(a)?,
+        // Under mpirun every rank does the same; rank 0 alone prints (connect silences the rest).
+        Command::Eval(a) => {
+            let _ranks = flopnet::dist::connect()?;
+            eval_command(a)?
+        }
         Command::Zoo => print!("{}", flopnet::zoo::table()?),
         Command::Bench(a) => {
+            let _ranks = flopnet::dist::connect()?;
             let spec = a.model.spec()?;
             spec.fast_engine_check()?;
             guard::check_available(&spec, a.optimizer, a.batch as usize)?;
@@ -566,6 +623,8 @@ struct Console {
     metrics: Option<MetricsWriter>,
     plot: Option<plot::TrainingPlot>,
     saver: Option<Saver>,
+    /// Under MPI, on the ranks that keep no checkpoint: the signals they received.
+    stop: Option<flopnet::dist::Signals>,
 }
 
 impl Watcher for Console {
@@ -607,7 +666,7 @@ impl Watcher for Console {
     }
 
     fn interrupted(&mut self) -> Option<i32> {
-        self.saver.as_ref().and_then(Saver::interrupted)
+        self.saver.as_ref().and_then(Saver::interrupted).or_else(|| self.stop.as_ref().and_then(|s| s.received()))
     }
 
     fn checkpoint(&mut self, engine: &Engine, at: &Position) -> Result<()> {
@@ -638,7 +697,32 @@ fn batch_for(batch: usize, examples: usize, what: &str) -> usize {
     batch
 }
 
+/// `train`, on one process or as one rank of `mpirun -n P`: there an error on any rank ends
+/// the job on every rank (never a rank left waiting for the others), naming the rank.
 fn train_command(a: TrainArgs) -> Result<()> {
+    let mut comm = flopnet::dist::connect()?;
+    let result = train_ranks(a, &mut *comm);
+    if let Err(e) = &result
+        && comm.size() > 1
+    {
+        if flopnet::dist::shared_error(e) {
+            // Every rank stopped at the same step: rank 0 says why (before MPI ends: mpirun
+            // ends the job once a rank exits with an error), the others end quietly.
+            if comm.rank() == 0 {
+                eprintln!("flopnet: {e}");
+            }
+            drop(comm);
+            std::process::exit(e.exit_code());
+        } else {
+            eprintln!("flopnet: rank {} of {}: {e}", comm.rank(), comm.size());
+            comm.abort(e.exit_code());
+        }
+    }
+    result
+}
+
+fn train_ranks(a: TrainArgs, comm: &mut dyn flopnet::dist::Comm) -> Result<()> {
+    let lead = comm.rank() == 0;
     let spec = a.model.spec()?;
     spec.fast_engine_check()?;
     let inputs = [a.data.data.as_deref().map(Path::new), a.init.as_deref(), Some(Path::new(&a.model.spec))];
@@ -678,18 +762,22 @@ fn train_command(a: TrainArgs) -> Result<()> {
         Config { loss: a.model.loss, optimizer: a.optimizer, batch, examples: splits.train.len(), epochs: a.epochs };
     let ledger = Ledger::new(&spec, &cfg);
     print!("{}", report::account_text(&ledger));
-    let profile = measured_profile(a.profile.clone(), threads)?;
-    let prediction = predict::predict(&spec, &cfg, predict::Machine::Measured(&profile), threads);
-    println!("kernels: {} (FMA ceiling {:.0} GFLOP/s on {threads} thread(s))", profile.simd, profile.fma_ceiling);
-    let withheld = predict::withheld(&profile);
-    match &withheld {
-        Some(why) => println!("{why}"),
-        None => println!(
-            "predicted: {} per epoch, {} for the run ({} per step)",
-            report::seconds(prediction.epoch_seconds),
-            report::seconds(prediction.run_seconds),
-            report::seconds(prediction.step_seconds)
-        ),
+    // Under MPI rank 0 alone predicts (and calibrates, when it must): the others print nothing.
+    let mut predicted_epoch = None;
+    if lead {
+        let profile = measured_profile(a.profile.clone(), threads)?;
+        let prediction = predict::predict(&spec, &cfg, predict::Machine::Measured(&profile), threads);
+        println!("kernels: {} (FMA ceiling {:.0} GFLOP/s on {threads} thread(s))", profile.simd, profile.fma_ceiling);
+        match predict::withheld(&profile) {
+            Some(why) => println!("{why}"),
+            None => println!(
+                "predicted: {} per epoch, {} for the run ({} per step)",
+                report::seconds(prediction.epoch_seconds),
+                report::seconds(prediction.run_seconds),
+                report::seconds(prediction.step_seconds)
+            ),
+        }
+        predicted_epoch = predict::withheld(&profile).is_none().then_some(prediction.epoch_seconds);
     }
     let plan = Plan {
         epochs: a.epochs,
@@ -697,7 +785,7 @@ fn train_command(a: TrainArgs) -> Result<()> {
         seed: a.seed,
         shuffle: !a.no_shuffle,
         schedule: a.schedule,
-        predicted_epoch_seconds: withheld.is_none().then_some(prediction.epoch_seconds),
+        predicted_epoch_seconds: predicted_epoch,
     };
     let mut meta = checkpoint::meta(&spec, &settings, &plan, &splits.train);
     meta.init = a.init.as_deref().map(checkpoint::Init::of).transpose()?;
@@ -729,21 +817,33 @@ fn train_command(a: TrainArgs) -> Result<()> {
     if resumed.is_some() {
         println!("resuming from {}", checkpoint::describe(&start));
     }
+    if comm.size() > 1 {
+        flopnet::dist::agree(comm, &flopnet::dist::fingerprint(&meta, &start, engine.params()))?;
+        println!("training on {} MPI ranks, {threads} thread(s) each", comm.size());
+    }
     if let Some(note) = &finished {
         println!("{note}");
     }
     let open = if resumed.is_some() { MetricsWriter::append } else { MetricsWriter::create };
     // A finished run adds nothing to its metrics file.
-    let metrics = a.metrics.as_deref().filter(|_| finished.is_none()).map(open).transpose()?;
-    let plot = a.plot.as_deref().map(|p| plot::TrainingPlot::create(p, format!("flopnet train {spec}"))).transpose()?;
+    let metrics = a.metrics.as_deref().filter(|_| finished.is_none() && lead).map(open).transpose()?;
+    let plot = a
+        .plot
+        .as_deref()
+        .filter(|_| lead)
+        .map(|p| plot::TrainingPlot::create(p, format!("flopnet train {spec}")))
+        .transpose()?;
     let saver = a
         .checkpoint
         .as_deref()
         .or(a.resume.as_deref())
+        .filter(|_| lead)
         .map(|dir| Saver::new(dir, meta, resumed.as_ref().map(|_| start)))
         .transpose()?;
-    let mut console = Console { bar: None, batch, examples: splits.train.len(), metrics, plot, saver };
-    let trained = train::train_from(&mut engine, &splits.train, splits.val.as_ref(), &plan, &start, &mut console);
+    let keeps = a.checkpoint.is_some() || a.resume.is_some();
+    let stop = (!lead && keeps).then(flopnet::dist::Signals::register).transpose()?;
+    let mut console = Console { bar: None, batch, examples: splits.train.len(), metrics, plot, saver, stop };
+    let trained = train::train_on(&mut engine, &splits.train, splits.val.as_ref(), &plan, &start, &mut console, comm);
     if let Err(e) = trained {
         return Err(match &console.saver {
             Some(s) => s.annotate(e),
@@ -757,7 +857,7 @@ fn train_command(a: TrainArgs) -> Result<()> {
             m.test(&e)?;
         }
     }
-    if let Some(path) = &a.save {
+    if let Some(path) = a.save.as_ref().filter(|_| lead) {
         let recorded = model::Recorded { scaling: Some(splits.scaling), loss: Some(a.model.loss) };
         let params = engine.export();
         files::write_or_rescue(path, |p| model::save_recorded(p, &spec, &params, &recorded))?;

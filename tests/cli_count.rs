@@ -176,3 +176,42 @@ fn explain_speaks_of_kernels_and_feature_maps() {
     let avg = String::from_utf8_lossy(&flopnet(&["explain", "1x8x8-avgpool2-10"]).stdout).to_string();
     assert!(avg.contains("one\n    multiplication by 1/4 each"), "{avg}");
 }
+
+/// `count --ranks P`: the ring all-reduce's bytes and additions per rank, in the JSON and the text.
+#[test]
+fn count_with_ranks_adds_the_all_reduce_of_the_gradients() {
+    let out = flopnet(&["count", "784-800-10", "--batch", "128", "--ranks", "4", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let c = &v["communication"];
+    let n = 636_010.0; // 784·800 + 800 + 800·10 + 10
+    assert_eq!(c["per_step"]["bytes_sent_per_rank"], 2.0 * 3.0 / 4.0 * 4.0 * n);
+    assert_eq!(c["per_step"]["additions_per_rank"], 3.0 / 4.0 * n);
+    assert_eq!(c["steps_per_epoch"], 469); // 60,000 examples in batches of 128
+    assert_eq!(c["per_epoch"]["bytes_sent_total"], 469 * 2 * 3 * 4 * 636_010u64);
+    let plain = flopnet(&["count", "784-800-10", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&plain.stdout).unwrap();
+    assert!(v.get("communication").is_none(), "one rank sends nothing");
+    let text = String::from_utf8_lossy(&flopnet(&["count", "784-800-10", "--ranks", "2"]).stdout).into_owned();
+    assert!(text.contains("ring all-reduce of 636,010 gradients over 2 ranks"), "{text}");
+}
+
+/// `count --predict --ranks P` adds the ring's latency and bytes over the given link to each
+/// rank's compute, and needs that link.
+#[test]
+fn count_predicts_a_step_on_several_ranks_from_the_link() {
+    let args = ["count", "784-800-10", "--batch", "128", "--ranks", "8", "--predict", "--gflops", "100"];
+    let out =
+        flopnet(&[&args[..], &["--bandwidth", "50", "--link-gbps", "10", "--link-latency-us", "5", "--json"]].concat());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let p = &v["predicted_ranks"];
+    // 14 messages of 5 µs, and 2·7/8·4·636,010 bytes at 10 Gbit/s.
+    let comm = 14.0 * 5e-6 + 2.0 * 7.0 / 8.0 * 4.0 * 636_010.0 * 8.0 / 10e9;
+    assert!((p["communication_seconds"].as_f64().unwrap() - comm).abs() < 1e-12, "{p}");
+    let step = p["step_seconds"].as_f64().unwrap();
+    assert!((step - p["compute_seconds"].as_f64().unwrap() - comm).abs() < 1e-12);
+    let missing = flopnet(&[&args[..], &["--bandwidth", "50"]].concat());
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("--link-gbps G --link-latency-us L"));
+}

@@ -24,7 +24,12 @@ fn argmax(row: &[f32]) -> usize {
 /// Scores `out` ([B][m]) against `labels`; when `grad` is given, writes dL/dz (ce over softmax)
 /// or dL/da (mse) of the batch-mean loss into it.
 pub fn score(loss: Loss, out: &[f32], labels: &[u8], m: usize, grad: Option<&mut [f32]>) -> Score {
-    let batch = labels.len();
+    score_over(loss, out, labels, m, grad, labels.len())
+}
+
+/// [`score`] with the gradient of the mean over `batch` examples, of which `labels` are a share
+/// (data-parallel training: each rank's share of a global batch).
+pub fn score_over(loss: Loss, out: &[f32], labels: &[u8], m: usize, grad: Option<&mut [f32]>, batch: usize) -> Score {
     let mut s = Score::default();
     for (row, &y) in out.chunks_exact(m).zip(labels) {
         let y = y as usize;

@@ -412,7 +412,28 @@ impl Engine {
     /// Forward, loss and backward: fills the gradient arena, moves nothing.
     pub fn compute_gradients(&mut self, x: &[f32], labels: &[u8]) -> Result<Score> {
         let batch = self.check_batch(x, Some(labels))?;
-        Ok(self.run(|e| e.gradients_inner(x, labels, batch, false)))
+        Ok(self.run(|e| e.gradients_inner(x, labels, batch, false, batch)))
+    }
+
+    /// [`Engine::compute_gradients`] for a share of a batch of `total` examples: the gradient is
+    /// of the mean over all `total`, so the shares' gradients add up to the whole batch's.
+    pub fn compute_gradients_of(&mut self, x: &[f32], labels: &[u8], total: usize) -> Result<Score> {
+        let batch = self.check_batch(x, Some(labels))?;
+        Ok(self.run(|e| e.gradients_inner(x, labels, batch, false, total.max(batch))))
+    }
+
+    /// The gradient arena, to be replaced by a sum over processes before [`Engine::apply_update`].
+    pub fn grads_mut(&mut self) -> &mut [f32] {
+        &mut self.grads
+    }
+
+    /// The optimizer's step from the gradient arena as it stands (never fused with a backward).
+    pub fn apply_update(&mut self) {
+        self.run(|e| {
+            let mut t = e.clock();
+            e.update(false);
+            lap(&mut t, e.timers.as_mut().map(|x| &mut x.update));
+        })
     }
 
     /// One training step: gradients, then the optimizer. Returns the batch's score before the update.
@@ -420,7 +441,7 @@ impl Engine {
         let batch = self.check_batch(x, Some(labels))?;
         let fused = batch == 1 && matches!(self.settings.optimizer, Optimizer::Sgd | Optimizer::Momentum);
         Ok(self.run(|e| {
-            let s = e.gradients_inner(x, labels, batch, fused);
+            let s = e.gradients_inner(x, labels, batch, fused, batch);
             let mut t = e.clock();
             e.update(fused);
             lap(&mut t, e.timers.as_mut().map(|x| &mut x.update));
@@ -469,7 +490,7 @@ impl Engine {
     /// it back costs more memory traffic than the update itself (`flopnet bench 784-30-30-10
     /// --act sigmoid --batch 1`: ~12.5 µs a step before, ~9 µs after). [`Engine::update`] then
     /// skips those layers.
-    fn gradients_inner(&mut self, x: &[f32], labels: &[u8], batch: usize, fused: bool) -> Score {
+    fn gradients_inner(&mut self, x: &[f32], labels: &[u8], batch: usize, fused: bool, over: usize) -> Score {
         self.forward_inner(x, batch);
         let lossfn = self.settings.loss;
         let last = self.spec.layers.len() - 1;
@@ -480,7 +501,8 @@ impl Engine {
         let Engine { spec, slots, params, grads, first, ops, feeds, acts, flat, col, args, back, team, timers, .. } =
             self;
         let [g, spare] = back;
-        let score = loss::score(lossfn, &acts[last][..batch * m_out], labels, m_out, Some(&mut g[..batch * m_out]));
+        let score =
+            loss::score_over(lossfn, &acts[last][..batch * m_out], labels, m_out, Some(&mut g[..batch * m_out]), over);
         lap(&mut t, timers.as_mut().map(|x| &mut x.loss));
         let (mut g, mut spare) = (g, spare);
         // Set when the layer above already applied this layer's activation derivative (a max

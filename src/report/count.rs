@@ -8,15 +8,30 @@ use serde::Serialize;
 /// `flopnet count --json`: the ledger (and the prediction, when asked for) with every count an
 /// exact JSON integer, however large (written straight from the u128s, not through a JSON
 /// value, which holds at most 64 bits).
-pub fn count_json(ledger: &Ledger, predicted: Option<&impl Serialize>) -> crate::Result<String> {
+pub fn count_json(
+    ledger: &Ledger,
+    extra: &CountExtras<impl Serialize, impl Serialize, impl Serialize>,
+) -> crate::Result<String> {
     #[derive(Serialize)]
-    struct Out<'a, P> {
+    struct Out<'a, P, C, R> {
         #[serde(flatten)]
         ledger: &'a Ledger,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        predicted: Option<&'a P>,
+        #[serde(flatten)]
+        extra: &'a CountExtras<P, C, R>,
     }
-    serde_json::to_string_pretty(&Out { ledger, predicted }).map_err(|e| crate::Error::Usage(e.to_string()))
+    serde_json::to_string_pretty(&Out { ledger, extra }).map_err(|e| crate::Error::Usage(e.to_string()))
+}
+
+/// What `count --json` adds to the ledger when asked: the predicted times, the communication of
+/// a run over several ranks (`--ranks`) and its predicted step (`--predict --ranks`).
+#[derive(Serialize)]
+pub struct CountExtras<P, C, R> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub predicted: Option<P>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub communication: Option<C>,
+    #[serde(skip_serializing_if = "Option::is_none", rename = "predicted_ranks")]
+    pub scaled: Option<R>,
 }
 
 pub fn count_text(l: &Ledger) -> String {

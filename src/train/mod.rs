@@ -357,6 +357,21 @@ pub fn train_from(
     start: &Position,
     watcher: &mut dyn Watcher,
 ) -> Result<Vec<EpochReport>> {
+    train_on(engine, train, val, plan, start, watcher, &mut crate::dist::Single)
+}
+
+/// [`train_from`] as one of the ranks of `comm`: each global batch of `plan.batch` examples is
+/// split over the ranks ([`crate::dist::step`]); every rank takes the same steps and ends with
+/// the same weights. With one rank it is [`train_from`].
+pub fn train_on(
+    engine: &mut Engine,
+    train: &Dataset,
+    val: Option<&Dataset>,
+    plan: &Plan,
+    start: &Position,
+    watcher: &mut dyn Watcher,
+    comm: &mut dyn crate::dist::Comm,
+) -> Result<Vec<EpochReport>> {
     check_fit(engine, train)?;
     if let Some(v) = val {
         check_fit(engine, v)?;
@@ -373,6 +388,7 @@ pub fn train_from(
     let f = train.feature_len();
     let mut xb = vec![0.0f32; plan.batch * f];
     let mut yb = vec![0u8; plan.batch];
+    let mut shares = crate::dist::Shares::new(if comm.size() > 1 { plan.batch } else { 0 }, f);
     let batches = train.len().div_ceil(plan.batch);
     let scan_every = scan_interval(plan.batch) as u64;
     let mut reports = Vec::with_capacity(plan.epochs);
@@ -398,11 +414,15 @@ pub fn train_from(
         let begun = Instant::now();
         for (k, idx) in order.chunks(plan.batch).enumerate().skip(pos.batch) {
             let b = idx.len();
-            train.gather(idx, &mut xb[..b * f], &mut yb[..b]);
-            // The next batch's first rows load while this step runs.
-            let next = ((k + 1) * plan.batch).min(order.len());
-            train.prefetch(&order[next..(next + crate::data::PREFETCH_AHEAD).min(order.len())]);
-            let s = engine.train_step(&xb[..b * f], &yb[..b])?;
+            let (s, stop) = if comm.size() > 1 {
+                crate::dist::step(engine, comm, train, idx, &mut shares, watcher.interrupted())?
+            } else {
+                train.gather(idx, &mut xb[..b * f], &mut yb[..b]);
+                // The next batch's first rows load while this step runs.
+                let next = ((k + 1) * plan.batch).min(order.len());
+                train.prefetch(&order[next..(next + crate::data::PREFETCH_AHEAD).min(order.len())]);
+                (engine.train_step(&xb[..b * f], &yb[..b])?, None)
+            };
             pos.step += 1;
             // Only an error needs it: built then, not on every step.
             let step = pos.step;
@@ -431,7 +451,7 @@ pub fn train_from(
             pos.score += s;
             pos.batch = k + 1;
             watcher.batch_done(k + 1, pos.score.loss_sum / ((k * plan.batch + b) as f64));
-            if let Some(signal) = watcher.interrupted() {
+            if let Some(signal) = if comm.size() > 1 { stop } else { watcher.interrupted() } {
                 if let Some(l) = non_finite(engine) {
                     return Err(diverged(engine, format!("{l} at {}", at())));
                 }
