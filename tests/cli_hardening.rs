@@ -29,6 +29,12 @@ fn good_csv(dir: &Path) -> String {
     "good.csv".into()
 }
 
+/// A model of the embedded data's shape (784 features, 10 classes), as train saves one.
+fn small_model(path: &Path) {
+    let s = flopnet::spec::parse("784-10", flopnet::spec::Defaults::default()).unwrap();
+    flopnet::model::save(path, &s, &flopnet::init::init(&s, 1)).unwrap();
+}
+
 // ---- 1: --profile never overwrites a file that is not a flopnet profile -----------------------
 
 #[test]
@@ -141,7 +147,8 @@ fn threads_zero_is_refused_and_too_many_are_cut_to_the_cores() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let data = good_csv(d);
-    std::fs::write(d.join("m.safetensors"), b"x").unwrap();
+    // A model eval would score, so that only --threads 0 is wrong with the command.
+    small_model(&d.join("m.safetensors"));
     for args in [
         &["count", "784-10", "--predict", "--threads", "0"][..],
         &["train", "2-10", "--data", &data, "--threads", "0"],
@@ -235,12 +242,14 @@ fn flags_that_would_be_ignored_are_refused() {
 fn every_count_option_is_at_least_one_in_every_subcommand() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
+    // Commands that are right but for the 0: a model eval can score, a spec the data fits.
+    small_model(&d.join("m.safetensors"));
     for args in [
         &["eval", "--model", "m.safetensors", "--batch", "0"][..],
         &["verify", "4-3", "--examples", "0"],
         &["bench", "4-3", "--runs", "0"],
         &["bench", "4-3", "--steps", "0"],
-        &["train", "4-3", "--epochs", "0"],
+        &["train", "784-10", "--epochs", "0"],
         &["count", "4-3", "--epochs", "0"],
         &["report", "4-3", "--epochs", "0", "--output", "r.html"],
         &["count", "4-3", "--batch", "0"],
