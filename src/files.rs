@@ -125,7 +125,6 @@ pub fn check_output(flag: &str, path: &Path, inputs: &[&Path]) -> Result<()> {
     .map_err(|e| usage(format!("cannot write there ({e}); choose a writable place")))
 }
 
-/// [`check_output`] for each `(flag, path)` given, against the inputs given.
 /// Refuses a `flag` that takes a directory (created if missing) but names a file.
 pub fn check_dir_output(flag: &str, dir: &Path) -> Result<()> {
     if dir.exists() && !dir.is_dir() {
@@ -134,7 +133,8 @@ pub fn check_dir_output(flag: &str, dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// No two outputs may be the same file: the second would replace the first.
+/// [`check_output`] for each `(flag, path)` given, against the inputs given; and no two
+/// outputs may be the same file: the second would replace the first.
 pub fn check_outputs(outputs: &[(&str, Option<&Path>)], inputs: &[Option<&Path>]) -> Result<()> {
     let inputs: Vec<&Path> = inputs.iter().copied().flatten().collect();
     let given: Vec<(&str, &Path)> = outputs.iter().filter_map(|(f, p)| Some((*f, (*p)?))).collect();
