@@ -315,7 +315,7 @@ impl Checkpoint {
         dir.join(FILE)
     }
 
-    /// Writes `dir/checkpoint.flopnet` atomically, creating `dir` if needed.
+    /// Writes `dir/checkpoint.safetensors` atomically, creating `dir` if needed.
     pub fn save(&self, dir: &Path) -> Result<PathBuf> {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         let path = Self::path(dir);
@@ -326,15 +326,10 @@ impl Checkpoint {
     pub fn load(dir: &Path) -> Result<Checkpoint> {
         let path = Self::path(dir);
         let old = dir.join(OLD_FILE);
-        if !path.exists() && old.exists() {
-            // Read only to say what it is: the old layout is refused by name in from_bytes.
-            let what = "the memory available can load, at 2 bytes per byte of a checkpoint";
-            let bytes = crate::files::read_input(&old, crate::files::memory_limit(2), what, "")
-                .map_err(|e| Error::Checkpoint { path: old.clone(), problem: e.to_string() })?;
-            return Self::from_bytes(&old, &bytes);
-        }
-        // Parameters and two moments in f64 become the engine's f32 beside the file: at most 2
-        // bytes of memory per byte.
+        // An earlier flopnet's checkpoint is read only to say what it is: from_bytes refuses
+        // the old layout by name.
+        let path = if !path.exists() && old.exists() { old } else { path };
+        // The file's bytes and the tensors copied out of them: at most 2 bytes of memory per byte.
         let what = "the memory available can load, at 2 bytes per byte of a checkpoint";
         let read = crate::files::read_input(&path, crate::files::memory_limit(2), what, "");
         let bytes = read.map_err(|e| Error::Checkpoint {
