@@ -6,6 +6,7 @@ use flopnet::checkpoint::{self, Checkpoint, Position, Saver};
 use flopnet::cost::{Config, Ledger};
 use flopnet::data::{self, DataSource, LoadOptions, Normalize};
 use flopnet::engine::{Engine, Settings};
+use flopnet::options::at_least_one;
 use flopnet::reference::Hyper;
 use flopnet::spec::{self, Activation, Defaults, Loss, Optimizer, Spec};
 use flopnet::train::{self, EpochReport, MetricsWriter, Plan, Watcher};
@@ -117,8 +118,6 @@ impl PredictArgs {
         Ok(predict::predict(spec, cfg, predict::Machine::Measured(&profile), threads))
     }
 }
-
-use flopnet::options::at_least_one;
 
 /// The threads `--threads` asks for (every core without it); the warning, when it asks for more
 /// than the cores, goes to stderr.
