@@ -150,6 +150,19 @@ pub fn check_outputs(outputs: &[(&str, Option<&Path>)], inputs: &[Option<&Path>]
     Ok(())
 }
 
+/// Refuses an output that names `kept`, the file that `owner` (an option such as `--resume ck`)
+/// keeps: writing there would replace it. Run after [`check_outputs`].
+pub fn check_apart(outputs: &[(&str, Option<&Path>)], owner: &str, kept: &Path) -> Result<()> {
+    match outputs.iter().find_map(|(f, p)| Some((*f, (*p)?)).filter(|(_, p)| same_place(p, kept))) {
+        Some((flag, path)) => Err(Error::Usage(format!(
+            "{flag} {}: is the file {owner} keeps ({}); write to another file",
+            path.display(),
+            kept.display()
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// Whether two output paths name the same place (existing or not): the same file name in the
 /// same directory.
 fn same_place(a: &Path, b: &Path) -> bool {

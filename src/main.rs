@@ -255,9 +255,10 @@ struct EvalArgs {
     /// The loss to report: ce or mse [default: the one the model file records, else ce].
     #[arg(long)]
     loss: Option<Loss>,
-    /// Examples scored at once (the result does not depend on it).
-    #[arg(long, default_value_t = 256, value_parser = at_least_one::<usize>)]
-    batch: usize,
+    /// Examples scored at once (the result does not depend on it) [default: 256, or all the
+    /// examples when fewer].
+    #[arg(long, value_parser = at_least_one::<usize>)]
+    batch: Option<usize>,
     /// Threads to score with [default: every core; more are cut to the cores].
     #[arg(long, value_parser = at_least_one::<usize>)]
     threads: Option<usize>,
@@ -633,6 +634,11 @@ fn train_command(a: TrainArgs) -> Result<()> {
     if let Some(dir) = &a.checkpoint {
         files::check_dir_output("--checkpoint", dir)?;
     }
+    // The checkpoint a run writes or resumes from is never replaced by another output.
+    let kept = [("--checkpoint", &a.checkpoint), ("--resume", &a.resume)];
+    for (flag, dir) in kept.iter().filter_map(|(f, d)| Some((f, d.as_ref()?))) {
+        files::check_apart(&outputs, &format!("{flag} {}", dir.display()), &Checkpoint::path(dir))?;
+    }
     // The --init model is read and checked before the data: one that cannot be used stops
     // nothing begun. Its scaling is compared once the data's is known.
     let init_model = match a.init.as_deref() {
@@ -779,7 +785,10 @@ fn eval_command(a: EvalArgs) -> Result<()> {
     let data = &*data;
     score::check_data(&a.model, &spec, data)?;
     // A batch larger than the data scores it in one batch of its size.
-    let batch = batch_for(a.batch, data.len(), "examples to score");
+    let batch = match a.batch {
+        Some(b) => batch_for(b, data.len(), "examples to score"),
+        None => train::effective_batch(256, data.len(), "").0,
+    };
     score::check_memory(&a.model, &spec, batch, sys::available_bytes())?;
     let threads = threads(a.threads);
     let settings =

@@ -458,3 +458,67 @@ fn every_reader_refuses_every_bad_path_at_once() {
         }
     }
 }
+
+/// The checkpoint a run keeps (`--checkpoint DIR`, or `--resume DIR`) is never replaced by the
+/// run's other outputs: `--save DIR/checkpoint.safetensors` once wrote a model over the
+/// checkpoint being resumed, and the next resume found it "damaged". A checkpoint given where
+/// a model file goes is named for what it is.
+#[test]
+fn a_checkpoint_is_never_replaced_by_another_output_nor_read_as_a_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let data = good_csv(d);
+    let base = ["train", "2-10", "--data", &data, "--threads", "1", "--profile", "p.json"];
+    let out = flopnet_in(d, &[&base[..], &["--epochs", "1", "--checkpoint", "ck"]].concat());
+    assert!(out.status.success(), "{}", stderr(&out));
+    let saved = std::fs::read(d.join("ck/checkpoint.safetensors")).unwrap();
+    std::fs::create_dir(d.join("new")).unwrap();
+    for (extra, says) in [
+        (
+            &["--epochs", "2", "--resume", "ck", "--save", "ck/checkpoint.safetensors"][..],
+            "--save ck/checkpoint.safetensors: is the file --resume ck keeps (ck/checkpoint.safetensors)",
+        ),
+        (
+            &["--epochs", "2", "--resume", "ck", "--metrics", "ck/../ck/checkpoint.safetensors"],
+            "--metrics ck/../ck/checkpoint.safetensors: is the file --resume ck keeps",
+        ),
+        (
+            &["--epochs", "1", "--checkpoint", "new", "--plot", "new/checkpoint.safetensors"],
+            "--plot new/checkpoint.safetensors: is the file --checkpoint new keeps",
+        ),
+    ] {
+        let (line, code) = refused(d, &[&base[..], extra].concat());
+        assert_eq!(code, 2, "{extra:?}: {line}");
+        assert!(line.starts_with(&format!("flopnet: {says}")), "{extra:?}: {line}");
+    }
+    assert_eq!(std::fs::read(d.join("ck/checkpoint.safetensors")).unwrap(), saved, "the checkpoint was replaced");
+    assert!(!d.join("new/checkpoint.safetensors").exists());
+    for args in [
+        &["eval", "--model", "ck/checkpoint.safetensors", "--data", &data][..],
+        &[&base[..], &["--init", "ck/checkpoint.safetensors"]].concat(),
+    ] {
+        let (line, code) = refused(d, args);
+        assert_eq!(code, 2, "{args:?}: {line}");
+        assert!(
+            line.ends_with("ck/checkpoint.safetensors: is a training checkpoint, not a model file; finish its run with `flopnet train ... --resume DIR --save FILE` to get one"),
+            "{args:?}: {line}"
+        );
+    }
+}
+
+/// `eval` scores in batches of 256 unless told otherwise; on fewer examples that is all of them,
+/// and nothing is said about a `--batch` the user never gave. One they gave is noted.
+#[test]
+fn eval_notes_only_a_batch_the_user_gave() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let data = good_csv(d);
+    let s = flopnet::spec::parse("2-10", flopnet::spec::Defaults::default()).unwrap();
+    flopnet::model::save(&d.join("m.safetensors"), &s, &flopnet::init::init(&s, 1)).unwrap();
+    let out = flopnet_in(d, &["eval", "--model", "m.safetensors", "--data", &data]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("--batch"), "{}", stderr(&out));
+    let out = flopnet_in(d, &["eval", "--model", "m.safetensors", "--data", &data, "--batch", "500"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("--batch 500 is more than the 200 examples to score; the batch is 200"));
+}
