@@ -522,3 +522,34 @@ fn eval_notes_only_a_batch_the_user_gave() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stderr(&out).contains("--batch 500 is more than the 200 examples to score; the batch is 200"));
 }
+
+/// `--epochs` has no upper limit: a run asked for 10^11 epochs trains (it once aborted at
+/// start, allocating a report for every epoch up front) until it is stopped, and a SIGTERM
+/// checkpoints it as any run.
+#[test]
+fn a_huge_epoch_count_trains_until_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let data = good_csv(d);
+    let args = ["train", "2-10", "--data", &data, "--threads", "1", "--profile", "p.json", "--checkpoint", "ck"];
+    let mut child = Command::new(env!("CARGO_BIN_EXE_flopnet"))
+        .current_dir(d)
+        .args([&args[..], &["--epochs", "100000000000"]].concat())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while !d.join("ck/checkpoint.safetensors").exists() {
+        if let Some(status) = child.try_wait().unwrap() {
+            let out = child.wait_with_output().unwrap();
+            panic!("the run ended ({status}) before its first epoch: {}", stderr(&out));
+        }
+        assert!(start.elapsed() < Duration::from_secs(60), "no epoch finished");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let status = Command::new("sh").args(["-c", &format!("kill -s TERM {}", child.id())]).status().unwrap();
+    assert!(status.success());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(143), "{}", stderr(&out));
+}

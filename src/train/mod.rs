@@ -382,7 +382,9 @@ pub fn train_from(
     let mut yb = vec![0u8; plan.batch];
     let batches = train.len().div_ceil(plan.batch);
     let scan_every = scan_interval(plan.batch) as u64;
-    let mut reports = Vec::with_capacity(plan.epochs);
+    // Grown as epochs finish: --epochs has no upper limit, and a report each up front for a
+    // long run (1e11 epochs) asked for terabytes before the first step.
+    let mut reports = Vec::new();
     let mut pos = *start;
     let base_lr = s.hyper.lr;
     let mut last_scan = pos.step;
