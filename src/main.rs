@@ -631,6 +631,7 @@ fn train_command(a: TrainArgs) -> Result<()> {
     let inputs = [a.data.data.as_deref().map(Path::new), a.init.as_deref(), Some(Path::new(&a.model.spec))];
     let outputs = [("--save", a.save.as_deref()), ("--metrics", a.metrics.as_deref()), ("--plot", a.plot.as_deref())];
     files::check_outputs(&outputs, &inputs)?;
+    a.plot.as_deref().map(plot::Format::from_path).transpose()?;
     if let Some(dir) = &a.checkpoint {
         files::check_dir_output("--checkpoint", dir)?;
     }

@@ -553,3 +553,23 @@ fn a_huge_epoch_count_trains_until_stopped() {
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(143), "{}", stderr(&out));
 }
+
+/// `train --plot` in a format flopnet does not draw is refused before anything is printed or
+/// measured, as `count --plot` is (it was found only after the data, the cost lines and a
+/// calibration).
+#[test]
+fn train_refuses_a_plot_format_before_any_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let data = good_csv(d);
+    let out = Command::new(env!("CARGO_BIN_EXE_flopnet"))
+        .current_dir(d)
+        .env("XDG_CACHE_HOME", d.join("cache"))
+        .args(["train", "2-10", "--data", &data, "--epochs", "1", "--threads", "1", "--plot", "chart.jpg"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("chart.jpg") && stderr(&out).contains(".svg or .png"), "{}", stderr(&out));
+    assert!(out.stdout.is_empty(), "printed before refusing: {}", String::from_utf8_lossy(&out.stdout));
+    assert!(!d.join("cache").exists(), "measured before refusing");
+}
