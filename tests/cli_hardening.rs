@@ -483,8 +483,8 @@ fn a_checkpoint_is_never_replaced_by_another_output_nor_read_as_a_model() {
             "--metrics ck/../ck/checkpoint.safetensors: is the file --resume ck keeps",
         ),
         (
-            &["--epochs", "1", "--checkpoint", "new", "--plot", "new/checkpoint.safetensors"],
-            "--plot new/checkpoint.safetensors: is the file --checkpoint new keeps",
+            &["--epochs", "1", "--checkpoint", "new", "--save", "new/checkpoint.safetensors"],
+            "--save new/checkpoint.safetensors: is the file --checkpoint new keeps",
         ),
     ] {
         let (line, code) = refused(d, &[&base[..], extra].concat());
