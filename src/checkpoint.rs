@@ -56,6 +56,7 @@ pub fn meta(spec: &Spec, settings: &Settings, plan: &crate::train::Plan, train: 
         schedule: plan.schedule.name().to_string(),
         epochs: plan.epochs,
         init: None,
+        normalize: None,
         threads: settings.threads,
         examples: train.len(),
         data_crc: data_crc(&train.features, &train.labels),
@@ -85,6 +86,10 @@ pub struct Meta {
     pub epochs: usize,
     /// The model file the run started from (`--init`), if any: see [`Init`].
     pub init: Option<Init>,
+    /// How the features were scaled (`--normalize`: none, unit, standard); absent in the first
+    /// safetensors checkpoints, which are then not compared on it.
+    #[serde(default)]
+    pub normalize: Option<String>,
     pub threads: usize,
     /// Training examples, and a CRC-32 of their features and labels.
     pub examples: usize,
@@ -374,6 +379,12 @@ impl Checkpoint {
             ("--seed", m.seed == now.seed, m.seed.to_string(), now.seed.to_string()),
             ("shuffling", m.shuffle == now.shuffle, m.shuffle.to_string(), now.shuffle.to_string()),
             ("starting weights", same_init, init(&m.init), init(&now.init)),
+            (
+                "--normalize",
+                m.normalize.is_none() || m.normalize == now.normalize,
+                m.normalize.clone().unwrap_or_default(),
+                now.normalize.clone().unwrap_or_default(),
+            ),
             ("training examples", m.examples == now.examples, m.examples.to_string(), now.examples.to_string()),
             (
                 "training data (CRC-32)",
@@ -533,6 +544,7 @@ mod tests {
                 schedule: "constant".into(),
                 epochs: 3,
                 init: None,
+                normalize: None,
                 threads: 2,
                 examples: 10,
                 data_crc: 0xdead_beef,

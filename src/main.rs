@@ -693,6 +693,7 @@ fn train_command(a: TrainArgs) -> Result<()> {
     };
     let mut meta = checkpoint::meta(&spec, &settings, &plan, &splits.train);
     meta.init = a.init.as_deref().map(checkpoint::Init::of).transpose()?;
+    meta.normalize = Some(splits.scaling.mode().to_string());
     let resumed = a.resume.as_deref().map(|dir| Checkpoint::resume(dir, &meta, &spec)).transpose()?;
     if let Some(note) = resumed.as_ref().and_then(|(c, _)| c.threads_note(&meta)) {
         eprintln!("flopnet: {note}");
