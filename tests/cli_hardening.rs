@@ -29,9 +29,9 @@ fn good_csv(dir: &Path) -> String {
     "good.csv".into()
 }
 
-/// A model of the embedded data's shape (784 features, 10 classes), as train saves one.
-fn small_model(path: &Path) {
-    let s = flopnet::spec::parse("784-10", flopnet::spec::Defaults::default()).unwrap();
+/// A model file of `spec` with seeded weights, as train saves one.
+fn model_file(path: &Path, spec: &str) {
+    let s = flopnet::spec::parse(spec, flopnet::spec::Defaults::default()).unwrap();
     flopnet::model::save(path, &s, &flopnet::init::init(&s, 1)).unwrap();
 }
 
@@ -148,7 +148,7 @@ fn threads_zero_is_refused_and_too_many_are_cut_to_the_cores() {
     let d = dir.path();
     let data = good_csv(d);
     // A model eval would score, so that only --threads 0 is wrong with the command.
-    small_model(&d.join("m.safetensors"));
+    model_file(&d.join("m.safetensors"), "784-10");
     for args in [
         &["count", "784-10", "--predict", "--threads", "0"][..],
         &["train", "2-10", "--data", &data, "--threads", "0"],
@@ -243,7 +243,7 @@ fn every_count_option_is_at_least_one_in_every_subcommand() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     // Commands that are right but for the 0: a model eval can score, a spec the data fits.
-    small_model(&d.join("m.safetensors"));
+    model_file(&d.join("m.safetensors"), "784-10");
     for args in [
         &["eval", "--model", "m.safetensors", "--batch", "0"][..],
         &["verify", "4-3", "--examples", "0"],
@@ -398,8 +398,7 @@ fn init_is_checked_first_and_eval_batches_fit_the_data() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let data = good_csv(d);
-    let s = flopnet::spec::parse("2-3:relu-10:softmax", flopnet::spec::Defaults::default()).unwrap();
-    flopnet::model::save(&d.join("m.safetensors"), &s, &flopnet::init::init(&s, 1)).unwrap();
+    model_file(&d.join("m.safetensors"), "2-3:relu-10:softmax");
     for init in ["/dev/zero", "m.safetensors"] {
         let out = flopnet_in(d, &["train", "2-10", "--data", &data, "--init", init]);
         assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
@@ -513,8 +512,7 @@ fn eval_notes_only_a_batch_the_user_gave() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let data = good_csv(d);
-    let s = flopnet::spec::parse("2-10", flopnet::spec::Defaults::default()).unwrap();
-    flopnet::model::save(&d.join("m.safetensors"), &s, &flopnet::init::init(&s, 1)).unwrap();
+    model_file(&d.join("m.safetensors"), "2-10");
     let out = flopnet_in(d, &["eval", "--model", "m.safetensors", "--data", &data]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(!stderr(&out).contains("--batch"), "{}", stderr(&out));
