@@ -56,6 +56,7 @@ pub fn meta(spec: &Spec, settings: &Settings, plan: &crate::train::Plan, train: 
         schedule: plan.schedule.name().to_string(),
         epochs: plan.epochs,
         init: None,
+        normalize: None,
         threads: settings.threads,
         examples: train.len(),
         data_crc: data_crc(&train.features, &train.labels),
@@ -85,6 +86,10 @@ pub struct Meta {
     pub epochs: usize,
     /// The model file the run started from (`--init`), if any: see [`Init`].
     pub init: Option<Init>,
+    /// How the features were scaled (`--normalize`: none, unit, standard); absent in the first
+    /// safetensors checkpoints, which are then not compared on it.
+    #[serde(default)]
+    pub normalize: Option<String>,
     pub threads: usize,
     /// Training examples, and a CRC-32 of their features and labels.
     pub examples: usize,
@@ -315,7 +320,7 @@ impl Checkpoint {
         dir.join(FILE)
     }
 
-    /// Writes `dir/checkpoint.flopnet` atomically, creating `dir` if needed.
+    /// Writes `dir/checkpoint.safetensors` atomically, creating `dir` if needed.
     pub fn save(&self, dir: &Path) -> Result<PathBuf> {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         let path = Self::path(dir);
@@ -326,15 +331,10 @@ impl Checkpoint {
     pub fn load(dir: &Path) -> Result<Checkpoint> {
         let path = Self::path(dir);
         let old = dir.join(OLD_FILE);
-        if !path.exists() && old.exists() {
-            // Read only to say what it is: the old layout is refused by name in from_bytes.
-            let what = "the memory available can load, at 2 bytes per byte of a checkpoint";
-            let bytes = crate::files::read_input(&old, crate::files::memory_limit(2), what, "")
-                .map_err(|e| Error::Checkpoint { path: old.clone(), problem: e.to_string() })?;
-            return Self::from_bytes(&old, &bytes);
-        }
-        // Parameters and two moments in f64 become the engine's f32 beside the file: at most 2
-        // bytes of memory per byte.
+        // An earlier flopnet's checkpoint is read only to say what it is: from_bytes refuses
+        // the old layout by name.
+        let path = if !path.exists() && old.exists() { old } else { path };
+        // The file's bytes and the tensors copied out of them: at most 2 bytes of memory per byte.
         let what = "the memory available can load, at 2 bytes per byte of a checkpoint";
         let read = crate::files::read_input(&path, crate::files::memory_limit(2), what, "");
         let bytes = read.map_err(|e| Error::Checkpoint {
@@ -379,6 +379,12 @@ impl Checkpoint {
             ("--seed", m.seed == now.seed, m.seed.to_string(), now.seed.to_string()),
             ("shuffling", m.shuffle == now.shuffle, m.shuffle.to_string(), now.shuffle.to_string()),
             ("starting weights", same_init, init(&m.init), init(&now.init)),
+            (
+                "--normalize",
+                m.normalize.is_none() || m.normalize == now.normalize,
+                m.normalize.clone().unwrap_or_default(),
+                now.normalize.clone().unwrap_or_default(),
+            ),
             ("training examples", m.examples == now.examples, m.examples.to_string(), now.examples.to_string()),
             (
                 "training data (CRC-32)",
@@ -538,6 +544,7 @@ mod tests {
                 schedule: "constant".into(),
                 epochs: 3,
                 init: None,
+                normalize: None,
                 threads: 2,
                 examples: 10,
                 data_crc: 0xdead_beef,

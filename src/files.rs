@@ -125,7 +125,6 @@ pub fn check_output(flag: &str, path: &Path, inputs: &[&Path]) -> Result<()> {
     .map_err(|e| usage(format!("cannot write there ({e}); choose a writable place")))
 }
 
-/// [`check_output`] for each `(flag, path)` given, against the inputs given.
 /// Refuses a `flag` that takes a directory (created if missing) but names a file.
 pub fn check_dir_output(flag: &str, dir: &Path) -> Result<()> {
     if dir.exists() && !dir.is_dir() {
@@ -134,7 +133,8 @@ pub fn check_dir_output(flag: &str, dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// No two outputs may be the same file: the second would replace the first.
+/// [`check_output`] for each `(flag, path)` given, against the inputs given; and no two
+/// outputs may be the same file: the second would replace the first.
 pub fn check_outputs(outputs: &[(&str, Option<&Path>)], inputs: &[Option<&Path>]) -> Result<()> {
     let inputs: Vec<&Path> = inputs.iter().copied().flatten().collect();
     let given: Vec<(&str, &Path)> = outputs.iter().filter_map(|(f, p)| Some((*f, (*p)?))).collect();
@@ -148,6 +148,19 @@ pub fn check_outputs(outputs: &[(&str, Option<&Path>)], inputs: &[Option<&Path>]
         }
     }
     Ok(())
+}
+
+/// Refuses an output that names `kept`, the file that `owner` (an option such as `--resume ck`)
+/// keeps: writing there would replace it. Run after [`check_outputs`].
+pub fn check_apart(outputs: &[(&str, Option<&Path>)], owner: &str, kept: &Path) -> Result<()> {
+    match outputs.iter().find_map(|(f, p)| Some((*f, (*p)?)).filter(|(_, p)| same_place(p, kept))) {
+        Some((flag, path)) => Err(Error::Usage(format!(
+            "{flag} {}: is the file {owner} keeps ({}); write to another file",
+            path.display(),
+            kept.display()
+        ))),
+        None => Ok(()),
+    }
 }
 
 /// Whether two output paths name the same place (existing or not): the same file name in the

@@ -6,6 +6,7 @@ use flopnet::checkpoint::{self, Checkpoint, Position, Saver};
 use flopnet::cost::{Config, Ledger};
 use flopnet::data::{self, DataSource, LoadOptions, Normalize};
 use flopnet::engine::{Engine, Settings};
+use flopnet::options::at_least_one;
 use flopnet::reference::Hyper;
 use flopnet::spec::{self, Activation, Defaults, Loss, Optimizer, Spec};
 use flopnet::train::{self, EpochReport, MetricsWriter, Plan, Watcher};
@@ -125,8 +126,6 @@ impl PredictArgs {
         Ok(predict::predict(spec, cfg, predict::Machine::Measured(&profile), threads))
     }
 }
-
-use flopnet::options::at_least_one;
 
 /// The threads `--threads` asks for (every core without it); the warning, when it asks for more
 /// than the cores, goes to stderr.
@@ -272,9 +271,10 @@ struct EvalArgs {
     /// The loss to report: ce or mse [default: the one the model file records, else ce].
     #[arg(long)]
     loss: Option<Loss>,
-    /// Examples scored at once (the result does not depend on it).
-    #[arg(long, default_value_t = 256, value_parser = at_least_one::<usize>)]
-    batch: usize,
+    /// Examples scored at once (the result does not depend on it) [default: 256, or all the
+    /// examples when fewer].
+    #[arg(long, value_parser = at_least_one::<usize>)]
+    batch: Option<usize>,
     /// Threads to score with [default: every core; more are cut to the cores].
     #[arg(long, value_parser = at_least_one::<usize>)]
     threads: Option<usize>,
@@ -728,8 +728,14 @@ fn train_ranks(a: TrainArgs, comm: &mut dyn flopnet::dist::Comm) -> Result<()> {
     let inputs = [a.data.data.as_deref().map(Path::new), a.init.as_deref(), Some(Path::new(&a.model.spec))];
     let outputs = [("--save", a.save.as_deref()), ("--metrics", a.metrics.as_deref()), ("--plot", a.plot.as_deref())];
     files::check_outputs(&outputs, &inputs)?;
+    a.plot.as_deref().map(plot::Format::from_path).transpose()?;
     if let Some(dir) = &a.checkpoint {
         files::check_dir_output("--checkpoint", dir)?;
+    }
+    // The checkpoint a run writes or resumes from is never replaced by another output.
+    let kept = [("--checkpoint", &a.checkpoint), ("--resume", &a.resume)];
+    for (flag, dir) in kept.iter().filter_map(|(f, d)| Some((f, d.as_ref()?))) {
+        files::check_apart(&outputs, &format!("{flag} {}", dir.display()), &Checkpoint::path(dir))?;
     }
     // The --init model is read and checked before the data: one that cannot be used stops
     // nothing begun. Its scaling is compared once the data's is known.
@@ -789,6 +795,7 @@ fn train_ranks(a: TrainArgs, comm: &mut dyn flopnet::dist::Comm) -> Result<()> {
     };
     let mut meta = checkpoint::meta(&spec, &settings, &plan, &splits.train);
     meta.init = a.init.as_deref().map(checkpoint::Init::of).transpose()?;
+    meta.normalize = Some(splits.scaling.mode().to_string());
     let resumed = a.resume.as_deref().map(|dir| Checkpoint::resume(dir, &meta, &spec)).transpose()?;
     if let Some(note) = resumed.as_ref().and_then(|(c, _)| c.threads_note(&meta)) {
         eprintln!("flopnet: {note}");
@@ -894,7 +901,10 @@ fn eval_command(a: EvalArgs) -> Result<()> {
     let data = &*data;
     score::check_data(&a.model, &spec, data)?;
     // A batch larger than the data scores it in one batch of its size.
-    let batch = batch_for(a.batch, data.len(), "examples to score");
+    let batch = match a.batch {
+        Some(b) => batch_for(b, data.len(), "examples to score"),
+        None => train::effective_batch(256, data.len(), "").0,
+    };
     score::check_memory(&a.model, &spec, batch, sys::available_bytes())?;
     let threads = threads(a.threads);
     let settings =

@@ -249,6 +249,12 @@ fn read(path: &Path, bytes: &[u8]) -> Result<(Spec, Vec<LayerParams>, Recorded)>
         SafeTensors::read_metadata(bytes).map_err(|e| bad(path, format!("not a safetensors file ({e})")))?;
     let st = SafeTensors::deserialize(bytes).map_err(|e| bad(path, format!("not a safetensors file ({e})")))?;
     let info = meta.metadata().clone().unwrap_or_default();
+    if info.get("format").is_some_and(|f| f == crate::checkpoint::FORMAT) {
+        return Err(bad(
+            path,
+            "is a training checkpoint, not a model file; finish its run with `flopnet train ... --resume DIR --save FILE` to get one",
+        ));
+    }
     let recorded = Recorded::read(path, &info)?;
     let names = layer_names(path, &st)?;
     match info.get("spec") {

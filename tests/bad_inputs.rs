@@ -87,6 +87,7 @@ fn fixture(dir: &Path) {
         schedule: "constant".into(),
         epochs: 2,
         init: None,
+        normalize: None,
         threads: 1,
         examples: 180,
         data_crc: 0,

@@ -29,6 +29,12 @@ fn good_csv(dir: &Path) -> String {
     "good.csv".into()
 }
 
+/// A model file of `spec` with seeded weights, as train saves one.
+fn model_file(path: &Path, spec: &str) {
+    let s = flopnet::spec::parse(spec, flopnet::spec::Defaults::default()).unwrap();
+    flopnet::model::save(path, &s, &flopnet::init::init(&s, 1)).unwrap();
+}
+
 // ---- 1: --profile never overwrites a file that is not a flopnet profile -----------------------
 
 #[test]
@@ -141,7 +147,8 @@ fn threads_zero_is_refused_and_too_many_are_cut_to_the_cores() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let data = good_csv(d);
-    std::fs::write(d.join("m.safetensors"), b"x").unwrap();
+    // A model eval would score, so that only --threads 0 is wrong with the command.
+    model_file(&d.join("m.safetensors"), "784-10");
     for args in [
         &["count", "784-10", "--predict", "--threads", "0"][..],
         &["train", "2-10", "--data", &data, "--threads", "0"],
@@ -235,12 +242,14 @@ fn flags_that_would_be_ignored_are_refused() {
 fn every_count_option_is_at_least_one_in_every_subcommand() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
+    // Commands that are right but for the 0: a model eval can score, a spec the data fits.
+    model_file(&d.join("m.safetensors"), "784-10");
     for args in [
         &["eval", "--model", "m.safetensors", "--batch", "0"][..],
         &["verify", "4-3", "--examples", "0"],
         &["bench", "4-3", "--runs", "0"],
         &["bench", "4-3", "--steps", "0"],
-        &["train", "4-3", "--epochs", "0"],
+        &["train", "784-10", "--epochs", "0"],
         &["count", "4-3", "--epochs", "0"],
         &["report", "4-3", "--epochs", "0", "--output", "r.html"],
         &["count", "4-3", "--batch", "0"],
@@ -389,8 +398,7 @@ fn init_is_checked_first_and_eval_batches_fit_the_data() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let data = good_csv(d);
-    let s = flopnet::spec::parse("2-3:relu-10:softmax", flopnet::spec::Defaults::default()).unwrap();
-    flopnet::model::save(&d.join("m.safetensors"), &s, &flopnet::init::init(&s, 1)).unwrap();
+    model_file(&d.join("m.safetensors"), "2-3:relu-10:softmax");
     for init in ["/dev/zero", "m.safetensors"] {
         let out = flopnet_in(d, &["train", "2-10", "--data", &data, "--init", init]);
         assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
@@ -448,4 +456,118 @@ fn every_reader_refuses_every_bad_path_at_once() {
             assert_eq!(e.exit_code(), 2, "{name} {}: {m}", path.display());
         }
     }
+}
+
+/// The checkpoint a run keeps (`--checkpoint DIR`, or `--resume DIR`) is never replaced by the
+/// run's other outputs: `--save DIR/checkpoint.safetensors` once wrote a model over the
+/// checkpoint being resumed, and the next resume found it "damaged". A checkpoint given where
+/// a model file goes is named for what it is.
+#[test]
+fn a_checkpoint_is_never_replaced_by_another_output_nor_read_as_a_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let data = good_csv(d);
+    let base = ["train", "2-10", "--data", &data, "--threads", "1", "--profile", "p.json"];
+    let out = flopnet_in(d, &[&base[..], &["--epochs", "1", "--checkpoint", "ck"]].concat());
+    assert!(out.status.success(), "{}", stderr(&out));
+    let saved = std::fs::read(d.join("ck/checkpoint.safetensors")).unwrap();
+    std::fs::create_dir(d.join("new")).unwrap();
+    for (extra, says) in [
+        (
+            &["--epochs", "2", "--resume", "ck", "--save", "ck/checkpoint.safetensors"][..],
+            "--save ck/checkpoint.safetensors: is the file --resume ck keeps (ck/checkpoint.safetensors)",
+        ),
+        (
+            &["--epochs", "2", "--resume", "ck", "--metrics", "ck/../ck/checkpoint.safetensors"],
+            "--metrics ck/../ck/checkpoint.safetensors: is the file --resume ck keeps",
+        ),
+        (
+            &["--epochs", "1", "--checkpoint", "new", "--save", "new/checkpoint.safetensors"],
+            "--save new/checkpoint.safetensors: is the file --checkpoint new keeps",
+        ),
+    ] {
+        let (line, code) = refused(d, &[&base[..], extra].concat());
+        assert_eq!(code, 2, "{extra:?}: {line}");
+        assert!(line.starts_with(&format!("flopnet: {says}")), "{extra:?}: {line}");
+    }
+    assert_eq!(std::fs::read(d.join("ck/checkpoint.safetensors")).unwrap(), saved, "the checkpoint was replaced");
+    assert!(!d.join("new/checkpoint.safetensors").exists());
+    for args in [
+        &["eval", "--model", "ck/checkpoint.safetensors", "--data", &data][..],
+        &[&base[..], &["--init", "ck/checkpoint.safetensors"]].concat(),
+    ] {
+        let (line, code) = refused(d, args);
+        assert_eq!(code, 2, "{args:?}: {line}");
+        assert!(
+            line.ends_with("ck/checkpoint.safetensors: is a training checkpoint, not a model file; finish its run with `flopnet train ... --resume DIR --save FILE` to get one"),
+            "{args:?}: {line}"
+        );
+    }
+}
+
+/// `eval` scores in batches of 256 unless told otherwise; on fewer examples that is all of them,
+/// and nothing is said about a `--batch` the user never gave. One they gave is noted.
+#[test]
+fn eval_notes_only_a_batch_the_user_gave() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let data = good_csv(d);
+    model_file(&d.join("m.safetensors"), "2-10");
+    let out = flopnet_in(d, &["eval", "--model", "m.safetensors", "--data", &data]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("--batch"), "{}", stderr(&out));
+    let out = flopnet_in(d, &["eval", "--model", "m.safetensors", "--data", &data, "--batch", "500"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("--batch 500 is more than the 200 examples to score; the batch is 200"));
+}
+
+/// `--epochs` has no upper limit: a run asked for 10^11 epochs trains (it once aborted at
+/// start, allocating a report for every epoch up front) until it is stopped, and a SIGTERM
+/// checkpoints it as any run.
+#[test]
+fn a_huge_epoch_count_trains_until_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let data = good_csv(d);
+    let args = ["train", "2-10", "--data", &data, "--threads", "1", "--profile", "p.json", "--checkpoint", "ck"];
+    let mut child = Command::new(env!("CARGO_BIN_EXE_flopnet"))
+        .current_dir(d)
+        .args([&args[..], &["--epochs", "100000000000"]].concat())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while !d.join("ck/checkpoint.safetensors").exists() {
+        if let Some(status) = child.try_wait().unwrap() {
+            let out = child.wait_with_output().unwrap();
+            panic!("the run ended ({status}) before its first epoch: {}", stderr(&out));
+        }
+        assert!(start.elapsed() < Duration::from_secs(60), "no epoch finished");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let status = Command::new("sh").args(["-c", &format!("kill -s TERM {}", child.id())]).status().unwrap();
+    assert!(status.success());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(143), "{}", stderr(&out));
+}
+
+/// `train --plot` in a format flopnet does not draw is refused before anything is printed or
+/// measured, as `count --plot` is (it was found only after the data, the cost lines and a
+/// calibration).
+#[test]
+fn train_refuses_a_plot_format_before_any_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let data = good_csv(d);
+    let out = Command::new(env!("CARGO_BIN_EXE_flopnet"))
+        .current_dir(d)
+        .env("XDG_CACHE_HOME", d.join("cache"))
+        .args(["train", "2-10", "--data", &data, "--epochs", "1", "--threads", "1", "--plot", "chart.jpg"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("chart.jpg") && stderr(&out).contains(".svg or .png"), "{}", stderr(&out));
+    assert!(out.stdout.is_empty(), "printed before refusing: {}", String::from_utf8_lossy(&out.stdout));
+    assert!(!d.join("cache").exists(), "measured before refusing");
 }

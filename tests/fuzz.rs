@@ -533,6 +533,7 @@ fn checkpoint_bytes() -> Vec<u8> {
         schedule: "constant".into(),
         epochs: 2,
         init: None,
+        normalize: None,
         threads: 1,
         examples: 9,
         data_crc: 7,

@@ -186,6 +186,10 @@ fn resume_refuses_a_different_run_and_says_when_nothing_is_left() {
             "starting weights no --init (seeded weights) but this run has --init m.safetensors (CRC-32 ",
         ),
         (
+            &["--epochs", "2", "--normalize", "standard", "--resume", "ck"],
+            "was saved with --normalize none but this run has standard",
+        ),
+        (
             &["--epochs", "3", "--schedule", "cosine", "--resume", "ck-cos"],
             "--epochs (with a cosine schedule) 2 but this run has 3",
         ),

@@ -82,6 +82,14 @@ pub struct Evaluation {
     pub examples: usize,
 }
 
+impl Evaluation {
+    /// The mean loss and accuracy of `total`, the summed scores of `examples` examples.
+    fn of(total: Score, examples: usize) -> Evaluation {
+        let n = examples.max(1) as f64;
+        Evaluation { loss: total.loss_sum / n, acc: total.correct as f64 / n, examples }
+    }
+}
+
 /// Hears what training is doing.
 pub trait Watcher {
     fn epoch_started(&mut self, _epoch: usize, _batches: usize) {}
@@ -189,8 +197,7 @@ pub fn effective_batch(batch: usize, examples: usize, what: &str) -> (usize, Opt
 pub fn evaluate(engine: &mut Engine, data: &Dataset) -> Result<Evaluation> {
     let mut total = Score::default();
     each_output(engine, data, |_, _, s| total += s)?;
-    let n = data.len().max(1) as f64;
-    Ok(Evaluation { loss: total.loss_sum / n, acc: total.correct as f64 / n, examples: data.len() })
+    Ok(Evaluation::of(total, data.len()))
 }
 
 /// Runs `data` forward in batches of the engine's size and hands each example's outputs, label
@@ -391,7 +398,9 @@ pub fn train_on(
     let mut shares = crate::dist::Shares::new(if comm.size() > 1 { plan.batch } else { 0 }, f);
     let batches = train.len().div_ceil(plan.batch);
     let scan_every = scan_interval(plan.batch) as u64;
-    let mut reports = Vec::with_capacity(plan.epochs);
+    // Grown as epochs finish: --epochs has no upper limit, and a report each up front for a
+    // long run (1e11 epochs) asked for terabytes before the first step.
+    let mut reports = Vec::new();
     let mut pos = *start;
     let base_lr = s.hyper.lr;
     let mut last_scan = pos.step;
@@ -508,8 +517,7 @@ pub fn confusion(engine: &mut Engine, data: &Dataset) -> Result<Confusion> {
         matrix[y as usize][pred] += 1;
         total += s;
     })?;
-    let n = data.len().max(1) as f64;
-    let overall = Evaluation { loss: total.loss_sum / n, acc: total.correct as f64 / n, examples: data.len() };
+    let overall = Evaluation::of(total, data.len());
     let per_class_acc =
         matrix.iter().enumerate().map(|(c, r)| r[c] as f64 / r.iter().sum::<usize>().max(1) as f64).collect();
     let mut class_names = data.class_names.clone();
