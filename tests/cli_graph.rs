@@ -285,3 +285,22 @@ fn explain_says_what_joins_batch_norm_and_depthwise_cost() {
         assert!(out.contains(want), "explain lacks `{want}`");
     }
 }
+
+/// explain's words give a convolution's additions as the ledger counts them: with a bias, one per
+/// product; without (`b0`), one fewer per output, and it says there is no bias.
+#[test]
+fn explain_gives_a_bias_free_convolution_its_own_additions() {
+    for (spec, add, words) in [
+        ("3x8x8-conv3x3x4b0-10", 3744, "3,888 multiplications, and 3,744 additions (26 to sum each window; no bias)"),
+        (
+            "3x8x8-conv3x3x4-10",
+            3888,
+            "3,888 multiplications, and as many additions (26 to sum each window, 1 for the bias)",
+        ),
+    ] {
+        let json: serde_json::Value = serde_json::from_str(&stdout(&["count", spec, "--json"])).unwrap();
+        assert_eq!(json["layers"][0]["forward"]["add"], add, "{spec}");
+        let text = stdout(&["explain", spec]);
+        assert!(text.contains(words), "{spec}:\n{text}");
+    }
+}

@@ -97,10 +97,15 @@ fn conv_forward(i: usize, l: &Layer, conv: &Conv, c: &LayerCost) -> String {
         t(outputs),
         t(window)
     );
+    // Without a bias each window's sum is one addition short of its products.
+    let additions = if conv.bias {
+        format!("as many additions ({} to sum each window, 1 for the bias)", t(window - 1))
+    } else {
+        format!("{} additions ({} to sum each window; no bias)", t(macs - outputs), t(window - 1))
+    };
     o += &format!(
-        "    F·H'·W'·C·kh·kw = {f}·{h2}·{w2}·{ch}·{kh}·{kw} = {} multiplications, and as many additions ({} to sum\n    each window, 1 for the bias); padded positions count as multiplications by zero, as an im2col product does them.\n",
+        "    F·H'·W'·C·kh·kw = {f}·{h2}·{w2}·{ch}·{kh}·{kw} = {} multiplications, and {additions};\n    padded positions count as multiplications by zero, as an im2col product does them.\n",
         t(macs),
-        t(window - 1)
     );
     if conv.groups > 1 {
         let g = conv.groups;
