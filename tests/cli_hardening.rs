@@ -37,6 +37,23 @@ fn model_file(path: &Path, spec: &str) {
 
 // ---- 1: --profile never overwrites a file that is not a flopnet profile -----------------------
 
+/// A --profile in a directory that does not exist is refused before measuring, like every other
+/// output, and no directory is made (only flopnet's own cache directory is created).
+#[test]
+fn a_profile_in_a_missing_directory_is_refused_and_nothing_is_created() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    for args in [
+        &["calibrate", "--profile", "no/such/p.json"][..],
+        &["count", "784-10", "--predict", "--profile", "no/such/p.json"],
+    ] {
+        let out = flopnet_in(d, args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains("the directory no/such does not exist; create it first"), "{}", stderr(&out));
+        assert!(!d.join("no").exists(), "{args:?} created a directory");
+    }
+}
+
 #[test]
 fn profile_never_replaces_a_file_that_is_not_a_profile() {
     let dir = tempfile::tempdir().unwrap();

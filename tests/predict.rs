@@ -4,6 +4,22 @@
 use flopnet::cost::Config;
 use flopnet::predict::{self, Machine, Profile};
 use flopnet::spec::{Defaults, Loss, Optimizer, parse};
+use std::sync::{Mutex, OnceLock};
+
+/// One quick calibration, shared by the tests that only read it. Calibrations run one at a time
+/// (`CALIBRATING`): several at once on a 2-core machine time each other, and a rate measured
+/// while another test held the core made batch 8 of a CNN look half as costly as batch 64.
+fn profile() -> &'static Profile {
+    static SHARED: OnceLock<Profile> = OnceLock::new();
+    SHARED.get_or_init(|| calibrating(|| predict::calibrate(1, true).unwrap()))
+}
+
+static CALIBRATING: Mutex<()> = Mutex::new(());
+
+fn calibrating<T>(f: impl FnOnce() -> T) -> T {
+    let _alone = CALIBRATING.lock().unwrap_or_else(|e| e.into_inner());
+    f()
+}
 
 fn cfg(batch: usize) -> Config {
     Config { loss: Loss::Ce, optimizer: Optimizer::Momentum, batch, examples: 60_000, epochs: 3 }
@@ -13,10 +29,10 @@ fn cfg(batch: usize) -> Config {
 fn profiles_round_trip_and_stale_or_corrupt_ones_are_rebuilt() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("p.json");
-    let p = predict::calibrate(1, true).unwrap();
+    let p = profile();
     p.save(&path).unwrap();
     let (back, why) = Profile::load(&path, 1);
-    assert_eq!(back.as_ref(), Some(&p), "{why:?}");
+    assert_eq!(back.as_ref(), Some(p), "{why:?}");
     // Another thread count: stale.
     let (none, why) = Profile::load(&path, 2);
     assert!(none.is_none() && why.unwrap().contains("threads"));
@@ -28,20 +44,19 @@ fn profiles_round_trip_and_stale_or_corrupt_ones_are_rebuilt() {
     // Corrupt (a profile cut short): rebuilt by load_or_calibrate, with a note saying why.
     let text = std::fs::read_to_string(&path).unwrap();
     std::fs::write(&path, &text[..text.len() / 2]).unwrap();
-    let (fresh, note) = predict::load_or_calibrate(&path, 1, true).unwrap();
+    let (fresh, note) = calibrating(|| predict::load_or_calibrate(&path, 1, true)).unwrap();
     assert!(note.unwrap().contains("corrupt"));
     assert_eq!(Profile::load(&path, 1).0, Some(fresh));
     // A file that is not a profile at all is never replaced by one.
     std::fs::write(&path, "{ not json").unwrap();
-    let e = predict::load_or_calibrate(&path, 1, true).unwrap_err();
+    let e = calibrating(|| predict::load_or_calibrate(&path, 1, true)).unwrap_err();
     assert!(e.to_string().contains("not a flopnet profile"), "{e}");
     assert_eq!(std::fs::read(&path).unwrap(), b"{ not json");
 }
 
 #[test]
 fn predictions_grow_with_the_work() {
-    let p = predict::calibrate(1, true).unwrap();
-    let m = Machine::Measured(&p);
+    let m = Machine::Measured(profile());
     let small = parse("784-30-10", Defaults::default()).unwrap();
     let big = parse("784-800-800-10", Defaults::default()).unwrap();
     let a = predict::predict(&small, &cfg(128), m, 1);
@@ -85,19 +100,23 @@ fn convolutions_are_matrix_products_and_pooling_a_pass_over_memory() {
     assert!(p.layers[0].backward_seconds < 1.2 * conv1);
     assert!(p.layers[2].backward_seconds > 1.7 * conv2);
     // This machine's profile serves a CNN as well, and more examples per batch cost more.
-    let prof = predict::calibrate(1, true).unwrap();
-    let small = predict::predict(&cnn, &cfg(8), Machine::Measured(&prof), 1);
-    let big = predict::predict(&cnn, &cfg(64), Machine::Measured(&prof), 1);
-    assert!(big.step_seconds > 2.0 * small.step_seconds && small.step_seconds.is_finite());
+    let small = predict::predict(&cnn, &cfg(8), Machine::Measured(profile()), 1);
+    let big = predict::predict(&cnn, &cfg(64), Machine::Measured(profile()), 1);
+    assert!(
+        big.step_seconds > 2.0 * small.step_seconds && small.step_seconds.is_finite(),
+        "batch 64: {} s, batch 8: {} s",
+        big.step_seconds,
+        small.step_seconds
+    );
 }
 
 #[test]
 fn image_glue_is_priced_from_its_own_measurements() {
     let cnn = parse("1x28x28-conv3x3x16:relu-maxpool2-conv3x3x32:relu-maxpool2-10", Defaults::default()).unwrap();
-    let p = predict::calibrate(1, true).unwrap();
+    let p = profile();
     assert_eq!(p.pool.len(), 2);
     assert_eq!(p.regroup.len(), 2);
-    let with = predict::predict(&cnn, &cfg(128), Machine::Measured(&p), 1);
+    let with = predict::predict(&cnn, &cfg(128), Machine::Measured(p), 1);
     // The dense layer reads 32 planes of 5×5 and hands its input gradient back as planes: without
     // the measured cost of those copies, only its product and passes remain.
     let mut free_copies = p.clone();
@@ -121,7 +140,7 @@ fn image_glue_is_priced_from_its_own_measurements() {
     assert!(with.layers[1].backward_seconds >= pooled.layers[1].backward_seconds);
     // The first layer's input (one channel) needs no copy, and nothing flows back below it.
     let flat = parse("3x32x32-conv3x3x8:relu-maxpool2-10", Defaults::default()).unwrap();
-    let a = predict::predict(&flat, &cfg(32), Machine::Measured(&p), 1);
+    let a = predict::predict(&flat, &cfg(32), Machine::Measured(p), 1);
     let b = predict::predict(&flat, &cfg(32), Machine::Measured(&free_copies), 1);
     assert!(a.layers[0].forward_seconds > b.layers[0].forward_seconds, "a 3-channel input is regrouped");
     assert_eq!(a.layers[0].backward_seconds, b.layers[0].backward_seconds);

@@ -142,7 +142,19 @@ pub fn default_path(threads: usize) -> PathBuf {
 /// profile is written over only when it is one, so a model, data or metrics file given to
 /// `--profile` by mistake is never lost. A path with nothing there passes.
 pub fn check_replaceable(path: &Path) -> Result<()> {
+    let own_cache = default_path(1).parent().map(Path::to_path_buf);
+    let cached = path.parent().is_some_and(|d| Some(d) == own_cache.as_deref());
     if std::fs::symlink_metadata(path).is_err() {
+        // flopnet makes its own cache directory; a directory the user names must exist, as for
+        // every other output (a typo would otherwise create a tree of directories).
+        let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        if !cached && !dir.is_dir() {
+            return Err(Error::Usage(format!(
+                "--profile {}: the directory {} does not exist; create it first",
+                path.display(),
+                dir.display()
+            )));
+        }
         return Ok(());
     }
     let refuse = |what: &str| {
@@ -171,7 +183,6 @@ pub fn check_replaceable(path: &Path) -> Result<()> {
         matches!((text.find("\"version\":"), text.find("\"machine\":")), (Some(v), Some(m)) if v < m)
     };
     // Flopnet's own cache directory holds nothing else.
-    let cached = path.parent().is_some_and(|d| Some(d) == default_path(1).parent());
     if is_profile || damaged || cached { Ok(()) } else { refuse("holds something else") }
 }
 
