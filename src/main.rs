@@ -776,14 +776,16 @@ fn train_ranks(a: TrainArgs, comm: &mut dyn flopnet::dist::Comm) -> Result<()> {
         println!("kernels: {} (FMA ceiling {:.0} GFLOP/s on {threads} thread(s))", profile.simd, profile.fma_ceiling);
         match predict::withheld(&profile) {
             Some(why) => println!("{why}"),
-            None => println!(
-                "predicted: {} per epoch, {} for the run ({} per step)",
-                report::seconds(prediction.epoch_seconds),
-                report::seconds(prediction.run_seconds),
-                report::seconds(prediction.step_seconds)
-            ),
+            None => {
+                println!(
+                    "predicted: {} per epoch, {} for the run ({} per step)",
+                    report::seconds(prediction.epoch_seconds),
+                    report::seconds(prediction.run_seconds),
+                    report::seconds(prediction.step_seconds)
+                );
+                predicted_epoch = Some(prediction.epoch_seconds);
+            }
         }
-        predicted_epoch = predict::withheld(&profile).is_none().then_some(prediction.epoch_seconds);
     }
     let plan = Plan {
         epochs: a.epochs,
