@@ -215,3 +215,17 @@ fn count_predicts_a_step_on_several_ranks_from_the_link() {
     assert_eq!(missing.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&missing.stderr).contains("--link-gbps G --link-latency-us L"));
 }
+
+/// A zoo model's table names each layer's kind (the ledger keeps its layers; a zoo name does not
+/// read back into them, and every row once said "dense").
+#[test]
+fn zoo_tables_name_each_kind() {
+    let out = flopnet(&["count", "resnet20"]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    let kinds: Vec<&str> = text.lines().filter_map(|l| l.split_whitespace().nth(1)).collect();
+    for want in ["conv3x3x16p1b0", "conv3x3x32s2p1b0", "bn", "add", "zpad32s2", "gap"] {
+        assert!(kinds.iter().any(|k| k.starts_with(want)), "no {want} row in:\n{text}");
+    }
+    assert!(!kinds.contains(&"dense") || kinds.iter().filter(|k| **k == "dense").count() == 1, "{text}");
+}

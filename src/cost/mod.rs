@@ -51,6 +51,9 @@ pub struct LayerCost {
     pub forward: Ops,
     pub backward: Backward,
     pub update: Ops,
+    /// The layer itself, for labels (a zoo name or a file does not read back into layers).
+    #[serde(skip)]
+    pub layer: Layer,
 }
 
 /// One training step (forward, loss, backward, update) over a batch of `batch` examples.
@@ -107,6 +110,7 @@ impl Step {
                 forward: layer_forward(l, batch),
                 backward: layer_backward(l, batch, spec.reads_data(i), (i == last).then_some(loss), spec.consumers(i)),
                 update: optim::per_params(optimizer, l.params()),
+                layer: *l,
             })
             .collect();
         Step {

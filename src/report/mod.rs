@@ -14,23 +14,11 @@ pub use run::{
 pub use verify::verify_text;
 
 use crate::cost::Ledger;
-use crate::spec::{Defaults, Kind, Layer};
+use crate::spec::{Kind, Layer};
 
-/// What each of a ledger's layers is, with its shapes, for labels: the ledger keeps its spec in
-/// the canonical compact form, every activation written out, which reads back as it was.
+/// What each of a ledger's layers is, with its shapes, for labels.
 pub fn ledger_layers(l: &Ledger) -> Vec<Layer> {
-    match crate::spec::parse(&l.spec, Defaults::default()) {
-        Ok(s) if s.layers.len() == l.layers.len() => s.layers,
-        _ => l
-            .layers
-            .iter()
-            .map(|c| Layer {
-                input: c.input_shape,
-                output: c.output_shape,
-                ..Layer::dense(c.inputs, c.outputs, c.activation)
-            })
-            .collect(),
-    }
+    l.layers.iter().map(|c| c.layer).collect()
 }
 
 /// A layer's kind as written in a spec, without its activation: `dense`, `conv5x5x32p2`,
