@@ -25,6 +25,9 @@ SUITE = [
     ("infer", ["784-800-10", "--act", "relu"], [128], "inference"),
     ("e", ["1x28x28-conv5x5x32p2:relu-maxpool2-conv5x5x64p2:relu-maxpool2-1024:relu-10"], [64], "train"),
     ("f", ["1x28x28-conv3x3x16:relu-maxpool2-conv3x3x32:relu-maxpool2-10"], [128], "train"),
+    ("resnet20", ["resnet20"], [128], "train"),
+    ("mobilenet_v2", ["mobilenet_v2", "--input", "3x64x64", "--classes", "10"], [32], "train"),
+    ("resnet18", ["resnet18"], [8], "inference"),
 ]
 
 

@@ -43,6 +43,46 @@ def cnn_f():
         nn.Flatten(), nn.Linear(32 * 5 * 5, 10))
 
 
+class PadShortcut(nn.Module):
+    """He et al.'s option A: every stride-th row and column, zero maps appended."""
+
+    def __init__(self, extra, stride):
+        super().__init__()
+        self.extra, self.stride = extra, stride
+
+    def forward(self, x):
+        x = x[:, :, ::self.stride, ::self.stride]
+        return nn.functional.pad(x, (0, 0, 0, 0, 0, self.extra))
+
+
+class Basic(nn.Module):
+    def __init__(self, c_in, c_out, stride):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(),
+            nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False), nn.BatchNorm2d(c_out))
+        self.short = PadShortcut(c_out - c_in, stride) if stride != 1 else nn.Identity()
+
+    def forward(self, x):
+        return torch.relu(self.body(x) + self.short(x))
+
+
+def cifar_resnet(depth, classes=10):
+    # The CIFAR ResNet of depth 6n+2 (flopnet's zoo `resnet20`: 269,722 parameters).
+    n, layers, c = (depth - 2) // 6, [nn.Conv2d(3, 16, 3, 1, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU()], 16
+    for stage in range(3):
+        width = 16 << stage
+        for b in range(n):
+            layers.append(Basic(c, width, 2 if stage > 0 and b == 0 else 1))
+            c = width
+    return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c, classes))
+
+
+def torchvision_model(name, **kw):
+    import torchvision  # only the zoo cases need it
+    return getattr(torchvision.models, name)(**kw)
+
+
 SUITE = {
     "a": ("784-30-30-10 sigmoid", [1, 32, 128], lambda: dense([784, 30, 30, 10], nn.Sigmoid), (784,), "train"),
     "b": ("1024-30-30-10 sigmoid", [1, 32, 128], lambda: dense([1024, 30, 30, 10], nn.Sigmoid), (1024,), "train"),
@@ -51,6 +91,10 @@ SUITE = {
     "infer": ("784-800-10 relu, forward only", [128], lambda: dense([784, 800, 10], nn.ReLU), (784,), "inference"),
     "e": ("CNN e (TensorFlow tutorial)", [64], cnn_e, (1, 28, 28), "train"),
     "f": ("CNN f (small)", [128], cnn_f, (1, 28, 28), "train"),
+    "resnet20": ("resnet20 3x32x32", [128], lambda: cifar_resnet(20), (3, 32, 32), "train"),
+    "mobilenet_v2": ("mobilenet_v2 3x64x64, 10 classes", [32],
+                     lambda: torchvision_model("mobilenet_v2", num_classes=10), (3, 64, 64), "train"),
+    "resnet18": ("resnet18 3x224x224", [8], lambda: torchvision_model("resnet18"), (3, 224, 224), "inference"),
 }
 
 
@@ -111,10 +155,12 @@ def main():
     for key in keys:
         what, batches, build, shape, mode = SUITE[key]
         for batch in batches:
-            r, steps = rate(build(), shape, batch, mode, a.runs)
+            model = build()
+            r, steps = rate(model, shape, batch, mode, a.runs)
+            params = sum(p.numel() for p in model.parameters())
             rows.append(dict(case=key, net=what, mode=mode, batch=batch, samples_per_s=r, steps_per_run=steps,
-                             threads=a.threads, torch=torch.__version__))
-            print(f"{key:6} {what:32} {mode:9} batch {batch:4}: {r:12,.0f} samples/s", flush=True)
+                             threads=a.threads, torch=torch.__version__, params=params))
+            print(f"{key:6} {what:32} {mode:9} batch {batch:4}: {r:12,.0f} samples/s ({params:,} parameters)", flush=True)
     if a.json:
         with open(a.json, "w") as f:
             json.dump(rows, f, indent=1)
