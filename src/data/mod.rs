@@ -6,6 +6,7 @@
 //! text), checks every size and label before allocating, splits a seeded
 //! validation set off the training examples and normalises the features.
 
+pub mod augment;
 mod cifar;
 mod csv;
 mod embedded;

@@ -257,7 +257,8 @@ impl Shares {
 /// backward (its gradient of the mean over the whole batch), the gradients summed over the ranks
 /// (one all-reduce of the arena), then the same update on every rank. Returns the whole batch's
 /// score and the signal any rank was stopped by (`stop` is this rank's), both summed with the
-/// ranks' scores in one small all-reduce, so every rank decides alike.
+/// ranks' scores in one small all-reduce, so every rank decides alike. `augment` is handed this
+/// rank's gathered rows and the offset of the first in the global batch (`--augment`).
 pub fn step(
     engine: &mut Engine,
     comm: &mut dyn Comm,
@@ -265,15 +266,19 @@ pub fn step(
     idx: &[usize],
     s: &mut Shares,
     stop: Option<i32>,
+    augment: &dyn Fn(&mut [f32], usize),
 ) -> Result<(Score, Option<i32>)> {
     let f = data.feature_len();
-    let mine = &idx[share(idx.len(), comm.rank(), comm.size())];
+    let part = share(idx.len(), comm.rank(), comm.size());
+    let offset = part.start;
+    let mine = &idx[part];
     let b = mine.len();
     let score = if b == 0 {
         engine.grads_mut().fill(0.0);
         Score::default()
     } else {
         data.gather(mine, &mut s.x[..b * f], &mut s.y[..b]);
+        augment(&mut s.x[..b * f], offset);
         engine.compute_gradients_of(&s.x[..b * f], &s.y[..b], idx.len())?
     };
     comm.sum_f32(engine.grads_mut());

@@ -78,6 +78,25 @@ fn momentum_imp<M: Madd>(w: &mut [f32], v: &mut [f32], g: &[f32], lr: f32, mu: f
     }
 }
 
+// Coupled weight decay (PyTorch's SGD `weight_decay`): the optimizer sees g + λ·w, formed as one
+// multiply-add from the weight before its update.
+#[inline(always)]
+fn sgd_decay_imp<M: Madd>(w: &mut [f32], g: &[f32], lr: f32, wd: f32) {
+    for (w, &g) in w.iter_mut().zip(g) {
+        let g = M::madd(wd, *w, g);
+        *w = M::madd(-lr, g, *w);
+    }
+}
+
+#[inline(always)]
+fn momentum_decay_imp<M: Madd>(w: &mut [f32], v: &mut [f32], g: &[f32], lr: f32, mu: f32, wd: f32) {
+    for ((w, v), &g) in w.iter_mut().zip(v.iter_mut()).zip(g) {
+        let g = M::madd(wd, *w, g);
+        *v = M::madd(mu, *v, g);
+        *w = M::madd(-lr, *v, *w);
+    }
+}
+
 /// Adam's per-parameter work; `step_size` = lr / (1 - b1^t), `inv_sqrt_c2` = 1 / sqrt(1 - b2^t).
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
@@ -97,6 +116,30 @@ fn adam_imp<M: Madd>(
         *v = M::madd(b2, *v, (1.0 - b2) * g * g);
         let denom = v.sqrt() * inv_sqrt_c2 + eps;
         *w -= step_size * (*m / denom);
+    }
+}
+
+/// AdamW: Adam's step after the decoupled decay w ← w·keep, `keep` = 1 − lr·λ (as
+/// `torch.optim.AdamW`, which scales the weights before the moments' step).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn adamw_imp<M: Madd>(
+    w: &mut [f32],
+    m: &mut [f32],
+    v: &mut [f32],
+    g: &[f32],
+    b1: f32,
+    b2: f32,
+    eps: f32,
+    step_size: f32,
+    inv_sqrt_c2: f32,
+    keep: f32,
+) {
+    for (((w, m), v), &g) in w.iter_mut().zip(m.iter_mut()).zip(v.iter_mut()).zip(g) {
+        *m = M::madd(b1, *m, (1.0 - b1) * g);
+        *v = M::madd(b2, *v, (1.0 - b2) * g * g);
+        let denom = v.sqrt() * inv_sqrt_c2 + eps;
+        *w = *w * keep - step_size * (*m / denom);
     }
 }
 
@@ -127,6 +170,22 @@ dispatch! {
 dispatch! {
     /// v = mu v + g; w -= lr v.
     pub fn momentum = momentum_imp(w: &mut [f32], v: &mut [f32], g: &[f32], lr: f32, mu: f32)
+}
+dispatch! {
+    /// w -= lr (g + wd w).
+    pub fn sgd_decay = sgd_decay_imp(w: &mut [f32], g: &[f32], lr: f32, wd: f32)
+}
+dispatch! {
+    /// v = mu v + (g + wd w); w -= lr v.
+    pub fn momentum_decay = momentum_decay_imp(w: &mut [f32], v: &mut [f32], g: &[f32], lr: f32, mu: f32, wd: f32)
+}
+dispatch! {
+    /// One AdamW update of every parameter in `w`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn adamw = adamw_imp(
+        w: &mut [f32], m: &mut [f32], v: &mut [f32], g: &[f32],
+        b1: f32, b2: f32, eps: f32, step_size: f32, inv_sqrt_c2: f32, keep: f32,
+    )
 }
 dispatch! {
     /// One Adam update of every parameter in `w`.

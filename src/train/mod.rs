@@ -26,8 +26,25 @@ pub struct Plan {
     /// Reshuffle the training examples every epoch (seeded); false keeps file order.
     pub shuffle: bool,
     pub schedule: Schedule,
+    /// Epochs of linear warmup (`--warmup`, 0: none): over the first `warmup` epochs' steps the
+    /// rate climbs step by step, lr·s/S at step s of S, times the schedule's rate.
+    pub warmup: usize,
+    /// Random crops and flips of each gathered batch (`--augment`), drawn from `seed`.
+    pub augment: Option<crate::data::augment::Augment>,
     /// The time model's seconds for one epoch, reported beside the measured ones.
     pub predicted_epoch_seconds: Option<f64>,
+}
+
+impl Plan {
+    /// The rate of step `k` (from 0) of epoch `epoch` (from 1) of `batches` steps each, from the
+    /// base rate: the schedule's, scaled by the warmup's share while it lasts. A function of the
+    /// position alone, so a resumed run takes the rates the uninterrupted one took.
+    pub fn rate(&self, base: f64, epoch: usize, k: usize, batches: usize) -> f64 {
+        let rate = self.schedule.rate(base, epoch, self.epochs);
+        let warm = (self.warmup * batches) as f64;
+        let step = ((epoch - 1) * batches + k + 1) as f64;
+        if step < warm { rate * step / warm } else { rate }
+    }
 }
 
 /// How the learning rate moves over the run.
@@ -388,9 +405,11 @@ pub fn train_on(
     }
     let s = *engine.settings();
     crate::numbers::positive("the learning rate", s.hyper.lr)?;
+    crate::numbers::non_negative("the weight decay", s.hyper.weight_decay)?;
     let spec = engine.spec().clone();
     // The FLOPs of the examples an epoch runs: all of them, or those after a resumed position.
-    let flop = |examples: usize| cost::epoch(&spec, s.loss, s.optimizer, plan.batch, examples).total.flop() as f64;
+    let rule = s.hyper.rule(s.optimizer);
+    let flop = |examples: usize| cost::epoch(&spec, s.loss, rule, plan.batch, examples).total.flop() as f64;
     let epoch_flop = flop(train.len());
     let f = train.feature_len();
     let mut xb = vec![0.0f32; plan.batch * f];
@@ -407,9 +426,13 @@ pub fn train_on(
     let mut runaway = Runaway::new();
     let window = RUNAWAY_WINDOW.min(train.len());
     let classes = spec.outputs();
+    if let Some(a) = &plan.augment {
+        a.check(train.shape)?;
+    }
     while pos.epoch < plan.epochs {
         let epoch = pos.epoch + 1;
-        engine.set_learning_rate(plan.schedule.rate(base_lr, epoch, plan.epochs));
+        let warming = epoch <= plan.warmup;
+        engine.set_learning_rate(plan.rate(base_lr, epoch, 0, batches));
         let order: Vec<usize> =
             if plan.shuffle { epoch_order(train.len(), plan.seed, epoch) } else { (0..train.len()).collect() };
         watcher.epoch_started(epoch, batches);
@@ -423,10 +446,21 @@ pub fn train_on(
         let begun = Instant::now();
         for (k, idx) in order.chunks(plan.batch).enumerate().skip(pos.batch) {
             let b = idx.len();
+            if warming {
+                engine.set_learning_rate(plan.rate(base_lr, epoch, k, batches));
+            }
+            // Examples from position `k·batch + offset` of the epoch's order, crops and flips
+            // drawn for those positions.
+            let augment = |rows: &mut [f32], offset: usize| {
+                if let Some(a) = &plan.augment {
+                    a.apply(plan.seed, epoch, k * plan.batch + offset, train.shape, rows);
+                }
+            };
             let (s, stop) = if comm.size() > 1 {
-                crate::dist::step(engine, comm, train, idx, &mut shares, watcher.interrupted())?
+                crate::dist::step(engine, comm, train, idx, &mut shares, watcher.interrupted(), &augment)?
             } else {
                 train.gather(idx, &mut xb[..b * f], &mut yb[..b]);
+                augment(&mut xb[..b * f], 0);
                 // The next batch's first rows load while this step runs.
                 let next = ((k + 1) * plan.batch).min(order.len());
                 train.prefetch(&order[next..(next + crate::data::PREFETCH_AHEAD).min(order.len())]);
@@ -623,6 +657,8 @@ mod tests {
             seed: 11,
             shuffle: true,
             schedule: Schedule::Constant,
+            warmup: 0,
+            augment: None,
             predicted_epoch_seconds: None,
         }
     }
