@@ -685,6 +685,101 @@ mod tests {
         }
     }
 
+    /// Saves a checkpoint when interrupted after `steps` steps, as Ctrl-C does.
+    struct InterruptAfter {
+        steps: usize,
+        done: usize,
+        saved: Option<(Checkpoint, Position)>,
+        plan: Plan,
+    }
+
+    impl Watcher for InterruptAfter {
+        fn batch_done(&mut self, _done: usize, _loss: f64) {
+            self.done += 1;
+        }
+        fn interrupted(&mut self) -> Option<i32> {
+            (self.done == self.steps).then_some(15)
+        }
+        fn checkpoint(&mut self, engine: &Engine, at: &Position) -> Result<()> {
+            let meta = crate::checkpoint::meta(engine.spec(), engine.settings(), &self.plan, &images(23));
+            self.saved = Some((Checkpoint::capture(engine, meta, at), *at));
+            Ok(())
+        }
+    }
+
+    /// 1×4×4 images.
+    fn images(n: usize) -> Dataset {
+        let features = (0..n * 16).map(|i| ((i * 29 % 97) as f32) / 97.0).collect();
+        Dataset { features, shape: [1, 4, 4], ..data(n) }
+    }
+
+    #[test]
+    fn warmup_climbs_step_by_step_then_hands_over_to_the_schedule() {
+        let p = Plan { epochs: 4, warmup: 2, schedule: Schedule::Cosine, ..plan() };
+        // 5 batches an epoch: 10 warmup steps, lr·s/10 at step s (from 1), times the cosine.
+        assert_eq!(p.rate(0.1, 1, 0, 5), 0.1 * 1.0 / 10.0);
+        assert_eq!(p.rate(0.1, 1, 4, 5), 0.1 * 5.0 / 10.0);
+        let cos2 = Schedule::Cosine.rate(0.1, 2, 4);
+        assert_eq!(p.rate(0.1, 2, 3, 5), cos2 * 9.0 / 10.0);
+        assert_eq!(p.rate(0.1, 2, 4, 5), cos2);
+        assert_eq!(p.rate(0.1, 3, 0, 5), Schedule::Cosine.rate(0.1, 3, 4));
+        let none = Plan { warmup: 0, ..p };
+        assert_eq!(none.rate(0.1, 1, 0, 5), 0.1);
+    }
+
+    /// An augmented run with warmup, interrupted in the middle of an epoch (inside the warmup)
+    /// and resumed from its checkpoint, ends on the bits of the run never interrupted; and the
+    /// crops, flips and warmup each change what it trains.
+    #[test]
+    fn an_augmented_run_with_warmup_resumes_bit_for_bit() {
+        let d = images(23);
+        let aug = "crop=1,flip".parse::<crate::data::augment::Augment>().unwrap();
+        let p = Plan { warmup: 2, augment: Some(aug), ..plan() };
+        let run = |p: &Plan| {
+            let mut e = engine_of("16-8:tanh-3", Optimizer::Momentum, 0.05);
+            train(&mut e, &d, None, p, &mut Quiet).unwrap();
+            e.params().to_vec()
+        };
+        let whole = run(&p);
+        assert!(run(&p) == whole, "the same seed draws the same images");
+        assert!(run(&Plan { augment: None, ..p }) != whole, "augmentation changes the run");
+        assert!(run(&Plan { warmup: 0, ..p }) != whole, "warmup changes the run");
+        assert!(run(&Plan { seed: 12, ..p }) != whole);
+        for steps in [2, 7, 12] {
+            let mut first = engine_of("16-8:tanh-3", Optimizer::Momentum, 0.05);
+            let mut w = InterruptAfter { steps, done: 0, saved: None, plan: p };
+            let e = train(&mut first, &d, None, &p, &mut w).unwrap_err();
+            assert!(matches!(e, Error::Interrupted { .. }), "{e}");
+            let (c, at) = w.saved.expect("a checkpoint when interrupted");
+            assert_eq!(at.step, steps as u64);
+            let mut resumed = engine_of("16-8:tanh-3", Optimizer::Momentum, 0.05);
+            let spec = resumed.spec().clone();
+            resumed = Engine::new(&spec, &c.layers(&spec).unwrap(), *resumed.settings()).unwrap();
+            let at = c.restore(&mut resumed).unwrap();
+            train_from(&mut resumed, &d, None, &p, &at, &mut Quiet).unwrap();
+            assert!(resumed.params() == &whole[..], "resumed after step {steps}");
+        }
+    }
+
+    #[test]
+    fn augmenting_flat_rows_or_a_negative_weight_decay_is_refused_before_a_step() {
+        let d = data(23);
+        let aug = "flip".parse::<crate::data::augment::Augment>().unwrap();
+        let mut e = engine(Optimizer::Sgd, 0.05);
+        let before = e.params().to_vec();
+        let err = train(&mut e, &d, None, &Plan { augment: Some(aug), ..plan() }, &mut Quiet).unwrap_err();
+        assert_eq!(err.exit_code(), 2, "{err}");
+        assert!(err.to_string().contains("flat rows of 4 values"), "{err}");
+        let mut settings = *e.settings();
+        settings.hyper.weight_decay = -0.1;
+        let spec = e.spec().clone();
+        let mut e = Engine::new(&spec, &crate::init::init(&spec, 3), settings).unwrap();
+        let err = train(&mut e, &d, None, &plan(), &mut Quiet).unwrap_err();
+        assert_eq!(err.exit_code(), 2, "{err}");
+        assert!(err.to_string().starts_with("the weight decay: -0.1 is below 0"), "{err}");
+        assert!(e.params() == &before[..]);
+    }
+
     #[test]
     fn divergence_names_the_step_the_layer_and_the_learning_rate() {
         let d = data(23);
