@@ -9,6 +9,7 @@
 //! without any generator state in the checkpoint. The work is copies and no arithmetic: the
 //! ledger counts none of it.
 
+use super::Dataset;
 use crate::error::{Error, Result};
 use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -69,10 +70,7 @@ impl Augment {
 
     /// The draws of the example at `position` of epoch `epoch`'s order (from 0 and 1).
     pub fn draw(&self, seed: u64, epoch: usize, position: usize) -> Draw {
-        let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        rng.set_stream(STREAM | epoch as u64);
-        rng.set_word_pos(position as u128 * WORDS);
-        self.next(&mut rng)
+        self.next(&mut self.stream(seed, epoch, position))
     }
 
     /// The next example's draws from `rng`: always `WORDS` words, so that any position can be
@@ -86,28 +84,50 @@ impl Augment {
         Draw { dy, dx, flip: rng.next_u32() >> 31 == 1 && self.flip }
     }
 
-    /// Augments `rows`, the examples at positions `first`, `first + 1`, … of epoch `epoch`'s
-    /// order, each of `shape` [C, H, W], in place.
-    pub fn apply(&self, seed: u64, epoch: usize, first: usize, shape: [usize; 3], rows: &mut [f32]) {
-        let f: usize = shape.iter().product();
-        if f == 0 || rows.is_empty() {
-            return;
-        }
+    /// [`Dataset::gather`] with the crops and flips: examples `idx`, at positions `first`,
+    /// `first + 1`, … of epoch `epoch`'s order, placed straight from the data set into `out`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn gather(
+        &self,
+        data: &Dataset,
+        idx: &[usize],
+        out: &mut [f32],
+        labels: &mut [u8],
+        seed: u64,
+        epoch: usize,
+        first: usize,
+    ) {
+        let mut rng = self.stream(seed, epoch, first);
+        let shape = data.shape;
+        data.gather_with(idx, out, labels, |_, example, row| self.place(example, row, shape, self.next(&mut rng)));
+    }
+
+    /// The generator of epoch `epoch`'s draws, at the words of the example at `position`.
+    fn stream(&self, seed: u64, epoch: usize, position: usize) -> ChaCha8Rng {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         rng.set_stream(STREAM | epoch as u64);
-        rng.set_word_pos(first as u128 * WORDS);
+        rng.set_word_pos(position as u128 * WORDS);
+        rng
+    }
+
+    /// Augments `rows` in place: the examples at positions `first`, `first + 1`, … of epoch
+    /// `epoch`'s order, each of `shape` [C, H, W].
+    pub fn apply(&self, seed: u64, epoch: usize, first: usize, shape: [usize; 3], rows: &mut [f32]) {
+        let f: usize = shape.iter().product();
+        let mut rng = self.stream(seed, epoch, first);
         let mut source = vec![0f32; f];
-        for row in rows.chunks_exact_mut(f) {
-            let d = self.next(&mut rng);
-            if d != (Draw { dy: 0, dx: 0, flip: false }) {
-                source.copy_from_slice(row);
-                self.place(&source, row, shape, d);
-            }
+        for row in rows.chunks_exact_mut(f.max(1)) {
+            source.copy_from_slice(row);
+            self.place(&source, row, shape, self.next(&mut rng));
         }
     }
 
     /// out(y, x) = in(y + dy, x' + dx), x' = W−1−x when flipped, else x; `fill` outside.
     fn place(&self, input: &[f32], out: &mut [f32], [c, h, w]: [usize; 3], d: Draw) {
+        if d == (Draw { dy: 0, dx: 0, flip: false }) {
+            out.copy_from_slice(input);
+            return;
+        }
         let (hi, wi) = (h as isize, w as isize);
         for ch in 0..c {
             let (src, dst) = (&input[ch * h * w..(ch + 1) * h * w], &mut out[ch * h * w..(ch + 1) * h * w]);
@@ -267,6 +287,23 @@ mod tests {
             a.apply(seed, epoch, 0, shape, &mut other);
             assert_ne!(whole, other, "seed {seed}, epoch {epoch}");
         }
+    }
+
+    #[test]
+    fn gathering_augmented_is_gathering_then_augmenting() {
+        let shape = [2, 6, 5];
+        let n = 50;
+        let features = (0..n * 60).map(|i| (i % 61) as f32).collect();
+        let d = Dataset { features, labels: vec![1; n], shape, classes: 2, class_names: vec![] };
+        let idx: Vec<usize> = (0..20).map(|i| (i * 7) % n).collect();
+        let a = aug("crop=2,flip").with_fill(-1.0);
+        let (mut x, mut y) = (vec![0.0; 20 * 60], vec![0; 20]);
+        a.gather(&d, &idx, &mut x, &mut y, 5, 3, 40);
+        let (mut want, mut wy) = (vec![0.0; 20 * 60], vec![0; 20]);
+        d.gather(&idx, &mut want, &mut wy);
+        a.apply(5, 3, 40, shape, &mut want);
+        assert_eq!(x, want);
+        assert_eq!(y, wy);
     }
 
     #[test]

@@ -449,18 +449,16 @@ pub fn train_on(
             if warming {
                 engine.set_learning_rate(plan.rate(base_lr, epoch, k, batches));
             }
-            // Examples from position `k·batch + offset` of the epoch's order, crops and flips
-            // drawn for those positions.
-            let augment = |rows: &mut [f32], offset: usize| {
-                if let Some(a) = &plan.augment {
-                    a.apply(plan.seed, epoch, k * plan.batch + offset, train.shape, rows);
-                }
+            // Gathers examples from position `k·batch + offset` of the epoch's order; with
+            // --augment, cropped and flipped as drawn for those positions.
+            let gather = |idx: &[usize], x: &mut [f32], y: &mut [u8], offset: usize| match &plan.augment {
+                Some(a) => a.gather(train, idx, x, y, plan.seed, epoch, k * plan.batch + offset),
+                None => train.gather(idx, x, y),
             };
             let (s, stop) = if comm.size() > 1 {
-                crate::dist::step(engine, comm, train, idx, &mut shares, watcher.interrupted(), &augment)?
+                crate::dist::step(engine, comm, train, idx, &mut shares, watcher.interrupted(), &gather)?
             } else {
-                train.gather(idx, &mut xb[..b * f], &mut yb[..b]);
-                augment(&mut xb[..b * f], 0);
+                gather(idx, &mut xb[..b * f], &mut yb[..b], 0);
                 // The next batch's first rows load while this step runs.
                 let next = ((k + 1) * plan.batch).min(order.len());
                 train.prefetch(&order[next..(next + crate::data::PREFETCH_AHEAD).min(order.len())]);
