@@ -533,7 +533,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             files::check_outputs(&[("--output", Some(&a.output))], &inputs)?;
             let cfg = a.run.config();
             let metrics = a.metrics.as_deref().map(plot::Metrics::read).transpose()?;
-            plot::save_html(&a.output, &plot::report_html(&spec, &cfg, metrics.as_ref())?)?;
+            plot::save_html(&a.output, &plot::report_html(&spec, &cfg, a.run.net.weight_decay(), metrics.as_ref())?)?;
             println!("wrote {}", a.output.display());
         }
         Command::Verify(a) => {
