@@ -97,49 +97,34 @@ fn momentum_decay_imp<M: Madd>(w: &mut [f32], v: &mut [f32], g: &[f32], lr: f32,
     }
 }
 
-/// Adam's per-parameter work; `step_size` = lr / (1 - b1^t), `inv_sqrt_c2` = 1 / sqrt(1 - b2^t).
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn adam_imp<M: Madd>(
-    w: &mut [f32],
-    m: &mut [f32],
-    v: &mut [f32],
-    g: &[f32],
-    b1: f32,
-    b2: f32,
-    eps: f32,
-    step_size: f32,
-    inv_sqrt_c2: f32,
-) {
-    for (((w, m), v), &g) in w.iter_mut().zip(m.iter_mut()).zip(v.iter_mut()).zip(g) {
-        *m = M::madd(b1, *m, (1.0 - b1) * g);
-        *v = M::madd(b2, *v, (1.0 - b2) * g * g);
-        let denom = v.sqrt() * inv_sqrt_c2 + eps;
-        *w -= step_size * (*m / denom);
-    }
+/// Adam's scalars for one step.
+#[derive(Clone, Copy, Debug)]
+pub struct AdamStep {
+    pub b1: f32,
+    pub b2: f32,
+    pub eps: f32,
+    /// lr / (1 - b1^t).
+    pub step_size: f32,
+    /// 1 / sqrt(1 - b2^t).
+    pub inv_sqrt_c2: f32,
+    /// AdamW's decoupled decay: the weights are scaled by 1 − lr·λ before Adam's step (as
+    /// `torch.optim.AdamW`); `None` for Adam.
+    pub keep: Option<f32>,
 }
 
-/// AdamW: Adam's step after the decoupled decay w ← w·keep, `keep` = 1 − lr·λ (as
-/// `torch.optim.AdamW`, which scales the weights before the moments' step).
+/// Adam's (or AdamW's) per-parameter work.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn adamw_imp<M: Madd>(
-    w: &mut [f32],
-    m: &mut [f32],
-    v: &mut [f32],
-    g: &[f32],
-    b1: f32,
-    b2: f32,
-    eps: f32,
-    step_size: f32,
-    inv_sqrt_c2: f32,
-    keep: f32,
-) {
-    for (((w, m), v), &g) in w.iter_mut().zip(m.iter_mut()).zip(v.iter_mut()).zip(g) {
-        *m = M::madd(b1, *m, (1.0 - b1) * g);
-        *v = M::madd(b2, *v, (1.0 - b2) * g * g);
-        let denom = v.sqrt() * inv_sqrt_c2 + eps;
-        *w = *w * keep - step_size * (*m / denom);
+fn adam_imp<M: Madd>(w: &mut [f32], m: &mut [f32], v: &mut [f32], g: &[f32], s: AdamStep) {
+    // The moments' update and the step's direction m / (sqrt(v / c2) + eps).
+    let direction = |m: &mut f32, v: &mut f32, g: f32| {
+        *m = M::madd(s.b1, *m, (1.0 - s.b1) * g);
+        *v = M::madd(s.b2, *v, (1.0 - s.b2) * g * g);
+        *m / (v.sqrt() * s.inv_sqrt_c2 + s.eps)
+    };
+    let each = w.iter_mut().zip(m.iter_mut()).zip(v.iter_mut()).zip(g);
+    match s.keep {
+        None => each.for_each(|(((w, m), v), &g)| *w -= s.step_size * direction(m, v, g)),
+        Some(keep) => each.for_each(|(((w, m), v), &g)| *w = *w * keep - s.step_size * direction(m, v, g)),
     }
 }
 
@@ -180,20 +165,24 @@ dispatch! {
     pub fn momentum_decay = momentum_decay_imp(w: &mut [f32], v: &mut [f32], g: &[f32], lr: f32, mu: f32, wd: f32)
 }
 dispatch! {
-    /// One AdamW update of every parameter in `w`.
-    #[allow(clippy::too_many_arguments)]
-    pub fn adamw = adamw_imp(
-        w: &mut [f32], m: &mut [f32], v: &mut [f32], g: &[f32],
-        b1: f32, b2: f32, eps: f32, step_size: f32, inv_sqrt_c2: f32, keep: f32,
-    )
+    /// One Adam (or AdamW) update of every parameter in `w`.
+    pub fn adam_step = adam_imp(w: &mut [f32], m: &mut [f32], v: &mut [f32], g: &[f32], s: AdamStep)
 }
-dispatch! {
-    /// One Adam update of every parameter in `w`.
-    #[allow(clippy::too_many_arguments)]
-    pub fn adam = adam_imp(
-        w: &mut [f32], m: &mut [f32], v: &mut [f32], g: &[f32],
-        b1: f32, b2: f32, eps: f32, step_size: f32, inv_sqrt_c2: f32,
-    )
+
+/// One Adam update of every parameter in `w` ([`adam_step`] without decay).
+#[allow(clippy::too_many_arguments)]
+pub fn adam(
+    w: &mut [f32],
+    m: &mut [f32],
+    v: &mut [f32],
+    g: &[f32],
+    b1: f32,
+    b2: f32,
+    eps: f32,
+    step_size: f32,
+    inv_sqrt_c2: f32,
+) {
+    adam_step(w, m, v, g, AdamStep { b1, b2, eps, step_size, inv_sqrt_c2, keep: None });
 }
 
 #[cfg(test)]

@@ -651,7 +651,9 @@ impl Engine {
         let step_size = (h.lr / (1.0 - h.beta1.powi(t))) as f32;
         let inv_sqrt_c2 = (1.0 / (1.0 - h.beta2.powi(t)).sqrt()) as f32;
         let coupled = h.rule(opt).coupled_decay;
-        let (wd, keep) = (h.weight_decay as f32, (1.0 - h.lr * h.weight_decay) as f32);
+        let wd = h.weight_decay as f32;
+        let keep = (opt == Optimizer::AdamW).then_some((1.0 - h.lr * h.weight_decay) as f32);
+        let adam = kernels::AdamStep { b1, b2, eps, step_size, inv_sqrt_c2, keep };
         let n = self.params.len();
         // Elementwise work: chunks are independent, so splitting changes no result.
         let parts = if n >= UPDATE_SPLIT_MIN { self.team.size() } else { 1 };
@@ -684,15 +686,11 @@ impl Engine {
                 Optimizer::Adam | Optimizer::AdamW => {
                     let m = unsafe { std::slice::from_raw_parts_mut(v1.0.add(r.start), len) };
                     let v = unsafe { std::slice::from_raw_parts_mut(v2.0.add(r.start), len) };
-                    if opt == Optimizer::AdamW {
-                        kernels::adamw(w, m, v, g, b1, b2, eps, step_size, inv_sqrt_c2, keep)
-                    } else {
-                        if coupled {
-                            // Adam's coupled decay: g ← g + λ·w in the gradient arena, then Adam.
-                            kernels::axpy(wd, w, g);
-                        }
-                        kernels::adam(w, m, v, g, b1, b2, eps, step_size, inv_sqrt_c2)
+                    if coupled {
+                        // Adam's coupled decay: g ← g + λ·w in the gradient arena, then Adam.
+                        kernels::axpy(wd, w, g);
                     }
+                    kernels::adam_step(w, m, v, g, adam)
                 }
             }
         };
