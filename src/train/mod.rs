@@ -349,8 +349,9 @@ pub fn show_lr(x: f64) -> String {
     if x == 0.0 || (1e-4..1e6).contains(&x.abs()) { format!("{x}") } else { format!("{x:e}") }
 }
 
-fn diverged(engine: &Engine, what: String) -> Error {
-    let lr = engine.settings().hyper.lr;
+/// The error of a run that blew up at base rate `lr` (the `--lr` the user gave, before any
+/// schedule or warmup scaled it).
+fn diverged(engine: &Engine, lr: f64, what: String) -> Error {
     // A tenth of it, by moving the decimal exponent: 1e30 → 1e29, 0.001 → 0.0001.
     let text = format!("{lr:e}");
     let tenth = text
@@ -470,7 +471,7 @@ pub fn train_on(
             let at = || format!("step {step} (epoch {epoch}, batch {} of {batches})", k + 1);
             if !s.loss_sum.is_finite() {
                 let layer = non_finite(engine).map(|l| format!("; {l}")).unwrap_or_default();
-                return Err(diverged(engine, format!("the loss became {} at {}{layer}", s.loss_sum, at())));
+                return Err(diverged(engine, base_lr, format!("the loss became {} at {}{layer}", s.loss_sum, at())));
             }
             if pos.step - last_scan >= scan_every || k + 1 == batches {
                 if !all_finite(engine.params())
@@ -481,23 +482,23 @@ pub fn train_on(
                     } else {
                         String::new()
                     };
-                    return Err(diverged(engine, format!("{l} at {}{every}", at())));
+                    return Err(diverged(engine, base_lr, format!("{l} at {}{every}", at())));
                 }
                 last_scan = pos.step;
             }
             runaway.add(s, b, pos.step);
             if let Some(what) = runaway.check(classes, pos.step, window, k + 1 == batches) {
-                return Err(diverged(engine, format!("{what}, at {}", at())));
+                return Err(diverged(engine, base_lr, format!("{what}, at {}", at())));
             }
             pos.score += s;
             pos.batch = k + 1;
             watcher.batch_done(k + 1, pos.score.loss_sum / ((k * plan.batch + b) as f64));
             if let Some(signal) = if comm.size() > 1 { stop } else { watcher.interrupted() } {
                 if let Some(l) = non_finite(engine) {
-                    return Err(diverged(engine, format!("{l} at {}", at())));
+                    return Err(diverged(engine, base_lr, format!("{l} at {}", at())));
                 }
                 if let Some(what) = runaway.check(classes, pos.step, window, true) {
-                    return Err(diverged(engine, format!("{what}, at {}", at())));
+                    return Err(diverged(engine, base_lr, format!("{what}, at {}", at())));
                 }
                 watcher.checkpoint(engine, &pos)?;
                 return Err(Error::Interrupted { signal, detail: format!("stopped after {}", at()) });
@@ -788,6 +789,11 @@ mod tests {
         assert!(m.contains("layer ") && m.contains("hold"), "{m}");
         assert!(m.contains("the learning rate 1e35 is too high") && m.contains("try --lr 1e34"), "{m}");
         assert_eq!(e.exit_code(), 1);
+        // Under a warmup the step ran at a fraction of it; the message names the --lr given.
+        let warm = Plan { warmup: 2, ..plan() };
+        let e = train(&mut engine_of("4-8-8-3", Optimizer::Sgd, 1e35), &d, None, &warm, &mut Quiet).unwrap_err();
+        let m = e.to_string();
+        assert!(m.contains("the learning rate 1e35 is too high") && m.contains("try --lr 1e34"), "{m}");
     }
 
     /// Records the steps at which checkpoints were asked for.
