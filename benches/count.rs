@@ -40,7 +40,7 @@ fn zoo_count_explain_report(bencher: divan::Bencher, name: &str) {
     let spec = flopnet::zoo::build(name, flopnet::zoo::Options::default()).unwrap().unwrap();
     bencher.bench(|| {
         let ledger = Ledger::new(&spec, &CFG);
-        let html = flopnet::plot::report_html(&spec, &CFG, None).unwrap();
+        let html = flopnet::plot::report_html(&spec, &CFG, 0.0, None).unwrap();
         (flopnet::report::count_text(&ledger), flopnet::report::explain_text(&spec, &CFG), html.len())
     });
 }

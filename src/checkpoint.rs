@@ -50,6 +50,9 @@ pub fn meta(spec: &Spec, settings: &Settings, plan: &crate::train::Plan, train: 
         loss: settings.loss.to_string(),
         optimizer: settings.optimizer.to_string(),
         lr_bits: settings.hyper.lr.to_bits(),
+        weight_decay_bits: settings.hyper.weight_decay.to_bits(),
+        warmup: plan.warmup,
+        augment: plan.augment.map(|a| a.to_string()).unwrap_or_default(),
         batch: plan.batch,
         seed: plan.seed,
         shuffle: plan.shuffle,
@@ -78,6 +81,16 @@ pub struct Meta {
     pub optimizer: String,
     /// The learning rate, as f64 bits (JSON numbers need not round-trip exactly).
     pub lr_bits: u64,
+    /// The weight decay λ, as f64 bits; absent in checkpoints of flopnets before it, which had
+    /// none (0).
+    #[serde(default)]
+    pub weight_decay_bits: u64,
+    /// Epochs of learning-rate warmup; absent (0) before `--warmup`.
+    #[serde(default)]
+    pub warmup: usize,
+    /// `--augment` as written back (`crop=4,flip`), empty for none; absent before `--augment`.
+    #[serde(default)]
+    pub augment: String,
     pub batch: usize,
     pub seed: u64,
     pub shuffle: bool,
@@ -350,13 +363,14 @@ impl Checkpoint {
     }
 
     /// Errors unless this checkpoint was written by a run with the same network, loss,
-    /// optimizer, learning rate, schedule, batch, seed, shuffling, starting weights and training
+    /// optimizer, learning rate, weight decay, warmup, augmentation, schedule, batch, seed, shuffling, starting weights and training
     /// data (and, under a cosine schedule, the same `--epochs`, which shapes every epoch's
     /// rate); names the first difference with both values. A constant rate may go on for more
     /// epochs than the run first asked for.
     pub fn check_matches(&self, now: &Meta, path: &Path) -> Result<()> {
         let m = &self.meta;
         let lr = |bits: u64| crate::train::show_lr(f64::from_bits(bits));
+        let none = |a: &String| if a.is_empty() { "none".to_string() } else { a.clone() };
         let init = |i: &Option<Init>| match i {
             None => "no --init (seeded weights)".to_string(),
             Some(i) => format!("--init {} (CRC-32 {:08x})", i.path, i.crc),
@@ -368,6 +382,14 @@ impl Checkpoint {
             ("--loss", m.loss == now.loss, m.loss.clone(), now.loss.clone()),
             ("--optimizer", m.optimizer == now.optimizer, m.optimizer.clone(), now.optimizer.clone()),
             ("--lr", m.lr_bits == now.lr_bits, lr(m.lr_bits), lr(now.lr_bits)),
+            (
+                "--weight-decay",
+                m.weight_decay_bits == now.weight_decay_bits,
+                lr(m.weight_decay_bits),
+                lr(now.weight_decay_bits),
+            ),
+            ("--warmup", m.warmup == now.warmup, m.warmup.to_string(), now.warmup.to_string()),
+            ("--augment", m.augment == now.augment, none(&m.augment), none(&now.augment)),
             ("--schedule", m.schedule == now.schedule, m.schedule.clone(), now.schedule.clone()),
             (
                 "--epochs (with a cosine schedule)",
@@ -538,6 +560,9 @@ mod tests {
                 loss: "ce".into(),
                 optimizer: "adam".into(),
                 lr_bits: 0.001f64.to_bits(),
+                weight_decay_bits: 0,
+                warmup: 0,
+                augment: String::new(),
                 batch: 4,
                 seed: 9,
                 shuffle: true,
@@ -654,6 +679,18 @@ mod tests {
     }
 
     #[test]
+    fn metadata_from_before_weight_decay_warmup_and_augment_reads_as_none_of_them() {
+        let mut json = serde_json::to_value(&sample().meta).unwrap();
+        let o = json.as_object_mut().unwrap();
+        for key in ["weight_decay_bits", "warmup", "augment"] {
+            assert!(o.remove(key).is_some(), "{key}");
+        }
+        let m: Meta = serde_json::from_value(json).unwrap();
+        assert_eq!(m, sample().meta);
+        assert_eq!(f64::from_bits(m.weight_decay_bits), 0.0);
+    }
+
+    #[test]
     fn mismatch_names_the_difference() {
         let c = sample();
         let mut now = c.meta.clone();
@@ -670,6 +707,12 @@ mod tests {
         assert!(e.contains("--lr 0.001 but this run has 0.01"), "{e}");
         let e = differ(&|m| m.schedule = "cosine".into()).unwrap();
         assert!(e.contains("--schedule constant but this run has cosine"), "{e}");
+        let e = differ(&|m| m.weight_decay_bits = 5e-4f64.to_bits()).unwrap();
+        assert!(e.contains("--weight-decay 0 but this run has 0.0005"), "{e}");
+        let e = differ(&|m| m.warmup = 2).unwrap();
+        assert!(e.contains("--warmup 0 but this run has 2"), "{e}");
+        let e = differ(&|m| m.augment = "crop=4,flip".into()).unwrap();
+        assert!(e.contains("--augment none but this run has crop=4,flip"), "{e}");
         let init = Init { path: "a.safetensors".into(), crc: 7 };
         let e = differ(&|m| m.init = Some(init.clone())).unwrap();
         assert!(

@@ -11,7 +11,8 @@
 //! - [`reference`]: a plain-loop engine written once over a [`reference::Scalar`], run on `f64` to
 //!   compute and on a counting scalar to measure;
 //! - [`engine`]: the fast batched f32 engine (matrix-product kernels, both cores);
-//! - [`data`] and [`train`]: loaders and the training loop;
+//! - [`data`] and [`train`]: loaders, augmentation ([`data::augment`]: seeded crops and flips)
+//!   and the training loop (schedules, warmup; weight decay and AdamW live in the optimizers);
 //! - [`verify`]: measured == analytic, field by field;
 //! - [`report`]: the text the CLI prints;
 //! - [`plot`]: the pictures (charts, a diagram, an HTML report).

@@ -216,12 +216,24 @@ struct TrainArgs {
     /// Examples per batch (one optimizer step each).
     #[arg(long, short, default_value_t = 32, value_parser = at_least_one::<u64>)]
     batch: u64,
-    /// The optimizer: sgd, momentum or adam.
+    /// The optimizer: sgd, momentum, adam or adamw.
     #[arg(long, default_value = "adam")]
     optimizer: Optimizer,
-    /// Learning rate, finite and above 0 [default: 0.001 for adam, 0.01 otherwise].
+    /// Learning rate, finite and above 0 [default: 0.001 for adam and adamw, 0.01 otherwise].
     #[arg(long, value_parser = numbers::parse_positive, allow_negative_numbers = true)]
     lr: Option<f64>,
+    /// Weight decay λ on every parameter, biases included (as PyTorch): g += λ·w for sgd,
+    /// momentum and adam; w *= 1 − lr·λ for adamw [default: 0, 0.01 for adamw].
+    #[arg(long, value_parser = numbers::parse_non_negative, allow_negative_numbers = true)]
+    weight_decay: Option<f64>,
+    /// Epochs of linear learning-rate warmup: the rate climbs step by step from lr/S to lr over
+    /// their S steps, then the --schedule runs on.
+    #[arg(long, default_value_t = 0)]
+    warmup: usize,
+    /// Augment image batches: crop=P (pad P pixels of black on every side, crop back at a random
+    /// offset), flip (mirror half of them left to right), or crop=P,flip; seeded by --seed.
+    #[arg(long, value_name = "crop=P,flip")]
+    augment: Option<flopnet::data::augment::Augment>,
     /// Seeds the weights, the validation split and the shuffling.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -318,12 +330,23 @@ struct BenchArgs {
 struct NetArgs {
     #[command(flatten)]
     model: ModelArgs,
-    /// The optimizer: sgd, momentum or adam.
+    /// The optimizer: sgd, momentum, adam or adamw.
     #[arg(long, default_value = "sgd")]
     optimizer: Optimizer,
+    /// Weight decay λ (only whether it is above 0 changes sgd's, momentum's and adam's counts)
+    /// [default: 0, 0.01 for adamw].
+    #[arg(long, value_parser = numbers::parse_non_negative, allow_negative_numbers = true)]
+    weight_decay: Option<f64>,
     /// Examples per batch.
     #[arg(long, short, default_value_t = 1, value_parser = at_least_one::<u64>)]
     batch: u64,
+}
+
+impl NetArgs {
+    /// `--weight-decay`, or the optimizer's default.
+    fn weight_decay(&self) -> f64 {
+        self.weight_decay.unwrap_or(Hyper::defaults(self.optimizer).weight_decay)
+    }
 }
 
 /// The network, the step, and how many of them a run takes.
@@ -457,7 +480,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             a.pictures.check(&a.run.net.model.spec)?;
             a.time.check()?;
             let cfg = a.run.config();
-            let ledger = Ledger::try_new(&spec, &cfg)?;
+            let ledger = Ledger::try_decayed(&spec, &cfg, a.run.net.weight_decay())?;
             let predicted = if a.time.wanted() { Some(a.time.predict(&spec, &cfg)?) } else { None };
             let communication = a.run.communication(&spec, &cfg);
             let scaled = match (&communication, a.time.wanted(), a.link_gbps, a.link_latency_us) {
@@ -497,8 +520,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let spec = a.run.net.model.spec()?;
             a.pictures.check(&a.run.net.model.spec)?;
             let cfg = a.run.config();
-            a.pictures.draw(&spec, &Ledger::try_new(&spec, &cfg)?)?;
-            print!("{}", report::explain_text(&spec, &cfg));
+            let decay = a.run.net.weight_decay();
+            a.pictures.draw(&spec, &Ledger::try_decayed(&spec, &cfg, decay)?)?;
+            print!("{}", report::explain_decayed(&spec, &cfg, decay));
             if let Some(c) = a.run.communication(&spec, &cfg) {
                 print!("\n{}", flopnet::dist::traffic::explain(&c));
             }
@@ -509,17 +533,17 @@ fn run(cli: Cli) -> Result<ExitCode> {
             files::check_outputs(&[("--output", Some(&a.output))], &inputs)?;
             let cfg = a.run.config();
             let metrics = a.metrics.as_deref().map(plot::Metrics::read).transpose()?;
-            plot::save_html(&a.output, &plot::report_html(&spec, &cfg, metrics.as_ref())?)?;
+            plot::save_html(&a.output, &plot::report_html(&spec, &cfg, a.run.net.weight_decay(), metrics.as_ref())?)?;
             println!("wrote {}", a.output.display());
         }
         Command::Verify(a) => {
             let spec = a.net.model.spec()?;
-            let (loss, opt) = (a.net.model.loss, a.net.optimizer);
+            let (loss, opt) = (a.net.model.loss, spec::UpdateRule::new(a.net.optimizer, a.net.weight_decay()));
             let batch = match a.examples {
                 Some(e) => batch_for(a.net.batch as usize, e as usize, "examples of --examples"),
                 None => a.net.batch as usize,
             };
-            guard::check_available(&spec, opt, batch)?;
+            guard::check_available(&spec, opt.optimizer, batch)?;
             let mut checks = vec![verify::step(&spec, loss, opt, batch, a.seed)];
             if let Some(e) = a.examples {
                 checks.push(verify::epoch(&spec, loss, opt, batch, e as usize, a.seed));
@@ -757,16 +781,21 @@ fn train_ranks(a: TrainArgs, comm: &mut dyn flopnet::dist::Comm) -> Result<()> {
     guard::check_available(&spec, a.optimizer, batch)?;
     // A network that cannot read this data is refused before anything is built or printed.
     train::check_data(&spec, &splits.train)?;
+    let augment = a.augment.map(|g| g.padded_as(&splits.scaling));
+    if let Some(g) = &augment {
+        g.check(splits.train.shape)?;
+    }
     println!("data: {}", splits.source);
     let mut hyper = Hyper::defaults(a.optimizer);
     if let Some(lr) = a.lr {
         hyper.lr = lr;
     }
+    hyper.weight_decay = a.weight_decay.unwrap_or(hyper.weight_decay);
     let threads = threads(a.threads);
     let settings = Settings { loss: a.model.loss, optimizer: a.optimizer, hyper, max_batch: batch, threads };
     let cfg =
         Config { loss: a.model.loss, optimizer: a.optimizer, batch, examples: splits.train.len(), epochs: a.epochs };
-    let ledger = Ledger::new(&spec, &cfg);
+    let ledger = Ledger::decayed(&spec, &cfg, hyper.weight_decay);
     print!("{}", report::account_text(&ledger));
     // Under MPI rank 0 alone predicts (and calibrates, when it must): the others print nothing.
     let mut predicted_epoch = None;
@@ -793,6 +822,8 @@ fn train_ranks(a: TrainArgs, comm: &mut dyn flopnet::dist::Comm) -> Result<()> {
         seed: a.seed,
         shuffle: !a.no_shuffle,
         schedule: a.schedule,
+        warmup: a.warmup,
+        augment,
         predicted_epoch_seconds: predicted_epoch,
     };
     let mut meta = checkpoint::meta(&spec, &settings, &plan, &splits.train);

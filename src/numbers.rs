@@ -5,14 +5,20 @@ use crate::error::{Error, Result};
 
 /// Why `x` is no positive finite number, or `None` when it is one.
 fn not_positive(x: f64) -> Option<String> {
-    if x.is_finite() && x > 0.0 {
+    outside(x, false)
+}
+
+/// Why `x` is not finite and above 0 (or, with `zero_ok`, 0 or more); `None` when it is.
+fn outside(x: f64, zero_ok: bool) -> Option<String> {
+    let want = if zero_ok { "a finite number of 0 or more" } else { "a finite number above 0" };
+    if x.is_finite() && (x > 0.0 || (zero_ok && x == 0.0)) {
         None
     } else if x.is_nan() {
-        Some("NaN is not a number; give a finite number above 0".into())
+        Some(format!("NaN is not a number; give {want}"))
     } else if x.is_infinite() {
-        Some(format!("{x} is not finite; give a finite number above 0"))
+        Some(format!("{x} is not finite; give {want}"))
     } else {
-        Some(format!("{x} is not above 0; give a finite number above 0"))
+        Some(format!("{x} is {} 0; give {want}", if zero_ok { "below" } else { "not above" }))
     }
 }
 
@@ -28,6 +34,21 @@ pub fn positive(what: &str, x: f64) -> Result<f64> {
 pub fn parse_positive(text: &str) -> std::result::Result<f64, String> {
     let x: f64 = text.trim().parse().map_err(|_| format!("`{text}` is not a number; give a finite number above 0"))?;
     not_positive(x).map_or(Ok(x), Err)
+}
+
+/// `x` if it is finite and 0 or more (`--weight-decay`), else a usage error (exit 2) naming `what`.
+pub fn non_negative(what: &str, x: f64) -> Result<f64> {
+    match outside(x, true) {
+        None => Ok(x),
+        Some(why) => Err(Error::Usage(format!("{what}: {why}"))),
+    }
+}
+
+/// The same rule as a clap value parser.
+pub fn parse_non_negative(text: &str) -> std::result::Result<f64, String> {
+    let x: f64 =
+        text.trim().parse().map_err(|_| format!("`{text}` is not a number; give a finite number of 0 or more"))?;
+    outside(x, true).map_or(Ok(x), Err)
 }
 
 #[cfg(test)]

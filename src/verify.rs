@@ -5,7 +5,7 @@ use crate::cost::{self, Phases, Step};
 use crate::init;
 use crate::ops::Ops;
 use crate::reference::{Counted, Hyper, Network, OptimizerState, Phase, counting};
-use crate::spec::{Loss, Optimizer, Spec};
+use crate::spec::{Loss, Spec, UpdateRule};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::collections::BTreeMap;
@@ -75,10 +75,15 @@ fn phase_rows(prefix: &str, analytic: &Phases, measured: &Phases) -> Vec<Row> {
 }
 
 /// Runs `batches` training steps of the given sizes on the counting scalar.
-fn run_counted(spec: &Spec, loss: Loss, opt: Optimizer, batches: &[usize], seed: u64) -> BTreeMap<Phase, Ops> {
+/// With a coupled weight decay λ is 5e-4 (the counts do not depend on its value).
+fn run_counted(spec: &Spec, loss: Loss, rule: UpdateRule, batches: &[usize], seed: u64) -> BTreeMap<Phase, Ops> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut net: Network<Counted> = Network::new(spec, &init::init(spec, seed));
-    let mut state = OptimizerState::new(opt, Hyper::defaults(opt), &net.tensor_sizes());
+    let mut hyper = Hyper::defaults(rule.optimizer);
+    if rule.coupled_decay {
+        hyper.weight_decay = 5e-4;
+    }
+    let mut state = OptimizerState::new(rule.optimizer, hyper, &net.tensor_sizes());
     let data: Vec<_> = batches.iter().map(|&b| random_batch(spec, b, &mut rng)).collect();
     let ((), measured) = counting::record(|| {
         for (x, labels) in &data {
@@ -89,7 +94,9 @@ fn run_counted(spec: &Spec, loss: Loss, opt: Optimizer, batches: &[usize], seed:
 }
 
 /// One training step of `batch` examples: every layer's rows, the loss, the optimizer, totals.
-pub fn step(spec: &Spec, loss: Loss, opt: Optimizer, batch: usize, seed: u64) -> Verification {
+/// `opt`: an [`crate::spec::Optimizer`] or an [`UpdateRule`] (with weight decay).
+pub fn step(spec: &Spec, loss: Loss, opt: impl Into<UpdateRule>, batch: usize, seed: u64) -> Verification {
+    let opt = opt.into();
     let analytic = Step::new(spec, loss, opt, batch as u128);
     let measured = run_counted(spec, loss, opt, &[batch], seed);
     let got = |p: Phase| measured.get(&p).copied().unwrap_or_default();
@@ -119,7 +126,15 @@ pub fn step(spec: &Spec, loss: Loss, opt: Optimizer, batch: usize, seed: u64) ->
 }
 
 /// A whole epoch of `examples` in batches of `batch` (the last one ragged), phase by phase.
-pub fn epoch(spec: &Spec, loss: Loss, opt: Optimizer, batch: usize, examples: usize, seed: u64) -> Verification {
+pub fn epoch(
+    spec: &Spec,
+    loss: Loss,
+    opt: impl Into<UpdateRule>,
+    batch: usize,
+    examples: usize,
+    seed: u64,
+) -> Verification {
+    let opt = opt.into();
     let mut sizes = vec![batch; examples / batch];
     if !examples.is_multiple_of(batch) {
         sizes.push(examples % batch);

@@ -1,7 +1,7 @@
 //! The ledger against the counting engine, over random architectures: measured == analytic for
 //! every field of every row.
 
-use flopnet::spec::{Activation, Layer, Loss, Optimizer, Shape, Spec};
+use flopnet::spec::{Activation, Layer, Loss, Optimizer, Shape, Spec, UpdateRule};
 use flopnet::verify;
 use proptest::prelude::*;
 use rand::SeedableRng;
@@ -32,8 +32,10 @@ fn arb_spec() -> impl Strategy<Value = (Spec, Loss)> {
     })
 }
 
-fn arb_opt() -> impl Strategy<Value = Optimizer> {
-    prop::sample::select(vec![Optimizer::Sgd, Optimizer::Momentum, Optimizer::Adam])
+/// Every optimizer, with and without weight decay.
+fn arb_opt() -> impl Strategy<Value = UpdateRule> {
+    let opts = prop::sample::select(vec![Optimizer::Sgd, Optimizer::Momentum, Optimizer::Adam, Optimizer::AdamW]);
+    (opts, prop::bool::ANY).prop_map(|(o, decay)| UpdateRule::new(o, if decay { 5e-4 } else { 0.0 }))
 }
 
 proptest! {
@@ -83,6 +85,40 @@ proptest! {
     fn cnn_ragged_epoch_measured_equals_analytic((spec, loss) in arb_cnn(), opt in arb_opt(), batch in 1usize..=4, examples in 1usize..=9) {
         let v = verify::epoch(&spec, loss, opt, batch, examples, 3);
         prop_assert!(v.all_match(), "{}", flopnet::report::verify_text(&v));
+    }
+}
+
+/// The optimizer rows of 4-3-2 (23 parameters: 12 + 3, then 6 + 2) by hand: weight decay adds
+/// one multiplication and one addition per parameter (g + λ·w) to SGD's one and one (w − lr·g),
+/// momentum's two and two and Adam's six, four, two divisions and a square root; AdamW adds
+/// one multiplication per parameter (w·(1 − lr·λ)) and, once a step, lr·λ and 1 − lr·λ.
+#[test]
+fn weight_decay_and_adamw_update_rows_by_hand() {
+    use flopnet::cost::{Config, Ledger};
+    use flopnet::ops::{FnCounts, Ops};
+    let spec = flopnet::spec::parse("4-3-2", flopnet::spec::Defaults::default()).unwrap();
+    let ledger = |optimizer, lambda| {
+        let cfg = Config { loss: Loss::Ce, optimizer, batch: 2, examples: 5, epochs: 2 };
+        Ledger::try_decayed(&spec, &cfg, lambda).unwrap()
+    };
+    let ops = |mul, add, div, sqrt| Ops { mul, add, div, fns: FnCounts { sqrt, ..FnCounts::default() }, ..Ops::ZERO };
+    let p = 23;
+    for (opt, lambda, per_param, per_step) in [
+        (Optimizer::Sgd, 0.0, ops(1, 1, 0, 0), ops(0, 0, 0, 0)),
+        (Optimizer::Sgd, 1e-4, ops(2, 2, 0, 0), ops(0, 0, 0, 0)),
+        (Optimizer::Momentum, 5e-4, ops(3, 3, 0, 0), ops(0, 0, 0, 0)),
+        (Optimizer::Adam, 1e-2, ops(7, 5, 2, 1), ops(2, 2, 1, 1)),
+        (Optimizer::AdamW, 1e-2, ops(7, 4, 2, 1), ops(3, 3, 1, 1)),
+        // AdamW scales by 1 − lr·0 = 1 all the same, as torch.optim.AdamW does.
+        (Optimizer::AdamW, 0.0, ops(7, 4, 2, 1), ops(3, 3, 1, 1)),
+    ] {
+        let l = ledger(opt, lambda);
+        assert_eq!(l.layers[0].update, per_param * 15, "{opt} λ {lambda}");
+        assert_eq!(l.layers[1].update, per_param * 8, "{opt} λ {lambda}");
+        assert_eq!(l.optimizer_step, per_step, "{opt} λ {lambda}");
+        // 5 examples in batches of 2: 3 steps an epoch, 2 epochs.
+        assert_eq!(l.per_batch.update, per_param * p + per_step, "{opt} λ {lambda}");
+        assert_eq!(l.training.update, (per_param * p + per_step) * 6, "{opt} λ {lambda}");
     }
 }
 

@@ -351,3 +351,84 @@ fn a_quick_first_calibration_prints_no_predicted_times() {
     let epoch = careful.lines().find(|l| l.starts_with("epoch")).unwrap();
     assert!(epoch.contains("(predicted "), "{epoch}");
 }
+
+/// `--augment`, `--weight-decay`, `--optimizer adamw` and `--warmup` from the command line: a run
+/// checkpointed after one epoch and resumed to two saves the bytes of the run never stopped; a
+/// resume with another λ is refused; augmenting CSV rows and a negative λ are refused before
+/// any work.
+#[test]
+fn augmented_adamw_with_warmup_resumes_and_bad_uses_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    let base =
+        ["train", "784-32-10", "--threads", "2", "--optimizer", "adamw", "--augment", "crop=2,flip", "--warmup", "1"];
+    let run = |extra: &[&str]| {
+        let args: Vec<&str> = base.iter().chain(extra).copied().collect();
+        ok(&args)
+    };
+    let (whole, ck, resumed) = (p("whole.safetensors"), p("ck"), p("resumed.safetensors"));
+    run(&["--epochs", "2", "--save", &whole]);
+    run(&["--epochs", "1", "--checkpoint", &ck]);
+    let text = run(&["--epochs", "2", "--resume", &ck, "--save", &resumed]);
+    assert!(text.contains("resuming from epoch 1 done"), "{text}");
+    assert!(std::fs::read(&resumed).unwrap() == std::fs::read(&whole).unwrap(), "resumed ≠ uninterrupted");
+    let plain = p("plain.safetensors");
+    ok(&["train", "784-32-10", "--threads", "2", "--optimizer", "adamw", "--epochs", "2", "--save", &plain]);
+    assert!(std::fs::read(&plain).unwrap() != std::fs::read(&whole).unwrap(), "augmentation and warmup change the run");
+
+    let args: Vec<&str> =
+        base.iter().copied().chain(["--epochs", "2", "--resume", &ck, "--weight-decay", "0.1"]).collect();
+    let out = flopnet(&args);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("was saved with --weight-decay 0.01 but this run has 0.1"), "{err}");
+
+    let csv = p("rows.csv");
+    std::fs::write(&csv, "label,a,b\n0,1,2\n1,3,4\n0,1,1\n1,4,4\n").unwrap();
+    for (args, says) in [
+        (
+            vec!["train", "2-4-2", "--data", &csv, "--augment", "crop=4,flip"],
+            "--augment crop=4,flip crops and flips images, but the data holds flat rows of 2 values",
+        ),
+        (vec!["train", "784-16-10", "--weight-decay", "-0.1"], "-0.1 is below 0; give a finite number of 0 or more"),
+        (vec!["train", "784-16-10", "--augment", "rotate=4"], "`rotate=4` is no augmentation"),
+        (vec!["count", "784-16-10", "--weight-decay", "nan"], "NaN is not a number"),
+    ] {
+        let out = flopnet(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(says), "{args:?}: {err}");
+        assert!(out.stdout.is_empty(), "{args:?} printed before refusing");
+    }
+    let help = ok(&["train", "--help"]);
+    for flag in ["--augment <crop=P,flip>", "--weight-decay", "--warmup", "adamw"] {
+        assert!(help.contains(flag), "{flag} in\n{help}");
+    }
+}
+
+/// `count` and `verify` take the weight decay: the JSON says λ, the update row grows by one
+/// multiplication and one addition per parameter, and measured == analytic.
+#[test]
+fn count_and_verify_take_the_weight_decay() {
+    let json = |args: &[&str]| -> serde_json::Value { serde_json::from_str(&ok(args)).unwrap() };
+    let plain = json(&["count", "784-30-10", "--optimizer", "momentum", "--json"]);
+    let decayed = json(&["count", "784-30-10", "--optimizer", "momentum", "--weight-decay", "5e-4", "--json"]);
+    assert_eq!(decayed["weight_decay"], 5e-4);
+    let n = |v: &serde_json::Value, k: &str| v["per_example"]["update"][k].as_u64().unwrap();
+    assert_eq!(n(&decayed, "mul") - n(&plain, "mul"), 23_860);
+    assert_eq!(n(&decayed, "add") - n(&plain, "add"), 23_860);
+    assert_eq!(json(&["count", "784-30-10", "--optimizer", "adamw", "--json"])["weight_decay"], 0.01);
+    for opt in ["sgd", "momentum", "adam", "adamw"] {
+        let out = ok(&[
+            "verify",
+            "1x8x8-conv3x3x4:relu-maxpool2-10",
+            "--optimizer",
+            opt,
+            "--weight-decay",
+            "1e-3",
+            "--batch",
+            "3",
+        ]);
+        assert!(out.contains("rows match"), "{opt}: {out}");
+    }
+}

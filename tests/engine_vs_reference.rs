@@ -46,17 +46,24 @@ fn assert_close(what: &str, got: &[f32], want: &[f64], tol: f64) {
 /// Outputs, loss, every gradient, and the parameters after three optimizer steps: the fast
 /// engine against the f64 reference on one network and one random batch.
 fn compare_engines(spec: &Spec, loss: Loss, opt: Optimizer, batch: usize, case: u64, rng: &mut ChaCha8Rng) {
+    compare_with(spec, loss, opt, Hyper::defaults(opt), batch, case, rng);
+}
+
+/// [`compare_engines`] with the given hyperparameters.
+fn compare_with(spec: &Spec, loss: Loss, opt: Optimizer, hyper: Hyper, batch: usize, case: u64, rng: &mut ChaCha8Rng) {
     let params = init(spec, case);
     let x: Vec<f32> = (0..batch * spec.input).map(|_| rng.gen_range(0.0..1.0)).collect();
     let labels: Vec<u8> = (0..batch).map(|_| rng.gen_range(0..spec.outputs()) as u8).collect();
     let threads = 1 + case as usize % 2;
-    let hyper = Hyper::defaults(opt);
     let settings = Settings { loss, optimizer: opt, hyper, max_batch: batch, threads };
     let mut fast = Engine::new(spec, &params, settings).unwrap();
     let mut slow: Network<f64> = Network::new(spec, &params);
     let x64: Vec<f64> = x.iter().map(|&v| v as f64).collect();
     let y64: Vec<usize> = labels.iter().map(|&y| y as usize).collect();
-    let ctx = format!("case {case}: {spec} loss {loss} opt {opt} batch {batch} threads {threads}");
+    let ctx = format!(
+        "case {case}: {spec} loss {loss} opt {opt} (weight decay {}) batch {batch} threads {threads}",
+        hyper.weight_decay
+    );
 
     let want_out = slow.forward(&x64).output().to_vec();
     assert_close(&format!("{ctx} output"), fast.forward(&x).unwrap(), &want_out, 1e-4);
@@ -135,6 +142,23 @@ fn one_example_steps_update_as_the_reference_does() {
         let spec = if case % 4 < 2 { random_case(&mut rng).0 } else { common::random_cnn(&mut rng, Loss::Ce, 10) };
         let loss = if spec.layers.last().unwrap().activation == Activation::Softmax { Loss::Ce } else { Loss::Mse };
         compare_engines(&spec, loss, opt, 1, 1000 + case, &mut rng);
+    }
+}
+
+/// Weight decay (coupled for SGD, momentum and Adam, decoupled for AdamW) on random dense
+/// networks and CNNs, at one example (where SGD and momentum otherwise update as they go) and
+/// more. λ is large enough that leaving the decay out moves the weights past the tolerance.
+#[test]
+fn weight_decay_and_adamw_match_the_reference() {
+    let mut rng = ChaCha8Rng::seed_from_u64(2027);
+    for case in 0..64 {
+        let opt = [Optimizer::Sgd, Optimizer::Momentum, Optimizer::Adam, Optimizer::AdamW][case as usize % 4];
+        let spec = if case % 8 < 4 { random_case(&mut rng).0 } else { common::random_cnn(&mut rng, Loss::Ce, 10) };
+        let loss = if spec.layers.last().unwrap().activation == Activation::Softmax { Loss::Ce } else { Loss::Mse };
+        let mut hyper = Hyper::defaults(opt);
+        hyper.weight_decay = if opt == Optimizer::AdamW { 0.5 } else { 0.1 };
+        let batch = if case % 3 == 0 { 1 } else { rng.gen_range(2..=9) };
+        compare_with(&spec, loss, opt, hyper, batch, 3000 + case, &mut rng);
     }
 }
 

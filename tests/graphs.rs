@@ -79,9 +79,11 @@ proptest! {
 
     /// The ledger is what the reference engine executes, field by field, on random graphs.
     #[test]
-    fn measured_equals_analytic_on_random_graphs(seed in any::<u64>(), batch in 1usize..4, opt in 0usize..3) {
+    /// Weight decay too, which moves every parameter, batch norm's γ and β included.
+    fn measured_equals_analytic_on_random_graphs(seed in any::<u64>(), batch in 1usize..4, opt in 0usize..4, decay in any::<bool>()) {
         let net = random_graph(seed, &ANY, Loss::Ce);
-        let opt = [Optimizer::Sgd, Optimizer::Momentum, Optimizer::Adam][opt];
+        let opt = [Optimizer::Sgd, Optimizer::Momentum, Optimizer::Adam, Optimizer::AdamW][opt];
+        let opt = flopnet::spec::UpdateRule::new(opt, if decay { 1e-3 } else { 0.0 });
         let v = verify::step(&net, Loss::Ce, opt, batch, seed);
         let bad: Vec<String> = v.mismatches().map(|r| r.name.clone()).collect();
         prop_assert!(v.all_match(), "{net}, batch {batch}: {bad:?}");

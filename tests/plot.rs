@@ -248,7 +248,7 @@ fn a_cnn_is_drawn_as_boxes_with_kinds_shapes_and_shared_weights() {
     let l = Ledger::new(&spec, &cfg);
     let bars = svg_texts(&plot::svg(&CostChart::new(&l, Scale::Log)).unwrap());
     assert_has(&bars, &["layer 1 conv5x5x32p2", "layer 2 maxpool2", "layer 4 avgpool2", "layer 6 (1024→10)"]);
-    let html = plot::report_html(&spec, &cfg, None).unwrap();
+    let html = plot::report_html(&spec, &cfg, 0.0, None).unwrap();
     assert_self_contained(&html);
     for want in ["conv5x5x32p2", "1x28x28 → 32x28x28", "feature maps", "One box per volume"] {
         assert!(html.contains(want), "missing {want}");
@@ -259,7 +259,7 @@ fn a_cnn_is_drawn_as_boxes_with_kinds_shapes_and_shared_weights() {
 fn report_is_one_self_contained_page() {
     let spec = net("30-30-30");
     let cfg = Config { loss: Loss::Ce, optimizer: Optimizer::Sgd, batch: 10, examples: 100, epochs: 3 };
-    let html = plot::report_html(&spec, &cfg, None).unwrap();
+    let html = plot::report_html(&spec, &cfg, 0.0, None).unwrap();
     assert_self_contained(&html);
     let svgs = inline_svgs(&html);
     assert_eq!(svgs.len(), 3, "diagram and two cost charts");
@@ -272,7 +272,7 @@ fn report_is_one_self_contained_page() {
 
     let mut m = Metrics { epochs: rows(3, true, true), test: None };
     m.test = Some(plot::TestRow { test_loss: 0.4, test_acc: 0.875, test_examples: 1000 });
-    let html = plot::report_html(&spec, &cfg, Some(&m)).unwrap();
+    let html = plot::report_html(&spec, &cfg, 0.0, Some(&m)).unwrap();
     assert_self_contained(&html);
     let svgs = inline_svgs(&html);
     assert_eq!(svgs.len(), 4, "plus the training curves");

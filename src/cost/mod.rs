@@ -17,7 +17,7 @@ pub use memory::Memory;
 
 use crate::layers::{batchnorm, dropout, globalpool, join};
 use crate::ops::Ops;
-use crate::spec::{Activation, Kind, Layer, Loss, Optimizer, Shape, Spec};
+use crate::spec::{Activation, Kind, Layer, Loss, Optimizer, Shape, Spec, UpdateRule};
 use serde::Serialize;
 
 /// What a training run is: how the step is computed and how often.
@@ -91,7 +91,9 @@ impl Phases {
 }
 
 impl Step {
-    pub fn new(spec: &Spec, loss: Loss, optimizer: Optimizer, batch: u128) -> Step {
+    /// `optimizer`: an [`Optimizer`] (no weight decay) or an [`UpdateRule`].
+    pub fn new(spec: &Spec, loss: Loss, optimizer: impl Into<UpdateRule>, batch: u128) -> Step {
+        let optimizer = optimizer.into();
         let last = spec.layers.len() - 1;
         let layers = spec
             .layers
@@ -192,7 +194,8 @@ pub fn inference(spec: &Spec, batch: u128) -> Ops {
 }
 
 /// One epoch of `examples` in batches of `batch`: the last, ragged batch at its own size.
-pub fn epoch(spec: &Spec, loss: Loss, optimizer: Optimizer, batch: usize, examples: usize) -> Phases {
+pub fn epoch(spec: &Spec, loss: Loss, optimizer: impl Into<UpdateRule>, batch: usize, examples: usize) -> Phases {
+    let optimizer = optimizer.into();
     let (b, e) = (batch as u128, examples as u128);
     let full = Step::new(spec, loss, optimizer, b).phases().times(e / b);
     match e % b {
@@ -207,6 +210,8 @@ pub struct Ledger {
     pub spec: String,
     pub loss: Loss,
     pub optimizer: Optimizer,
+    /// The weight decay λ (`--weight-decay`; 0: none).
+    pub weight_decay: f64,
     pub batch: usize,
     pub examples: usize,
     pub epochs: usize,
@@ -225,9 +230,17 @@ impl Ledger {
     /// [`Ledger::new`], or an error when a count would pass what a u128 holds (2^128, about
     /// 3.4·10^38): exact at any size it reports, never a wrapped number.
     pub fn try_new(spec: &Spec, cfg: &Config) -> crate::Result<Ledger> {
+        Ledger::try_decayed(spec, cfg, 0.0)
+    }
+
+    /// [`Ledger::try_new`] of a run with weight decay `lambda`: with SGD, momentum or Adam and
+    /// λ > 0 every step adds λ·w to each gradient (coupled, as PyTorch's `weight_decay`); AdamW
+    /// scales the weights by 1 − lr·λ whatever λ is.
+    pub fn try_decayed(spec: &Spec, cfg: &Config, lambda: f64) -> crate::Result<Ledger> {
+        let rule = UpdateRule::new(cfg.optimizer, lambda);
         // Every field of a step of B examples is at most B times that of a step of one (each
         // term is c·B, c·(B−1) or a constant), and an epoch at most ⌈E/B⌉ steps of B.
-        let one = Step::new(spec, cfg.loss, cfg.optimizer, 1).phases().total;
+        let one = Step::new(spec, cfg.loss, rule, 1).phases().total;
         let bound = one
             .fields()
             .iter()
@@ -242,22 +255,29 @@ impl Ledger {
                 cfg.epochs, cfg.examples
             )));
         }
-        Ok(Ledger::new(spec, cfg))
+        Ok(Ledger::decayed(spec, cfg, lambda))
     }
 
     /// The ledger of a run whose counts fit in u128 (see [`Ledger::try_new`]).
     pub fn new(spec: &Spec, cfg: &Config) -> Ledger {
-        let step = Step::new(spec, cfg.loss, cfg.optimizer, cfg.batch as u128);
-        let per_epoch = epoch(spec, cfg.loss, cfg.optimizer, cfg.batch, cfg.examples);
+        Ledger::decayed(spec, cfg, 0.0)
+    }
+
+    /// [`Ledger::new`] with weight decay `lambda` (see [`Ledger::try_decayed`]).
+    pub fn decayed(spec: &Spec, cfg: &Config, lambda: f64) -> Ledger {
+        let rule = UpdateRule::new(cfg.optimizer, lambda);
+        let step = Step::new(spec, cfg.loss, rule, cfg.batch as u128);
+        let per_epoch = epoch(spec, cfg.loss, rule, cfg.batch, cfg.examples);
         Ledger {
             spec: spec.to_string(),
             loss: cfg.loss,
             optimizer: cfg.optimizer,
+            weight_decay: lambda,
             batch: cfg.batch,
             examples: cfg.examples,
             epochs: cfg.epochs,
             params: spec.params(),
-            per_example: Step::new(spec, cfg.loss, cfg.optimizer, 1).phases(),
+            per_example: Step::new(spec, cfg.loss, rule, 1).phases(),
             per_batch: step.phases(),
             per_epoch,
             training: per_epoch.times(cfg.epochs as u128),

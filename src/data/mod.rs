@@ -6,6 +6,7 @@
 //! text), checks every size and label before allocating, splits a seeded
 //! validation set off the training examples and normalises the features.
 
+pub mod augment;
 mod cifar;
 mod csv;
 mod embedded;
@@ -80,13 +81,25 @@ impl Dataset {
     /// every cache, and the hardware prefetcher only starts within a row. So the row two ahead
     /// is asked for before each copy, and its misses overlap the copying.
     pub fn gather(&self, idx: &[usize], out: &mut [f32], labels: &mut [u8]) {
+        self.gather_with(idx, out, labels, |_, example, row| row.copy_from_slice(example));
+    }
+
+    /// [`Dataset::gather`] with `place(r, example, row)` writing row `r` of `out` from its
+    /// example's features (the augmentation's crops and flips).
+    pub fn gather_with(
+        &self,
+        idx: &[usize],
+        out: &mut [f32],
+        labels: &mut [u8],
+        mut place: impl FnMut(usize, &[f32], &mut [f32]),
+    ) {
         let f = self.feature_len();
         self.prefetch(&idx[..idx.len().min(PREFETCH_AHEAD)]);
         for (r, &i) in idx.iter().enumerate() {
             if let Some(&next) = idx.get(r + PREFETCH_AHEAD) {
                 self.prefetch(&[next]);
             }
-            out[r * f..(r + 1) * f].copy_from_slice(self.example(i));
+            place(r, self.example(i), &mut out[r * f..(r + 1) * f]);
             labels[r] = self.labels[i];
         }
     }

@@ -253,11 +253,16 @@ impl Shares {
     }
 }
 
+/// Copies examples `idx` into rows and labels, given the offset of the first in the global batch.
+pub type Gather<'a> = dyn Fn(&[usize], &mut [f32], &mut [u8], usize) + 'a;
+
 /// One data-parallel step over the global batch `idx` of `data`: this rank's share forward and
 /// backward (its gradient of the mean over the whole batch), the gradients summed over the ranks
 /// (one all-reduce of the arena), then the same update on every rank. Returns the whole batch's
 /// score and the signal any rank was stopped by (`stop` is this rank's), both summed with the
-/// ranks' scores in one small all-reduce, so every rank decides alike.
+/// ranks' scores in one small all-reduce, so every rank decides alike. `gather` copies this
+/// rank's examples into its rows, given the offset of the first in the global batch (where
+/// `--augment` draws from).
 pub fn step(
     engine: &mut Engine,
     comm: &mut dyn Comm,
@@ -265,15 +270,18 @@ pub fn step(
     idx: &[usize],
     s: &mut Shares,
     stop: Option<i32>,
+    gather: &Gather,
 ) -> Result<(Score, Option<i32>)> {
     let f = data.feature_len();
-    let mine = &idx[share(idx.len(), comm.rank(), comm.size())];
+    let part = share(idx.len(), comm.rank(), comm.size());
+    let offset = part.start;
+    let mine = &idx[part];
     let b = mine.len();
     let score = if b == 0 {
         engine.grads_mut().fill(0.0);
         Score::default()
     } else {
-        data.gather(mine, &mut s.x[..b * f], &mut s.y[..b]);
+        gather(mine, &mut s.x[..b * f], &mut s.y[..b], offset);
         engine.compute_gradients_of(&s.x[..b * f], &s.y[..b], idx.len())?
     };
     comm.sum_f32(engine.grads_mut());

@@ -78,25 +78,53 @@ fn momentum_imp<M: Madd>(w: &mut [f32], v: &mut [f32], g: &[f32], lr: f32, mu: f
     }
 }
 
-/// Adam's per-parameter work; `step_size` = lr / (1 - b1^t), `inv_sqrt_c2` = 1 / sqrt(1 - b2^t).
+// Coupled weight decay (PyTorch's SGD `weight_decay`): the optimizer sees g + λ·w, formed as one
+// multiply-add from the weight before its update.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn adam_imp<M: Madd>(
-    w: &mut [f32],
-    m: &mut [f32],
-    v: &mut [f32],
-    g: &[f32],
-    b1: f32,
-    b2: f32,
-    eps: f32,
-    step_size: f32,
-    inv_sqrt_c2: f32,
-) {
-    for (((w, m), v), &g) in w.iter_mut().zip(m.iter_mut()).zip(v.iter_mut()).zip(g) {
-        *m = M::madd(b1, *m, (1.0 - b1) * g);
-        *v = M::madd(b2, *v, (1.0 - b2) * g * g);
-        let denom = v.sqrt() * inv_sqrt_c2 + eps;
-        *w -= step_size * (*m / denom);
+fn sgd_decay_imp<M: Madd>(w: &mut [f32], g: &[f32], lr: f32, wd: f32) {
+    for (w, &g) in w.iter_mut().zip(g) {
+        let g = M::madd(wd, *w, g);
+        *w = M::madd(-lr, g, *w);
+    }
+}
+
+#[inline(always)]
+fn momentum_decay_imp<M: Madd>(w: &mut [f32], v: &mut [f32], g: &[f32], lr: f32, mu: f32, wd: f32) {
+    for ((w, v), &g) in w.iter_mut().zip(v.iter_mut()).zip(g) {
+        let g = M::madd(wd, *w, g);
+        *v = M::madd(mu, *v, g);
+        *w = M::madd(-lr, *v, *w);
+    }
+}
+
+/// Adam's scalars for one step.
+#[derive(Clone, Copy, Debug)]
+pub struct AdamStep {
+    pub b1: f32,
+    pub b2: f32,
+    pub eps: f32,
+    /// lr / (1 - b1^t).
+    pub step_size: f32,
+    /// 1 / sqrt(1 - b2^t).
+    pub inv_sqrt_c2: f32,
+    /// AdamW's decoupled decay: the weights are scaled by 1 − lr·λ before Adam's step (as
+    /// `torch.optim.AdamW`); `None` for Adam.
+    pub keep: Option<f32>,
+}
+
+/// Adam's (or AdamW's) per-parameter work.
+#[inline(always)]
+fn adam_imp<M: Madd>(w: &mut [f32], m: &mut [f32], v: &mut [f32], g: &[f32], s: AdamStep) {
+    // The moments' update and the step's direction m / (sqrt(v / c2) + eps).
+    let direction = |m: &mut f32, v: &mut f32, g: f32| {
+        *m = M::madd(s.b1, *m, (1.0 - s.b1) * g);
+        *v = M::madd(s.b2, *v, (1.0 - s.b2) * g * g);
+        *m / (v.sqrt() * s.inv_sqrt_c2 + s.eps)
+    };
+    let each = w.iter_mut().zip(m.iter_mut()).zip(v.iter_mut()).zip(g);
+    match s.keep {
+        None => each.for_each(|(((w, m), v), &g)| *w -= s.step_size * direction(m, v, g)),
+        Some(keep) => each.for_each(|(((w, m), v), &g)| *w = *w * keep - s.step_size * direction(m, v, g)),
     }
 }
 
@@ -129,12 +157,32 @@ dispatch! {
     pub fn momentum = momentum_imp(w: &mut [f32], v: &mut [f32], g: &[f32], lr: f32, mu: f32)
 }
 dispatch! {
-    /// One Adam update of every parameter in `w`.
-    #[allow(clippy::too_many_arguments)]
-    pub fn adam = adam_imp(
-        w: &mut [f32], m: &mut [f32], v: &mut [f32], g: &[f32],
-        b1: f32, b2: f32, eps: f32, step_size: f32, inv_sqrt_c2: f32,
-    )
+    /// w -= lr (g + wd w).
+    pub fn sgd_decay = sgd_decay_imp(w: &mut [f32], g: &[f32], lr: f32, wd: f32)
+}
+dispatch! {
+    /// v = mu v + (g + wd w); w -= lr v.
+    pub fn momentum_decay = momentum_decay_imp(w: &mut [f32], v: &mut [f32], g: &[f32], lr: f32, mu: f32, wd: f32)
+}
+dispatch! {
+    /// One Adam (or AdamW) update of every parameter in `w`.
+    pub fn adam_step = adam_imp(w: &mut [f32], m: &mut [f32], v: &mut [f32], g: &[f32], s: AdamStep)
+}
+
+/// One Adam update of every parameter in `w` ([`adam_step`] without decay).
+#[allow(clippy::too_many_arguments)]
+pub fn adam(
+    w: &mut [f32],
+    m: &mut [f32],
+    v: &mut [f32],
+    g: &[f32],
+    b1: f32,
+    b2: f32,
+    eps: f32,
+    step_size: f32,
+    inv_sqrt_c2: f32,
+) {
+    adam_step(w, m, v, g, AdamStep { b1, b2, eps, step_size, inv_sqrt_c2, keep: None });
 }
 
 #[cfg(test)]

@@ -259,7 +259,7 @@ impl Engine {
             slots,
             grads: vec![0.0; n],
             first: state(settings.optimizer != Optimizer::Sgd),
-            second: state(settings.optimizer == Optimizer::Adam),
+            second: state(settings.optimizer.state_per_param() == 2),
             params: arena,
             steps: 0,
             acts: spec.layers.iter().map(|l| vec![0.0; b * l.outputs]).collect(),
@@ -439,7 +439,10 @@ impl Engine {
     /// One training step: gradients, then the optimizer. Returns the batch's score before the update.
     pub fn train_step(&mut self, x: &[f32], labels: &[u8]) -> Result<Score> {
         let batch = self.check_batch(x, Some(labels))?;
-        let fused = batch == 1 && matches!(self.settings.optimizer, Optimizer::Sgd | Optimizer::Momentum);
+        // The fused path has no weight decay: with decay the step stores its gradients.
+        let fused = batch == 1
+            && matches!(self.settings.optimizer, Optimizer::Sgd | Optimizer::Momentum)
+            && self.settings.hyper.weight_decay == 0.0;
         Ok(self.run(|e| {
             let s = e.gradients_inner(x, labels, batch, fused, batch);
             let mut t = e.clock();
@@ -647,6 +650,10 @@ impl Engine {
         let t = self.steps as i32;
         let step_size = (h.lr / (1.0 - h.beta1.powi(t))) as f32;
         let inv_sqrt_c2 = (1.0 / (1.0 - h.beta2.powi(t)).sqrt()) as f32;
+        let coupled = h.rule(opt).coupled_decay;
+        let wd = h.weight_decay as f32;
+        let keep = (opt == Optimizer::AdamW).then_some((1.0 - h.lr * h.weight_decay) as f32);
+        let adam = kernels::AdamStep { b1, b2, eps, step_size, inv_sqrt_c2, keep };
         let n = self.params.len();
         // Elementwise work: chunks are independent, so splitting changes no result.
         let parts = if n >= UPDATE_SPLIT_MIN { self.team.size() } else { 1 };
@@ -655,26 +662,35 @@ impl Engine {
             SendMut(self.params.as_mut_ptr()),
             SendMut(self.first.as_mut_ptr()),
             SendMut(self.second.as_mut_ptr()),
-            &self.grads,
+            SendMut(self.grads.as_mut_ptr()),
         );
         let task = |t: usize| {
             let r = (t * per).min(n)..((t + 1) * per).min(n);
             let len = r.len();
-            let (w, v1, v2) = (&w, &v1, &v2);
+            let (w, v1, v2, g) = (&w, &v1, &v2, &g);
             // SAFETY: each task owns the range `r` of every arena; the arenas hold n values each
             // (the optimizer-state ones only when that optimizer uses them).
             let w = unsafe { std::slice::from_raw_parts_mut(w.0.add(r.start), len) };
-            let g = &g[r.clone()];
+            let g = unsafe { std::slice::from_raw_parts_mut(g.0.add(r.start), len) };
             match opt {
+                Optimizer::Sgd if coupled => kernels::sgd_decay(w, g, lr, wd),
                 Optimizer::Sgd => kernels::sgd(w, g, lr),
                 Optimizer::Momentum => {
                     let v = unsafe { std::slice::from_raw_parts_mut(v1.0.add(r.start), len) };
-                    kernels::momentum(w, v, g, lr, mu)
+                    if coupled {
+                        kernels::momentum_decay(w, v, g, lr, mu, wd)
+                    } else {
+                        kernels::momentum(w, v, g, lr, mu)
+                    }
                 }
-                Optimizer::Adam => {
+                Optimizer::Adam | Optimizer::AdamW => {
                     let m = unsafe { std::slice::from_raw_parts_mut(v1.0.add(r.start), len) };
                     let v = unsafe { std::slice::from_raw_parts_mut(v2.0.add(r.start), len) };
-                    kernels::adam(w, m, v, g, b1, b2, eps, step_size, inv_sqrt_c2)
+                    if coupled {
+                        // Adam's coupled decay: g ← g + λ·w in the gradient arena, then Adam.
+                        kernels::axpy(wd, w, g);
+                    }
+                    kernels::adam_step(w, m, v, g, adam)
                 }
             }
         };

@@ -6,7 +6,7 @@ use super::{CostChart, Curves, Diagram, Metrics, Picture, Scale, svg, write_atom
 use crate::cost::{Config, Ledger};
 use crate::error::{Error, Result};
 use crate::report::format::{bytes, thousands as t};
-use crate::report::{count_text, explain_text};
+use crate::report::{count_text, explain_decayed};
 use crate::spec::Spec;
 use std::fmt::Write;
 use std::path::Path;
@@ -205,9 +205,10 @@ fn training(o: &mut String, m: &Metrics) -> Result<()> {
     Ok(())
 }
 
-/// The whole page for `spec` trained as `cfg` says, with training curves if `metrics` is given.
-pub fn report_html(spec: &Spec, cfg: &Config, metrics: Option<&Metrics>) -> Result<String> {
-    let l = Ledger::new(spec, cfg);
+/// The whole page for `spec` trained as `cfg` says with weight decay `weight_decay` (0: none),
+/// with training curves if `metrics` is given.
+pub fn report_html(spec: &Spec, cfg: &Config, weight_decay: f64, metrics: Option<&Metrics>) -> Result<String> {
+    let l = Ledger::decayed(spec, cfg, weight_decay);
     let mut o = String::new();
     let title = format!("flopnet report: {spec}");
     let _ = write!(
@@ -273,7 +274,11 @@ pub fn report_html(spec: &Spec, cfg: &Config, metrics: Option<&Metrics>) -> Resu
         training(&mut o, m)?;
     }
     let _ = writeln!(o, "<h2 id=\"count\">Count</h2>\n<pre>{}</pre>", esc(&count_text(&l)));
-    let _ = writeln!(o, "<h2 id=\"explain\">Explanation</h2>\n<pre>{}</pre>", esc(&explain_text(spec, cfg)));
+    let _ = writeln!(
+        o,
+        "<h2 id=\"explain\">Explanation</h2>\n<pre>{}</pre>",
+        esc(&explain_decayed(spec, cfg, weight_decay))
+    );
     let _ = writeln!(
         o,
         "<p class=\"lead\">Made by flopnet {} (<code>flopnet report</code>); the page needs no network access.</p>\n\

@@ -219,14 +219,16 @@ impl Model<'_> {
         let (arrays, traffic, flop_per) = match opt {
             Optimizer::Sgd => (8.0, 12.0, 2.0),
             Optimizer::Momentum => (12.0, 20.0, 4.0),
+            // AdamW: Adam's pass with one more multiplication (timed as Adam's).
             Optimizer::Adam => (16.0, 28.0, 13.0),
+            Optimizer::AdamW => (16.0, 28.0, 14.0),
         };
         match self.machine {
             Machine::Measured(p) => {
                 let table = match opt {
                     Optimizer::Sgd => &p.sgd,
                     Optimizer::Momentum => &p.momentum,
-                    Optimizer::Adam => &p.adam,
+                    Optimizer::Adam | Optimizer::AdamW => &p.adam,
                 };
                 let split = if params >= UPDATE_SPLIT_MIN { self.threads as f64 } else { 1.0 };
                 params as f64 * per_item(table, params as f64 * arrays) / split

@@ -12,18 +12,30 @@ pub struct Hyper {
     pub beta1: f64,
     pub beta2: f64,
     pub eps: f64,
+    /// Weight decay λ, applied to every parameter (biases and batch-norm scales included, as
+    /// PyTorch does by default): coupled (g ← g + λ·w) for SGD, momentum and Adam, where 0
+    /// means none; decoupled (w ← w·(1 − lr·λ)) for AdamW.
+    pub weight_decay: f64,
 }
 
 impl Hyper {
-    /// The usual defaults: lr 0.01 for SGD and momentum (mu 0.9), 0.001 for Adam.
+    /// The usual defaults, PyTorch's: lr 0.01 for SGD and momentum (mu 0.9), 0.001 for Adam and
+    /// AdamW; weight decay 0, or 0.01 for AdamW.
     pub fn defaults(opt: Optimizer) -> Hyper {
+        let adam = matches!(opt, Optimizer::Adam | Optimizer::AdamW);
         Hyper {
-            lr: if opt == Optimizer::Adam { 1e-3 } else { 1e-2 },
+            lr: if adam { 1e-3 } else { 1e-2 },
             momentum: 0.9,
             beta1: 0.9,
             beta2: 0.999,
             eps: 1e-8,
+            weight_decay: if opt == Optimizer::AdamW { 0.01 } else { 0.0 },
         }
+    }
+
+    /// The update rule these settings give `opt`, as the ledger counts it.
+    pub fn rule(&self, opt: Optimizer) -> crate::spec::UpdateRule {
+        crate::spec::UpdateRule::new(opt, self.weight_decay)
     }
 }
 
@@ -43,6 +55,8 @@ pub struct OptimizerState<S> {
 pub struct StepScalars<S> {
     step_size: S,
     sqrt_c2: S,
+    /// AdamW's factor 1 − lr·λ.
+    keep: S,
 }
 
 impl<S: Scalar> OptimizerState<S> {
@@ -53,29 +67,44 @@ impl<S: Scalar> OptimizerState<S> {
             kind,
             hyper,
             first: slots(kind != Optimizer::Sgd),
-            second: slots(kind == Optimizer::Adam),
+            second: slots(kind.state_per_param() == 2),
             beta1_t: S::one(),
             beta2_t: S::one(),
         }
     }
 
-    /// Advances the step counter: Adam's bias corrections c1 = 1 - b1^t, c2 = 1 - b2^t.
-    /// Other optimizers need no such scalars (these are free constants for them).
+    /// Advances the step counter: Adam's bias corrections c1 = 1 - b1^t, c2 = 1 - b2^t, and
+    /// AdamW's factor 1 - lr·λ. Other optimizers need no such scalars (these are free constants
+    /// for them).
     pub fn begin_step(&mut self) -> StepScalars<S> {
-        if self.kind != Optimizer::Adam {
-            return StepScalars { step_size: S::constant(self.hyper.lr), sqrt_c2: S::one() };
+        if !matches!(self.kind, Optimizer::Adam | Optimizer::AdamW) {
+            return StepScalars { step_size: S::constant(self.hyper.lr), sqrt_c2: S::one(), keep: S::one() };
         }
         self.beta1_t = self.beta1_t * S::constant(self.hyper.beta1);
         self.beta2_t = self.beta2_t * S::constant(self.hyper.beta2);
         let c1 = S::one() - self.beta1_t;
         let c2 = S::one() - self.beta2_t;
-        StepScalars { step_size: S::constant(self.hyper.lr) / c1, sqrt_c2: c2.sqrt() }
+        let keep = if self.kind == Optimizer::AdamW {
+            S::one() - S::constant(self.hyper.lr) * S::constant(self.hyper.weight_decay)
+        } else {
+            S::one()
+        };
+        StepScalars { step_size: S::constant(self.hyper.lr) / c1, sqrt_c2: c2.sqrt(), keep }
     }
 
     /// Moves tensor `slot`'s parameters `w` by their gradients `g`.
     pub fn update(&mut self, slot: usize, w: &mut [S], g: &[S], sc: &StepScalars<S>) {
         let h = self.hyper;
         let lr = S::constant(h.lr);
+        // Coupled weight decay: the optimizer sees g + λ·w.
+        let decayed: Vec<S>;
+        let g = if h.rule(self.kind).coupled_decay {
+            let lambda = S::constant(h.weight_decay);
+            decayed = g.iter().zip(w.iter()).map(|(&g, &w)| g + lambda * w).collect();
+            &decayed[..]
+        } else {
+            g
+        };
         match self.kind {
             Optimizer::Sgd => {
                 for (w, &g) in w.iter_mut().zip(g) {
@@ -89,7 +118,10 @@ impl<S: Scalar> OptimizerState<S> {
                     *w = *w - lr * *v;
                 }
             }
-            Optimizer::Adam => {
+            Optimizer::Adam | Optimizer::AdamW => {
+                if self.kind == Optimizer::AdamW {
+                    w.iter_mut().for_each(|w| *w = *w * sc.keep);
+                }
                 let (b1, b2) = (S::constant(h.beta1), S::constant(h.beta2));
                 let (k1, k2) = (S::constant(1.0 - h.beta1), S::constant(1.0 - h.beta2));
                 let eps = S::constant(h.eps);

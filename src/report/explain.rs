@@ -320,8 +320,14 @@ fn graph_backward(l: &Layer, c: &crate::cost::Backward, delta_words: &str) -> St
 }
 
 pub fn explain_text(spec: &Spec, cfg: &Config) -> String {
-    let one = Ledger::new(spec, &Config { batch: 1, examples: 1, epochs: 1, ..*cfg });
-    let full = Ledger::new(spec, cfg);
+    explain_decayed(spec, cfg, 0.0)
+}
+
+/// [`explain_text`] of a run with weight decay `lambda` (`--weight-decay`).
+pub fn explain_decayed(spec: &Spec, cfg: &Config, lambda: f64) -> String {
+    let one = Ledger::decayed(spec, &Config { batch: 1, examples: 1, epochs: 1, ..*cfg }, lambda);
+    let full = Ledger::decayed(spec, cfg, lambda);
+    let coupled = crate::spec::UpdateRule::new(cfg.optimizer, lambda).coupled_decay;
     let mut o = String::new();
     let n_layers = spec.layers.len();
     if spec.is_convolutional() {
@@ -441,13 +447,25 @@ pub fn explain_text(spec: &Spec, cfg: &Config) -> String {
 
     let p = spec.params();
     o += &format!("The update ({})\n", cfg.optimizer);
+    let decay = if coupled {
+        format!(
+            "first the weight decay g ← g + λ·w (λ = {lambda}, on every parameter, biases included, as PyTorch), 1 multiplication and 1 addition each; then "
+        )
+    } else {
+        String::new()
+    };
     o += &format!(
-        "  every one of the {} parameters moves: {} ({} FLOPs).\n\n",
+        "  every one of the {} parameters moves: {decay}{} ({} FLOPs).\n\n",
         t(p),
         match cfg.optimizer {
-            Optimizer::Sgd => "w ← w − lr·g, 1 multiplication and 1 subtraction each",
-            Optimizer::Momentum => "v ← μv + g, w ← w − lr·v, 2 multiplications and 2 additions each",
-            Optimizer::Adam => "two running moments, a square root and two divisions: 6 mul, 4 add, 2 div, 1 sqrt each",
+            Optimizer::Sgd => "w ← w − lr·g, 1 multiplication and 1 subtraction each".to_string(),
+            Optimizer::Momentum => "v ← μv + g, w ← w − lr·v, 2 multiplications and 2 additions each".to_string(),
+            Optimizer::Adam => {
+                "two running moments, a square root and two divisions: 6 mul, 4 add, 2 div, 1 sqrt each".to_string()
+            }
+            Optimizer::AdamW => format!(
+                "the decoupled decay w ← w·(1 − lr·λ) (λ = {lambda}, on every parameter, biases included, as PyTorch; 1 − lr·λ computed once a step), 1 multiplication each, then Adam's step, two running moments, a square root and two divisions: 7 mul, 4 add, 2 div, 1 sqrt each"
+            ),
         },
         t(one.per_example.update.flop())
     );

@@ -32,7 +32,7 @@ pub use activation::{Activation, LEAKY_SLOPE};
 pub use graph::Source;
 pub(crate) use layer::gcd;
 pub use layer::{Conv, Kind, Layer, Padding, Pool, Rate, Shape};
-pub use step::{Loss, Optimizer};
+pub use step::{Loss, Optimizer, UpdateRule};
 
 use crate::error::{Error, Result};
 use graph::{Builder, Listed};

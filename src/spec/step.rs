@@ -22,6 +22,40 @@ pub enum Optimizer {
     Momentum,
     /// Adam with bias correction, as in Kingma & Ba.
     Adam,
+    /// Adam with decoupled weight decay (Loshchilov & Hutter), as `torch.optim.AdamW`: each
+    /// step first scales every parameter by 1 − lr·λ, then takes Adam's step.
+    #[serde(rename = "adamw")]
+    AdamW,
+}
+
+/// What the ledger needs to know of the update: the optimizer, and whether a coupled weight
+/// decay (L2, g ← g + λ·w before the optimizer, as PyTorch's `weight_decay` of SGD and Adam)
+/// runs, which it does when λ > 0. AdamW's decoupled decay is part of AdamW and always runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+pub struct UpdateRule {
+    pub optimizer: Optimizer,
+    pub coupled_decay: bool,
+}
+
+impl UpdateRule {
+    /// The rule of `optimizer` with weight decay `lambda` (0 for none).
+    pub fn new(optimizer: Optimizer, lambda: f64) -> UpdateRule {
+        UpdateRule { optimizer, coupled_decay: lambda > 0.0 && optimizer != Optimizer::AdamW }
+    }
+}
+
+impl From<Optimizer> for UpdateRule {
+    /// The optimizer without coupled weight decay.
+    fn from(optimizer: Optimizer) -> UpdateRule {
+        UpdateRule { optimizer, coupled_decay: false }
+    }
+}
+
+impl fmt::Display for UpdateRule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.optimizer.name())?;
+        if self.coupled_decay { f.write_str(" with weight decay") } else { Ok(()) }
+    }
 }
 
 impl Loss {
@@ -39,6 +73,7 @@ impl Optimizer {
             Optimizer::Sgd => "sgd",
             Optimizer::Momentum => "momentum",
             Optimizer::Adam => "adam",
+            Optimizer::AdamW => "adamw",
         }
     }
 
@@ -47,7 +82,7 @@ impl Optimizer {
         match self {
             Optimizer::Sgd => 0,
             Optimizer::Momentum => 1,
-            Optimizer::Adam => 2,
+            Optimizer::Adam | Optimizer::AdamW => 2,
         }
     }
 }
@@ -82,7 +117,8 @@ impl FromStr for Optimizer {
             "sgd" => Ok(Optimizer::Sgd),
             "momentum" => Ok(Optimizer::Momentum),
             "adam" => Ok(Optimizer::Adam),
-            _ => Err(format!("`{s}` is not an optimizer; expected sgd, momentum or adam")),
+            "adamw" => Ok(Optimizer::AdamW),
+            _ => Err(format!("`{s}` is not an optimizer; expected sgd, momentum, adam or adamw")),
         }
     }
 }

@@ -26,8 +26,25 @@ pub struct Plan {
     /// Reshuffle the training examples every epoch (seeded); false keeps file order.
     pub shuffle: bool,
     pub schedule: Schedule,
+    /// Epochs of linear warmup (`--warmup`, 0: none): over the first `warmup` epochs' steps the
+    /// rate climbs step by step, lr·s/S at step s of S, times the schedule's rate.
+    pub warmup: usize,
+    /// Random crops and flips of each gathered batch (`--augment`), drawn from `seed`.
+    pub augment: Option<crate::data::augment::Augment>,
     /// The time model's seconds for one epoch, reported beside the measured ones.
     pub predicted_epoch_seconds: Option<f64>,
+}
+
+impl Plan {
+    /// The rate of step `k` (from 0) of epoch `epoch` (from 1) of `batches` steps each, from the
+    /// base rate: the schedule's, scaled by the warmup's share while it lasts. A function of the
+    /// position alone, so a resumed run takes the rates the uninterrupted one took.
+    pub fn rate(&self, base: f64, epoch: usize, k: usize, batches: usize) -> f64 {
+        let rate = self.schedule.rate(base, epoch, self.epochs);
+        let warm = (self.warmup * batches) as f64;
+        let step = ((epoch - 1) * batches + k + 1) as f64;
+        if step < warm { rate * step / warm } else { rate }
+    }
 }
 
 /// How the learning rate moves over the run.
@@ -332,8 +349,9 @@ pub fn show_lr(x: f64) -> String {
     if x == 0.0 || (1e-4..1e6).contains(&x.abs()) { format!("{x}") } else { format!("{x:e}") }
 }
 
-fn diverged(engine: &Engine, what: String) -> Error {
-    let lr = engine.settings().hyper.lr;
+/// The error of a run that blew up at base rate `lr` (the `--lr` the user gave, before any
+/// schedule or warmup scaled it).
+fn diverged(engine: &Engine, lr: f64, what: String) -> Error {
     // A tenth of it, by moving the decimal exponent: 1e30 → 1e29, 0.001 → 0.0001.
     let text = format!("{lr:e}");
     let tenth = text
@@ -388,9 +406,11 @@ pub fn train_on(
     }
     let s = *engine.settings();
     crate::numbers::positive("the learning rate", s.hyper.lr)?;
+    crate::numbers::non_negative("the weight decay", s.hyper.weight_decay)?;
     let spec = engine.spec().clone();
     // The FLOPs of the examples an epoch runs: all of them, or those after a resumed position.
-    let flop = |examples: usize| cost::epoch(&spec, s.loss, s.optimizer, plan.batch, examples).total.flop() as f64;
+    let rule = s.hyper.rule(s.optimizer);
+    let flop = |examples: usize| cost::epoch(&spec, s.loss, rule, plan.batch, examples).total.flop() as f64;
     let epoch_flop = flop(train.len());
     let f = train.feature_len();
     let mut xb = vec![0.0f32; plan.batch * f];
@@ -407,9 +427,13 @@ pub fn train_on(
     let mut runaway = Runaway::new();
     let window = RUNAWAY_WINDOW.min(train.len());
     let classes = spec.outputs();
+    if let Some(a) = &plan.augment {
+        a.check(train.shape)?;
+    }
     while pos.epoch < plan.epochs {
         let epoch = pos.epoch + 1;
-        engine.set_learning_rate(plan.schedule.rate(base_lr, epoch, plan.epochs));
+        let warming = epoch <= plan.warmup;
+        engine.set_learning_rate(plan.rate(base_lr, epoch, 0, batches));
         let order: Vec<usize> =
             if plan.shuffle { epoch_order(train.len(), plan.seed, epoch) } else { (0..train.len()).collect() };
         watcher.epoch_started(epoch, batches);
@@ -423,10 +447,19 @@ pub fn train_on(
         let begun = Instant::now();
         for (k, idx) in order.chunks(plan.batch).enumerate().skip(pos.batch) {
             let b = idx.len();
+            if warming {
+                engine.set_learning_rate(plan.rate(base_lr, epoch, k, batches));
+            }
+            // Gathers examples from position `k·batch + offset` of the epoch's order; with
+            // --augment, cropped and flipped as drawn for those positions.
+            let gather = |idx: &[usize], x: &mut [f32], y: &mut [u8], offset: usize| match &plan.augment {
+                Some(a) => a.gather(train, idx, x, y, plan.seed, epoch, k * plan.batch + offset),
+                None => train.gather(idx, x, y),
+            };
             let (s, stop) = if comm.size() > 1 {
-                crate::dist::step(engine, comm, train, idx, &mut shares, watcher.interrupted())?
+                crate::dist::step(engine, comm, train, idx, &mut shares, watcher.interrupted(), &gather)?
             } else {
-                train.gather(idx, &mut xb[..b * f], &mut yb[..b]);
+                gather(idx, &mut xb[..b * f], &mut yb[..b], 0);
                 // The next batch's first rows load while this step runs.
                 let next = ((k + 1) * plan.batch).min(order.len());
                 train.prefetch(&order[next..(next + crate::data::PREFETCH_AHEAD).min(order.len())]);
@@ -438,7 +471,7 @@ pub fn train_on(
             let at = || format!("step {step} (epoch {epoch}, batch {} of {batches})", k + 1);
             if !s.loss_sum.is_finite() {
                 let layer = non_finite(engine).map(|l| format!("; {l}")).unwrap_or_default();
-                return Err(diverged(engine, format!("the loss became {} at {}{layer}", s.loss_sum, at())));
+                return Err(diverged(engine, base_lr, format!("the loss became {} at {}{layer}", s.loss_sum, at())));
             }
             if pos.step - last_scan >= scan_every || k + 1 == batches {
                 if !all_finite(engine.params())
@@ -449,23 +482,23 @@ pub fn train_on(
                     } else {
                         String::new()
                     };
-                    return Err(diverged(engine, format!("{l} at {}{every}", at())));
+                    return Err(diverged(engine, base_lr, format!("{l} at {}{every}", at())));
                 }
                 last_scan = pos.step;
             }
             runaway.add(s, b, pos.step);
             if let Some(what) = runaway.check(classes, pos.step, window, k + 1 == batches) {
-                return Err(diverged(engine, format!("{what}, at {}", at())));
+                return Err(diverged(engine, base_lr, format!("{what}, at {}", at())));
             }
             pos.score += s;
             pos.batch = k + 1;
             watcher.batch_done(k + 1, pos.score.loss_sum / ((k * plan.batch + b) as f64));
             if let Some(signal) = if comm.size() > 1 { stop } else { watcher.interrupted() } {
                 if let Some(l) = non_finite(engine) {
-                    return Err(diverged(engine, format!("{l} at {}", at())));
+                    return Err(diverged(engine, base_lr, format!("{l} at {}", at())));
                 }
                 if let Some(what) = runaway.check(classes, pos.step, window, true) {
-                    return Err(diverged(engine, format!("{what}, at {}", at())));
+                    return Err(diverged(engine, base_lr, format!("{what}, at {}", at())));
                 }
                 watcher.checkpoint(engine, &pos)?;
                 return Err(Error::Interrupted { signal, detail: format!("stopped after {}", at()) });
@@ -623,6 +656,8 @@ mod tests {
             seed: 11,
             shuffle: true,
             schedule: Schedule::Constant,
+            warmup: 0,
+            augment: None,
             predicted_epoch_seconds: None,
         }
     }
@@ -649,6 +684,101 @@ mod tests {
         }
     }
 
+    /// Saves a checkpoint when interrupted after `steps` steps, as Ctrl-C does.
+    struct InterruptAfter {
+        steps: usize,
+        done: usize,
+        saved: Option<(Checkpoint, Position)>,
+        plan: Plan,
+    }
+
+    impl Watcher for InterruptAfter {
+        fn batch_done(&mut self, _done: usize, _loss: f64) {
+            self.done += 1;
+        }
+        fn interrupted(&mut self) -> Option<i32> {
+            (self.done == self.steps).then_some(15)
+        }
+        fn checkpoint(&mut self, engine: &Engine, at: &Position) -> Result<()> {
+            let meta = crate::checkpoint::meta(engine.spec(), engine.settings(), &self.plan, &images(23));
+            self.saved = Some((Checkpoint::capture(engine, meta, at), *at));
+            Ok(())
+        }
+    }
+
+    /// 1×4×4 images.
+    fn images(n: usize) -> Dataset {
+        let features = (0..n * 16).map(|i| ((i * 29 % 97) as f32) / 97.0).collect();
+        Dataset { features, shape: [1, 4, 4], ..data(n) }
+    }
+
+    #[test]
+    fn warmup_climbs_step_by_step_then_hands_over_to_the_schedule() {
+        let p = Plan { epochs: 4, warmup: 2, schedule: Schedule::Cosine, ..plan() };
+        // 5 batches an epoch: 10 warmup steps, lr·s/10 at step s (from 1), times the cosine.
+        assert_eq!(p.rate(0.1, 1, 0, 5), 0.1 * 1.0 / 10.0);
+        assert_eq!(p.rate(0.1, 1, 4, 5), 0.1 * 5.0 / 10.0);
+        let cos2 = Schedule::Cosine.rate(0.1, 2, 4);
+        assert_eq!(p.rate(0.1, 2, 3, 5), cos2 * 9.0 / 10.0);
+        assert_eq!(p.rate(0.1, 2, 4, 5), cos2);
+        assert_eq!(p.rate(0.1, 3, 0, 5), Schedule::Cosine.rate(0.1, 3, 4));
+        let none = Plan { warmup: 0, ..p };
+        assert_eq!(none.rate(0.1, 1, 0, 5), 0.1);
+    }
+
+    /// An augmented run with warmup, interrupted in the middle of an epoch (inside the warmup)
+    /// and resumed from its checkpoint, ends on the bits of the run never interrupted; and the
+    /// crops, flips and warmup each change what it trains.
+    #[test]
+    fn an_augmented_run_with_warmup_resumes_bit_for_bit() {
+        let d = images(23);
+        let aug = "crop=1,flip".parse::<crate::data::augment::Augment>().unwrap();
+        let p = Plan { warmup: 2, augment: Some(aug), ..plan() };
+        let run = |p: &Plan| {
+            let mut e = engine_of("16-8:tanh-3", Optimizer::Momentum, 0.05);
+            train(&mut e, &d, None, p, &mut Quiet).unwrap();
+            e.params().to_vec()
+        };
+        let whole = run(&p);
+        assert!(run(&p) == whole, "the same seed draws the same images");
+        assert!(run(&Plan { augment: None, ..p }) != whole, "augmentation changes the run");
+        assert!(run(&Plan { warmup: 0, ..p }) != whole, "warmup changes the run");
+        assert!(run(&Plan { seed: 12, ..p }) != whole);
+        for steps in [2, 7, 12] {
+            let mut first = engine_of("16-8:tanh-3", Optimizer::Momentum, 0.05);
+            let mut w = InterruptAfter { steps, done: 0, saved: None, plan: p };
+            let e = train(&mut first, &d, None, &p, &mut w).unwrap_err();
+            assert!(matches!(e, Error::Interrupted { .. }), "{e}");
+            let (c, at) = w.saved.expect("a checkpoint when interrupted");
+            assert_eq!(at.step, steps as u64);
+            let mut resumed = engine_of("16-8:tanh-3", Optimizer::Momentum, 0.05);
+            let spec = resumed.spec().clone();
+            resumed = Engine::new(&spec, &c.layers(&spec).unwrap(), *resumed.settings()).unwrap();
+            let at = c.restore(&mut resumed).unwrap();
+            train_from(&mut resumed, &d, None, &p, &at, &mut Quiet).unwrap();
+            assert!(resumed.params() == &whole[..], "resumed after step {steps}");
+        }
+    }
+
+    #[test]
+    fn augmenting_flat_rows_or_a_negative_weight_decay_is_refused_before_a_step() {
+        let d = data(23);
+        let aug = "flip".parse::<crate::data::augment::Augment>().unwrap();
+        let mut e = engine(Optimizer::Sgd, 0.05);
+        let before = e.params().to_vec();
+        let err = train(&mut e, &d, None, &Plan { augment: Some(aug), ..plan() }, &mut Quiet).unwrap_err();
+        assert_eq!(err.exit_code(), 2, "{err}");
+        assert!(err.to_string().contains("flat rows of 4 values"), "{err}");
+        let mut settings = *e.settings();
+        settings.hyper.weight_decay = -0.1;
+        let spec = e.spec().clone();
+        let mut e = Engine::new(&spec, &crate::init::init(&spec, 3), settings).unwrap();
+        let err = train(&mut e, &d, None, &plan(), &mut Quiet).unwrap_err();
+        assert_eq!(err.exit_code(), 2, "{err}");
+        assert!(err.to_string().starts_with("the weight decay: -0.1 is below 0"), "{err}");
+        assert!(e.params() == &before[..]);
+    }
+
     #[test]
     fn divergence_names_the_step_the_layer_and_the_learning_rate() {
         let d = data(23);
@@ -659,6 +789,11 @@ mod tests {
         assert!(m.contains("layer ") && m.contains("hold"), "{m}");
         assert!(m.contains("the learning rate 1e35 is too high") && m.contains("try --lr 1e34"), "{m}");
         assert_eq!(e.exit_code(), 1);
+        // Under a warmup the step ran at a fraction of it; the message names the --lr given.
+        let warm = Plan { warmup: 2, ..plan() };
+        let e = train(&mut engine_of("4-8-8-3", Optimizer::Sgd, 1e35), &d, None, &warm, &mut Quiet).unwrap_err();
+        let m = e.to_string();
+        assert!(m.contains("the learning rate 1e35 is too high") && m.contains("try --lr 1e34"), "{m}");
     }
 
     /// Records the steps at which checkpoints were asked for.
