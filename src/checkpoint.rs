@@ -337,7 +337,9 @@ impl Checkpoint {
                 return Err(bad(format!("{} is {:?} {:?}, not a 1-D I64 tensor", RUNNING[1], t.dtype(), t.shape())));
             }
             let counts = t.data().chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap_or_default()));
-            running.batches = counts.map(|b| u64::try_from(b).map_err(|_| bad(format!("{} holds {b}", RUNNING[1])))).collect::<Result<_>>()?;
+            running.batches = counts
+                .map(|b| u64::try_from(b).map_err(|_| bad(format!("{} holds {b}", RUNNING[1]))))
+                .collect::<Result<_>>()?;
             expected += RUNNING.len();
         }
         if st.len() != expected {

@@ -323,9 +323,13 @@ fn read(path: &Path, bytes: &[u8]) -> Result<(Spec, Vec<LayerParams>, Recorded, 
         }
         None => {
             if let Some(extra) = names.iter().find_map(|n| n.stats.first()) {
-                return Err(bad(path, format!("holds {extra}, a batch norm's buffer, but no metadata spec to place it")));
+                return Err(bad(
+                    path,
+                    format!("holds {extra}, a batch norm's buffer, but no metadata spec to place it"),
+                ));
             }
-            without_spec(path, &st, &info, &names).map(|(spec, params)| (spec, params, recorded, RunningStats::default()))
+            without_spec(path, &st, &info, &names)
+                .map(|(spec, params)| (spec, params, recorded, RunningStats::default()))
         }
     }
 }
@@ -352,7 +356,10 @@ fn running_stats(path: &Path, st: &SafeTensors, spec: &Spec, names: &[Names]) ->
                 Some((name, t)) => {
                     let t = t.map_err(|e| bad(path, format!("{name}: {e}")))?;
                     if t.shape() != [c] {
-                        return Err(bad(path, format!("{name} has shape {:?} but the layer has {c} channels", t.shape())));
+                        return Err(bad(
+                            path,
+                            format!("{name} has shape {:?} but the layer has {c} channels", t.shape()),
+                        ));
                     }
                     out.values.extend(floats(path, name, &t)?.into_iter().map(|v| v as f32));
                 }
@@ -370,7 +377,9 @@ fn running_stats(path: &Path, st: &SafeTensors, spec: &Spec, names: &[Names]) ->
                     (Dtype::I64, 8) => u64::try_from(i64::from_le_bytes(d.try_into().unwrap_or_default())).ok(),
                     _ => None,
                 }
-                .ok_or_else(|| bad(path, format!("{name} is {:?} {:?}; expected one I64 count of 0 or more", t.dtype(), t.shape())))?
+                .ok_or_else(|| {
+                    bad(path, format!("{name} is {:?} {:?}; expected one I64 count of 0 or more", t.dtype(), t.shape()))
+                })?
             }
         };
         out.batches.push(batches);
@@ -494,7 +503,10 @@ fn with_spec(path: &Path, st: &SafeTensors, spec: &Spec, names: &[Names]) -> Res
         let w = st.tensor(wn).map_err(|e| bad(path, format!("{wn}: {e}")))?;
         if n.bias.is_none() && l.bias_count() == 0 {
             if w.shape() != l.weight_shape().as_slice() {
-                return Err(bad(path, format!("{wn} has shape {:?} but layer {} ({l}) wants {:?}", w.shape(), at + 1, l.weight_shape())));
+                return Err(bad(
+                    path,
+                    format!("{wn} has shape {:?} but layer {} ({l}) wants {:?}", w.shape(), at + 1, l.weight_shape()),
+                ));
             }
             params[at] = LayerParams { weight: floats(path, wn, &w)?, bias: Vec::new() };
             continue;

@@ -210,3 +210,56 @@ fn dropout_masks_follow_the_seed() {
     assert_close("evaluation without dropout", e.forward(&x).unwrap(), &slow.infer(&x64), 1e-5);
     assert_eq!(Activation::Softmax, spec.output_activation());
 }
+
+fn flopnet(dir: &std::path::Path, args: &[&str]) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_flopnet")).current_dir(dir).args(args).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{args:?}: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    stdout
+}
+
+/// `train --save` keeps batch norm's running statistics under PyTorch's names and `eval` of the
+/// file scores the test set as training did; a run stopped after an epoch and resumed from its
+/// checkpoint ends on the same model file, byte for byte.
+#[test]
+fn running_statistics_survive_model_files_and_checkpoints() {
+    let dir = tempfile::tempdir().unwrap();
+    let net = "1x28x28-conv3x3x4s2p1b0-bn:relu-[conv3x3x4p1b0-bn:relu-drop0.25-conv3x3x4p1b0-bn]:relu-gap-10";
+    let common = ["train", net, "--batch", "200", "--seed", "3", "--threads", "2", "--optimizer", "momentum"];
+    let args = |extra: &[&'static str]| -> Vec<&str> { common.iter().chain(extra).copied().collect() };
+    let whole = flopnet(dir.path(), &args(&["--epochs", "2", "--save", "a.safetensors"]));
+    flopnet(dir.path(), &args(&["--epochs", "1", "--checkpoint", "ck"]));
+    flopnet(dir.path(), &args(&["--epochs", "2", "--resume", "ck", "--save", "b.safetensors"]));
+    let (a, b) = (
+        std::fs::read(dir.path().join("a.safetensors")).unwrap(),
+        std::fs::read(dir.path().join("b.safetensors")).unwrap(),
+    );
+    assert!(a == b, "the resumed run ends on another model");
+
+    let test = whole.lines().find(|l| l.starts_with("test: ")).expect("a test line");
+    let eval = flopnet(dir.path(), &["eval", "--model", "a.safetensors"]);
+    // "test: loss 0.8559, accuracy 70.50% over 1000 examples" and "loss 0.8559, accuracy 70.50% over 1,000 examples"
+    let figures = |s: &str| {
+        s.split_whitespace().filter(|w| w.ends_with(',') || w.ends_with('%')).map(String::from).collect::<Vec<_>>()
+    };
+    let score = eval.lines().find(|l| l.starts_with("loss ")).expect("a score line");
+    assert_eq!(figures(test)[..2], figures(score)[..2], "{test} / {score}");
+
+    let (spec, _, _, running) = flopnet::model::load_trained(&dir.path().join("a.safetensors")).unwrap();
+    assert_eq!(spec, spec::parse(net, Defaults::default()).unwrap());
+    // 5,400 training examples in batches of 200, two epochs: 54 batches through each batch norm.
+    assert_eq!(running.batches, vec![54; 3]);
+    assert!(running.values.iter().any(|&v| v != 0.0 && v != 1.0), "the statistics moved");
+    let names: Vec<String> =
+        safetensors::SafeTensors::deserialize(&a).unwrap().names().iter().map(|s| s.to_string()).collect();
+    for name in [
+        "layers.1.running_mean",
+        "layers.1.running_var",
+        "layers.1.num_batches_tracked",
+        "layers.1.weight",
+        "layers.1.bias",
+    ] {
+        assert!(names.iter().any(|n| n == name), "{name} missing from {names:?}");
+    }
+    assert!(!names.iter().any(|n| n == "layers.0.bias"), "a convolution without a bias stores none");
+}

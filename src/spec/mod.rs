@@ -778,7 +778,11 @@ pub fn from_toml(text: &str, name: &str, defaults: Defaults) -> Result<Spec> {
                 (Kind::Conv2d(conv), 0)
             }
             "maxpool" | "avgpool" => {
-                only(if kind_name == "maxpool" { &["size", "stride", "padding", "ceil"] } else { &["size", "stride"] })?;
+                only(if kind_name == "maxpool" {
+                    &["size", "stride", "padding", "ceil"]
+                } else {
+                    &["size", "stride"]
+                })?;
                 let k = match &l.size {
                     Some(toml::Value::Integer(k)) => positive(usize::try_from(*k).ok(), "size", None)?,
                     Some(other) => return Err(bad(format!("size = {other}; expected one number, e.g. size = 2"))),

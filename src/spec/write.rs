@@ -14,20 +14,25 @@ impl Spec {
     /// The network as a TOML file (see [`super::from_toml`]).
     pub fn to_toml(&self) -> String {
         let s = self.input_shape;
-        let mut out = if s.is_image() {
-            format!("input = [{}, {}, {}]\n", s.c, s.h, s.w)
-        } else {
-            format!("input = {}\n", s.c)
-        };
+        let mut out =
+            if s.is_image() { format!("input = [{}, {}, {}]\n", s.c, s.h, s.w) } else { format!("input = {}\n", s.c) };
         for (l, layer) in self.layers.iter().enumerate() {
             let reads: Vec<String> = self.sources[l]
                 .iter()
-                .map(|src| quoted(match src {
-                    Source::Input => "input",
-                    Source::Node(j) => &self.names[*j],
-                }))
+                .map(|src| {
+                    quoted(match src {
+                        Source::Input => "input",
+                        Source::Node(j) => &self.names[*j],
+                    })
+                })
                 .collect();
-            let _ = write!(out, "[[layers]]\nname = {}\ninputs = [{}]\nkind = \"{}\"\n", quoted(&self.names[l]), reads.join(", "), layer.kind.name());
+            let _ = write!(
+                out,
+                "[[layers]]\nname = {}\ninputs = [{}]\nkind = \"{}\"\n",
+                quoted(&self.names[l]),
+                reads.join(", "),
+                layer.kind.name()
+            );
             let fields = match layer.kind {
                 Kind::Dense => format!("units = {}\n", layer.outputs),
                 Kind::Conv2d(c) => {
@@ -40,7 +45,9 @@ impl Spec {
                         c.kh, c.kw, c.filters, c.stride, c.groups, c.bias
                     )
                 }
-                Kind::MaxPool(p) => format!("size = {}\nstride = {}\npadding = {}\nceil = {}\n", p.k, p.stride, p.pad, p.ceil),
+                Kind::MaxPool(p) => {
+                    format!("size = {}\nstride = {}\npadding = {}\nceil = {}\n", p.k, p.stride, p.pad, p.ceil)
+                }
                 Kind::AvgPool(p) => format!("size = {}\nstride = {}\n", p.k, p.stride),
                 Kind::AdaptiveAvgPool(h, w) => format!("size = [{h}, {w}]\n"),
                 Kind::Dropout(r) => format!("rate = {:?}\n", r.value()),
