@@ -45,7 +45,8 @@ fn main() {
     flopnet::engine::simd::flush_denormals();
     let only = std::env::var("CONV_ONLY").unwrap_or_default();
     // (name, input C×H×W, kernel, filters, stride, padding, groups, batch)
-    let cases: &[(&str, (usize, usize, usize), usize, usize, usize, usize, usize, usize)] = &[
+    type Case = (&'static str, (usize, usize, usize), usize, usize, usize, usize, usize, usize);
+    let cases: &[Case] = &[
         ("mbv2 dw 32x32x32 s1", (32, 32, 32), 3, 32, 1, 1, 32, 32),
         ("mbv2 dw 96x32x32 s2", (96, 32, 32), 3, 96, 2, 1, 96, 32),
         ("mbv2 dw 144x16x16 s1", (144, 16, 16), 3, 144, 1, 1, 144, 32),

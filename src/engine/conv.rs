@@ -477,7 +477,7 @@ impl Tiles {
     /// wᵀ · δ (`gemm::matmul`). With fewer channels the tiled AVX kernels were faster
     /// (`examples/conv_groups.rs`: 16→96 at 32×32, batch 32, forward 0.73 against 2.07 ms).
     pub fn pointwise(&self, sh: &ConvShape) -> bool {
-        self.kernel != Kernel::Crate && sh.kh == 1 && sh.kw == 1 && sh.s == 1 && sh.ph == 0 && sh.pw == 0 && sh.c > 64
+        sh.kh == 1 && sh.kw == 1 && sh.s == 1 && sh.ph == 0 && sh.pw == 0 && sh.c > 64
     }
 
     fn packed(&self) -> bool {
