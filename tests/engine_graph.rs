@@ -16,20 +16,17 @@ mod common;
 use common::{assert_close, random_graph};
 
 const ACTS: [&str; 5] = ["relu", "relu6", "tanh", "leaky_relu", "identity"];
-/// Whether the engine runs grouped and depthwise convolutions.
-const GROUPS: bool = false;
 const OPTIMIZERS: [Optimizer; 3] = [Optimizer::Sgd, Optimizer::Momentum, Optimizer::Adam];
 
 /// A small CIFAR-style residual network: batch norm, identity and zero-padding shortcuts.
 const RESNET: &str = "3x8x8-conv3x3x8p1b0-bn:relu-[conv3x3x8p1b0-bn:relu-conv3x3x8p1b0-bn]:relu\
                       -[conv3x3x16s2p1b0-bn:relu-conv3x3x16p1b0-bn|pad]:relu-gap-10";
-/// An inverted-residual network as MobileNetV2 builds it (relu6, projection without an
-/// activation, dropout before the classifier), with ungrouped convolutions where it has
-/// depthwise ones until the engine runs those.
-const MOBILENET: &str = "3x8x8-conv3x3x8s2p1b0-bn:relu6-[conv1x1x16b0-bn:relu6-conv3x3x16p1b0-bn:relu6-conv1x1x8b0-bn]\
+/// An inverted-residual network as MobileNetV2 builds it (depthwise convolution, relu6,
+/// projection without an activation, dropout before the classifier).
+const MOBILENET: &str = "3x8x8-conv3x3x8s2p1b0-bn:relu6-[conv1x1x16b0-bn:relu6-conv3x3x16p1g16b0-bn:relu6-conv1x1x8b0-bn]\
                          -conv1x1x32b0-bn:relu6-gap:identity-drop0.2-10";
 /// A torchvision-style stem (padded max pooling), a projection shortcut and a concatenation.
-const STEM: &str = "3x12x12-conv3x3x8s2p1b0-bn:relu-maxpool3s2p1-[conv3x3x8p1b0-bn:relu|conv1x1x8b0-bn]:relu\
+const STEM: &str = "3x12x12-conv3x3x8s2p1b0-bn:relu-maxpool3s2p1-[conv3x3x8p1g2b0-bn:relu|conv1x1x8b0-bn]:relu\
                     -(conv1x1x4:relu|conv3x3x4p1:relu)-adaptavg2x2-bn:tanh-12:relu-drop0.3-5";
 
 fn settings(loss: Loss, opt: Optimizer, batch: usize, threads: usize) -> Settings {
@@ -121,7 +118,7 @@ fn compare(spec: &Spec, loss: Loss, opt: Optimizer, batch: usize, threads: usize
 fn random_graphs_match_the_reference() {
     for seed in 0..48u64 {
         let loss = if seed % 3 == 0 { Loss::Mse } else { Loss::Ce };
-        let spec = random_graph(seed, &ACTS, loss, GROUPS);
+        let spec = random_graph(seed, &ACTS, loss);
         // Adam turns a gradient that is zero but for rounding into a full step, whose sign the
         // two engines' rounding decides: it is compared on the named networks below.
         let opt = OPTIMIZERS[seed as usize % 2];

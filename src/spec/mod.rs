@@ -162,14 +162,11 @@ impl Spec {
         }
     }
 
-    /// Refuses what the fast engine (train, eval, bench) does not run yet: grouped convolutions,
-    /// and softmax after a layer that does not keep its output as rows.
+    /// Refuses what the fast engine (train, eval, bench) does not run: softmax after a layer that
+    /// does not keep its output as rows (the parser allows it on the output layer only).
     pub fn fast_engine_check(&self) -> Result<()> {
         let why = if let Some(l) = self.layers.iter().find(|l| !l.kind.fast_engine_runs()) {
-            Some(match l.kind {
-                Kind::Conv2d(c) if c.groups != 1 => "a grouped convolution".to_string(),
-                k => format!("{} layers", k.name()),
-            })
+            Some(format!("{} layers", l.kind.name()))
         } else {
             // Softmax normalizes a row; the engine keeps rows for dense layers and global pooling.
             self.layers
