@@ -441,6 +441,15 @@ fn layer_names(path: &Path, st: &SafeTensors) -> Result<Vec<Names>> {
             None => unread.push(*name),
         }
     }
+    // Buffers of a number that holds no weight or bias belong to no layer.
+    layers.retain(|_, (w, b, stats)| {
+        let alone = w.is_none() && b.is_none();
+        if alone {
+            unread.extend(stats.iter().map(|n| names.iter().find(|m| **m == n.as_str()).copied().unwrap_or_default()));
+        }
+        !alone
+    });
+    unread.sort();
     if !unread.is_empty() {
         let shown: Vec<String> = unread.iter().take(5).map(|n| n.escape_debug().to_string()).collect();
         let more = if unread.len() > 5 { format!(" and {} more", unread.len() - 5) } else { String::new() };
