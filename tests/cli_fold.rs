@@ -33,7 +33,7 @@ fn count_prices_inference_with_batch_norm_folded_as_the_folded_network() {
         let s = v.as_u64().unwrap().to_string();
         let mut out = String::new();
         for (i, ch) in s.chars().enumerate() {
-            if i > 0 && (s.len() - i) % 3 == 0 {
+            if i > 0 && (s.len() - i).is_multiple_of(3) {
                 out.push(',');
             }
             out.push(ch);
