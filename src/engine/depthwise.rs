@@ -165,7 +165,7 @@ fn phases_2(g: &Grid, x: &[f32], p: &mut [f32]) {
     // Input column 2t goes to phase pw%2, column (2t + pw)/2; column 2t+1 to the other phase,
     // column (2t + 1 + pw)/2.
     let (pa, pb) = (g.pw % 2, (g.pw + 1) % 2);
-    let (xa, xb) = (g.pw / 2, (g.pw + 1) / 2);
+    let (xa, xb) = (g.pw / 2, g.pw.div_ceil(2));
     let (na, nb) = (g.w.div_ceil(2), g.w / 2);
     for (k, xe) in x.chunks_exact(plane).enumerate() {
         for (y, row) in xe.chunks_exact(g.w).enumerate() {
