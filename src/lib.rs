@@ -47,6 +47,7 @@ pub mod dist;
 pub mod engine;
 pub mod error;
 pub mod files;
+pub mod fold;
 pub mod guard;
 pub mod init;
 pub mod layers;

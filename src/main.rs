@@ -477,11 +477,18 @@ fn run(cli: Cli) -> Result<ExitCode> {
             };
             a.pictures.draw(&spec, &ledger)?;
             if a.json {
-                let extra =
-                    report::CountExtras { predicted: predicted.as_ref(), communication, scaled: scaled.as_ref() };
+                let extra = report::CountExtras {
+                    predicted: predicted.as_ref(),
+                    communication,
+                    scaled: scaled.as_ref(),
+                    inference: flopnet::fold::inference_cost(&spec, cfg.batch),
+                };
                 println!("{}", report::count_json(&ledger, &extra)?);
             } else {
                 print!("{}", report::count_text(&ledger));
+                if let Some(c) = flopnet::fold::inference_cost(&spec, cfg.batch) {
+                    print!("\n{}", report::inference_text(&c));
+                }
                 if let Some(c) = communication {
                     print!("\n{}", flopnet::dist::traffic::text(&c));
                 }

@@ -124,31 +124,163 @@ impl Grid {
         forward.max(dx).max(dw)
     }
 
-    /// Where row y (0..h) of stacked example k starts in phase plane (y+ph)%s, column 0 of
-    /// the padded input (the caller adds the column's phase and position).
-    fn row_at(&self, k: usize, y: usize) -> (usize, usize) {
-        let yp = y + self.ph;
-        (yp % self.s, (k * self.r + yp / self.s) * self.l)
-    }
-
     /// Writes the planes [H][W] of a stack of examples (consecutive in x) into the phase
     /// planes; their border stays as it is (zero).
     fn phases(&self, x: &[f32], p: &mut [f32]) {
-        let (s, plane) = (self.s, self.h * self.w);
-        for (k, xe) in x.chunks_exact(plane).enumerate() {
-            for (y, row) in xe.chunks_exact(self.w).enumerate() {
-                let (pr, at) = self.row_at(k, y);
-                for pc in 0..s {
-                    // Padded columns s·X + pc, X ≥ x0, read input column s·X + pc − pw.
-                    let x0 = self.pw.saturating_sub(pc).div_ceil(s);
-                    let first = s * x0 + pc - self.pw;
-                    if first >= self.w {
-                        continue;
-                    }
-                    let dst = &mut p[(pr * s + pc) * self.plane + at + x0..];
-                    for (d, &v) in dst.iter_mut().zip(row[first..].iter().step_by(s)) {
-                        *d = v;
-                    }
+        phases_fast(self, x, p)
+    }
+
+    /// The inverse: the planes [H][W] of a stack of examples from the phase planes of the
+    /// padded input's gradient (`gp`, planes of `out` values), its border dropped.
+    fn unphase(&self, gp: &[f32], dx: &mut [f32]) {
+        unphase_fast(self, gp, dx)
+    }
+}
+
+/// Padded column s·X + pc for X ≥ x0 reads input column s·X + pc − pw, from `first`: (x0,
+/// first, values), or None when no input column lands in this phase.
+#[inline(always)]
+fn columns(s: usize, pw: usize, w: usize, pc: usize) -> Option<(usize, usize, usize)> {
+    let x0 = pw.saturating_sub(pc).div_ceil(s);
+    let first = s * x0 + pc - pw;
+    (first < w).then(|| (x0, first, (w - first).div_ceil(s)))
+}
+
+// The copies compiled for the path's vectors too (the stride-2 columns are a shuffle there).
+#[inline(always)]
+#[allow(clippy::extra_unused_type_parameters)] // the dispatch macro passes one to every kernel
+fn phases_imp<M: Madd>(g: &Grid, x: &[f32], p: &mut [f32]) {
+    match g.s {
+        1 => phases_copy::<1>(g, x, p),
+        2 => phases_2(g, x, p),
+        _ => phases_any(g, x, p),
+    }
+}
+
+/// [`Grid::phases`] at stride 2: each input row's column pairs split into the two column
+/// phases in one pass (a de-interleave the compiler vectorises).
+#[inline(always)]
+fn phases_2(g: &Grid, x: &[f32], p: &mut [f32]) {
+    let plane = g.h * g.w;
+    // Input column 2t goes to phase pw%2, column (2t + pw)/2; column 2t+1 to the other phase,
+    // column (2t + 1 + pw)/2.
+    let (pa, pb) = (g.pw % 2, (g.pw + 1) % 2);
+    let (xa, xb) = (g.pw / 2, g.pw.div_ceil(2));
+    let (na, nb) = (g.w.div_ceil(2), g.w / 2);
+    for (k, xe) in x.chunks_exact(plane).enumerate() {
+        for (y, row) in xe.chunks_exact(g.w).enumerate() {
+            let yp = y + g.ph;
+            let at = (k * g.r + yp / 2) * g.l;
+            let (ba, bb) = (((yp % 2) * 2 + pa) * g.plane + at + xa, ((yp % 2) * 2 + pb) * g.plane + at + xb);
+            // The two phases are different planes: two disjoint slices.
+            let (da, db) = if ba < bb {
+                let (lo, hi) = p.split_at_mut(bb);
+                (&mut lo[ba..ba + na], &mut hi[..nb])
+            } else {
+                let (lo, hi) = p.split_at_mut(ba);
+                (&mut hi[..na], &mut lo[bb..bb + nb])
+            };
+            for ((a, b), pair) in da.iter_mut().zip(db.iter_mut()).zip(row.chunks_exact(2)) {
+                *a = pair[0];
+                *b = pair[1];
+            }
+            if na > nb {
+                da[na - 1] = row[g.w - 1];
+            }
+        }
+    }
+}
+
+dispatch! {
+    fn phases_fast = phases_imp(g: &Grid, x: &[f32], p: &mut [f32])
+}
+
+#[inline(always)]
+#[allow(clippy::extra_unused_type_parameters)] // as above
+fn unphase_imp<M: Madd>(g: &Grid, gp: &[f32], dx: &mut [f32]) {
+    match g.s {
+        1 => unphase_copy::<1>(g, gp, dx),
+        2 => unphase_copy::<2>(g, gp, dx),
+        _ => unphase_any(g, gp, dx),
+    }
+}
+
+dispatch! {
+    fn unphase_fast = unphase_imp(g: &Grid, gp: &[f32], dx: &mut [f32])
+}
+
+/// [`Grid::phases`] for a stride known at compile time (so the column loops vectorise).
+#[inline(always)]
+fn phases_copy<const S: usize>(g: &Grid, x: &[f32], p: &mut [f32]) {
+    let plane = g.h * g.w;
+    for (k, xe) in x.chunks_exact(plane).enumerate() {
+        for (y, row) in xe.chunks_exact(g.w).enumerate() {
+            let yp = y + g.ph;
+            let at = (k * g.r + yp / S) * g.l;
+            for pc in 0..S {
+                let Some((x0, first, n)) = columns(S, g.pw, g.w, pc) else { continue };
+                let base = ((yp % S) * S + pc) * g.plane + at + x0;
+                let dst = &mut p[base..base + n];
+                let src = &row[first..first + S * (n - 1) + 1];
+                for (xx, d) in dst.iter_mut().enumerate() {
+                    *d = src[S * xx];
+                }
+            }
+        }
+    }
+}
+
+/// [`Grid::unphase`] for a stride known at compile time.
+#[inline(always)]
+fn unphase_copy<const S: usize>(g: &Grid, gp: &[f32], dx: &mut [f32]) {
+    let plane = g.h * g.w;
+    for (k, dxe) in dx.chunks_exact_mut(plane).enumerate() {
+        for (y, row) in dxe.chunks_exact_mut(g.w).enumerate() {
+            let yp = y + g.ph;
+            let at = (k * g.r + yp / S) * g.l;
+            for pc in 0..S {
+                let Some((x0, first, n)) = columns(S, g.pw, g.w, pc) else { continue };
+                let base = ((yp % S) * S + pc) * g.out + at + x0;
+                let src = &gp[base..base + n];
+                let dst = &mut row[first..first + S * (n - 1) + 1];
+                for (xx, &v) in src.iter().enumerate() {
+                    dst[S * xx] = v;
+                }
+            }
+        }
+    }
+}
+
+/// [`Grid::phases`] for any stride.
+fn phases_any(g: &Grid, x: &[f32], p: &mut [f32]) {
+    let (s, plane) = (g.s, g.h * g.w);
+    for (k, xe) in x.chunks_exact(plane).enumerate() {
+        for (y, row) in xe.chunks_exact(g.w).enumerate() {
+            let yp = y + g.ph;
+            let at = (k * g.r + yp / s) * g.l;
+            for pc in 0..s {
+                let Some((x0, first, n)) = columns(s, g.pw, g.w, pc) else { continue };
+                let base = ((yp % s) * s + pc) * g.plane + at + x0;
+                for (d, &v) in p[base..base + n].iter_mut().zip(row[first..].iter().step_by(s)) {
+                    *d = v;
+                }
+            }
+        }
+    }
+}
+
+/// [`Grid::unphase`] for any stride.
+fn unphase_any(g: &Grid, gp: &[f32], dx: &mut [f32]) {
+    let (s, plane) = (g.s, g.h * g.w);
+    for (k, dxe) in dx.chunks_exact_mut(plane).enumerate() {
+        for (y, row) in dxe.chunks_exact_mut(g.w).enumerate() {
+            let yp = y + g.ph;
+            let at = (k * g.r + yp / s) * g.l;
+            for pc in 0..s {
+                let Some((x0, first, n)) = columns(s, g.pw, g.w, pc) else { continue };
+                let base = ((yp % s) * s + pc) * g.out + at + x0;
+                for (d, &v) in row[first..].iter_mut().step_by(s).zip(&gp[base..base + n]) {
+                    *d = v;
                 }
             }
         }
@@ -394,23 +526,7 @@ pub fn backward(
             input_grad_planes(&g, dpad, &w[c * g.m * taps..(c + 1) * g.m * taps], gp);
             // SAFETY: planes (c, e0..e1) of dx are this unit's, this task's.
             let dxe = unsafe { std::slice::from_raw_parts_mut(dxp.0.add((c * batch + e0) * plane), (e1 - e0) * plane) };
-            let s = g.s;
-            for (k, dxk) in dxe.chunks_exact_mut(plane).enumerate() {
-                for (y, row) in dxk.chunks_exact_mut(sh.w).enumerate() {
-                    let (pr, at) = g.row_at(k, y);
-                    for pc in 0..s {
-                        let x0 = sh.pw.saturating_sub(pc).div_ceil(s);
-                        let first = s * x0 + pc - sh.pw;
-                        if first >= sh.w {
-                            continue;
-                        }
-                        let src = &gp[(pr * s + pc) * g.out + at + x0..];
-                        for (v, &d) in row[first..].iter_mut().step_by(s).zip(src) {
-                            *v = d;
-                        }
-                    }
-                }
-            }
+            g.unphase(gp, dxe);
         }
     });
 }
