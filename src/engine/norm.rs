@@ -12,6 +12,10 @@
 //! results do not depend on the thread count. The per-channel passes are compiled for the SIMD
 //! path in use (`simd::dispatch`) without fused multiply-adds, so every path gives the same bits.
 
+// The `_imp` kernels take the dispatch's path type `M` without calling its multiply-add: they
+// are compiled per path for its vector width only.
+#![allow(clippy::extra_unused_type_parameters)]
+
 use super::conv::split_items;
 use super::simd::{Madd, dispatch};
 use super::team::Team;
