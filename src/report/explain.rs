@@ -361,7 +361,7 @@ pub fn explain_decayed(spec: &Spec, cfg: &Config, lambda: f64) -> String {
               A neuron never multiplies another neuron; it multiplies a value by a weight.\n\n";
     }
 
-    if !spec.is_chain() || spec.layers.iter().any(|l| !l.kind.fast_engine_runs()) {
+    if !spec.is_chain() || spec.layers.iter().any(|l| !l.kind.is_classic()) {
         o += &graph_intro(spec);
     }
     o += "Forward pass, one example\n";
