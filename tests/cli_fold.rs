@@ -45,3 +45,16 @@ fn count_prices_inference_with_batch_norm_folded_as_the_folded_network() {
     // A network without batch normalization has no such line or key.
     assert!(count_json("4x6x6-conv3x3x4-5").get("inference").is_none());
 }
+
+#[test]
+fn bench_forward_only_runs_the_folded_network() {
+    let spec = "3x8x8-conv3x3x4p1b0-bn:relu-[conv3x3x4p1b0-bn]-bn-5";
+    let args =
+        ["bench", spec, "--batch", "4", "--threads", "1", "--runs", "1", "--steps", "2", "--json", "--forward-only"];
+    let out = Command::new(env!("CARGO_BIN_EXE_flopnet")).args(args).output().expect("the binary runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let inference: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(inference["folded_batch_norms"], 2);
+    // Its layers are the folded network's: the two folded normalizations are gone.
+    assert_eq!(inference["layers"].as_array().unwrap().len(), 5);
+}
