@@ -29,17 +29,7 @@ fn count_prices_inference_with_batch_norm_folded_as_the_folded_network() {
     let out = Command::new(env!("CARGO_BIN_EXE_flopnet")).args(["count", given, "--batch", "2"]).output().unwrap();
     let text = String::from_utf8(out.stdout).unwrap();
     let line = text.lines().find(|l| l.starts_with("Inference")).expect("an inference line");
-    let num = |v: &serde_json::Value| {
-        let s = v.as_u64().unwrap().to_string();
-        let mut out = String::new();
-        for (i, ch) in s.chars().enumerate() {
-            if i > 0 && (s.len() - i).is_multiple_of(3) {
-                out.push(',');
-            }
-            out.push(ch);
-        }
-        out
-    };
+    let num = |v: &serde_json::Value| flopnet::report::format::thousands(v.as_u64().unwrap() as u128);
     assert!(line.contains(&num(&inf["flops"])) && line.contains(&num(&inf["folded_flops"])), "{line}");
     assert!(line.contains("2 batch normalizations folded") && line.contains("1 stays"), "{line}");
     // A network without batch normalization has no such line or key.
