@@ -3,7 +3,7 @@
 forward, and backward as autograd's weight and input gradients of a given output gradient.
 Median and fastest of the calls made in about 0.3 s after one warm-up call.
 
-Usage: /work/venv-peers/bin/python bench/conv_groups.py [--threads 2] [--only TEXT]
+Usage: /work/venv-peers/bin/python bench/conv_groups.py [--threads 2] [--only TEXT] [--cpu]
 """
 import argparse, time
 import torch
@@ -30,13 +30,13 @@ CASES = [
 ]
 
 
-def timed(f):
+def timed(f, clock=time.perf_counter):
     f()
     times, start = [], time.perf_counter()
     while len(times) < 5 or time.perf_counter() - start < 0.3:
-        t = time.perf_counter()
+        t = clock()
         f()
-        times.append(time.perf_counter() - t)
+        times.append(clock() - t)
     times.sort()
     return times[len(times) // 2], times[0]
 
@@ -45,7 +45,10 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--only", default="")
+    ap.add_argument("--cpu", action="store_true",
+                    help="with --threads 1: the thread's CPU time (as CONV_CPU=1 for the example)")
     a = ap.parse_args()
+    clock = time.thread_time if a.cpu and a.threads == 1 else time.perf_counter
     torch.set_num_threads(a.threads)
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}")
     print("layer | batch | forward ms median (fastest) GFLOP/s GB/s | backward ms median (fastest) GFLOP/s GB/s")
@@ -59,14 +62,14 @@ def main():
         d = torch.rand_like(z) * 1e-3
         macs = f * (c // g) * k * k * z.numel() // f
         with torch.no_grad():
-            fm, fb = timed(lambda: conv(x))
+            fm, fb = timed(lambda: conv(x), clock)
 
         def backward():
             conv.weight.grad, x.grad = None, None
             conv(x).backward(d)
 
         # autograd's backward includes a forward; time it apart and subtract it.
-        bm_all, bb_all = timed(backward)
+        bm_all, bb_all = timed(backward, clock)
         bm, bb = bm_all - fm, bb_all - fb
         fwd_bytes = 4 * (x.numel() + conv.weight.numel() + z.numel())
         bwd_bytes = 4 * (2 * x.numel() + 2 * conv.weight.numel() + d.numel())

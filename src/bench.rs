@@ -44,6 +44,8 @@ pub struct BenchReport {
     pub batch: usize,
     pub threads: usize,
     pub forward_only: bool,
+    /// Batch normalizations folded into the convolution before them (inference only).
+    pub folded_batch_norms: usize,
     pub optimizer: Optimizer,
     pub steps_per_run: usize,
     /// Median over runs, and the slowest and fastest run.
@@ -78,7 +80,25 @@ pub fn run(spec: &Spec, cfg: &BenchConfig) -> Result<BenchReport> {
         max_batch: cfg.batch,
         threads: cfg.threads,
     };
-    let mut engine = Engine::new(spec, &init::init(spec, 1), settings)?;
+    // Inference runs the network with its batch normalizations folded (`fold`), as `eval` does;
+    // the counts and the layer table are then those of the folded network.
+    let params = init::init(spec, 1);
+    let (mut engine, folded) = if cfg.forward_only {
+        let running: Vec<(Vec<f64>, Vec<f64>)> = spec
+            .layers
+            .iter()
+            .map(|l| match l.kind {
+                crate::spec::Kind::BatchNorm => (vec![0.0; l.input.c], vec![1.0; l.input.c]),
+                _ => Default::default(),
+            })
+            .collect();
+        let (engine, f) = crate::fold::inference_engine(spec, &params, &running, settings)?;
+        (engine, Some(f))
+    } else {
+        (Engine::new(spec, &params, settings)?, None)
+    };
+    let label = spec.to_string();
+    let spec = folded.as_ref().map_or(spec, |f| &f.spec);
     let mut rng = ChaCha8Rng::seed_from_u64(1);
     let x: Vec<f32> = (0..cfg.batch * spec.input).map(|_| rng.r#gen::<f32>()).collect();
     let labels: Vec<u8> = (0..cfg.batch).map(|_| rng.gen_range(0..spec.outputs()) as u8).collect();
@@ -138,7 +158,8 @@ pub fn run(spec: &Spec, cfg: &BenchConfig) -> Result<BenchReport> {
         })
         .collect();
     Ok(BenchReport {
-        spec: spec.to_string(),
+        spec: label,
+        folded_batch_norms: folded.as_ref().map_or(0, |f| f.folded),
         batch: cfg.batch,
         threads: cfg.threads,
         forward_only: cfg.forward_only,

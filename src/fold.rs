@@ -10,6 +10,7 @@
 //! (`tests::folded_networks_infer_as_the_unfolded_ones`), with one product and one addition
 //! less per value of each folded normalization.
 
+use crate::engine::{Engine, RunningStats, Settings};
 use crate::error::{Error, Result};
 use crate::init::LayerParams;
 use crate::layers::batchnorm::EPS;
@@ -26,6 +27,8 @@ pub struct Folded {
     pub running: Vec<(Vec<f64>, Vec<f64>)>,
     /// For each layer of the folded spec, the layer of the original it comes from.
     pub origin: Vec<usize>,
+    /// Batch normalizations folded.
+    pub folded: usize,
 }
 
 /// For each layer, the convolution or dense layer a batch normalization folds into (None for
@@ -133,9 +136,57 @@ pub fn fold(spec: &Spec, params: &[LayerParams], running: &[(Vec<f64>, Vec<f64>)
             .iter()
             .map(|&l| if spec.layers[l].kind == Kind::BatchNorm { running[l].clone() } else { Default::default() })
             .collect(),
+        folded: spec.layers.len() - origin.len(),
         spec: folded,
         origin,
     })
+}
+
+/// Batch normalization's running statistics per layer, in f64, from the engine's form
+/// ([mean][variance] per normalization, in layer order; empty pairs for the other layers).
+pub fn running_per_layer(spec: &Spec, stats: &RunningStats) -> Result<Vec<(Vec<f64>, Vec<f64>)>> {
+    let mut at = 0;
+    let mut out = Vec::with_capacity(spec.layers.len());
+    for l in &spec.layers {
+        if l.kind != Kind::BatchNorm {
+            out.push(Default::default());
+            continue;
+        }
+        let c = l.input.c;
+        let Some(v) = stats.values.get(at..at + 2 * c) else {
+            return Err(Error::Usage(format!(
+                "the running statistics hold {} values, fewer than this network's batch normalizations need",
+                stats.values.len()
+            )));
+        };
+        out.push((v[..c].iter().map(|&x| x as f64).collect(), v[c..].iter().map(|&x| x as f64).collect()));
+        at += 2 * c;
+    }
+    Ok(out)
+}
+
+/// The fast engine for evaluation of a network with its batch normalizations folded
+/// (`eval`, `bench --forward-only`): the folded network's engine, the statistics of the
+/// normalizations that stay restored, and what was folded.
+pub fn inference_engine(
+    spec: &Spec,
+    params: &[LayerParams],
+    running: &[(Vec<f64>, Vec<f64>)],
+    settings: Settings,
+) -> Result<(Engine, Folded)> {
+    let folded = fold(spec, params, running)?;
+    let mut engine = Engine::new(&folded.spec, &folded.params, settings)?;
+    let kept: Vec<&(Vec<f64>, Vec<f64>)> = folded
+        .spec
+        .layers
+        .iter()
+        .zip(&folded.running)
+        .filter(|(l, _)| l.kind == Kind::BatchNorm)
+        .map(|(_, r)| r)
+        .collect();
+    let values = kept.iter().flat_map(|(m, v)| m.iter().chain(v).map(|&x| x as f32)).collect();
+    engine.set_running_stats(&RunningStats { values, batches: vec![0; kept.len()] })?;
+    Ok((engine, folded))
 }
 
 /// A network's inference cost beside that of its folded form (`count` shows both).
@@ -279,6 +330,41 @@ mod tests {
         let per_norm = (values + 4) + (2 * 4) + 4 + 4;
         assert_eq!(c.flops - c.folded_flops, 2 * per_norm as u128);
         assert_eq!(inference_cost(&parse("4-3", Defaults::default()).unwrap(), 2), None);
+    }
+
+    #[test]
+    fn the_folded_fast_engine_evaluates_as_the_unfolded_one() {
+        // What `eval` runs: the engine of the folded network, its statistics restored from the
+        // engine's form, against the unfolded engine with the same statistics.
+        let mut rng = ChaCha8Rng::seed_from_u64(31);
+        let text = "3x8x8-conv3x3x8s2p1b0-bn:relu-[conv3x3x8p1g8b0-bn:relu6-conv1x1x8b0-bn]:relu-bn-gap-6";
+        let spec = parse(text, Defaults::default()).unwrap();
+        let params = crate::init::init(&spec, 5);
+        let mut values = Vec::new();
+        for l in spec.layers.iter().filter(|l| l.kind == Kind::BatchNorm) {
+            values.extend((0..l.input.c).map(|_| rng.gen_range(-0.5f32..0.5)));
+            values.extend((0..l.input.c).map(|_| rng.gen_range(0.3f32..2.0)));
+        }
+        let stats = RunningStats { values, batches: vec![7; 4] };
+        let settings = Settings {
+            loss: crate::spec::Loss::Ce,
+            optimizer: crate::spec::Optimizer::Sgd,
+            hyper: crate::reference::Hyper::defaults(crate::spec::Optimizer::Sgd),
+            max_batch: 5,
+            threads: 2,
+        };
+        let mut plain = Engine::new(&spec, &params, settings).unwrap();
+        plain.set_running_stats(&stats).unwrap();
+        let running = running_per_layer(&spec, &stats).unwrap();
+        let (mut folded, f) = inference_engine(&spec, &params, &running, settings).unwrap();
+        assert_eq!((f.folded, f.spec.layers.len()), (3, spec.layers.len() - 3));
+        let x: Vec<f32> = (0..5 * spec.input).map(|_| rng.gen_range(-1.0..1.0)).collect();
+        let want = plain.forward(&x).unwrap().to_vec();
+        let got = folded.forward(&x).unwrap();
+        for (i, (&g, &w)) in got.iter().zip(&want).enumerate() {
+            assert!((g - w).abs() <= 1e-4 * w.abs().max(1e-3), "output {i}: {g} vs {w}");
+        }
+        assert!(running_per_layer(&spec, &RunningStats { values: vec![0.0; 5], batches: vec![] }).is_err());
     }
 
     #[test]

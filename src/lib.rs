@@ -12,6 +12,8 @@
 //!   compute and on a counting scalar to measure;
 //! - [`engine`]: the fast batched f32 engine (matrix-product kernels, both cores), for chains and
 //!   graphs alike;
+//! - [`fold`]: batch normalization folded into the convolution before it, for inference
+//!   (`eval`, `bench --forward-only`, and the folded cost `count` shows);
 //! - [`data`] and [`train`]: loaders, augmentation ([`data::augment`]: seeded crops and flips)
 //!   and the training loop (schedules, warmup; weight decay and AdamW live in the optimizers);
 //! - [`verify`]: measured == analytic, field by field;

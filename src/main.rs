@@ -952,8 +952,9 @@ fn eval_command(a: EvalArgs) -> Result<()> {
     let threads = threads(a.threads);
     let settings =
         Settings { loss, optimizer: Optimizer::Sgd, hyper: Hyper::defaults(Optimizer::Sgd), max_batch: batch, threads };
-    let mut engine = Engine::new(&spec, &params, settings)?;
-    engine.set_running_stats(&running)?;
+    // Batch normalization folded into the convolution before it (the same function, less work).
+    let stats = flopnet::fold::running_per_layer(&spec, &running)?;
+    let (mut engine, _) = flopnet::fold::inference_engine(&spec, &params, &stats, settings)?;
     let c = train::confusion(&mut engine, data)?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&c).map_err(|e| Error::Usage(e.to_string()))?);

@@ -29,19 +29,22 @@ fn count_prices_inference_with_batch_norm_folded_as_the_folded_network() {
     let out = Command::new(env!("CARGO_BIN_EXE_flopnet")).args(["count", given, "--batch", "2"]).output().unwrap();
     let text = String::from_utf8(out.stdout).unwrap();
     let line = text.lines().find(|l| l.starts_with("Inference")).expect("an inference line");
-    let num = |v: &serde_json::Value| {
-        let s = v.as_u64().unwrap().to_string();
-        let mut out = String::new();
-        for (i, ch) in s.chars().enumerate() {
-            if i > 0 && (s.len() - i).is_multiple_of(3) {
-                out.push(',');
-            }
-            out.push(ch);
-        }
-        out
-    };
+    let num = |v: &serde_json::Value| flopnet::report::format::thousands(v.as_u64().unwrap() as u128);
     assert!(line.contains(&num(&inf["flops"])) && line.contains(&num(&inf["folded_flops"])), "{line}");
     assert!(line.contains("2 batch normalizations folded") && line.contains("1 stays"), "{line}");
     // A network without batch normalization has no such line or key.
     assert!(count_json("4x6x6-conv3x3x4-5").get("inference").is_none());
+}
+
+#[test]
+fn bench_forward_only_runs_the_folded_network() {
+    let spec = "3x8x8-conv3x3x4p1b0-bn:relu-[conv3x3x4p1b0-bn]-bn-5";
+    let args =
+        ["bench", spec, "--batch", "4", "--threads", "1", "--runs", "1", "--steps", "2", "--json", "--forward-only"];
+    let out = Command::new(env!("CARGO_BIN_EXE_flopnet")).args(args).output().expect("the binary runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let inference: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(inference["folded_batch_norms"], 2);
+    // Its layers are the folded network's: the two folded normalizations are gone.
+    assert_eq!(inference["layers"].as_array().unwrap().len(), 5);
 }

@@ -90,6 +90,12 @@ pub fn bench_text(b: &BenchReport, predicted: Option<(&crate::predict::Predictio
         b.step_seconds * 1e6,
         b.gflops,
     );
+    if b.folded_batch_norms > 0 {
+        o += &format!(
+            "batch normalization folded into the layer before it ({} of them): the table shows the folded network\n",
+            b.folded_batch_norms
+        );
+    }
     o += &format!(
         "kernels {}: FMA ceiling {:.0} GFLOP/s on {} thread(s), {:.0}% of it counted\n",
         b.simd,
