@@ -259,6 +259,10 @@ struct TrainArgs {
     /// Continue the run checkpointed in DIR (same command line otherwise); keeps checkpointing there.
     #[arg(long, value_name = "DIR")]
     resume: Option<PathBuf>,
+    /// Under mpirun: seconds a rank waits for the others at a step's collectives, beyond twice
+    /// its own longest step, before it ends the job naming the ranks that did not come.
+    #[arg(long, value_name = "SECONDS", default_value_t = flopnet::dist::watchdog::DEFAULT_TIMEOUT_S, value_parser = numbers::parse_positive, allow_negative_numbers = true)]
+    rank_timeout: f64,
 }
 
 #[derive(Args)]
@@ -701,6 +705,7 @@ fn batch_for(batch: usize, examples: usize, what: &str) -> usize {
 /// the job on every rank (never a rank left waiting for the others), naming the rank.
 fn train_command(a: TrainArgs) -> Result<()> {
     let mut comm = flopnet::dist::connect()?;
+    comm.set_rank_timeout(std::time::Duration::try_from_secs_f64(a.rank_timeout).unwrap_or(std::time::Duration::MAX));
     let result = train_ranks(a, &mut *comm);
     if let Err(e) = &result
         && comm.size() > 1

@@ -69,6 +69,36 @@ fn two_ranks_until_a_checkpoint(args: &[String], dir: &Path) -> std::process::Ch
     job
 }
 
+/// The pid of rank `rank` of the job whose command line names `dir`: the flopnet process whose
+/// environment says so.
+#[allow(dead_code)]
+fn rank_pid(rank: usize, dir: &Path) -> i32 {
+    let tag = format!("OMPI_COMM_WORLD_RANK={rank}");
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .find(|pid| {
+            let env = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+            let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap_or_default();
+            exe.ends_with("flopnet")
+                && env.split(|&b| b == 0).any(|v| v == tag.as_bytes())
+                && std::fs::read(format!("/proc/{pid}/cmdline"))
+                    .unwrap_or_default()
+                    .windows(dir.as_os_str().len())
+                    .any(|w| w == dir.as_os_str().as_encoded_bytes())
+        })
+        .unwrap_or_else(|| panic!("rank {rank} is running"))
+}
+
+/// Whether process `pid` is gone (or a zombie: it runs no more).
+#[allow(dead_code)]
+fn gone(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat.rsplit_once(") ").is_some_and(|(_, rest)| rest.starts_with('Z')),
+        Err(_) => true,
+    }
+}
+
 #[allow(dead_code)]
 fn mpirun(ranks: &[Vec<String>]) -> Output {
     let mut c = mpirun_command();
@@ -169,21 +199,7 @@ fn a_killed_rank_ends_the_job_promptly_and_the_checkpoint_resumes() {
     };
     let first = args(["--checkpoint", ck.to_str().unwrap()]);
     let mut job = two_ranks_until_a_checkpoint(&first, &ck);
-    // Rank 1: the flopnet process whose environment says so.
-    let rank1 = std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
-        .find(|pid| {
-            let env = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
-            let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap_or_default();
-            exe.ends_with("flopnet")
-                && env.split(|&b| b == 0).any(|v| v == b"OMPI_COMM_WORLD_RANK=1")
-                && std::fs::read(format!("/proc/{pid}/cmdline"))
-                    .unwrap_or_default()
-                    .windows(ck.as_os_str().len())
-                    .any(|w| w == ck.as_os_str().as_encoded_bytes())
-        })
-        .expect("rank 1 is running");
+    let rank1 = rank_pid(1, &ck);
     // SAFETY: kill has no memory preconditions; the pid is our job's rank 1.
     unsafe { libc::kill(rank1, libc::SIGKILL) };
     let killed = Instant::now();
@@ -288,4 +304,71 @@ fn a_stopped_job_checkpoints_mid_epoch_and_resumes_to_the_same_model() {
     let again = ok(mpirun(&[args(&resumed, r), args(&resumed, r)]));
     assert!(again.contains("resuming from"), "{again}");
     assert!(std::fs::read(&whole).unwrap() == std::fs::read(&resumed).unwrap(), "the resumed run ends elsewhere");
+}
+
+/// A rank stopped without dying (SIGSTOP) ends the job on every rank within 10 s at the default
+/// --rank-timeout: the rank that waits for it names it, every process of the job is gone, and
+/// rank 0's last checkpoint is intact and resumes. Rank 1 stopped, then rank 0 (rank 1 speaks).
+#[cfg(feature = "mpi")]
+#[test]
+fn a_stopped_rank_ends_the_job_within_10_s_naming_it_and_the_checkpoint_resumes() {
+    use std::time::{Duration, Instant};
+    let _job = one_job();
+    for stopped in [1usize, 0] {
+        let dir = tempfile::tempdir().unwrap();
+        let ck = dir.path().join("ck");
+        let m = dir.path().join("m.st");
+        let args = |epochs: &str, extra: [&str; 2]| -> Vec<String> {
+            ["train", "784-400-10", "--epochs", epochs, "--batch", "8", "--threads", "1", "--seed", "5"]
+                .iter()
+                .chain(&extra)
+                .chain(&["--save", m.to_str().unwrap()])
+                .map(|s| s.to_string())
+                .collect()
+        };
+        let mut job = two_ranks_until_a_checkpoint(&args("16", ["--checkpoint", ck.to_str().unwrap()]), &ck);
+        let pids = [rank_pid(0, &ck), rank_pid(1, &ck)];
+        // Into the second epoch: the first one's checkpoint is written.
+        std::thread::sleep(Duration::from_millis(50));
+        // SAFETY: kill has no memory preconditions; the pid is one of our job's ranks.
+        unsafe { libc::kill(pids[stopped], libc::SIGSTOP) };
+        let at = Instant::now();
+        let ended = loop {
+            if job.try_wait().unwrap().is_some() && pids.iter().all(|&p| gone(p)) {
+                break at.elapsed();
+            }
+            if at.elapsed() > Duration::from_secs(10) {
+                for p in pids {
+                    // SAFETY: as above; ends what the test started.
+                    unsafe { libc::kill(p, libc::SIGKILL) };
+                }
+                let _ = job.kill();
+                let out = job.wait_with_output().unwrap();
+                panic!(
+                    "rank {stopped} stopped: the job still ran 10 s later\n{}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let out = job.wait_with_output().unwrap();
+        let (text, err) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        eprintln!("rank {stopped} stopped: the job ended {:.2} s later", ended.as_secs_f64());
+        assert!(!out.status.success(), "{text}\n{err}");
+        assert!(!text.contains("saved "), "the run finished before the stop:\n{text}");
+        let speaker = 1 - stopped;
+        let said = format!("flopnet: rank {speaker} of 2 waited ");
+        assert_eq!(err.matches(&said).count(), 1, "{err}");
+        assert!(err.contains(&format!(" for rank {stopped} at the all-reduce of ")), "{err}");
+        assert!(err.contains(&format!("rank {stopped} is stopped, stuck or far slower")), "{err}");
+        let c = flopnet::checkpoint::Checkpoint::load(&ck).expect("the checkpoint is intact");
+        drop(c);
+        if stopped == 0 {
+            // The checkpoint rank 0 wrote resumes: a constant rate may stop after fewer epochs.
+            let r = ["--resume", ck.to_str().unwrap()];
+            let again = ok(mpirun(&[args("2", r), args("2", r)]));
+            assert!(again.contains("resuming from") && again.contains("epoch   2"), "{again}");
+            assert!(m.exists());
+        }
+    }
 }

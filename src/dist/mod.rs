@@ -8,6 +8,7 @@
 //! [`traffic`], which needs no MPI library.
 
 pub mod traffic;
+pub mod watchdog;
 #[cfg(feature = "mpi")]
 mod world;
 
@@ -30,6 +31,13 @@ pub trait Comm {
     fn gather_u32(&mut self, mine: &[u32]) -> Vec<u32>;
     /// Ends the job on every rank with `code`.
     fn abort(&self, code: i32) -> !;
+    /// How long a rank waits for the others at a collective, on top of its own work
+    /// ([`watchdog::Watch::limit`]); past it the job ends on every rank, naming the ranks that
+    /// did not come.
+    fn set_rank_timeout(&mut self, _timeout: std::time::Duration) {}
+    /// This rank begins training step `step` (from 1): the limits of its collectives count from
+    /// here.
+    fn step_begins(&mut self, _step: u64) {}
 }
 
 /// One process: sums are the values themselves.

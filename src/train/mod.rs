@@ -424,6 +424,7 @@ pub fn train_on(
         for (k, idx) in order.chunks(plan.batch).enumerate().skip(pos.batch) {
             let b = idx.len();
             let (s, stop) = if comm.size() > 1 {
+                comm.step_begins(pos.step + 1);
                 crate::dist::step(engine, comm, train, idx, &mut shares, watcher.interrupted())?
             } else {
                 train.gather(idx, &mut xb[..b * f], &mut yb[..b]);
