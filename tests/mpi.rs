@@ -73,21 +73,32 @@ fn two_ranks_until_a_checkpoint(args: &[String], dir: &Path) -> std::process::Ch
 /// environment says so.
 #[allow(dead_code)]
 fn rank_pid(rank: usize, dir: &Path) -> i32 {
+    find_rank(rank, dir).unwrap_or_else(|| panic!("rank {rank} is running"))
+}
+
+/// [`rank_pid`], `None` while the rank is not running.
+#[allow(dead_code)]
+fn find_rank(rank: usize, dir: &Path) -> Option<i32> {
     let tag = format!("OMPI_COMM_WORLD_RANK={rank}");
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
-        .find(|pid| {
-            let env = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
-            let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap_or_default();
-            exe.ends_with("flopnet")
-                && env.split(|&b| b == 0).any(|v| v == tag.as_bytes())
-                && std::fs::read(format!("/proc/{pid}/cmdline"))
-                    .unwrap_or_default()
-                    .windows(dir.as_os_str().len())
-                    .any(|w| w == dir.as_os_str().as_encoded_bytes())
-        })
-        .unwrap_or_else(|| panic!("rank {rank} is running"))
+    std::fs::read_dir("/proc").unwrap().filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok()).find(|pid| {
+        let env = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+        let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap_or_default();
+        exe.ends_with("flopnet")
+            && env.split(|&b| b == 0).any(|v| v == tag.as_bytes())
+            && std::fs::read(format!("/proc/{pid}/cmdline"))
+                .unwrap_or_default()
+                .windows(dir.as_os_str().len())
+                .any(|w| w == dir.as_os_str().as_encoded_bytes())
+    })
+}
+
+/// Process `pid`'s CPU time so far (user and system), in clock ticks.
+#[allow(dead_code)]
+fn cpu_ticks(pid: i32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat.rsplit_once(") ").unwrap().1.split(' ').collect();
+    // utime and stime: fields 14 and 15 of stat, 12 and 13 after the name.
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
 }
 
 /// Whether process `pid` is gone (or a zombie: it runs no more).
@@ -371,4 +382,47 @@ fn a_stopped_rank_ends_the_job_within_10_s_naming_it_and_the_checkpoint_resumes(
             assert!(m.exists());
         }
     }
+}
+
+/// While rank 0 calibrates before training, rank 1 waits at the ranks' agreement check asleep,
+/// not spinning: over a stretch of the calibration it takes under a quarter of rank 0's CPU time
+/// (a spinning rank took as much as rank 0).
+#[cfg(feature = "mpi")]
+#[test]
+fn rank_1_sleeps_while_rank_0_calibrates() {
+    use std::time::{Duration, Instant};
+    let _job = one_job();
+    let dir = tempfile::tempdir().unwrap();
+    let profile = dir.path().join("profile.json");
+    let args: Vec<String> =
+        ["train", "784-32-10", "--epochs", "1", "--threads", "1", "--profile", profile.to_str().unwrap()]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+    let job = mpirun_command()
+        .args(["-n", "2", BIN])
+        .args(&args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let ranks = loop {
+        if let (Some(a), Some(b)) = (find_rank(0, dir.path()), find_rank(1, dir.path())) {
+            break [a, b];
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "the ranks did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    // Rank 1 loads the data and reaches the check in well under a second.
+    std::thread::sleep(Duration::from_millis(1500));
+    let before = ranks.map(cpu_ticks);
+    std::thread::sleep(Duration::from_millis(2500));
+    let after = ranks.map(cpu_ticks);
+    assert!(!profile.exists(), "the calibration ended before the stretch was timed");
+    let (r0, r1) = (after[0] - before[0], after[1] - before[1]);
+    let out = job.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(r0 > 0, "rank 0 did not run while calibrating");
+    assert!(4 * r1 < r0, "rank 1 took {r1} ticks of CPU while rank 0 took {r0} calibrating");
 }
