@@ -414,8 +414,8 @@ fn rank_1_sleeps_while_rank_0_calibrates() {
         assert!(started.elapsed() < Duration::from_secs(60), "the ranks did not start");
         std::thread::sleep(Duration::from_millis(20));
     };
-    // Rank 1 loads the data and reaches the check in well under a second.
-    std::thread::sleep(Duration::from_millis(1500));
+    // Rank 1 loads the data and reaches the check in well under a second, and sleeps after 1 s.
+    std::thread::sleep(Duration::from_millis(2500));
     let before = ranks.map(cpu_ticks);
     std::thread::sleep(Duration::from_millis(2500));
     let after = ranks.map(cpu_ticks);

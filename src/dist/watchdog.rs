@@ -21,9 +21,12 @@ pub const DEFAULT_TIMEOUT_S: f64 = 5.0;
 pub const STARTUP: Duration = Duration::from_secs(300);
 /// How long a rank whose limit passed listens for the others' answers.
 pub const GRACE: Duration = Duration::from_millis(500);
-/// After waiting this long at one collective a rank sleeps between polls: it is waiting for a
-/// rank that is still working, and spinning would take a core from it.
-pub const SPIN: Duration = Duration::from_millis(20);
+/// A rank waiting at one collective polls without pause this long, then sleeps 1 ms between
+/// polls: it waits for a rank that is still working (rank 0 calibrating, say), and spinning would
+/// take a core from it. Not sooner: on a busy machine a rank that sleeps or yields wakes late, the
+/// other rank then waits long enough to sleep too, and every step's wait grows to the scheduler's
+/// delay (`calibrate --mpi` measured 10 ms a message so, with 20 ms).
+pub const DOZE: Duration = Duration::from_secs(1);
 /// The exit code of a job ended by the watchdog.
 pub const EXIT_CODE: i32 = 1;
 

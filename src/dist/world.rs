@@ -54,16 +54,15 @@ fn wait<'a, D: ?Sized, S: Scope<'a>>(
             Err(r) => req = r,
         }
         let waited = start.elapsed();
-        if waited < listen_at {
-            continue;
+        if waited >= listen_at {
+            listen_at = waited + LISTEN_EVERY;
+            if waited > limit || world.any_process().immediate_probe_with_tag(HANG_TAG).is_some() {
+                // The request stays pending: the job ends here.
+                std::mem::forget(req);
+                give_up(world, watch, here, waited);
+            }
         }
-        listen_at = waited + LISTEN_EVERY;
-        if waited > limit || world.any_process().immediate_probe_with_tag(HANG_TAG).is_some() {
-            // The request stays pending: the job ends here.
-            std::mem::forget(req);
-            give_up(world, watch, here, waited);
-        }
-        if waited > watchdog::SPIN {
+        if waited > watchdog::DOZE {
             std::thread::sleep(Duration::from_millis(1));
         }
     }
