@@ -1,7 +1,8 @@
 //! `flopnet calibrate`: measures this machine through the engine's own kernels.
 
 use super::profile::{
-    ConvRates, GemmPoint, PoolRates, Profile, RegroupRates, SparseRates, StreamPoint, VERSION, machine_id,
+    ConvRates, DepthwiseRates, GemmPoint, PassRates, PoolRates, Profile, RegroupRates, SparseRates, StreamPoint,
+    VERSION, machine_id,
 };
 use crate::engine::gemm::{View, matmul};
 use crate::engine::team::Team;
@@ -230,7 +231,7 @@ fn layer_times(act: Activation, threads: usize) -> Result<(f64, f64)> {
 }
 
 /// A reference convolution for calibrate: a `c`×`side`×`side` input, k×k kernels padded by
-/// k/2, `f` filters, relu, at a batch; its input, weights and the engine's scratch.
+/// k/2 at stride `s`, `f` filters, relu, at a batch; its input, weights and the engine's scratch.
 struct RefConv {
     sh: crate::engine::conv::ConvShape,
     /// Output positions of the batch.
@@ -241,10 +242,10 @@ struct RefConv {
 }
 
 impl RefConv {
-    fn new((c, side, k, f): (usize, usize, usize, usize), batch: usize, team: &Team) -> Result<RefConv> {
+    fn new((c, side, k, f): (usize, usize, usize, usize), s: usize, batch: usize, team: &Team) -> Result<RefConv> {
         use crate::engine::conv::{ConvShape, Tiles};
         use crate::spec::{Conv, Kind, Layer, Padding, Shape};
-        let cv = Conv::plain(k, k, f, 1, Padding::Fixed(k / 2));
+        let cv = Conv::plain(k, k, f, s, Padding::Fixed(k / 2));
         let layer = Layer::after(Shape::new(c, side, side), Kind::Conv2d(cv), 0, Activation::Relu)
             .map_err(crate::Error::Usage)?;
         let Some(sh) = ConvShape::of(&layer) else { unreachable!("a convolution layer") };
@@ -258,10 +259,16 @@ impl RefConv {
     }
 }
 
-/// The engine's convolution rates on a [`RefConv`] of `shape` = (c, side, k, f).
-fn conv_rates(shape: (usize, usize, usize, usize), batch: usize, team: &Team, min_s: f64) -> Result<ConvRates> {
+/// The engine's convolution rates on a [`RefConv`] of `shape` = (c, side, k, f) at stride `s`.
+fn conv_rates(
+    shape: (usize, usize, usize, usize),
+    s: usize,
+    batch: usize,
+    team: &Team,
+    min_s: f64,
+) -> Result<ConvRates> {
     use crate::engine::conv::{conv_backward, conv_forward};
-    let RefConv { sh, n, x, w, mut scratch } = RefConv::new(shape, batch, team)?;
+    let RefConv { sh, n, x, w, mut scratch } = RefConv::new(shape, s, batch, team)?;
     let f = sh.f;
     let b = vec![0.1f32; f];
     let delta: Vec<f32> = (0..f * n).map(|i| (i % 11) as f32 / 11.0 - 0.5).collect();
@@ -293,7 +300,7 @@ fn sparse_rates(
     min_s: f64,
 ) -> Result<Option<SparseRates>> {
     use crate::engine::conv::{SPARSE_MAX_DENSITY, Tiles, conv_backward};
-    let RefConv { sh, n, x, w, mut scratch } = RefConv::new(shape, batch, team)?;
+    let RefConv { sh, n, x, w, mut scratch } = RefConv::new(shape, 1, batch, team)?;
     if !Tiles::for_shape(&sh).takes_sparse(&sh) {
         return Ok(None);
     }
@@ -355,6 +362,222 @@ fn regroup_rates((c, chunk): (usize, usize), batch: usize, min_s: f64) -> Regrou
     RegroupRates { chunk, to_rows: rows / n as f64, to_channels: channels / n as f64 }
 }
 
+/// A pointer that the pass tasks below use for disjoint channel ranges of one buffer.
+struct Shared(*mut f32);
+// SAFETY: every task writes the channels of its own range only.
+unsafe impl Sync for Shared {}
+
+impl Shared {
+    /// Channels `r` of a [C][n] buffer.
+    ///
+    /// # Safety
+    /// No other task may touch these channels while the slice lives.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn rows(&self, r: std::ops::Range<usize>, n: usize) -> &mut [f32] {
+        // SAFETY: the caller's range is in bounds and this task's alone.
+        unsafe { std::slice::from_raw_parts_mut(self.0.add(r.start * n), r.len() * n) }
+    }
+}
+
+/// (Σa, Σa·b) over 16 lanes of partial sums, as a vectorized per-channel reduction runs.
+fn lanes(a: &[f32], b: &[f32]) -> (f32, f32) {
+    let (mut s, mut q) = ([0.0f32; 16], [0.0f32; 16]);
+    for (ca, cb) in a.chunks_exact(16).zip(b.chunks_exact(16)) {
+        for l in 0..16 {
+            s[l] += ca[l];
+            q[l] += ca[l] * cb[l];
+        }
+    }
+    let tail = a.len() / 16 * 16;
+    let rest: f32 = a[tail..].iter().sum();
+    let rest_q: f32 = a[tail..].iter().zip(&b[tail..]).map(|(x, y)| x * y).sum();
+    (s.iter().sum::<f32>() + rest, q.iter().sum::<f32>() + rest_q)
+}
+
+/// The passes of [`PassRates`] over 64 channels of `values`/64 each, split over channels across
+/// the team as the engine splits its per-channel work (`conv::split_items`).
+fn pass_rates(values: usize, team: &Team, min_s: f64) -> PassRates {
+    use crate::engine::conv::split_items;
+    let c = 64;
+    let n = values / c;
+    let x: Vec<f32> = (0..c * n).map(|i| (i % 29) as f32 / 29.0 - 0.5).collect();
+    let d: Vec<f32> = (0..c * n).map(|i| (i % 31) as f32 / 31.0 - 0.5).collect();
+    let (mut y, mut sums_of) = (vec![0.0f32; c * n], vec![0.0f32; 2 * c]);
+    let sums = Shared(sums_of.as_mut_ptr());
+    let out = Shared(y.as_mut_ptr());
+    let (min_s, runs) = (2.0 * min_s, 3);
+    let per = |s: f64| s / (c * n) as f64;
+    let each = |f: &(dyn Fn(std::ops::Range<usize>) + Sync)| split_items(c, c * n, team, f);
+    let stats = time(min_s, runs, || {
+        each(&|r| {
+            for ch in r {
+                let (s, q) = lanes(&x[ch * n..(ch + 1) * n], &x[ch * n..(ch + 1) * n]);
+                // SAFETY: channel ch's two sums are this task's.
+                unsafe { sums.rows(2 * ch..2 * ch + 2, 1).copy_from_slice(&[s, q]) };
+            }
+        })
+    });
+    let scale = time(min_s, runs, || {
+        each(&|r| {
+            // SAFETY: channels r of y are this task's.
+            let y = unsafe { out.rows(r.clone(), n) };
+            for (k, ch) in r.enumerate() {
+                let (a, b) = (1.0 + ch as f32 * 1e-3, 0.5);
+                for (o, &v) in y[k * n..(k + 1) * n].iter_mut().zip(&x[ch * n..(ch + 1) * n]) {
+                    *o = a * v + b;
+                }
+            }
+        })
+    });
+    let grad_stats = time(min_s, runs, || {
+        each(&|r| {
+            for ch in r {
+                let (s, q) = lanes(&d[ch * n..(ch + 1) * n], &x[ch * n..(ch + 1) * n]);
+                // SAFETY: channel ch's two sums are this task's.
+                unsafe { sums.rows(2 * ch..2 * ch + 2, 1).copy_from_slice(&[s, q]) };
+            }
+        })
+    });
+    let grad_apply = time(min_s, runs, || {
+        each(&|r| {
+            // SAFETY: channels r of y are this task's.
+            let y = unsafe { out.rows(r.clone(), n) };
+            for (k, ch) in r.enumerate() {
+                let (a, b, c0) = (1.0 + ch as f32 * 1e-3, 0.25, 0.125);
+                let (v, g) = (&x[ch * n..(ch + 1) * n], &d[ch * n..(ch + 1) * n]);
+                for ((o, &xv), &dv) in y[k * n..(k + 1) * n].iter_mut().zip(v).zip(g) {
+                    *o = a * dv + b * xv + c0;
+                }
+            }
+        })
+    });
+    let add = time(min_s, runs, || {
+        each(&|r| {
+            // SAFETY: channels r of y are this task's.
+            let y = unsafe { out.rows(r.clone(), n) };
+            let s = r.start * n..r.end * n;
+            for ((o, &a), &b) in y.iter_mut().zip(&x[s.clone()]).zip(&d[s]) {
+                *o = a + b;
+            }
+        })
+    });
+    let copy = time(min_s, runs, || {
+        each(&|r| {
+            // SAFETY: channels r of y are this task's.
+            let y = unsafe { out.rows(r.clone(), n) };
+            y.copy_from_slice(&x[r.start * n..r.end * n]);
+        })
+    });
+    std::hint::black_box((&y, &sums_of));
+    PassRates {
+        values: c * n,
+        stats: per(stats),
+        scale: per(scale),
+        grad_stats: per(grad_stats),
+        grad_apply: per(grad_apply),
+        add: per(add),
+        copy: per(copy),
+    }
+}
+
+/// Dropout's forward over `values` values, as the reference draws its mask (ChaCha8, one f64
+/// per value): the mask and the product. Seconds per value.
+fn dropout_rate(values: usize, min_s: f64) -> f64 {
+    use rand::{Rng, SeedableRng};
+    let x: Vec<f32> = (0..values).map(|i| (i % 7) as f32).collect();
+    let (mut z, mut mask) = (vec![0.0f32; values], vec![0.0f32; values]);
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+    let s = time(2.0 * min_s, 3, || {
+        for ((m, o), &v) in mask.iter_mut().zip(z.iter_mut()).zip(&x) {
+            *m = if rng.r#gen::<f64>() < 0.5 { 0.0 } else { 2.0 };
+            *o = v * *m;
+        }
+    });
+    s / values as f64
+}
+
+/// A depthwise k×k convolution (padding k/2, stride 1) over 32 channels of 16×16 at batch 32:
+/// seconds per output value and window value of each pass. A direct loop over the
+/// channel-major planes ([C][B][H][W]), split over channels.
+fn depthwise_rates(k: usize, team: &Team, min_s: f64) -> DepthwiseRates {
+    use crate::engine::conv::split_items;
+    let (c, b, side) = (32, 32, 16);
+    let plane = side * side;
+    let n = b * plane;
+    let x: Vec<f32> = (0..c * n).map(|i| (i % 23) as f32 / 23.0).collect();
+    let w: Vec<f32> = (0..c * k * k).map(|i| (i % 5) as f32 / 5.0 - 0.4).collect();
+    let d: Vec<f32> = (0..c * n).map(|i| (i % 19) as f32 / 19.0 - 0.5).collect();
+    let (mut z, mut dx, mut dw) = (vec![0.0f32; c * n], vec![0.0f32; c * n], vec![0.0f32; c * k * k]);
+    let (zp, dxp, dwp) = (Shared(z.as_mut_ptr()), Shared(dx.as_mut_ptr()), Shared(dw.as_mut_ptr()));
+    let p = k / 2;
+    // Visits every tap of channel ch a row at a time: f(tap, first output, first input, length).
+    let taps = |f: &mut dyn FnMut(usize, usize, usize, usize)| {
+        for e in 0..b {
+            for i in 0..k {
+                for j in 0..k {
+                    let (lo, hi) = (p.saturating_sub(j), (side + p - j).min(side));
+                    for oy in p.saturating_sub(i)..(side + p - i).min(side) {
+                        let iy = oy + i - p;
+                        f(i * k + j, e * plane + oy * side + lo, e * plane + iy * side + lo + j - p, hi - lo);
+                    }
+                }
+            }
+        }
+    };
+    let (min_s, runs) = (2.0 * min_s, 3);
+    let forward = time(min_s, runs, || {
+        split_items(c, c * n * k * k, team, &|r| {
+            for ch in r {
+                // SAFETY: channel ch of z is this task's.
+                let z = unsafe { zp.rows(ch..ch + 1, n) };
+                z.fill(0.0);
+                let (xc, wc) = (&x[ch * n..(ch + 1) * n], &w[ch * k * k..(ch + 1) * k * k]);
+                taps(&mut |t, o, i, len| {
+                    for (zo, &xi) in z[o..o + len].iter_mut().zip(&xc[i..i + len]) {
+                        *zo += wc[t] * xi;
+                    }
+                });
+            }
+        })
+    });
+    let weight_grad = time(min_s, runs, || {
+        split_items(c, c * n * k * k, team, &|r| {
+            for ch in r {
+                // SAFETY: channel ch of dW is this task's.
+                let g = unsafe { dwp.rows(ch..ch + 1, k * k) };
+                g.fill(0.0);
+                let (xc, dc) = (&x[ch * n..(ch + 1) * n], &d[ch * n..(ch + 1) * n]);
+                taps(&mut |t, o, i, len| {
+                    g[t] += dc[o..o + len].iter().zip(&xc[i..i + len]).map(|(a, b)| a * b).sum::<f32>();
+                });
+            }
+        })
+    });
+    let input_grad = time(min_s, runs, || {
+        split_items(c, c * n * k * k, team, &|r| {
+            for ch in r {
+                // SAFETY: channel ch of dx is this task's.
+                let g = unsafe { dxp.rows(ch..ch + 1, n) };
+                g.fill(0.0);
+                let (wc, dc) = (&w[ch * k * k..(ch + 1) * k * k], &d[ch * n..(ch + 1) * n]);
+                taps(&mut |t, o, i, len| {
+                    for (gi, &d) in g[i..i + len].iter_mut().zip(&dc[o..o + len]) {
+                        *gi += wc[t] * d;
+                    }
+                });
+            }
+        })
+    });
+    std::hint::black_box((&z, &dx, &dw));
+    let per = (c * n * k * k) as f64;
+    DepthwiseRates {
+        window: k * k,
+        forward: forward / per,
+        weight_grad: weight_grad / per,
+        input_grad: input_grad / per,
+    }
+}
+
 /// Measures everything the time model needs; about 11 s, or 3 s with `quick`.
 pub fn calibrate(threads: usize, quick: bool) -> Result<Profile> {
     simd::flush_denormals();
@@ -366,7 +589,8 @@ pub fn calibrate(threads: usize, quick: bool) -> Result<Profile> {
     let mut activation_forward = Vec::new();
     let mut activation_backward = Vec::new();
     for act in Activation::ALL {
-        let (f, b) = layer_times(act, threads)?;
+        // Identity is the baseline itself: measured again, it would differ by noise alone.
+        let (f, b) = if act == Activation::Identity { (f0, b0) } else { layer_times(act, threads)? };
         let per = 16.0 * 4096.0;
         activation_forward.push((act.name().to_string(), ((f - f0) / per).max(0.0)));
         activation_backward.push((act.name().to_string(), ((b - b0) / per).max(0.0)));
@@ -385,8 +609,14 @@ pub fn calibrate(threads: usize, quick: bool) -> Result<Profile> {
         let _ = e.train_step(&[0.5], &[0]);
     });
     let conv_panel =
-        vec![conv_rates((16, 13, 3, 32), 16, &team, min_s)?, conv_rates((32, 14, 5, 64), 8, &team, min_s)?];
-    let conv_small = vec![conv_rates((1, 28, 3, 16), 16, &team, min_s)?, conv_rates((1, 28, 5, 32), 16, &team, min_s)?];
+        vec![conv_rates((16, 13, 3, 32), 1, 16, &team, min_s)?, conv_rates((32, 14, 5, 64), 1, 8, &team, min_s)?];
+    let conv_small =
+        vec![conv_rates((1, 28, 3, 16), 1, 16, &team, min_s)?, conv_rates((1, 28, 5, 32), 1, 16, &team, min_s)?];
+    let conv_strided =
+        vec![conv_rates((16, 16, 3, 32), 2, 32, &team, min_s)?, conv_rates((64, 16, 3, 64), 2, 16, &team, min_s)?];
+    let depthwise = vec![depthwise_rates(3, &team, min_s), depthwise_rates(5, &team, min_s)];
+    let passes: Vec<PassRates> = [64 << 10, 512 << 10, 4 << 20].iter().map(|&n| pass_rates(n, &team, min_s)).collect();
+    let dropout = dropout_rate(256 << 10, min_s);
     let conv_sparse =
         [sparse_rates((16, 13, 3, 32), 16, &team, min_s)?, sparse_rates((32, 14, 5, 64), 8, &team, min_s)?];
     let conv_sparse = conv_sparse.into_iter().flatten().collect();
@@ -426,6 +656,10 @@ pub fn calibrate(threads: usize, quick: bool) -> Result<Profile> {
         layer_overhead: 0.0,
         pool,
         regroup,
+        conv_strided,
+        depthwise,
+        passes,
+        dropout,
         quick,
         simd: simd::path().name().to_string(),
         fma_ceiling: simd::fma_ceiling(&team),

@@ -1,9 +1,11 @@
 //! The time model: the ledger's work, the bytes each phase moves, and a machine's rates.
 
 use super::devices::Device;
-use super::profile::{ConvRates, GemmPoint, Profile, RegroupRates, SparseRates, StreamPoint};
+use super::profile::{
+    ConvRates, DepthwiseRates, GemmPoint, PassRates, Profile, RegroupRates, SparseRates, StreamPoint,
+};
 use crate::cost::Config;
-use crate::spec::{Activation, Conv, Kind, Layer, Loss, Optimizer, Spec};
+use crate::spec::{Activation, Conv, Kind, Layer, Loss, Optimizer, Source, Spec};
 use serde::Serialize;
 
 /// Where the rates come from.
@@ -118,6 +120,57 @@ fn conv_rates(refs: &[ConvRates], k: usize) -> ConvRates {
     }
 }
 
+/// The depthwise rates at window size `k` (kh·kw), placed as [`conv_rates`] places rates
+/// (linear in the costs).
+fn depthwise_rates(refs: &[DepthwiseRates], k: usize) -> DepthwiseRates {
+    let Some((a, b, t)) = bracket_window(refs, |r| r.window, k) else {
+        return DepthwiseRates { window: k, forward: 0.0, weight_grad: 0.0, input_grad: 0.0 };
+    };
+    let mix = |x: f64, y: f64| x * (1.0 - t) + y * t;
+    DepthwiseRates {
+        window: k,
+        forward: mix(a.forward, b.forward),
+        weight_grad: mix(a.weight_grad, b.weight_grad),
+        input_grad: mix(a.input_grad, b.input_grad),
+    }
+}
+
+/// The per-value passes of graph networks (the fields of [`PassRates`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum PassKind {
+    Stats,
+    Scale,
+    GradStats,
+    GradApply,
+    Add,
+    Copy,
+}
+
+impl PassKind {
+    fn rate(self, r: &PassRates) -> f64 {
+        match self {
+            PassKind::Stats => r.stats,
+            PassKind::Scale => r.scale,
+            PassKind::GradStats => r.grad_stats,
+            PassKind::GradApply => r.grad_apply,
+            PassKind::Add => r.add,
+            PassKind::Copy => r.copy,
+        }
+    }
+
+    /// Bytes moved and arithmetic done per value, for the roofline.
+    fn traffic(self) -> (f64, f64) {
+        match self {
+            PassKind::Stats => (4.0, 2.0),
+            PassKind::Scale => (8.0, 2.0),
+            PassKind::GradStats => (8.0, 4.0),
+            PassKind::GradApply => (12.0, 4.0),
+            PassKind::Add => (12.0, 1.0),
+            PassKind::Copy => (8.0, 0.0),
+        }
+    }
+}
+
 /// The sparse backward's costs at window size `k`, placed as [`conv_rates`] places rates
 /// (linear in the costs); None without any.
 fn sparse_rates(refs: &[SparseRates], k: usize) -> Option<SparseRates> {
@@ -203,6 +256,28 @@ impl Model<'_> {
         }
     }
 
+    /// A roofline pass of `flop` arithmetic over `items` values of `bytes_per` bytes each.
+    fn stream_flops(&self, flop: f64, items: usize, bytes_per: f64) -> f64 {
+        match self.machine {
+            Machine::Measured(_) => self.stream(items, bytes_per, flop / items.max(1) as f64),
+            Machine::Roofline { vector_gflops, bandwidth_gbs, .. } => {
+                (flop / (vector_gflops * 1e9)).max(items as f64 * bytes_per / (bandwidth_gbs * 1e9))
+            }
+        }
+    }
+
+    /// One of the graph networks' per-value passes over `values` values (a batch's worth):
+    /// at the rate calibrate measured for it at the nearest sizes (log-linear between them).
+    fn pass(&self, kind: PassKind, values: usize) -> f64 {
+        match self.machine {
+            Machine::Measured(p) => values as f64 * per_value(&p.passes, |r| r.values, |r| kind.rate(r), values),
+            Machine::Roofline { .. } => {
+                let (bytes, flop) = kind.traffic();
+                self.stream(values, bytes, flop)
+            }
+        }
+    }
+
     fn activation(&self, act: Activation, items: usize, backward: bool) -> f64 {
         match self.machine {
             Machine::Measured(p) => {
@@ -271,30 +346,51 @@ impl Model<'_> {
 
     /// A convolution: three products of M = B·H'·W' rows (output positions) by K = C·kh·kw (a
     /// window) by N = F, 2·M·K·N FLOPs each — the forward, the weight gradient and (unless it is
-    /// the first layer) the input gradient. On a measured machine each runs at the rate
-    /// calibrate measured for that pass through the engine's own convolutions at a reference
-    /// shape of the same kind (the panel product for stride 1 over more than 64 window values,
-    /// else the small kernels), windows, bias, relu and scatter included. Under a roofline, as
-    /// im2col: the window values copied into columns, the products, col2im's scatter back.
+    /// the first layer) the input gradient. With g groups each group is such a convolution of
+    /// C/g channels and F/g filters (K = C/g·kh·kw), g of them. On a measured machine each
+    /// runs at the rate calibrate measured for that pass through the engine's own convolutions
+    /// at reference shapes of the same kind — the small kernels for windows of at most 64
+    /// values, else the panel product at stride 1 and the packed product over im2col tiles at
+    /// other strides — windows, bias, relu and scatter included. A depthwise convolution (one
+    /// group per channel) runs its own kernel, priced per output value and window value at the
+    /// measured rates. Under a roofline, as im2col: the window values copied into columns, the
+    /// products, col2im's scatter back (a depthwise one as a pass at the vector peak).
     ///
     /// Where δ is expected sparse enough for the engine's sparse backward ([`expected_density`]
-    /// at most `SPARSE_MAX_DENSITY`, C a multiple of 8, a profile that measured it), the two
-    /// gradients cost, per dense GFLOP, a + b·ρ as calibrate fitted them.
+    /// at most `SPARSE_MAX_DENSITY`, C a multiple of 8, ungrouped, a profile that measured
+    /// it), the two gradients cost, per dense GFLOP, a + b·ρ as calibrate fitted them.
     fn conv(&self, l: &Layer, c: &Conv, b: usize, first: bool, next: Option<&Layer>) -> (f64, f64) {
         // Saturating: a spec too large to train still gets a (huge) time, not an overflow.
         let rows = b.saturating_mul(l.output.h).saturating_mul(l.output.w);
-        let k = l.input.c.saturating_mul(c.kh).saturating_mul(c.kw);
+        let window = c.kh * c.kw;
+        let k = (l.input.c / c.groups.max(1)).saturating_mul(window);
         let f = c.filters;
         let outputs = b.saturating_mul(l.outputs);
         let delta = self.activation(l.activation, outputs, true);
+        let act = self.activation(l.activation, outputs, false);
+        let depthwise = c.groups > 1 && c.groups == l.input.c;
         if let Machine::Measured(p) = self.machine {
-            let r = conv_rates(if c.stride == 1 && k > 64 { &p.conv_panel } else { &p.conv_small }, k);
+            if depthwise {
+                let r = depthwise_rates(&p.depthwise, window);
+                let taps = outputs as f64 * window as f64;
+                let input_grad = if first { 0.0 } else { taps * r.input_grad };
+                return (taps * r.forward + act, delta + taps * r.weight_grad + input_grad);
+            }
+            let refs = if k <= 64 {
+                &p.conv_small
+            } else if c.stride == 1 {
+                &p.conv_panel
+            } else {
+                &p.conv_strided
+            };
+            let r = conv_rates(refs, k);
             let gflop = 2.0 * rows as f64 * k as f64 * f as f64 / 1e9;
-            let forward = gflop / r.forward.max(1e-3) + self.activation(l.activation, outputs, false);
+            let forward = gflop / r.forward.max(1e-3) + act;
             let rho = expected_density(l, next);
-            let sparse = (l.input.c.is_multiple_of(8) && rho <= crate::engine::conv::SPARSE_MAX_DENSITY as f64)
-                .then(|| sparse_rates(&p.conv_sparse, k))
-                .flatten();
+            let sparse =
+                (c.groups == 1 && l.input.c.is_multiple_of(8) && rho <= crate::engine::conv::SPARSE_MAX_DENSITY as f64)
+                    .then(|| sparse_rates(&p.conv_sparse, k))
+                    .flatten();
             let (weight_grad, input_grad) = match sparse {
                 Some(s) => {
                     (gflop * (s.weight_grad.0 + s.weight_grad.1 * rho), gflop * (s.input_grad.0 + s.input_grad.1 * rho))
@@ -303,11 +399,15 @@ impl Model<'_> {
             };
             return (forward, delta + weight_grad + if first { 0.0 } else { input_grad });
         }
+        if depthwise {
+            // Each output value: kh·kw multiply-adds over values read once and written once.
+            let taps = outputs.saturating_mul(window);
+            let pass = |n: usize| self.stream_flops(2.0 * taps as f64, n, 8.0);
+            let input_grad = if first { 0.0 } else { pass(b.saturating_mul(l.inputs)) };
+            return (pass(outputs) + act, delta + pass(outputs) + input_grad);
+        }
         let im2col = self.stream(rows.saturating_mul(k), 8.0, 0.0);
-        let forward = im2col
-            + self.gemm(|p| &p.forward, rows, k, f)
-            + self.stream(outputs, 8.0, 1.0)
-            + self.activation(l.activation, outputs, false);
+        let forward = im2col + self.gemm(|p| &p.forward, rows, k, f) + self.stream(outputs, 8.0, 1.0) + act;
         let input_grad = if first {
             0.0
         } else {
@@ -340,6 +440,62 @@ impl Model<'_> {
         (forward, backward)
     }
 
+    /// Batch normalization in training over its B·C·H·W values: forward, the statistics pass
+    /// (sum and sum of squares per channel) and the normalizing pass (the running statistics
+    /// are C values); backward, the two reductions per channel (Σδ, Σδ·x̂: the gradients of β
+    /// and γ) and, unless nothing needs it, the pass forming the input gradient. Its
+    /// activation, as a dense layer's, per value.
+    fn batch_norm(&self, l: &Layer, b: usize, first: bool) -> (f64, f64) {
+        let n = b.saturating_mul(l.outputs);
+        let forward =
+            self.pass(PassKind::Stats, n) + self.pass(PassKind::Scale, n) + self.activation(l.activation, n, false);
+        let input_grad = if first { 0.0 } else { self.pass(PassKind::GradApply, n) };
+        let backward = self.activation(l.activation, n, true) + self.pass(PassKind::GradStats, n) + input_grad;
+        (forward, backward)
+    }
+
+    /// An elementwise sum of `inputs` inputs: one pass adding each further input; backward
+    /// hands δ to each input that is a node (a copy each).
+    fn add(&self, l: &Layer, b: usize, inputs: usize, to_nodes: usize) -> (f64, f64) {
+        let n = b.saturating_mul(l.outputs);
+        let forward =
+            inputs.saturating_sub(1) as f64 * self.pass(PassKind::Add, n) + self.activation(l.activation, n, false);
+        let backward = self.activation(l.activation, n, true) + to_nodes as f64 * self.pass(PassKind::Copy, n);
+        (forward, backward)
+    }
+
+    /// Concatenation: each input copied into its channels; backward, each node input's channels
+    /// of δ copied back (`to_nodes` values per example).
+    fn concat(&self, l: &Layer, b: usize, to_nodes: usize) -> (f64, f64) {
+        (self.pass(PassKind::Copy, b.saturating_mul(l.outputs)), self.pass(PassKind::Copy, b.saturating_mul(to_nodes)))
+    }
+
+    /// Global and adaptive average pooling: a reduction over every input value; backward
+    /// writes each input's share of δ.
+    fn average(&self, l: &Layer, b: usize, first: bool) -> (f64, f64) {
+        let (n, m) = (b.saturating_mul(l.inputs), b.saturating_mul(l.outputs));
+        let forward = self.pass(PassKind::Stats, n) + self.activation(l.activation, m, false);
+        let backward = self.activation(l.activation, m, true) + if first { 0.0 } else { self.pass(PassKind::Copy, n) };
+        (forward, backward)
+    }
+
+    /// Dropout in training: a mask drawn per value and applied; backward, δ times the mask.
+    fn dropout(&self, l: &Layer, b: usize, first: bool) -> (f64, f64) {
+        let n = b.saturating_mul(l.outputs);
+        let forward = match self.machine {
+            Machine::Measured(p) => n as f64 * p.dropout,
+            Machine::Roofline { .. } => self.stream(n, 12.0, 1.0),
+        };
+        (forward, if first { 0.0 } else { self.pass(PassKind::Add, n) })
+    }
+
+    /// The zero-padding shortcut: every output value written (the input's picked rows and
+    /// columns, zeros beyond); backward, the input gradient gathered from δ.
+    fn zero_pad(&self, l: &Layer, b: usize, first: bool) -> (f64, f64) {
+        let backward = if first { 0.0 } else { self.pass(PassKind::Copy, b.saturating_mul(l.inputs)) };
+        (self.pass(PassKind::Copy, b.saturating_mul(l.outputs)), backward)
+    }
+
     /// A layer's input changing layout on the way in (and its gradient on the way back), as
     /// the engine's [`Feed`] says: `c` planes of `chunk` values per example copied one plane at
     /// a time. Under a roofline, a read and a write of each value.
@@ -363,29 +519,52 @@ impl Model<'_> {
         }
     }
 
-    /// One training step over `b` examples: per layer, the loss, and the fixed cost.
+    /// One training step over `b` examples: per node, the loss, and the fixed cost. A node read
+    /// by k later nodes receives k gradients: the k − 1 after the first are added in (a pass
+    /// each, in its backward).
     fn step(&self, spec: &Spec, loss: Loss, opt: Optimizer, b: usize) -> (Vec<LayerTime>, f64, f64) {
         let last = spec.layers.len() - 1;
         // At one example the engine updates dense layers as their gradients are formed.
         let fused = b == 1 && matches!(opt, Optimizer::Sgd | Optimizer::Momentum);
-        let feeds = crate::engine::feeds(spec);
+        let feeds = feeds(spec);
         let footprint = crate::cost::memory::memory_for_threads(spec, opt, b as u128, self.threads).peak as f64;
+        let mut readers = vec![Vec::new(); spec.layers.len()];
+        for (i, reads) in spec.sources.iter().enumerate() {
+            for s in reads {
+                if let Source::Node(j) = s {
+                    readers[*j].push(i);
+                }
+            }
+        }
         let layers = spec
             .layers
             .iter()
             .enumerate()
             .map(|(i, l)| {
+                let first = spec.reads_data(i);
                 let from_ce = i == last && loss == Loss::Ce && l.activation == Activation::Softmax;
-                let (forward, backward) = match l.kind {
-                    Kind::Dense => self.dense(l, b, i == 0, from_ce, fused),
-                    Kind::Conv2d(c) => self.conv(l, &c, b, i == 0, spec.layers.get(i + 1)),
-                    Kind::MaxPool(_) | Kind::AvgPool(_) => self.pool(l, b, i == 0, footprint),
-                    // The time model prices what the fast engine runs; callers refuse the rest
-                    // (Spec::fast_engine_check) before asking.
-                    _ => (0.0, 0.0),
+                let next = match readers[i].as_slice() {
+                    [one] => spec.layers.get(*one),
+                    _ => None,
                 };
-                let (into, back) = self.regroup(feeds[i], b, i == 0);
-                let (forward, backward) = (forward + into, backward + back);
+                let sources = &spec.sources[i];
+                let nodes: Vec<usize> =
+                    sources.iter().filter_map(|s| if let Source::Node(j) = s { Some(*j) } else { None }).collect();
+                let (forward, backward) = match l.kind {
+                    Kind::Dense => self.dense(l, b, first, from_ce, fused),
+                    Kind::Conv2d(c) => self.conv(l, &c, b, first, next),
+                    Kind::MaxPool(_) | Kind::AvgPool(_) => self.pool(l, b, first, footprint),
+                    Kind::BatchNorm => self.batch_norm(l, b, first),
+                    Kind::Add(_) => self.add(l, b, sources.len(), nodes.len()),
+                    Kind::Concat => self.concat(l, b, nodes.iter().map(|&j| spec.layers[j].outputs).sum()),
+                    Kind::GlobalAvgPool | Kind::AdaptiveAvgPool(..) => self.average(l, b, first),
+                    Kind::Dropout(_) => self.dropout(l, b, first),
+                    Kind::ZeroPad { .. } => self.zero_pad(l, b, first),
+                };
+                let (into, back) = self.regroup(feeds[i], b, first);
+                let fan_out =
+                    readers[i].len().saturating_sub(1) as f64 * self.pass(PassKind::Add, b.saturating_mul(l.outputs));
+                let (forward, backward) = (forward + into, backward + back + fan_out);
                 let update = match (l.params(), fused && l.kind == Kind::Dense) {
                     (0, _) => 0.0,
                     (n, true) => self.fused_update(opt, n as usize),
@@ -401,6 +580,51 @@ impl Model<'_> {
         };
         (layers, loss_s, self.overhead() + per_layer * spec.layers.len() as f64)
     }
+}
+
+/// Where each node's values are rows ([B][C][P], as examples arrive and dense layers keep them)
+/// rather than channel-major ([C][B][P], as the engine keeps images): dense nodes, and the
+/// kinds that keep their input's form (batch normalization, dropout, joins) over flat rows.
+fn rows(spec: &Spec) -> Vec<bool> {
+    let mut rows = Vec::with_capacity(spec.layers.len());
+    for (l, layer) in spec.layers.iter().enumerate() {
+        let keeps = matches!(layer.kind, Kind::BatchNorm | Kind::Dropout(_) | Kind::Add(_) | Kind::Concat);
+        let r = layer.kind == Kind::Dense
+            || keeps
+                && !layer.output.is_image()
+                && spec.sources[l].iter().all(|s| match s {
+                    Source::Input => true,
+                    Source::Node(j) => rows[*j],
+                });
+        rows.push(r);
+    }
+    rows
+}
+
+/// How each node's (first) input reaches it, as the engine's `Feed` for a chain: the input's
+/// rows transposed to channels for an image node (C > 1), an image node's channels to rows for
+/// a dense one (C > 1), else as they are.
+fn feeds(spec: &Spec) -> Vec<Feed> {
+    let rows = rows(spec);
+    spec.layers
+        .iter()
+        .enumerate()
+        .map(|(l, _)| {
+            let src = spec.sources[l][0];
+            let shape = spec.shape_of(src);
+            let src_rows = match src {
+                Source::Input => true,
+                Source::Node(j) => rows[j],
+            };
+            let (c, p) = (shape.c, shape.h * shape.w);
+            match (src_rows, rows[l]) {
+                _ if c == 1 => Feed::Direct,
+                (true, false) => Feed::ToChannels { c, p },
+                (false, true) => Feed::ToRows { c, p },
+                _ => Feed::Direct,
+            }
+        })
+        .collect()
 }
 
 /// One training step's modelled seconds at batch `b` on a measured machine: layers, loss and

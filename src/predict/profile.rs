@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
 /// Bumped whenever the fields or what they mean change; an older file is rebuilt, not trusted.
-pub const VERSION: u32 = 10;
+pub const VERSION: u32 = 11;
 
 /// Matrix-product throughput at one shape: C[m×n] = A[m×k]·B[k×n].
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -63,6 +63,35 @@ pub struct RegroupRates {
     pub to_channels: f64,
 }
 
+/// The per-value passes of graph networks over channel-major values ([C][B·H·W]), at one size
+/// of `values` per array: seconds per value of each. `stats`: per-channel sum and sum of
+/// squares (batch normalization's statistics; a mean per channel); `scale`: y = a·x + b per
+/// channel (normalizing); `grad_stats`: per-channel Σδ and Σδ·x (batch normalization's
+/// backward reductions); `grad_apply`: dx = a·δ + b·x + c per channel; `add`: z = x + y (a
+/// residual join, a gradient accumulated over fan-out); `copy`: a contiguous copy (concat,
+/// shortcuts, gradients handed on).
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq)]
+pub struct PassRates {
+    pub values: usize,
+    pub stats: f64,
+    pub scale: f64,
+    pub grad_stats: f64,
+    pub grad_apply: f64,
+    pub add: f64,
+    pub copy: f64,
+}
+
+/// A depthwise convolution (one k×k filter per channel) at one reference shape: seconds per
+/// output value and window value (B·C·H'·W' · kh·kw) of the forward, the weight gradient and
+/// the input gradient.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq)]
+pub struct DepthwiseRates {
+    pub window: usize,
+    pub forward: f64,
+    pub weight_grad: f64,
+    pub input_grad: f64,
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct Profile {
     pub version: u32,
@@ -106,6 +135,17 @@ pub struct Profile {
     /// (5×5 and 32×32), each list by size.
     pub pool: Vec<PoolRates>,
     pub regroup: Vec<RegroupRates>,
+    /// Strided convolutions over more than 64 window values (im2col tiles and the packed
+    /// product; 16x16x16 and 64x16x16 with 3×3 kernels at stride 2), by window size.
+    pub conv_strided: Vec<ConvRates>,
+    /// Depthwise convolutions (3×3 and 5×5 over 32x16x16), by window size.
+    pub depthwise: Vec<DepthwiseRates>,
+    /// The graph networks' per-value passes at three sizes (256 KiB, 2 MiB and 16 MiB an array),
+    /// by size.
+    pub passes: Vec<PassRates>,
+    /// Dropout's mask (drawn and applied), seconds per value, forward; its backward is a
+    /// product with the mask (`passes`' add).
+    pub dropout: f64,
     /// Measured by `calibrate --quick` (what a first run does on its own): one pass of each
     /// table, rough enough that `train` does not print predictions from it.
     #[serde(default)]
@@ -220,6 +260,10 @@ impl Profile {
             || p.momentum_fused.is_empty()
             || p.pool.is_empty()
             || p.regroup.is_empty()
+            || p.conv_strided.is_empty()
+            || p.depthwise.is_empty()
+            || p.passes.is_empty()
+            || !p.dropout.is_finite()
             || !p.step_overhead.is_finite()
             || !p.layer_overhead.is_finite()
         {
