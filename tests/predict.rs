@@ -203,8 +203,9 @@ fn a_residual_join_costs_its_sum_and_the_gradient_it_accumulates() {
     let sum = &g.layers[6];
     let add = pass_at(p, n, |r| r.add);
     let copy = pass_at(p, n, |r| r.copy);
-    // Forward: one pass adding the two inputs. Backward: δ handed to both (a copy each).
-    assert!((sum.forward_seconds - n as f64 * add).abs() <= 1e-9 * sum.forward_seconds);
+    // Forward: the first input copied, the second added. Backward: δ handed to both (a copy
+    // each: the sum is the last reader of both, and backward runs in reverse).
+    assert!((sum.forward_seconds - n as f64 * (copy + add)).abs() <= 1e-9 * sum.forward_seconds);
     assert!((sum.backward_seconds - 2.0 * n as f64 * copy).abs() <= 1e-9 * sum.backward_seconds);
     // The block's input (layer 2) gets its gradient from two readers: one more add.
     let extra = g.layers[1].backward_seconds - a.layers[1].backward_seconds;
@@ -232,11 +233,11 @@ fn batch_norm_and_depthwise_convolutions_are_priced_from_their_own_measurements(
     let spec = parse("16x16x16-conv3x3x16p1b0-bn-conv3x3x16p1g16:identity-gap-10", Defaults::default()).unwrap();
     let n = 16 * 16 * 16 * 16;
     let t = predict::predict(&spec, &cfg(16), Machine::Measured(p), 1);
-    // Training: the statistics and the normalizing pass; backward the two reductions and the
-    // pass forming the input gradient.
+    // Training, at the rates of the engine's batch normalization (statistics and normalizing;
+    // backward the two sums and the input gradient).
     let bn = &t.layers[1];
-    let fwd = n as f64 * (pass_at(p, n, |r| r.stats) + pass_at(p, n, |r| r.scale));
-    let bwd = n as f64 * (pass_at(p, n, |r| r.grad_stats) + pass_at(p, n, |r| r.grad_apply));
+    let fwd = n as f64 * pass_at(p, n, |r| r.norm_forward);
+    let bwd = n as f64 * pass_at(p, n, |r| r.norm_backward);
     assert!((bn.forward_seconds - fwd).abs() <= 1e-9 * fwd, "{} vs {fwd}", bn.forward_seconds);
     assert!((bn.backward_seconds - bwd).abs() <= 1e-9 * bwd, "{} vs {bwd}", bn.backward_seconds);
     // The depthwise convolution runs at the depthwise rates, per output value and tap, not at

@@ -14,13 +14,13 @@
 pub mod activation;
 mod avx;
 pub mod conv;
-mod gap;
+pub(crate) mod gap;
 pub mod gemm;
 mod graph;
 pub mod kernels;
 mod loss;
-mod norm;
-mod padpool;
+pub(crate) mod norm;
+pub(crate) mod padpool;
 mod panels;
 pub mod pool;
 pub mod simd;

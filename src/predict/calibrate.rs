@@ -362,126 +362,77 @@ fn regroup_rates((c, chunk): (usize, usize), batch: usize, min_s: f64) -> Regrou
     RegroupRates { chunk, to_rows: rows / n as f64, to_channels: channels / n as f64 }
 }
 
-/// A pointer that the pass tasks below use for disjoint channel ranges of one buffer.
-struct Shared(*mut f32);
-// SAFETY: every task writes the channels of its own range only.
-unsafe impl Sync for Shared {}
-
-impl Shared {
-    /// Channels `r` of a [C][n] buffer.
-    ///
-    /// # Safety
-    /// No other task may touch these channels while the slice lives.
-    #[allow(clippy::mut_from_ref)]
-    unsafe fn rows(&self, r: std::ops::Range<usize>, n: usize) -> &mut [f32] {
-        // SAFETY: the caller's range is in bounds and this task's alone.
-        unsafe { std::slice::from_raw_parts_mut(self.0.add(r.start * n), r.len() * n) }
-    }
-}
-
-/// (Σa, Σa·b) over 16 lanes of partial sums, as a vectorized per-channel reduction runs.
-fn lanes(a: &[f32], b: &[f32]) -> (f32, f32) {
-    let (mut s, mut q) = ([0.0f32; 16], [0.0f32; 16]);
-    for (ca, cb) in a.chunks_exact(16).zip(b.chunks_exact(16)) {
-        for l in 0..16 {
-            s[l] += ca[l];
-            q[l] += ca[l] * cb[l];
-        }
-    }
-    let tail = a.len() / 16 * 16;
-    let rest: f32 = a[tail..].iter().sum();
-    let rest_q: f32 = a[tail..].iter().zip(&b[tail..]).map(|(x, y)| x * y).sum();
-    (s.iter().sum::<f32>() + rest, q.iter().sum::<f32>() + rest_q)
-}
-
-/// The passes of [`PassRates`] over 64 channels of `values`/64 each, split over channels across
-/// the team as the engine splits its per-channel work (`conv::split_items`).
+/// The graph path's work of [`PassRates`] over 64 channels of `values`/64 each, through the
+/// engine's own functions where it has them (batch normalization, activations, global
+/// pooling) and as the graph path writes its sums and copies (one thread, in place).
 fn pass_rates(values: usize, team: &Team, min_s: f64) -> PassRates {
-    use crate::engine::conv::split_items;
+    use crate::engine::{activation, gap, norm};
     let c = 64;
     let n = values / c;
     let x: Vec<f32> = (0..c * n).map(|i| (i % 29) as f32 / 29.0 - 0.5).collect();
     let d: Vec<f32> = (0..c * n).map(|i| (i % 31) as f32 / 31.0 - 0.5).collect();
-    let (mut y, mut sums_of) = (vec![0.0f32; c * n], vec![0.0f32; 2 * c]);
-    let sums = Shared(sums_of.as_mut_ptr());
-    let out = Shared(y.as_mut_ptr());
+    let mut y = vec![0.0f32; c * n];
+    let (gamma, beta) = (vec![1.0f32; c], vec![0.0f32; c]);
+    let (mut running, mut saved) = (vec![0.0f32; 2 * c], vec![0.0f32; 2 * c]);
+    let (mut dg, mut db) = (vec![0.0f32; c], vec![0.0f32; c]);
     let (min_s, runs) = (2.0 * min_s, 3);
     let per = |s: f64| s / (c * n) as f64;
-    let each = |f: &(dyn Fn(std::ops::Range<usize>) + Sync)| split_items(c, c * n, team, f);
-    let stats = time(min_s, runs, || {
-        each(&|r| {
-            for ch in r {
-                let (s, q) = lanes(&x[ch * n..(ch + 1) * n], &x[ch * n..(ch + 1) * n]);
-                // SAFETY: channel ch's two sums are this task's.
-                unsafe { sums.rows(2 * ch..2 * ch + 2, 1).copy_from_slice(&[s, q]) };
-            }
-        })
+    let norm_forward = time(min_s, runs, || {
+        let nm = norm::Norm { gamma: &gamma, beta: &beta, running: &mut running, saved: &mut saved };
+        norm::train_forward(nm, n, &x, &mut y, team);
     });
-    let scale = time(min_s, runs, || {
-        each(&|r| {
-            // SAFETY: channels r of y are this task's.
-            let y = unsafe { out.rows(r.clone(), n) };
-            for (k, ch) in r.enumerate() {
-                let (a, b) = (1.0 + ch as f32 * 1e-3, 0.5);
-                for (o, &v) in y[k * n..(k + 1) * n].iter_mut().zip(&x[ch * n..(ch + 1) * n]) {
-                    *o = a * v + b;
-                }
-            }
-        })
-    });
-    let grad_stats = time(min_s, runs, || {
-        each(&|r| {
-            for ch in r {
-                let (s, q) = lanes(&d[ch * n..(ch + 1) * n], &x[ch * n..(ch + 1) * n]);
-                // SAFETY: channel ch's two sums are this task's.
-                unsafe { sums.rows(2 * ch..2 * ch + 2, 1).copy_from_slice(&[s, q]) };
-            }
-        })
-    });
-    let grad_apply = time(min_s, runs, || {
-        each(&|r| {
-            // SAFETY: channels r of y are this task's.
-            let y = unsafe { out.rows(r.clone(), n) };
-            for (k, ch) in r.enumerate() {
-                let (a, b, c0) = (1.0 + ch as f32 * 1e-3, 0.25, 0.125);
-                let (v, g) = (&x[ch * n..(ch + 1) * n], &d[ch * n..(ch + 1) * n]);
-                for ((o, &xv), &dv) in y[k * n..(k + 1) * n].iter_mut().zip(v).zip(g) {
-                    *o = a * dv + b * xv + c0;
-                }
-            }
-        })
-    });
-    let add = time(min_s, runs, || {
-        each(&|r| {
-            // SAFETY: channels r of y are this task's.
-            let y = unsafe { out.rows(r.clone(), n) };
-            let s = r.start * n..r.end * n;
-            for ((o, &a), &b) in y.iter_mut().zip(&x[s.clone()]).zip(&d[s]) {
-                *o = a + b;
-            }
-        })
-    });
-    let copy = time(min_s, runs, || {
-        each(&|r| {
-            // SAFETY: channels r of y are this task's.
-            let y = unsafe { out.rows(r.clone(), n) };
-            y.copy_from_slice(&x[r.start * n..r.end * n]);
-        })
-    });
-    std::hint::black_box((&y, &sums_of));
+    let norm_backward =
+        time(min_s, runs, || norm::backward(&gamma, &saved, n, &x, &d, &mut dg, &mut db, Some(&mut y), team));
+    let norm_grads = time(min_s, runs, || norm::backward(&gamma, &saved, n, &x, &d, &mut dg, &mut db, None, team));
+    let relu_forward = time(min_s, runs, || {
+        y.copy_from_slice(&x);
+        activation::forward(Activation::Relu, &mut y, n);
+    }) - time(min_s, runs, || y.copy_from_slice(&x));
+    let relu_backward = time(min_s, runs, || activation::backward(Activation::Relu, &x, &mut y, n));
+    let add = time(min_s, runs, || y.iter_mut().zip(&d).for_each(|(o, &v)| *o += v));
+    let copy = time(min_s, runs, || y.copy_from_slice(&x));
+    // Planes of 8×8: the last stage of a CIFAR ResNet.
+    let (p, planes) = (64, c * n / 64);
+    let mut means = vec![0.0f32; planes];
+    let mean_forward = time(min_s, runs, || gap::global_forward(c, planes / c, p, &x, &mut means));
+    let mean_backward = time(min_s, runs, || gap::global_backward(c, planes / c, p, &d[..planes], &mut y, team));
+    std::hint::black_box((&y, &means, &dg, &db));
     PassRates {
         values: c * n,
-        stats: per(stats),
-        scale: per(scale),
-        grad_stats: per(grad_stats),
-        grad_apply: per(grad_apply),
+        norm_forward: per(norm_forward),
+        norm_backward: per(norm_backward),
+        norm_grads: per(norm_grads),
+        relu_forward: per(relu_forward).max(0.0),
+        relu_backward: per(relu_backward),
         add: per(add),
         copy: per(copy),
+        mean_forward: per(mean_forward),
+        mean_backward: per(mean_backward),
     }
 }
 
-/// Dropout's forward over `values` values, as the reference draws its mask (ChaCha8, one f64
-/// per value): the mask and the product. Seconds per value.
+/// The engine's padded max pooling (3×3, stride 2, padding 1) over 32 planes of 16×16 per
+/// example at batch 32, per input value.
+fn padded_pool_rates(team: &Team, min_s: f64) -> Result<PoolRates> {
+    use crate::engine::padpool::PadPool;
+    use crate::spec::{Kind, Layer, Pool, Shape};
+    let pool = Pool { k: 3, stride: 2, pad: 1, ceil: false };
+    let layer = Layer::after(Shape::new(32, 16, 16), Kind::MaxPool(pool), 0, Activation::Identity)
+        .map_err(crate::Error::Usage)?;
+    let Some(pp) = PadPool::of(&layer) else { unreachable!("a pooling layer") };
+    let planes = 32 * 32;
+    let (inputs, outputs) = (32 * layer.inputs, 32 * layer.outputs);
+    let x: Vec<f32> = (0..inputs).map(|i| (i.wrapping_mul(2654435761) % 1000) as f32 / 1000.0).collect();
+    let g = vec![0.5f32; outputs];
+    let (mut y, mut arg, mut dx) = (vec![0.0f32; outputs], vec![0u32; outputs], vec![0.0f32; inputs]);
+    let (min_s, runs) = (2.0 * min_s, 3);
+    let forward = time(min_s, runs, || pp.forward(planes, &x, &mut y, &mut arg, team));
+    let backward = time(min_s, runs, || pp.backward(planes, &g, &arg, &mut dx, team));
+    Ok(PoolRates { plane: 256, forward: forward / inputs as f64, backward: backward / inputs as f64 })
+}
+
+/// Dropout's forward over `values` values, as the engine draws its mask (ChaCha8, one f64 per
+/// value, `engine::graph`): the mask and the product. Seconds per value.
 fn dropout_rate(values: usize, min_s: f64) -> f64 {
     use rand::{Rng, SeedableRng};
     let x: Vec<f32> = (0..values).map(|i| (i % 7) as f32).collect();
@@ -496,86 +447,37 @@ fn dropout_rate(values: usize, min_s: f64) -> f64 {
     s / values as f64
 }
 
-/// A depthwise k×k convolution (padding k/2, stride 1) over 32 channels of 16×16 at batch 32:
-/// seconds per output value and window value of each pass. A direct loop over the
-/// channel-major planes ([C][B][H][W]), split over channels.
-fn depthwise_rates(k: usize, team: &Team, min_s: f64) -> DepthwiseRates {
-    use crate::engine::conv::split_items;
-    let (c, b, side) = (32, 32, 16);
-    let plane = side * side;
-    let n = b * plane;
-    let x: Vec<f32> = (0..c * n).map(|i| (i % 23) as f32 / 23.0).collect();
+/// The engine's depthwise k×k convolution (padding k/2, stride 1) over 32 channels of 16×16
+/// at batch 32: seconds per output value and tap of each pass.
+fn depthwise_rates(k: usize, team: &Team, min_s: f64) -> Result<DepthwiseRates> {
+    use crate::engine::conv::{ConvShape, Tiles, conv_backward, conv_forward};
+    use crate::spec::{Conv, Kind, Layer, Padding, Shape};
+    let (c, batch) = (32, 32);
+    let cv = Conv { groups: c, bias: false, ..Conv::plain(k, k, c, 1, Padding::Fixed(k / 2)) };
+    let layer =
+        Layer::after(Shape::new(c, 16, 16), Kind::Conv2d(cv), 0, Activation::Identity).map_err(crate::Error::Usage)?;
+    let Some(sh) = ConvShape::of(&layer) else { unreachable!("a convolution layer") };
+    let n = batch * layer.outputs;
+    let x: Vec<f32> = (0..batch * layer.inputs).map(|i| (i % 23) as f32 / 23.0).collect();
     let w: Vec<f32> = (0..c * k * k).map(|i| (i % 5) as f32 / 5.0 - 0.4).collect();
-    let d: Vec<f32> = (0..c * n).map(|i| (i % 19) as f32 / 19.0 - 0.5).collect();
-    let (mut z, mut dx, mut dw) = (vec![0.0f32; c * n], vec![0.0f32; c * n], vec![0.0f32; c * k * k]);
-    let (zp, dxp, dwp) = (Shared(z.as_mut_ptr()), Shared(dx.as_mut_ptr()), Shared(dw.as_mut_ptr()));
-    let p = k / 2;
-    // Visits every tap of channel ch a row at a time: f(tap, first output, first input, length).
-    let taps = |f: &mut dyn FnMut(usize, usize, usize, usize)| {
-        for e in 0..b {
-            for i in 0..k {
-                for j in 0..k {
-                    let (lo, hi) = (p.saturating_sub(j), (side + p - j).min(side));
-                    for oy in p.saturating_sub(i)..(side + p - i).min(side) {
-                        let iy = oy + i - p;
-                        f(i * k + j, e * plane + oy * side + lo, e * plane + iy * side + lo + j - p, hi - lo);
-                    }
-                }
-            }
-        }
-    };
+    let delta: Vec<f32> = (0..n).map(|i| (i % 19) as f32 / 19.0 - 0.5).collect();
+    let (mut z, mut dw, mut dx) = (vec![0.0f32; n], vec![0.0f32; w.len()], vec![0.0f32; x.len()]);
+    let mut scratch = vec![0.0f32; Tiles::for_shape(&sh).total(&sh, batch, team.size())];
     let (min_s, runs) = (2.0 * min_s, 3);
-    let forward = time(min_s, runs, || {
-        split_items(c, c * n * k * k, team, &|r| {
-            for ch in r {
-                // SAFETY: channel ch of z is this task's.
-                let z = unsafe { zp.rows(ch..ch + 1, n) };
-                z.fill(0.0);
-                let (xc, wc) = (&x[ch * n..(ch + 1) * n], &w[ch * k * k..(ch + 1) * k * k]);
-                taps(&mut |t, o, i, len| {
-                    for (zo, &xi) in z[o..o + len].iter_mut().zip(&xc[i..i + len]) {
-                        *zo += wc[t] * xi;
-                    }
-                });
-            }
-        })
+    let forward =
+        time(min_s, runs, || conv_forward(&sh, batch, Activation::Identity, &x, &w, &[], &mut scratch, &mut z, team));
+    let weight_grad =
+        time(min_s, runs, || conv_backward(&sh, batch, &x, &w, &delta, &mut dw, &mut [], &mut scratch, None, team));
+    let both = time(min_s, runs, || {
+        conv_backward(&sh, batch, &x, &w, &delta, &mut dw, &mut [], &mut scratch, Some(&mut dx), team)
     });
-    let weight_grad = time(min_s, runs, || {
-        split_items(c, c * n * k * k, team, &|r| {
-            for ch in r {
-                // SAFETY: channel ch of dW is this task's.
-                let g = unsafe { dwp.rows(ch..ch + 1, k * k) };
-                g.fill(0.0);
-                let (xc, dc) = (&x[ch * n..(ch + 1) * n], &d[ch * n..(ch + 1) * n]);
-                taps(&mut |t, o, i, len| {
-                    g[t] += dc[o..o + len].iter().zip(&xc[i..i + len]).map(|(a, b)| a * b).sum::<f32>();
-                });
-            }
-        })
-    });
-    let input_grad = time(min_s, runs, || {
-        split_items(c, c * n * k * k, team, &|r| {
-            for ch in r {
-                // SAFETY: channel ch of dx is this task's.
-                let g = unsafe { dxp.rows(ch..ch + 1, n) };
-                g.fill(0.0);
-                let (wc, dc) = (&w[ch * k * k..(ch + 1) * k * k], &d[ch * n..(ch + 1) * n]);
-                taps(&mut |t, o, i, len| {
-                    for (gi, &d) in g[i..i + len].iter_mut().zip(&dc[o..o + len]) {
-                        *gi += wc[t] * d;
-                    }
-                });
-            }
-        })
-    });
-    std::hint::black_box((&z, &dx, &dw));
-    let per = (c * n * k * k) as f64;
-    DepthwiseRates {
+    let taps = (n * k * k) as f64;
+    Ok(DepthwiseRates {
         window: k * k,
-        forward: forward / per,
-        weight_grad: weight_grad / per,
-        input_grad: input_grad / per,
-    }
+        forward: forward / taps,
+        weight_grad: weight_grad / taps,
+        input_grad: (both - weight_grad).max(weight_grad * 0.05) / taps,
+    })
 }
 
 /// Measures everything the time model needs; about 11 s, or 3 s with `quick`.
@@ -614,7 +516,8 @@ pub fn calibrate(threads: usize, quick: bool) -> Result<Profile> {
         vec![conv_rates((1, 28, 3, 16), 1, 16, &team, min_s)?, conv_rates((1, 28, 5, 32), 1, 16, &team, min_s)?];
     let conv_strided =
         vec![conv_rates((16, 16, 3, 32), 2, 32, &team, min_s)?, conv_rates((64, 16, 3, 64), 2, 16, &team, min_s)?];
-    let depthwise = vec![depthwise_rates(3, &team, min_s), depthwise_rates(5, &team, min_s)];
+    let depthwise = vec![depthwise_rates(3, &team, min_s)?, depthwise_rates(5, &team, min_s)?];
+    let pool_padded = padded_pool_rates(&team, min_s)?;
     let passes: Vec<PassRates> = [64 << 10, 512 << 10, 4 << 20].iter().map(|&n| pass_rates(n, &team, min_s)).collect();
     let dropout = dropout_rate(256 << 10, min_s);
     let conv_sparse =
@@ -659,6 +562,7 @@ pub fn calibrate(threads: usize, quick: bool) -> Result<Profile> {
         conv_strided,
         depthwise,
         passes,
+        pool_padded,
         dropout,
         quick,
         simd: simd::path().name().to_string(),

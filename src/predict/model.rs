@@ -135,38 +135,47 @@ fn depthwise_rates(refs: &[DepthwiseRates], k: usize) -> DepthwiseRates {
     }
 }
 
-/// The per-value passes of graph networks (the fields of [`PassRates`]).
+/// The graph path's per-value work (the fields of [`PassRates`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum PassKind {
-    Stats,
-    Scale,
-    GradStats,
-    GradApply,
+    NormForward,
+    NormBackward,
+    NormGrads,
+    ReluForward,
+    ReluBackward,
     Add,
     Copy,
+    MeanForward,
+    MeanBackward,
 }
 
 impl PassKind {
     fn rate(self, r: &PassRates) -> f64 {
         match self {
-            PassKind::Stats => r.stats,
-            PassKind::Scale => r.scale,
-            PassKind::GradStats => r.grad_stats,
-            PassKind::GradApply => r.grad_apply,
+            PassKind::NormForward => r.norm_forward,
+            PassKind::NormBackward => r.norm_backward,
+            PassKind::NormGrads => r.norm_grads,
+            PassKind::ReluForward => r.relu_forward,
+            PassKind::ReluBackward => r.relu_backward,
             PassKind::Add => r.add,
             PassKind::Copy => r.copy,
+            PassKind::MeanForward => r.mean_forward,
+            PassKind::MeanBackward => r.mean_backward,
         }
     }
 
-    /// Bytes moved and arithmetic done per value, for the roofline.
+    /// Bytes moved and arithmetic done per value, for the roofline: batch normalization's
+    /// forward reads x twice (two sums) and writes z once; its backward reads δ twice and x
+    /// twice and writes dx; the rest one pass each.
     fn traffic(self) -> (f64, f64) {
         match self {
-            PassKind::Stats => (4.0, 2.0),
-            PassKind::Scale => (8.0, 2.0),
-            PassKind::GradStats => (8.0, 4.0),
-            PassKind::GradApply => (12.0, 4.0),
-            PassKind::Add => (12.0, 1.0),
-            PassKind::Copy => (8.0, 0.0),
+            PassKind::NormForward => (16.0, 6.0),
+            PassKind::NormBackward => (20.0, 9.0),
+            PassKind::NormGrads => (12.0, 5.0),
+            PassKind::ReluForward | PassKind::Copy => (8.0, 0.0),
+            PassKind::ReluBackward | PassKind::Add => (12.0, 1.0),
+            PassKind::MeanForward => (4.0, 1.0),
+            PassKind::MeanBackward => (4.0, 0.0),
         }
     }
 }
@@ -443,43 +452,63 @@ impl Model<'_> {
         (forward, backward)
     }
 
-    /// Batch normalization in training over its B·C·H·W values: forward, the statistics pass
-    /// (sum and sum of squares per channel) and the normalizing pass (the running statistics
-    /// are C values); backward, the two reductions per channel (Σδ, Σδ·x̂: the gradients of β
-    /// and γ) and, unless nothing needs it, the pass forming the input gradient. Its
-    /// activation, as a dense layer's, per value.
+    /// The graph path's activation of a node that applies it in a pass of its own (batch
+    /// normalization, sums, pooling to a vector; a convolution's relu6) over `n` values, forward
+    /// or backward: relu, relu6 and leaky relu at the measured in-place relu passes, others at
+    /// the activation table's cost.
+    fn own_activation(&self, act: Activation, n: usize, backward: bool) -> f64 {
+        match act {
+            Activation::Identity => 0.0,
+            Activation::Relu | Activation::Relu6 | Activation::LeakyRelu => {
+                self.pass(if backward { PassKind::ReluBackward } else { PassKind::ReluForward }, n)
+            }
+            other => self.activation(other, n, backward),
+        }
+    }
+
+    /// Batch normalization in training over its n = B·C·H·W values, through `engine::norm`:
+    /// forward the mean and the variance (two sums per channel) and the normalizing pass;
+    /// backward the two sums (Σδ, Σδ·x̂) and the pass forming the input gradient (the sums alone
+    /// when it reads the data). Its activation is a pass of its own each way.
     fn batch_norm(&self, l: &Layer, b: usize, first: bool) -> (f64, f64) {
         let n = b.saturating_mul(l.outputs);
-        let forward =
-            self.pass(PassKind::Stats, n) + self.pass(PassKind::Scale, n) + self.activation(l.activation, n, false);
-        let input_grad = if first { 0.0 } else { self.pass(PassKind::GradApply, n) };
-        let backward = self.activation(l.activation, n, true) + self.pass(PassKind::GradStats, n) + input_grad;
-        (forward, backward)
+        let forward = self.pass(PassKind::NormForward, n) + self.own_activation(l.activation, n, false);
+        let grads = self.pass(if first { PassKind::NormGrads } else { PassKind::NormBackward }, n);
+        (forward, self.own_activation(l.activation, n, true) + grads)
     }
 
-    /// An elementwise sum of `inputs` inputs: one pass adding each further input; backward
-    /// hands δ to each input that is a node (a copy each).
-    fn add(&self, l: &Layer, b: usize, inputs: usize, to_nodes: usize) -> (f64, f64) {
+    /// The copies of δ a join hands to the inputs it reaches first (`handed`: their values per
+    /// example; the inputs it reaches later add it, in their fan-out).
+    fn hand_on(&self, b: usize, handed: &[usize]) -> f64 {
+        handed.iter().map(|&n| self.pass(PassKind::Copy, b.saturating_mul(n))).sum()
+    }
+
+    /// An elementwise sum of `inputs` inputs: the first copied, each further one added in
+    /// place; backward δ is handed on ([`Model::hand_on`]).
+    fn add(&self, l: &Layer, b: usize, inputs: usize, handed: &[usize]) -> (f64, f64) {
         let n = b.saturating_mul(l.outputs);
-        let forward =
-            inputs.saturating_sub(1) as f64 * self.pass(PassKind::Add, n) + self.activation(l.activation, n, false);
-        let backward = self.activation(l.activation, n, true) + to_nodes as f64 * self.pass(PassKind::Copy, n);
+        let forward = self.pass(PassKind::Copy, n)
+            + inputs.saturating_sub(1) as f64 * self.pass(PassKind::Add, n)
+            + self.own_activation(l.activation, n, false);
+        let backward = self.own_activation(l.activation, n, true) + self.hand_on(b, handed);
         (forward, backward)
     }
 
-    /// Concatenation: each input copied into its channels; backward, each node input's channels
-    /// of δ copied back (`to_nodes` values per example).
-    fn concat(&self, l: &Layer, b: usize, to_nodes: usize) -> (f64, f64) {
-        (self.pass(PassKind::Copy, b.saturating_mul(l.outputs)), self.pass(PassKind::Copy, b.saturating_mul(to_nodes)))
+    /// Concatenation: each input copied into its channels; backward, δ's shares handed on
+    /// ([`Model::hand_on`]).
+    fn concat(&self, spec: &Spec, i: usize, b: usize, handed: &[usize]) -> (f64, f64) {
+        let copies =
+            spec.sources[i].iter().map(|s| self.pass(PassKind::Copy, b.saturating_mul(spec.shape_of(*s).size())));
+        (copies.sum(), self.hand_on(b, handed))
     }
 
-    /// Global and adaptive average pooling: a reduction over every input value; backward
-    /// writes each input's share of δ.
+    /// Global and adaptive average pooling (`engine::gap`): a sum over every input value;
+    /// backward writes each input's share of δ.
     fn average(&self, l: &Layer, b: usize, first: bool) -> (f64, f64) {
         let (n, m) = (b.saturating_mul(l.inputs), b.saturating_mul(l.outputs));
-        let forward = self.pass(PassKind::Stats, n) + self.activation(l.activation, m, false);
-        let backward = self.activation(l.activation, m, true) + if first { 0.0 } else { self.pass(PassKind::Copy, n) };
-        (forward, backward)
+        let forward = self.pass(PassKind::MeanForward, n) + self.own_activation(l.activation, m, false);
+        let spread = if first { 0.0 } else { self.pass(PassKind::MeanBackward, n) };
+        (forward, self.own_activation(l.activation, m, true) + spread)
     }
 
     /// Dropout in training: a mask drawn per value and applied; backward, δ times the mask.
@@ -493,16 +522,29 @@ impl Model<'_> {
     }
 
     /// The zero-padding shortcut: every output value written (the input's picked rows and
-    /// columns, zeros beyond); backward, the input gradient gathered from δ.
+    /// columns, zeros beyond); backward, the input gradient cleared and gathered from δ.
     fn zero_pad(&self, l: &Layer, b: usize, first: bool) -> (f64, f64) {
         let backward = if first { 0.0 } else { self.pass(PassKind::Copy, b.saturating_mul(l.inputs)) };
         (self.pass(PassKind::Copy, b.saturating_mul(l.outputs)), backward)
     }
 
-    /// A layer's input changing layout on the way in (and its gradient on the way back), as
-    /// the engine's [`Feed`] says: `c` planes of `chunk` values per example copied one plane at
-    /// a time. Under a roofline, a read and a write of each value.
-    fn regroup(&self, feed: Feed, b: usize, first: bool) -> (f64, f64) {
+    /// Max pooling with padding or ceil mode (`engine::padpool`), at the measured rate per
+    /// input value; backward no faster than a pass over memory at the step's footprint, as
+    /// for the other pools.
+    fn padded_pool(&self, l: &Layer, b: usize, first: bool, footprint: f64) -> (f64, f64) {
+        let inputs = b.saturating_mul(l.inputs);
+        if let Machine::Measured(p) = self.machine {
+            let hot = inputs as f64 * p.pool_padded.backward;
+            let backward = if first { 0.0 } else { hot.max(self.stream_in(inputs, 8.0, 1.0, footprint)) };
+            return (inputs as f64 * p.pool_padded.forward, backward);
+        }
+        self.pool(l, b, first, footprint)
+    }
+
+    /// An input changing layout on its way into a node (and its gradient on the way back,
+    /// with `back`), as the engine's [`Feed`] says: `c` planes of `chunk` values per example
+    /// copied one plane at a time. Under a roofline, a read and a write of each value.
+    fn regroup(&self, feed: Feed, b: usize, back: bool) -> (f64, f64) {
         // Seconds to copy `values` in chunks of `chunk`, towards rows or towards channels.
         let copy = |c: usize, chunk: usize, to_rows: bool| {
             let values = b.saturating_mul(c).saturating_mul(chunk);
@@ -516,9 +558,8 @@ impl Model<'_> {
         };
         match feed {
             Feed::Direct => (0.0, 0.0),
-            // Only an input layer is fed this way, and nothing flows back below it.
-            Feed::ToChannels { c, p } => (copy(c, p, false), 0.0),
-            Feed::ToRows { c, p } => (copy(c, p, true), if first { 0.0 } else { copy(c, p, false) }),
+            Feed::ToChannels { c, p } => (copy(c, p, false), if back { copy(c, p, true) } else { 0.0 }),
+            Feed::ToRows { c, p } => (copy(c, p, true), if back { copy(c, p, false) } else { 0.0 }),
         }
     }
 
@@ -529,7 +570,8 @@ impl Model<'_> {
         let last = spec.layers.len() - 1;
         // At one example the engine updates dense layers as their gradients are formed.
         let fused = b == 1 && matches!(opt, Optimizer::Sgd | Optimizer::Momentum);
-        let feeds = feeds(spec);
+        let edges = edges(spec);
+        let graph_path = graph_path(spec);
         let footprint = crate::cost::memory::memory_for_threads(spec, opt, b as u128, self.threads).peak as f64;
         let mut readers = vec![Vec::new(); spec.layers.len()];
         for (i, reads) in spec.sources.iter().enumerate() {
@@ -551,20 +593,41 @@ impl Model<'_> {
                     _ => None,
                 };
                 let sources = &spec.sources[i];
-                let nodes: Vec<usize> =
-                    sources.iter().filter_map(|s| if let Source::Node(j) = s { Some(*j) } else { None }).collect();
+                // Values per example a join hands on as the first gradient its inputs receive
+                // (backward runs in reverse order: a node's last reader writes first).
+                let handed: Vec<usize> = sources
+                    .iter()
+                    .filter_map(|s| match s {
+                        Source::Node(j) if readers[*j].last() == Some(&i) => Some(spec.layers[*j].outputs),
+                        _ => None,
+                    })
+                    .collect();
                 let (forward, backward) = match l.kind {
                     Kind::Dense => self.dense(l, b, first, from_ce, fused),
+                    // The graph path applies relu6 in a pass of its own after the convolution.
+                    Kind::Conv2d(c) if graph_path && l.activation == Activation::Relu6 => {
+                        let plain = Layer { activation: Activation::Identity, ..*l };
+                        let (f, bw) = self.conv(&plain, &c, b, first, next);
+                        let n = b.saturating_mul(l.outputs);
+                        (
+                            f + self.own_activation(l.activation, n, false),
+                            bw + self.own_activation(l.activation, n, true),
+                        )
+                    }
                     Kind::Conv2d(c) => self.conv(l, &c, b, first, next),
+                    Kind::MaxPool(p) if p.pad > 0 || p.ceil => self.padded_pool(l, b, first, footprint),
                     Kind::MaxPool(_) | Kind::AvgPool(_) => self.pool(l, b, first, footprint),
                     Kind::BatchNorm => self.batch_norm(l, b, first),
-                    Kind::Add(_) => self.add(l, b, sources.len(), nodes.len()),
-                    Kind::Concat => self.concat(l, b, nodes.iter().map(|&j| spec.layers[j].outputs).sum()),
+                    Kind::Add(_) => self.add(l, b, sources.len(), &handed),
+                    Kind::Concat => self.concat(spec, i, b, &handed),
                     Kind::GlobalAvgPool | Kind::AdaptiveAvgPool(..) => self.average(l, b, first),
                     Kind::Dropout(_) => self.dropout(l, b, first),
                     Kind::ZeroPad { .. } => self.zero_pad(l, b, first),
                 };
-                let (into, back) = self.regroup(feeds[i], b, first);
+                let (into, back) = sources.iter().zip(&edges[i]).fold((0.0, 0.0), |(f, bw), (s, e)| {
+                    let (tf, tb) = self.regroup(*e, b, matches!(s, Source::Node(_)));
+                    (f + tf, bw + tb)
+                });
                 let fan_out =
                     readers[i].len().saturating_sub(1) as f64 * self.pass(PassKind::Add, b.saturating_mul(l.outputs));
                 let (forward, backward) = (forward + into, backward + back + fan_out);
@@ -585,47 +648,61 @@ impl Model<'_> {
     }
 }
 
-/// Where each node's values are rows ([B][C][P], as examples arrive and dense layers keep them)
-/// rather than channel-major ([C][B][P], as the engine keeps images): dense nodes, and the
-/// kinds that keep their input's form (batch normalization, dropout, joins) over flat rows.
-fn rows(spec: &Spec) -> Vec<bool> {
-    let mut rows = Vec::with_capacity(spec.layers.len());
-    for (l, layer) in spec.layers.iter().enumerate() {
-        let keeps = matches!(layer.kind, Kind::BatchNorm | Kind::Dropout(_) | Kind::Add(_) | Kind::Concat);
-        let r = layer.kind == Kind::Dense
-            || keeps
-                && !layer.output.is_image()
-                && spec.sources[l].iter().all(|s| match s {
-                    Source::Input => true,
-                    Source::Node(j) => rows[*j],
-                });
-        rows.push(r);
-    }
-    rows
+/// Whether the engine runs `spec` on its graph path (`engine::graph`): it is not a chain, or it
+/// holds a kind or activation the chain path does not run.
+fn graph_path(spec: &Spec) -> bool {
+    let chain_kind = |k: &Kind| match k {
+        Kind::Dense => true,
+        Kind::MaxPool(p) | Kind::AvgPool(p) => p.pad == 0 && !p.ceil,
+        Kind::Conv2d(c) => c.groups == 1 && c.bias,
+        _ => false,
+    };
+    !spec.is_chain() || spec.layers.iter().any(|l| !chain_kind(&l.kind) || l.activation == Activation::Relu6)
 }
 
-/// How each node's (first) input reaches it, as the engine's `Feed` for a chain: the input's
-/// rows transposed to channels for an image node (C > 1), an image node's channels to rows for
-/// a dense one (C > 1), else as they are.
-fn feeds(spec: &Spec) -> Vec<Feed> {
-    let rows = rows(spec);
+/// How each input of each node reaches it, as the engine lays values out: images
+/// channel-major ([C][B][P]), examples, dense layers and global pooling's vectors as rows
+/// ([B][C][P]), a sum or a dropout as its first input; an input in the other layout than its
+/// reader wants (and of more than one channel) is transposed on the way in, and its gradient
+/// on the way back. (On a chain of dense, convolution and pooling layers these are the chain
+/// path's feeds.)
+fn edges(spec: &Spec) -> Vec<Vec<Feed>> {
+    let keeps_first = |k: Kind| matches!(k, Kind::Add(_) | Kind::Dropout(_));
+    let mut rows: Vec<bool> = Vec::with_capacity(spec.layers.len());
+    let is_rows = |rows: &[bool], s: Source| match s {
+        Source::Input => true,
+        Source::Node(j) => rows[j],
+    };
+    for (l, layer) in spec.layers.iter().enumerate() {
+        let r = match layer.kind {
+            Kind::Dense | Kind::GlobalAvgPool => true,
+            k if keeps_first(k) => is_rows(&rows, spec.sources[l][0]),
+            _ => false,
+        };
+        rows.push(r);
+    }
     spec.layers
         .iter()
         .enumerate()
-        .map(|(l, _)| {
-            let src = spec.sources[l][0];
-            let shape = spec.shape_of(src);
-            let src_rows = match src {
-                Source::Input => true,
-                Source::Node(j) => rows[j],
+        .map(|(l, layer)| {
+            let wants_rows = match layer.kind {
+                Kind::Dense => true,
+                k if keeps_first(k) => rows[l],
+                _ => false,
             };
-            let (c, p) = (shape.c, shape.h * shape.w);
-            match (src_rows, rows[l]) {
-                _ if c == 1 => Feed::Direct,
-                (true, false) => Feed::ToChannels { c, p },
-                (false, true) => Feed::ToRows { c, p },
-                _ => Feed::Direct,
-            }
+            spec.sources[l]
+                .iter()
+                .map(|&s| {
+                    let shape = spec.shape_of(s);
+                    let (c, p) = (shape.c, shape.h * shape.w);
+                    match (is_rows(&rows, s), wants_rows) {
+                        _ if c == 1 => Feed::Direct,
+                        (true, false) => Feed::ToChannels { c, p },
+                        (false, true) => Feed::ToRows { c, p },
+                        _ => Feed::Direct,
+                    }
+                })
+                .collect()
         })
         .collect()
 }

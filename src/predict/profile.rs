@@ -63,22 +63,26 @@ pub struct RegroupRates {
     pub to_channels: f64,
 }
 
-/// The per-value passes of graph networks over channel-major values ([C][B·H·W]), at one size
-/// of `values` per array: seconds per value of each. `stats`: per-channel sum and sum of
-/// squares (batch normalization's statistics; a mean per channel); `scale`: y = a·x + b per
-/// channel (normalizing); `grad_stats`: per-channel Σδ and Σδ·x (batch normalization's
-/// backward reductions); `grad_apply`: dx = a·δ + b·x + c per channel; `add`: z = x + y (a
-/// residual join, a gradient accumulated over fan-out); `copy`: a contiguous copy (concat,
-/// shortcuts, gradients handed on).
+/// The graph path's per-value work over channel-major values ([C][B·P], 64 channels), at one
+/// size of `values` per array, seconds per value, each through the engine's own code:
+/// batch normalization in training (`engine::norm`: forward, backward with and without the
+/// input gradient); relu applied in place and its derivative applied to a gradient in place
+/// (the separate activation passes of batch-norm, sum and pooling nodes); `add` (y += x: a
+/// sum's further input, a gradient added over fan-out) and `copy` (a sum's first input, concat,
+/// a gradient handed on), on one thread as the graph path runs them; global average pooling
+/// over planes of 8×8 (`engine::gap`), per input value, forward and backward.
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq)]
 pub struct PassRates {
     pub values: usize,
-    pub stats: f64,
-    pub scale: f64,
-    pub grad_stats: f64,
-    pub grad_apply: f64,
+    pub norm_forward: f64,
+    pub norm_backward: f64,
+    pub norm_grads: f64,
+    pub relu_forward: f64,
+    pub relu_backward: f64,
     pub add: f64,
     pub copy: f64,
+    pub mean_forward: f64,
+    pub mean_backward: f64,
 }
 
 /// A depthwise convolution (one k×k filter per channel) at one reference shape: seconds per
@@ -138,13 +142,16 @@ pub struct Profile {
     /// Strided convolutions over more than 64 window values (im2col tiles and the packed
     /// product; 16x16x16 and 64x16x16 with 3×3 kernels at stride 2), by window size.
     pub conv_strided: Vec<ConvRates>,
-    /// Depthwise convolutions (3×3 and 5×5 over 32x16x16), by window size.
+    /// Depthwise convolutions (the engine's kernel, 3×3 and 5×5 over 32x16x16), by window size.
     pub depthwise: Vec<DepthwiseRates>,
-    /// The graph networks' per-value passes at three sizes (256 KiB, 2 MiB and 16 MiB an array),
-    /// by size.
+    /// The graph path's per-value work at three sizes (256 KiB, 2 MiB and 16 MiB an array), by
+    /// size.
     pub passes: Vec<PassRates>,
-    /// Dropout's mask (drawn and applied), seconds per value, forward; its backward is a
-    /// product with the mask (`passes`' add).
+    /// Max pooling with padding (3×3, stride 2, padding 1, over 32 planes of 16×16 at batch 32:
+    /// `engine::padpool`), per input value.
+    pub pool_padded: PoolRates,
+    /// Dropout's mask (drawn as the engine draws it, ChaCha8, one f64 a value) and product,
+    /// seconds per value, forward; its backward is a product with the mask (`passes`' add).
     pub dropout: f64,
     /// Measured by `calibrate --quick` (what a first run does on its own): one pass of each
     /// table, rough enough that `train` does not print predictions from it.
