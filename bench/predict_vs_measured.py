@@ -24,7 +24,7 @@ Usage (repository root, after `cargo build --release`):
     python3 bench/predict_vs_measured.py [--threads 2] [--rounds 5]
     python3 bench/predict_vs_measured.py --random 16 --seed 1 [--rounds 1]
 """
-import argparse, json, os, random, statistics, subprocess, tempfile
+import argparse, json, os, random, statistics, subprocess, sys, tempfile
 
 SUITE = [
     ("784-30-30-10", "sigmoid", 1), ("784-30-30-10", "sigmoid", 32), ("784-30-30-10", "sigmoid", 128),
@@ -140,6 +140,9 @@ def main():
             # the epochs after the first is the machine's speed rather than one moment's neighbours.
             rows_of_round.append((statistics.median(x["seconds"] for x in rows[1:] or rows),
                                   rows[-1]["predicted_seconds"]))
+            m, p = rows_of_round[-1]
+            print(f"  round {r + 1}: {spec} batch {b}: predicted {p:.2f} s, measured {m:.2f} s ({100 * (m / p - 1):+.0f}%)",
+                  file=sys.stderr, flush=True)
         rounds.append(rows_of_round)
     if os.path.exists(cifar):
         os.unlink(cifar)

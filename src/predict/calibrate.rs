@@ -275,7 +275,7 @@ fn conv_rates(
     let (mut z, mut dw, mut db, mut dx) =
         (vec![0.0f32; f * n], vec![0.0f32; w.len()], vec![0.0f32; f], vec![0.0f32; x.len()]);
     // Few shapes, so each is timed longer than a grid point: the model leans on them alone.
-    let (min_s, runs) = (4.0 * min_s, 5);
+    let (min_s, runs) = (3.0 * min_s, 5);
     let fwd = time(min_s, runs, || conv_forward(&sh, batch, Activation::Relu, &x, &w, &b, &mut scratch, &mut z, team));
     let dwt =
         time(min_s, runs, || conv_backward(&sh, batch, &x, &w, &delta, &mut dw, &mut db, &mut scratch, None, team));
@@ -285,6 +285,7 @@ fn conv_rates(
     let flop = 2.0 * (f * sh.ckk() * n) as f64 / 1e9;
     Ok(ConvRates {
         window: sh.ckk(),
+        filters: f,
         forward: flop / fwd,
         weight_grad: flop / dwt,
         input_grad: flop / (both - dwt).max(dwt * 0.05),
@@ -384,6 +385,7 @@ fn pass_rates(values: usize, team: &Team, min_s: f64) -> PassRates {
     let norm_backward =
         time(min_s, runs, || norm::backward(&gamma, &saved, n, &x, &d, &mut dg, &mut db, Some(&mut y), team));
     let norm_grads = time(min_s, runs, || norm::backward(&gamma, &saved, n, &x, &d, &mut dg, &mut db, None, team));
+    let norm_infer = time(min_s, runs, || norm::infer(&gamma, &beta, &running, n, &x, &mut y, team));
     let relu_forward = time(min_s, runs, || {
         y.copy_from_slice(&x);
         activation::forward(Activation::Relu, &mut y, n);
@@ -396,18 +398,21 @@ fn pass_rates(values: usize, team: &Team, min_s: f64) -> PassRates {
     let mut means = vec![0.0f32; planes];
     let mean_forward = time(min_s, runs, || gap::global_forward(c, planes / c, p, &x, &mut means));
     let mean_backward = time(min_s, runs, || gap::global_backward(c, planes / c, p, &d[..planes], &mut y, team));
+    let wide = time(min_s, runs, || gap::global_forward(c, planes / c / 16, 16 * p, &x, &mut means));
     std::hint::black_box((&y, &means, &dg, &db));
     PassRates {
         values: c * n,
         norm_forward: per(norm_forward),
         norm_backward: per(norm_backward),
         norm_grads: per(norm_grads),
+        norm_infer: per(norm_infer),
         relu_forward: per(relu_forward).max(0.0),
         relu_backward: per(relu_backward),
         add: per(add),
         copy: per(copy),
         mean_forward: per(mean_forward),
         mean_backward: per(mean_backward),
+        mean_forward_wide: per(wide),
     }
 }
 
@@ -510,12 +515,18 @@ pub fn calibrate(threads: usize, quick: bool) -> Result<Profile> {
     let step_overhead = time(min_s, 5, || {
         let _ = e.train_step(&[0.5], &[0]);
     });
+    // Each shape at its filter count and at a quarter of it (α + β·F, `model::rate_at`).
+    let pair = |(c, side, k, f): (usize, usize, usize, usize), s: usize, batch: usize| -> Result<[ConvRates; 2]> {
+        Ok([
+            conv_rates((c, side, k, f / 4), s, batch, &team, min_s)?,
+            conv_rates((c, side, k, f), s, batch, &team, min_s)?,
+        ])
+    };
+    // 8x16x16 with 3×3 kernels: few channels, where forming panels weighs most.
     let conv_panel =
-        vec![conv_rates((16, 13, 3, 32), 1, 16, &team, min_s)?, conv_rates((32, 14, 5, 64), 1, 8, &team, min_s)?];
-    let conv_small =
-        vec![conv_rates((1, 28, 3, 16), 1, 16, &team, min_s)?, conv_rates((1, 28, 5, 32), 1, 16, &team, min_s)?];
-    let conv_strided =
-        vec![conv_rates((16, 16, 3, 32), 2, 32, &team, min_s)?, conv_rates((64, 16, 3, 64), 2, 16, &team, min_s)?];
+        [pair((8, 16, 3, 32), 1, 16)?, pair((16, 13, 3, 32), 1, 16)?, pair((32, 14, 5, 64), 1, 8)?].concat();
+    let conv_small = [pair((1, 28, 3, 16), 1, 16)?, pair((1, 28, 5, 32), 1, 16)?].concat();
+    let conv_strided = [pair((16, 16, 3, 32), 2, 32)?, pair((64, 16, 3, 64), 2, 16)?].concat();
     let depthwise = vec![depthwise_rates(3, &team, min_s)?, depthwise_rates(5, &team, min_s)?];
     let pool_padded = padded_pool_rates(&team, min_s)?;
     let passes: Vec<PassRates> = [64 << 10, 512 << 10, 4 << 20].iter().map(|&n| pass_rates(n, &team, min_s)).collect();

@@ -7,7 +7,7 @@ mod model;
 mod profile;
 
 pub use calibrate::calibrate;
-pub use model::{LayerTime, Machine, Prediction, predict};
+pub use model::{LayerTime, Machine, Prediction, inference_seconds, predict};
 pub use profile::{ConvRates, DepthwiseRates, PassRates, Profile, check_replaceable, default_path, machine_id};
 
 use crate::error::Result;

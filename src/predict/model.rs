@@ -105,15 +105,49 @@ fn bracket_window<T: Copy>(refs: &[T], window: impl Fn(&T) -> usize, k: usize) -
     Some((last, last, 0.0))
 }
 
-/// The convolution rates at window size `k`: log-linear between the reference shapes (window
-/// sizes in increasing order), the nearest one outside them.
-fn conv_rates(refs: &[ConvRates], k: usize) -> ConvRates {
-    let Some((a, b, t)) = bracket_window(refs, |r| r.window, k) else {
-        return ConvRates { window: k, forward: 1.0, weight_grad: 1.0, input_grad: 1.0 };
+/// A pass's GFLOP/s at `f` filters from reference shapes of one window: each pass's time per
+/// output position and window value is taken as α + β·F — forming the windows (or panels)
+/// costs the same whatever the filters, the products grow with them — fitted through the two
+/// filter counts measured; one shape alone gives its own rate.
+fn rate_at(same_window: &[ConvRates], f: usize, pass: fn(&ConvRates) -> f64) -> f64 {
+    let (Some(lo), Some(hi)) = (same_window.first(), same_window.last()) else { return 1.0 };
+    if hi.filters <= lo.filters {
+        return pass(lo);
+    }
+    // Nanoseconds per output position and window value, all filters together.
+    let u = |r: &ConvRates| 2.0 * r.filters as f64 / pass(r).max(1e-3);
+    let beta = ((u(hi) - u(lo)) / (hi.filters - lo.filters) as f64).max(0.0);
+    let alpha = (u(lo) - beta * lo.filters as f64).max(0.0);
+    2.0 * f as f64 / (alpha + beta * f as f64).max(1e-9)
+}
+
+/// The convolution rates at window size `k` and `f` filters: at each reference window as
+/// [`rate_at`] places them, then log-linear in the window between the pair around `k`, the
+/// nearest one outside them.
+fn conv_rates(refs: &[ConvRates], k: usize, f: usize) -> ConvRates {
+    let mut windows: Vec<usize> = refs.iter().map(|r| r.window).collect();
+    windows.dedup();
+    let at_f: Vec<ConvRates> = windows
+        .iter()
+        .map(|&w| {
+            let mut same: Vec<ConvRates> = refs.iter().filter(|r| r.window == w).copied().collect();
+            same.sort_by_key(|r| r.filters);
+            ConvRates {
+                window: w,
+                filters: f,
+                forward: rate_at(&same, f, |r| r.forward),
+                weight_grad: rate_at(&same, f, |r| r.weight_grad),
+                input_grad: rate_at(&same, f, |r| r.input_grad),
+            }
+        })
+        .collect();
+    let Some((a, b, t)) = bracket_window(&at_f, |r| r.window, k) else {
+        return ConvRates { window: k, filters: f, forward: 1.0, weight_grad: 1.0, input_grad: 1.0 };
     };
     let mix = |x: f64, y: f64| (x.max(1e-3).ln() * (1.0 - t) + y.max(1e-3).ln() * t).exp();
     ConvRates {
         window: k,
+        filters: f,
         forward: mix(a.forward, b.forward),
         weight_grad: mix(a.weight_grad, b.weight_grad),
         input_grad: mix(a.input_grad, b.input_grad),
@@ -141,6 +175,7 @@ enum PassKind {
     NormForward,
     NormBackward,
     NormGrads,
+    NormInfer,
     ReluForward,
     ReluBackward,
     Add,
@@ -155,6 +190,7 @@ impl PassKind {
             PassKind::NormForward => r.norm_forward,
             PassKind::NormBackward => r.norm_backward,
             PassKind::NormGrads => r.norm_grads,
+            PassKind::NormInfer => r.norm_infer,
             PassKind::ReluForward => r.relu_forward,
             PassKind::ReluBackward => r.relu_backward,
             PassKind::Add => r.add,
@@ -173,6 +209,7 @@ impl PassKind {
             PassKind::NormBackward => (20.0, 9.0),
             PassKind::NormGrads => (12.0, 5.0),
             PassKind::ReluForward | PassKind::Copy => (8.0, 0.0),
+            PassKind::NormInfer => (8.0, 2.0),
             PassKind::ReluBackward | PassKind::Add => (12.0, 1.0),
             PassKind::MeanForward => (4.0, 1.0),
             PassKind::MeanBackward => (4.0, 0.0),
@@ -365,7 +402,8 @@ impl Model<'_> {
     /// values, else the panel product at stride 1 and the packed product over im2col tiles at
     /// other strides — windows, bias, relu and scatter included. A depthwise convolution (one
     /// group per channel) runs its own kernel, priced per output value and window value at the
-    /// measured rates. Under a roofline, as im2col: the window values copied into columns, the
+    /// measured rates. A 1×1 convolution of stride 1 over more than 64 channels is three plain
+    /// products on the grid. Under a roofline, as im2col: the window values copied into columns, the
     /// products, col2im's scatter back (a depthwise one as a pass at the vector peak).
     ///
     /// Where δ is expected sparse enough for the engine's sparse backward ([`expected_density`]
@@ -388,6 +426,17 @@ impl Model<'_> {
                 let input_grad = if first { 0.0 } else { taps * r.input_grad };
                 return (taps * r.forward + act, delta + taps * r.weight_grad + input_grad);
             }
+            if c.kh == 1 && c.kw == 1 && c.stride == 1 && c.pads() == (0, 0) && k > 64 {
+                // A 1×1 convolution over more than 64 channels (per group) runs as plain
+                // products on x, the input its own im2col matrix (`Tiles::pointwise`): w · x,
+                // δ · xᵀ and wᵀ · δ, at the grid's rates for those layouts, g of them.
+                let (g, fg) = (c.groups.max(1), f / c.groups.max(1));
+                let forward =
+                    g as f64 * self.gemm(|p| &p.input_grad, fg, k, rows) + self.stream(outputs, 8.0, 1.0) + act;
+                let weight_grad = g as f64 * self.gemm(|p| &p.forward, fg, rows, k);
+                let input_grad = if first { 0.0 } else { g as f64 * self.gemm(|p| &p.weight_grad, k, fg, rows) };
+                return (forward, delta + weight_grad + input_grad);
+            }
             let refs = if k <= 64 {
                 &p.conv_small
             } else if c.stride == 1 {
@@ -395,7 +444,8 @@ impl Model<'_> {
             } else {
                 &p.conv_strided
             };
-            let r = conv_rates(refs, k);
+            // Per group: F/g filters over C/g channels.
+            let r = conv_rates(refs, k, f / c.groups.max(1));
             let gflop = 2.0 * rows as f64 * k as f64 * f as f64 / 1e9;
             let forward = gflop / r.forward.max(1e-3) + act;
             let rho = expected_density(l, next);
@@ -506,7 +556,18 @@ impl Model<'_> {
     /// backward writes each input's share of δ.
     fn average(&self, l: &Layer, b: usize, first: bool) -> (f64, f64) {
         let (n, m) = (b.saturating_mul(l.inputs), b.saturating_mul(l.outputs));
-        let forward = self.pass(PassKind::MeanForward, n) + self.own_activation(l.activation, m, false);
+        let plane = l.input.h * l.input.w;
+        let sums = match self.machine {
+            // Between the measured planes of 64 and 1,024 values, log-linear in the plane.
+            Machine::Measured(p) => {
+                let t = ((plane.max(1) as f64).ln() - 64f64.ln()) / (1024f64.ln() - 64f64.ln());
+                let wide = per_value(&p.passes, |r| r.values, |r| r.mean_forward_wide, n);
+                let t = t.clamp(0.0, 1.0);
+                self.pass(PassKind::MeanForward, n) * (1.0 - t) + n as f64 * wide * t
+            }
+            Machine::Roofline { .. } => self.pass(PassKind::MeanForward, n),
+        };
+        let forward = sums + self.own_activation(l.activation, m, false);
         let spread = if first { 0.0 } else { self.pass(PassKind::MeanBackward, n) };
         (forward, self.own_activation(l.activation, m, true) + spread)
     }
@@ -713,6 +774,41 @@ pub(crate) fn step_seconds(spec: &Spec, loss: Loss, opt: Optimizer, b: usize, p:
     let model = Model { machine: Machine::Measured(p), threads };
     let (layers, loss_s, overhead) = model.step(spec, loss, opt, b);
     layers.iter().map(|l| l.forward_seconds + l.backward_seconds + l.update_seconds).sum::<f64>() + loss_s + overhead
+}
+
+/// Predicted seconds of one forward pass at evaluation over a batch of `b` (`eval`, `bench
+/// --forward-only`): every node's forward as in training, but batch normalization is one pass
+/// with its running statistics — or nothing where `fold` folds it into the convolution it
+/// follows (a convolution read by that normalization alone) — and dropout passes its input on
+/// (a copy).
+pub fn inference_seconds(spec: &Spec, b: usize, machine: Machine, threads: usize, fold: bool) -> f64 {
+    let model = Model { machine, threads };
+    let (layers, _, overhead) = model.step(spec, Loss::Mse, Optimizer::Sgd, b);
+    let folded = |i: usize| {
+        fold && matches!(spec.sources[i].as_slice(), [Source::Node(j)]
+            if matches!(spec.layers[*j].kind, Kind::Conv2d(_)) && spec.consumers(*j) == 1)
+    };
+    let forward: f64 = spec
+        .layers
+        .iter()
+        .zip(&layers)
+        .enumerate()
+        .map(|(i, (l, t))| {
+            let n = b.saturating_mul(l.outputs);
+            match l.kind {
+                Kind::BatchNorm => {
+                    let own = model.own_activation(l.activation, n, false);
+                    // The training forward less its normalization: the layout changes on the way in.
+                    let edges = t.forward_seconds - model.pass(PassKind::NormForward, n) - own;
+                    let norm = if folded(i) { 0.0 } else { model.pass(PassKind::NormInfer, n) };
+                    edges.max(0.0) + norm + own
+                }
+                Kind::Dropout(_) => model.pass(PassKind::Copy, n),
+                _ => t.forward_seconds,
+            }
+        })
+        .sum();
+    forward + overhead
 }
 
 /// Predicted seconds per step (a full batch), per epoch (its ragged last batch at its own size,

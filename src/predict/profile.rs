@@ -29,6 +29,7 @@ pub struct StreamPoint {
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq)]
 pub struct ConvRates {
     pub window: usize,
+    pub filters: usize,
     pub forward: f64,
     pub weight_grad: f64,
     pub input_grad: f64,
@@ -66,23 +67,28 @@ pub struct RegroupRates {
 /// The graph path's per-value work over channel-major values ([C][B·P], 64 channels), at one
 /// size of `values` per array, seconds per value, each through the engine's own code:
 /// batch normalization in training (`engine::norm`: forward, backward with and without the
-/// input gradient); relu applied in place and its derivative applied to a gradient in place
+/// input gradient) and at evaluation (one pass with the running statistics); relu applied in place and its derivative applied to a gradient in place
 /// (the separate activation passes of batch-norm, sum and pooling nodes); `add` (y += x: a
 /// sum's further input, a gradient added over fan-out) and `copy` (a sum's first input, concat,
 /// a gradient handed on), on one thread as the graph path runs them; global average pooling
-/// over planes of 8×8 (`engine::gap`), per input value, forward and backward.
+/// over planes of 8×8 (`engine::gap`), per input value, forward and backward, and forward over
+/// planes of 32×32.
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq)]
 pub struct PassRates {
     pub values: usize,
     pub norm_forward: f64,
     pub norm_backward: f64,
     pub norm_grads: f64,
+    pub norm_infer: f64,
     pub relu_forward: f64,
     pub relu_backward: f64,
     pub add: f64,
     pub copy: f64,
     pub mean_forward: f64,
     pub mean_backward: f64,
+    /// Global average pooling's forward over planes of 32×32 (one sum after another on one
+    /// thread: longer planes overlap less), per input value.
+    pub mean_forward_wide: f64,
 }
 
 /// A depthwise convolution (one k×k filter per channel) at one reference shape: seconds per
@@ -121,8 +127,10 @@ pub struct Profile {
     /// Fixed seconds per training step (a 1-1 network's step).
     pub step_overhead: f64,
     /// Convolutions: stride-1 layers over many window values (the engine's panel product;
-    /// 16x13x13 with 3×3 kernels, 32x14x14 with 5×5), and over few (1x28x28 with 3×3 and 5×5),
-    /// each list by window size.
+    /// 8x16x16 and 16x13x13 with 3×3 kernels, 32x14x14 with 5×5), and over few (1x28x28 with
+    /// 3×3 and 5×5),
+    /// each list by window size and, at each window, two filter counts (a quarter of the
+    /// other, so the time of forming windows and of the products can be told apart).
     pub conv_panel: Vec<ConvRates>,
     pub conv_small: Vec<ConvRates>,
     /// The sparse backward at the panel shapes (empty where the CPU has no sparse path).
