@@ -103,8 +103,6 @@ impl PredictArgs {
 
     /// The prediction for `spec` under `cfg`; what it rests on goes to stderr.
     fn predict(&self, spec: &Spec, cfg: &Config) -> Result<predict::Prediction> {
-        // The time model prices the fast engine's work.
-        spec.fast_engine_check()?;
         let threads = threads(self.threads);
         if let Some(d) = &self.device {
             let (name, precision) = d.split_once(':').unwrap_or((d.as_str(), "fp32"));

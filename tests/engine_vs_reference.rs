@@ -10,7 +10,7 @@ use rand_chacha::ChaCha8Rng;
 
 mod common;
 
-use common::HIDDEN;
+use common::{HIDDEN, assert_close};
 
 fn random_case(rng: &mut ChaCha8Rng) -> (Spec, Loss, Optimizer, usize) {
     let loss = if rng.gen_bool(0.6) { Loss::Ce } else { Loss::Mse };
@@ -32,15 +32,6 @@ fn random_case(rng: &mut ChaCha8Rng) -> (Spec, Loss, Optimizer, usize) {
         .collect();
     let opt = [Optimizer::Sgd, Optimizer::Momentum, Optimizer::Adam][rng.gen_range(0..3)];
     (Spec::new(Shape::flat(input), layers), loss, opt, rng.gen_range(1..=40))
-}
-
-/// |got - want| <= tol * max|want| over the tensor: relative to the tensor's scale.
-fn assert_close(what: &str, got: &[f32], want: &[f64], tol: f64) {
-    assert_eq!(got.len(), want.len(), "{what}: lengths");
-    let scale = want.iter().fold(0.0f64, |m, v| m.max(v.abs())).max(1e-30);
-    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
-        assert!((g as f64 - w).abs() <= tol * scale, "{what}[{i}]: engine {g} reference {w} (scale {scale})");
-    }
 }
 
 /// Outputs, loss, every gradient, and the parameters after three optimizer steps: the fast

@@ -12,67 +12,12 @@ use proptest::prelude::*;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+mod common;
+
+use common::random_graph;
+
 const SMOOTH: [&str; 3] = ["tanh", "sigmoid", "identity"];
 const ANY: [&str; 5] = ["relu", "relu6", "tanh", "leaky_relu", "identity"];
-
-/// One random block on `c` channels of a `side`×`side` map; returns its text and the channels
-/// and side after it.
-fn block(rng: &mut ChaCha8Rng, c: usize, side: usize, acts: &[&str]) -> (String, usize, usize) {
-    let act = |rng: &mut ChaCha8Rng| acts[rng.gen_range(0..acts.len())];
-    match rng.gen_range(0..8) {
-        // A residual block on the same shape, identity shortcut.
-        0 => {
-            let g = if c.is_multiple_of(2) && rng.gen_bool(0.5) { format!("g{}", c / 2) } else { String::new() };
-            (format!("[conv3x3x{c}p1{g}b0-bn:{}-conv1x1x{c}]:{}", act(rng), act(rng)), c, side)
-        }
-        // A stage change: stride 2, twice the channels, a projection or zero-padding shortcut.
-        1 if side >= 2 => {
-            let short = if rng.gen_bool(0.5) { "proj" } else { "pad" };
-            (format!("[conv3x3x{}s2p1b0-bn:{}|{short}]:{}", 2 * c, act(rng), act(rng)), 2 * c, side.div_ceil(2))
-        }
-        // Three branches summed: the block's input is read three times (fan-out).
-        2 => (format!("[conv1x1x{c}:{}|bn:{}|]", act(rng), act(rng)), c, side),
-        // A concatenation of two branches, or of the input and one branch (DenseNet).
-        3 => {
-            if rng.gen_bool(0.5) {
-                (format!("(conv1x1x2:{}|conv3x3x1p1:{})", act(rng), act(rng)), 3, side)
-            } else {
-                (format!("(bn:{}-conv3x3x2p1b0)", act(rng)), c + 2, side)
-            }
-        }
-        // A depthwise convolution and batch normalization.
-        4 => (format!("conv3x3x{c}p1g{c}b0-bn:{}", act(rng)), c, side),
-        5 => ("drop0.3".to_string(), c, side),
-        6 if side >= 3 => {
-            let p = flopnet::spec::Pool { k: 3, stride: 2, pad: 1, ceil: true };
-            ("maxpool3s2p1c".to_string(), c, p.outputs(side))
-        }
-        _ => {
-            let out = rng.gen_range(1..=side);
-            (format!("adaptavg{out}x{out}"), c, out)
-        }
-    }
-}
-
-/// A random graph as a compact spec, ending in global pooling or a dense layer.
-fn random_graph(seed: u64, acts: &[&str], loss: Loss) -> Spec {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let (mut c, mut side) = (rng.gen_range(1..=3), rng.gen_range(2..=6));
-    let mut text = format!("{c}x{side}x{side}");
-    for _ in 0..rng.gen_range(1..=4) {
-        let (b, c2, s2) = block(&mut rng, c, side, acts);
-        text += &format!("-{b}");
-        (c, side) = (c2, s2);
-    }
-    let out = if loss == Loss::Ce { "softmax" } else { "identity" };
-    text += &if rng.gen_bool(0.5) {
-        format!("-gap:{}-{}:{out}", acts[0], rng.gen_range(2..=4))
-    } else {
-        format!("-conv1x1x3:{}-gap:{out}", acts[0])
-    };
-    spec::parse(&text, Defaults { hidden: Activation::Tanh, output: Activation::Identity })
-        .unwrap_or_else(|e| panic!("{text}: {e}"))
-}
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
@@ -80,7 +25,7 @@ proptest! {
     /// The ledger is what the reference engine executes, field by field, on random graphs.
     #[test]
     fn measured_equals_analytic_on_random_graphs(seed in any::<u64>(), batch in 1usize..4, opt in 0usize..3) {
-        let net = random_graph(seed, &ANY, Loss::Ce);
+        let net = random_graph(seed, &ANY, Loss::Ce, true);
         let opt = [Optimizer::Sgd, Optimizer::Momentum, Optimizer::Adam][opt];
         let v = verify::step(&net, Loss::Ce, opt, batch, seed);
         let bad: Vec<String> = v.mismatches().map(|r| r.name.clone()).collect();
@@ -144,7 +89,7 @@ fn check_gradients(net: &Spec, loss: Loss, seed: u64) {
 fn gradients_match_central_differences_on_random_graphs() {
     for seed in 0..24 {
         let loss = if seed % 2 == 0 { Loss::Ce } else { Loss::Mse };
-        check_gradients(&random_graph(seed, &SMOOTH, loss), loss, seed);
+        check_gradients(&random_graph(seed, &SMOOTH, loss, true), loss, seed);
     }
 }
 

@@ -33,8 +33,28 @@ pub fn bias_forward(f: Activation, out: &mut [f32], bias: &[f32]) {
             Activation::Sigmoid => row.iter_mut().for_each(|z| *z = 1.0 / (1.0 + (-*z).exp())),
             Activation::Tanh => row.iter_mut().for_each(|z| *z = z.tanh()),
             Activation::Softmax => softmax(row),
-            Activation::Relu6 => unreachable!("{}", super::NOT_YET),
+            Activation::Relu6 => row.iter_mut().for_each(|z| *z = relu6(*z)),
         }
+    }
+}
+
+/// min(max(z, 0), 6), as the reference computes it.
+#[inline]
+pub fn relu6(z: f32) -> f32 {
+    z.max(0.0).min(6.0)
+}
+
+/// a = f(z) in place, for rows of `m` values (no bias).
+pub fn forward(f: Activation, out: &mut [f32], m: usize) {
+    let slope = LEAKY_SLOPE as f32;
+    match f {
+        Activation::Identity => {}
+        Activation::Relu => out.iter_mut().for_each(|z| *z = z.max(0.0)),
+        Activation::Relu6 => out.iter_mut().for_each(|z| *z = relu6(*z)),
+        Activation::LeakyRelu => out.iter_mut().for_each(|z| *z = if *z > 0.0 { *z } else { slope * *z }),
+        Activation::Sigmoid => out.iter_mut().for_each(|z| *z = 1.0 / (1.0 + (-*z).exp())),
+        Activation::Tanh => out.iter_mut().for_each(|z| *z = z.tanh()),
+        Activation::Softmax => out.chunks_exact_mut(m).for_each(softmax),
     }
 }
 
@@ -65,6 +85,7 @@ pub fn backward(f: Activation, a: &[f32], g: &mut [f32], m: usize) {
                 g.iter_mut().zip(a).for_each(|(g, &a)| *g = a * (*g - s));
             }
         }
-        Activation::Relu6 => unreachable!("{}", super::NOT_YET),
+        // 0 < a < 6: the slope is 1 strictly between the bends.
+        Activation::Relu6 => g.iter_mut().zip(a).for_each(|(g, &a)| *g = if a > 0.0 && a < 6.0 { *g } else { 0.0 }),
     }
 }

@@ -16,6 +16,14 @@
 //! Work splits over col's rows (im2col), over F rows or N columns (the products, in `gemm`) and
 //! over input channels (col2im), never over a summed dimension: results do not depend on the
 //! thread count.
+//!
+//! With g groups (w [F][C/g][kh][kw], as PyTorch), group k's input channels, filters, weights
+//! and outputs are contiguous blocks, so each group runs as a convolution of its own
+//! ([`ConvShape::group`]), one after another. A depthwise convolution (g = C, F = m·C) takes
+//! its own kernel (`depthwise`: no im2col). Without a bias, `b` and `db` are empty slices.
+
+#[path = "depthwise.rs"]
+mod depthwise;
 
 use super::gemm::{Kernel, PARALLEL_MIN_MACS};
 use super::team::Team;
@@ -51,6 +59,11 @@ pub struct ConvShape {
     pub pw: usize,
     pub oh: usize,
     pub ow: usize,
+    /// Channel groups: filter f reads the C/groups channels of group f/(F/groups) only
+    /// (groups = C is depthwise, [`crate::engine::depthwise`]).
+    pub groups: usize,
+    /// Whether the layer adds a bias (without one, `b` and `db` are empty slices).
+    pub bias: bool,
 }
 
 impl ConvShape {
@@ -70,12 +83,26 @@ impl ConvShape {
             pw,
             oh: layer.output.h,
             ow: layer.output.w,
+            groups: cv.groups,
+            bias: cv.bias,
         })
     }
 
-    /// Rows of the im2col matrix: C·kh·kw.
+    /// Weights per filter, and rows of one group's im2col matrix: C/groups·kh·kw.
     pub fn ckk(&self) -> usize {
-        self.c * self.kh * self.kw
+        self.c / self.groups * self.kh * self.kw
+    }
+
+    /// Whether each filter reads one channel (groups = C; F = k·C filters, k per channel).
+    pub fn depthwise(&self) -> bool {
+        self.groups > 1 && self.groups == self.c
+    }
+
+    /// One group as a convolution of its own: C/groups channels, F/groups filters, one group.
+    /// A group's input channels, filters, weights and outputs are contiguous blocks of the
+    /// whole layer's ([C][B][H][W], [F][CKK], [F][B][H'][W']), one after another.
+    pub fn group(&self) -> ConvShape {
+        ConvShape { c: self.c / self.groups, f: self.f / self.groups, groups: 1, ..*self }
     }
 
     /// Values of the im2col matrix for a batch.
@@ -87,7 +114,7 @@ impl ConvShape {
     /// (stride 1, padding below the kernel size): dx [C][B][H][W] = conv(delta, W') with F input
     /// channels, C filters W'[c][f][i][j] = w[f][c][kh-1-i][kw-1-j] and padding kh-1-ph, kw-1-pw.
     pub fn transposed(&self) -> Option<ConvShape> {
-        if self.s != 1 || self.ph >= self.kh || self.pw >= self.kw {
+        if self.groups != 1 || self.s != 1 || self.ph >= self.kh || self.pw >= self.kw {
             return None;
         }
         let t = ConvShape {
@@ -102,6 +129,8 @@ impl ConvShape {
             pw: self.kw - 1 - self.pw,
             oh: self.h,
             ow: self.w,
+            groups: 1,
+            bias: false,
         };
         (t.h + 2 * t.ph + 1 == t.oh + t.kh && t.w + 2 * t.pw + 1 == t.ow + t.kw).then_some(t)
     }
@@ -288,7 +317,16 @@ fn bias_act(act: Activation, row: &mut [f32], b: f32) {
         Activation::Tanh => row.iter_mut().for_each(|z| *z = (*z + b).tanh()),
         // The spec allows softmax on the (dense) output layer only.
         Activation::Softmax => unreachable!("softmax on a convolution"),
-        Activation::Relu6 => unreachable!("{}", super::NOT_YET),
+        Activation::Relu6 => row.iter_mut().for_each(|z| *z = (*z + b).clamp(0.0, 6.0)),
+    }
+}
+
+/// [`bias_act`] for a layer that may have no bias: without one, only the activation (nothing
+/// at all for the identity).
+pub(crate) fn finish(act: Activation, row: &mut [f32], b: Option<f32>) {
+    match (act, b) {
+        (Activation::Identity, None) => {}
+        (_, b) => bias_act(act, row, b.unwrap_or(0.0)),
     }
 }
 
@@ -320,7 +358,7 @@ fn act_rows(act: Activation, z: &mut [f32], rows: usize, n: usize, team: &Team) 
 }
 
 /// Sum of a row in a fixed order (eight interleaved partial sums, then a fixed tree).
-fn row_sum(v: &[f32]) -> f32 {
+pub(crate) fn row_sum(v: &[f32]) -> f32 {
     let mut acc = [0f32; 8];
     let chunks = v.chunks_exact(8);
     let rest = chunks.remainder();
@@ -417,7 +455,7 @@ impl Tiles {
     /// enough ([`SPARSE_MAX_DENSITY`]).
     pub fn takes_sparse(&self, sh: &ConvShape) -> bool {
         #[cfg(target_arch = "x86_64")]
-        return self.sparse && super::sparse::eligible(sh);
+        return self.sparse && !sh.depthwise() && super::sparse::eligible(&sh.group());
         #[cfg(not(target_arch = "x86_64"))]
         return false;
     }
@@ -518,7 +556,13 @@ impl Tiles {
     }
 
     /// All the scratch values for `tasks` tasks.
+    /// (A grouped convolution runs its groups one after another, each as a convolution of its
+    /// own; a depthwise one takes `depthwise`'s scratch.)
     pub fn total(&self, sh: &ConvShape, batch: usize, tasks: usize) -> usize {
+        if sh.depthwise() {
+            return depthwise::scratch_len(sh, batch, tasks);
+        }
+        let sh = &sh.group();
         self.head(sh, batch) + tasks * self.scratch(sh, batch)
     }
 }
@@ -553,9 +597,38 @@ pub fn conv_forward(
     conv_forward_with(Tiles::for_shape(sh), sh, batch, act, x, w, b, scratch, z, team)
 }
 
-/// [`conv_forward`] with the tiling and kernels chosen by the caller.
+/// [`conv_forward`] with the tiling and kernels chosen by the caller (for each group; a
+/// depthwise convolution takes its own kernel, `depthwise`, whatever the tiles).
 #[allow(clippy::too_many_arguments)]
 pub fn conv_forward_with(
+    tiles: Tiles,
+    sh: &ConvShape,
+    batch: usize,
+    act: Activation,
+    x: &[f32],
+    w: &[f32],
+    b: &[f32],
+    scratch: &mut [f32],
+    z: &mut [f32],
+    team: &Team,
+) {
+    if sh.depthwise() {
+        return depthwise::forward(sh, batch, act, x, w, b, scratch, z, team);
+    }
+    let g = sh.group();
+    let (xs, zs, ws) = (g.c * batch * g.h * g.w, g.f * batch * g.oh * g.ow, g.f * g.ckk());
+    assert!(x.len() >= sh.groups * xs && z.len() >= sh.groups * zs && w.len() >= sh.groups * ws);
+    assert!(!sh.bias || b.len() >= sh.f, "a bias of {} values for {} filters", b.len(), sh.f);
+    for k in 0..sh.groups {
+        let bk = if sh.bias { &b[k * g.f..(k + 1) * g.f] } else { &[] };
+        let zk = &mut z[k * zs..(k + 1) * zs];
+        forward_group(tiles, &g, batch, act, &x[k * xs..(k + 1) * xs], &w[k * ws..(k + 1) * ws], bk, scratch, zk, team);
+    }
+}
+
+/// The forward pass of one group (an ungrouped convolution).
+#[allow(clippy::too_many_arguments)]
+fn forward_group(
     tiles: Tiles,
     sh: &ConvShape,
     batch: usize,
@@ -578,10 +651,11 @@ pub fn conv_forward_with(
         assert!(per_task >= super::panels::panel_len(sh));
         let relu = act == Activation::Relu;
         let (shared, slots) = scratch.split_at_mut(head);
+        let bias = sh.bias.then(|| (&b[..sh.f], relu));
         // SAFETY: AVX2/FMA checked (Tiles::packed); a slot of per_task ≥ one panel per member.
-        unsafe { super::panels::forward(sh, batch, x, w, Some((&b[..sh.f], relu)), shared, slots, per_task, z, team) };
-        if !matches!(act, Activation::Relu | Activation::Identity) {
-            // The bias is in; the activation alone (adding 0 changes no value).
+        unsafe { super::panels::forward(sh, batch, x, w, bias, shared, slots, per_task, z, team) };
+        if !(act == Activation::Identity || sh.bias && relu) {
+            // The bias, if any, is in; the activation alone (adding 0 changes no value).
             act_rows(act, &mut z[..sh.f * n], sh.f, n, team);
         }
         return;
@@ -602,8 +676,8 @@ pub fn conv_forward_with(
             unsafe {
                 let c = zp.0.add(e0 * oplane);
                 gemm(tiles.kernel, (sh.f, ckk, cols), w.as_ptr(), (ckk, 1), tile.as_ptr(), (cols, 1), 0.0, c, n);
-                for (f, &bf) in b[..sh.f].iter().enumerate() {
-                    bias_act(act, std::slice::from_raw_parts_mut(c.add(f * n), cols), bf);
+                for f in 0..sh.f {
+                    finish(act, std::slice::from_raw_parts_mut(c.add(f * n), cols), b.get(f).copied());
                 }
             }
             e0 = e1;
@@ -701,9 +775,51 @@ pub fn conv_backward(
     conv_backward_with(Tiles::for_shape(sh), sh, batch, x, w, delta, dw, db, scratch, dx, team)
 }
 
-/// [`conv_backward`] with the tiling and kernels chosen by the caller.
+/// [`conv_backward`] with the tiling and kernels chosen by the caller (for each group; a
+/// depthwise convolution takes its own kernel, `depthwise`, whatever the tiles).
 #[allow(clippy::too_many_arguments)]
 pub fn conv_backward_with(
+    tiles: Tiles,
+    sh: &ConvShape,
+    batch: usize,
+    x: &[f32],
+    w: &[f32],
+    delta: &[f32],
+    dw: &mut [f32],
+    db: &mut [f32],
+    scratch: &mut [f32],
+    mut dx: Option<&mut [f32]>,
+    team: &Team,
+) {
+    assert!(!sh.bias || db.len() >= sh.f, "a bias gradient of {} values for {} filters", db.len(), sh.f);
+    if sh.depthwise() {
+        return depthwise::backward(sh, batch, x, w, delta, dw, db, scratch, dx, team);
+    }
+    let g = sh.group();
+    let (xs, zs, ws) = (g.c * batch * g.h * g.w, g.f * batch * g.oh * g.ow, g.f * g.ckk());
+    assert!(x.len() >= sh.groups * xs && delta.len() >= sh.groups * zs && dw.len() >= sh.groups * ws);
+    for k in 0..sh.groups {
+        let dbk = if sh.bias { &mut db[k * g.f..(k + 1) * g.f] } else { &mut [] };
+        let dxk = dx.as_deref_mut().map(|d| &mut d[k * xs..(k + 1) * xs]);
+        backward_group(
+            tiles,
+            &g,
+            batch,
+            &x[k * xs..(k + 1) * xs],
+            &w[k * ws..(k + 1) * ws],
+            &delta[k * zs..(k + 1) * zs],
+            &mut dw[k * ws..(k + 1) * ws],
+            dbk,
+            scratch,
+            dxk,
+            team,
+        );
+    }
+}
+
+/// The backward pass of one group (an ungrouped convolution).
+#[allow(clippy::too_many_arguments)]
+fn backward_group(
     tiles: Tiles,
     sh: &ConvShape,
     batch: usize,
@@ -722,8 +838,10 @@ pub fn conv_backward_with(
     let macs = sh.f * ckk * n;
     let delta = &delta[..sh.f * n];
     let dw = &mut dw[..sh.f * ckk];
-    for (f, d) in db.iter_mut().enumerate() {
-        *d = row_sum(&delta[f * n..(f + 1) * n]);
+    if sh.bias {
+        for (f, d) in db[..sh.f].iter_mut().enumerate() {
+            *d = row_sum(&delta[f * n..(f + 1) * n]);
+        }
     }
     #[cfg(target_arch = "x86_64")]
     if tiles.takes_sparse(sh) && nonzero_share(delta) <= SPARSE_MAX_DENSITY {
@@ -890,8 +1008,9 @@ mod tests {
             for e in 0..batch {
                 for oy in 0..sh.oh {
                     for ox in 0..sh.ow {
-                        let mut s = b[f] as f64;
-                        for c in 0..sh.c {
+                        let mut s = if sh.bias { b[f] as f64 } else { 0.0 };
+                        let (cg, c0) = (sh.c / sh.groups, f / (sh.f / sh.groups) * (sh.c / sh.groups));
+                        for c in c0..c0 + cg {
                             for i in 0..sh.kh {
                                 for j in 0..sh.kw {
                                     let (iy, ix) = (
@@ -902,7 +1021,7 @@ mod tests {
                                         continue;
                                     }
                                     let xv = x[((c * batch + e) * sh.h + iy as usize) * sh.w + ix as usize] as f64;
-                                    s += w[((f * sh.c + c) * sh.kh + i) * sh.kw + j] as f64 * xv;
+                                    s += w[((f * cg + c - c0) * sh.kh + i) * sh.kw + j] as f64 * xv;
                                 }
                             }
                         }
@@ -925,7 +1044,8 @@ mod tests {
                     for ox in 0..sh.ow {
                         let g = d[((f * batch + e) * sh.oh + oy) * sh.ow + ox] as f64;
                         db[f] += g;
-                        for c in 0..sh.c {
+                        let (cg, c0) = (sh.c / sh.groups, f / (sh.f / sh.groups) * (sh.c / sh.groups));
+                        for c in c0..c0 + cg {
                             for i in 0..sh.kh {
                                 for j in 0..sh.kw {
                                     let (iy, ix) = (
@@ -936,7 +1056,7 @@ mod tests {
                                         continue;
                                     }
                                     let xi = ((c * batch + e) * sh.h + iy as usize) * sh.w + ix as usize;
-                                    let wi = ((f * sh.c + c) * sh.kh + i) * sh.kw + j;
+                                    let wi = ((f * cg + c - c0) * sh.kh + i) * sh.kw + j;
                                     dw[wi] += g * x[xi] as f64;
                                     dx[xi] += g * w[wi] as f64;
                                 }
@@ -961,7 +1081,8 @@ mod tests {
         team: &Team,
     ) -> (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>) {
         let mut z = vec![f32::NAN; sh.f * batch * sh.oh * sh.ow];
-        let (mut dw, mut db, mut dx) = (vec![f32::NAN; wt.len()], vec![f32::NAN; sh.f], vec![f32::NAN; x.len()]);
+        let nb = if sh.bias { sh.f } else { 0 };
+        let (mut dw, mut db, mut dx) = (vec![f32::NAN; wt.len()], vec![f32::NAN; nb], vec![f32::NAN; x.len()]);
         conv_forward_with(tiles, sh, batch, act, x, wt, b, scratch, &mut z, team);
         conv_backward_with(tiles, sh, batch, x, wt, delta, &mut dw, &mut db, scratch, Some(&mut dx), team);
         (z, dw, db, dx)
@@ -1148,5 +1269,77 @@ mod tests {
             let want: Vec<f64> = x.iter().zip(&taps).map(|(&v, &t)| v as f64 * t / sh.f as f64).collect();
             close(&format!("case {case} col2im∘im2col"), &dx, &want);
         }
+    }
+
+    #[test]
+    fn grouped_depthwise_and_bias_free_convs_match_naive_loops() {
+        // Groups 1, 2 and C (depthwise, with 1–3 filters per channel), strides 1–3, paddings
+        // 0–2, with and without a bias, every activation the engine fuses: against f64 loops,
+        // and the same bits on one and two threads and on a second call (the scratch reused).
+        let mut rng = ChaCha8Rng::seed_from_u64(23);
+        let teams = [Team::new(1, || {}).unwrap(), Team::new(2, || {}).unwrap()];
+        let mut cases = 0;
+        let (mut depthwise, mut strided, mut grouped) = (0, 0, 0);
+        while cases < 120 {
+            let c = [1, 2, 4, 6, 8, 16, 32][rng.gen_range(0..7)];
+            let groups = match rng.gen_range(0..3) {
+                0 => 1,
+                1 if c % 2 == 0 => 2,
+                _ => c,
+            };
+            let f = groups * rng.gen_range(1..=3) * if groups == c { 1 } else { rng.gen_range(1..=3) };
+            let (h, w) = (rng.gen_range(1..=19), rng.gen_range(1..=19));
+            let k = [1, 3, 3, 5][rng.gen_range(0..4)];
+            let stride = [1, 1, 2, 2, 3][rng.gen_range(0..5)];
+            let padding = Padding::Fixed(rng.gen_range(0..=2));
+            let bias = rng.gen_bool(0.5);
+            let cv = Conv { kh: k, kw: k, filters: f, stride, padding, groups, bias };
+            let act =
+                [Activation::Identity, Activation::Relu, Activation::Relu6, Activation::Tanh][rng.gen_range(0..4)];
+            let Ok(layer) = Layer::after(Shape::new(c, h, w), Kind::Conv2d(cv), 0, act) else {
+                continue;
+            };
+            cases += 1;
+            let sh = ConvShape::of(&layer).unwrap();
+            assert_eq!((sh.groups, sh.bias), (groups, bias));
+            depthwise += sh.depthwise() as usize;
+            grouped += (groups > 1 && !sh.depthwise()) as usize;
+            strided += (stride == 2 && sh.ph == 1) as usize;
+            let batch = rng.gen_range(1..=6);
+            let n = batch * sh.oh * sh.ow;
+            let x: Vec<f32> = (0..batch * c * h * w).map(|_| rng.gen_range(-1.0..1.0)).collect();
+            let wt: Vec<f32> = (0..sh.f * sh.ckk()).map(|_| rng.gen_range(-1.0..1.0)).collect();
+            let b: Vec<f32> = if bias { (0..sh.f).map(|_| rng.gen_range(-1.0..1.0)).collect() } else { vec![] };
+            let delta: Vec<f32> = (0..sh.f * n).map(|_| rng.gen_range(-1.0..1.0)).collect();
+            let z_lin = naive_forward(&sh, batch, &x, &wt, &b);
+            let want_z: Vec<f64> = z_lin
+                .iter()
+                .map(|&v| match act {
+                    Activation::Relu => v.max(0.0),
+                    Activation::Relu6 => v.clamp(0.0, 6.0),
+                    Activation::Tanh => v.tanh(),
+                    _ => v,
+                })
+                .collect();
+            let (want_dw, want_db, want_dx) = naive_backward(&sh, batch, &x, &wt, &delta);
+            let tiles = Tiles::for_shape(&sh);
+            let what = format!("case {cases} {sh:?} B{batch} {act:?}");
+            let mut scratch = vec![f32::NAN; scratch_len([sh].into_iter(), batch, 2)];
+            let mut runs = Vec::new();
+            for team in teams.iter().chain(&teams) {
+                runs.push(run_conv(tiles, &sh, batch, act, (&x, &wt, &b, &delta), &mut scratch, team));
+            }
+            let (z, dw, db, dx) = &runs[0];
+            close(&format!("{what} z"), z, &want_z);
+            close(&format!("{what} dw"), dw, &want_dw);
+            if bias {
+                close(&format!("{what} db"), db, &want_db);
+            } else {
+                assert!(db.is_empty());
+            }
+            close(&format!("{what} dx"), dx, &want_dx);
+            assert!(runs.iter().all(|r| *r == runs[0]), "{what}: results depend on the team or the call");
+        }
+        assert!(depthwise >= 20 && grouped >= 10 && strided >= 5, "{depthwise} {grouped} {strided}");
     }
 }

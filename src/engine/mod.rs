@@ -14,9 +14,13 @@
 pub mod activation;
 mod avx;
 pub mod conv;
+pub(crate) mod gap;
 pub mod gemm;
+mod graph;
 pub mod kernels;
 mod loss;
+pub(crate) mod norm;
+pub(crate) mod padpool;
 mod panels;
 pub mod pool;
 pub mod simd;
@@ -130,6 +134,13 @@ fn col_len(spec: &Spec, batch: usize, threads: usize) -> usize {
 /// gradient block or a panel per thread, and the panel product's padded input and packed
 /// operands). Both zero for a dense network.
 pub fn conv_buffer_bytes(spec: &Spec, batch: usize, threads: usize) -> (u128, u128) {
+    if graph::needed(spec) {
+        // The graph path's buffers (`graph::buffer_values`) less the two gradient buffers the
+        // ledger counts for every network.
+        let widest = spec.layers.iter().map(|l| l.outputs).max().unwrap_or(0);
+        let values = graph::buffer_values(spec, batch) - 2 * batch * widest;
+        return (4 * values as u128, 4 * col_len(spec, batch, threads) as u128);
+    }
     let feeds = feeds(spec);
     let flat: usize =
         spec.layers.iter().zip(&feeds).filter(|(_, f)| **f != Feed::Direct).map(|(l, _)| batch * l.inputs).sum();
@@ -175,6 +186,26 @@ pub struct Engine {
     team: team::Team,
     /// Seconds spent per layer and phase, when switched on (for `bench`).
     timers: Option<Timers>,
+    /// The graph path's plan and buffers, for a network the chain path does not run.
+    graph: Option<graph::Graph>,
+    /// Batch normalization's running statistics, not trained (outside `params` and `grads`):
+    /// per batch-norm layer its mean [C] then its variance [C].
+    running: Vec<f32>,
+    /// Where each layer's running statistics start in `running` (batch-norm layers only).
+    running_at: Vec<usize>,
+    /// Training batches each batch-norm layer has normalized (PyTorch's `num_batches_tracked`).
+    tracked: Vec<u64>,
+    /// Seeds dropout's masks, with the step and the layer.
+    seed: u64,
+}
+
+/// Batch normalization's running statistics, for model files and checkpoints: `values` holds
+/// per batch-norm layer, in layer order, its running mean [C] then its running variance [C];
+/// `batches` per batch-norm layer the training batches it has normalized.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RunningStats {
+    pub values: Vec<f32>,
+    pub batches: Vec<u64>,
 }
 
 /// Wall-clock seconds accumulated by phase since the timers were switched on.
@@ -238,9 +269,12 @@ impl Engine {
         }
         let n = arena.len();
         let b = settings.max_batch.max(1);
+        let graph = graph::needed(spec).then(|| graph::Graph::new(spec, b));
+        let chain = graph.is_none();
         let ops: Vec<Op> = spec
             .layers
             .iter()
+            .filter(|_| chain)
             .map(|layer| match layer.kind {
                 Kind::Dense => Op::Dense,
                 Kind::Conv2d(_) => Op::Conv(ConvShape::of(layer).expect("a convolution")),
@@ -249,8 +283,21 @@ impl Engine {
                 _ => unreachable!("{NOT_YET}"),
             })
             .collect();
-        let feeds = feeds(spec);
-        let widest = spec.layers.iter().map(|l| l.outputs).max().unwrap_or(0);
+        let feeds = if chain { feeds(spec) } else { Vec::new() };
+        let widest = if chain { spec.layers.iter().map(|l| l.outputs).max().unwrap_or(0) } else { 0 };
+        let mut running = Vec::new();
+        let running_at = spec
+            .layers
+            .iter()
+            .map(|l| {
+                let at = running.len();
+                if l.kind == Kind::BatchNorm {
+                    // PyTorch's start: mean 0, variance 1.
+                    running.extend(std::iter::repeat_n(0.0, l.input.c).chain(std::iter::repeat_n(1.0, l.input.c)));
+                }
+                at
+            })
+            .collect();
         let state = |on: bool| if on { vec![0.0; n] } else { Vec::new() };
         let team = team::Team::new(settings.threads.max(1), simd::flush_denormals)
             .map_err(|e| Error::Usage(format!("cannot start {} threads: {e}", settings.threads)))?;
@@ -267,6 +314,7 @@ impl Engine {
                 .layers
                 .iter()
                 .zip(&feeds)
+                .filter(|_| chain)
                 .map(|(l, f)| if *f == Feed::Direct { Vec::new() } else { vec![0.0; b * l.inputs] })
                 .collect(),
             col: vec![0.0; col_len(spec, b, settings.threads.max(1))],
@@ -275,6 +323,11 @@ impl Engine {
                 .zip(&spec.layers)
                 .map(|(op, l)| if matches!(op, Op::MaxPool(_)) { vec![0; b * l.outputs] } else { Vec::new() })
                 .collect(),
+            tracked: vec![0; spec.layers.len()],
+            running,
+            running_at,
+            graph,
+            seed: 0,
             ops,
             feeds,
             back: [vec![0.0; b * widest], vec![0.0; b * widest]],
@@ -391,22 +444,70 @@ impl Engine {
     }
 
     /// Forward pass over a batch; returns the outputs [B][outputs].
+    /// Batch normalization uses its running statistics and dropout passes values through.
     pub fn forward(&mut self, x: &[f32]) -> Result<&[f32]> {
         let batch = self.check_batch(x, None)?;
-        self.run(|e| e.forward_inner(x, batch));
-        let m = self.spec.outputs();
-        Ok(&self.acts[self.acts.len() - 1][..batch * m])
+        self.run(|e| e.forward_any(x, batch, false));
+        Ok(self.output(batch))
     }
 
-    /// Forward and loss without training: the score of a batch.
+    /// Forward and loss without training (evaluation mode, as [`Engine::forward`]): the score
+    /// of a batch.
     pub fn evaluate(&mut self, x: &[f32], labels: &[u8]) -> Result<Score> {
         let batch = self.check_batch(x, Some(labels))?;
         let loss = self.settings.loss;
         Ok(self.run(|e| {
-            e.forward_inner(x, batch);
+            e.forward_any(x, batch, false);
             let m = e.spec.outputs();
-            loss::score(loss, &e.acts[e.acts.len() - 1][..batch * m], labels, m, None)
+            loss::score(loss, e.output(batch), labels, m, None)
         }))
+    }
+
+    /// The forward pass on whichever path runs this network.
+    fn forward_any(&mut self, x: &[f32], batch: usize, training: bool) {
+        if self.graph.is_some() { self.graph_forward(x, batch, training) } else { self.forward_inner(x, batch) }
+    }
+
+    /// Seeds dropout's masks (with the step and the layer, as the reference engine does).
+    pub fn set_seed(&mut self, seed: u64) {
+        self.seed = seed;
+    }
+
+    /// Batch normalization's running statistics (empty for a network without batch norm).
+    pub fn running_stats(&self) -> RunningStats {
+        let batches =
+            self.spec.layers.iter().zip(&self.tracked).filter(|(l, _)| l.kind == Kind::BatchNorm).map(|(_, &t)| t);
+        RunningStats { values: self.running.clone(), batches: batches.collect() }
+    }
+
+    /// Layer `l`'s running mean and variance and its batches normalized, for a batch-norm layer.
+    pub fn layer_running(&self, l: usize) -> Option<(&[f32], &[f32], u64)> {
+        let layer = self.spec.layers.get(l).filter(|x| x.kind == Kind::BatchNorm)?;
+        let (at, c) = (self.running_at[l], layer.input.c);
+        Some((&self.running[at..at + c], &self.running[at + c..at + 2 * c], self.tracked[l]))
+    }
+
+    /// Restores what [`Engine::running_stats`] returned (from a model file or a checkpoint).
+    pub fn set_running_stats(&mut self, stats: &RunningStats) -> Result<()> {
+        let bns: Vec<usize> =
+            (0..self.spec.layers.len()).filter(|&l| self.spec.layers[l].kind == Kind::BatchNorm).collect();
+        if stats.values.len() != self.running.len() || stats.batches.len() != bns.len() {
+            return Err(Error::Shape {
+                op: "running statistics",
+                detail: format!(
+                    "{} values for {} batch-norm layers given, {} values for {} held by this network",
+                    stats.values.len(),
+                    stats.batches.len(),
+                    self.running.len(),
+                    bns.len()
+                ),
+            });
+        }
+        self.running.copy_from_slice(&stats.values);
+        for (&l, &t) in bns.iter().zip(&stats.batches) {
+            self.tracked[l] = t;
+        }
+        Ok(())
     }
 
     /// Forward, loss and backward: fills the gradient arena, moves nothing.
@@ -439,7 +540,9 @@ impl Engine {
     /// One training step: gradients, then the optimizer. Returns the batch's score before the update.
     pub fn train_step(&mut self, x: &[f32], labels: &[u8]) -> Result<Score> {
         let batch = self.check_batch(x, Some(labels))?;
-        let fused = batch == 1 && matches!(self.settings.optimizer, Optimizer::Sgd | Optimizer::Momentum);
+        let fused = batch == 1
+            && matches!(self.settings.optimizer, Optimizer::Sgd | Optimizer::Momentum)
+            && self.graph.is_none();
         Ok(self.run(|e| {
             let s = e.gradients_inner(x, labels, batch, fused, batch);
             let mut t = e.clock();
@@ -491,6 +594,9 @@ impl Engine {
     /// --act sigmoid --batch 1`: ~12.5 µs a step before, ~9 µs after). [`Engine::update`] then
     /// skips those layers.
     fn gradients_inner(&mut self, x: &[f32], labels: &[u8], batch: usize, fused: bool, over: usize) -> Score {
+        if self.graph.is_some() {
+            return self.graph_gradients(x, labels, batch, over);
+        }
         self.forward_inner(x, batch);
         let lossfn = self.settings.loss;
         let last = self.spec.layers.len() - 1;

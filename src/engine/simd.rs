@@ -151,13 +151,13 @@ impl Madd for Plain {
     }
 }
 
-/// Defines `pub fn $name(args) -> ret` that runs `$imp::<Fused>` compiled for AVX-512F or for
+/// Defines `fn $name(args) -> ret` (with the visibility given) that runs `$imp::<Fused>` compiled for AVX-512F or for
 /// AVX2+FMA as the path in use says, and `$imp::<Plain>` on the scalar path. `$imp` must be
 /// `#[inline(always)]`.
 macro_rules! dispatch {
-    ($(#[$meta:meta])* pub fn $name:ident = $imp:ident($($arg:ident : $ty:ty),* $(,)?) $(-> $ret:ty)?) => {
+    ($(#[$meta:meta])* $vis:vis fn $name:ident = $imp:ident($($arg:ident : $ty:ty),* $(,)?) $(-> $ret:ty)?) => {
         $(#[$meta])*
-        pub fn $name($($arg: $ty),*) $(-> $ret)? {
+        $vis fn $name($($arg: $ty),*) $(-> $ret)? {
             #[cfg(target_arch = "x86_64")]
             {
                 #[target_feature(enable = "avx2,fma")]

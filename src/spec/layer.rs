@@ -218,10 +218,8 @@ impl Kind {
     /// the reference engine only).
     pub fn fast_engine_runs(&self) -> bool {
         match self {
-            Kind::Dense => true,
-            Kind::MaxPool(p) | Kind::AvgPool(p) => p.pad == 0 && !p.ceil,
-            Kind::Conv2d(c) => c.groups == 1 && c.bias,
-            _ => false,
+            Kind::Conv2d(c) => c.groups == 1,
+            _ => true,
         }
     }
 }

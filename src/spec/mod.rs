@@ -161,20 +161,22 @@ impl Spec {
         }
     }
 
-    /// Refuses what the fast engine (train, eval, bench) does not run yet: graphs that are not
-    /// chains, and the layer kinds and activations added for real architectures.
+    /// Refuses what the fast engine (train, eval, bench) does not run yet: grouped convolutions,
+    /// and softmax after a layer that does not keep its output as rows.
     pub fn fast_engine_check(&self) -> Result<()> {
-        let why = if !self.is_chain() {
-            Some("a network that is not a chain of layers".to_string())
-        } else if let Some(l) = self.layers.iter().find(|l| !l.kind.fast_engine_runs()) {
+        let why = if let Some(l) = self.layers.iter().find(|l| !l.kind.fast_engine_runs()) {
             Some(match l.kind {
                 Kind::Conv2d(c) if c.groups != 1 => "a grouped convolution".to_string(),
-                Kind::Conv2d(_) => "a convolution without a bias".to_string(),
-                Kind::MaxPool(_) | Kind::AvgPool(_) => "pooling with padding or ceil mode".to_string(),
                 k => format!("{} layers", k.name()),
             })
         } else {
-            self.layers.iter().find(|l| l.activation == Activation::Relu6).map(|_| "relu6".to_string())
+            // Softmax normalizes a row; the engine keeps rows for dense layers and global pooling.
+            self.layers
+                .iter()
+                .find(|l| l.activation == Activation::Softmax && !matches!(l.kind, Kind::Dense | Kind::GlobalAvgPool))
+                .map(|l| {
+                    format!("softmax after a {} layer (only after dense layers and global pooling)", l.kind.name())
+                })
         };
         match why {
             Some(what) => Err(Error::Usage(format!(

@@ -4,7 +4,8 @@
 #![allow(dead_code)]
 
 use flopnet::spec::{Activation, Conv, Kind, Layer, Loss, Padding, Pool, Shape, Spec};
-use rand::Rng;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 
 pub const HIDDEN: [Activation; 5] =
     [Activation::Identity, Activation::Relu, Activation::LeakyRelu, Activation::Sigmoid, Activation::Tanh];
@@ -52,4 +53,77 @@ pub fn random_cnn(rng: &mut impl Rng, loss: Loss, max_side: usize) -> Spec {
         layers.push(l);
     }
     Spec::new(input, layers)
+}
+
+/// One random block of a graph on `c` channels of a `side`×`side` map; returns its text and the
+/// channels and side after it.
+fn block(rng: &mut ChaCha8Rng, c: usize, side: usize, acts: &[&str], groups: bool) -> (String, usize, usize) {
+    let act = |rng: &mut ChaCha8Rng| acts[rng.gen_range(0..acts.len())];
+    match rng.gen_range(0..8) {
+        // A residual block on the same shape, identity shortcut.
+        0 => {
+            let g =
+                if groups && c.is_multiple_of(2) && rng.gen_bool(0.5) { format!("g{}", c / 2) } else { String::new() };
+            (format!("[conv3x3x{c}p1{g}b0-bn:{}-conv1x1x{c}]:{}", act(rng), act(rng)), c, side)
+        }
+        // A stage change: stride 2, twice the channels, a projection or zero-padding shortcut.
+        1 if side >= 2 => {
+            let short = if rng.gen_bool(0.5) { "proj" } else { "pad" };
+            (format!("[conv3x3x{}s2p1b0-bn:{}|{short}]:{}", 2 * c, act(rng), act(rng)), 2 * c, side.div_ceil(2))
+        }
+        // Three branches summed: the block's input is read three times (fan-out).
+        2 => (format!("[conv1x1x{c}:{}|bn:{}|]", act(rng), act(rng)), c, side),
+        // A concatenation of two branches, or of the input and one branch (DenseNet).
+        3 => {
+            if rng.gen_bool(0.5) {
+                (format!("(conv1x1x2:{}|conv3x3x1p1:{})", act(rng), act(rng)), 3, side)
+            } else {
+                (format!("(bn:{}-conv3x3x2p1b0)", act(rng)), c + 2, side)
+            }
+        }
+        // A depthwise convolution and batch normalization.
+        4 => {
+            let g = if groups { format!("g{c}") } else { String::new() };
+            (format!("conv3x3x{c}p1{g}b0-bn:{}", act(rng)), c, side)
+        }
+        5 => ("drop0.3".to_string(), c, side),
+        6 if side >= 3 => {
+            let p = Pool { k: 3, stride: 2, pad: 1, ceil: true };
+            ("maxpool3s2p1c".to_string(), c, p.outputs(side))
+        }
+        _ => {
+            let out = rng.gen_range(1..=side);
+            (format!("adaptavg{out}x{out}"), c, out)
+        }
+    }
+}
+
+/// A random graph as a compact spec, ending in global pooling or a dense layer; `groups`:
+/// with grouped and depthwise convolutions.
+pub fn random_graph(seed: u64, acts: &[&str], loss: Loss, groups: bool) -> Spec {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let (mut c, mut side) = (rng.gen_range(1..=3), rng.gen_range(2..=6));
+    let mut text = format!("{c}x{side}x{side}");
+    for _ in 0..rng.gen_range(1..=4) {
+        let (b, c2, s2) = block(&mut rng, c, side, acts, groups);
+        text += &format!("-{b}");
+        (c, side) = (c2, s2);
+    }
+    let out = if loss == Loss::Ce { "softmax" } else { "identity" };
+    text += &if rng.gen_bool(0.5) {
+        format!("-gap:{}-{}:{out}", acts[0], rng.gen_range(2..=4))
+    } else {
+        format!("-conv1x1x3:{}-gap:{out}", acts[0])
+    };
+    flopnet::spec::parse(&text, flopnet::spec::Defaults { hidden: Activation::Tanh, output: Activation::Identity })
+        .unwrap_or_else(|e| panic!("{text}: {e}"))
+}
+
+/// |got - want| <= tol * max|want| over the tensor: relative to the tensor's scale.
+pub fn assert_close(what: &str, got: &[f32], want: &[f64], tol: f64) {
+    assert_eq!(got.len(), want.len(), "{what}: lengths");
+    let scale = want.iter().fold(0.0f64, |m, v| m.max(v.abs())).max(1e-30);
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        assert!((g as f64 - w).abs() <= tol * scale, "{what}[{i}]: engine {g} reference {w} (scale {scale})");
+    }
 }

@@ -1,0 +1,670 @@
+//! Graph networks on the engine: any layer may read any earlier one (`Spec::sources`), and the
+//! kinds of real architectures run (batch normalization, residual sums, concatenations, global
+//! and adaptive average pooling, dropout, the zero-padding shortcut, padded max pooling, relu6).
+//! A chain of the kinds the engine ran before keeps its own path (`Engine::forward_inner`).
+//!
+//! Layers run in the spec's order, which puts each after what it reads. Every layer's output
+//! stays in a layout: rows [B][M] for dense layers and global pooling (vectors), channel-major
+//! [C][B][P] for the image kinds, a sum's or a dropout's that of its first input. Where an
+//! input's layout is not the one its reader wants (and C > 1), the edge keeps a transposed
+//! copy. Concatenating channel-major images is one block copy per input.
+//!
+//! Backward walks the layers in reverse. Each layer owns a gradient buffer in its layout; the
+//! first reader to hand a gradient back writes it, later readers (a residual's shortcut, any
+//! fan-out) add theirs, always in reverse layer order, so a step's results are the same bits
+//! every time for a given thread count.
+
+use super::activation;
+use super::conv::{self, ConvShape};
+use super::gap::{self, Adaptive};
+use super::gemm::{View, matmul};
+use super::loss;
+use super::norm;
+use super::padpool::PadPool;
+use super::pool::{self, PoolShape};
+use super::{Engine, Score, lap, to_channels, to_rows};
+use crate::spec::{Activation, Kind, Loss, Source, Spec};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+/// Where a layer keeps its output.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Layout {
+    /// [B][C][P], example after example.
+    Rows,
+    /// [C][B][P], channel after channel.
+    Channels,
+}
+
+/// What a layer computes on the graph path, with its geometry.
+#[derive(Clone, Debug)]
+enum Node {
+    Dense,
+    Conv(ConvShape),
+    MaxPool(PoolShape),
+    AvgPool(PoolShape),
+    PadMax(PadPool),
+    BatchNorm,
+    Add,
+    Concat,
+    Global,
+    Adaptive(Adaptive),
+    Dropout(f64),
+    ZeroPad(usize),
+}
+
+/// A transposition on an edge: from the source's layout to the reader's (and back for the
+/// gradient), of an image of `c` channels of `p` values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Turn {
+    ToChannels { c: usize, p: usize },
+    ToRows { c: usize, p: usize },
+}
+
+impl Turn {
+    fn forward(self, x: &[f32], out: &mut [f32], batch: usize) {
+        match self {
+            Turn::ToChannels { c, p } => to_channels(x, out, batch, c, p),
+            Turn::ToRows { c, p } => to_rows(x, out, batch, c, p),
+        }
+    }
+
+    /// The gradient back to the source's layout.
+    fn backward(self, g: &[f32], out: &mut [f32], batch: usize) {
+        match self {
+            Turn::ToChannels { c, p } => to_rows(g, out, batch, c, p),
+            Turn::ToRows { c, p } => to_channels(g, out, batch, c, p),
+        }
+    }
+}
+
+/// The graph path's plan and buffers, cut once for `max_batch` examples.
+pub(crate) struct Graph {
+    nodes: Vec<Node>,
+    layouts: Vec<Layout>,
+    /// Per layer, per input: the transposition on that edge, if any.
+    turns: Vec<Vec<Option<Turn>>>,
+    /// Per layer, per input: the transposed copy of that input (empty when none).
+    moved: Vec<Vec<Vec<f32>>>,
+    /// dL/d(output) per layer, in its layout.
+    grads: Vec<Vec<f32>>,
+    written: Vec<bool>,
+    /// Two buffers of [max_batch][widest output] for gradients on their way to a source.
+    tmp: [Vec<f32>; 2],
+    /// The output as rows, when the last layer keeps channels (C > 1).
+    out_rows: Vec<f32>,
+    /// Max pooling's argmax per output.
+    args: Vec<Vec<u32>>,
+    /// Dropout's mask per value: 0 or 1/(1−p).
+    masks: Vec<Vec<f32>>,
+    /// Batch norm's μ [C] and r [C] of the last training batch.
+    saved: Vec<Vec<f32>>,
+    /// Zeros for the bias of a convolution without one, and a place for its unused gradient.
+    zero_bias: Vec<f32>,
+    spare_db: Vec<f32>,
+}
+
+/// Whether `spec` needs the graph path: it is not a chain, or it holds a kind or activation the
+/// chain path does not run.
+pub(crate) fn needed(spec: &Spec) -> bool {
+    let chain_kind = |k: &Kind| match k {
+        Kind::Dense => true,
+        Kind::MaxPool(p) | Kind::AvgPool(p) => p.pad == 0 && !p.ceil,
+        Kind::Conv2d(c) => c.groups == 1 && c.bias,
+        _ => false,
+    };
+    !spec.is_chain() || spec.layers.iter().any(|l| !chain_kind(&l.kind) || l.activation == Activation::Relu6)
+}
+
+/// Each layer's output layout.
+pub(crate) fn layouts(spec: &Spec) -> Vec<Layout> {
+    let mut out: Vec<Layout> = Vec::with_capacity(spec.layers.len());
+    for (l, layer) in spec.layers.iter().enumerate() {
+        let first = match spec.sources[l][0] {
+            Source::Input => Layout::Rows,
+            Source::Node(j) => out[j],
+        };
+        out.push(match layer.kind {
+            Kind::Dense | Kind::GlobalAvgPool => Layout::Rows,
+            Kind::Add(_) | Kind::Dropout(_) => first,
+            _ => Layout::Channels,
+        });
+    }
+    out
+}
+
+/// The layout a layer reads its inputs in.
+fn wants(kind: Kind, own: Layout) -> Layout {
+    match kind {
+        Kind::Dense => Layout::Rows,
+        Kind::Add(_) | Kind::Dropout(_) => own,
+        _ => Layout::Channels,
+    }
+}
+
+/// Per layer, per input, the transposition on that edge.
+fn turns(spec: &Spec, layouts: &[Layout]) -> Vec<Vec<Option<Turn>>> {
+    spec.layers
+        .iter()
+        .enumerate()
+        .map(|(l, layer)| {
+            let want = wants(layer.kind, layouts[l]);
+            spec.sources[l]
+                .iter()
+                .map(|s| {
+                    let (have, shape) = match *s {
+                        Source::Input => (Layout::Rows, spec.input_shape),
+                        Source::Node(j) => (layouts[j], spec.layers[j].output),
+                    };
+                    let (c, p) = (shape.c, shape.h * shape.w);
+                    match (have, want) {
+                        _ if c == 1 => None,
+                        (Layout::Rows, Layout::Channels) => Some(Turn::ToChannels { c, p }),
+                        (Layout::Channels, Layout::Rows) => Some(Turn::ToRows { c, p }),
+                        _ => None,
+                    }
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// Values (f32 or u32) the graph path holds beyond the parameters, the layer outputs and the
+/// convolutions' scratch, for a batch of `batch`: the gradient per layer, the transposed
+/// inputs, two gradients in flight, the output as rows, max pooling's argmax indices, dropout's
+/// masks, batch norm's saved and running statistics and a convolution's missing bias.
+pub(crate) fn buffer_values(spec: &Spec, batch: usize) -> usize {
+    let layouts = layouts(spec);
+    let turns = turns(spec, &layouts);
+    let mut n = 0;
+    for (l, layer) in spec.layers.iter().enumerate() {
+        n += batch * layer.outputs;
+        for (s, t) in spec.sources[l].iter().zip(&turns[l]) {
+            if t.is_some() {
+                n += batch * spec.shape_of(*s).size();
+            }
+        }
+        n += match layer.kind {
+            Kind::MaxPool(_) | Kind::Dropout(_) => batch * layer.outputs,
+            Kind::BatchNorm => 4 * layer.input.c,
+            Kind::Conv2d(c) if !c.bias => 2 * c.filters,
+            _ => 0,
+        };
+    }
+    let widest = spec.layers.iter().map(|l| l.outputs).max().unwrap_or(0);
+    n += 2 * batch * widest;
+    if last_turn(spec, &layouts).is_some() {
+        n += batch * spec.outputs();
+    }
+    n
+}
+
+/// The transposition from the last layer's output to rows, if it keeps channels.
+fn last_turn(spec: &Spec, layouts: &[Layout]) -> Option<Turn> {
+    let last = spec.layers.last()?;
+    let (c, p) = (last.output.c, last.output.h * last.output.w);
+    (layouts[layouts.len() - 1] == Layout::Channels && c > 1).then_some(Turn::ToRows { c, p })
+}
+
+impl Graph {
+    pub(crate) fn new(spec: &Spec, batch: usize) -> Graph {
+        let layouts = layouts(spec);
+        let turns = turns(spec, &layouts);
+        let nodes = spec
+            .layers
+            .iter()
+            .map(|layer| match layer.kind {
+                Kind::Dense => Node::Dense,
+                Kind::Conv2d(_) => Node::Conv(ConvShape::of(layer).expect("a convolution")),
+                Kind::MaxPool(p) if p.pad > 0 || p.ceil => Node::PadMax(PadPool::of(layer).expect("a max pool")),
+                Kind::MaxPool(_) => Node::MaxPool(PoolShape::of(layer).expect("a pooling layer")),
+                Kind::AvgPool(_) => Node::AvgPool(PoolShape::of(layer).expect("a pooling layer")),
+                Kind::BatchNorm => Node::BatchNorm,
+                Kind::Add(_) => Node::Add,
+                Kind::Concat => Node::Concat,
+                Kind::GlobalAvgPool => Node::Global,
+                Kind::AdaptiveAvgPool(oh, ow) => {
+                    Node::Adaptive(Adaptive { h: layer.input.h, w: layer.input.w, oh, ow })
+                }
+                Kind::Dropout(p) => Node::Dropout(p.value()),
+                Kind::ZeroPad { stride, .. } => Node::ZeroPad(stride),
+            })
+            .collect();
+        let moved = spec
+            .sources
+            .iter()
+            .zip(&turns)
+            .map(|(srcs, ts)| {
+                srcs.iter()
+                    .zip(ts)
+                    .map(|(s, t)| if t.is_some() { vec![0.0; batch * spec.shape_of(*s).size()] } else { Vec::new() })
+                    .collect()
+            })
+            .collect();
+        let per_output = |on: &dyn Fn(&Kind) -> bool| -> Vec<Vec<f32>> {
+            spec.layers.iter().map(|l| if on(&l.kind) { vec![0.0; batch * l.outputs] } else { Vec::new() }).collect()
+        };
+        let widest = spec.layers.iter().map(|l| l.outputs).max().unwrap_or(0);
+        let filters = spec
+            .layers
+            .iter()
+            .filter_map(|l| match l.kind {
+                Kind::Conv2d(c) if !c.bias => Some(c.filters),
+                _ => None,
+            })
+            .max()
+            .unwrap_or(0);
+        let out_rows = if last_turn(spec, &layouts).is_some() { vec![0.0; batch * spec.outputs()] } else { Vec::new() };
+        Graph {
+            nodes,
+            turns,
+            moved,
+            grads: per_output(&|_| true),
+            written: vec![false; spec.layers.len()],
+            tmp: [vec![0.0; batch * widest], vec![0.0; batch * widest]],
+            out_rows,
+            args: spec
+                .layers
+                .iter()
+                .map(|l| if matches!(l.kind, Kind::MaxPool(_)) { vec![0; batch * l.outputs] } else { Vec::new() })
+                .collect(),
+            masks: per_output(&|k| matches!(k, Kind::Dropout(_))),
+            saved: spec
+                .layers
+                .iter()
+                .map(|l| if l.kind == Kind::BatchNorm { vec![0.0; 2 * l.input.c] } else { Vec::new() })
+                .collect(),
+            zero_bias: vec![0.0; filters],
+            spare_db: vec![0.0; filters],
+            layouts,
+        }
+    }
+}
+
+/// Hands a gradient `g` for source `j` over the edge `turn`: written into `grads[j]` when it is
+/// the first it receives, else added (through `tmp` when the edge transposes).
+fn give(
+    grads: &mut [Vec<f32>],
+    written: &mut [bool],
+    tmp: &mut [f32],
+    j: usize,
+    turn: Option<Turn>,
+    g: &[f32],
+    batch: usize,
+) {
+    let len = g.len();
+    let dst = &mut grads[j][..len];
+    match (turn, written[j]) {
+        (None, false) => dst.copy_from_slice(g),
+        (None, true) => dst.iter_mut().zip(g).for_each(|(d, &v)| *d += v),
+        (Some(t), false) => t.backward(g, dst, batch),
+        (Some(t), true) => {
+            let tmp = &mut tmp[..len];
+            t.backward(g, tmp, batch);
+            dst.iter_mut().zip(tmp.iter()).for_each(|(d, &v)| *d += v);
+        }
+    }
+    written[j] = true;
+}
+
+/// The buffer a layer writes source `j`'s gradient into: `grads[j]` itself when it is the first
+/// gradient `j` receives and the edge does not transpose, else `tmp` (then [`give`] it).
+fn direct(written: &[bool], turn: Option<Turn>, j: usize) -> bool {
+    turn.is_none() && !written[j]
+}
+
+/// Draws dropout's mask for layer `l` as the reference does (the same seed, step and layer give
+/// the same mask): one uniform f64 per value in example order, dropped when below p; stored in
+/// the layer's layout.
+#[allow(clippy::too_many_arguments)]
+fn draw_mask(
+    mask: &mut [f32],
+    p: f64,
+    seed: u64,
+    step: u64,
+    l: usize,
+    batch: usize,
+    layout: Layout,
+    c: usize,
+    q: usize,
+) {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ step.wrapping_mul(0x9E37_79B9) ^ (l as u64) << 48);
+    let scale = (1.0 / (1.0 - p)) as f32;
+    for e in 0..batch {
+        for ch in 0..c {
+            for k in 0..q {
+                let at = match layout {
+                    Layout::Rows => (e * c + ch) * q + k,
+                    Layout::Channels => (ch * batch + e) * q + k,
+                };
+                mask[at] = if rng.r#gen::<f64>() < p { 0.0 } else { scale };
+            }
+        }
+    }
+}
+
+/// z [C'][B][oh][ow] from x [C][B][H][W]: every `s`-th row and column, zero channels after C.
+fn zeropad_forward(spec: &Spec, l: usize, s: usize, batch: usize, x: &[f32], z: &mut [f32]) {
+    let (i, o) = (spec.layers[l].input, spec.layers[l].output);
+    let (plane, oplane) = (i.h * i.w, o.h * o.w);
+    for ch in 0..o.c {
+        for e in 0..batch {
+            let zo = &mut z[(ch * batch + e) * oplane..(ch * batch + e + 1) * oplane];
+            if ch >= i.c {
+                zo.fill(0.0);
+                continue;
+            }
+            let xp = &x[(ch * batch + e) * plane..(ch * batch + e + 1) * plane];
+            for y in 0..o.h {
+                for xx in 0..o.w {
+                    zo[y * o.w + xx] = xp[y * s * i.w + xx * s];
+                }
+            }
+        }
+    }
+}
+
+/// dx [C][B][H][W] from g [C'][B][oh][ow]: the kept positions' gradients, zero elsewhere.
+fn zeropad_backward(spec: &Spec, l: usize, s: usize, batch: usize, g: &[f32], dx: &mut [f32]) {
+    let (i, o) = (spec.layers[l].input, spec.layers[l].output);
+    let (plane, oplane) = (i.h * i.w, o.h * o.w);
+    dx[..batch * i.c * plane].fill(0.0);
+    for ch in 0..i.c {
+        for e in 0..batch {
+            let gp = &g[(ch * batch + e) * oplane..(ch * batch + e + 1) * oplane];
+            let dp = &mut dx[(ch * batch + e) * plane..(ch * batch + e + 1) * plane];
+            for y in 0..o.h {
+                for xx in 0..o.w {
+                    dp[y * s * i.w + xx * s] = gp[y * o.w + xx];
+                }
+            }
+        }
+    }
+}
+
+impl Engine {
+    /// The network's output [B][outputs] after a forward pass.
+    pub(crate) fn output(&self, batch: usize) -> &[f32] {
+        let m = self.spec.outputs();
+        match &self.graph {
+            Some(g) if !g.out_rows.is_empty() => &g.out_rows[..batch * m],
+            _ => &self.acts[self.acts.len() - 1][..batch * m],
+        }
+    }
+
+    /// Forward over the graph, in training mode (batch statistics, dropout, the running
+    /// statistics updated) or evaluation mode.
+    pub(crate) fn graph_forward(&mut self, x: &[f32], batch: usize, training: bool) {
+        let mut t = self.clock();
+        let step = self.steps;
+        let Engine { spec, slots, params, acts, col, team, timers, graph, running, running_at, tracked, seed, .. } =
+            self;
+        let g = graph.as_mut().expect("the graph path");
+        for (l, layer) in spec.layers.iter().enumerate() {
+            let s = slots[l];
+            let m = layer.outputs;
+            let (before, rest) = acts.split_at_mut(l);
+            // Each input, transposed where the edge says so.
+            for (k, src) in spec.sources[l].iter().enumerate() {
+                if let Some(turn) = g.turns[l][k] {
+                    let n = spec.shape_of(*src).size();
+                    let from = match src {
+                        Source::Input => x,
+                        Source::Node(j) => &before[*j][..batch * n],
+                    };
+                    turn.forward(&from[..batch * n], &mut g.moved[l][k][..batch * n], batch);
+                }
+            }
+            let inputs: Vec<&[f32]> = spec.sources[l]
+                .iter()
+                .enumerate()
+                .map(|(k, src)| {
+                    let n = spec.shape_of(*src).size();
+                    if g.turns[l][k].is_some() {
+                        &g.moved[l][k][..batch * n]
+                    } else {
+                        match src {
+                            Source::Input => &x[..batch * n],
+                            Source::Node(j) => &before[*j][..batch * n],
+                        }
+                    }
+                })
+                .collect();
+            let input = inputs[0];
+            let n = layer.inputs;
+            let out = &mut rest[0][..batch * m];
+            let (w, b) = (&params[s.weight..s.bias], &params[s.bias..s.end]);
+            let act = layer.activation;
+            match &g.nodes[l] {
+                Node::Dense => {
+                    matmul(View::rows(input, batch, n), View::transposed(w, m, n), out, team);
+                    activation::bias_forward(act, out, b);
+                }
+                Node::Conv(sh) => {
+                    let b = if b.is_empty() { &g.zero_bias[..sh.f] } else { b };
+                    let (inner, after) =
+                        if act == Activation::Relu6 { (Activation::Identity, true) } else { (act, false) };
+                    conv::conv_forward(sh, batch, inner, input, w, b, col, out, team);
+                    if after {
+                        activation::forward(act, out, m);
+                    }
+                }
+                Node::MaxPool(sh) => pool::max_forward(sh, batch, input, out, &mut g.args[l], team),
+                Node::AvgPool(sh) => pool::avg_forward(sh, batch, input, out, team),
+                Node::PadMax(pp) => pp.forward(layer.input.c * batch, input, out, &mut g.args[l], team),
+                Node::BatchNorm => {
+                    let c = layer.input.c;
+                    let q = batch * (n / c);
+                    let at = running_at[l];
+                    let stats = &mut running[at..at + 2 * c];
+                    if training {
+                        let nm = norm::Norm { gamma: w, beta: b, running: stats, saved: &mut g.saved[l] };
+                        norm::train_forward(nm, q, input, out, team);
+                        tracked[l] += 1;
+                    } else {
+                        norm::infer(w, b, stats, q, input, out, team);
+                    }
+                    activation::forward(act, out, m);
+                }
+                Node::Add => {
+                    out.copy_from_slice(inputs[0]);
+                    for other in &inputs[1..] {
+                        out.iter_mut().zip(other.iter()).for_each(|(o, &v)| *o += v);
+                    }
+                    activation::forward(act, out, m);
+                }
+                Node::Concat => {
+                    let mut at = 0;
+                    for part in &inputs {
+                        out[at..at + part.len()].copy_from_slice(part);
+                        at += part.len();
+                    }
+                }
+                Node::Global => {
+                    let c = layer.input.c;
+                    gap::global_forward(c, batch, n / c, input, out);
+                    activation::forward(act, out, m);
+                }
+                Node::Adaptive(ad) => {
+                    ad.forward(layer.input.c * batch, input, out, team);
+                    activation::forward(act, out, m);
+                }
+                Node::Dropout(p) if training => {
+                    let (c, q) = (layer.input.c, layer.input.h * layer.input.w);
+                    let mask = &mut g.masks[l][..batch * m];
+                    draw_mask(mask, *p, *seed, step, l, batch, g.layouts[l], c, q);
+                    out.iter_mut().zip(input).zip(mask.iter()).for_each(|((o, &v), &k)| *o = v * k);
+                }
+                Node::Dropout(_) => out.copy_from_slice(input),
+                Node::ZeroPad(stride) => zeropad_forward(spec, l, *stride, batch, input, out),
+            }
+            lap(&mut t, timers.as_mut().map(|x| &mut x.forward[l]));
+        }
+        if let Some(turn) = last_turn(spec, &g.layouts) {
+            let m = spec.outputs();
+            turn.forward(&acts[acts.len() - 1][..batch * m], &mut g.out_rows[..batch * m], batch);
+        }
+    }
+
+    /// Forward (training mode), loss and backward over the graph: fills the gradient arena.
+    pub(crate) fn graph_gradients(&mut self, x: &[f32], labels: &[u8], batch: usize, over: usize) -> Score {
+        self.graph_forward(x, batch, true);
+        let lossfn = self.settings.loss;
+        let last = self.spec.layers.len() - 1;
+        let m_out = self.spec.outputs();
+        let mut t = self.clock();
+        let Engine { spec, slots, params, grads: arena, acts, col, team, timers, graph, .. } = self;
+        let g = graph.as_mut().expect("the graph path");
+        g.written.fill(false);
+        let out_turn = last_turn(spec, &g.layouts);
+        let score = match out_turn {
+            None => loss::score_over(
+                lossfn,
+                &acts[last][..batch * m_out],
+                labels,
+                m_out,
+                Some(&mut g.grads[last][..batch * m_out]),
+                over,
+            ),
+            Some(turn) => {
+                let s = loss::score_over(
+                    lossfn,
+                    &g.out_rows[..batch * m_out],
+                    labels,
+                    m_out,
+                    Some(&mut g.tmp[0][..batch * m_out]),
+                    over,
+                );
+                turn.forward(&g.tmp[0][..batch * m_out], &mut g.grads[last][..batch * m_out], batch);
+                s
+            }
+        };
+        g.written[last] = true;
+        lap(&mut t, timers.as_mut().map(|x| &mut x.loss));
+        for (l, layer) in spec.layers.iter().enumerate().rev() {
+            let s = slots[l];
+            let (n, m) = (layer.inputs, layer.outputs);
+            let (lower, upper) = g.grads.split_at_mut(l);
+            let delta = &mut upper[0][..batch * m];
+            if !g.written[l] {
+                // Nothing reads this layer's output: its gradient is zero.
+                delta.fill(0.0);
+            }
+            let from_ce = l == last && lossfn == Loss::Ce && layer.activation == Activation::Softmax;
+            if !from_ce && layer.kind.takes_activation() {
+                activation::backward(layer.activation, &acts[l][..batch * m], delta, m);
+            }
+            let delta = &*delta;
+            let sources = &spec.sources[l];
+            let input_of = |k: usize| -> &[f32] {
+                let size = spec.shape_of(sources[k]).size();
+                if g.turns[l][k].is_some() {
+                    &g.moved[l][k][..batch * size]
+                } else {
+                    match sources[k] {
+                        Source::Input => &x[..batch * size],
+                        Source::Node(j) => &acts[j][..batch * size],
+                    }
+                }
+            };
+            let input = input_of(0);
+            let w = &params[s.weight..s.bias];
+            let (dw, db) = arena[s.weight..s.end].split_at_mut(s.bias - s.weight);
+            // The single source's index and edge, when it is a layer (not the data).
+            let target = match sources[0] {
+                Source::Node(j) if sources.len() == 1 => Some((j, g.turns[l][0])),
+                _ => None,
+            };
+            let [tmp0, tmp1] = &mut g.tmp;
+            // The buffer the single source's gradient goes to, [B][N].
+            let dx: Option<&mut [f32]> = match target {
+                Some((j, turn)) if direct(&g.written, turn, j) => Some(&mut lower[j][..batch * n]),
+                Some(_) => Some(&mut tmp0[..batch * n]),
+                None => None,
+            };
+            match &g.nodes[l] {
+                Node::Dense => {
+                    matmul(View::transposed(delta, batch, m), View::rows(input, batch, n), dw, team);
+                    db.copy_from_slice(&delta[..m]);
+                    for row in delta[m..].chunks_exact(m) {
+                        db.iter_mut().zip(row).for_each(|(d, &v)| *d += v);
+                    }
+                    if let Some(dx) = dx {
+                        matmul(View::rows(delta, batch, m), View::rows(w, m, n), dx, team);
+                    }
+                }
+                Node::Conv(sh) => {
+                    let db = if db.is_empty() { &mut g.spare_db[..sh.f] } else { db };
+                    conv::conv_backward(sh, batch, input, w, delta, dw, db, col, dx, team);
+                }
+                Node::MaxPool(sh) => {
+                    if let Some(dx) = dx {
+                        pool::max_backward(sh, batch, delta, &g.args[l], dx, team);
+                    }
+                }
+                Node::AvgPool(sh) => {
+                    if let Some(dx) = dx {
+                        pool::avg_backward(sh, batch, delta, dx, team);
+                    }
+                }
+                Node::PadMax(pp) => {
+                    if let Some(dx) = dx {
+                        pp.backward(layer.input.c * batch, delta, &g.args[l], dx, team);
+                    }
+                }
+                Node::BatchNorm => {
+                    let q = batch * (n / layer.input.c);
+                    norm::backward(w, &g.saved[l], q, input, delta, dw, db, dx, team);
+                }
+                Node::Global => {
+                    if let Some(dx) = dx {
+                        let c = layer.input.c;
+                        gap::global_backward(c, batch, n / c, delta, dx, team);
+                    }
+                }
+                Node::Adaptive(ad) => {
+                    if let Some(dx) = dx {
+                        ad.backward(layer.input.c * batch, delta, dx, team);
+                    }
+                }
+                Node::Dropout(_) => {
+                    if let Some(dx) = dx {
+                        dx.iter_mut().zip(delta).zip(&g.masks[l]).for_each(|((d, &v), &k)| *d = v * k);
+                    }
+                }
+                Node::ZeroPad(stride) => {
+                    if let Some(dx) = dx {
+                        zeropad_backward(spec, l, *stride, batch, delta, dx);
+                    }
+                }
+                Node::Add => {
+                    for (k, src) in sources.iter().enumerate() {
+                        if let Source::Node(j) = *src {
+                            give(lower, &mut g.written, tmp1, j, g.turns[l][k], delta, batch);
+                        }
+                    }
+                }
+                Node::Concat => {
+                    let mut at = 0;
+                    for (k, src) in sources.iter().enumerate() {
+                        let len = batch * spec.shape_of(*src).size();
+                        if let Source::Node(j) = *src {
+                            give(lower, &mut g.written, tmp1, j, g.turns[l][k], &delta[at..at + len], batch);
+                        }
+                        at += len;
+                    }
+                }
+            }
+            // A single source's gradient computed aside reaches it now.
+            if let (Some((j, turn)), false) = (target, matches!(g.nodes[l], Node::Add | Node::Concat)) {
+                if direct(&g.written, turn, j) {
+                    g.written[j] = true;
+                } else {
+                    give(lower, &mut g.written, tmp1, j, turn, &tmp0[..batch * n], batch);
+                }
+            }
+            lap(&mut t, timers.as_mut().map(|x| &mut x.backward[l]));
+        }
+        score
+    }
+}
