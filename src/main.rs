@@ -261,6 +261,10 @@ struct TrainArgs {
     /// its own longest step, before it ends the job naming the ranks that did not come.
     #[arg(long, value_name = "SECONDS", default_value_t = flopnet::dist::watchdog::DEFAULT_TIMEOUT_S, value_parser = numbers::parse_positive, allow_negative_numbers = true)]
     rank_timeout: f64,
+    /// Under mpirun: batch norm normalizes with the statistics of the whole global batch, summed
+    /// over the ranks forward and backward (as PyTorch's SyncBatchNorm), not each rank's share.
+    #[arg(long)]
+    sync_bn: bool,
 }
 
 #[derive(Args)]
@@ -342,14 +346,25 @@ struct RunArgs {
     /// Ranks training together (`mpirun -n P`): adds what their all-reduce of the gradients sends.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
     ranks: u64,
+    /// With --ranks: batch norm's statistics summed over the ranks too (train --sync-bn).
+    #[arg(long)]
+    sync_bn: bool,
 }
 
 impl RunArgs {
     /// The all-reduce traffic of `--ranks`, when more than one.
     fn communication(&self, spec: &Spec, cfg: &Config) -> Option<flopnet::dist::traffic::Communication> {
+        use flopnet::spec::{Kind, Source};
         let n = u64::try_from(spec.params()).unwrap_or(u64::MAX);
-        (self.ranks > 1)
-            .then(|| flopnet::dist::traffic::communication(n, self.ranks as usize, cfg.batch, cfg.examples, cfg.epochs))
+        // Each batch-norm layer: its channels and whether it hands a gradient down.
+        let norms: Vec<(u64, bool)> = (0..spec.layers.len())
+            .filter(|&l| self.sync_bn && matches!(spec.layers[l].kind, Kind::BatchNorm))
+            .map(|l| (spec.layers[l].input.c as u64, matches!(spec.sources[l][..], [Source::Node(_)])))
+            .collect();
+        let sums = flopnet::dist::traffic::sync_bn_sums(&norms);
+        (self.ranks > 1).then(|| {
+            flopnet::dist::traffic::with_statistics(n, &sums, self.ranks as usize, cfg.batch, cfg.examples, cfg.epochs)
+        })
     }
 
     fn config(&self) -> Config {
@@ -797,6 +812,7 @@ fn train_ranks(a: TrainArgs, comm: &mut dyn flopnet::dist::Comm) -> Result<()> {
         shuffle: !a.no_shuffle,
         schedule: a.schedule,
         predicted_epoch_seconds: predicted_epoch,
+        sync_bn: a.sync_bn,
     };
     let mut meta = checkpoint::meta(&spec, &settings, &plan, &splits.train);
     meta.init = a.init.as_deref().map(checkpoint::Init::of).transpose()?;
@@ -833,7 +849,12 @@ fn train_ranks(a: TrainArgs, comm: &mut dyn flopnet::dist::Comm) -> Result<()> {
         println!("resuming from {}", checkpoint::describe(&start));
     }
     if comm.size() > 1 {
-        flopnet::dist::agree(comm, &flopnet::dist::fingerprint(&meta, &start, engine.params()))?;
+        let mut parts = flopnet::dist::fingerprint(&meta, &start, engine.params());
+        parts.push(("--sync-bn", a.sync_bn as u32));
+        flopnet::dist::agree(comm, &parts)?;
+        if a.sync_bn {
+            flopnet::dist::check_sync_bn(batch, splits.train.len(), comm.size())?;
+        }
         println!("training on {} MPI ranks, {threads} thread(s) each", comm.size());
     }
     if let Some(note) = &finished {

@@ -426,3 +426,47 @@ fn rank_1_sleeps_while_rank_0_calibrates() {
     assert!(r0 > 0, "rank 0 did not run while calibrating");
     assert!(4 * r1 < r0, "rank 1 took {r1} ticks of CPU while rank 0 took {r0} calibrating");
 }
+
+/// `--sync-bn` under `mpirun -n 2`: batch norm's statistics over the whole global batch, so the
+/// weights and running statistics equal a one-process run over the same global batches to 1e-5
+/// of each tensor's largest value; by default each rank normalizes its own share and they differ.
+#[cfg(feature = "mpi")]
+#[test]
+fn sync_bn_matches_one_process_and_the_default_keeps_per_rank_statistics() {
+    let _job = one_job();
+    let dir = tempfile::tempdir().unwrap();
+    let args = |m: &Path, extra: &[&str]| -> Vec<String> {
+        ["train", "1x28x28-conv3x3x4b0-bn:relu-maxpool2-10", "--epochs", "1", "--batch", "64", "--threads", "1"]
+            .iter()
+            .chain(&["--seed", "5", "--optimizer", "momentum", "--save", m.to_str().unwrap()])
+            .chain(extra)
+            .map(|s| s.to_string())
+            .collect()
+    };
+    let (one, synced, own) = (dir.path().join("one.st"), dir.path().join("sync.st"), dir.path().join("own.st"));
+    ok(Command::new(BIN).args(args(&one, &[])).output().unwrap());
+    ok(mpirun(&[args(&synced, &["--sync-bn"]), args(&synced, &["--sync-bn"])]));
+    ok(mpirun(&[args(&own, &[]), args(&own, &[])]));
+    // Each tensor (weights, biases, running mean and variance) by its largest value.
+    let tensors = |p: &Path| -> Vec<Vec<f64>> {
+        let (_, layers, _, running) = flopnet::model::load_trained(p).unwrap();
+        let mut v: Vec<Vec<f64>> = layers.into_iter().flat_map(|l| [l.weight, l.bias]).collect();
+        v.push(running.values.iter().map(|&x| x as f64).collect());
+        v.retain(|t| !t.is_empty());
+        v
+    };
+    let apart = |a: &[Vec<f64>], b: &[Vec<f64>]| -> f64 {
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| {
+                let scale = y.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+                x.iter().zip(y).fold(0.0f64, |m, (u, v)| m.max((u - v).abs())) / scale
+            })
+            .fold(0.0, f64::max)
+    };
+    let (reference, s, o) = (tensors(&one), tensors(&synced), tensors(&own));
+    assert!(reference.len() >= 5, "weights and running statistics: {}", reference.len());
+    let (sync_apart, own_apart) = (apart(&s, &reference), apart(&o, &reference));
+    assert!(sync_apart <= 1e-5, "--sync-bn: {sync_apart} apart from one process");
+    assert!(own_apart > 1e-3, "per-rank statistics: only {own_apart} apart from one process");
+}

@@ -253,12 +253,28 @@ pub fn measure_link(comm: &mut dyn Comm) -> Result<Link> {
 pub struct Shares {
     x: Vec<f32>,
     y: Vec<u8>,
+    /// `--sync-bn`: batch norm's statistics summed over the ranks.
+    pub sync_bn: bool,
 }
 
 impl Shares {
     pub fn new(batch: usize, features: usize) -> Shares {
-        Shares { x: vec![0.0; batch * features], y: vec![0; batch] }
+        Shares { x: vec![0.0; batch * features], y: vec![0; batch], sync_bn: false }
     }
+}
+
+/// `--sync-bn` needs every rank to hold examples of every global batch (each takes part in the
+/// statistics' sums): refused, naming the fix, when a batch of `batch` or the epoch's last one of
+/// `examples` has fewer examples than the `ranks`.
+pub fn check_sync_bn(batch: usize, examples: usize, ranks: usize) -> Result<()> {
+    let last = examples % batch.max(1);
+    if ranks > 1 && (batch < ranks || (last > 0 && last < ranks)) {
+        return Err(Error::Usage(format!(
+            "--sync-bn on {ranks} ranks needs at least {ranks} examples in every batch, but --batch {batch} over {examples} examples leaves {}; choose another --batch",
+            if batch < ranks { batch } else { last }
+        )));
+    }
+    Ok(())
 }
 
 /// One data-parallel step over the global batch `idx` of `data`: this rank's share forward and
@@ -282,7 +298,9 @@ pub fn step(
         Score::default()
     } else {
         data.gather(mine, &mut s.x[..b * f], &mut s.y[..b]);
-        engine.compute_gradients_of(&s.x[..b * f], &s.y[..b], idx.len())?
+        let mut over_ranks = |v: &mut [f64]| comm.sum_f64(v);
+        let sync: Option<&mut dyn FnMut(&mut [f64])> = if s.sync_bn { Some(&mut over_ranks) } else { None };
+        engine.compute_gradients_synced(&s.x[..b * f], &s.y[..b], idx.len(), sync)?
     };
     comm.sum_f32(engine.grads_mut());
     let mut small = [score.loss_sum, score.correct as f64, stop.map_or(0.0, |_| 1.0), stop.unwrap_or(0) as f64];

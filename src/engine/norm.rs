@@ -10,21 +10,34 @@
 //!
 //! Channels split across the team; each channel's sums run on one thread in a fixed order, so
 //! results do not depend on the thread count.
+//!
+//! Synchronized (`--sync-bn` under mpirun, given a `sync`): the per-channel sums (Σx with
+//! the count, then Σ(x−μ)², and backward Σδ, Σδ·x̂ with the count) are summed over the ranks
+//! before use, so μ, σ² and dx are those of the whole global batch, as PyTorch's SyncBatchNorm;
+//! dγ and dβ stay this rank's shares (the gradient all-reduce adds them).
 
 use super::conv::split_items;
 use super::team::Team;
 use crate::layers::batchnorm::{EPS, MOMENTUM};
 
-struct Ptr(*mut f32);
+struct Ptr<T>(*mut T);
 // SAFETY: every task writes the channels it was given, which no other task touches.
-unsafe impl Sync for Ptr {}
+unsafe impl<T> Sync for Ptr<T> {}
 
-impl Ptr {
+/// Replaces its values by their sum over the ranks of a data-parallel run.
+pub type RankSum<'a> = &'a mut dyn FnMut(&mut [f64]);
+
+/// `sync` lent for one call, to be used again after it.
+pub fn reborrow<'s>(sync: &'s mut Option<RankSum<'_>>) -> Option<RankSum<'s>> {
+    sync.as_mut().map(|f| &mut **f as RankSum<'s>)
+}
+
+impl<T> Ptr<T> {
     /// Values `at..at + len` of the buffer.
     ///
     /// SAFETY: the caller's task owns that range alone and the buffer holds it.
     #[allow(clippy::mut_from_ref)]
-    unsafe fn part(&self, at: usize, len: usize) -> &mut [f32] {
+    unsafe fn part(&self, at: usize, len: usize) -> &mut [T] {
         unsafe { std::slice::from_raw_parts_mut(self.0.add(at), len) }
     }
 }
@@ -71,22 +84,50 @@ pub struct Norm<'a> {
     pub saved: &'a mut [f32],
 }
 
-/// Training mode over x [C][n]: z, the saved μ and r, and the running statistics' update.
-pub fn train_forward(nm: Norm, n: usize, x: &[f32], z: &mut [f32], team: &Team) {
+/// Per channel of x [C][n], `f` of the channel's values, in f64 (channels split across the team).
+fn per_channel(c: usize, n: usize, team: &Team, f: &(dyn Fn(usize) -> f64 + Sync)) -> Vec<f64> {
+    let mut out = vec![0f64; c];
+    let op = Ptr(out.as_mut_ptr());
+    split_items(c, c * n, team, &|chs| {
+        let op = &op;
+        for ch in chs {
+            // SAFETY: channel ch's value is this task's.
+            unsafe { op.part(ch, 1)[0] = f(ch) };
+        }
+    });
+    out
+}
+
+/// Training mode over x [C][n]: z, the saved μ and r, and the running statistics' update; the
+/// statistics summed over the ranks by `sync` when given.
+pub fn train_forward(nm: Norm, n: usize, x: &[f32], z: &mut [f32], team: &Team, mut sync: Option<RankSum>) {
     let c = nm.gamma.len();
-    let unbiased = if n > 1 { n as f64 / (n - 1) as f64 } else { 1.0 };
+    // Σx per channel and the count, over the ranks when synchronized.
+    let mut sums = per_channel(c, n, team, &|ch| sum(&x[ch * n..(ch + 1) * n]));
+    sums.push(n as f64);
+    if let Some(s) = reborrow(&mut sync) {
+        s(&mut sums);
+    }
+    let total = sums[c];
+    let mu: Vec<f64> = sums[..c].iter().map(|v| v / total).collect();
+    let mut squares = per_channel(c, n, team, &|ch| {
+        sum_pairs(&x[ch * n..(ch + 1) * n], &x[ch * n..(ch + 1) * n], |v, _| {
+            let d = v as f64 - mu[ch];
+            d * d
+        })
+    });
+    if let Some(s) = sync {
+        s(&mut squares);
+    }
+    let unbiased = if total > 1.0 { total / (total - 1.0) } else { 1.0 };
     let (zp, rp, sp) = (Ptr(z.as_mut_ptr()), Ptr(nm.running.as_mut_ptr()), Ptr(nm.saved.as_mut_ptr()));
     let (gamma, beta) = (nm.gamma, nm.beta);
     split_items(c, c * n, team, &|chs| {
         let (zp, rp, sp) = (&zp, &rp, &sp);
         for ch in chs {
             let xs = &x[ch * n..(ch + 1) * n];
-            let mu = sum(xs) / n as f64;
-            let mu32 = mu as f32;
-            let var = sum_pairs(xs, xs, |v, _| {
-                let d = v as f64 - mu;
-                d * d
-            }) / n as f64;
+            let mu32 = mu[ch] as f32;
+            let var = squares[ch] / total;
             let r = 1.0 / (var + EPS).sqrt();
             let scale = (gamma[ch] as f64 * r) as f32;
             let b = beta[ch];
@@ -96,7 +137,7 @@ pub fn train_forward(nm: Norm, n: usize, x: &[f32], z: &mut [f32], team: &Team) 
                     *o = (v - mu32) * scale + b;
                 }
                 let (mean, var_r) = (rp.part(ch, 1), rp.part(c + ch, 1));
-                mean[0] = ((1.0 - MOMENTUM) * mean[0] as f64 + MOMENTUM * mu) as f32;
+                mean[0] = ((1.0 - MOMENTUM) * mean[0] as f64 + MOMENTUM * mu[ch]) as f32;
                 var_r[0] = ((1.0 - MOMENTUM) * var_r[0] as f64 + MOMENTUM * unbiased * var) as f32;
                 sp.part(ch, 1)[0] = mu32;
                 sp.part(c + ch, 1)[0] = r as f32;
@@ -125,7 +166,8 @@ pub fn infer(gamma: &[f32], beta: &[f32], running: &[f32], n: usize, x: &[f32], 
 }
 
 /// Backward from δ [C][n] (the activation's derivative applied): dγ, dβ [C] and, when asked,
-/// dx [C][n], written. `saved` is what [`train_forward`] kept.
+/// dx [C][n], written. `saved` is what [`train_forward`] kept. dx from Σδ and Σδ·x̂ summed over
+/// the ranks by `sync` when given (dγ and dβ stay this rank's: the gradient all-reduce adds them).
 #[allow(clippy::too_many_arguments)]
 pub fn backward(
     gamma: &[f32],
@@ -137,28 +179,36 @@ pub fn backward(
     dbeta: &mut [f32],
     dx: Option<&mut [f32]>,
     team: &Team,
+    sync: Option<RankSum>,
 ) {
     let c = gamma.len();
-    let (gp, bp) = (Ptr(dgamma.as_mut_ptr()), Ptr(dbeta.as_mut_ptr()));
-    let xp = dx.map(|d| Ptr(d.as_mut_ptr()));
-    split_items(c, 2 * c * n, team, &|chs| {
-        let (gp, bp, xp) = (&gp, &bp, &xp);
+    let db = per_channel(c, n, team, &|ch| sum(&delta[ch * n..(ch + 1) * n]));
+    let dg = per_channel(c, n, team, &|ch| {
+        let (mu, r) = (saved[ch], saved[c + ch]);
+        sum_pairs(&delta[ch * n..(ch + 1) * n], &x[ch * n..(ch + 1) * n], |d, v| d as f64 * ((v - mu) * r) as f64)
+    });
+    for ch in 0..c {
+        dgamma[ch] = dg[ch] as f32;
+        dbeta[ch] = db[ch] as f32;
+    }
+    let Some(dx) = dx else { return };
+    // Σδ, Σδ·x̂ and the count, over the ranks when synchronized.
+    let mut sums: Vec<f64> = db.iter().chain(&dg).copied().chain([n as f64]).collect();
+    if let Some(s) = sync {
+        s(&mut sums);
+    }
+    let total = sums[2 * c];
+    let xp = Ptr(dx.as_mut_ptr());
+    split_items(c, c * n, team, &|chs| {
+        let xp = &xp;
         for ch in chs {
             let (mu, r) = (saved[ch], saved[c + ch]);
             let (xs, ds) = (&x[ch * n..(ch + 1) * n], &delta[ch * n..(ch + 1) * n]);
-            let db = sum(ds);
-            let dg = sum_pairs(ds, xs, |d, v| d as f64 * ((v - mu) * r) as f64);
-            // SAFETY: channel ch of dγ, dβ and dx is this task's.
-            unsafe {
-                gp.part(ch, 1)[0] = dg as f32;
-                bp.part(ch, 1)[0] = db as f32;
-                if let Some(xp) = xp {
-                    let k = gamma[ch] * r;
-                    let (mb, mg) = ((db / n as f64) as f32, (dg / n as f64) as f32);
-                    for ((o, &d), &v) in xp.part(ch * n, n).iter_mut().zip(ds).zip(xs) {
-                        *o = k * (d - mb - (v - mu) * r * mg);
-                    }
-                }
+            let k = gamma[ch] * r;
+            let (mb, mg) = ((sums[ch] / total) as f32, (sums[c + ch] / total) as f32);
+            // SAFETY: channel ch of dx is this task's.
+            for ((o, &d), &v) in unsafe { xp.part(ch * n, n) }.iter_mut().zip(ds).zip(xs) {
+                *o = k * (d - mb - (v - mu) * r * mg);
             }
         }
     });

@@ -380,11 +380,12 @@ fn pass_rates(values: usize, team: &Team, min_s: f64) -> PassRates {
     let per = |s: f64| s / (c * n) as f64;
     let norm_forward = time(min_s, runs, || {
         let nm = norm::Norm { gamma: &gamma, beta: &beta, running: &mut running, saved: &mut saved };
-        norm::train_forward(nm, n, &x, &mut y, team);
+        norm::train_forward(nm, n, &x, &mut y, team, None);
     });
     let norm_backward =
-        time(min_s, runs, || norm::backward(&gamma, &saved, n, &x, &d, &mut dg, &mut db, Some(&mut y), team));
-    let norm_grads = time(min_s, runs, || norm::backward(&gamma, &saved, n, &x, &d, &mut dg, &mut db, None, team));
+        time(min_s, runs, || norm::backward(&gamma, &saved, n, &x, &d, &mut dg, &mut db, Some(&mut y), team, None));
+    let norm_grads =
+        time(min_s, runs, || norm::backward(&gamma, &saved, n, &x, &d, &mut dg, &mut db, None, team, None));
     let norm_infer = time(min_s, runs, || norm::infer(&gamma, &beta, &running, n, &x, &mut y, team));
     let relu_forward = time(min_s, runs, || {
         y.copy_from_slice(&x);

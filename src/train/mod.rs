@@ -28,6 +28,9 @@ pub struct Plan {
     pub schedule: Schedule,
     /// The time model's seconds for one epoch, reported beside the measured ones.
     pub predicted_epoch_seconds: Option<f64>,
+    /// Under MPI, batch norm's statistics over the whole global batch (`--sync-bn`), not each
+    /// rank's share.
+    pub sync_bn: bool,
 }
 
 /// How the learning rate moves over the run.
@@ -398,6 +401,7 @@ pub fn train_on(
     let mut xb = vec![0.0f32; plan.batch * f];
     let mut yb = vec![0u8; plan.batch];
     let mut shares = crate::dist::Shares::new(if comm.size() > 1 { plan.batch } else { 0 }, f);
+    shares.sync_bn = plan.sync_bn;
     let batches = train.len().div_ceil(plan.batch);
     let scan_every = scan_interval(plan.batch) as u64;
     // Grown as epochs finish: --epochs has no upper limit, and a report each up front for a
@@ -627,6 +631,7 @@ mod tests {
             shuffle: true,
             schedule: Schedule::Constant,
             predicted_epoch_seconds: None,
+            sync_bn: false,
         }
     }
 
