@@ -258,7 +258,7 @@ struct TrainArgs {
     #[arg(long, value_name = "DIR")]
     resume: Option<PathBuf>,
     /// Under mpirun: seconds a rank waits for the others at a step's collectives, beyond twice
-    /// its own longest step, before it ends the job naming the ranks that did not come.
+    /// its own longest work between two, before it ends the job naming the ranks that did not come.
     #[arg(long, value_name = "SECONDS", default_value_t = flopnet::dist::watchdog::DEFAULT_TIMEOUT_S, value_parser = numbers::parse_positive, allow_negative_numbers = true)]
     rank_timeout: f64,
     /// Under mpirun: batch norm normalizes with the statistics of the whole global batch, summed

@@ -270,7 +270,7 @@ pub fn check_sync_bn(batch: usize, examples: usize, ranks: usize) -> Result<()> 
     let last = examples % batch.max(1);
     if ranks > 1 && (batch < ranks || (last > 0 && last < ranks)) {
         return Err(Error::Usage(format!(
-            "--sync-bn on {ranks} ranks needs at least {ranks} examples in every batch, but --batch {batch} over {examples} examples leaves {}; choose another --batch",
+            "--sync-bn on {ranks} ranks needs at least {ranks} examples in every batch (one a rank), but --batch {batch} over {examples} examples makes a batch of {}; choose another --batch",
             if batch < ranks { batch } else { last }
         )));
     }
@@ -299,7 +299,7 @@ pub fn step(
     } else {
         data.gather(mine, &mut s.x[..b * f], &mut s.y[..b]);
         let mut over_ranks = |v: &mut [f64]| comm.sum_f64(v);
-        let sync: Option<&mut dyn FnMut(&mut [f64])> = if s.sync_bn { Some(&mut over_ranks) } else { None };
+        let sync: Option<crate::engine::RankSum> = if s.sync_bn { Some(&mut over_ranks) } else { None };
         engine.compute_gradients_synced(&s.x[..b * f], &s.y[..b], idx.len(), sync)?
     };
     comm.sum_f32(engine.grads_mut());
@@ -353,6 +353,20 @@ mod tests {
         fn abort(&self, _: i32) -> ! {
             panic!("abort")
         }
+    }
+
+    #[test]
+    fn sync_bn_is_refused_where_a_batch_would_leave_a_rank_without_examples() {
+        assert!(check_sync_bn(64, 5400, 2).is_ok() && check_sync_bn(1, 5, 1).is_ok());
+        let e = check_sync_bn(1, 100, 2).unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        assert!(
+            e.to_string().contains("--batch 1 over 100 examples makes a batch of 1; choose another --batch"),
+            "{e}"
+        );
+        // The last batch of 129 in batches of 64 holds one example.
+        assert!(check_sync_bn(64, 129, 2).unwrap_err().to_string().contains("makes a batch of 1"));
+        assert!(check_sync_bn(64, 130, 2).is_ok());
     }
 
     #[test]

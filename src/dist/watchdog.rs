@@ -3,8 +3,8 @@
 //! A rank that dies ends the job through the launcher (mpirun notices the exit). A rank that stops
 //! without dying (SIGSTOP, an endless loop, waiting in another collective) would leave the others
 //! waiting for ever, so every collective is started non-blocking and polled against a limit
-//! ([`Watch::limit`]): `--rank-timeout` plus twice the longest this rank has itself spent working
-//! in a step, or, before the first step (loading the data, rank 0 calibrating, the ranks' check
+//! ([`Watch::limit`]): `--rank-timeout` plus twice the longest this rank has itself worked in a
+//! step between two collectives, or, before the first step (loading the data, rank 0 calibrating, the ranks' check
 //! that they agree) and for the closing barrier, at least [`STARTUP`]. A rank whose limit passes
 //! tells the others ([`Point::encode`]), hears for [`GRACE`] which ranks answer and where they
 //! wait, and the job ends on every rank with [`report`]'s message: the ranks that did not answer
@@ -96,12 +96,14 @@ impl Point {
     }
 }
 
-/// One rank's state for the limits: the step under way and the longest it has worked in one.
+/// One rank's state for the limits: the step under way and the longest it has worked in one
+/// between two collectives.
 #[derive(Clone, Debug)]
 pub struct Watch {
     timeout: Duration,
     step: Option<u64>,
-    /// When this rank began the step under way; `None` once it waited in it.
+    /// Since when this rank works in the step under way (from its start or its last
+    /// collective); `None` while it waits.
     working_since: Option<std::time::Instant>,
     longest: Duration,
     seq: u64,
@@ -126,6 +128,13 @@ impl Watch {
         self.working_since = Some(now);
     }
 
+    /// This rank left a collective at `now`: in a step, it works again from here.
+    pub fn left(&mut self, now: std::time::Instant) {
+        if self.step.is_some() {
+            self.working_since = Some(now);
+        }
+    }
+
     /// This rank enters a collective at `now`: where it waits and how long it may.
     pub fn enter(&mut self, op: Op, values: usize, now: std::time::Instant) -> (Point, Duration) {
         self.seq += 1;
@@ -136,7 +145,7 @@ impl Watch {
         (point, self.limit(op))
     }
 
-    /// How long a rank waits at `op`: the timeout plus twice the longest step's work so far, at
+    /// How long a rank waits at `op`: the timeout plus twice its longest work so far, at
     /// least [`STARTUP`] before the first step and at the closing barrier.
     pub fn limit(&self, op: Op) -> Duration {
         let limit = self.timeout.saturating_add(self.longest.saturating_mul(2));
@@ -207,7 +216,7 @@ mod tests {
     }
 
     #[test]
-    fn the_limit_is_long_before_the_first_step_then_the_timeout_plus_twice_the_longest_work() {
+    fn the_limit_is_long_before_the_first_step_then_the_timeout_plus_twice_the_longest_work_between_waits() {
         let t0 = Instant::now();
         let mut w = Watch::new(Duration::from_secs(5));
         assert_eq!(w.enter(Op::Gather, 4, t0).1, STARTUP);
@@ -215,13 +224,16 @@ mod tests {
         let (p, limit) = w.enter(Op::SumF32, 10, t0 + Duration::from_millis(300));
         assert_eq!((p.seq, p.step), (2, Some(1)));
         assert_eq!(limit, Duration::from_millis(5600));
-        // The second collective of the step does not count the wait at the first as work.
+        // The wait at the first collective does not count as work; what follows it does.
+        w.left(t0 + Duration::from_millis(2900));
         assert_eq!(w.enter(Op::SumF64, 4, t0 + Duration::from_secs(3)).1, Duration::from_millis(5600));
-        w.step_begins(2, t0 + Duration::from_secs(3));
-        assert_eq!(w.enter(Op::SumF32, 10, t0 + Duration::from_millis(3100)).1, Duration::from_millis(5600));
+        w.left(t0 + Duration::from_secs(3));
+        assert_eq!(w.enter(Op::SumF64, 4, t0 + Duration::from_millis(3400)).1, Duration::from_millis(5800));
+        w.step_begins(2, t0 + Duration::from_secs(4));
+        assert_eq!(w.enter(Op::SumF32, 10, t0 + Duration::from_millis(4100)).1, Duration::from_millis(5800));
         assert_eq!(w.limit(Op::Close), STARTUP);
         w.set_timeout(Duration::from_secs(400));
-        assert_eq!(w.limit(Op::Close), Duration::from_millis(400_600));
+        assert_eq!(w.limit(Op::Close), Duration::from_millis(400_800));
     }
 
     #[test]

@@ -112,6 +112,7 @@ impl Comm for World {
             let req = world.immediate_all_reduce_into(scope, &buf[..], &mut scratch[..], SystemOperation::sum());
             wait(world, watch, req, here, limit);
         });
+        watch.left(Instant::now());
         buf.copy_from_slice(scratch);
     }
     fn sum_f64(&mut self, buf: &mut [f64]) {
@@ -122,6 +123,7 @@ impl Comm for World {
             let req = world.immediate_all_reduce_into(scope, &buf[..], &mut scratch64[..], SystemOperation::sum());
             wait(world, watch, req, here, limit);
         });
+        watch.left(Instant::now());
         buf.copy_from_slice(scratch64);
     }
     fn gather_u32(&mut self, mine: &[u32]) -> Vec<u32> {
@@ -132,6 +134,7 @@ impl Comm for World {
             let req = world.immediate_all_gather_into(scope, mine, &mut all[..]);
             wait(world, watch, req, here, limit);
         });
+        watch.left(Instant::now());
         all
     }
     fn abort(&self, code: i32) -> ! {

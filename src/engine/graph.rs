@@ -374,7 +374,7 @@ impl Engine {
     /// Forward over the graph, in training mode (batch statistics, dropout, the running
     /// statistics updated) or evaluation mode.
     /// `sync` (training only): batch norm's statistics summed over the ranks (`--sync-bn`).
-    pub(crate) fn graph_forward(&mut self, x: &[f32], batch: usize, training: bool, mut sync: Option<norm::RankSum>) {
+    pub(crate) fn graph_forward(&mut self, x: &[f32], batch: usize, training: bool, mut sync: Option<super::RankSum>) {
         let mut t = self.clock();
         let step = self.steps;
         let Engine { spec, slots, params, acts, col, team, timers, graph, running, running_at, tracked, seed, .. } =
@@ -485,7 +485,7 @@ impl Engine {
         labels: &[u8],
         batch: usize,
         over: usize,
-        mut sync: Option<norm::RankSum>,
+        mut sync: Option<super::RankSum>,
     ) -> Score {
         self.graph_forward(x, batch, true, norm::reborrow(&mut sync));
         let lossfn = self.settings.loss;

@@ -207,6 +207,9 @@ pub struct Engine {
     seed: u64,
 }
 
+/// Replaces its values by their sum over the ranks of a data-parallel run (`--sync-bn`).
+pub type RankSum<'a> = &'a mut dyn FnMut(&mut [f64]);
+
 /// Batch normalization's running statistics, for model files and checkpoints: `values` holds
 /// per batch-norm layer, in layer order, its running mean [C] then its running variance [C];
 /// `batches` per batch-norm layer the training batches it has normalized.
@@ -538,7 +541,7 @@ impl Engine {
         x: &[f32],
         labels: &[u8],
         total: usize,
-        sync: Option<&mut dyn FnMut(&mut [f64])>,
+        sync: Option<RankSum>,
     ) -> Result<Score> {
         let batch = self.check_batch(x, Some(labels))?;
         Ok(self.run(|e| e.gradients_inner(x, labels, batch, false, total.max(batch), sync)))
@@ -621,7 +624,7 @@ impl Engine {
         batch: usize,
         fused: bool,
         over: usize,
-        sync: Option<norm::RankSum>,
+        sync: Option<RankSum>,
     ) -> Score {
         if self.graph.is_some() {
             return self.graph_gradients(x, labels, batch, over, sync);

@@ -16,6 +16,7 @@
 //! before use, so μ, σ² and dx are those of the whole global batch, as PyTorch's SyncBatchNorm;
 //! dγ and dβ stay this rank's shares (the gradient all-reduce adds them).
 
+use super::RankSum;
 use super::conv::split_items;
 use super::team::Team;
 use crate::layers::batchnorm::{EPS, MOMENTUM};
@@ -23,9 +24,6 @@ use crate::layers::batchnorm::{EPS, MOMENTUM};
 struct Ptr<T>(*mut T);
 // SAFETY: every task writes the channels it was given, which no other task touches.
 unsafe impl<T> Sync for Ptr<T> {}
-
-/// Replaces its values by their sum over the ranks of a data-parallel run.
-pub type RankSum<'a> = &'a mut dyn FnMut(&mut [f64]);
 
 /// `sync` lent for one call, to be used again after it.
 pub fn reborrow<'s>(sync: &'s mut Option<RankSum<'_>>) -> Option<RankSum<'s>> {
