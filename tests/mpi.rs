@@ -92,13 +92,13 @@ fn find_rank(rank: usize, dir: &Path) -> Option<i32> {
     })
 }
 
-/// Process `pid`'s CPU time so far (user and system), in clock ticks.
+/// Process `pid`'s CPU time so far (user and system), in clock ticks; `None` once it ended.
 #[allow(dead_code)]
-fn cpu_ticks(pid: i32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let fields: Vec<&str> = stat.rsplit_once(") ").unwrap().1.split(' ').collect();
+fn cpu_ticks(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let fields: Vec<&str> = stat.rsplit_once(") ")?.1.split(' ').collect();
     // utime and stime: fields 14 and 15 of stat, 12 and 13 after the name.
-    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+    Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
 }
 
 /// Whether process `pid` is gone (or a zombie: it runs no more).
@@ -415,15 +415,23 @@ fn rank_1_sleeps_while_rank_0_calibrates() {
         std::thread::sleep(Duration::from_millis(20));
     };
     // Rank 1 loads the data and reaches the check in well under a second, and sleeps after 1 s.
-    std::thread::sleep(Duration::from_millis(2500));
-    let before = ranks.map(cpu_ticks);
-    std::thread::sleep(Duration::from_millis(2500));
-    let after = ranks.map(cpu_ticks);
-    assert!(!profile.exists(), "the calibration ended before the stretch was timed");
+    std::thread::sleep(Duration::from_millis(1600));
+    let sample = || ranks.map(cpu_ticks).iter().copied().collect::<Option<Vec<u64>>>();
+    let before = sample().expect("both ranks run 1.6 s after starting");
+    let from = Instant::now();
+    // The last sample while rank 0 still calibrates (its profile not yet written), up to 2.5 s on.
+    let mut after = before.clone();
+    while from.elapsed() < Duration::from_millis(2500) {
+        std::thread::sleep(Duration::from_millis(100));
+        match sample() {
+            Some(now) if !profile.exists() => after = now,
+            _ => break,
+        }
+    }
     let (r0, r1) = (after[0] - before[0], after[1] - before[1]);
     let out = job.wait_with_output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(r0 > 0, "rank 0 did not run while calibrating");
+    assert!(r0 >= 20, "rank 0 calibrated for only {r0} ticks of CPU after 1.6 s: too short to judge");
     assert!(4 * r1 < r0, "rank 1 took {r1} ticks of CPU while rank 0 took {r0} calibrating");
 }
 
