@@ -11,10 +11,20 @@ rounds, and every round's error: on this shared machine a slow spell of a minute
 every epoch of one case, or a calibration, and the rounds put minutes between a case's
 measurements.
 
+With `--random N --seed S` it measures N networks generated at random instead of the suite:
+convolutional chains and residual networks (with or without batch normalization, projection
+or zero-padding shortcuts) over random channels, kernels, strides, depths and batch sizes, on
+1x28x28 inputs (the embedded Fashion-MNIST subset) or 3x32x32 ones (a synthetic CIFAR-10 file
+of as many random images, written to a temporary directory and deleted after). Each is trained
+for `--epochs` epochs of 5,400 examples; a net is drawn again while its predicted epoch lies
+outside 0.3–6 s (so that a sitting takes minutes, not hours: the draw depends on the model's
+estimate of the size alone). `--plain` draws only chains without batch normalization.
+
 Usage (repository root, after `cargo build --release`):
     python3 bench/predict_vs_measured.py [--threads 2] [--rounds 5]
+    python3 bench/predict_vs_measured.py --random 16 --seed 1 [--rounds 1]
 """
-import argparse, json, os, statistics, subprocess, tempfile
+import argparse, json, os, random, statistics, subprocess, sys, tempfile
 
 SUITE = [
     ("784-30-30-10", "sigmoid", 1), ("784-30-30-10", "sigmoid", 32), ("784-30-30-10", "sigmoid", 128),
@@ -26,6 +36,64 @@ SUITE = [
 ]
 
 
+def random_net(rng, plain):
+    """One network in the compact form and its batch: a stem, 1–3 stages of 1–2 blocks each
+    (channels doubling, the first block of a later stage strided), global average pooling or
+    a dense head."""
+    image = rng.choice(["1x28x28", "3x32x32"])
+    bn = not plain and rng.random() < 0.6
+    residual = not plain and rng.random() < 0.7
+    c = rng.choice([8, 16, 24, 32])
+    k = rng.choice([3, 5])
+
+    def conv(ch, kk, stride=1, act="relu"):
+        s = f"conv{kk}x{kk}x{ch}" + (f"s{stride}" if stride > 1 else "") + f"p{kk // 2}"
+        return f"{s}b0-bn:{act}" if bn else f"{s}:{act}"
+
+    parts = [image, conv(c, k)]
+    for stage in range(rng.randint(1, 3)):
+        if stage > 0:
+            c = min(2 * c, 64)
+        for block in range(rng.randint(1, 2)):
+            stride = 2 if stage > 0 and block == 0 else 1
+            if residual:
+                last = conv(c, 3, act="identity")
+                branch = f"{conv(c, 3, stride)}-{last}"
+                if stride > 1:
+                    branch += "|" + rng.choice(["proj", "pad"])
+                parts.append(f"[{branch}]:relu")
+            elif stride > 1 and rng.random() < 0.5:
+                parts += ["maxpool2", conv(c, rng.choice([3, 5]))]
+            else:
+                parts.append(conv(c, rng.choice([3, 5]), stride))
+    parts += rng.choice([["gap", "10"], ["maxpool2", "10"], ["maxpool2", "64", "10"]])
+    return "-".join(parts), rng.choice([16, 32, 64, 128])
+
+
+def random_suite(a, profile):
+    """N networks of predicted epochs within 0.3–6 s (see the module's doc)."""
+    rng = random.Random(a.seed)
+    suite = []
+    while len(suite) < a.random:
+        spec, b = random_net(rng, a.plain)
+        out = subprocess.run([a.flopnet, "count", spec, "--batch", str(b), "--examples", "5400", "--optimizer",
+                              "momentum", "--threads", str(a.threads), "--profile", profile, "--predict", "--json"],
+                             capture_output=True, text=True)
+        if out.returncode != 0:
+            raise SystemExit(f"count refused a generated network {spec}: {out.stderr.strip()}")
+        if 0.3 <= json.loads(out.stdout)["predicted"]["epoch_seconds"] <= 6.0:
+            suite.append((spec, None, b))
+    return suite
+
+
+def synthetic_cifar(path, n=6000, seed=0):
+    """n records of CIFAR-10's binary format (a label byte, then 3×32×32 pixel bytes), random."""
+    rng = random.Random(seed)
+    with open(path, "wb") as f:
+        for _ in range(n):
+            f.write(bytes([rng.randrange(10)]) + rng.randbytes(3072))
+
+
 def main():
     here = os.path.dirname(os.path.abspath(__file__))
     ap = argparse.ArgumentParser()
@@ -34,41 +102,64 @@ def main():
     ap.add_argument("--epochs", type=int, default=4,
                     help="epochs per case; the first is warm-up, the median of the rest is the measurement")
     ap.add_argument("--rounds", type=int, default=5, help="calibrate-and-measure rounds; medians over them")
+    ap.add_argument("--random", type=int, default=0, help="measure N random networks instead of the suite")
+    ap.add_argument("--seed", type=int, default=1, help="the random networks' seed")
+    ap.add_argument("--plain", action="store_true", help="random chains only, without batch normalization")
     a = ap.parse_args()
     rounds = []
+    scratch = tempfile.mkdtemp()
+    cifar = os.path.join(scratch, "synthetic.cifar")
+    suite = SUITE
     for r in range(max(1, a.rounds)):
         profile = os.path.join(tempfile.mkdtemp(), "profile.json")
         out = subprocess.run([a.flopnet, "calibrate", "--threads", str(a.threads), "--profile", profile],
                              check=True, capture_output=True, text=True).stdout
         if r == 0:
             print(out)
+            if a.random:
+                suite = random_suite(a, profile)
+                synthetic_cifar(cifar)
         rows_of_round = []
-        for spec, act, b in SUITE:
+        for spec, act, b in suite:
             with tempfile.NamedTemporaryFile(suffix=".jsonl", delete=False) as f:
                 metrics = f.name
-            epochs = 2 if "conv5x5" in spec else a.epochs
-            subprocess.run([a.flopnet, "train", spec, "--act", act, "--data", "fashion-mnist", "--epochs", str(epochs),
-                            "--batch", str(b), "--optimizer", "momentum", "--threads", str(a.threads), "--profile",
-                            profile, "--metrics", metrics], check=True, capture_output=True)
+            epochs = 2 if "conv5x5" in spec and not a.random else a.epochs
+            if not a.random:
+                data = ["--data", "fashion-mnist"]
+            else:
+                data = ["--data", cifar] if spec.startswith("3x") else []
+            acts = ["--act", act] if act else []
+            done = subprocess.run([a.flopnet, "train", spec, *acts, *data, "--epochs", str(epochs),
+                                   "--batch", str(b), "--optimizer", "momentum", "--threads", str(a.threads),
+                                   "--profile", profile, "--metrics", metrics], capture_output=True, text=True)
+            if done.returncode != 0:
+                raise SystemExit(f"train {spec} failed: {done.stderr.strip()}")
             rows = [json.loads(l) for l in open(metrics) if '"epoch"' in l]
             os.unlink(metrics)
             # This machine is shared: one epoch can run 25% slower than the next. The median of
             # the epochs after the first is the machine's speed rather than one moment's neighbours.
             rows_of_round.append((statistics.median(x["seconds"] for x in rows[1:] or rows),
                                   rows[-1]["predicted_seconds"]))
+            m, p = rows_of_round[-1]
+            print(f"  round {r + 1}: {spec} batch {b}: predicted {p:.2f} s, measured {m:.2f} s ({100 * (m / p - 1):+.0f}%)",
+                  file=sys.stderr, flush=True)
         rounds.append(rows_of_round)
+    if os.path.exists(cifar):
+        os.unlink(cifar)
     errors = []
     print("| network | batch | predicted s/epoch | measured s/epoch | error |")
     print("|---|---|---|---|---|")
-    for i, (spec, act, b) in enumerate(SUITE):
+    for i, (spec, act, b) in enumerate(suite):
         got = [rnd[i] for rnd in rounds]
         measured = statistics.median(m for m, _ in got)
         predicted = statistics.median(p for _, p in got)
         err = measured / predicted - 1
         errors.append(abs(err))
         each = f" (rounds {', '.join(f'{100 * (m / p - 1):+.0f}%' for m, p in got)})" if len(got) > 1 else ""
-        print(f"| {spec} {act} | {b} | {predicted:.2f} | {measured:.2f} | {100 * err:+.0f}%{each} |", flush=True)
+        print(f"| {spec} {act or ''} | {b} | {predicted:.2f} | {measured:.2f} | {100 * err:+.0f}%{each} |", flush=True)
     print(f"\nmedian absolute error {100 * statistics.median(errors):.0f}%, worst {100 * max(errors):.0f}%")
+    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+    print(f"CPU: {cpu}, {a.threads} threads" + (f"; random networks, seed {a.seed}" if a.random else ""))
 
 if __name__ == "__main__":
     main()

@@ -103,8 +103,6 @@ impl PredictArgs {
 
     /// The prediction for `spec` under `cfg`; what it rests on goes to stderr.
     fn predict(&self, spec: &Spec, cfg: &Config) -> Result<predict::Prediction> {
-        // The time model prices the fast engine's work.
-        spec.fast_engine_check()?;
         let threads = threads(self.threads);
         if let Some(d) = &self.device {
             let (name, precision) = d.split_once(':').unwrap_or((d.as_str(), "fp32"));
@@ -271,6 +269,14 @@ struct TrainArgs {
     /// Continue the run checkpointed in DIR (same command line otherwise); keeps checkpointing there.
     #[arg(long, value_name = "DIR")]
     resume: Option<PathBuf>,
+    /// Under mpirun: seconds a rank waits for the others at a step's collectives, beyond twice
+    /// its own longest work between two, before it ends the job naming the ranks that did not come.
+    #[arg(long, value_name = "SECONDS", default_value_t = flopnet::dist::watchdog::DEFAULT_TIMEOUT_S, value_parser = numbers::parse_positive, allow_negative_numbers = true)]
+    rank_timeout: f64,
+    /// Under mpirun: batch norm normalizes with the statistics of the whole global batch, summed
+    /// over the ranks forward and backward (as PyTorch's SyncBatchNorm), not each rank's share.
+    #[arg(long)]
+    sync_bn: bool,
 }
 
 #[derive(Args)]
@@ -363,14 +369,25 @@ struct RunArgs {
     /// Ranks training together (`mpirun -n P`): adds what their all-reduce of the gradients sends.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
     ranks: u64,
+    /// With --ranks: batch norm's statistics summed over the ranks too (train --sync-bn).
+    #[arg(long)]
+    sync_bn: bool,
 }
 
 impl RunArgs {
     /// The all-reduce traffic of `--ranks`, when more than one.
     fn communication(&self, spec: &Spec, cfg: &Config) -> Option<flopnet::dist::traffic::Communication> {
+        use flopnet::spec::{Kind, Source};
         let n = u64::try_from(spec.params()).unwrap_or(u64::MAX);
-        (self.ranks > 1)
-            .then(|| flopnet::dist::traffic::communication(n, self.ranks as usize, cfg.batch, cfg.examples, cfg.epochs))
+        // Each batch-norm layer: its channels and whether it hands a gradient down.
+        let norms: Vec<(u64, bool)> = (0..spec.layers.len())
+            .filter(|&l| self.sync_bn && matches!(spec.layers[l].kind, Kind::BatchNorm))
+            .map(|l| (spec.layers[l].input.c as u64, matches!(spec.sources[l][..], [Source::Node(_)])))
+            .collect();
+        let sums = flopnet::dist::traffic::sync_bn_sums(&norms);
+        (self.ranks > 1).then(|| {
+            flopnet::dist::traffic::with_statistics(n, &sums, self.ranks as usize, cfg.batch, cfg.examples, cfg.epochs)
+        })
     }
 
     fn config(&self) -> Config {
@@ -732,6 +749,7 @@ fn batch_for(batch: usize, examples: usize, what: &str) -> usize {
 /// the job on every rank (never a rank left waiting for the others), naming the rank.
 fn train_command(a: TrainArgs) -> Result<()> {
     let mut comm = flopnet::dist::connect()?;
+    comm.set_rank_timeout(std::time::Duration::try_from_secs_f64(a.rank_timeout).unwrap_or(std::time::Duration::MAX));
     let result = train_ranks(a, &mut *comm);
     if let Err(e) = &result
         && comm.size() > 1
@@ -832,6 +850,7 @@ fn train_ranks(a: TrainArgs, comm: &mut dyn flopnet::dist::Comm) -> Result<()> {
         warmup: a.warmup,
         augment,
         predicted_epoch_seconds: predicted_epoch,
+        sync_bn: a.sync_bn,
     };
     let mut meta = checkpoint::meta(&spec, &settings, &plan, &splits.train);
     meta.init = a.init.as_deref().map(checkpoint::Init::of).transpose()?;
@@ -868,7 +887,12 @@ fn train_ranks(a: TrainArgs, comm: &mut dyn flopnet::dist::Comm) -> Result<()> {
         println!("resuming from {}", checkpoint::describe(&start));
     }
     if comm.size() > 1 {
-        flopnet::dist::agree(comm, &flopnet::dist::fingerprint(&meta, &start, engine.params()))?;
+        let mut parts = flopnet::dist::fingerprint(&meta, &start, engine.params());
+        parts.push(("--sync-bn", a.sync_bn as u32));
+        flopnet::dist::agree(comm, &parts)?;
+        if a.sync_bn {
+            flopnet::dist::check_sync_bn(batch, splits.train.len(), comm.size())?;
+        }
         println!("training on {} MPI ranks, {threads} thread(s) each", comm.size());
     }
     if let Some(note) = &finished {

@@ -69,6 +69,47 @@ fn two_ranks_until_a_checkpoint(args: &[String], dir: &Path) -> std::process::Ch
     job
 }
 
+/// The pid of rank `rank` of the job whose command line names `dir`: the flopnet process whose
+/// environment says so.
+#[allow(dead_code)]
+fn rank_pid(rank: usize, dir: &Path) -> i32 {
+    find_rank(rank, dir).unwrap_or_else(|| panic!("rank {rank} is running"))
+}
+
+/// [`rank_pid`], `None` while the rank is not running.
+#[allow(dead_code)]
+fn find_rank(rank: usize, dir: &Path) -> Option<i32> {
+    let tag = format!("OMPI_COMM_WORLD_RANK={rank}");
+    std::fs::read_dir("/proc").unwrap().filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok()).find(|pid| {
+        let env = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+        let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap_or_default();
+        exe.ends_with("flopnet")
+            && env.split(|&b| b == 0).any(|v| v == tag.as_bytes())
+            && std::fs::read(format!("/proc/{pid}/cmdline"))
+                .unwrap_or_default()
+                .windows(dir.as_os_str().len())
+                .any(|w| w == dir.as_os_str().as_encoded_bytes())
+    })
+}
+
+/// Process `pid`'s CPU time so far (user and system), in clock ticks; `None` once it ended.
+#[allow(dead_code)]
+fn cpu_ticks(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let fields: Vec<&str> = stat.rsplit_once(") ")?.1.split(' ').collect();
+    // utime and stime: fields 14 and 15 of stat, 12 and 13 after the name.
+    Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+}
+
+/// Whether process `pid` is gone (or a zombie: it runs no more).
+#[allow(dead_code)]
+fn gone(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat.rsplit_once(") ").is_some_and(|(_, rest)| rest.starts_with('Z')),
+        Err(_) => true,
+    }
+}
+
 #[allow(dead_code)]
 fn mpirun(ranks: &[Vec<String>]) -> Output {
     let mut c = mpirun_command();
@@ -169,21 +210,7 @@ fn a_killed_rank_ends_the_job_promptly_and_the_checkpoint_resumes() {
     };
     let first = args(["--checkpoint", ck.to_str().unwrap()]);
     let mut job = two_ranks_until_a_checkpoint(&first, &ck);
-    // Rank 1: the flopnet process whose environment says so.
-    let rank1 = std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
-        .find(|pid| {
-            let env = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
-            let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap_or_default();
-            exe.ends_with("flopnet")
-                && env.split(|&b| b == 0).any(|v| v == b"OMPI_COMM_WORLD_RANK=1")
-                && std::fs::read(format!("/proc/{pid}/cmdline"))
-                    .unwrap_or_default()
-                    .windows(ck.as_os_str().len())
-                    .any(|w| w == ck.as_os_str().as_encoded_bytes())
-        })
-        .expect("rank 1 is running");
+    let rank1 = rank_pid(1, &ck);
     // SAFETY: kill has no memory preconditions; the pid is our job's rank 1.
     unsafe { libc::kill(rank1, libc::SIGKILL) };
     let killed = Instant::now();
@@ -288,4 +315,166 @@ fn a_stopped_job_checkpoints_mid_epoch_and_resumes_to_the_same_model() {
     let again = ok(mpirun(&[args(&resumed, r), args(&resumed, r)]));
     assert!(again.contains("resuming from"), "{again}");
     assert!(std::fs::read(&whole).unwrap() == std::fs::read(&resumed).unwrap(), "the resumed run ends elsewhere");
+}
+
+/// A rank stopped without dying (SIGSTOP) ends the job on every rank within 10 s at the default
+/// --rank-timeout: the rank that waits for it names it, every process of the job is gone, and
+/// rank 0's last checkpoint is intact and resumes. Rank 1 stopped, then rank 0 (rank 1 speaks).
+#[cfg(feature = "mpi")]
+#[test]
+fn a_stopped_rank_ends_the_job_within_10_s_naming_it_and_the_checkpoint_resumes() {
+    use std::time::{Duration, Instant};
+    let _job = one_job();
+    for stopped in [1usize, 0] {
+        let dir = tempfile::tempdir().unwrap();
+        let ck = dir.path().join("ck");
+        let m = dir.path().join("m.st");
+        let args = |epochs: &str, extra: [&str; 2]| -> Vec<String> {
+            ["train", "784-400-10", "--epochs", epochs, "--batch", "8", "--threads", "1", "--seed", "5"]
+                .iter()
+                .chain(&extra)
+                .chain(&["--save", m.to_str().unwrap()])
+                .map(|s| s.to_string())
+                .collect()
+        };
+        let mut job = two_ranks_until_a_checkpoint(&args("16", ["--checkpoint", ck.to_str().unwrap()]), &ck);
+        let pids = [rank_pid(0, &ck), rank_pid(1, &ck)];
+        // Into the second epoch: the first one's checkpoint is written.
+        std::thread::sleep(Duration::from_millis(50));
+        // SAFETY: kill has no memory preconditions; the pid is one of our job's ranks.
+        unsafe { libc::kill(pids[stopped], libc::SIGSTOP) };
+        let at = Instant::now();
+        let ended = loop {
+            if job.try_wait().unwrap().is_some() && pids.iter().all(|&p| gone(p)) {
+                break at.elapsed();
+            }
+            if at.elapsed() > Duration::from_secs(10) {
+                for p in pids {
+                    // SAFETY: as above; ends what the test started.
+                    unsafe { libc::kill(p, libc::SIGKILL) };
+                }
+                let _ = job.kill();
+                let out = job.wait_with_output().unwrap();
+                panic!(
+                    "rank {stopped} stopped: the job still ran 10 s later\n{}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let out = job.wait_with_output().unwrap();
+        let (text, err) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        eprintln!("rank {stopped} stopped: the job ended {:.2} s later", ended.as_secs_f64());
+        assert!(!out.status.success(), "{text}\n{err}");
+        assert!(!text.contains("saved "), "the run finished before the stop:\n{text}");
+        let speaker = 1 - stopped;
+        let said = format!("flopnet: rank {speaker} of 2 waited ");
+        assert_eq!(err.matches(&said).count(), 1, "{err}");
+        assert!(err.contains(&format!(" for rank {stopped} at the all-reduce of ")), "{err}");
+        assert!(err.contains(&format!("rank {stopped} is stopped, stuck or far slower")), "{err}");
+        let c = flopnet::checkpoint::Checkpoint::load(&ck).expect("the checkpoint is intact");
+        drop(c);
+        if stopped == 0 {
+            // The checkpoint rank 0 wrote resumes: a constant rate may stop after fewer epochs.
+            let r = ["--resume", ck.to_str().unwrap()];
+            let again = ok(mpirun(&[args("2", r), args("2", r)]));
+            assert!(again.contains("resuming from") && again.contains("epoch   2"), "{again}");
+            assert!(m.exists());
+        }
+    }
+}
+
+/// While rank 0 calibrates before training, rank 1 waits at the ranks' agreement check asleep,
+/// not spinning: over a stretch of the calibration it takes under a quarter of rank 0's CPU time
+/// (a spinning rank took as much as rank 0).
+#[cfg(feature = "mpi")]
+#[test]
+fn rank_1_sleeps_while_rank_0_calibrates() {
+    use std::time::{Duration, Instant};
+    let _job = one_job();
+    let dir = tempfile::tempdir().unwrap();
+    let profile = dir.path().join("profile.json");
+    let args: Vec<String> =
+        ["train", "784-32-10", "--epochs", "1", "--threads", "1", "--profile", profile.to_str().unwrap()]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+    let job = mpirun_command()
+        .args(["-n", "2", BIN])
+        .args(&args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let ranks = loop {
+        if let (Some(a), Some(b)) = (find_rank(0, dir.path()), find_rank(1, dir.path())) {
+            break [a, b];
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "the ranks did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    // Rank 1 loads the data and reaches the check in well under a second, and sleeps after 1 s.
+    std::thread::sleep(Duration::from_millis(1600));
+    let sample = || ranks.map(cpu_ticks).iter().copied().collect::<Option<Vec<u64>>>();
+    let before = sample().expect("both ranks run 1.6 s after starting");
+    let from = Instant::now();
+    // The last sample while rank 0 still calibrates (its profile not yet written), up to 2.5 s on.
+    let mut after = before.clone();
+    while from.elapsed() < Duration::from_millis(2500) {
+        std::thread::sleep(Duration::from_millis(100));
+        match sample() {
+            Some(now) if !profile.exists() => after = now,
+            _ => break,
+        }
+    }
+    let (r0, r1) = (after[0] - before[0], after[1] - before[1]);
+    let out = job.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(r0 >= 20, "rank 0 calibrated for only {r0} ticks of CPU after 1.6 s: too short to judge");
+    assert!(4 * r1 < r0, "rank 1 took {r1} ticks of CPU while rank 0 took {r0} calibrating");
+}
+
+/// `--sync-bn` under `mpirun -n 2`: batch norm's statistics over the whole global batch, so the
+/// weights and running statistics equal a one-process run over the same global batches to 1e-5
+/// of each tensor's largest value; by default each rank normalizes its own share and they differ.
+#[cfg(feature = "mpi")]
+#[test]
+fn sync_bn_matches_one_process_and_the_default_keeps_per_rank_statistics() {
+    let _job = one_job();
+    let dir = tempfile::tempdir().unwrap();
+    let args = |m: &Path, extra: &[&str]| -> Vec<String> {
+        ["train", "1x28x28-conv3x3x4b0-bn:relu-maxpool2-10", "--epochs", "1", "--batch", "64", "--threads", "1"]
+            .iter()
+            .chain(&["--seed", "5", "--optimizer", "momentum", "--save", m.to_str().unwrap()])
+            .chain(extra)
+            .map(|s| s.to_string())
+            .collect()
+    };
+    let (one, synced, own) = (dir.path().join("one.st"), dir.path().join("sync.st"), dir.path().join("own.st"));
+    ok(Command::new(BIN).args(args(&one, &[])).output().unwrap());
+    ok(mpirun(&[args(&synced, &["--sync-bn"]), args(&synced, &["--sync-bn"])]));
+    ok(mpirun(&[args(&own, &[]), args(&own, &[])]));
+    // Each tensor (weights, biases, running mean and variance) by its largest value.
+    let tensors = |p: &Path| -> Vec<Vec<f64>> {
+        let (_, layers, _, running) = flopnet::model::load_trained(p).unwrap();
+        let mut v: Vec<Vec<f64>> = layers.into_iter().flat_map(|l| [l.weight, l.bias]).collect();
+        v.push(running.values.iter().map(|&x| x as f64).collect());
+        v.retain(|t| !t.is_empty());
+        v
+    };
+    let apart = |a: &[Vec<f64>], b: &[Vec<f64>]| -> f64 {
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| {
+                let scale = y.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+                x.iter().zip(y).fold(0.0f64, |m, (u, v)| m.max((u - v).abs())) / scale
+            })
+            .fold(0.0, f64::max)
+    };
+    let (reference, s, o) = (tensors(&one), tensors(&synced), tensors(&own));
+    assert!(reference.len() >= 5, "weights and running statistics: {}", reference.len());
+    let (sync_apart, own_apart) = (apart(&s, &reference), apart(&o, &reference));
+    assert!(sync_apart <= 1e-5, "--sync-bn: {sync_apart} apart from one process");
+    assert!(own_apart > 1e-3, "per-rank statistics: only {own_apart} apart from one process");
 }

@@ -145,3 +145,156 @@ fn image_glue_is_priced_from_its_own_measurements() {
     assert!(a.layers[0].forward_seconds > b.layers[0].forward_seconds, "a 3-channel input is regrouped");
     assert_eq!(a.layers[0].backward_seconds, b.layers[0].backward_seconds);
 }
+
+/// A network with every kind the fast engine runs on graphs: a convolution without a bias,
+/// batch normalization with relu6, a residual block of a grouped and a depthwise convolution,
+/// a concatenation, a strided convolution, padded max pooling in ceil mode, the zero-padding
+/// shortcut, dropout, adaptive and global average pooling.
+const EVERY_KIND: &str = "3x16x16-conv3x3x16p1b0-bn:relu6-[conv3x3x16p1g4-conv3x3x16p1g16:relu]:relu-(conv1x1x8)\
+                          -conv3x3x32s2p1-maxpool3s2p1c-zpad48s1-drop0.25-adaptavg2x2-gap-10";
+
+#[test]
+fn every_kind_of_graph_node_is_priced() {
+    let spec = parse(EVERY_KIND, Defaults::default()).unwrap();
+    let h200 = Machine::device(predict::devices::find("h200").unwrap(), "fp32");
+    for (what, m) in [("this machine", Machine::Measured(profile())), ("h200", h200)] {
+        let p = predict::predict(&spec, &cfg(32), m, 1);
+        assert_eq!(p.layers.len(), spec.layers.len());
+        for (l, t) in spec.layers.iter().zip(&p.layers) {
+            // Every node but the first (which reads the data) hands a gradient back.
+            let backward_needed = t.layer > 1;
+            assert!(
+                t.forward_seconds > 0.0 && (t.backward_seconds > 0.0 || !backward_needed),
+                "{what}: layer {} ({l}) is priced at {} s forward, {} s backward",
+                t.layer,
+                t.forward_seconds,
+                t.backward_seconds
+            );
+            assert!(t.forward_seconds.is_finite() && t.backward_seconds.is_finite());
+            assert_eq!(t.update_seconds > 0.0, l.params() > 0, "{what}: layer {} ({l})", t.layer);
+        }
+    }
+}
+
+/// Seconds per value of `rate` at a size the profile measured (so no interpolation).
+fn pass_at(p: &Profile, values: usize, rate: fn(&predict::PassRates) -> f64) -> f64 {
+    rate(p.passes.iter().find(|r| r.values == values).expect("a measured size"))
+}
+
+#[test]
+fn a_residual_join_costs_its_sum_and_the_gradient_it_accumulates() {
+    // The same layers, once as a chain and once with the last three in a residual block: the
+    // graph adds one node (the sum) and a second reader of the block's input, whose gradient
+    // then arrives twice and is added once more.
+    let chain =
+        parse("16x16x16-conv3x3x16p1b0-bn:relu-conv3x3x16p1b0-bn:relu-conv3x3x16p1b0-bn-gap-10", Defaults::default())
+            .unwrap();
+    let graph =
+        parse("16x16x16-conv3x3x16p1b0-bn:relu-[conv3x3x16p1b0-bn:relu-conv3x3x16p1b0-bn]-gap-10", Defaults::default())
+            .unwrap();
+    assert_eq!(graph.layers.len(), chain.layers.len() + 1);
+    let p = profile();
+    // 16 examples of 16×16×16 are 65,536 values, a size calibrate measures the passes at.
+    let b = 16;
+    let n = b * 16 * 16 * 16;
+    assert!(p.passes.iter().any(|r| r.values == n));
+    let a = predict::predict(&chain, &cfg(b), Machine::Measured(p), 1);
+    let g = predict::predict(&graph, &cfg(b), Machine::Measured(p), 1);
+    let sum = &g.layers[6];
+    let add = pass_at(p, n, |r| r.add);
+    let copy = pass_at(p, n, |r| r.copy);
+    // Forward: the first input copied, the second added. Backward: δ handed to both (a copy
+    // each: the sum is the last reader of both, and backward runs in reverse).
+    assert!((sum.forward_seconds - n as f64 * (copy + add)).abs() <= 1e-9 * sum.forward_seconds);
+    assert!((sum.backward_seconds - 2.0 * n as f64 * copy).abs() <= 1e-9 * sum.backward_seconds);
+    // The block's input (layer 2) gets its gradient from two readers: one more add.
+    let extra = g.layers[1].backward_seconds - a.layers[1].backward_seconds;
+    assert!((extra - n as f64 * add).abs() <= 1e-6 * extra, "{extra} vs {}", n as f64 * add);
+    // Everything else is the same layer for layer, and the step is the sum of its parts.
+    for (x, y) in a.layers.iter().zip(&g.layers).filter(|(x, _)| x.layer != 2) {
+        let same = |u: f64, v: f64| (u - v).abs() <= 1e-9 * u.max(v);
+        let y = if y.layer >= 7 { &g.layers[y.layer] } else { y };
+        assert!(same(x.forward_seconds, y.forward_seconds) && same(x.backward_seconds, y.backward_seconds));
+    }
+    let parts = |q: &predict::Prediction| {
+        q.layers.iter().map(|l| l.forward_seconds + l.backward_seconds + l.update_seconds).sum::<f64>()
+            + q.loss_seconds
+            + q.overhead_seconds
+    };
+    let unpriced = |q: &predict::Prediction| q.step_seconds - parts(q);
+    assert!((unpriced(&a) - unpriced(&g)).abs() <= 1e-9 * a.step_seconds, "batch copy and scan are the graph's too");
+    let joined = sum.forward_seconds + sum.backward_seconds + extra + p.layer_overhead;
+    assert!((g.step_seconds - a.step_seconds - joined).abs() <= 1e-6 * g.step_seconds);
+}
+
+#[test]
+fn batch_norm_and_depthwise_convolutions_are_priced_from_their_own_measurements() {
+    let p = profile();
+    let spec = parse("16x16x16-conv3x3x16p1b0-bn-conv3x3x16p1g16:identity-gap-10", Defaults::default()).unwrap();
+    let n = 16 * 16 * 16 * 16;
+    let t = predict::predict(&spec, &cfg(16), Machine::Measured(p), 1);
+    // Training, at the rates of the engine's batch normalization (statistics and normalizing;
+    // backward the two sums and the input gradient).
+    let bn = &t.layers[1];
+    let fwd = n as f64 * pass_at(p, n, |r| r.norm_forward);
+    let bwd = n as f64 * pass_at(p, n, |r| r.norm_backward);
+    assert!((bn.forward_seconds - fwd).abs() <= 1e-9 * fwd, "{} vs {fwd}", bn.forward_seconds);
+    assert!((bn.backward_seconds - bwd).abs() <= 1e-9 * bwd, "{} vs {bwd}", bn.backward_seconds);
+    // The depthwise convolution runs at the depthwise rates, per output value and tap, not at
+    // those of a convolution over C·kh·kw values.
+    let dw = p.depthwise.iter().find(|r| r.window == 9).expect("3×3 measured");
+    let taps = (n * 9) as f64;
+    let conv = &t.layers[2];
+    assert!((conv.forward_seconds - taps * dw.forward).abs() <= 1e-9 * conv.forward_seconds);
+    assert!((conv.backward_seconds - taps * (dw.weight_grad + dw.input_grad)).abs() <= 1e-9 * conv.backward_seconds);
+    let mut no_depthwise = p.clone();
+    no_depthwise.depthwise.iter_mut().for_each(|r| (r.forward, r.weight_grad, r.input_grad) = (0.0, 0.0, 0.0));
+    let free = predict::predict(&spec, &cfg(16), Machine::Measured(&no_depthwise), 1);
+    assert_eq!(free.layers[2].forward_seconds, 0.0);
+    assert_eq!(free.layers[0].forward_seconds, t.layers[0].forward_seconds, "an ungrouped one does not use them");
+}
+
+#[test]
+fn strided_convolutions_use_the_strided_measurements() {
+    let p = profile();
+    // Behind a one-channel convolution, so that no change of layout joins the product.
+    let spec = parse("1x16x16-conv3x3x32p1:identity-conv3x3x64s2p1:identity-gap-10", Defaults::default()).unwrap();
+    let t = predict::predict(&spec, &cfg(16), Machine::Measured(p), 1);
+    let mut slow = p.clone();
+    slow.conv_strided.iter_mut().for_each(|r| r.forward /= 2.0);
+    let u = predict::predict(&spec, &cfg(16), Machine::Measured(&slow), 1);
+    assert_eq!(u.layers[0].forward_seconds, t.layers[0].forward_seconds, "a stride-1 one does not use them");
+    let ratio = u.layers[1].forward_seconds / t.layers[1].forward_seconds;
+    assert!((ratio - 2.0).abs() < 1e-9, "{ratio}");
+}
+
+#[test]
+fn imagenet_on_the_zoo_is_predicted_for_this_machine_and_a_gpu() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_flopnet"))
+        .args([
+            "count",
+            "resnet50",
+            "--device",
+            "h200:bf16",
+            "--batch",
+            "256",
+            "--examples",
+            "1281167",
+            "--epochs",
+            "90",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("Predicted time:") && text.contains("per run"), "{text}");
+    // A residual network with batch normalization, priced without being refused.
+    let spec = flopnet::zoo::build("resnet50", Default::default()).unwrap().unwrap();
+    let run = |m| predict::predict(&spec, &Config { batch: 256, examples: 1_281_167, epochs: 90, ..cfg(256) }, m, 2);
+    let d = predict::devices::find("h200").unwrap();
+    let (fp32, bf16) = (run(Machine::device(d, "fp32")), run(Machine::device(d, "bf16")));
+    assert!(bf16.run_seconds < fp32.run_seconds);
+    let cpu = run(Machine::Measured(profile()));
+    assert!(cpu.run_seconds > 100.0 * bf16.run_seconds, "{} vs {}", cpu.run_seconds, bf16.run_seconds);
+    assert!((cpu.run_seconds - 90.0 * cpu.epoch_seconds).abs() < 1e-6 * cpu.run_seconds);
+}

@@ -8,6 +8,7 @@
 //! [`traffic`], which needs no MPI library.
 
 pub mod traffic;
+pub mod watchdog;
 #[cfg(feature = "mpi")]
 mod world;
 
@@ -30,6 +31,13 @@ pub trait Comm {
     fn gather_u32(&mut self, mine: &[u32]) -> Vec<u32>;
     /// Ends the job on every rank with `code`.
     fn abort(&self, code: i32) -> !;
+    /// How long a rank waits for the others at a collective, on top of its own work
+    /// ([`watchdog::Watch::limit`]); past it the job ends on every rank, naming the ranks that
+    /// did not come.
+    fn set_rank_timeout(&mut self, _timeout: std::time::Duration) {}
+    /// This rank begins training step `step` (from 1): the limits of its collectives count from
+    /// here.
+    fn step_begins(&mut self, _step: u64) {}
 }
 
 /// One process: sums are the values themselves.
@@ -245,16 +253,32 @@ pub fn measure_link(comm: &mut dyn Comm) -> Result<Link> {
 pub struct Shares {
     x: Vec<f32>,
     y: Vec<u8>,
+    /// `--sync-bn`: batch norm's statistics summed over the ranks.
+    pub sync_bn: bool,
 }
 
 impl Shares {
     pub fn new(batch: usize, features: usize) -> Shares {
-        Shares { x: vec![0.0; batch * features], y: vec![0; batch] }
+        Shares { x: vec![0.0; batch * features], y: vec![0; batch], sync_bn: false }
     }
 }
 
 /// Copies examples `idx` into rows and labels, given the offset of the first in the global batch.
 pub type Gather<'a> = dyn Fn(&[usize], &mut [f32], &mut [u8], usize) + 'a;
+
+/// `--sync-bn` needs every rank to hold examples of every global batch (each takes part in the
+/// statistics' sums): refused, naming the fix, when a batch of `batch` or the epoch's last one of
+/// `examples` has fewer examples than the `ranks`.
+pub fn check_sync_bn(batch: usize, examples: usize, ranks: usize) -> Result<()> {
+    let last = examples % batch.max(1);
+    if ranks > 1 && (batch < ranks || (last > 0 && last < ranks)) {
+        return Err(Error::Usage(format!(
+            "--sync-bn on {ranks} ranks needs at least {ranks} examples in every batch (one a rank), but --batch {batch} over {examples} examples makes a batch of {}; choose another --batch",
+            if batch < ranks { batch } else { last }
+        )));
+    }
+    Ok(())
+}
 
 /// One data-parallel step over the global batch `idx` of `data`: this rank's share forward and
 /// backward (its gradient of the mean over the whole batch), the gradients summed over the ranks
@@ -282,7 +306,9 @@ pub fn step(
         Score::default()
     } else {
         gather(mine, &mut s.x[..b * f], &mut s.y[..b], offset);
-        engine.compute_gradients_of(&s.x[..b * f], &s.y[..b], idx.len())?
+        let mut over_ranks = |v: &mut [f64]| comm.sum_f64(v);
+        let sync: Option<crate::engine::RankSum> = if s.sync_bn { Some(&mut over_ranks) } else { None };
+        engine.compute_gradients_synced(&s.x[..b * f], &s.y[..b], idx.len(), sync)?
     };
     comm.sum_f32(engine.grads_mut());
     let mut small = [score.loss_sum, score.correct as f64, stop.map_or(0.0, |_| 1.0), stop.unwrap_or(0) as f64];
@@ -335,6 +361,20 @@ mod tests {
         fn abort(&self, _: i32) -> ! {
             panic!("abort")
         }
+    }
+
+    #[test]
+    fn sync_bn_is_refused_where_a_batch_would_leave_a_rank_without_examples() {
+        assert!(check_sync_bn(64, 5400, 2).is_ok() && check_sync_bn(1, 5, 1).is_ok());
+        let e = check_sync_bn(1, 100, 2).unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        assert!(
+            e.to_string().contains("--batch 1 over 100 examples makes a batch of 1; choose another --batch"),
+            "{e}"
+        );
+        // The last batch of 129 in batches of 64 holds one example.
+        assert!(check_sync_bn(64, 129, 2).unwrap_err().to_string().contains("makes a batch of 1"));
+        assert!(check_sync_bn(64, 130, 2).is_ok());
     }
 
     #[test]

@@ -3,11 +3,18 @@
 //! all-gather each pass every one of P chunks P−1 times, so over all ranks a step sends (and
 //! receives) 2·(P−1)·4n bytes and adds (P−1)·n pairs of values; per rank that is 2·(P−1)/P × 4n
 //! bytes each way and (P−1)/P × n additions. One rank trains alone: nothing moves.
+//!
+//! With `--sync-bn` each batch-norm layer of C channels also sums, in f64 (8 bytes), Σx and the
+//! count (C + 1 values) and then Σ(x−μ)² (C) in its forward pass, and Σδ, Σδ·x̂ and the count
+//! (2C + 1) in its backward pass when it hands a gradient down: three more all-reduces a step,
+//! each counted as a ring of its own size.
 
 use serde::Serialize;
 
 /// Bytes in one gradient value (f32).
 pub const VALUE_BYTES: u64 = 4;
+/// Bytes in one batch-norm statistic summed by `--sync-bn` (f64).
+pub const STAT_BYTES: u64 = 8;
 
 /// One step's, epoch's or run's communication.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
@@ -23,6 +30,16 @@ pub struct Traffic {
 }
 
 impl Traffic {
+    fn plus(self, o: Traffic) -> Traffic {
+        Traffic {
+            bytes_sent_per_rank: self.bytes_sent_per_rank + o.bytes_sent_per_rank,
+            bytes_received_per_rank: self.bytes_received_per_rank + o.bytes_received_per_rank,
+            additions_per_rank: self.additions_per_rank + o.additions_per_rank,
+            bytes_sent_total: self.bytes_sent_total + o.bytes_sent_total,
+            additions_total: self.additions_total + o.additions_total,
+        }
+    }
+
     fn times(self, k: u64) -> Traffic {
         Traffic {
             bytes_sent_per_rank: self.bytes_sent_per_rank * k as f64,
@@ -39,6 +56,10 @@ impl Traffic {
 pub struct Communication {
     pub ranks: usize,
     pub parameters: u64,
+    /// `--sync-bn`: batch-norm statistics (f64) summed per step; 0 without it.
+    pub statistics: u64,
+    /// All-reduces a step: the gradients', and `--sync-bn`'s.
+    pub all_reduces_per_step: u64,
     pub steps_per_epoch: u64,
     pub epochs: u64,
     pub per_step: Traffic,
@@ -48,28 +69,61 @@ pub struct Communication {
 
 /// One ring all-reduce of `parameters` f32 values over `ranks` ranks.
 pub fn all_reduce(parameters: u64, ranks: usize) -> Traffic {
+    ring(parameters, VALUE_BYTES, ranks)
+}
+
+/// One ring all-reduce of `values` values of `bytes` bytes over `ranks` ranks.
+fn ring(values: u64, bytes: u64, ranks: usize) -> Traffic {
     let p = ranks.max(1) as u64;
-    let total_values = 2 * (p - 1) * parameters;
-    let additions_total = (p - 1) * parameters;
+    let total_values = 2 * (p - 1) * values;
+    let additions_total = (p - 1) * values;
     let per = |x: u64| x as f64 / p as f64;
     Traffic {
-        bytes_sent_per_rank: per(total_values * VALUE_BYTES),
-        bytes_received_per_rank: per(total_values * VALUE_BYTES),
+        bytes_sent_per_rank: per(total_values * bytes),
+        bytes_received_per_rank: per(total_values * bytes),
         additions_per_rank: per(additions_total),
-        bytes_sent_total: total_values * VALUE_BYTES,
+        bytes_sent_total: total_values * bytes,
         additions_total,
     }
+}
+
+/// What `--sync-bn` sums a step for batch-norm layers of `(channels, hands a gradient down)`:
+/// each all-reduce's values, in order.
+pub fn sync_bn_sums(norms: &[(u64, bool)]) -> Vec<u64> {
+    let mut sums = Vec::new();
+    for &(c, down) in norms {
+        sums.extend([c + 1, c]);
+        if down {
+            sums.push(2 * c + 1);
+        }
+    }
+    sums
 }
 
 /// A run of `epochs` epochs of `examples` examples in global batches of `batch`, on `ranks`
 /// ranks: one all-reduce per step.
 pub fn communication(parameters: u64, ranks: usize, batch: usize, examples: usize, epochs: usize) -> Communication {
+    with_statistics(parameters, &[], ranks, batch, examples, epochs)
+}
+
+/// [`communication`] with `--sync-bn`'s all-reduces of `sums` f64 values each a step
+/// ([`sync_bn_sums`]).
+pub fn with_statistics(
+    parameters: u64,
+    sums: &[u64],
+    ranks: usize,
+    batch: usize,
+    examples: usize,
+    epochs: usize,
+) -> Communication {
     let steps = examples.div_ceil(batch.max(1)) as u64;
-    let step = all_reduce(parameters, ranks);
+    let step = sums.iter().fold(all_reduce(parameters, ranks), |t, &v| t.plus(ring(v, STAT_BYTES, ranks)));
     let epoch = step.times(steps);
     Communication {
         ranks: ranks.max(1),
         parameters,
+        statistics: sums.iter().sum(),
+        all_reduces_per_step: 1 + sums.len() as u64,
         steps_per_epoch: steps,
         epochs: epochs as u64,
         per_step: step,
@@ -99,7 +153,7 @@ pub struct Scaled {
 /// The step of `c` given one rank's compute time and the link: 2·(P−1) × latency +
 /// bytes sent per rank × 8 / (Gbit/s × 10⁹).
 pub fn predict(c: &Communication, compute_seconds: f64, link_gbps: f64, link_latency_us: f64) -> Scaled {
-    let messages = 2.0 * (c.ranks as f64 - 1.0);
+    let messages = 2.0 * (c.ranks as f64 - 1.0) * c.all_reduces_per_step as f64;
     let comm = messages * link_latency_us * 1e-6 + c.per_step.bytes_sent_per_rank * 8.0 / (link_gbps * 1e9);
     let step = compute_seconds + comm;
     Scaled {
@@ -142,6 +196,13 @@ pub fn text(c: &Communication) -> String {
         crate::report::format::thousands(c.parameters as u128),
         c.ranks
     );
+    if c.statistics > 0 {
+        t += &format!(
+            "  and, for --sync-bn, {} batch-norm statistics (f64, 8 bytes) in {} more all-reduces a step\n",
+            crate::report::format::thousands(c.statistics as u128),
+            c.all_reduces_per_step - 1
+        );
+    }
     let steps = format!("run ({} epochs)", c.epochs);
     let epoch = format!("epoch ({} steps)", c.steps_per_epoch);
     for (what, x) in [("step", &c.per_step), (epoch.as_str(), &c.per_epoch), (steps.as_str(), &c.run)] {
@@ -187,6 +248,17 @@ pub fn explain(c: &Communication) -> String {
     ]
     .join("\n")
         + "\n"
+        + &if c.statistics > 0 {
+            let gradients = all_reduce(c.parameters, p).bytes_sent_per_rank;
+            format!(
+                "With --sync-bn the batch-norm layers also sum their statistics over the ranks, {} f64 values\nin {} more all-reduces a step (Σx and the count, Σ(x−μ)², and Σδ, Σδ·x̂ and the count\nbackward): the figures above include their {} a step.\n",
+                n(c.statistics),
+                c.all_reduces_per_step - 1,
+                b(c.per_step.bytes_sent_per_rank - gradients)
+            )
+        } else {
+            String::new()
+        }
 }
 
 #[cfg(test)]
@@ -233,6 +305,31 @@ mod tests {
         assert!((p.step_seconds - (0.004 + 60e-6 + 6e-3)).abs() < 1e-12);
         assert!((p.run_seconds - 20.0 * p.step_seconds).abs() < 1e-12);
         assert!(p.communication_share > 0.5 && prediction_text(&p).contains("dominates"));
+    }
+
+    #[test]
+    fn sync_bn_adds_three_all_reduces_of_f64_statistics_per_layer() {
+        // Two layers of 16 and 32 channels; the first reads the data and hands no gradient down.
+        let sums = sync_bn_sums(&[(16, false), (32, true)]);
+        assert_eq!(sums, vec![17, 16, 33, 32, 65]);
+        let (plain, synced) = (communication(1000, 4, 128, 1280, 1), with_statistics(1000, &sums, 4, 128, 1280, 1));
+        assert_eq!((synced.statistics, synced.all_reduces_per_step), (163, 6));
+        // Per rank: 2·3/4 × 8 bytes × 163 values more a step.
+        let more = synced.per_step.bytes_sent_per_rank - plain.per_step.bytes_sent_per_rank;
+        assert_eq!(more, 2.0 * 3.0 / 4.0 * 8.0 * 163.0);
+        assert_eq!(synced.per_step.bytes_sent_total - plain.per_step.bytes_sent_total, 2 * 3 * 8 * 163);
+        assert_eq!(synced.per_step.additions_total - plain.per_step.additions_total, 3 * 163);
+        // Six all-reduces of 6 messages each at 10 µs, against one.
+        let (a, b) = (predict(&plain, 0.0, 8.0, 10.0), predict(&synced, 0.0, 8.0, 10.0));
+        let bytes_s = |c: &Communication| c.per_step.bytes_sent_per_rank * 8.0 / 8e9;
+        assert!((a.communication_seconds - (60e-6 + bytes_s(&plain))).abs() < 1e-12);
+        assert!((b.communication_seconds - (360e-6 + bytes_s(&synced))).abs() < 1e-12);
+        assert!(
+            text(&synced)
+                .contains("and, for --sync-bn, 163 batch-norm statistics (f64, 8 bytes) in 5 more all-reduces a step")
+        );
+        assert!(explain(&synced).contains("163 f64 values\nin 5 more all-reduces a step"), "{}", explain(&synced));
+        assert!(!text(&plain).contains("sync-bn") && !explain(&plain).contains("sync-bn"));
     }
 
     #[test]

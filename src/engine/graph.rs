@@ -373,7 +373,8 @@ impl Engine {
 
     /// Forward over the graph, in training mode (batch statistics, dropout, the running
     /// statistics updated) or evaluation mode.
-    pub(crate) fn graph_forward(&mut self, x: &[f32], batch: usize, training: bool) {
+    /// `sync` (training only): batch norm's statistics summed over the ranks (`--sync-bn`).
+    pub(crate) fn graph_forward(&mut self, x: &[f32], batch: usize, training: bool, mut sync: Option<super::RankSum>) {
         let mut t = self.clock();
         let step = self.steps;
         let Engine { spec, slots, params, acts, col, team, timers, graph, running, running_at, tracked, seed, .. } =
@@ -430,7 +431,7 @@ impl Engine {
                     let stats = &mut running[at..at + 2 * c];
                     if training {
                         let nm = norm::Norm { gamma: w, beta: b, running: stats, saved: &mut g.saved[l] };
-                        norm::train_forward(nm, q, input, out, team);
+                        norm::train_forward(nm, q, input, out, team, norm::reborrow(&mut sync));
                         tracked[l] += 1;
                     } else {
                         norm::infer(w, b, stats, q, input, out, team);
@@ -478,8 +479,15 @@ impl Engine {
     }
 
     /// Forward (training mode), loss and backward over the graph: fills the gradient arena.
-    pub(crate) fn graph_gradients(&mut self, x: &[f32], labels: &[u8], batch: usize, over: usize) -> Score {
-        self.graph_forward(x, batch, true);
+    pub(crate) fn graph_gradients(
+        &mut self,
+        x: &[f32],
+        labels: &[u8],
+        batch: usize,
+        over: usize,
+        mut sync: Option<super::RankSum>,
+    ) -> Score {
+        self.graph_forward(x, batch, true, norm::reborrow(&mut sync));
         let lossfn = self.settings.loss;
         let last = self.spec.layers.len() - 1;
         let m_out = self.spec.outputs();
@@ -582,7 +590,7 @@ impl Engine {
                 }
                 Node::BatchNorm => {
                     let q = batch * (n / layer.input.c);
-                    norm::backward(w, &g.saved[l], q, input, delta, dw, db, dx, team);
+                    norm::backward(w, &g.saved[l], q, input, delta, dw, db, dx, team, norm::reborrow(&mut sync));
                 }
                 Node::Global => {
                     if let Some(dx) = dx {

@@ -22,13 +22,13 @@
 pub mod activation;
 mod avx;
 pub mod conv;
-mod gap;
+pub(crate) mod gap;
 pub mod gemm;
 mod graph;
 pub mod kernels;
 mod loss;
-mod norm;
-mod padpool;
+pub(crate) mod norm;
+pub(crate) mod padpool;
 mod panels;
 pub mod pool;
 pub mod simd;
@@ -206,6 +206,9 @@ pub struct Engine {
     /// Seeds dropout's masks, with the step and the layer.
     seed: u64,
 }
+
+/// Replaces its values by their sum over the ranks of a data-parallel run (`--sync-bn`).
+pub type RankSum<'a> = &'a mut dyn FnMut(&mut [f64]);
 
 /// Batch normalization's running statistics, for model files and checkpoints: `values` holds
 /// per batch-norm layer, in layer order, its running mean [C] then its running variance [C];
@@ -473,7 +476,7 @@ impl Engine {
 
     /// The forward pass on whichever path runs this network.
     fn forward_any(&mut self, x: &[f32], batch: usize, training: bool) {
-        if self.graph.is_some() { self.graph_forward(x, batch, training) } else { self.forward_inner(x, batch) }
+        if self.graph.is_some() { self.graph_forward(x, batch, training, None) } else { self.forward_inner(x, batch) }
     }
 
     /// Seeds dropout's masks (with the step and the layer, as the reference engine does).
@@ -521,14 +524,27 @@ impl Engine {
     /// Forward, loss and backward: fills the gradient arena, moves nothing.
     pub fn compute_gradients(&mut self, x: &[f32], labels: &[u8]) -> Result<Score> {
         let batch = self.check_batch(x, Some(labels))?;
-        Ok(self.run(|e| e.gradients_inner(x, labels, batch, false, batch)))
+        Ok(self.run(|e| e.gradients_inner(x, labels, batch, false, batch, None)))
     }
 
     /// [`Engine::compute_gradients`] for a share of a batch of `total` examples: the gradient is
     /// of the mean over all `total`, so the shares' gradients add up to the whole batch's.
     pub fn compute_gradients_of(&mut self, x: &[f32], labels: &[u8], total: usize) -> Result<Score> {
+        self.compute_gradients_synced(x, labels, total, None)
+    }
+
+    /// [`Engine::compute_gradients_of`] with batch norm's statistics summed over the ranks by
+    /// `sync` (`--sync-bn`): each batch-norm layer normalizes with the whole global batch's mean
+    /// and variance, forward and backward.
+    pub fn compute_gradients_synced(
+        &mut self,
+        x: &[f32],
+        labels: &[u8],
+        total: usize,
+        sync: Option<RankSum>,
+    ) -> Result<Score> {
         let batch = self.check_batch(x, Some(labels))?;
-        Ok(self.run(|e| e.gradients_inner(x, labels, batch, false, total.max(batch))))
+        Ok(self.run(|e| e.gradients_inner(x, labels, batch, false, total.max(batch), sync)))
     }
 
     /// The gradient arena, to be replaced by a sum over processes before [`Engine::apply_update`].
@@ -555,7 +571,7 @@ impl Engine {
             && self.settings.hyper.weight_decay == 0.0
             && self.graph.is_none();
         Ok(self.run(|e| {
-            let s = e.gradients_inner(x, labels, batch, fused, batch);
+            let s = e.gradients_inner(x, labels, batch, fused, batch, None);
             let mut t = e.clock();
             e.update(fused);
             lap(&mut t, e.timers.as_mut().map(|x| &mut x.update));
@@ -604,9 +620,17 @@ impl Engine {
     /// it back costs more memory traffic than the update itself (`flopnet bench 784-30-30-10
     /// --act sigmoid --batch 1`: ~12.5 µs a step before, ~9 µs after). [`Engine::update`] then
     /// skips those layers.
-    fn gradients_inner(&mut self, x: &[f32], labels: &[u8], batch: usize, fused: bool, over: usize) -> Score {
+    fn gradients_inner(
+        &mut self,
+        x: &[f32],
+        labels: &[u8],
+        batch: usize,
+        fused: bool,
+        over: usize,
+        sync: Option<RankSum>,
+    ) -> Score {
         if self.graph.is_some() {
-            return self.graph_gradients(x, labels, batch, over);
+            return self.graph_gradients(x, labels, batch, over, sync);
         }
         self.forward_inner(x, batch);
         let lossfn = self.settings.loss;

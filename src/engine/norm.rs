@@ -11,26 +11,38 @@
 //! Channels split across the team; each channel's sums run on one thread in a fixed order, so
 //! results do not depend on the thread count. The per-channel passes are compiled for the SIMD
 //! path in use (`simd::dispatch`) without fused multiply-adds, so every path gives the same bits.
+//!
+//! Synchronized (`--sync-bn` under mpirun, given a `sync`): the per-channel sums (Σx with
+//! the count, then Σ(x−μ)², and backward Σδ, Σδ·x̂ with the count) are summed over the ranks
+//! before use, so μ, σ² and dx are those of the whole global batch, as PyTorch's SyncBatchNorm;
+//! dγ and dβ stay this rank's shares (the gradient all-reduce adds them). That path takes a pass
+//! per sum (the ranks' sums sit between them); without `sync` each channel is one task's pass.
 
 // The `_imp` kernels take the dispatch's path type `M` without calling its multiply-add: they
 // are compiled per path for its vector width only.
 #![allow(clippy::extra_unused_type_parameters)]
 
+use super::RankSum;
 use super::conv::split_items;
 use super::simd::{Madd, dispatch};
 use super::team::Team;
 use crate::layers::batchnorm::{EPS, MOMENTUM};
 
-struct Ptr(*mut f32);
+struct Ptr<T>(*mut T);
 // SAFETY: every task writes the channels it was given, which no other task touches.
-unsafe impl Sync for Ptr {}
+unsafe impl<T> Sync for Ptr<T> {}
 
-impl Ptr {
+/// `sync` lent for one call, to be used again after it.
+pub fn reborrow<'s>(sync: &'s mut Option<RankSum<'_>>) -> Option<RankSum<'s>> {
+    sync.as_mut().map(|f| &mut **f as RankSum<'s>)
+}
+
+impl<T> Ptr<T> {
     /// Values `at..at + len` of the buffer.
     ///
     /// SAFETY: the caller's task owns that range alone and the buffer holds it.
     #[allow(clippy::mut_from_ref)]
-    unsafe fn part(&self, at: usize, len: usize) -> &mut [f32] {
+    unsafe fn part(&self, at: usize, len: usize) -> &mut [T] {
         unsafe { std::slice::from_raw_parts_mut(self.0.add(at), len) }
     }
 }
@@ -120,19 +132,52 @@ pub struct Norm<'a> {
     pub saved: &'a mut [f32],
 }
 
-/// Training mode over x [C][n]: z, the saved μ and r, and the running statistics' update.
-pub fn train_forward(nm: Norm, n: usize, x: &[f32], z: &mut [f32], team: &Team) {
+/// Per channel of x [C][n], `f` of the channel's values, in f64 (channels split across the team).
+fn per_channel(c: usize, n: usize, team: &Team, f: &(dyn Fn(usize) -> f64 + Sync)) -> Vec<f64> {
+    let mut out = vec![0f64; c];
+    let op = Ptr(out.as_mut_ptr());
+    split_items(c, c * n, team, &|chs| {
+        let op = &op;
+        for ch in chs {
+            // SAFETY: channel ch's value is this task's.
+            unsafe { op.part(ch, 1)[0] = f(ch) };
+        }
+    });
+    out
+}
+
+/// Training mode over x [C][n]: z, the saved μ and r, and the running statistics' update; the
+/// statistics summed over the ranks by `sync` when given.
+pub fn train_forward(nm: Norm, n: usize, x: &[f32], z: &mut [f32], team: &Team, sync: Option<RankSum>) {
     let c = nm.gamma.len();
-    let unbiased = if n > 1 { n as f64 / (n - 1) as f64 } else { 1.0 };
+    // Per channel: μ, Σ(x−μ)² and the count of values they are over.
+    let stats: Option<(Vec<f64>, Vec<f64>, f64)> = sync.map(|s| {
+        let mut sums = per_channel(c, n, team, &|ch| sum(&x[ch * n..(ch + 1) * n]));
+        sums.push(n as f64);
+        s(&mut sums);
+        let total = sums[c];
+        let mu: Vec<f64> = sums[..c].iter().map(|v| v / total).collect();
+        let mut squares = per_channel(c, n, team, &|ch| centered(&x[ch * n..(ch + 1) * n], mu[ch]));
+        s(&mut squares);
+        (mu, squares, total)
+    });
+    let total = stats.as_ref().map_or(n as f64, |s| s.2);
+    let unbiased = if total > 1.0 { total / (total - 1.0) } else { 1.0 };
     let (zp, rp, sp) = (Ptr(z.as_mut_ptr()), Ptr(nm.running.as_mut_ptr()), Ptr(nm.saved.as_mut_ptr()));
     let (gamma, beta) = (nm.gamma, nm.beta);
+    let stats = &stats;
     split_items(c, c * n, team, &|chs| {
         let (zp, rp, sp) = (&zp, &rp, &sp);
         for ch in chs {
             let xs = &x[ch * n..(ch + 1) * n];
-            let mu = sum(xs) / n as f64;
+            let (mu, var) = match stats {
+                Some((mu, squares, total)) => (mu[ch], squares[ch] / total),
+                None => {
+                    let mu = sum(xs) / n as f64;
+                    (mu, centered(xs, mu) / n as f64)
+                }
+            };
             let mu32 = mu as f32;
-            let var = centered(xs, mu) / n as f64;
             let r = 1.0 / (var + EPS).sqrt();
             let scale = (gamma[ch] as f64 * r) as f32;
             let b = beta[ch];
@@ -166,7 +211,8 @@ pub fn infer(gamma: &[f32], beta: &[f32], running: &[f32], n: usize, x: &[f32], 
 }
 
 /// Backward from δ [C][n] (the activation's derivative applied): dγ, dβ [C] and, when asked,
-/// dx [C][n], written. `saved` is what [`train_forward`] kept.
+/// dx [C][n], written. `saved` is what [`train_forward`] kept. dx from Σδ and Σδ·x̂ summed over
+/// the ranks by `sync` when given (dγ and dβ stay this rank's: the gradient all-reduce adds them).
 #[allow(clippy::too_many_arguments)]
 pub fn backward(
     gamma: &[f32],
@@ -178,12 +224,17 @@ pub fn backward(
     dbeta: &mut [f32],
     dx: Option<&mut [f32]>,
     team: &Team,
+    sync: Option<RankSum>,
 ) {
     let c = gamma.len();
     let (gp, bp) = (Ptr(dgamma.as_mut_ptr()), Ptr(dbeta.as_mut_ptr()));
-    let xp = dx.map(|d| Ptr(d.as_mut_ptr()));
+    // Synchronized, the input gradient waits for the ranks' sums: a second pass.
+    let (fused, later) = if sync.is_some() { (None, dx) } else { (dx.map(|d| Ptr(d.as_mut_ptr())), None) };
+    // Σδ [C], Σδ·x̂ [C] and the count, in f64 for the ranks' sum.
+    let mut sums = vec![0f64; 2 * c + 1];
+    let fp = Ptr(sums.as_mut_ptr());
     split_items(c, 2 * c * n, team, &|chs| {
-        let (gp, bp, xp) = (&gp, &bp, &xp);
+        let (gp, bp, xp, fp) = (&gp, &bp, &fused, &fp);
         for ch in chs {
             let (mu, r) = (saved[ch], saved[c + ch]);
             let (xs, ds) = (&x[ch * n..(ch + 1) * n], &delta[ch * n..(ch + 1) * n]);
@@ -192,12 +243,30 @@ pub fn backward(
             unsafe {
                 gp.part(ch, 1)[0] = dg as f32;
                 bp.part(ch, 1)[0] = db as f32;
+                fp.part(ch, 1)[0] = db;
+                fp.part(c + ch, 1)[0] = dg;
                 if let Some(xp) = xp {
                     let k = gamma[ch] * r;
                     let (mb, mg) = ((db / n as f64) as f32, (dg / n as f64) as f32);
                     input_grad(xp.part(ch * n, n), ds, xs, k, mb, mg, mu, r);
                 }
             }
+        }
+    });
+    let (Some(dx), Some(s)) = (later, sync) else { return };
+    sums[2 * c] = n as f64;
+    s(&mut sums);
+    let total = sums[2 * c];
+    let xp = Ptr(dx.as_mut_ptr());
+    split_items(c, c * n, team, &|chs| {
+        let xp = &xp;
+        for ch in chs {
+            let (mu, r) = (saved[ch], saved[c + ch]);
+            let (xs, ds) = (&x[ch * n..(ch + 1) * n], &delta[ch * n..(ch + 1) * n]);
+            let k = gamma[ch] * r;
+            let (mb, mg) = ((sums[ch] / total) as f32, (sums[c + ch] / total) as f32);
+            // SAFETY: channel ch of dx is this task's.
+            input_grad(unsafe { xp.part(ch * n, n) }, ds, xs, k, mb, mg, mu, r);
         }
     });
 }

@@ -1,7 +1,8 @@
 //! `flopnet calibrate`: measures this machine through the engine's own kernels.
 
 use super::profile::{
-    ConvRates, GemmPoint, PoolRates, Profile, RegroupRates, SparseRates, StreamPoint, VERSION, machine_id,
+    ConvRates, DepthwiseRates, GemmPoint, PassRates, PoolRates, Profile, RegroupRates, SparseRates, StreamPoint,
+    VERSION, machine_id,
 };
 use crate::engine::gemm::{View, matmul};
 use crate::engine::team::Team;
@@ -230,7 +231,7 @@ fn layer_times(act: Activation, threads: usize) -> Result<(f64, f64)> {
 }
 
 /// A reference convolution for calibrate: a `c`×`side`×`side` input, k×k kernels padded by
-/// k/2, `f` filters, relu, at a batch; its input, weights and the engine's scratch.
+/// k/2 at stride `s`, `f` filters, relu, at a batch; its input, weights and the engine's scratch.
 struct RefConv {
     sh: crate::engine::conv::ConvShape,
     /// Output positions of the batch.
@@ -241,10 +242,10 @@ struct RefConv {
 }
 
 impl RefConv {
-    fn new((c, side, k, f): (usize, usize, usize, usize), batch: usize, team: &Team) -> Result<RefConv> {
+    fn new((c, side, k, f): (usize, usize, usize, usize), s: usize, batch: usize, team: &Team) -> Result<RefConv> {
         use crate::engine::conv::{ConvShape, Tiles};
         use crate::spec::{Conv, Kind, Layer, Padding, Shape};
-        let cv = Conv::plain(k, k, f, 1, Padding::Fixed(k / 2));
+        let cv = Conv::plain(k, k, f, s, Padding::Fixed(k / 2));
         let layer = Layer::after(Shape::new(c, side, side), Kind::Conv2d(cv), 0, Activation::Relu)
             .map_err(crate::Error::Usage)?;
         let Some(sh) = ConvShape::of(&layer) else { unreachable!("a convolution layer") };
@@ -258,17 +259,23 @@ impl RefConv {
     }
 }
 
-/// The engine's convolution rates on a [`RefConv`] of `shape` = (c, side, k, f).
-fn conv_rates(shape: (usize, usize, usize, usize), batch: usize, team: &Team, min_s: f64) -> Result<ConvRates> {
+/// The engine's convolution rates on a [`RefConv`] of `shape` = (c, side, k, f) at stride `s`.
+fn conv_rates(
+    shape: (usize, usize, usize, usize),
+    s: usize,
+    batch: usize,
+    team: &Team,
+    min_s: f64,
+) -> Result<ConvRates> {
     use crate::engine::conv::{conv_backward, conv_forward};
-    let RefConv { sh, n, x, w, mut scratch } = RefConv::new(shape, batch, team)?;
+    let RefConv { sh, n, x, w, mut scratch } = RefConv::new(shape, s, batch, team)?;
     let f = sh.f;
     let b = vec![0.1f32; f];
     let delta: Vec<f32> = (0..f * n).map(|i| (i % 11) as f32 / 11.0 - 0.5).collect();
     let (mut z, mut dw, mut db, mut dx) =
         (vec![0.0f32; f * n], vec![0.0f32; w.len()], vec![0.0f32; f], vec![0.0f32; x.len()]);
     // Few shapes, so each is timed longer than a grid point: the model leans on them alone.
-    let (min_s, runs) = (4.0 * min_s, 5);
+    let (min_s, runs) = (3.0 * min_s, 5);
     let fwd = time(min_s, runs, || conv_forward(&sh, batch, Activation::Relu, &x, &w, &b, &mut scratch, &mut z, team));
     let dwt =
         time(min_s, runs, || conv_backward(&sh, batch, &x, &w, &delta, &mut dw, &mut db, &mut scratch, None, team));
@@ -278,6 +285,7 @@ fn conv_rates(shape: (usize, usize, usize, usize), batch: usize, team: &Team, mi
     let flop = 2.0 * (f * sh.ckk() * n) as f64 / 1e9;
     Ok(ConvRates {
         window: sh.ckk(),
+        filters: f,
         forward: flop / fwd,
         weight_grad: flop / dwt,
         input_grad: flop / (both - dwt).max(dwt * 0.05),
@@ -293,7 +301,7 @@ fn sparse_rates(
     min_s: f64,
 ) -> Result<Option<SparseRates>> {
     use crate::engine::conv::{SPARSE_MAX_DENSITY, Tiles, conv_backward};
-    let RefConv { sh, n, x, w, mut scratch } = RefConv::new(shape, batch, team)?;
+    let RefConv { sh, n, x, w, mut scratch } = RefConv::new(shape, 1, batch, team)?;
     if !Tiles::for_shape(&sh).takes_sparse(&sh) {
         return Ok(None);
     }
@@ -355,6 +363,129 @@ fn regroup_rates((c, chunk): (usize, usize), batch: usize, min_s: f64) -> Regrou
     RegroupRates { chunk, to_rows: rows / n as f64, to_channels: channels / n as f64 }
 }
 
+/// The graph path's work of [`PassRates`] over 64 channels of `values`/64 each, through the
+/// engine's own functions where it has them (batch normalization, activations, global
+/// pooling) and as the graph path writes its sums and copies (one thread, in place).
+fn pass_rates(values: usize, team: &Team, min_s: f64) -> PassRates {
+    use crate::engine::{activation, gap, norm};
+    let c = 64;
+    let n = values / c;
+    let x: Vec<f32> = (0..c * n).map(|i| (i % 29) as f32 / 29.0 - 0.5).collect();
+    let d: Vec<f32> = (0..c * n).map(|i| (i % 31) as f32 / 31.0 - 0.5).collect();
+    let mut y = vec![0.0f32; c * n];
+    let (gamma, beta) = (vec![1.0f32; c], vec![0.0f32; c]);
+    let (mut running, mut saved) = (vec![0.0f32; 2 * c], vec![0.0f32; 2 * c]);
+    let (mut dg, mut db) = (vec![0.0f32; c], vec![0.0f32; c]);
+    let (min_s, runs) = (2.0 * min_s, 3);
+    let per = |s: f64| s / (c * n) as f64;
+    let norm_forward = time(min_s, runs, || {
+        let nm = norm::Norm { gamma: &gamma, beta: &beta, running: &mut running, saved: &mut saved };
+        norm::train_forward(nm, n, &x, &mut y, team, None);
+    });
+    let norm_backward =
+        time(min_s, runs, || norm::backward(&gamma, &saved, n, &x, &d, &mut dg, &mut db, Some(&mut y), team, None));
+    let norm_grads =
+        time(min_s, runs, || norm::backward(&gamma, &saved, n, &x, &d, &mut dg, &mut db, None, team, None));
+    let norm_infer = time(min_s, runs, || norm::infer(&gamma, &beta, &running, n, &x, &mut y, team));
+    let relu_forward = time(min_s, runs, || {
+        y.copy_from_slice(&x);
+        activation::forward(Activation::Relu, &mut y, n);
+    }) - time(min_s, runs, || y.copy_from_slice(&x));
+    let relu_backward = time(min_s, runs, || activation::backward(Activation::Relu, &x, &mut y, n));
+    let add = time(min_s, runs, || y.iter_mut().zip(&d).for_each(|(o, &v)| *o += v));
+    let copy = time(min_s, runs, || y.copy_from_slice(&x));
+    // Planes of 8×8: the last stage of a CIFAR ResNet.
+    let (p, planes) = (64, c * n / 64);
+    let mut means = vec![0.0f32; planes];
+    let mean_forward = time(min_s, runs, || gap::global_forward(c, planes / c, p, &x, &mut means));
+    let mean_backward = time(min_s, runs, || gap::global_backward(c, planes / c, p, &d[..planes], &mut y, team));
+    let wide = time(min_s, runs, || gap::global_forward(c, planes / c / 16, 16 * p, &x, &mut means));
+    std::hint::black_box((&y, &means, &dg, &db));
+    PassRates {
+        values: c * n,
+        norm_forward: per(norm_forward),
+        norm_backward: per(norm_backward),
+        norm_grads: per(norm_grads),
+        norm_infer: per(norm_infer),
+        relu_forward: per(relu_forward).max(0.0),
+        relu_backward: per(relu_backward),
+        add: per(add),
+        copy: per(copy),
+        mean_forward: per(mean_forward),
+        mean_backward: per(mean_backward),
+        mean_forward_wide: per(wide),
+    }
+}
+
+/// The engine's padded max pooling (3×3, stride 2, padding 1) over 32 planes of 16×16 per
+/// example at batch 32, per input value.
+fn padded_pool_rates(team: &Team, min_s: f64) -> Result<PoolRates> {
+    use crate::engine::padpool::PadPool;
+    use crate::spec::{Kind, Layer, Pool, Shape};
+    let pool = Pool { k: 3, stride: 2, pad: 1, ceil: false };
+    let layer = Layer::after(Shape::new(32, 16, 16), Kind::MaxPool(pool), 0, Activation::Identity)
+        .map_err(crate::Error::Usage)?;
+    let Some(pp) = PadPool::of(&layer) else { unreachable!("a pooling layer") };
+    let planes = 32 * 32;
+    let (inputs, outputs) = (32 * layer.inputs, 32 * layer.outputs);
+    let x: Vec<f32> = (0..inputs).map(|i| (i.wrapping_mul(2654435761) % 1000) as f32 / 1000.0).collect();
+    let g = vec![0.5f32; outputs];
+    let (mut y, mut arg, mut dx) = (vec![0.0f32; outputs], vec![0u32; outputs], vec![0.0f32; inputs]);
+    let (min_s, runs) = (2.0 * min_s, 3);
+    let forward = time(min_s, runs, || pp.forward(planes, &x, &mut y, &mut arg, team));
+    let backward = time(min_s, runs, || pp.backward(planes, &g, &arg, &mut dx, team));
+    Ok(PoolRates { plane: 256, forward: forward / inputs as f64, backward: backward / inputs as f64 })
+}
+
+/// Dropout's forward over `values` values, as the engine draws its mask (ChaCha8, one f64 per
+/// value, `engine::graph`): the mask and the product. Seconds per value.
+fn dropout_rate(values: usize, min_s: f64) -> f64 {
+    use rand::{Rng, SeedableRng};
+    let x: Vec<f32> = (0..values).map(|i| (i % 7) as f32).collect();
+    let (mut z, mut mask) = (vec![0.0f32; values], vec![0.0f32; values]);
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+    let s = time(2.0 * min_s, 3, || {
+        for ((m, o), &v) in mask.iter_mut().zip(z.iter_mut()).zip(&x) {
+            *m = if rng.r#gen::<f64>() < 0.5 { 0.0 } else { 2.0 };
+            *o = v * *m;
+        }
+    });
+    s / values as f64
+}
+
+/// The engine's depthwise k×k convolution (padding k/2, stride 1) over 32 channels of 16×16
+/// at batch 32: seconds per output value and tap of each pass.
+fn depthwise_rates(k: usize, team: &Team, min_s: f64) -> Result<DepthwiseRates> {
+    use crate::engine::conv::{ConvShape, Tiles, conv_backward, conv_forward};
+    use crate::spec::{Conv, Kind, Layer, Padding, Shape};
+    let (c, batch) = (32, 32);
+    let cv = Conv { groups: c, bias: false, ..Conv::plain(k, k, c, 1, Padding::Fixed(k / 2)) };
+    let layer =
+        Layer::after(Shape::new(c, 16, 16), Kind::Conv2d(cv), 0, Activation::Identity).map_err(crate::Error::Usage)?;
+    let Some(sh) = ConvShape::of(&layer) else { unreachable!("a convolution layer") };
+    let n = batch * layer.outputs;
+    let x: Vec<f32> = (0..batch * layer.inputs).map(|i| (i % 23) as f32 / 23.0).collect();
+    let w: Vec<f32> = (0..c * k * k).map(|i| (i % 5) as f32 / 5.0 - 0.4).collect();
+    let delta: Vec<f32> = (0..n).map(|i| (i % 19) as f32 / 19.0 - 0.5).collect();
+    let (mut z, mut dw, mut dx) = (vec![0.0f32; n], vec![0.0f32; w.len()], vec![0.0f32; x.len()]);
+    let mut scratch = vec![0.0f32; Tiles::for_shape(&sh).total(&sh, batch, team.size())];
+    let (min_s, runs) = (2.0 * min_s, 3);
+    let forward =
+        time(min_s, runs, || conv_forward(&sh, batch, Activation::Identity, &x, &w, &[], &mut scratch, &mut z, team));
+    let weight_grad =
+        time(min_s, runs, || conv_backward(&sh, batch, &x, &w, &delta, &mut dw, &mut [], &mut scratch, None, team));
+    let both = time(min_s, runs, || {
+        conv_backward(&sh, batch, &x, &w, &delta, &mut dw, &mut [], &mut scratch, Some(&mut dx), team)
+    });
+    let taps = (n * k * k) as f64;
+    Ok(DepthwiseRates {
+        window: k * k,
+        forward: forward / taps,
+        weight_grad: weight_grad / taps,
+        input_grad: (both - weight_grad).max(weight_grad * 0.05) / taps,
+    })
+}
+
 /// Measures everything the time model needs; about 11 s, or 3 s with `quick`.
 pub fn calibrate(threads: usize, quick: bool) -> Result<Profile> {
     simd::flush_denormals();
@@ -366,7 +497,8 @@ pub fn calibrate(threads: usize, quick: bool) -> Result<Profile> {
     let mut activation_forward = Vec::new();
     let mut activation_backward = Vec::new();
     for act in Activation::ALL {
-        let (f, b) = layer_times(act, threads)?;
+        // Identity is the baseline itself: measured again, it would differ by noise alone.
+        let (f, b) = if act == Activation::Identity { (f0, b0) } else { layer_times(act, threads)? };
         let per = 16.0 * 4096.0;
         activation_forward.push((act.name().to_string(), ((f - f0) / per).max(0.0)));
         activation_backward.push((act.name().to_string(), ((b - b0) / per).max(0.0)));
@@ -384,9 +516,22 @@ pub fn calibrate(threads: usize, quick: bool) -> Result<Profile> {
     let step_overhead = time(min_s, 5, || {
         let _ = e.train_step(&[0.5], &[0]);
     });
+    // Each shape at its filter count and at a quarter of it (α + β·F, `model::rate_at`).
+    let pair = |(c, side, k, f): (usize, usize, usize, usize), s: usize, batch: usize| -> Result<[ConvRates; 2]> {
+        Ok([
+            conv_rates((c, side, k, f / 4), s, batch, &team, min_s)?,
+            conv_rates((c, side, k, f), s, batch, &team, min_s)?,
+        ])
+    };
+    // 8x16x16 with 3×3 kernels: few channels, where forming panels weighs most.
     let conv_panel =
-        vec![conv_rates((16, 13, 3, 32), 16, &team, min_s)?, conv_rates((32, 14, 5, 64), 8, &team, min_s)?];
-    let conv_small = vec![conv_rates((1, 28, 3, 16), 16, &team, min_s)?, conv_rates((1, 28, 5, 32), 16, &team, min_s)?];
+        [pair((8, 16, 3, 32), 1, 16)?, pair((16, 13, 3, 32), 1, 16)?, pair((32, 14, 5, 64), 1, 8)?].concat();
+    let conv_small = [pair((1, 28, 3, 16), 1, 16)?, pair((1, 28, 5, 32), 1, 16)?].concat();
+    let conv_strided = [pair((16, 16, 3, 32), 2, 32)?, pair((64, 16, 3, 64), 2, 16)?].concat();
+    let depthwise = vec![depthwise_rates(3, &team, min_s)?, depthwise_rates(5, &team, min_s)?];
+    let pool_padded = padded_pool_rates(&team, min_s)?;
+    let passes: Vec<PassRates> = [64 << 10, 512 << 10, 4 << 20].iter().map(|&n| pass_rates(n, &team, min_s)).collect();
+    let dropout = dropout_rate(256 << 10, min_s);
     let conv_sparse =
         [sparse_rates((16, 13, 3, 32), 16, &team, min_s)?, sparse_rates((32, 14, 5, 64), 8, &team, min_s)?];
     let conv_sparse = conv_sparse.into_iter().flatten().collect();
@@ -426,6 +571,11 @@ pub fn calibrate(threads: usize, quick: bool) -> Result<Profile> {
         layer_overhead: 0.0,
         pool,
         regroup,
+        conv_strided,
+        depthwise,
+        passes,
+        pool_padded,
+        dropout,
         quick,
         simd: simd::path().name().to_string(),
         fma_ceiling: simd::fma_ceiling(&team),

@@ -1,9 +1,11 @@
 //! The time model: the ledger's work, the bytes each phase moves, and a machine's rates.
 
 use super::devices::Device;
-use super::profile::{ConvRates, GemmPoint, Profile, RegroupRates, SparseRates, StreamPoint};
+use super::profile::{
+    ConvRates, DepthwiseRates, GemmPoint, PassRates, Profile, RegroupRates, SparseRates, StreamPoint,
+};
 use crate::cost::Config;
-use crate::spec::{Activation, Conv, Kind, Layer, Loss, Optimizer, Spec};
+use crate::spec::{Activation, Conv, Kind, Layer, Loss, Optimizer, Source, Spec};
 use serde::Serialize;
 
 /// Where the rates come from.
@@ -103,18 +105,115 @@ fn bracket_window<T: Copy>(refs: &[T], window: impl Fn(&T) -> usize, k: usize) -
     Some((last, last, 0.0))
 }
 
-/// The convolution rates at window size `k`: log-linear between the reference shapes (window
-/// sizes in increasing order), the nearest one outside them.
-fn conv_rates(refs: &[ConvRates], k: usize) -> ConvRates {
-    let Some((a, b, t)) = bracket_window(refs, |r| r.window, k) else {
-        return ConvRates { window: k, forward: 1.0, weight_grad: 1.0, input_grad: 1.0 };
+/// A pass's GFLOP/s at `f` filters from reference shapes of one window: each pass's time per
+/// output position and window value is taken as α + β·F — forming the windows (or panels)
+/// costs the same whatever the filters, the products grow with them — fitted through the two
+/// filter counts measured; one shape alone gives its own rate.
+fn rate_at(same_window: &[ConvRates], f: usize, pass: fn(&ConvRates) -> f64) -> f64 {
+    let (Some(lo), Some(hi)) = (same_window.first(), same_window.last()) else { return 1.0 };
+    if hi.filters <= lo.filters {
+        return pass(lo);
+    }
+    // Nanoseconds per output position and window value, all filters together.
+    let u = |r: &ConvRates| 2.0 * r.filters as f64 / pass(r).max(1e-3);
+    let beta = ((u(hi) - u(lo)) / (hi.filters - lo.filters) as f64).max(0.0);
+    let alpha = (u(lo) - beta * lo.filters as f64).max(0.0);
+    2.0 * f as f64 / (alpha + beta * f as f64).max(1e-9)
+}
+
+/// The convolution rates at window size `k` and `f` filters: at each reference window as
+/// [`rate_at`] places them, then log-linear in the window between the pair around `k`, the
+/// nearest one outside them.
+fn conv_rates(refs: &[ConvRates], k: usize, f: usize) -> ConvRates {
+    let mut windows: Vec<usize> = refs.iter().map(|r| r.window).collect();
+    windows.dedup();
+    let at_f: Vec<ConvRates> = windows
+        .iter()
+        .map(|&w| {
+            let mut same: Vec<ConvRates> = refs.iter().filter(|r| r.window == w).copied().collect();
+            same.sort_by_key(|r| r.filters);
+            ConvRates {
+                window: w,
+                filters: f,
+                forward: rate_at(&same, f, |r| r.forward),
+                weight_grad: rate_at(&same, f, |r| r.weight_grad),
+                input_grad: rate_at(&same, f, |r| r.input_grad),
+            }
+        })
+        .collect();
+    let Some((a, b, t)) = bracket_window(&at_f, |r| r.window, k) else {
+        return ConvRates { window: k, filters: f, forward: 1.0, weight_grad: 1.0, input_grad: 1.0 };
     };
     let mix = |x: f64, y: f64| (x.max(1e-3).ln() * (1.0 - t) + y.max(1e-3).ln() * t).exp();
     ConvRates {
         window: k,
+        filters: f,
         forward: mix(a.forward, b.forward),
         weight_grad: mix(a.weight_grad, b.weight_grad),
         input_grad: mix(a.input_grad, b.input_grad),
+    }
+}
+
+/// The depthwise rates at window size `k` (kh·kw), placed as [`conv_rates`] places rates
+/// (linear in the costs).
+fn depthwise_rates(refs: &[DepthwiseRates], k: usize) -> DepthwiseRates {
+    let Some((a, b, t)) = bracket_window(refs, |r| r.window, k) else {
+        return DepthwiseRates { window: k, forward: 0.0, weight_grad: 0.0, input_grad: 0.0 };
+    };
+    let mix = |x: f64, y: f64| x * (1.0 - t) + y * t;
+    DepthwiseRates {
+        window: k,
+        forward: mix(a.forward, b.forward),
+        weight_grad: mix(a.weight_grad, b.weight_grad),
+        input_grad: mix(a.input_grad, b.input_grad),
+    }
+}
+
+/// The graph path's per-value work (the fields of [`PassRates`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum PassKind {
+    NormForward,
+    NormBackward,
+    NormGrads,
+    NormInfer,
+    ReluForward,
+    ReluBackward,
+    Add,
+    Copy,
+    MeanForward,
+    MeanBackward,
+}
+
+impl PassKind {
+    fn rate(self, r: &PassRates) -> f64 {
+        match self {
+            PassKind::NormForward => r.norm_forward,
+            PassKind::NormBackward => r.norm_backward,
+            PassKind::NormGrads => r.norm_grads,
+            PassKind::NormInfer => r.norm_infer,
+            PassKind::ReluForward => r.relu_forward,
+            PassKind::ReluBackward => r.relu_backward,
+            PassKind::Add => r.add,
+            PassKind::Copy => r.copy,
+            PassKind::MeanForward => r.mean_forward,
+            PassKind::MeanBackward => r.mean_backward,
+        }
+    }
+
+    /// Bytes moved and arithmetic done per value, for the roofline: batch normalization's
+    /// forward reads x twice (two sums) and writes z once; its backward reads δ twice and x
+    /// twice and writes dx; the rest one pass each.
+    fn traffic(self) -> (f64, f64) {
+        match self {
+            PassKind::NormForward => (16.0, 6.0),
+            PassKind::NormBackward => (20.0, 9.0),
+            PassKind::NormGrads => (12.0, 5.0),
+            PassKind::ReluForward | PassKind::Copy => (8.0, 0.0),
+            PassKind::NormInfer => (8.0, 2.0),
+            PassKind::ReluBackward | PassKind::Add => (12.0, 1.0),
+            PassKind::MeanForward => (4.0, 1.0),
+            PassKind::MeanBackward => (4.0, 0.0),
+        }
     }
 }
 
@@ -164,7 +263,10 @@ fn per_item(points: &[StreamPoint], bytes: f64) -> f64 {
     points.last().map_or(0.0, |p| p.seconds_per_item)
 }
 
+/// The measured extra cost per value of `act`; relu6, which calibrate does not time (the
+/// engine's dense layers do not run it), at relu's: one more comparison in the same pass.
 fn act_cost(table: &[(String, f64)], act: Activation) -> f64 {
+    let act = if act == Activation::Relu6 { Activation::Relu } else { act };
     table.iter().find(|(n, _)| n == act.name()).map_or(0.0, |(_, s)| *s)
 }
 
@@ -199,6 +301,28 @@ impl Model<'_> {
             Machine::Measured(p) => items as f64 * per_item(&p.stream, working_set),
             Machine::Roofline { vector_gflops, bandwidth_gbs, .. } => {
                 (items as f64 * flop_per / (vector_gflops * 1e9)).max(items as f64 * bytes_per / (bandwidth_gbs * 1e9))
+            }
+        }
+    }
+
+    /// A roofline pass of `flop` arithmetic over `items` values of `bytes_per` bytes each.
+    fn stream_flops(&self, flop: f64, items: usize, bytes_per: f64) -> f64 {
+        match self.machine {
+            Machine::Measured(_) => self.stream(items, bytes_per, flop / items.max(1) as f64),
+            Machine::Roofline { vector_gflops, bandwidth_gbs, .. } => {
+                (flop / (vector_gflops * 1e9)).max(items as f64 * bytes_per / (bandwidth_gbs * 1e9))
+            }
+        }
+    }
+
+    /// One of the graph networks' per-value passes over `values` values (a batch's worth):
+    /// at the rate calibrate measured for it at the nearest sizes (log-linear between them).
+    fn pass(&self, kind: PassKind, values: usize) -> f64 {
+        match self.machine {
+            Machine::Measured(p) => values as f64 * per_value(&p.passes, |r| r.values, |r| kind.rate(r), values),
+            Machine::Roofline { .. } => {
+                let (bytes, flop) = kind.traffic();
+                self.stream(values, bytes, flop)
             }
         }
     }
@@ -273,30 +397,64 @@ impl Model<'_> {
 
     /// A convolution: three products of M = B·H'·W' rows (output positions) by K = C·kh·kw (a
     /// window) by N = F, 2·M·K·N FLOPs each — the forward, the weight gradient and (unless it is
-    /// the first layer) the input gradient. On a measured machine each runs at the rate
-    /// calibrate measured for that pass through the engine's own convolutions at a reference
-    /// shape of the same kind (the panel product for stride 1 over more than 64 window values,
-    /// else the small kernels), windows, bias, relu and scatter included. Under a roofline, as
-    /// im2col: the window values copied into columns, the products, col2im's scatter back.
+    /// the first layer) the input gradient. With g groups each group is such a convolution of
+    /// C/g channels and F/g filters (K = C/g·kh·kw), g of them. On a measured machine each
+    /// runs at the rate calibrate measured for that pass through the engine's own convolutions
+    /// at reference shapes of the same kind — the small kernels for windows of at most 64
+    /// values, else the panel product at stride 1 and the packed product over im2col tiles at
+    /// other strides — windows, bias, relu and scatter included. A depthwise convolution (one
+    /// group per channel) runs its own kernel, priced per output value and window value at the
+    /// measured rates. A 1×1 convolution of stride 1 over more than 64 channels is three plain
+    /// products on the grid. Under a roofline, as im2col: the window values copied into columns, the
+    /// products, col2im's scatter back (a depthwise one as a pass at the vector peak).
     ///
     /// Where δ is expected sparse enough for the engine's sparse backward ([`expected_density`]
-    /// at most `SPARSE_MAX_DENSITY`, C a multiple of 8, a profile that measured it), the two
-    /// gradients cost, per dense GFLOP, a + b·ρ as calibrate fitted them.
+    /// at most `SPARSE_MAX_DENSITY`, C a multiple of 8, ungrouped, a profile that measured
+    /// it), the two gradients cost, per dense GFLOP, a + b·ρ as calibrate fitted them.
     fn conv(&self, l: &Layer, c: &Conv, b: usize, first: bool, next: Option<&Layer>) -> (f64, f64) {
         // Saturating: a spec too large to train still gets a (huge) time, not an overflow.
         let rows = b.saturating_mul(l.output.h).saturating_mul(l.output.w);
-        let k = l.input.c.saturating_mul(c.kh).saturating_mul(c.kw);
+        let window = c.kh * c.kw;
+        let k = (l.input.c / c.groups.max(1)).saturating_mul(window);
         let f = c.filters;
         let outputs = b.saturating_mul(l.outputs);
         let delta = self.activation(l.activation, outputs, true);
+        let act = self.activation(l.activation, outputs, false);
+        let depthwise = c.groups > 1 && c.groups == l.input.c;
         if let Machine::Measured(p) = self.machine {
-            let r = conv_rates(if c.stride == 1 && k > 64 { &p.conv_panel } else { &p.conv_small }, k);
+            if depthwise {
+                let r = depthwise_rates(&p.depthwise, window);
+                let taps = outputs as f64 * window as f64;
+                let input_grad = if first { 0.0 } else { taps * r.input_grad };
+                return (taps * r.forward + act, delta + taps * r.weight_grad + input_grad);
+            }
+            if c.kh == 1 && c.kw == 1 && c.stride == 1 && c.pads() == (0, 0) && k > 64 {
+                // A 1×1 convolution over more than 64 channels (per group) runs as plain
+                // products on x, the input its own im2col matrix (`Tiles::pointwise`): w · x,
+                // δ · xᵀ and wᵀ · δ, at the grid's rates for those layouts, g of them.
+                let (g, fg) = (c.groups.max(1), f / c.groups.max(1));
+                let forward =
+                    g as f64 * self.gemm(|p| &p.input_grad, fg, k, rows) + self.stream(outputs, 8.0, 1.0) + act;
+                let weight_grad = g as f64 * self.gemm(|p| &p.forward, fg, rows, k);
+                let input_grad = if first { 0.0 } else { g as f64 * self.gemm(|p| &p.weight_grad, k, fg, rows) };
+                return (forward, delta + weight_grad + input_grad);
+            }
+            let refs = if k <= 64 {
+                &p.conv_small
+            } else if c.stride == 1 {
+                &p.conv_panel
+            } else {
+                &p.conv_strided
+            };
+            // Per group: F/g filters over C/g channels.
+            let r = conv_rates(refs, k, f / c.groups.max(1));
             let gflop = 2.0 * rows as f64 * k as f64 * f as f64 / 1e9;
-            let forward = gflop / r.forward.max(1e-3) + self.activation(l.activation, outputs, false);
+            let forward = gflop / r.forward.max(1e-3) + act;
             let rho = expected_density(l, next);
-            let sparse = (l.input.c.is_multiple_of(8) && rho <= crate::engine::conv::SPARSE_MAX_DENSITY as f64)
-                .then(|| sparse_rates(&p.conv_sparse, k))
-                .flatten();
+            let sparse =
+                (c.groups == 1 && l.input.c.is_multiple_of(8) && rho <= crate::engine::conv::SPARSE_MAX_DENSITY as f64)
+                    .then(|| sparse_rates(&p.conv_sparse, k))
+                    .flatten();
             let (weight_grad, input_grad) = match sparse {
                 Some(s) => {
                     (gflop * (s.weight_grad.0 + s.weight_grad.1 * rho), gflop * (s.input_grad.0 + s.input_grad.1 * rho))
@@ -305,11 +463,15 @@ impl Model<'_> {
             };
             return (forward, delta + weight_grad + if first { 0.0 } else { input_grad });
         }
+        if depthwise {
+            // Each output value: kh·kw multiply-adds over values read once and written once.
+            let taps = outputs.saturating_mul(window);
+            let pass = |n: usize| self.stream_flops(2.0 * taps as f64, n, 8.0);
+            let input_grad = if first { 0.0 } else { pass(b.saturating_mul(l.inputs)) };
+            return (pass(outputs) + act, delta + pass(outputs) + input_grad);
+        }
         let im2col = self.stream(rows.saturating_mul(k), 8.0, 0.0);
-        let forward = im2col
-            + self.gemm(|p| &p.forward, rows, k, f)
-            + self.stream(outputs, 8.0, 1.0)
-            + self.activation(l.activation, outputs, false);
+        let forward = im2col + self.gemm(|p| &p.forward, rows, k, f) + self.stream(outputs, 8.0, 1.0) + act;
         let input_grad = if first {
             0.0
         } else {
@@ -342,10 +504,110 @@ impl Model<'_> {
         (forward, backward)
     }
 
-    /// A layer's input changing layout on the way in (and its gradient on the way back), as
-    /// the engine's [`Feed`] says: `c` planes of `chunk` values per example copied one plane at
-    /// a time. Under a roofline, a read and a write of each value.
-    fn regroup(&self, feed: Feed, b: usize, first: bool) -> (f64, f64) {
+    /// The graph path's activation of a node that applies it in a pass of its own (batch
+    /// normalization, sums, pooling to a vector; a convolution's relu6) over `n` values, forward
+    /// or backward: relu, relu6 and leaky relu at the measured in-place relu passes, others at
+    /// the activation table's cost.
+    fn own_activation(&self, act: Activation, n: usize, backward: bool) -> f64 {
+        match act {
+            Activation::Identity => 0.0,
+            Activation::Relu | Activation::Relu6 | Activation::LeakyRelu => {
+                self.pass(if backward { PassKind::ReluBackward } else { PassKind::ReluForward }, n)
+            }
+            other => self.activation(other, n, backward),
+        }
+    }
+
+    /// Batch normalization in training over its n = B·C·H·W values, through `engine::norm`:
+    /// forward the mean and the variance (two sums per channel) and the normalizing pass;
+    /// backward the two sums (Σδ, Σδ·x̂) and the pass forming the input gradient (the sums alone
+    /// when it reads the data). Its activation is a pass of its own each way.
+    fn batch_norm(&self, l: &Layer, b: usize, first: bool) -> (f64, f64) {
+        let n = b.saturating_mul(l.outputs);
+        let forward = self.pass(PassKind::NormForward, n) + self.own_activation(l.activation, n, false);
+        let grads = self.pass(if first { PassKind::NormGrads } else { PassKind::NormBackward }, n);
+        (forward, self.own_activation(l.activation, n, true) + grads)
+    }
+
+    /// The copies of δ a join hands to the inputs it reaches first (`handed`: their values per
+    /// example; the inputs it reaches later add it, in their fan-out).
+    fn hand_on(&self, b: usize, handed: &[usize]) -> f64 {
+        handed.iter().map(|&n| self.pass(PassKind::Copy, b.saturating_mul(n))).sum()
+    }
+
+    /// An elementwise sum of `inputs` inputs: the first copied, each further one added in
+    /// place; backward δ is handed on ([`Model::hand_on`]).
+    fn add(&self, l: &Layer, b: usize, inputs: usize, handed: &[usize]) -> (f64, f64) {
+        let n = b.saturating_mul(l.outputs);
+        let forward = self.pass(PassKind::Copy, n)
+            + inputs.saturating_sub(1) as f64 * self.pass(PassKind::Add, n)
+            + self.own_activation(l.activation, n, false);
+        let backward = self.own_activation(l.activation, n, true) + self.hand_on(b, handed);
+        (forward, backward)
+    }
+
+    /// Concatenation: each input copied into its channels; backward, δ's shares handed on
+    /// ([`Model::hand_on`]).
+    fn concat(&self, spec: &Spec, i: usize, b: usize, handed: &[usize]) -> (f64, f64) {
+        let copies =
+            spec.sources[i].iter().map(|s| self.pass(PassKind::Copy, b.saturating_mul(spec.shape_of(*s).size())));
+        (copies.sum(), self.hand_on(b, handed))
+    }
+
+    /// Global and adaptive average pooling (`engine::gap`): a sum over every input value;
+    /// backward writes each input's share of δ.
+    fn average(&self, l: &Layer, b: usize, first: bool) -> (f64, f64) {
+        let (n, m) = (b.saturating_mul(l.inputs), b.saturating_mul(l.outputs));
+        let plane = l.input.h * l.input.w;
+        let sums = match self.machine {
+            // Between the measured planes of 64 and 1,024 values, log-linear in the plane.
+            Machine::Measured(p) => {
+                let t = ((plane.max(1) as f64).ln() - 64f64.ln()) / (1024f64.ln() - 64f64.ln());
+                let wide = per_value(&p.passes, |r| r.values, |r| r.mean_forward_wide, n);
+                let t = t.clamp(0.0, 1.0);
+                self.pass(PassKind::MeanForward, n) * (1.0 - t) + n as f64 * wide * t
+            }
+            Machine::Roofline { .. } => self.pass(PassKind::MeanForward, n),
+        };
+        let forward = sums + self.own_activation(l.activation, m, false);
+        let spread = if first { 0.0 } else { self.pass(PassKind::MeanBackward, n) };
+        (forward, self.own_activation(l.activation, m, true) + spread)
+    }
+
+    /// Dropout in training: a mask drawn per value and applied; backward, δ times the mask.
+    fn dropout(&self, l: &Layer, b: usize, first: bool) -> (f64, f64) {
+        let n = b.saturating_mul(l.outputs);
+        let forward = match self.machine {
+            Machine::Measured(p) => n as f64 * p.dropout,
+            Machine::Roofline { .. } => self.stream(n, 12.0, 1.0),
+        };
+        (forward, if first { 0.0 } else { self.pass(PassKind::Add, n) })
+    }
+
+    /// The zero-padding shortcut: every output value written (the input's picked rows and
+    /// columns, zeros beyond); backward, the input gradient cleared and gathered from δ.
+    fn zero_pad(&self, l: &Layer, b: usize, first: bool) -> (f64, f64) {
+        let backward = if first { 0.0 } else { self.pass(PassKind::Copy, b.saturating_mul(l.inputs)) };
+        (self.pass(PassKind::Copy, b.saturating_mul(l.outputs)), backward)
+    }
+
+    /// Max pooling with padding or ceil mode (`engine::padpool`), at the measured rate per
+    /// input value; backward no faster than a pass over memory at the step's footprint, as
+    /// for the other pools.
+    fn padded_pool(&self, l: &Layer, b: usize, first: bool, footprint: f64) -> (f64, f64) {
+        let inputs = b.saturating_mul(l.inputs);
+        if let Machine::Measured(p) = self.machine {
+            let hot = inputs as f64 * p.pool_padded.backward;
+            let backward = if first { 0.0 } else { hot.max(self.stream_in(inputs, 8.0, 1.0, footprint)) };
+            return (inputs as f64 * p.pool_padded.forward, backward);
+        }
+        self.pool(l, b, first, footprint)
+    }
+
+    /// An input changing layout on its way into a node (and its gradient on the way back,
+    /// with `back`), as the engine's [`Feed`] says: `c` planes of `chunk` values per example
+    /// copied one plane at a time. Under a roofline, a read and a write of each value.
+    fn regroup(&self, feed: Feed, b: usize, back: bool) -> (f64, f64) {
         // Seconds to copy `values` in chunks of `chunk`, towards rows or towards channels.
         let copy = |c: usize, chunk: usize, to_rows: bool| {
             let values = b.saturating_mul(c).saturating_mul(chunk);
@@ -359,35 +621,79 @@ impl Model<'_> {
         };
         match feed {
             Feed::Direct => (0.0, 0.0),
-            // Only an input layer is fed this way, and nothing flows back below it.
-            Feed::ToChannels { c, p } => (copy(c, p, false), 0.0),
-            Feed::ToRows { c, p } => (copy(c, p, true), if first { 0.0 } else { copy(c, p, false) }),
+            Feed::ToChannels { c, p } => (copy(c, p, false), if back { copy(c, p, true) } else { 0.0 }),
+            Feed::ToRows { c, p } => (copy(c, p, true), if back { copy(c, p, false) } else { 0.0 }),
         }
     }
 
-    /// One training step over `b` examples: per layer, the loss, and the fixed cost.
+    /// One training step over `b` examples: per node, the loss, and the fixed cost. A node read
+    /// by k later nodes receives k gradients: the k − 1 after the first are added in (a pass
+    /// each, in its backward).
     fn step(&self, spec: &Spec, loss: Loss, opt: Optimizer, b: usize) -> (Vec<LayerTime>, f64, f64) {
         let last = spec.layers.len() - 1;
         // At one example the engine updates dense layers as their gradients are formed.
         let fused = b == 1 && matches!(opt, Optimizer::Sgd | Optimizer::Momentum);
-        let feeds = crate::engine::feeds(spec);
+        let edges = edges(spec);
+        let graph_path = graph_path(spec);
         let footprint = crate::cost::memory::memory_for_threads(spec, opt, b as u128, self.threads).peak as f64;
+        let mut readers = vec![Vec::new(); spec.layers.len()];
+        for (i, reads) in spec.sources.iter().enumerate() {
+            for s in reads {
+                if let Source::Node(j) = s {
+                    readers[*j].push(i);
+                }
+            }
+        }
         let layers = spec
             .layers
             .iter()
             .enumerate()
             .map(|(i, l)| {
+                let first = spec.reads_data(i);
                 let from_ce = i == last && loss == Loss::Ce && l.activation == Activation::Softmax;
-                let (forward, backward) = match l.kind {
-                    Kind::Dense => self.dense(l, b, i == 0, from_ce, fused),
-                    Kind::Conv2d(c) => self.conv(l, &c, b, i == 0, spec.layers.get(i + 1)),
-                    Kind::MaxPool(_) | Kind::AvgPool(_) => self.pool(l, b, i == 0, footprint),
-                    // The time model prices what the fast engine runs; callers refuse the rest
-                    // (Spec::fast_engine_check) before asking.
-                    _ => (0.0, 0.0),
+                let next = match readers[i].as_slice() {
+                    [one] => spec.layers.get(*one),
+                    _ => None,
                 };
-                let (into, back) = self.regroup(feeds[i], b, i == 0);
-                let (forward, backward) = (forward + into, backward + back);
+                let sources = &spec.sources[i];
+                // Values per example a join hands on as the first gradient its inputs receive
+                // (backward runs in reverse order: a node's last reader writes first).
+                let handed: Vec<usize> = sources
+                    .iter()
+                    .filter_map(|s| match s {
+                        Source::Node(j) if readers[*j].last() == Some(&i) => Some(spec.layers[*j].outputs),
+                        _ => None,
+                    })
+                    .collect();
+                let (forward, backward) = match l.kind {
+                    Kind::Dense => self.dense(l, b, first, from_ce, fused),
+                    // The graph path applies relu6 in a pass of its own after the convolution.
+                    Kind::Conv2d(c) if graph_path && l.activation == Activation::Relu6 => {
+                        let plain = Layer { activation: Activation::Identity, ..*l };
+                        let (f, bw) = self.conv(&plain, &c, b, first, next);
+                        let n = b.saturating_mul(l.outputs);
+                        (
+                            f + self.own_activation(l.activation, n, false),
+                            bw + self.own_activation(l.activation, n, true),
+                        )
+                    }
+                    Kind::Conv2d(c) => self.conv(l, &c, b, first, next),
+                    Kind::MaxPool(p) if p.pad > 0 || p.ceil => self.padded_pool(l, b, first, footprint),
+                    Kind::MaxPool(_) | Kind::AvgPool(_) => self.pool(l, b, first, footprint),
+                    Kind::BatchNorm => self.batch_norm(l, b, first),
+                    Kind::Add(_) => self.add(l, b, sources.len(), &handed),
+                    Kind::Concat => self.concat(spec, i, b, &handed),
+                    Kind::GlobalAvgPool | Kind::AdaptiveAvgPool(..) => self.average(l, b, first),
+                    Kind::Dropout(_) => self.dropout(l, b, first),
+                    Kind::ZeroPad { .. } => self.zero_pad(l, b, first),
+                };
+                let (into, back) = sources.iter().zip(&edges[i]).fold((0.0, 0.0), |(f, bw), (s, e)| {
+                    let (tf, tb) = self.regroup(*e, b, matches!(s, Source::Node(_)));
+                    (f + tf, bw + tb)
+                });
+                let fan_out =
+                    readers[i].len().saturating_sub(1) as f64 * self.pass(PassKind::Add, b.saturating_mul(l.outputs));
+                let (forward, backward) = (forward + into, backward + back + fan_out);
                 let update = match (l.params(), fused && l.kind == Kind::Dense) {
                     (0, _) => 0.0,
                     (n, true) => self.fused_update(opt, n as usize),
@@ -405,12 +711,106 @@ impl Model<'_> {
     }
 }
 
+/// Whether the engine runs `spec` on its graph path (`engine::graph`): it is not a chain, or it
+/// holds a kind or activation the chain path does not run.
+fn graph_path(spec: &Spec) -> bool {
+    let chain_kind = |k: &Kind| match k {
+        Kind::Dense => true,
+        Kind::MaxPool(p) | Kind::AvgPool(p) => p.pad == 0 && !p.ceil,
+        Kind::Conv2d(c) => c.groups == 1 && c.bias,
+        _ => false,
+    };
+    !spec.is_chain() || spec.layers.iter().any(|l| !chain_kind(&l.kind) || l.activation == Activation::Relu6)
+}
+
+/// How each input of each node reaches it, as the engine lays values out: images
+/// channel-major ([C][B][P]), examples, dense layers and global pooling's vectors as rows
+/// ([B][C][P]), a sum or a dropout as its first input; an input in the other layout than its
+/// reader wants (and of more than one channel) is transposed on the way in, and its gradient
+/// on the way back. (On a chain of dense, convolution and pooling layers these are the chain
+/// path's feeds.)
+fn edges(spec: &Spec) -> Vec<Vec<Feed>> {
+    let keeps_first = |k: Kind| matches!(k, Kind::Add(_) | Kind::Dropout(_));
+    let mut rows: Vec<bool> = Vec::with_capacity(spec.layers.len());
+    let is_rows = |rows: &[bool], s: Source| match s {
+        Source::Input => true,
+        Source::Node(j) => rows[j],
+    };
+    for (l, layer) in spec.layers.iter().enumerate() {
+        let r = match layer.kind {
+            Kind::Dense | Kind::GlobalAvgPool => true,
+            k if keeps_first(k) => is_rows(&rows, spec.sources[l][0]),
+            _ => false,
+        };
+        rows.push(r);
+    }
+    spec.layers
+        .iter()
+        .enumerate()
+        .map(|(l, layer)| {
+            let wants_rows = match layer.kind {
+                Kind::Dense => true,
+                k if keeps_first(k) => rows[l],
+                _ => false,
+            };
+            spec.sources[l]
+                .iter()
+                .map(|&s| {
+                    let shape = spec.shape_of(s);
+                    let (c, p) = (shape.c, shape.h * shape.w);
+                    match (is_rows(&rows, s), wants_rows) {
+                        _ if c == 1 => Feed::Direct,
+                        (true, false) => Feed::ToChannels { c, p },
+                        (false, true) => Feed::ToRows { c, p },
+                        _ => Feed::Direct,
+                    }
+                })
+                .collect()
+        })
+        .collect()
+}
+
 /// One training step's modelled seconds at batch `b` on a measured machine: layers, loss and
 /// fixed costs, without the batch's copy (for calibrate's own residual).
 pub(crate) fn step_seconds(spec: &Spec, loss: Loss, opt: Optimizer, b: usize, p: &Profile, threads: usize) -> f64 {
     let model = Model { machine: Machine::Measured(p), threads };
     let (layers, loss_s, overhead) = model.step(spec, loss, opt, b);
     layers.iter().map(|l| l.forward_seconds + l.backward_seconds + l.update_seconds).sum::<f64>() + loss_s + overhead
+}
+
+/// Predicted seconds of one forward pass at evaluation over a batch of `b` (`eval`, `bench
+/// --forward-only`): every node's forward as in training, but batch normalization is one pass
+/// with its running statistics — or nothing where `fold` folds it into the convolution it
+/// follows (a convolution read by that normalization alone) — and dropout passes its input on
+/// (a copy).
+pub fn inference_seconds(spec: &Spec, b: usize, machine: Machine, threads: usize, fold: bool) -> f64 {
+    let model = Model { machine, threads };
+    let (layers, _, overhead) = model.step(spec, Loss::Mse, Optimizer::Sgd, b);
+    let folded = |i: usize| {
+        fold && matches!(spec.sources[i].as_slice(), [Source::Node(j)]
+            if matches!(spec.layers[*j].kind, Kind::Conv2d(_)) && spec.consumers(*j) == 1)
+    };
+    let forward: f64 = spec
+        .layers
+        .iter()
+        .zip(&layers)
+        .enumerate()
+        .map(|(i, (l, t))| {
+            let n = b.saturating_mul(l.outputs);
+            match l.kind {
+                Kind::BatchNorm => {
+                    let own = model.own_activation(l.activation, n, false);
+                    // The training forward less its normalization: the layout changes on the way in.
+                    let edges = t.forward_seconds - model.pass(PassKind::NormForward, n) - own;
+                    let norm = if folded(i) { 0.0 } else { model.pass(PassKind::NormInfer, n) };
+                    edges.max(0.0) + norm + own
+                }
+                Kind::Dropout(_) => model.pass(PassKind::Copy, n),
+                _ => t.forward_seconds,
+            }
+        })
+        .sum();
+    forward + overhead
 }
 
 /// Predicted seconds per step (a full batch), per epoch (its ragged last batch at its own size,

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
 /// Bumped whenever the fields or what they mean change; an older file is rebuilt, not trusted.
-pub const VERSION: u32 = 10;
+pub const VERSION: u32 = 11;
 
 /// Matrix-product throughput at one shape: C[m×n] = A[m×k]·B[k×n].
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -29,6 +29,7 @@ pub struct StreamPoint {
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq)]
 pub struct ConvRates {
     pub window: usize,
+    pub filters: usize,
     pub forward: f64,
     pub weight_grad: f64,
     pub input_grad: f64,
@@ -63,6 +64,44 @@ pub struct RegroupRates {
     pub to_channels: f64,
 }
 
+/// The graph path's per-value work over channel-major values ([C][B·P], 64 channels), at one
+/// size of `values` per array, seconds per value, each through the engine's own code:
+/// batch normalization in training (`engine::norm`: forward, backward with and without the
+/// input gradient) and at evaluation (one pass with the running statistics); relu applied in place and its derivative applied to a gradient in place
+/// (the separate activation passes of batch-norm, sum and pooling nodes); `add` (y += x: a
+/// sum's further input, a gradient added over fan-out) and `copy` (a sum's first input, concat,
+/// a gradient handed on), on one thread as the graph path runs them; global average pooling
+/// over planes of 8×8 (`engine::gap`), per input value, forward and backward, and forward over
+/// planes of 32×32.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq)]
+pub struct PassRates {
+    pub values: usize,
+    pub norm_forward: f64,
+    pub norm_backward: f64,
+    pub norm_grads: f64,
+    pub norm_infer: f64,
+    pub relu_forward: f64,
+    pub relu_backward: f64,
+    pub add: f64,
+    pub copy: f64,
+    pub mean_forward: f64,
+    pub mean_backward: f64,
+    /// Global average pooling's forward over planes of 32×32 (one sum after another on one
+    /// thread: longer planes overlap less), per input value.
+    pub mean_forward_wide: f64,
+}
+
+/// A depthwise convolution (one k×k filter per channel) at one reference shape: seconds per
+/// output value and window value (B·C·H'·W' · kh·kw) of the forward, the weight gradient and
+/// the input gradient.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq)]
+pub struct DepthwiseRates {
+    pub window: usize,
+    pub forward: f64,
+    pub weight_grad: f64,
+    pub input_grad: f64,
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct Profile {
     pub version: u32,
@@ -88,8 +127,10 @@ pub struct Profile {
     /// Fixed seconds per training step (a 1-1 network's step).
     pub step_overhead: f64,
     /// Convolutions: stride-1 layers over many window values (the engine's panel product;
-    /// 16x13x13 with 3×3 kernels, 32x14x14 with 5×5), and over few (1x28x28 with 3×3 and 5×5),
-    /// each list by window size.
+    /// 8x16x16 and 16x13x13 with 3×3 kernels, 32x14x14 with 5×5), and over few (1x28x28 with
+    /// 3×3 and 5×5),
+    /// each list by window size and, at each window, two filter counts (a quarter of the
+    /// other, so the time of forming windows and of the products can be told apart).
     pub conv_panel: Vec<ConvRates>,
     pub conv_small: Vec<ConvRates>,
     /// The sparse backward at the panel shapes (empty where the CPU has no sparse path).
@@ -106,6 +147,20 @@ pub struct Profile {
     /// (5×5 and 32×32), each list by size.
     pub pool: Vec<PoolRates>,
     pub regroup: Vec<RegroupRates>,
+    /// Strided convolutions over more than 64 window values (im2col tiles and the packed
+    /// product; 16x16x16 and 64x16x16 with 3×3 kernels at stride 2), by window size.
+    pub conv_strided: Vec<ConvRates>,
+    /// Depthwise convolutions (the engine's kernel, 3×3 and 5×5 over 32x16x16), by window size.
+    pub depthwise: Vec<DepthwiseRates>,
+    /// The graph path's per-value work at three sizes (256 KiB, 2 MiB and 16 MiB an array), by
+    /// size.
+    pub passes: Vec<PassRates>,
+    /// Max pooling with padding (3×3, stride 2, padding 1, over 32 planes of 16×16 at batch 32:
+    /// `engine::padpool`), per input value.
+    pub pool_padded: PoolRates,
+    /// Dropout's mask (drawn as the engine draws it, ChaCha8, one f64 a value) and product,
+    /// seconds per value, forward; its backward is a product with the mask (`passes`' add).
+    pub dropout: f64,
     /// Measured by `calibrate --quick` (what a first run does on its own): one pass of each
     /// table, rough enough that `train` does not print predictions from it.
     #[serde(default)]
@@ -220,6 +275,10 @@ impl Profile {
             || p.momentum_fused.is_empty()
             || p.pool.is_empty()
             || p.regroup.is_empty()
+            || p.conv_strided.is_empty()
+            || p.depthwise.is_empty()
+            || p.passes.is_empty()
+            || !p.dropout.is_finite()
             || !p.step_overhead.is_finite()
             || !p.layer_overhead.is_finite()
         {

@@ -33,6 +33,9 @@ pub struct Plan {
     pub augment: Option<crate::data::augment::Augment>,
     /// The time model's seconds for one epoch, reported beside the measured ones.
     pub predicted_epoch_seconds: Option<f64>,
+    /// Under MPI, batch norm's statistics over the whole global batch (`--sync-bn`), not each
+    /// rank's share.
+    pub sync_bn: bool,
 }
 
 impl Plan {
@@ -418,6 +421,7 @@ pub fn train_on(
     let mut xb = vec![0.0f32; plan.batch * f];
     let mut yb = vec![0u8; plan.batch];
     let mut shares = crate::dist::Shares::new(if comm.size() > 1 { plan.batch } else { 0 }, f);
+    shares.sync_bn = plan.sync_bn;
     let batches = train.len().div_ceil(plan.batch);
     let scan_every = scan_interval(plan.batch) as u64;
     // Grown as epochs finish: --epochs has no upper limit, and a report each up front for a
@@ -459,6 +463,7 @@ pub fn train_on(
                 None => train.gather(idx, x, y),
             };
             let (s, stop) = if comm.size() > 1 {
+                comm.step_begins(pos.step + 1);
                 crate::dist::step(engine, comm, train, idx, &mut shares, watcher.interrupted(), &gather)?
             } else {
                 gather(idx, &mut xb[..b * f], &mut yb[..b], 0);
@@ -661,6 +666,7 @@ mod tests {
             warmup: 0,
             augment: None,
             predicted_epoch_seconds: None,
+            sync_bn: false,
         }
     }
 
