@@ -124,15 +124,12 @@ fn folded(file: &reader::File) -> Option<&'static str> {
 
 /// The spec a command-line argument names: an ONNX file (with `input` and `partial`) or, for
 /// anything else, [`crate::spec::load_with`]. Returns the notes and skipped nodes to show.
-pub fn load_arg(
-    arg: &str,
-    defaults: Defaults,
-    zoo: crate::zoo::Options,
-    partial: bool,
-) -> Result<(Spec, Vec<String>)> {
+pub fn load_arg(arg: &str, defaults: Defaults, zoo: crate::zoo::Options, partial: bool) -> Result<(Spec, Vec<String>)> {
     if !is_onnx(arg) {
         if partial {
-            return Err(Error::Usage(format!("--partial applies to an ONNX file; `{arg}` is not one (a path ending in .onnx)")));
+            return Err(Error::Usage(format!(
+                "--partial applies to an ONNX file; `{arg}` is not one (a path ending in .onnx)"
+            )));
         }
         return crate::spec::load_with(arg, defaults, zoo).map(|s| (s, Vec::new()));
     }

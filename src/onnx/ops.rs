@@ -61,6 +61,10 @@ struct Graph<'a> {
     opset: i64,
     /// The ONNX output tensor behind each layer (for checking who else reads it).
     out_tensor: Vec<&'a str>,
+    /// Each concatenation's inputs, and its output.
+    concats: HashMap<Vec<Source>, Source>,
+    /// Whether a concatenation was read as the one before it plus its last input.
+    chained: bool,
 }
 
 /// A node named for messages: `Conv node `/layer1/conv1``.
@@ -82,12 +86,8 @@ pub(crate) fn convert<'a>(
 ) -> Result<Imported> {
     let path = file.path.as_path();
     let g = file.proto.graph.as_ref().ok_or_else(|| bad(path, "holds no graph"))?;
-    let opset = file
-        .proto
-        .opset_import
-        .iter()
-        .find(|o| o.domain.is_empty() || o.domain == "ai.onnx")
-        .map_or(1, |o| o.version);
+    let opset =
+        file.proto.opset_import.iter().find(|o| o.domain.is_empty() || o.domain == "ai.onnx").map_or(1, |o| o.version);
     let mut consts: Vec<Cow<pb::TensorProto>> = Vec::new();
     let mut values: HashMap<&str, Value> = HashMap::new();
     for t in &g.initializer {
@@ -139,6 +139,8 @@ pub(crate) fn convert<'a>(
         partial,
         opset,
         out_tensor: Vec::new(),
+        concats: HashMap::new(),
+        chained: false,
     };
     for n in order(path, g)? {
         gr.node(n)?;
@@ -155,15 +157,25 @@ pub(crate) fn convert<'a>(
     match outs.as_slice() {
         [Source::Node(i)] if *i + 1 == last => {}
         [Source::Node(_)] => {
-            return Err(bad(path, "its output is not computed last; flopnet reads a graph whose output is its last node"));
+            return Err(bad(
+                path,
+                "its output is not computed last; flopnet reads a graph whose output is its last node",
+            ));
         }
         [Source::Input] | [] => return Err(bad(path, "its output is not computed from its input by any layer")),
         _ => return Err(bad(path, format!("has {} outputs; flopnet counts a network of one output", outs.len()))),
     }
+    // A file flopnet wrote says what its output applies where no node does (identity).
+    let written = file.proto.metadata_props.iter().find(|e| e.key == "output_activation").map(|e| e.value.as_str());
+    let output = match written {
+        Some(a) => Some(a.parse::<Activation>().map_err(|e| bad(path, format!("metadata output_activation: {e}")))?),
+        None => None,
+    };
     for i in 0..last {
         let kind = gr.b.kind(i);
         if kind.takes_activation() {
-            let a = if i + 1 == last { gr.acts[i] } else { Some(gr.acts[i].unwrap_or(Activation::Identity)) };
+            let a =
+                if i + 1 == last { gr.acts[i].or(output) } else { Some(gr.acts[i].unwrap_or(Activation::Identity)) };
             gr.b.set_activation(i, a);
         }
     }
@@ -194,7 +206,10 @@ pub(crate) fn convert<'a>(
         for (node, size) in &r.flat {
             let have = spec.layers[i].outputs;
             if *size != have {
-                return Err(bad(path, format!("{node} reshapes {have} values to {size}; flopnet reads a Reshape to a flat vector")));
+                return Err(bad(
+                    path,
+                    format!("{node} reshapes {have} values to {size}; flopnet reads a Reshape to a flat vector"),
+                ));
             }
         }
     }
@@ -242,7 +257,10 @@ fn input_shape(path: &Path, i: &pb::ValueInfoProto) -> Result<Shape> {
         }
         d => Err(bad(
             path,
-            format!("its input `{name}` has {} dimensions; flopnet reads [batch, C, H, W] or [batch, features]", d.len() + 1),
+            format!(
+                "its input `{name}` has {} dimensions; flopnet reads [batch, C, H, W] or [batch, features]",
+                d.len() + 1
+            ),
         )),
     }
 }
@@ -254,7 +272,10 @@ fn order<'a>(path: &Path, g: &'a pb::GraphProto) -> Result<Vec<&'a pb::NodeProto
     for (k, n) in g.node.iter().enumerate() {
         for o in n.output.iter().filter(|o| !o.is_empty()) {
             if producer.insert(o.as_str(), k).is_some() {
-                return Err(bad(path, format!("two nodes write the tensor `{}`; each tensor has one producer", o.escape_debug())));
+                return Err(bad(
+                    path,
+                    format!("two nodes write the tensor `{}`; each tensor has one producer", o.escape_debug()),
+                ));
             }
         }
     }
@@ -284,7 +305,10 @@ fn order<'a>(path: &Path, g: &'a pb::GraphProto) -> Result<Vec<&'a pb::NodeProto
     }
     if out.len() < n {
         let stuck: Vec<String> = (0..n).filter(|&k| pending[k] > 0).take(4).map(|k| who(&g.node[k])).collect();
-        return Err(bad(path, format!("its nodes read each other in a cycle ({}); a network is acyclic", stuck.join(", "))));
+        return Err(bad(
+            path,
+            format!("its nodes read each other in a cycle ({}); a network is acyclic", stuck.join(", ")),
+        ));
     }
     Ok(out)
 }
@@ -294,11 +318,7 @@ impl<'a> Graph<'a> {
         self.values.get(name).copied().ok_or_else(|| {
             bad(
                 self.path,
-                format!(
-                    "{} reads `{}`, which no node computes and no initializer holds",
-                    who(n),
-                    name.escape_debug()
-                ),
+                format!("{} reads `{}`, which no node computes and no initializer holds", who(n), name.escape_debug()),
             )
         })
     }
@@ -307,7 +327,10 @@ impl<'a> Graph<'a> {
         let name = n.input.get(k).map_or("", |s| s.as_str());
         match self.value(n, name)? {
             Value::Data(s) => Ok(s),
-            _ => Err(bad(self.path, format!("{} reads the constant `{}` where it wants the data", who(n), name.escape_debug()))),
+            _ => Err(bad(
+                self.path,
+                format!("{} reads the constant `{}` where it wants the data", who(n), name.escape_debug()),
+            )),
         }
     }
 
@@ -319,7 +342,11 @@ impl<'a> Graph<'a> {
                 Value::Const(c) => Ok(Some(c)),
                 _ => Err(bad(
                     self.path,
-                    format!("{} computes its input `{}`; flopnet reads it as a constant (an initializer)", who(n), name.escape_debug()),
+                    format!(
+                        "{} computes its input `{}`; flopnet reads it as a constant (an initializer)",
+                        who(n),
+                        name.escape_debug()
+                    ),
                 )),
             },
         }
@@ -362,11 +389,19 @@ impl<'a> Graph<'a> {
 
     fn name_for(&self, n: &pb::NodeProto) -> String {
         let base = if n.name.is_empty() { format!("{}_{}", n.op_type, self.refs.len() + 1) } else { n.name.clone() };
+        let base = base.escape_debug().to_string();
         if base == "input" || self.b.has_name(&base) { format!("{base}#{}", self.refs.len() + 1) } else { base }
     }
 
     /// Adds a layer; its output is the node's first output.
-    fn push(&mut self, n: &'a pb::NodeProto, kind: Kind, units: usize, reads: Vec<Source>, refs: Refs) -> Result<Source> {
+    fn push(
+        &mut self,
+        n: &'a pb::NodeProto,
+        kind: Kind,
+        units: usize,
+        reads: Vec<Source>,
+        refs: Refs,
+    ) -> Result<Source> {
         let name = self.name_for(n);
         let at = self.b.push(Some(name), kind, units, None, reads).map_err(|e| match e {
             Error::Spec { problem, .. } => bad(self.path, format!("{}: {problem}", who(n))),
@@ -456,7 +491,8 @@ impl<'a> Graph<'a> {
             "LeakyRelu" => {
                 let alpha = attr_f(n, "alpha", 0.01);
                 if (alpha - LEAKY_SLOPE).abs() > 1e-6 {
-                    return self.unsupported(n, &format!("has slope {alpha}; flopnet's leaky relu has slope {LEAKY_SLOPE}"));
+                    return self
+                        .unsupported(n, &format!("has slope {alpha}; flopnet's leaky relu has slope {LEAKY_SLOPE}"));
                 }
                 self.activation(n, Activation::LeakyRelu)
             }
@@ -528,6 +564,12 @@ impl<'a> Graph<'a> {
         let [f, _, kh, kw] = d[..] else {
             return self.unsupported(n, &format!("has a weight of shape {d:?}; flopnet counts 2-D convolutions"));
         };
+        if d.contains(&0) || strides_or_pads_too_big(n) {
+            return Err(bad(
+                self.path,
+                format!("{} has a weight of shape {d:?} or strides past {}", who(n), crate::spec::MAX_WIDTH),
+            ));
+        }
         let two = |name: &str, default: usize| -> Option<Vec<usize>> {
             match attr_ints(n, name) {
                 None | Some([]) => Some(vec![default; 2]),
@@ -551,7 +593,8 @@ impl<'a> Graph<'a> {
                         Padding::Fixed(a as usize)
                     }
                     _ => {
-                        return self.unsupported(n, &format!("pads {pads:?}; flopnet counts the same padding on every side"));
+                        return self
+                            .unsupported(n, &format!("pads {pads:?}; flopnet counts the same padding on every side"));
                     }
                 }
             }
@@ -581,6 +624,9 @@ impl<'a> Graph<'a> {
             return self.unsupported(n, &format!("multiplies by a weight of shape {d:?}; flopnet counts a 2-D weight"));
         };
         let (out, inp) = if transposed { (a, b) } else { (b, a) };
+        if out == 0 {
+            return Err(bad(self.path, format!("{} has a weight of shape {d:?}, no outputs", who(n))));
+        }
         let have = self.b.shape(x).size();
         if inp != have {
             return Err(bad(self.path, format!("{} multiplies {have} values by a weight of shape {d:?}", who(n))));
@@ -620,9 +666,8 @@ impl<'a> Graph<'a> {
         let x = self.data(n, 0)?;
         let mut k = [0usize; 4];
         for (j, slot) in k.iter_mut().enumerate() {
-            *slot = self
-                .konst(n, j + 1)?
-                .ok_or_else(|| bad(self.path, format!("{} lacks its input {}", who(n), j + 1)))?;
+            *slot =
+                self.konst(n, j + 1)?.ok_or_else(|| bad(self.path, format!("{} lacks its input {}", who(n), j + 1)))?;
         }
         let c = self.b.shape(x).c;
         for &t in &k {
@@ -635,7 +680,11 @@ impl<'a> Graph<'a> {
         }
         let eps = attr_f(n, "epsilon", 1e-5);
         if (eps - crate::layers::batchnorm::EPS).abs() > 1e-9 {
-            self.notes.push(format!("{} has epsilon {eps}; flopnet counts it with {}", who(n), crate::layers::batchnorm::EPS));
+            self.notes.push(format!(
+                "{} has epsilon {eps}; flopnet counts it with {}",
+                who(n),
+                crate::layers::batchnorm::EPS
+            ));
         }
         let refs = Refs { weight: Some(k[0]), bias: Some(k[1]), stats: Some((k[2], k[3])), ..Refs::default() };
         self.push(n, Kind::BatchNorm, 0, vec![x], refs)?;
@@ -656,7 +705,8 @@ impl<'a> Graph<'a> {
         match (lo, hi) {
             (0.0, 6.0) => self.activation(n, Activation::Relu6),
             (0.0, h) if h == f64::INFINITY => self.activation(n, Activation::Relu),
-            _ => self.unsupported(n, &format!("clips to [{lo}, {hi}]; flopnet reads Clip as relu6 [0, 6] or relu [0, inf)")),
+            _ => self
+                .unsupported(n, &format!("clips to [{lo}, {hi}]; flopnet reads Clip as relu6 [0, 6] or relu [0, inf)")),
         }
     }
 
@@ -678,6 +728,13 @@ impl<'a> Graph<'a> {
                 n,
                 &format!("pools with kernel {kernel:?}, strides {strides:?}, pads {pads:?}; flopnet counts square windows with one stride and the same padding on every side"),
             );
+        }
+        let big = |v: &[i64]| v.iter().any(|&x| x as u64 > crate::spec::MAX_WIDTH as u64);
+        if big(&kernel) || big(&strides) || big(&pads) {
+            return Err(bad(
+                self.path,
+                format!("{} has a window, stride or padding past {}", who(n), crate::spec::MAX_WIDTH),
+            ));
         }
         let k = kernel[0] as usize;
         let pool = Pool {
@@ -703,7 +760,10 @@ impl<'a> Graph<'a> {
         let mut sorted: Vec<i64> = axes.iter().map(|&a| if a < 0 { a + 4 } else { a }).collect();
         sorted.sort_unstable();
         if sorted != [2, 3] || !self.b.shape(x).is_image() {
-            return self.unsupported(n, &format!("averages over axes {axes:?}; flopnet reads ReduceMean over H and W (global pooling)"));
+            return self.unsupported(
+                n,
+                &format!("averages over axes {axes:?}; flopnet reads ReduceMean over H and W (global pooling)"),
+            );
         }
         self.push(n, Kind::GlobalAvgPool, 0, vec![x], Refs::default()).map(|_| ())
     }
@@ -720,7 +780,8 @@ impl<'a> Graph<'a> {
             Some([_, s]) if *s > 0 => Some(*s as usize),
             Some([_, -1]) => None,
             Some(t) => {
-                return self.unsupported(n, &format!("reshapes to {t:?}; flopnet reads a Reshape to [batch, features]"));
+                return self
+                    .unsupported(n, &format!("reshapes to {t:?}; flopnet reads a Reshape to [batch, features]"));
             }
         };
         if let (Some(size), Source::Node(i)) = (size, x) {
@@ -754,8 +815,10 @@ impl<'a> Graph<'a> {
     fn add(&mut self, n: &'a pb::NodeProto) -> Result<()> {
         let inputs: Vec<Value> =
             n.input.iter().filter(|i| !i.is_empty()).map(|i| self.value(n, i)).collect::<Result<_>>()?;
-        let data: Vec<Source> = inputs.iter().filter_map(|v| if let Value::Data(s) = v { Some(*s) } else { None }).collect();
-        let consts: Vec<usize> = inputs.iter().filter_map(|v| if let Value::Const(c) = v { Some(*c) } else { None }).collect();
+        let data: Vec<Source> =
+            inputs.iter().filter_map(|v| if let Value::Data(s) = v { Some(*s) } else { None }).collect();
+        let consts: Vec<usize> =
+            inputs.iter().filter_map(|v| if let Value::Const(c) = v { Some(*c) } else { None }).collect();
         match (data.as_slice(), consts.as_slice()) {
             ([Source::Node(i)], [c]) if self.bare[*i] && self.readers.get(self.out_tensor[*i]).copied() == Some(1) => {
                 let out = self.b.shape(Source::Node(*i)).size();
@@ -779,19 +842,52 @@ impl<'a> Graph<'a> {
         for k in 0..n.input.len() {
             reads.push(self.data(n, k)?);
         }
+        if reads.is_empty() {
+            return self.unsupported(n, "concatenates nothing");
+        }
+        if let [one] = reads[..] {
+            // A concatenation of one tensor is that tensor.
+            self.set_outputs(n, Value::Data(one));
+            return Ok(());
+        }
+        // DenseNet as torchvision writes it concatenates the growing list of every earlier
+        // output again for each layer; an earlier concatenation of all but the last input is
+        // the same values, so this one reads it and adds the last (as a spec writes DenseNet).
+        let whole = reads.clone();
+        if let Some(&prev) = self.concats.get(&reads[..reads.len() - 1]) {
+            reads = vec![prev, reads[reads.len() - 1]];
+            if !self.chained {
+                self.chained = true;
+                self.notes.push(format!(
+                    "concatenations of a growing list of tensors (DenseNet's, e.g. {}) are counted as each adding its last input to the one before, the same values",
+                    who(n)
+                ));
+            }
+        }
         let image = reads.first().is_some_and(|s| self.b.shape(*s).is_image());
         let axis = attr_i(n, "axis", 1);
         let ok = if image { axis == 1 || axis == -3 } else { axis == 1 || axis == -1 };
         if !ok {
-            return self.unsupported(n, &format!("concatenates along axis {axis}; flopnet concatenates channels (axis 1)"));
+            return self
+                .unsupported(n, &format!("concatenates along axis {axis}; flopnet concatenates channels (axis 1)"));
         }
-        self.push(n, Kind::Concat, 0, reads, Refs::default()).map(|_| ())
+        let at = self.push(n, Kind::Concat, 0, reads, Refs::default())?;
+        self.concats.insert(whole, at);
+        Ok(())
     }
+}
+
+/// Whether a convolution's strides or dilations pass what any layer holds.
+fn strides_or_pads_too_big(n: &pb::NodeProto) -> bool {
+    ["strides", "dilations"]
+        .iter()
+        .any(|a| attr_ints(n, a).is_some_and(|v| v.iter().any(|&x| x as u64 > crate::spec::MAX_WIDTH as u64)))
 }
 
 /// Reads the weights each layer refers to, checked against the layer's shapes.
 fn weights(path: &Path, consts: &[Cow<pb::TensorProto>], refs: &[Refs], imported: &mut Imported) -> Result<()> {
-    let get = |c: usize| consts.get(c).map(|t| t.as_ref()).ok_or_else(|| bad(path, "refers to a constant it does not hold"));
+    let get =
+        |c: usize| consts.get(c).map(|t| t.as_ref()).ok_or_else(|| bad(path, "refers to a constant it does not hold"));
     let spec = &imported.spec;
     for (i, r) in refs.iter().enumerate() {
         let l = &spec.layers[i];

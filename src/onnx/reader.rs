@@ -38,7 +38,13 @@ pub(crate) fn open(path: &Path) -> Result<File> {
 /// Decodes a model held in memory; `path` names it in messages (and locates external data).
 pub(crate) fn decode(path: &Path, bytes: &[u8]) -> Result<File> {
     let proto = pb::ModelProto::decode(bytes).map_err(|e| {
-        bad(path, format!("is not an ONNX model ({}); pass a file written by torch.onnx.export or onnx.save", one_line(&e.to_string())))
+        bad(
+            path,
+            format!(
+                "is not an ONNX model ({}); pass a file written by torch.onnx.export or onnx.save",
+                one_line(&e.to_string())
+            ),
+        )
     })?;
     if proto.graph.is_none() {
         return Err(bad(path, "holds no graph; pass a model file exported with its graph"));
@@ -57,7 +63,10 @@ pub(crate) fn dims(path: &Path, t: &pb::TensorProto) -> Result<Vec<usize>> {
     let mut total: u128 = 1;
     let mut out = Vec::with_capacity(t.dims.len().min(8));
     if t.dims.len() > 8 {
-        return Err(bad(path, format!("tensor `{}` has {} dimensions; flopnet reads at most 8", name(t), t.dims.len())));
+        return Err(bad(
+            path,
+            format!("tensor `{}` has {} dimensions; flopnet reads at most 8", name(t), t.dims.len()),
+        ));
     }
     for &d in &t.dims {
         let d = u64::try_from(d)
@@ -68,7 +77,11 @@ pub(crate) fn dims(path: &Path, t: &pb::TensorProto) -> Result<Vec<usize>> {
     if total > MAX_VALUES {
         return Err(bad(
             path,
-            format!("tensor `{}` declares {:?}, {total} values, more than flopnet reads ({MAX_VALUES})", name(t), t.dims),
+            format!(
+                "tensor `{}` declares {:?}, {total} values, more than flopnet reads ({MAX_VALUES})",
+                name(t),
+                t.dims
+            ),
         ));
     }
     Ok(out)
@@ -98,24 +111,53 @@ fn external(path: &Path, t: &pb::TensorProto, want: usize) -> Result<Vec<u8>> {
     if rel.is_absolute() || rel.components().any(|c| !matches!(c, std::path::Component::Normal(_))) {
         return Err(bad(
             path,
-            format!("tensor `{}` is stored in {location:?}, outside the model's directory; keep the data beside the model", name(t)),
+            format!(
+                "tensor `{}` is stored in {location:?}, outside the model's directory; keep the data beside the model",
+                name(t)
+            ),
         ));
     }
     let number = |k: &str| -> Result<u64> {
         get(k).map_or(Ok(0), |v| {
-            v.trim().parse().map_err(|_| bad(path, format!("tensor `{}` has external {k} {v:?}, not a number", name(t))))
+            v.trim()
+                .parse()
+                .map_err(|_| bad(path, format!("tensor `{}` has external {k} {v:?}, not a number", name(t))))
         })
     };
     let (offset, length) = (number("offset")?, number("length")?);
+    if want as u64 > crate::files::memory_limit(2) {
+        return Err(bad(
+            path,
+            format!("tensor `{}` holds {want} bytes, more than the memory available can load", name(t)),
+        ));
+    }
     let data = path.parent().unwrap_or(Path::new(".")).join(rel);
     let meta = std::fs::metadata(&data).map_err(|e| {
-        bad(path, format!("tensor `{}` is stored in {} ({e}); put the .onnx.data file beside the model", name(t), data.display()))
+        bad(
+            path,
+            format!(
+                "tensor `{}` is stored in {} ({e}); put the .onnx.data file beside the model",
+                name(t),
+                data.display()
+            ),
+        )
     })?;
     let end = offset.checked_add(want as u64).filter(|&e| e <= meta.len()).ok_or_else(|| {
-        bad(path, format!("tensor `{}` wants bytes {offset}..+{want} of {}, which holds {}", name(t), data.display(), meta.len()))
+        bad(
+            path,
+            format!(
+                "tensor `{}` wants bytes {offset}..+{want} of {}, which holds {}",
+                name(t),
+                data.display(),
+                meta.len()
+            ),
+        )
     })?;
     if length != 0 && length != want as u64 {
-        return Err(bad(path, format!("tensor `{}` declares {length} external bytes for {want} bytes of values", name(t))));
+        return Err(bad(
+            path,
+            format!("tensor `{}` declares {length} external bytes for {want} bytes of values", name(t)),
+        ));
     }
     use std::io::{Read, Seek, SeekFrom};
     let mut f = std::fs::File::open(&data).map_err(|e| bad(path, format!("{}: {e}", data.display())))?;
@@ -134,18 +176,17 @@ pub(crate) fn floats(path: &Path, t: &pb::TensorProto) -> Result<Vec<f64>> {
         other => {
             return Err(bad(
                 path,
-                format!("tensor `{}` holds element type {other}; flopnet reads float (1) or double (11) weights", name(t)),
+                format!(
+                    "tensor `{}` holds element type {other}; flopnet reads float (1) or double (11) weights",
+                    name(t)
+                ),
             ));
         }
     };
-    let wrong = |found: usize| {
-        bad(path, format!("tensor `{}` declares {:?} ({n} values) but holds {found}", name(t), t.dims))
-    };
-    let raw = if is_external(t) {
-        Some(external(path, t, n.checked_mul(width).ok_or_else(|| wrong(0))?)?)
-    } else {
-        None
-    };
+    let wrong =
+        |found: usize| bad(path, format!("tensor `{}` declares {:?} ({n} values) but holds {found}", name(t), t.dims));
+    let raw =
+        if is_external(t) { Some(external(path, t, n.checked_mul(width).ok_or_else(|| wrong(0))?)?) } else { None };
     let raw = raw.as_deref().or((!t.raw_data.is_empty()).then_some(t.raw_data.as_slice()));
     if let Some(raw) = raw {
         if raw.len() != n.saturating_mul(width) {
@@ -168,7 +209,10 @@ pub(crate) fn floats(path: &Path, t: &pb::TensorProto) -> Result<Vec<f64>> {
 pub(crate) fn ints(path: &Path, t: &pb::TensorProto) -> Result<Vec<i64>> {
     let n = count(path, t)?;
     if n > 16 || is_external(t) {
-        return Err(bad(path, format!("tensor `{}` is read as a short list of integers but declares {:?}", name(t), t.dims)));
+        return Err(bad(
+            path,
+            format!("tensor `{}` is read as a short list of integers but declares {:?}", name(t), t.dims),
+        ));
     }
     let v: Vec<i64> = match t.data_type {
         INT64 if !t.raw_data.is_empty() => {

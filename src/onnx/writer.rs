@@ -68,16 +68,29 @@ pub fn save(path: &Path, spec: &Spec, params: &[LayerParams], stats: &[Stats], r
     crate::model::write_atomically(path, &bytes)
 }
 
-fn encode(path: &Path, spec: &Spec, params: &[LayerParams], stats: &[Stats], recorded: &Recorded) -> Result<pb::ModelProto> {
+fn encode(
+    path: &Path,
+    spec: &Spec,
+    params: &[LayerParams],
+    stats: &[Stats],
+    recorded: &Recorded,
+) -> Result<pb::ModelProto> {
     if params.len() != spec.layers.len() {
-        return Err(bad(path, format!("{} layers of parameters for {spec}, which has {}", params.len(), spec.layers.len())));
+        return Err(bad(
+            path,
+            format!("{} layers of parameters for {spec}, which has {}", params.len(), spec.layers.len()),
+        ));
     }
     let mut nodes = Vec::new();
     let mut inits = Vec::new();
     let input = spec.input_shape;
-    let in_dims: Vec<usize> = if input.is_image() { vec![input.c, input.h, input.w] } else { vec![input.c] };
-    // Each source's tensor name, and whether it holds an image ([batch, C, H, W]).
+    // The input is [batch, C, H, W] when an image layer reads it (even a 1×1 one).
+    let input_4d = input.is_image()
+        || spec.layers.iter().zip(&spec.sources).any(|(l, s)| l.kind.needs_image() && s.contains(&Source::Input));
+    let in_dims: Vec<usize> = if input_4d { vec![input.c, input.h, input.w] } else { vec![input.c] };
+    // Each source's tensor name, and whether it holds [batch, C, H, W] (else [batch, N]).
     let mut out: Vec<String> = Vec::with_capacity(spec.layers.len());
+    let mut four_d: Vec<bool> = Vec::with_capacity(spec.layers.len());
     let tensor_of = |out: &[String], s: Source| match s {
         Source::Input => "input".to_string(),
         Source::Node(i) => out[i].clone(),
@@ -89,6 +102,10 @@ fn encode(path: &Path, spec: &Spec, params: &[LayerParams], stats: &[Stats], rec
         let srcs: Vec<String> = spec.sources[i].iter().map(|&s| tensor_of(&out, s)).collect();
         let p = &params[i];
         let mut x = srcs[0].clone();
+        let reads_4d = match spec.sources[i][0] {
+            Source::Input => input_4d,
+            Source::Node(j) => four_d[j],
+        };
         let mut weights = |inits: &mut Vec<pb::TensorProto>, shape: Vec<usize>| -> (String, String) {
             let (w, b) = (format!("layers.{weight_no}.weight"), format!("layers.{weight_no}.bias"));
             weight_no += 1;
@@ -103,7 +120,7 @@ fn encode(path: &Path, spec: &Spec, params: &[LayerParams], stats: &[Stats], rec
         }
         match l.kind {
             Kind::Dense => {
-                if l.input.is_image() {
+                if reads_4d {
                     let f = format!("{name}.flatten");
                     nodes.push(node("Flatten", &f, &[&x], &f, vec![attr_i("axis", 1)]));
                     x = f;
@@ -137,11 +154,15 @@ fn encode(path: &Path, spec: &Spec, params: &[LayerParams], stats: &[Stats], rec
                 let Some(Some((mean, var))) = stats.get(i) else {
                     return Err(bad(
                         path,
-                        format!("layer {} is a batch normalization without running statistics; ONNX needs them to run it", i + 1),
+                        format!(
+                            "layer {} is a batch normalization without running statistics; ONNX needs them to run it",
+                            i + 1
+                        ),
                     ));
                 };
                 let (w, b) = weights(&mut inits, vec![l.input.c]);
-                let (m, v) = (format!("layers.{}.running_mean", weight_no - 1), format!("layers.{}.running_var", weight_no - 1));
+                let (m, v) =
+                    (format!("layers.{}.running_mean", weight_no - 1), format!("layers.{}.running_var", weight_no - 1));
                 inits.push(tensor(&m, &[mean.len()], mean));
                 inits.push(tensor(&v, &[var.len()], var));
                 let eps = pb::AttributeProto {
@@ -207,6 +228,11 @@ fn encode(path: &Path, spec: &Spec, params: &[LayerParams], stats: &[Stats], rec
             }
         }
         out.push(y);
+        four_d.push(match l.kind {
+            Kind::Dense | Kind::GlobalAvgPool => false,
+            Kind::BatchNorm | Kind::Dropout(_) | Kind::Add(_) | Kind::Concat => reads_4d,
+            _ => true,
+        });
     }
     if relu6_bounds {
         inits.push(tensor("relu6.min", &[], &[0.0]));
@@ -221,7 +247,11 @@ fn encode(path: &Path, spec: &Spec, params: &[LayerParams], stats: &[Stats], rec
             }
         }
     }
-    let mut meta = HashMap::from([("spec".to_string(), spec.to_string()), ("format".to_string(), "flopnet-onnx-1".into())]);
+    let mut meta = HashMap::from([
+        ("spec".to_string(), spec.to_string()),
+        ("format".to_string(), "flopnet-onnx-1".into()),
+        ("output_activation".to_string(), spec.output_activation().name().to_string()),
+    ]);
     recorded.write(&mut meta);
     let mut meta: Vec<(String, String)> = meta.into_iter().collect();
     meta.sort();
@@ -239,10 +269,7 @@ fn encode(path: &Path, spec: &Spec, params: &[LayerParams], stats: &[Stats], rec
         producer_name: "flopnet".into(),
         producer_version: env!("CARGO_PKG_VERSION").into(),
         graph: Some(graph),
-        metadata_props: meta
-            .into_iter()
-            .map(|(key, value)| pb::StringStringEntryProto { key, value })
-            .collect(),
+        metadata_props: meta.into_iter().map(|(key, value)| pb::StringStringEntryProto { key, value }).collect(),
         ..Default::default()
     })
 }
