@@ -271,7 +271,7 @@ fn broken_and_hostile_files_are_refused_with_a_reason() {
         &model(|g| {
             g.initializer[0].dims = vec![1 << 40, 1 << 40];
         }),
-        &["more than flopnet reads"],
+        &["values flopnet reads"],
     );
     refused(
         &model(|g| {
@@ -281,6 +281,20 @@ fn broken_and_hostile_files_are_refused_with_a_reason() {
             t.shape.as_mut().unwrap().dim[1].value = Some(pb::tensor_shape_proto::dimension::Value::DimValue(1 << 40));
         }),
         &["more than"],
+    );
+    // Found by the fuzzer: dimensions whose product overflows before a 0 ends it, and an
+    // operator name holding a line break.
+    refused(
+        &model(|g| {
+            g.initializer[0].dims = vec![1 << 40, 1 << 40, 0];
+        }),
+        &["values flopnet reads"],
+    );
+    refused(
+        &model(|g| {
+            g.node[1].op_type = "Add\nMore".into();
+        }),
+        &["Add\\nMore"],
     );
     // A tensor whose data is shorter than its shape (read only when weights are wanted).
     let short = model(|g| {

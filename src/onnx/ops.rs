@@ -69,10 +69,11 @@ struct Graph<'a> {
 
 /// A node named for messages: `Conv node `/layer1/conv1``.
 fn who(n: &pb::NodeProto) -> String {
+    let op = n.op_type.escape_debug();
     if n.name.is_empty() {
-        format!("{} node (output `{}`)", n.op_type, n.output.first().map_or("", |s| s.as_str()).escape_debug())
+        format!("{op} node (output `{}`)", n.output.first().map_or("", |s| s.as_str()).escape_debug())
     } else {
-        format!("{} node `{}`", n.op_type, n.name.escape_debug())
+        format!("{op} node `{}`", n.name.escape_debug())
     }
 }
 
@@ -523,7 +524,9 @@ impl<'a> Graph<'a> {
             "Dropout" => self.dropout(n),
             "Add" | "Sum" => self.add(n),
             "Concat" => self.concat(n),
-            other => self.unsupported(n, &format!("is the operator {other}, which flopnet does not count")),
+            other => {
+                self.unsupported(n, &format!("is the operator {}, which flopnet does not count", other.escape_debug()))
+            }
         }
     }
 

@@ -60,6 +60,7 @@ pub(crate) fn one_line(s: &str) -> String {
 
 /// The dimensions a tensor declares, each at least 0, their product bounded.
 pub(crate) fn dims(path: &Path, t: &pb::TensorProto) -> Result<Vec<usize>> {
+    // The product of the dimensions other than 0, so that no order of multiplying overflows.
     let mut total: u128 = 1;
     let mut out = Vec::with_capacity(t.dims.len().min(8));
     if t.dims.len() > 8 {
@@ -71,14 +72,14 @@ pub(crate) fn dims(path: &Path, t: &pb::TensorProto) -> Result<Vec<usize>> {
     for &d in &t.dims {
         let d = u64::try_from(d)
             .map_err(|_| bad(path, format!("tensor `{}` declares a negative dimension {d}", name(t))))?;
-        total = total.saturating_mul(d as u128);
+        total = total.saturating_mul((d as u128).max(1));
         out.push(d as usize);
     }
     if total > MAX_VALUES {
         return Err(bad(
             path,
             format!(
-                "tensor `{}` declares {:?}, {total} values, more than flopnet reads ({MAX_VALUES})",
+                "tensor `{}` declares {:?}, dimensions past the {MAX_VALUES} values flopnet reads",
                 name(t),
                 t.dims
             ),
