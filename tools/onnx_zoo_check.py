@@ -27,9 +27,9 @@ import sys
 import tempfile
 import warnings
 
-import onnx
 import torch
 import torchvision.models as tvm
+from onnx_fixtures import graph_only, legacy
 
 warnings.filterwarnings("ignore")
 
@@ -44,20 +44,8 @@ def export(name, path, dynamo):
         model.eval()
         torch.onnx.export(model, (x,), full, dynamo=True, optimize=False, input_names=["input"], external_data=True)
     else:
-        model.train()
-        torch.onnx.export(
-            model,
-            (x,),
-            full,
-            dynamo=False,
-            training=torch.onnx.TrainingMode.TRAINING,
-            do_constant_folding=False,
-            input_names=["input"],
-            dynamic_axes={"input": {0: "batch"}},
-        )
-    m = onnx.load(full)
-    onnx.save_model(m, path, save_as_external_data=True, location=os.path.basename(path) + ".data", size_threshold=1024)
-    os.remove(path + ".data")
+        legacy(model, x, full)
+    graph_only(full, path)
 
 
 def count(flopnet, arg):

@@ -78,8 +78,8 @@ fn who(n: &pb::NodeProto) -> String {
 }
 
 /// Converts the decoded graph. `input` overrides the file's input shape.
-pub(crate) fn convert<'a>(
-    file: &'a reader::File,
+pub(crate) fn convert(
+    file: &reader::File,
     input: Option<Shape>,
     partial: bool,
     defaults: Defaults,
