@@ -56,6 +56,7 @@ pub mod init;
 pub mod layers;
 pub mod model;
 pub mod numbers;
+pub mod onnx;
 pub mod ops;
 pub mod options;
 pub mod plot;

@@ -42,6 +42,17 @@ enum Command {
     Report(ReportArgs),
     /// List the model zoo (usable wherever a spec is) with parameters and forward MACs.
     Zoo,
+    /// Write a model file (.safetensors) as ONNX.
+    Export(ExportArgs),
+}
+
+#[derive(Args)]
+struct ExportArgs {
+    /// The model file to convert.
+    model: PathBuf,
+    /// The ONNX file to write.
+    #[arg(short, long)]
+    output: PathBuf,
 }
 
 #[derive(Args)]
@@ -155,9 +166,10 @@ fn measured_profile(path: Option<PathBuf>, threads: usize) -> Result<predict::Pr
 #[derive(Args)]
 struct ModelArgs {
     /// The network: layer sizes input first (784-30-30-10, 784-30:tanh-10:softmax), blocks
-    /// ([...] residual, (...) concatenated), a .toml file or a zoo model (flopnet zoo lists them).
+    /// ([...] residual, (...) concatenated), a .toml file, a zoo model (flopnet zoo lists them)
+    /// or an .onnx file.
     spec: String,
-    /// A zoo model's input, CxHxW [default: the model's own, e.g. 3x224x224].
+    /// A zoo model's or an ONNX file's input, CxHxW [default: the model's own, e.g. 3x224x224].
     #[arg(long)]
     input: Option<flopnet::spec::Shape>,
     /// A zoo model's class count [default: the model's own, e.g. 1000].
@@ -173,20 +185,32 @@ struct ModelArgs {
     /// The loss: ce (softmax cross-entropy) or mse.
     #[arg(long, default_value = "ce")]
     loss: Loss,
+    /// An ONNX file with operators flopnet does not count: count the rest, list what was skipped.
+    #[arg(long)]
+    partial: bool,
 }
 
 impl ModelArgs {
+    /// The network; what reading an ONNX file noticed goes to stderr.
     fn spec(&self) -> Result<Spec> {
+        let (spec, notes) = self.spec_noted()?;
+        for n in notes {
+            eprintln!("flopnet: note: {n}");
+        }
+        Ok(spec)
+    }
+
+    fn spec_noted(&self) -> Result<(Spec, Vec<String>)> {
         let output = self.out.unwrap_or(match self.loss {
             Loss::Ce => Activation::Softmax,
             Loss::Mse => Activation::Identity,
         });
         let hidden = self.act.unwrap_or(Activation::Relu);
         let zoo = flopnet::zoo::Options { input: self.input, classes: self.classes };
-        let spec = spec::load_with(&self.spec, Defaults { hidden, output }, zoo)?;
+        let (spec, notes) = flopnet::onnx::load_arg(&self.spec, Defaults { hidden, output }, zoo, self.partial)?;
         flopnet::options::check_defaults_used(&self.spec, &spec, Defaults { hidden, output }, self.act, self.out)?;
         spec.check_loss(self.loss)?;
-        Ok(spec)
+        Ok((spec, notes))
     }
 }
 
@@ -541,7 +565,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
         }
         Command::Explain(a) => {
-            let spec = a.run.net.model.spec()?;
+            let (spec, notes) = a.run.net.model.spec_noted()?;
+            for n in notes {
+                println!("note: {n}");
+            }
             a.pictures.check(&a.run.net.model.spec)?;
             let cfg = a.run.config();
             let decay = a.run.net.weight_decay();
@@ -617,6 +644,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
             eval_command(a)?
         }
         Command::Zoo => print!("{}", flopnet::zoo::table()?),
+        Command::Export(a) => {
+            flopnet::onnx::export(&a.model, &a.output)?;
+            println!("wrote {}", a.output.display());
+        }
         Command::Bench(a) => {
             let _ranks = flopnet::dist::connect()?;
             let spec = a.model.spec()?;

@@ -77,7 +77,7 @@ pub struct Recorded {
 }
 
 impl Recorded {
-    fn write(&self, meta: &mut HashMap<String, String>) {
+    pub(crate) fn write(&self, meta: &mut HashMap<String, String>) {
         if let Some(s) = self.scaling {
             meta.insert("normalize".into(), s.mode().to_string());
             if let Scaling::Standard { mean, std } = s {
@@ -91,7 +91,7 @@ impl Recorded {
         }
     }
 
-    fn read(path: &Path, meta: &HashMap<String, String>) -> Result<Recorded> {
+    pub(crate) fn read(path: &Path, meta: &HashMap<String, String>) -> Result<Recorded> {
         let number = |key: &str| -> Result<f64> {
             let text = meta
                 .get(key)
@@ -161,12 +161,13 @@ pub fn save(path: &Path, spec: &Spec, params: &[LayerParams]) -> Result<()> {
 }
 
 /// [`save`], with what training applied to the inputs and the loss in the metadata.
+/// A path ending in `.onnx` is written as ONNX (see [`crate::onnx::save`]).
 pub fn save_recorded(path: &Path, spec: &Spec, params: &[LayerParams], recorded: &Recorded) -> Result<()> {
     save_trained(path, spec, params, &RunningStats::default(), recorded)
 }
 
 /// [`save_recorded`] with batch normalization's running statistics (`Engine::running_stats`;
-/// empty: PyTorch's starting values).
+/// empty: PyTorch's starting values). A path ending in `.onnx` is written as ONNX.
 pub fn save_trained(
     path: &Path,
     spec: &Spec,
@@ -174,6 +175,9 @@ pub fn save_trained(
     running: &RunningStats,
     recorded: &Recorded,
 ) -> Result<()> {
+    if crate::onnx::is_onnx(path) {
+        return crate::onnx::save(path, spec, params, &crate::onnx::stats_of(spec, running), recorded);
+    }
     if params.len() != spec.layers.len() {
         return Err(bad(
             path,
@@ -273,14 +277,20 @@ pub fn load(path: &Path) -> Result<(Spec, Vec<LayerParams>)> {
     load_recorded(path).map(|(spec, params, _)| (spec, params))
 }
 
-/// [`load`], with what the file records of the inputs and the loss.
+/// [`load`], with what the file records of the inputs and the loss. A path ending in `.onnx`
+/// is read as ONNX (see [`crate::onnx::read_model`]).
 pub fn load_recorded(path: &Path) -> Result<(Spec, Vec<LayerParams>, Recorded)> {
     load_trained(path).map(|(spec, params, recorded, _)| (spec, params, recorded))
 }
 
 /// [`load_recorded`] with batch normalization's running statistics (for
-/// `Engine::set_running_stats`).
+/// `Engine::set_running_stats`). A path ending in `.onnx` is read as ONNX.
 pub fn load_trained(path: &Path) -> Result<(Spec, Vec<LayerParams>, Recorded, RunningStats)> {
+    if crate::onnx::is_onnx(path) {
+        let m = crate::onnx::read_model(path)?;
+        let running = crate::onnx::running_of(&m.spec, &m.stats);
+        return Ok((m.spec, m.params, m.recorded, running));
+    }
     // A model's f32 values become f64 beside the file's bytes: 3 bytes of memory per byte.
     let what = "the memory available can load, at 3 bytes per byte of a model";
     let bytes = crate::files::read_input(path, crate::files::memory_limit(3), what, "pass the .safetensors file")

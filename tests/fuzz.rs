@@ -1,5 +1,5 @@
 //! Fuzzing every parser of user input: the spec (compact and TOML), the IDX, CIFAR-10 and CSV
-//! loaders, safetensors model files and checkpoints.
+//! loaders, safetensors model files, ONNX files and checkpoints.
 //!
 //! Each target draws inputs from a proptest strategy — valid inputs mutated (bytes flipped, cut,
 //! appended, header words overwritten, gzipped or not) and plain noise — and runs the parser on a
@@ -561,6 +561,133 @@ fn fuzz_checkpoint() {
         if let Err(m) = r {
             one_line(&m)?;
             prop_assert!(m.starts_with("checkpoint c: "), "{m}");
+        }
+        Ok(())
+    });
+}
+
+/// The small ONNX fixtures exported from PyTorch, and a file flopnet writes.
+fn onnx_files() -> Vec<Vec<u8>> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/onnx");
+    let mut files: Vec<Vec<u8>> = ["mlp_matmul.onnx", "cnn_legacy.onnx", "cnn_dynamo.onnx", "hardswish.onnx"]
+        .iter()
+        .map(|f| std::fs::read(dir.join(f)).unwrap())
+        .collect();
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = spec::parse("1x6x6-conv3x3x2p1:relu6-maxpool2-3", Defaults::default()).unwrap();
+    let path = tmp.path().join("m.onnx");
+    flopnet::onnx::save(&path, &spec, &flopnet::init::init(&spec, 1), &[], &Default::default()).unwrap();
+    files.push(std::fs::read(&path).unwrap());
+    files
+}
+
+/// An ONNX graph made up: a chain of operators drawn at random, with attributes and weight
+/// shapes drawn from small and huge values.
+fn crafted_onnx() -> impl Strategy<Value = Vec<u8>> {
+    use prost::Message;
+    use tract_onnx::pb;
+    let dim = prop_oneof![1i64..5, Just(0), Just(-1), Just(1 << 31), Just(1 << 40), Just(i64::MAX)];
+    let op = prop_oneof![
+        Just("Conv"),
+        Just("Gemm"),
+        Just("MatMul"),
+        Just("Add"),
+        Just("Relu"),
+        Just("MaxPool"),
+        Just("AveragePool"),
+        Just("GlobalAveragePool"),
+        Just("Concat"),
+        Just("BatchNormalization"),
+        Just("Reshape"),
+        Just("Flatten"),
+        Just("Clip"),
+        Just("Dropout"),
+        Just("ReduceMean"),
+        Just("Softmax")
+    ];
+    let node = (op, vec(dim.clone(), 0..5), vec(dim.clone(), 0..5), 0usize..4);
+    (vec(dim, 1..5), vec(node, 1..6)).prop_map(|(input, nodes)| {
+        let value = |name: &str, dims: &[i64]| {
+            use pb::tensor_shape_proto::{Dimension, dimension::Value as D};
+            let dim = dims.iter().map(|&d| Dimension { value: Some(D::DimValue(d)), ..Default::default() }).collect();
+            let t = pb::type_proto::Tensor { elem_type: 1, shape: Some(pb::TensorShapeProto { dim }) };
+            pb::ValueInfoProto {
+                name: name.into(),
+                r#type: Some(pb::TypeProto { value: Some(pb::type_proto::Value::TensorType(t)), ..Default::default() }),
+                ..Default::default()
+            }
+        };
+        let mut g = pb::GraphProto { input: vec![value("x", &input)], ..Default::default() };
+        let mut prev = "x".to_string();
+        for (i, (op, wdims, ints, extra)) in nodes.iter().enumerate() {
+            let w = format!("w{i}");
+            let count: i64 = wdims.iter().map(|&d| d.clamp(0, 16)).product();
+            g.initializer.push(pb::TensorProto {
+                name: w.clone(),
+                dims: wdims.clone(),
+                data_type: 1,
+                raw_data: vec![0; (count.max(0) as usize) * 4],
+                ..Default::default()
+            });
+            let mut inputs = vec![prev.clone(), w];
+            inputs.extend((0..*extra).map(|k| if k % 2 == 0 { prev.clone() } else { format!("w{i}") }));
+            let attribute = ["kernel_shape", "strides", "pads", "axes"]
+                .iter()
+                .map(|a| pb::AttributeProto {
+                    name: a.to_string(),
+                    r#type: 7,
+                    ints: ints.clone(),
+                    ..Default::default()
+                })
+                .collect();
+            let out = format!("y{i}");
+            g.node.push(pb::NodeProto {
+                input: inputs,
+                output: vec![out.clone()],
+                op_type: op.to_string(),
+                attribute,
+                ..Default::default()
+            });
+            prev = out;
+        }
+        g.output = vec![value(&prev, &[])];
+        let m = pb::ModelProto {
+            ir_version: 8,
+            opset_import: vec![pb::OperatorSetIdProto { domain: String::new(), version: 17 }],
+            graph: Some(g),
+            ..Default::default()
+        };
+        m.encode_to_vec()
+    })
+}
+
+#[test]
+fn fuzz_onnx() {
+    let files = onnx_files();
+    let valid = (0..files.len()).prop_map(move |i| files[i].clone());
+    let input = prop_oneof![
+        4 => (valid, vec(edit(), 1..4)).prop_map(|(b, e)| apply(b, &e)),
+        2 => crafted_onnx(),
+        1 => noise(),
+    ];
+    fuzz("onnx", (input, any::<bool>()), |(bytes, partial)| {
+        let size = bytes.len();
+        let opts = flopnet::onnx::Options { input: None, partial };
+        let r = guarded(size, move || {
+            flopnet::onnx::from_bytes(Path::new("m.onnx"), &bytes, &opts, true).map_err(|e| e.to_string())
+        })?;
+        match r {
+            Ok(m) => {
+                prop_assert_eq!(m.params.len(), m.spec.layers.len());
+                for (l, p) in m.spec.layers.iter().zip(&m.params) {
+                    prop_assert_eq!(p.weight.len(), l.weight_count());
+                    prop_assert_eq!(p.bias.len(), l.bias_count());
+                }
+            }
+            Err(m) => {
+                one_line(&m)?;
+                prop_assert!(m.starts_with("model file m.onnx: "), "{m}");
+            }
         }
         Ok(())
     });

@@ -49,6 +49,23 @@ impl<'a> Builder<'a> {
         }
     }
 
+    /// Node `i`'s kind.
+    pub fn kind(&self, i: usize) -> Kind {
+        self.layers[i].kind
+    }
+
+    /// Whether a node is already called `name`.
+    pub fn has_name(&self, name: &str) -> bool {
+        self.names.iter().any(|n| n == name)
+    }
+
+    /// Writes node `i`'s activation after the fact (a file that applies it in a node of its
+    /// own); None leaves it to the defaults, as an unwritten one. The kind must take one.
+    pub fn set_activation(&mut self, i: usize, a: Option<Activation>) {
+        debug_assert!(a.is_none() || self.layers[i].kind.takes_activation());
+        self.written[i] = a;
+    }
+
     fn is_flat(&self, s: Source) -> bool {
         match s {
             Source::Input => !self.input.is_image(),

@@ -24,7 +24,7 @@
 //! ```
 
 mod activation;
-mod graph;
+pub(crate) mod graph;
 mod layer;
 mod step;
 mod write;
@@ -221,7 +221,8 @@ impl fmt::Display for Spec {
 }
 
 /// Reads a spec given on the command line. The order, so that nothing shadows a spec:
-/// 1. a name ending in `.toml`, or holding a `/`, is a file;
+/// 1. a name ending in `.onnx` is an ONNX file (see [`crate::onnx`]), one ending in `.toml`
+///    or holding a `/` a TOML file;
 /// 2. a model zoo name (`resnet50`, see [`crate::zoo`]) is that model;
 /// 3. anything the compact form parses is that network (a file named `784-10` in the working
 ///    directory does not change what `784-10` means; write `./784-10` for the file);
@@ -234,6 +235,10 @@ pub fn load(arg: &str, defaults: Defaults) -> Result<Spec> {
 /// [`load`], with the input and class count a zoo model is built for.
 pub fn load_with(arg: &str, defaults: Defaults, zoo: crate::zoo::Options) -> Result<Spec> {
     let path = std::path::Path::new(arg);
+    if crate::onnx::is_onnx(path) {
+        let opts = crate::onnx::Options { input: zoo.input, partial: false };
+        return crate::onnx::read(path, &opts, defaults).map(|m| m.spec);
+    }
     let read = || -> Result<Spec> {
         let hint = "pass a .toml spec file, or a spec such as 784-30-10";
         let text = crate::files::read_text(path, crate::files::TEXT_LIMIT, "a spec file may hold", hint)?;
