@@ -531,8 +531,11 @@ pub fn calibrate(threads: usize, quick: bool) -> Result<Profile> {
     let pool_padded = padded_pool_rates(&team, min_s)?;
     let passes: Vec<PassRates> = [64 << 10, 512 << 10, 4 << 20].iter().map(|&n| pass_rates(n, &team, min_s)).collect();
     let dropout = dropout_rate(256 << 10, min_s);
-    let conv_sparse =
-        [sparse_rates((16, 13, 3, 32), 16, &team, min_s)?, sparse_rates((32, 14, 5, 64), 8, &team, min_s)?];
+    let conv_sparse = [
+        sparse_rates((8, 16, 3, 32), 16, &team, min_s)?,
+        sparse_rates((16, 13, 3, 32), 16, &team, min_s)?,
+        sparse_rates((32, 14, 5, 64), 8, &team, min_s)?,
+    ];
     let conv_sparse = conv_sparse.into_iter().flatten().collect();
     // The pools and layout changes of the suite's CNNs, at its batch of 128: f pools 16x26x26
     // and 32x11x11 and hands 32 planes of 5×5 to its dense layer; a CIFAR input arrives as 3
