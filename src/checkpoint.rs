@@ -8,7 +8,10 @@
 //!
 //! ```text
 //! tensors   parameters [n], optimizer.first_moment [n or 0], optimizer.second_moment [n or 0]
-//!           (F32; the engine's layout: each layer's weights, then its biases)
+//!           (F32; the engine's layout: each layer's weights, then its biases);
+//!           for a network with batch normalization also batchnorm.running [r] (F32: per
+//!           batch-norm layer its running mean, then its running variance) and
+//!           batchnorm.batches [k] (I64: the batches each has normalized)
 //! metadata  format  "flopnet-checkpoint", version (VERSION)
 //!           meta    the run and where it stands, as JSON (Meta)
 //!           crc32   CRC-32 of the whole file with these 8 hex digits read as "00000000"
@@ -19,7 +22,7 @@
 //! with a message saying so: resume them with the flopnet that wrote them.
 
 use crate::data::Dataset;
-use crate::engine::{Engine, Score, Settings};
+use crate::engine::{Engine, RunningStats, Score, Settings};
 use crate::error::{Error, Result};
 use crate::init::LayerParams;
 use crate::spec::Spec;
@@ -40,6 +43,8 @@ pub const FORMAT: &str = "flopnet-checkpoint";
 const OLD_MAGIC: &[u8; 12] = b"FLOPNETCKPT\0";
 /// The tensor names, in the order of [`Checkpoint`]'s fields.
 pub const TENSORS: [&str; 3] = ["parameters", "optimizer.first_moment", "optimizer.second_moment"];
+/// Batch normalization's running statistics and batch counts, present when the network has any.
+pub const RUNNING: [&str; 2] = ["batchnorm.running", "batchnorm.batches"];
 /// The CRC's placeholder while it is computed.
 const NO_CRC: &str = "00000000";
 
@@ -165,6 +170,8 @@ pub struct Checkpoint {
     pub params: Vec<f32>,
     pub first: Vec<f32>,
     pub second: Vec<f32>,
+    /// Batch normalization's running statistics (empty without batch norm).
+    pub running: RunningStats,
 }
 
 /// CRC-32 of a data set's features and labels, to tell a resumed run it was given other data.
@@ -205,7 +212,13 @@ impl Checkpoint {
         meta.set_position(at);
         let (first, second, steps) = engine.optimizer_state();
         meta.optimizer_steps = steps;
-        Checkpoint { meta, params: engine.params().to_vec(), first: first.to_vec(), second: second.to_vec() }
+        Checkpoint {
+            meta,
+            params: engine.params().to_vec(),
+            first: first.to_vec(),
+            second: second.to_vec(),
+            running: engine.running_stats(),
+        }
     }
 
     /// The parameters as layers, for [`Engine::new`] (f32 → f64 → f32 is exact).
@@ -239,11 +252,17 @@ impl Checkpoint {
             .iter()
             .map(|v| v.iter().flat_map(|x| x.to_le_bytes()).collect())
             .collect();
-        let views: Vec<(&str, TensorView)> = TENSORS
+        let mut views: Vec<(&str, TensorView)> = TENSORS
             .iter()
             .zip(&data)
             .filter_map(|(&name, bytes)| Some((name, TensorView::new(Dtype::F32, vec![bytes.len() / 4], bytes).ok()?)))
             .collect();
+        let running: Vec<u8> = self.running.values.iter().flat_map(|x| x.to_le_bytes()).collect();
+        let batches: Vec<u8> = self.running.batches.iter().flat_map(|&b| (b as i64).to_le_bytes()).collect();
+        if !self.running.batches.is_empty() {
+            views.extend(TensorView::new(Dtype::F32, vec![running.len() / 4], &running).ok().map(|v| (RUNNING[0], v)));
+            views.extend(TensorView::new(Dtype::I64, vec![batches.len() / 8], &batches).ok().map(|v| (RUNNING[1], v)));
+        }
         let meta = std::collections::HashMap::from([
             ("format".to_string(), FORMAT.to_string()),
             ("version".to_string(), VERSION.to_string()),
@@ -309,10 +328,29 @@ impl Checkpoint {
             Ok(t.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
         };
         let [params, first, second] = [tensor(TENSORS[0])?, tensor(TENSORS[1])?, tensor(TENSORS[2])?];
-        if st.len() != TENSORS.len() {
-            return Err(bad(format!("{} tensors, but a checkpoint holds {}", st.len(), TENSORS.join(", "))));
+        let mut running = RunningStats::default();
+        let mut expected = TENSORS.len();
+        if st.names().contains(&RUNNING[0]) || st.names().contains(&RUNNING[1]) {
+            running.values = tensor(RUNNING[0])?;
+            let t = st.tensor(RUNNING[1]).map_err(|_| bad(format!("{} without {}", RUNNING[0], RUNNING[1])))?;
+            if t.dtype() != safetensors::Dtype::I64 || t.shape().len() != 1 {
+                return Err(bad(format!("{} is {:?} {:?}, not a 1-D I64 tensor", RUNNING[1], t.dtype(), t.shape())));
+            }
+            let counts = t.data().chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap_or_default()));
+            running.batches = counts
+                .map(|b| u64::try_from(b).map_err(|_| bad(format!("{} holds {b}", RUNNING[1]))))
+                .collect::<Result<_>>()?;
+            expected += RUNNING.len();
         }
-        Ok(Checkpoint { meta, params, first, second })
+        if st.len() != expected {
+            return Err(bad(format!(
+                "{} tensors, but a checkpoint holds {} (and {} with batch normalization)",
+                st.len(),
+                TENSORS.join(", "),
+                RUNNING.join(", ")
+            )));
+        }
+        Ok(Checkpoint { meta, params, first, second, running })
     }
 
     /// The checkpoint file inside `dir`.
@@ -432,6 +470,7 @@ impl Checkpoint {
     /// where training continues.
     pub fn restore(&self, engine: &mut Engine) -> Result<Position> {
         engine.set_optimizer_state(&self.first, &self.second, self.meta.optimizer_steps)?;
+        engine.set_running_stats(&self.running)?;
         Ok(self.meta.position())
     }
 }
@@ -558,6 +597,7 @@ mod tests {
             params: (0..8).map(|i| i as f32 * 0.5).collect(),
             first: vec![0.1; 8],
             second: vec![f32::MIN_POSITIVE; 8],
+            running: RunningStats::default(),
         }
     }
 

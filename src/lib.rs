@@ -10,7 +10,8 @@
 //! - [`cost`]: its analytic ledger, per layer and phase, per example, batch, epoch and run;
 //! - [`reference`]: a plain-loop engine written once over a [`reference::Scalar`], run on `f64` to
 //!   compute and on a counting scalar to measure;
-//! - [`engine`]: the fast batched f32 engine (matrix-product kernels, both cores);
+//! - [`engine`]: the fast batched f32 engine (matrix-product kernels, both cores), for chains and
+//!   graphs alike;
 //! - [`data`] and [`train`]: loaders and the training loop;
 //! - [`verify`]: measured == analytic, field by field;
 //! - [`report`]: the text the CLI prints;
@@ -46,6 +47,7 @@ pub mod dist;
 pub mod engine;
 pub mod error;
 pub mod files;
+pub mod fold;
 pub mod guard;
 pub mod init;
 pub mod layers;

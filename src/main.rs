@@ -475,11 +475,18 @@ fn run(cli: Cli) -> Result<ExitCode> {
             };
             a.pictures.draw(&spec, &ledger)?;
             if a.json {
-                let extra =
-                    report::CountExtras { predicted: predicted.as_ref(), communication, scaled: scaled.as_ref() };
+                let extra = report::CountExtras {
+                    predicted: predicted.as_ref(),
+                    communication,
+                    scaled: scaled.as_ref(),
+                    inference: flopnet::fold::inference_cost(&spec, cfg.batch),
+                };
                 println!("{}", report::count_json(&ledger, &extra)?);
             } else {
                 print!("{}", report::count_text(&ledger));
+                if let Some(c) = flopnet::fold::inference_cost(&spec, cfg.batch) {
+                    print!("\n{}", report::inference_text(&c));
+                }
                 if let Some(c) = communication {
                     print!("\n{}", flopnet::dist::traffic::text(&c));
                 }
@@ -739,14 +746,14 @@ fn train_ranks(a: TrainArgs, comm: &mut dyn flopnet::dist::Comm) -> Result<()> {
     // nothing begun. Its scaling is compared once the data's is known.
     let init_model = match a.init.as_deref() {
         Some(path) => {
-            let (file_spec, params, recorded) = model::load_recorded(path)?;
+            let (file_spec, params, recorded, running) = model::load_trained(path)?;
             if file_spec != spec {
                 return Err(Error::Model {
                     path: path.to_path_buf(),
                     problem: format!("holds {file_spec}, not {spec}; give the spec the file was trained with"),
                 });
             }
-            Some((path, params, recorded))
+            Some((path, params, recorded, running))
         }
         None => None,
     };
@@ -804,18 +811,21 @@ fn train_ranks(a: TrainArgs, comm: &mut dyn flopnet::dist::Comm) -> Result<()> {
         (Some((c, _)), Some(dir)) => checkpoint::finished(c, a.epochs, dir)?,
         _ => None,
     };
-    let params = match (&resumed, init_model) {
-        (Some((_, params)), _) => params.clone(),
-        (None, Some((path, params, recorded))) => {
+    let (params, running) = match (&resumed, init_model) {
+        (Some((_, params)), _) => (params.clone(), None),
+        (None, Some((path, params, recorded, running))) => {
             model::same_scaling(path, &recorded, splits.scaling.mode(), "this run")?;
-            params
+            (params, Some(running))
         }
-        (None, None) => init::init(&spec, a.seed),
+        (None, None) => (init::init(&spec, a.seed), None),
     };
     // Memory is measured from here: what the process holds now (code, data set) is the baseline
     // the ledger's estimate for the engine sits on.
     let baseline = sys::reset_peak_rss().then(sys::rss_bytes).flatten();
     let mut engine = Engine::new(&spec, &params, settings)?;
+    if let Some(running) = &running {
+        engine.set_running_stats(running)?;
+    }
     train::check_fit(&engine, &splits.train)?;
     let start = match &resumed {
         Some((c, _)) => c.restore(&mut engine)?,
@@ -866,8 +876,8 @@ fn train_ranks(a: TrainArgs, comm: &mut dyn flopnet::dist::Comm) -> Result<()> {
     }
     if let Some(path) = a.save.as_ref().filter(|_| lead) {
         let recorded = model::Recorded { scaling: Some(splits.scaling), loss: Some(a.model.loss) };
-        let params = engine.export();
-        files::write_or_rescue(path, |p| model::save_recorded(p, &spec, &params, &recorded))?;
+        let (params, running) = (engine.export(), engine.running_stats());
+        files::write_or_rescue(path, |p| model::save_trained(p, &spec, &params, &running, &recorded))?;
         println!("saved {}", path.display());
     }
     if let (Some(peak), Some(base)) = (sys::peak_rss_bytes(), baseline) {
@@ -886,7 +896,7 @@ fn train_ranks(a: TrainArgs, comm: &mut dyn flopnet::dist::Comm) -> Result<()> {
 }
 
 fn eval_command(a: EvalArgs) -> Result<()> {
-    let (spec, params, recorded) = model::load_recorded(&a.model)?;
+    let (spec, params, recorded, running) = model::load_trained(&a.model)?;
     let loss = a.loss.or(recorded.loss).unwrap_or(Loss::Ce);
     score::check_loss(&a.model, &spec, loss)?;
     score::check_finite(&a.model, &params)?;
@@ -910,6 +920,7 @@ fn eval_command(a: EvalArgs) -> Result<()> {
     let settings =
         Settings { loss, optimizer: Optimizer::Sgd, hyper: Hyper::defaults(Optimizer::Sgd), max_batch: batch, threads };
     let mut engine = Engine::new(&spec, &params, settings)?;
+    engine.set_running_stats(&running)?;
     let c = train::confusion(&mut engine, data)?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&c).map_err(|e| Error::Usage(e.to_string()))?);

@@ -9,15 +9,23 @@
 //! checked against its layer's shape. Without `spec` a dense network's shapes give the sizes and
 //! `activations` (comma-separated), or relu/softmax, the rest; a convolutional file needs `spec`.
 //!
+//! A batch-norm layer's γ and β are its `weight` and `bias`, beside PyTorch's buffers
+//! `layers.{i}.running_mean`, `layers.{i}.running_var` ([C], F32) and
+//! `layers.{i}.num_batches_tracked` (an I64 scalar); a file without them starts batch norm at
+//! mean 0, variance 1. A convolution without a bias has no `bias` tensor (files that store an
+//! empty one still read). A network that is not a chain stores `spec` as a TOML network file
+//! (see [`crate::spec::from_toml`]), every node named, and its display name as `label`.
+//!
 //! A file `train` writes also records what was done to the inputs (`normalize`: none, unit or
 //! standard, with `normalize_mean` and `normalize_std` for standard, written so they read back
 //! bit for bit) and the loss it was trained with (`loss`), so that `eval` scores the test set
 //! exactly as `train` did. A file without them (PyTorch's) is read as before.
 
 use crate::data::{Normalize, Scaling};
+use crate::engine::RunningStats;
 use crate::error::{Error, Result};
 use crate::init::LayerParams;
-use crate::spec::{self, Activation, Defaults, Layer, Loss, Shape, Spec};
+use crate::spec::{self, Activation, Defaults, Kind, Layer, Loss, Shape, Spec};
 use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 use std::collections::HashMap;
 use std::io::Write;
@@ -154,35 +162,70 @@ pub fn save(path: &Path, spec: &Spec, params: &[LayerParams]) -> Result<()> {
 
 /// [`save`], with what training applied to the inputs and the loss in the metadata.
 pub fn save_recorded(path: &Path, spec: &Spec, params: &[LayerParams], recorded: &Recorded) -> Result<()> {
+    save_trained(path, spec, params, &RunningStats::default(), recorded)
+}
+
+/// [`save_recorded`] with batch normalization's running statistics (`Engine::running_stats`;
+/// empty: PyTorch's starting values).
+pub fn save_trained(
+    path: &Path,
+    spec: &Spec,
+    params: &[LayerParams],
+    running: &RunningStats,
+    recorded: &Recorded,
+) -> Result<()> {
     if params.len() != spec.layers.len() {
         return Err(bad(
             path,
             format!("{} layers of parameters for {spec}, which has {}", params.len(), spec.layers.len()),
         ));
     }
-    let data: Vec<(String, Vec<usize>, Vec<u8>)> = spec
-        .weight_layers()
-        .enumerate()
-        .flat_map(|(i, (at, l))| {
-            let p = &params[at];
-            [
-                (format!("layers.{i}.weight"), l.weight_shape(), le_bytes(&p.weight)),
-                (format!("layers.{i}.bias"), vec![l.bias_count()], le_bytes(&p.bias)),
-            ]
-        })
-        .collect();
+    let norms = spec.layers.iter().filter(|l| l.kind == Kind::BatchNorm);
+    let wanted: usize = norms.clone().map(|l| 2 * l.input.c).sum();
+    let given = !running.batches.is_empty() || !running.values.is_empty();
+    if given && (running.values.len() != wanted || running.batches.len() != norms.count()) {
+        return Err(bad(path, format!("{} running statistics for {spec}, which keeps {wanted}", running.values.len())));
+    }
+    let f32_bytes = |v: &[f32]| -> Vec<u8> { v.iter().flat_map(|x| x.to_le_bytes()).collect() };
+    let mut data: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
+    let (mut at_stat, mut norm) = (0, 0);
+    for (i, (at, l)) in spec.weight_layers().enumerate() {
+        let p = &params[at];
+        data.push((format!("layers.{i}.weight"), Dtype::F32, l.weight_shape(), le_bytes(&p.weight)));
+        if l.bias_count() > 0 {
+            data.push((format!("layers.{i}.bias"), Dtype::F32, vec![l.bias_count()], le_bytes(&p.bias)));
+        }
+        if l.kind == Kind::BatchNorm {
+            let c = l.input.c;
+            let (mean, var, batches) = if given {
+                let v = &running.values[at_stat..at_stat + 2 * c];
+                (f32_bytes(&v[..c]), f32_bytes(&v[c..]), running.batches[norm])
+            } else {
+                (f32_bytes(&vec![0.0; c]), f32_bytes(&vec![1.0; c]), 0)
+            };
+            (at_stat, norm) = (at_stat + 2 * c, norm + 1);
+            data.push((format!("layers.{i}.running_mean"), Dtype::F32, vec![c], mean));
+            data.push((format!("layers.{i}.running_var"), Dtype::F32, vec![c], var));
+            let tracked = (batches as i64).to_le_bytes().to_vec();
+            data.push((format!("layers.{i}.num_batches_tracked"), Dtype::I64, vec![], tracked));
+        }
+    }
     let views = data
         .iter()
-        .map(|(name, shape, bytes)| {
-            Ok((name.clone(), TensorView::new(Dtype::F32, shape.clone(), bytes).map_err(|e| bad(path, e.to_string()))?))
+        .map(|(name, dtype, shape, bytes)| {
+            Ok((name.clone(), TensorView::new(*dtype, shape.clone(), bytes).map_err(|e| bad(path, e.to_string()))?))
         })
         .collect::<Result<Vec<_>>>()?;
     let acts: Vec<&str> = spec.layers.iter().map(|l| l.activation.name()).collect();
+    let text = if spec.is_chain() { spec.to_string() } else { spec.to_toml() };
     let mut meta = HashMap::from([
         ("format".to_string(), if spec.is_convolutional() { FORMAT_CONV } else { FORMAT }.to_string()),
-        ("spec".to_string(), spec.to_string()),
+        ("spec".to_string(), text),
         ("activations".to_string(), acts.join(",")),
     ]);
+    if !spec.is_chain() {
+        meta.insert("label".to_string(), spec.to_string());
+    }
     recorded.write(&mut meta);
     let bytes = safetensors::serialize(views, Some(meta)).map_err(|e| bad(path, e.to_string()))?;
     write_atomically(path, &canonical_header(&bytes).ok_or_else(|| bad(path, "serialised an unreadable header"))?)
@@ -232,6 +275,12 @@ pub fn load(path: &Path) -> Result<(Spec, Vec<LayerParams>)> {
 
 /// [`load`], with what the file records of the inputs and the loss.
 pub fn load_recorded(path: &Path) -> Result<(Spec, Vec<LayerParams>, Recorded)> {
+    load_trained(path).map(|(spec, params, recorded, _)| (spec, params, recorded))
+}
+
+/// [`load_recorded`] with batch normalization's running statistics (for
+/// `Engine::set_running_stats`).
+pub fn load_trained(path: &Path) -> Result<(Spec, Vec<LayerParams>, Recorded, RunningStats)> {
     // A model's f32 values become f64 beside the file's bytes: 3 bytes of memory per byte.
     let what = "the memory available can load, at 3 bytes per byte of a model";
     let bytes = crate::files::read_input(path, crate::files::memory_limit(3), what, "pass the .safetensors file")
@@ -241,10 +290,10 @@ pub fn load_recorded(path: &Path) -> Result<(Spec, Vec<LayerParams>, Recorded)> 
 
 /// Loads a model file's content held in memory; `path` only names it in messages.
 pub fn from_bytes(path: &Path, bytes: &[u8]) -> Result<(Spec, Vec<LayerParams>)> {
-    read(path, bytes).map(|(spec, params, _)| (spec, params))
+    read(path, bytes).map(|(spec, params, _, _)| (spec, params))
 }
 
-fn read(path: &Path, bytes: &[u8]) -> Result<(Spec, Vec<LayerParams>, Recorded)> {
+fn read(path: &Path, bytes: &[u8]) -> Result<(Spec, Vec<LayerParams>, Recorded, RunningStats)> {
     let (_, meta) =
         SafeTensors::read_metadata(bytes).map_err(|e| bad(path, format!("not a safetensors file ({e})")))?;
     let st = SafeTensors::deserialize(bytes).map_err(|e| bad(path, format!("not a safetensors file ({e})")))?;
@@ -259,27 +308,111 @@ fn read(path: &Path, bytes: &[u8]) -> Result<(Spec, Vec<LayerParams>, Recorded)>
     let names = layer_names(path, &st)?;
     match info.get("spec") {
         Some(text) => {
-            let spec = spec::parse(text, Defaults::default()).map_err(|e| bad(path, format!("metadata spec: {e}")))?;
+            let mut spec = if text.contains("[[layers]]") {
+                spec::from_toml(text, "metadata spec", Defaults::default())
+            } else {
+                spec::parse(text, Defaults::default())
+            }
+            .map_err(|e| bad(path, format!("metadata spec: {e}")))?;
+            if let Some(label) = info.get("label").filter(|_| !spec.is_chain()) {
+                spec.label = Some(label.clone());
+            }
             let params = with_spec(path, &st, &spec, &names)?;
-            Ok((spec, params, recorded))
+            let running = running_stats(path, &st, &spec, &names)?;
+            Ok((spec, params, recorded, running))
         }
-        None => without_spec(path, &st, &info, &names).map(|(spec, params)| (spec, params, recorded)),
+        None => {
+            if let Some(extra) = names.iter().find_map(|n| n.stats.first()) {
+                return Err(bad(
+                    path,
+                    format!("holds {extra}, a batch norm's buffer, but no metadata spec to place it"),
+                ));
+            }
+            without_spec(path, &st, &info, &names)
+                .map(|(spec, params)| (spec, params, recorded, RunningStats::default()))
+        }
     }
 }
+
+/// Batch normalization's buffers, per batch-norm layer; PyTorch's starting values where a file
+/// has none.
+fn running_stats(path: &Path, st: &SafeTensors, spec: &Spec, names: &[Names]) -> Result<RunningStats> {
+    let mut out = RunningStats::default();
+    for ((at, l), n) in spec.weight_layers().zip(names) {
+        if l.kind != Kind::BatchNorm {
+            if let Some(extra) = n.stats.first() {
+                return Err(bad(
+                    path,
+                    format!("holds {extra}, but layer {} ({l}) of the metadata spec is no batch norm", at + 1),
+                ));
+            }
+            continue;
+        }
+        let c = l.input.c;
+        let find = |what: &str| n.stats.iter().find(|s| s.ends_with(what)).map(|s| (s, st.tensor(s)));
+        let mut vector = |what: &str, start: f32| -> Result<()> {
+            match find(what) {
+                None => out.values.extend(std::iter::repeat_n(start, c)),
+                Some((name, t)) => {
+                    let t = t.map_err(|e| bad(path, format!("{name}: {e}")))?;
+                    if t.shape() != [c] {
+                        return Err(bad(
+                            path,
+                            format!("{name} has shape {:?} but the layer has {c} channels", t.shape()),
+                        ));
+                    }
+                    out.values.extend(floats(path, name, &t)?.into_iter().map(|v| v as f32));
+                }
+            }
+            Ok(())
+        };
+        vector("running_mean", 0.0)?;
+        vector("running_var", 1.0)?;
+        let batches = match find("num_batches_tracked") {
+            None => 0,
+            Some((name, t)) => {
+                let t = t.map_err(|e| bad(path, format!("{name}: {e}")))?;
+                let d = t.data();
+                match (t.dtype(), d.len()) {
+                    (Dtype::I64, 8) => u64::try_from(i64::from_le_bytes(d.try_into().unwrap_or_default())).ok(),
+                    _ => None,
+                }
+                .ok_or_else(|| {
+                    bad(path, format!("{name} is {:?} {:?}; expected one I64 count of 0 or more", t.dtype(), t.shape()))
+                })?
+            }
+        };
+        out.batches.push(batches);
+    }
+    Ok(out)
+}
+
+/// One numbered layer's tensors: its weight, its bias (none for a convolution without one) and
+/// batch norm's buffers (`running_mean`, `running_var`, `num_batches_tracked`).
+struct Names {
+    weight: String,
+    bias: Option<String>,
+    stats: Vec<String>,
+}
+
+/// The buffers batch norm keeps beside its weight and bias, as PyTorch names them.
+const BUFFERS: [&str; 3] = ["running_mean", "running_var", "num_batches_tracked"];
 
 /// The weight and bias tensors' names, in the order of their layer numbers. Numbers may have
 /// gaps: PyTorch numbers every module of an `nn.Sequential`, so Linear, ReLU, Linear saves
 /// `layers.0` and `layers.2`. The names share one prefix (`layers.`, or none for a bare
 /// `nn.Sequential`'s state dict), and every tensor in the file must be read: one that is not
-/// a layer's weight or bias is an error, never silently left out of the network.
-fn layer_names(path: &Path, st: &SafeTensors) -> Result<Vec<(String, String)>> {
-    const EXPECTED: &str = "flopnet reads layers.{i}.weight ([out, in], or [F, C, kh, kw] for a convolution) and layers.{i}.bias, i counting up (gaps allowed, as nn.Sequential numbers its activations)";
-    // "layers.12.weight" -> ("layers.", 12, "weight")
-    let split = |name: &str| -> Option<(String, u64, bool)> {
+/// a layer's weight, bias or batch-norm buffer is an error, never silently left out of the
+/// network.
+fn layer_names(path: &Path, st: &SafeTensors) -> Result<Vec<Names>> {
+    const EXPECTED: &str = "flopnet reads layers.{i}.weight ([out, in], or [F, C, kh, kw] for a convolution) and layers.{i}.bias (and a batch norm's running_mean, running_var and num_batches_tracked), i counting up (gaps allowed, as nn.Sequential numbers its activations)";
+    // "layers.12.weight" -> ("layers.", 12, 0); 1 for a bias, 2 for a buffer
+    let split = |name: &str| -> Option<(String, u64, usize)> {
         let (stem, kind) = name.rsplit_once('.')?;
-        let is_weight = match kind {
-            "weight" => true,
-            "bias" => false,
+        let role = match kind {
+            "weight" => 0,
+            "bias" => 1,
+            k if BUFFERS.contains(&k) => 2,
             _ => return None,
         };
         let digits = stem.len() - stem.bytes().rev().take_while(u8::is_ascii_digit).count();
@@ -287,21 +420,36 @@ fn layer_names(path: &Path, st: &SafeTensors) -> Result<Vec<(String, String)>> {
         if !(prefix.is_empty() || prefix.ends_with('.')) || (number.len() > 1 && number.starts_with('0')) {
             return None;
         }
-        Some((prefix.to_string(), number.parse().ok()?, is_weight))
+        Some((prefix.to_string(), number.parse().ok()?, role))
     };
     let mut names: Vec<&str> = st.names();
     names.sort();
-    let (mut layers, mut unread) = (std::collections::BTreeMap::<u64, [Option<String>; 2]>::new(), Vec::new());
+    type Found = (Option<String>, Option<String>, Vec<String>);
+    let (mut layers, mut unread) = (std::collections::BTreeMap::<u64, Found>::new(), Vec::new());
     let mut prefixes = std::collections::BTreeSet::new();
     for name in &names {
         match split(name) {
-            Some((prefix, i, is_weight)) => {
+            Some((prefix, i, role)) => {
                 prefixes.insert(prefix);
-                layers.entry(i).or_default()[usize::from(!is_weight)] = Some(name.to_string());
+                let entry = layers.entry(i).or_default();
+                match role {
+                    0 => entry.0 = Some(name.to_string()),
+                    1 => entry.1 = Some(name.to_string()),
+                    _ => entry.2.push(name.to_string()),
+                }
             }
             None => unread.push(*name),
         }
     }
+    // Buffers of a number that holds no weight or bias belong to no layer.
+    layers.retain(|_, (w, b, stats)| {
+        let alone = w.is_none() && b.is_none();
+        if alone {
+            unread.extend(stats.iter().map(|n| names.iter().find(|m| **m == n.as_str()).copied().unwrap_or_default()));
+        }
+        !alone
+    });
+    unread.sort();
     if !unread.is_empty() {
         let shown: Vec<String> = unread.iter().take(5).map(|n| n.escape_debug().to_string()).collect();
         let more = if unread.len() > 5 { format!(" and {} more", unread.len() - 5) } else { String::new() };
@@ -322,24 +470,28 @@ fn layer_names(path: &Path, st: &SafeTensors) -> Result<Vec<(String, String)>> {
     }
     layers
         .into_values()
-        .map(|pair| match pair {
-            [Some(w), Some(b)] => Ok((w, b)),
-            [Some(w), None] => {
-                let b = format!("{}bias", w.trim_end_matches("weight"));
-                Err(bad(path, format!("{w} has no {b} beside it")))
-            }
-            [None, b] => {
-                let b = b.unwrap_or_default();
-                let w = format!("{}weight", b.trim_end_matches("bias"));
-                Err(bad(path, format!("{b} has no {w} beside it")))
+        .map(|(weight, bias, stats)| match (weight, bias) {
+            (Some(weight), bias) => Ok(Names { weight, bias, stats }),
+            (None, b) => {
+                let b = b.or(stats.first().cloned()).unwrap_or_default();
+                let (stem, _) = b.rsplit_once('.').unwrap_or_default();
+                Err(bad(path, format!("{b} has no {stem}.weight beside it")))
             }
         })
         .collect()
 }
 
+/// The bias tensor `n` names, or the message for one missing.
+fn bias_name<'a>(path: &Path, n: &'a Names) -> Result<&'a str> {
+    n.bias.as_deref().ok_or_else(|| {
+        let b = format!("{}bias", n.weight.trim_end_matches("weight"));
+        bad(path, format!("{} has no {b} beside it", n.weight))
+    })
+}
+
 /// Reads the tensors the metadata spec calls for, each checked against its layer's shape; one
 /// [`LayerParams`] per layer, empty for pooling.
-fn with_spec(path: &Path, st: &SafeTensors, spec: &Spec, names: &[(String, String)]) -> Result<Vec<LayerParams>> {
+fn with_spec(path: &Path, st: &SafeTensors, spec: &Spec, names: &[Names]) -> Result<Vec<LayerParams>> {
     let wanted = spec.weight_layers().count();
     let tensors = names.len();
     if wanted != tensors {
@@ -348,15 +500,27 @@ fn with_spec(path: &Path, st: &SafeTensors, spec: &Spec, names: &[(String, Strin
             format!(
                 "holds {tensors} weight tensor{} ({} to {}) but its metadata spec {spec} has {wanted} layer{} with parameters",
                 if tensors == 1 { "" } else { "s" },
-                names[0].0,
-                names[tensors - 1].0,
+                names[0].weight,
+                names[tensors - 1].weight,
                 if wanted == 1 { "" } else { "s" }
             ),
         ));
     }
     let mut params = vec![LayerParams { weight: Vec::new(), bias: Vec::new() }; spec.layers.len()];
-    for ((at, l), (wn, bn)) in spec.weight_layers().zip(names) {
+    for ((at, l), n) in spec.weight_layers().zip(names) {
+        let wn = &n.weight;
         let w = st.tensor(wn).map_err(|e| bad(path, format!("{wn}: {e}")))?;
+        if n.bias.is_none() && l.bias_count() == 0 {
+            if w.shape() != l.weight_shape().as_slice() {
+                return Err(bad(
+                    path,
+                    format!("{wn} has shape {:?} but layer {} ({l}) wants {:?}", w.shape(), at + 1, l.weight_shape()),
+                ));
+            }
+            params[at] = LayerParams { weight: floats(path, wn, &w)?, bias: Vec::new() };
+            continue;
+        }
+        let bn = bias_name(path, n)?;
         let b = st.tensor(bn).map_err(|e| bad(path, format!("{bn}: {e}")))?;
         let layout = if l.is_dense() { "[out, in]" } else { "[F, C, kh, kw], as nn.Conv2d" };
         let what = format!("layer {} ({}) of the metadata spec {spec}", at + 1, l);
@@ -381,12 +545,13 @@ fn without_spec(
     path: &Path,
     st: &SafeTensors,
     info: &HashMap<String, String>,
-    names: &[(String, String)],
+    names: &[Names],
 ) -> Result<(Spec, Vec<LayerParams>)> {
     let layers = names.len();
     let mut sizes: Vec<(usize, usize)> = Vec::with_capacity(layers);
     let mut params = Vec::with_capacity(layers);
-    for (i, (wn, bn)) in names.iter().enumerate() {
+    for (i, n) in names.iter().enumerate() {
+        let (wn, bn) = (&n.weight, bias_name(path, n)?);
         let w = st.tensor(wn).map_err(|e| bad(path, format!("{wn}: {e}")))?;
         let b = st.tensor(bn).map_err(|e| bad(path, format!("{bn}: {e}")))?;
         let (out, inp) = match *w.shape() {
@@ -410,7 +575,7 @@ fn without_spec(
         {
             return Err(bad(
                 path,
-                format!("{wn} reads {inp} inputs but {} before it has {prev_out} outputs", names[i - 1].0),
+                format!("{wn} reads {inp} inputs but {} before it has {prev_out} outputs", names[i - 1].weight),
             ));
         }
         sizes.push((inp, out));
@@ -430,8 +595,8 @@ fn without_spec(
                 acts.len(),
                 if acts.len() == 1 { "" } else { "s" },
                 if layers == 1 { "" } else { "s" },
-                names[0].0,
-                names[layers - 1].0
+                names[0].weight,
+                names[layers - 1].weight
             ),
         ));
     }

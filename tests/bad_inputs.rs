@@ -98,7 +98,13 @@ fn fixture(dir: &Path) {
         loss_sum_bits: 0,
         correct: 0,
     };
-    let c = Checkpoint { meta, params: vec![0.0; 30], first: vec![0.0; 30], second: vec![0.0; 30] };
+    let c = Checkpoint {
+        meta,
+        params: vec![0.0; 30],
+        first: vec![0.0; 30],
+        second: vec![0.0; 30],
+        running: Default::default(),
+    };
     c.save(&dir.join("ck-other")).unwrap();
     // The same checkpoint with one bit of its last parameter flipped.
     let mut damaged = c.to_bytes();

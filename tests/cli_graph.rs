@@ -112,17 +112,20 @@ fn a_toml_graph_counts_as_its_compact_line() {
 }
 
 #[test]
-fn the_fast_engine_refuses_graphs_and_new_kinds_until_it_runs_them() {
-    for (args, what) in [
-        (vec!["train", "resnet20", "--epochs", "1"], "a network that is not a chain"),
-        (vec!["bench", "1x28x28-conv3x3x4p1b0-10"], "a convolution without a bias"),
-        (vec!["train", "784-bn-10"], "batchnorm layers"),
-        (vec!["bench", "1x28x28-maxpool3s2p1-10"], "pooling with padding or ceil mode"),
-        (vec!["count", "784-30:relu6-10", "--predict"], "relu6"),
+fn the_fast_engine_runs_graphs_and_the_new_kinds() {
+    let quick = ["--steps", "1", "--runs", "1", "--batch", "2"];
+    for args in [
+        vec!["bench", "resnet20"],
+        vec!["bench", "1x28x28-conv3x3x4p1b0-10"],
+        vec!["bench", "1x28x28-maxpool3s2p1-conv3x3x4p1:relu6-conv3x3x4g2p1-drop0.5-10"],
+        vec!["bench", "mobilenet_v2", "--input", "3x32x32", "--classes", "10", "--forward-only"],
     ] {
-        let err = refused(std::path::Path::new("."), &args);
-        assert!(err.contains("the fast engine does not run") && err.contains(what), "{args:?}: {err}");
+        let args: Vec<&str> = args.into_iter().chain(quick).collect();
+        let out = stdout(&args);
+        assert!(out.contains("samples/s"), "{args:?}: {out}");
     }
+    let out = stdout(&["train", "1x28x28-bn-32:relu-bn:relu-drop0.2-10", "--epochs", "1"]);
+    assert!(out.contains("test: loss"), "{out}");
 }
 
 /// torchvision's published parameters and figure (forward MACs of convolutions and matrix

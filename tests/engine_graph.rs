@@ -16,20 +16,17 @@ mod common;
 use common::{assert_close, random_graph};
 
 const ACTS: [&str; 5] = ["relu", "relu6", "tanh", "leaky_relu", "identity"];
-/// Whether the engine runs grouped and depthwise convolutions.
-const GROUPS: bool = false;
 const OPTIMIZERS: [Optimizer; 3] = [Optimizer::Sgd, Optimizer::Momentum, Optimizer::Adam];
 
 /// A small CIFAR-style residual network: batch norm, identity and zero-padding shortcuts.
 const RESNET: &str = "3x8x8-conv3x3x8p1b0-bn:relu-[conv3x3x8p1b0-bn:relu-conv3x3x8p1b0-bn]:relu\
                       -[conv3x3x16s2p1b0-bn:relu-conv3x3x16p1b0-bn|pad]:relu-gap-10";
-/// An inverted-residual network as MobileNetV2 builds it (relu6, projection without an
-/// activation, dropout before the classifier), with ungrouped convolutions where it has
-/// depthwise ones until the engine runs those.
-const MOBILENET: &str = "3x8x8-conv3x3x8s2p1b0-bn:relu6-[conv1x1x16b0-bn:relu6-conv3x3x16p1b0-bn:relu6-conv1x1x8b0-bn]\
+/// An inverted-residual network as MobileNetV2 builds it (depthwise convolution, relu6,
+/// projection without an activation, dropout before the classifier).
+const MOBILENET: &str = "3x8x8-conv3x3x8s2p1b0-bn:relu6-[conv1x1x16b0-bn:relu6-conv3x3x16p1g16b0-bn:relu6-conv1x1x8b0-bn]\
                          -conv1x1x32b0-bn:relu6-gap:identity-drop0.2-10";
 /// A torchvision-style stem (padded max pooling), a projection shortcut and a concatenation.
-const STEM: &str = "3x12x12-conv3x3x8s2p1b0-bn:relu-maxpool3s2p1-[conv3x3x8p1b0-bn:relu|conv1x1x8b0-bn]:relu\
+const STEM: &str = "3x12x12-conv3x3x8s2p1b0-bn:relu-maxpool3s2p1-[conv3x3x8p1g2b0-bn:relu|conv1x1x8b0-bn]:relu\
                     -(conv1x1x4:relu|conv3x3x4p1:relu)-adaptavg2x2-bn:tanh-12:relu-drop0.3-5";
 
 fn settings(loss: Loss, opt: Optimizer, batch: usize, threads: usize) -> Settings {
@@ -121,7 +118,7 @@ fn compare(spec: &Spec, loss: Loss, opt: Optimizer, batch: usize, threads: usize
 fn random_graphs_match_the_reference() {
     for seed in 0..48u64 {
         let loss = if seed % 3 == 0 { Loss::Mse } else { Loss::Ce };
-        let spec = random_graph(seed, &ACTS, loss, GROUPS);
+        let spec = random_graph(seed, &ACTS, loss);
         // Adam turns a gradient that is zero but for rounding into a full step, whose sign the
         // two engines' rounding decides: it is compared on the named networks below.
         let opt = OPTIMIZERS[seed as usize % 2];
@@ -209,4 +206,57 @@ fn dropout_masks_follow_the_seed() {
     let slow: Network<f64> = Network::new(&spec, &init(&spec, 1));
     assert_close("evaluation without dropout", e.forward(&x).unwrap(), &slow.infer(&x64), 1e-5);
     assert_eq!(Activation::Softmax, spec.output_activation());
+}
+
+fn flopnet(dir: &std::path::Path, args: &[&str]) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_flopnet")).current_dir(dir).args(args).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{args:?}: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    stdout
+}
+
+/// `train --save` keeps batch norm's running statistics under PyTorch's names and `eval` of the
+/// file scores the test set as training did; a run stopped after an epoch and resumed from its
+/// checkpoint ends on the same model file, byte for byte.
+#[test]
+fn running_statistics_survive_model_files_and_checkpoints() {
+    let dir = tempfile::tempdir().unwrap();
+    let net = "1x28x28-conv3x3x4s2p1b0-bn:relu-[conv3x3x4p1b0-bn:relu-drop0.25-conv3x3x4p1b0-bn]:relu-gap-10";
+    let common = ["train", net, "--batch", "200", "--seed", "3", "--threads", "2", "--optimizer", "momentum"];
+    let args = |extra: &[&'static str]| -> Vec<&str> { common.iter().chain(extra).copied().collect() };
+    let whole = flopnet(dir.path(), &args(&["--epochs", "2", "--save", "a.safetensors"]));
+    flopnet(dir.path(), &args(&["--epochs", "1", "--checkpoint", "ck"]));
+    flopnet(dir.path(), &args(&["--epochs", "2", "--resume", "ck", "--save", "b.safetensors"]));
+    let (a, b) = (
+        std::fs::read(dir.path().join("a.safetensors")).unwrap(),
+        std::fs::read(dir.path().join("b.safetensors")).unwrap(),
+    );
+    assert!(a == b, "the resumed run ends on another model");
+
+    let test = whole.lines().find(|l| l.starts_with("test: ")).expect("a test line");
+    let eval = flopnet(dir.path(), &["eval", "--model", "a.safetensors"]);
+    // "test: loss 0.8559, accuracy 70.50% over 1000 examples" and "loss 0.8559, accuracy 70.50% over 1,000 examples"
+    let figures = |s: &str| {
+        s.split_whitespace().filter(|w| w.ends_with(',') || w.ends_with('%')).map(String::from).collect::<Vec<_>>()
+    };
+    let score = eval.lines().find(|l| l.starts_with("loss ")).expect("a score line");
+    assert_eq!(figures(test)[..2], figures(score)[..2], "{test} / {score}");
+
+    let (spec, _, _, running) = flopnet::model::load_trained(&dir.path().join("a.safetensors")).unwrap();
+    assert_eq!(spec, spec::parse(net, Defaults::default()).unwrap());
+    // 5,400 training examples in batches of 200, two epochs: 54 batches through each batch norm.
+    assert_eq!(running.batches, vec![54; 3]);
+    assert!(running.values.iter().any(|&v| v != 0.0 && v != 1.0), "the statistics moved");
+    let names: Vec<String> =
+        safetensors::SafeTensors::deserialize(&a).unwrap().names().iter().map(|s| s.to_string()).collect();
+    for name in [
+        "layers.1.running_mean",
+        "layers.1.running_var",
+        "layers.1.num_batches_tracked",
+        "layers.1.weight",
+        "layers.1.bias",
+    ] {
+        assert!(names.iter().any(|n| n == name), "{name} missing from {names:?}");
+    }
+    assert!(!names.iter().any(|n| n == "layers.0.bias"), "a convolution without a bias stores none");
 }

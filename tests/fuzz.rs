@@ -544,7 +544,8 @@ fn checkpoint_bytes() -> Vec<u8> {
         loss_sum_bits: 0.5f64.to_bits(),
         correct: 2,
     };
-    Checkpoint { meta, params: vec![0.5; 8], first: vec![0.1; 8], second: vec![0.2; 8] }.to_bytes()
+    Checkpoint { meta, params: vec![0.5; 8], first: vec![0.1; 8], second: vec![0.2; 8], running: Default::default() }
+        .to_bytes()
 }
 
 #[test]

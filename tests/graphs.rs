@@ -25,7 +25,7 @@ proptest! {
     /// The ledger is what the reference engine executes, field by field, on random graphs.
     #[test]
     fn measured_equals_analytic_on_random_graphs(seed in any::<u64>(), batch in 1usize..4, opt in 0usize..3) {
-        let net = random_graph(seed, &ANY, Loss::Ce, true);
+        let net = random_graph(seed, &ANY, Loss::Ce);
         let opt = [Optimizer::Sgd, Optimizer::Momentum, Optimizer::Adam][opt];
         let v = verify::step(&net, Loss::Ce, opt, batch, seed);
         let bad: Vec<String> = v.mismatches().map(|r| r.name.clone()).collect();
@@ -89,7 +89,7 @@ fn check_gradients(net: &Spec, loss: Loss, seed: u64) {
 fn gradients_match_central_differences_on_random_graphs() {
     for seed in 0..24 {
         let loss = if seed % 2 == 0 { Loss::Ce } else { Loss::Mse };
-        check_gradients(&random_graph(seed, &SMOOTH, loss, true), loss, seed);
+        check_gradients(&random_graph(seed, &SMOOTH, loss), loss, seed);
     }
 }
 

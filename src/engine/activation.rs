@@ -38,10 +38,10 @@ pub fn bias_forward(f: Activation, out: &mut [f32], bias: &[f32]) {
     }
 }
 
-/// min(max(z, 0), 6), as the reference computes it.
+/// min(max(z, 0), 6), as the reference and the convolutions compute it.
 #[inline]
 pub fn relu6(z: f32) -> f32 {
-    z.max(0.0).min(6.0)
+    z.clamp(0.0, 6.0)
 }
 
 /// a = f(z) in place, for rows of `m` values (no bias).

@@ -28,6 +28,10 @@ use crate::spec::Activation;
 /// Outputs per register block (4 AVX-512 or 8 AVX2 vectors: enough independent chains).
 const CH: usize = 64;
 
+/// The most taps (kh·kw, times the filters per channel for the input gradient) this kernel
+/// takes; a larger depthwise convolution runs as one small convolution per group.
+pub const MAX_TAPS: usize = 64;
+
 /// Planes processed on one thread below this many multiply-adds.
 const PARALLEL_MIN: usize = 1 << 16;
 
@@ -35,7 +39,7 @@ fn round(n: usize) -> usize {
     n.div_ceil(CH) * CH
 }
 
-/// The grid of one depthwise convolution.
+/// The grid of one depthwise convolution over a stack of `g` examples.
 #[derive(Clone, Copy, Debug)]
 struct Grid {
     s: usize,
@@ -47,29 +51,36 @@ struct Grid {
     pw: usize,
     /// Filters per channel.
     m: usize,
-    /// Row length of a phase plane and of the output grid.
+    /// Examples stacked in one grid (the last stack of a batch may hold fewer).
+    g: usize,
+    /// Rows of one example in a phase plane (its padded height, rounded up to a multiple of s,
+    /// over s), and the row length of a phase plane and of the output grid.
+    r: usize,
     l: usize,
     /// Values of one phase plane (a whole number of blocks, room for every tap's run).
     plane: usize,
-    /// Values of the output grid (oh·l rounded up).
+    /// Values of the output grid (g·r·l rounded up) and of one phase plane of the input's
+    /// gradient (the same).
     out: usize,
-    /// Values of one phase plane of the padded input's gradient (rows ⌈Hp/s⌉).
-    gl: usize,
-    /// Leading zeros of δ's plane for the input gradient's gather, and its length.
+    /// Leading zeros of δ's grid for the input gradient's gather, and its length.
     lead: usize,
     dpad: usize,
 }
 
+/// Values of the output grid a stack of examples aims at (the grid and its phase planes then
+/// stay in L1).
+const STACK_VALUES: usize = 2048;
+
 impl Grid {
-    fn of(sh: &ConvShape) -> Grid {
+    fn of(sh: &ConvShape, batch: usize) -> Grid {
         let s = sh.s;
         let (hp, wp) = (sh.h + 2 * sh.ph, sh.w + 2 * sh.pw);
         let (ri, rj) = ((sh.kh - 1) / s, (sh.kw - 1) / s);
-        let l = wp.div_ceil(s).max(sh.ow + rj);
-        let hq = hp.div_ceil(s).max(sh.oh + ri);
-        let out = round(sh.oh * l);
-        let plane = round((hq * l).max(out + ri * l + rj));
-        let gl = round(hp.div_ceil(s) * l);
+        // r − oh ≥ ri and l − ow ≥ rj: a tap's run never reaches the next example or row.
+        let (r, l) = (hp.div_ceil(s), wp.div_ceil(s));
+        let g = (STACK_VALUES / (r * l)).clamp(1, batch.max(1));
+        let out = round(g * r * l);
+        let plane = round(out + ri * l + rj);
         let lead = ri * l + rj;
         Grid {
             s,
@@ -79,14 +90,14 @@ impl Grid {
             w: sh.w,
             ph: sh.ph,
             pw: sh.pw,
-
             m: sh.f / sh.c,
+            g,
+            r,
             l,
             plane,
             out,
-            gl,
             lead,
-            dpad: round(gl + lead),
+            dpad: round(out + lead),
         }
     }
 
@@ -99,36 +110,186 @@ impl Grid {
         ((i % self.s) * self.s + j % self.s) * self.plane + (i / self.s) * self.l + j / self.s
     }
 
+    /// Stacks of examples in a batch.
+    fn stacks(&self, batch: usize) -> usize {
+        batch.div_ceil(self.g)
+    }
+
     /// Scratch of one task: the largest of the three passes' buffers.
     fn slot(&self) -> usize {
         let phases = self.s * self.s * self.plane;
         let forward = phases + self.out;
-        let dx = self.m * self.dpad + self.s * self.s * self.gl;
+        let dx = self.m * self.dpad + self.s * self.s * self.out;
         let dw = phases + self.m * self.out + self.m * self.taps() * CH;
         forward.max(dx).max(dw)
     }
 
-    /// Writes one input plane [H][W] into the phase planes (their border stays as it is: zero).
+    /// Writes the planes [H][W] of a stack of examples (consecutive in x) into the phase
+    /// planes; their border stays as it is (zero).
     fn phases(&self, x: &[f32], p: &mut [f32]) {
-        let s = self.s;
-        for y in 0..self.h {
-            let (yp, row) = (y + self.ph, &x[y * self.w..(y + 1) * self.w]);
-            let base = (yp % s) * s * self.plane + (yp / s) * self.l;
-            if s == 1 {
-                p[base + self.pw..base + self.pw + self.w].copy_from_slice(row);
-                continue;
+        phases_fast(self, x, p)
+    }
+
+    /// The inverse: the planes [H][W] of a stack of examples from the phase planes of the
+    /// padded input's gradient (`gp`, planes of `out` values), its border dropped.
+    fn unphase(&self, gp: &[f32], dx: &mut [f32]) {
+        unphase_fast(self, gp, dx)
+    }
+}
+
+/// Padded column s·X + pc for X ≥ x0 reads input column s·X + pc − pw, from `first`: (x0,
+/// first, values), or None when no input column lands in this phase.
+#[inline(always)]
+fn columns(s: usize, pw: usize, w: usize, pc: usize) -> Option<(usize, usize, usize)> {
+    let x0 = pw.saturating_sub(pc).div_ceil(s);
+    let first = s * x0 + pc - pw;
+    (first < w).then(|| (x0, first, (w - first).div_ceil(s)))
+}
+
+// The copies compiled for the path's vectors too (the stride-2 columns are a shuffle there).
+#[inline(always)]
+#[allow(clippy::extra_unused_type_parameters)] // the dispatch macro passes one to every kernel
+fn phases_imp<M: Madd>(g: &Grid, x: &[f32], p: &mut [f32]) {
+    match g.s {
+        1 => phases_copy::<1>(g, x, p),
+        2 => phases_2(g, x, p),
+        _ => phases_any(g, x, p),
+    }
+}
+
+/// [`Grid::phases`] at stride 2: each input row's column pairs split into the two column
+/// phases in one pass (a de-interleave the compiler vectorises).
+#[inline(always)]
+fn phases_2(g: &Grid, x: &[f32], p: &mut [f32]) {
+    let plane = g.h * g.w;
+    // Input column 2t goes to phase pw%2, column (2t + pw)/2; column 2t+1 to the other phase,
+    // column (2t + 1 + pw)/2.
+    let (pa, pb) = (g.pw % 2, (g.pw + 1) % 2);
+    let (xa, xb) = (g.pw / 2, g.pw.div_ceil(2));
+    let (na, nb) = (g.w.div_ceil(2), g.w / 2);
+    for (k, xe) in x.chunks_exact(plane).enumerate() {
+        for (y, row) in xe.chunks_exact(g.w).enumerate() {
+            let yp = y + g.ph;
+            let at = (k * g.r + yp / 2) * g.l;
+            let (ba, bb) = (((yp % 2) * 2 + pa) * g.plane + at + xa, ((yp % 2) * 2 + pb) * g.plane + at + xb);
+            // The two phases are different planes: two disjoint slices.
+            let (da, db) = if ba < bb {
+                let (lo, hi) = p.split_at_mut(bb);
+                (&mut lo[ba..ba + na], &mut hi[..nb])
+            } else {
+                let (lo, hi) = p.split_at_mut(ba);
+                (&mut hi[..na], &mut lo[bb..bb + nb])
+            };
+            for ((a, b), pair) in da.iter_mut().zip(db.iter_mut()).zip(row.chunks_exact(2)) {
+                *a = pair[0];
+                *b = pair[1];
             }
-            for (xx, &v) in row.iter().enumerate() {
-                let xp = xx + self.pw;
-                p[base + (xp % s) * self.plane + xp / s] = v;
+            if na > nb {
+                da[na - 1] = row[g.w - 1];
+            }
+        }
+    }
+}
+
+dispatch! {
+    fn phases_fast = phases_imp(g: &Grid, x: &[f32], p: &mut [f32])
+}
+
+#[inline(always)]
+#[allow(clippy::extra_unused_type_parameters)] // as above
+fn unphase_imp<M: Madd>(g: &Grid, gp: &[f32], dx: &mut [f32]) {
+    match g.s {
+        1 => unphase_copy::<1>(g, gp, dx),
+        2 => unphase_copy::<2>(g, gp, dx),
+        _ => unphase_any(g, gp, dx),
+    }
+}
+
+dispatch! {
+    fn unphase_fast = unphase_imp(g: &Grid, gp: &[f32], dx: &mut [f32])
+}
+
+/// [`Grid::phases`] for a stride known at compile time (so the column loops vectorise).
+#[inline(always)]
+fn phases_copy<const S: usize>(g: &Grid, x: &[f32], p: &mut [f32]) {
+    let plane = g.h * g.w;
+    for (k, xe) in x.chunks_exact(plane).enumerate() {
+        for (y, row) in xe.chunks_exact(g.w).enumerate() {
+            let yp = y + g.ph;
+            let at = (k * g.r + yp / S) * g.l;
+            for pc in 0..S {
+                let Some((x0, first, n)) = columns(S, g.pw, g.w, pc) else { continue };
+                let base = ((yp % S) * S + pc) * g.plane + at + x0;
+                let dst = &mut p[base..base + n];
+                let src = &row[first..first + S * (n - 1) + 1];
+                for (xx, d) in dst.iter_mut().enumerate() {
+                    *d = src[S * xx];
+                }
+            }
+        }
+    }
+}
+
+/// [`Grid::unphase`] for a stride known at compile time.
+#[inline(always)]
+fn unphase_copy<const S: usize>(g: &Grid, gp: &[f32], dx: &mut [f32]) {
+    let plane = g.h * g.w;
+    for (k, dxe) in dx.chunks_exact_mut(plane).enumerate() {
+        for (y, row) in dxe.chunks_exact_mut(g.w).enumerate() {
+            let yp = y + g.ph;
+            let at = (k * g.r + yp / S) * g.l;
+            for pc in 0..S {
+                let Some((x0, first, n)) = columns(S, g.pw, g.w, pc) else { continue };
+                let base = ((yp % S) * S + pc) * g.out + at + x0;
+                let src = &gp[base..base + n];
+                let dst = &mut row[first..first + S * (n - 1) + 1];
+                for (xx, &v) in src.iter().enumerate() {
+                    dst[S * xx] = v;
+                }
+            }
+        }
+    }
+}
+
+/// [`Grid::phases`] for any stride.
+fn phases_any(g: &Grid, x: &[f32], p: &mut [f32]) {
+    let (s, plane) = (g.s, g.h * g.w);
+    for (k, xe) in x.chunks_exact(plane).enumerate() {
+        for (y, row) in xe.chunks_exact(g.w).enumerate() {
+            let yp = y + g.ph;
+            let at = (k * g.r + yp / s) * g.l;
+            for pc in 0..s {
+                let Some((x0, first, n)) = columns(s, g.pw, g.w, pc) else { continue };
+                let base = ((yp % s) * s + pc) * g.plane + at + x0;
+                for (d, &v) in p[base..base + n].iter_mut().zip(row[first..].iter().step_by(s)) {
+                    *d = v;
+                }
+            }
+        }
+    }
+}
+
+/// [`Grid::unphase`] for any stride.
+fn unphase_any(g: &Grid, gp: &[f32], dx: &mut [f32]) {
+    let (s, plane) = (g.s, g.h * g.w);
+    for (k, dxe) in dx.chunks_exact_mut(plane).enumerate() {
+        for (y, row) in dxe.chunks_exact_mut(g.w).enumerate() {
+            let yp = y + g.ph;
+            let at = (k * g.r + yp / s) * g.l;
+            for pc in 0..s {
+                let Some((x0, first, n)) = columns(s, g.pw, g.w, pc) else { continue };
+                let base = ((yp % s) * s + pc) * g.out + at + x0;
+                for (d, &v) in row[first..].iter_mut().step_by(s).zip(&gp[base..base + n]) {
+                    *d = v;
+                }
             }
         }
     }
 }
 
 /// Scratch values for `tasks` tasks.
-pub fn scratch_len(sh: &ConvShape, _batch: usize, tasks: usize) -> usize {
-    tasks * Grid::of(sh).slot()
+pub fn scratch_len(sh: &ConvShape, batch: usize, tasks: usize) -> usize {
+    tasks * Grid::of(sh, batch).slot()
 }
 
 /// A pointer that tasks use for disjoint parts of one buffer.
@@ -147,16 +308,18 @@ fn split(n: usize, macs: usize, team: &Team, f: &(dyn Fn(usize, std::ops::Range<
 /// Output grid `z` [out] = Σ over taps of w[tap] · P's run, block by block.
 #[inline(always)]
 fn forward_plane_imp<M: Madd>(g: &Grid, p: &[f32], w: &[f32], z: &mut [f32]) {
+    let taps = g.taps();
+    let mut offs = [0usize; MAX_TAPS];
+    for (tap, o) in offs[..taps].iter_mut().enumerate() {
+        *o = g.offset(tap / g.kw, tap % g.kw);
+    }
+    let p = &p[..g.s * g.s * g.plane];
     for (q0, zb) in (0..g.out).step_by(CH).zip(z.chunks_exact_mut(CH)) {
         let mut acc = [0f32; CH];
-        for i in 0..g.kh {
-            for j in 0..g.kw {
-                let wv = w[i * g.kw + j];
-                let o = g.offset(i, j) + q0;
-                let src: &[f32; CH] = p[o..o + CH].try_into().unwrap();
-                for t in 0..CH {
-                    acc[t] = M::madd(wv, src[t], acc[t]);
-                }
+        for (&wv, &o) in w[..taps].iter().zip(&offs[..taps]) {
+            let src: &[f32; CH] = p[o + q0..o + q0 + CH].try_into().unwrap();
+            for t in 0..CH {
+                acc[t] = M::madd(wv, src[t], acc[t]);
             }
         }
         zb.copy_from_slice(&acc);
@@ -192,21 +355,26 @@ dispatch! {
 #[inline(always)]
 fn input_grad_planes_imp<M: Madd>(g: &Grid, dpad: &[f32], w: &[f32], gp: &mut [f32]) {
     let (s, taps) = (g.s, g.taps());
-    for (ph, gplane) in gp.chunks_exact_mut(g.gl).enumerate() {
+    for (ph, gplane) in gp.chunks_exact_mut(g.out).enumerate() {
         let (r, pc) = (ph / s, ph % s);
-        for (q0, gb) in (0..g.gl).step_by(CH).zip(gplane.chunks_exact_mut(CH)) {
+        // This phase's taps of every multiplier, in order: (weight, where its run starts).
+        let (mut wv, mut offs, mut used) = ([0f32; MAX_TAPS], [0usize; MAX_TAPS], 0);
+        for k in 0..g.m {
+            for i in (r..g.kh).step_by(s) {
+                for j in (pc..g.kw).step_by(s) {
+                    wv[used] = w[k * taps + i * g.kw + j];
+                    offs[used] = k * g.dpad + g.lead - (i / s) * g.l - j / s;
+                    used += 1;
+                }
+            }
+        }
+        let dpad = &dpad[..g.m * g.dpad];
+        for (q0, gb) in (0..g.out).step_by(CH).zip(gplane.chunks_exact_mut(CH)) {
             let mut acc = [0f32; CH];
-            for k in 0..g.m {
-                let dk = &dpad[k * g.dpad..(k + 1) * g.dpad];
-                for i in (r..g.kh).step_by(s) {
-                    for j in (pc..g.kw).step_by(s) {
-                        let wv = w[k * taps + i * g.kw + j];
-                        let o = q0 + g.lead - (i / s) * g.l - j / s;
-                        let src: &[f32; CH] = dk[o..o + CH].try_into().unwrap();
-                        for t in 0..CH {
-                            acc[t] = M::madd(wv, src[t], acc[t]);
-                        }
-                    }
+            for (&wv, &o) in wv[..used].iter().zip(&offs[..used]) {
+                let src: &[f32; CH] = dpad[o + q0..o + q0 + CH].try_into().unwrap();
+                for t in 0..CH {
+                    acc[t] = M::madd(wv, src[t], acc[t]);
                 }
             }
             gb.copy_from_slice(&acc);
@@ -231,13 +399,13 @@ pub fn forward(
     z: &mut [f32],
     team: &Team,
 ) {
-    let g = Grid::of(sh);
+    let g = Grid::of(sh, batch);
     let (plane, oplane, taps, slot) = (sh.h * sh.w, sh.oh * sh.ow, g.taps(), g.slot());
-    let units = sh.c * batch;
-    assert!(x.len() >= units * plane && w.len() >= sh.f * taps && z.len() >= sh.f * batch * oplane);
+    let units = sh.c * g.stacks(batch);
+    assert!(x.len() >= sh.c * batch * plane && w.len() >= sh.f * taps && z.len() >= sh.f * batch * oplane);
     assert!(scratch.len() >= team.size().min(units) * slot);
     let (zp, sp) = (Ptr(z.as_mut_ptr()), Ptr(scratch.as_mut_ptr()));
-    split(units, sh.f * batch * g.out * taps, team, &|t, range| {
+    split(units, sh.f * batch * g.r * g.l * taps, team, &|t, range| {
         let (zp, sp) = (&zp, &sp);
         // SAFETY: slot t is this task's.
         let slot = unsafe { std::slice::from_raw_parts_mut(sp.0.add(t * slot), slot) };
@@ -245,15 +413,21 @@ pub fn forward(
         let grid = &mut rest[..g.out];
         p.fill(0.0);
         for u in range {
-            let (c, e) = (u / batch, u % batch);
-            g.phases(&x[u * plane..(u + 1) * plane], p);
+            let (c, e0) = (u / g.stacks(batch), u % g.stacks(batch) * g.g);
+            let e1 = (e0 + g.g).min(batch);
+            g.phases(&x[(c * batch + e0) * plane..(c * batch + e1) * plane], p);
             for f in c * g.m..(c + 1) * g.m {
                 forward_plane(&g, p, &w[f * taps..(f + 1) * taps], grid);
-                // SAFETY: plane (f, e) of z belongs to unit (c, e), this task's.
-                let zf = unsafe { std::slice::from_raw_parts_mut(zp.0.add((f * batch + e) * oplane), oplane) };
-                for (oy, row) in zf.chunks_exact_mut(sh.ow).enumerate() {
-                    row.copy_from_slice(&grid[oy * g.l..oy * g.l + sh.ow]);
-                    finish(act, row, if sh.bias { Some(b[f]) } else { None });
+                let bias = if sh.bias { Some(b[f]) } else { None };
+                // SAFETY: planes (f, e0..e1) of z belong to unit (c, stack), this task's.
+                let zf =
+                    unsafe { std::slice::from_raw_parts_mut(zp.0.add((f * batch + e0) * oplane), (e1 - e0) * oplane) };
+                for (k, ze) in zf.chunks_exact_mut(oplane).enumerate() {
+                    for (oy, row) in ze.chunks_exact_mut(sh.ow).enumerate() {
+                        let at = (k * g.r + oy) * g.l;
+                        row.copy_from_slice(&grid[at..at + sh.ow]);
+                        finish(act, row, bias);
+                    }
                 }
             }
         }
@@ -275,19 +449,30 @@ pub fn backward(
     dx: Option<&mut [f32]>,
     team: &Team,
 ) {
-    let g = Grid::of(sh);
+    let g = Grid::of(sh, batch);
     let (plane, oplane, taps, slot) = (sh.h * sh.w, sh.oh * sh.ow, g.taps(), g.slot());
-    let n = batch * oplane;
+    let (n, stacks) = (batch * oplane, g.stacks(batch));
     assert!(x.len() >= sh.c * batch * plane && w.len() >= sh.f * taps && dw.len() >= sh.f * taps);
-    assert!(delta.len() >= sh.f * n && scratch.len() >= team.size().min(sh.c * batch) * slot);
+    assert!(delta.len() >= sh.f * n && scratch.len() >= team.size().min(sh.c * stacks) * slot);
     if sh.bias {
         for (f, d) in db[..sh.f].iter_mut().enumerate() {
             *d = row_sum(&delta[f * n..(f + 1) * n]);
         }
     }
-    let macs = sh.f * batch * g.out * taps;
+    let macs = sh.f * batch * g.r * g.l * taps;
+    // δ's planes of filter f, examples e0..e1, onto a grid (rows of l values, `lead` zeros
+    // first); the grid's other values are left as they are.
+    let to_grid = |f: usize, e0: usize, e1: usize, lead: usize, grid: &mut [f32]| {
+        let src = &delta[(f * batch + e0) * oplane..(f * batch + e1) * oplane];
+        for (k, de) in src.chunks_exact(oplane).enumerate() {
+            for (oy, row) in de.chunks_exact(sh.ow).enumerate() {
+                let at = lead + (k * g.r + oy) * g.l;
+                grid[at..at + sh.ow].copy_from_slice(row);
+            }
+        }
+    };
     let (sp, dwp) = (Ptr(scratch.as_mut_ptr()), Ptr(dw.as_mut_ptr()));
-    // dW: tasks split the channels; each sums its filters' values over the examples in order.
+    // dW: tasks split the channels; each sums its filters' values over the stacks in order.
     split(sh.c, macs, team, &|t, range| {
         let (sp, dwp) = (&sp, &dwp);
         // SAFETY: slot t is this task's.
@@ -295,20 +480,21 @@ pub fn backward(
         let (p, rest) = slot.split_at_mut(g.s * g.s * g.plane);
         let (dgrid, rest) = rest.split_at_mut(g.m * g.out);
         let acc = &mut rest[..g.m * taps * CH];
-        p.fill(0.0);
-        dgrid.fill(0.0);
         for c in range {
+            p.fill(0.0);
+            dgrid.fill(0.0);
             acc.fill(0.0);
-            for e in 0..batch {
-                let u = c * batch + e;
-                g.phases(&x[u * plane..(u + 1) * plane], p);
+            for e0 in (0..batch).step_by(g.g) {
+                let e1 = (e0 + g.g).min(batch);
+                if e1 - e0 < g.g {
+                    // A short last stack: the grid of the examples it lacks must add nothing.
+                    p.fill(0.0);
+                    dgrid.fill(0.0);
+                }
+                g.phases(&x[(c * batch + e0) * plane..(c * batch + e1) * plane], p);
                 for k in 0..g.m {
-                    let f = c * g.m + k;
                     let dk = &mut dgrid[k * g.out..(k + 1) * g.out];
-                    let src = &delta[(f * batch + e) * oplane..(f * batch + e + 1) * oplane];
-                    for (oy, row) in src.chunks_exact(sh.ow).enumerate() {
-                        dk[oy * g.l..oy * g.l + sh.ow].copy_from_slice(row);
-                    }
+                    to_grid(c * g.m + k, e0, e1, 0, dk);
                     weight_grad_plane(&g, p, dk, &mut acc[k * taps * CH..(k + 1) * taps * CH]);
                 }
             }
@@ -324,40 +510,23 @@ pub fn backward(
     let Some(dx) = dx else { return };
     assert!(dx.len() >= sh.c * batch * plane);
     let dxp = Ptr(dx.as_mut_ptr());
-    split(sh.c * batch, macs, team, &|t, range| {
+    split(sh.c * stacks, macs, team, &|t, range| {
         let (sp, dxp) = (&sp, &dxp);
         // SAFETY: slot t is this task's.
         let slot = unsafe { std::slice::from_raw_parts_mut(sp.0.add(t * slot), slot) };
         let (dpad, rest) = slot.split_at_mut(g.m * g.dpad);
-        let gp = &mut rest[..g.s * g.s * g.gl];
+        let gp = &mut rest[..g.s * g.s * g.out];
         dpad.fill(0.0);
         for u in range {
-            let (c, e) = (u / batch, u % batch);
+            let (c, e0) = (u / stacks, u % stacks * g.g);
+            let e1 = (e0 + g.g).min(batch);
             for k in 0..g.m {
-                let f = c * g.m + k;
-                let dk = &mut dpad[k * g.dpad..(k + 1) * g.dpad];
-                let src = &delta[(f * batch + e) * oplane..(f * batch + e + 1) * oplane];
-                for (oy, row) in src.chunks_exact(sh.ow).enumerate() {
-                    let at = g.lead + oy * g.l;
-                    dk[at..at + sh.ow].copy_from_slice(row);
-                }
+                to_grid(c * g.m + k, e0, e1, g.lead, &mut dpad[k * g.dpad..(k + 1) * g.dpad]);
             }
             input_grad_planes(&g, dpad, &w[c * g.m * taps..(c + 1) * g.m * taps], gp);
-            // SAFETY: plane (c, e) of dx is this unit's, this task's.
-            let dxe = unsafe { std::slice::from_raw_parts_mut(dxp.0.add(u * plane), plane) };
-            let s = g.s;
-            for (y, row) in dxe.chunks_exact_mut(sh.w).enumerate() {
-                let yp = y + sh.ph;
-                let base = (yp % s) * s * g.gl + (yp / s) * g.l;
-                if s == 1 {
-                    row.copy_from_slice(&gp[base + sh.pw..base + sh.pw + sh.w]);
-                    continue;
-                }
-                for (xx, v) in row.iter_mut().enumerate() {
-                    let xp = xx + sh.pw;
-                    *v = gp[base + (xp % s) * g.gl + xp / s];
-                }
-            }
+            // SAFETY: planes (c, e0..e1) of dx are this unit's, this task's.
+            let dxe = unsafe { std::slice::from_raw_parts_mut(dxp.0.add((c * batch + e0) * plane), (e1 - e0) * plane) };
+            g.unphase(gp, dxe);
         }
     });
 }

@@ -4,12 +4,8 @@
 //! `layers::globalpool` (PyTorch's `AdaptiveAvgPool2d`). Sums run in window order, then one
 //! product by 1/area, as the reference does.
 
-use super::conv::split_items;
+use super::pool::each_plane;
 use super::team::Team;
-
-struct Ptr(*mut f32);
-// SAFETY: every task writes planes no other task touches.
-unsafe impl Sync for Ptr {}
 
 /// z [B][C]: each (c, e) plane's mean.
 pub fn global_forward(c: usize, batch: usize, p: usize, x: &[f32], z: &mut [f32]) {
@@ -25,16 +21,7 @@ pub fn global_forward(c: usize, batch: usize, p: usize, x: &[f32], z: &mut [f32]
 /// dx [C][B][P] from g [B][C]: every position of a plane receives g/P.
 pub fn global_backward(c: usize, batch: usize, p: usize, g: &[f32], dx: &mut [f32], team: &Team) {
     let inv = (1.0 / p as f64) as f32;
-    let dp = Ptr(dx[..c * batch * p].as_mut_ptr());
-    split_items(c * batch, c * batch * p, team, &|planes| {
-        let dp = &dp;
-        for q in planes {
-            let (ch, e) = (q / batch, q % batch);
-            // SAFETY: plane q of dx is this task's.
-            let d = unsafe { std::slice::from_raw_parts_mut(dp.0.add(q * p), p) };
-            d.fill(g[e * c + ch] * inv);
-        }
-    });
+    each_plane(c * batch, c * batch * p, dx, p, team, |q, d| d.fill(g[(q % batch) * c + q / batch] * inv));
 }
 
 /// The start and end of each of `out` windows over `n` positions.
@@ -60,22 +47,16 @@ impl Adaptive {
     /// z [planes][oh·ow] from x [planes][h·w].
     pub fn forward(&self, planes: usize, x: &[f32], z: &mut [f32], team: &Team) {
         let (plane, oplane, wins) = (self.h * self.w, self.oh * self.ow, self.wins());
-        let zp = Ptr(z[..planes * oplane].as_mut_ptr());
-        split_items(planes, planes * plane, team, &|qs| {
-            let zp = &zp;
-            for q in qs {
-                let xp = &x[q * plane..(q + 1) * plane];
-                // SAFETY: plane q of z is this task's.
-                let zo = unsafe { std::slice::from_raw_parts_mut(zp.0.add(q * oplane), oplane) };
-                for (o, &((r0, r1), (c0, c1))) in zo.iter_mut().zip(&wins) {
-                    let mut s = 0.0f32;
-                    for y in r0..r1 {
-                        for &v in &xp[y * self.w + c0..y * self.w + c1] {
-                            s += v;
-                        }
+        each_plane(planes, planes * plane, z, oplane, team, |q, zo| {
+            let xp = &x[q * plane..(q + 1) * plane];
+            for (o, &((r0, r1), (c0, c1))) in zo.iter_mut().zip(&wins) {
+                let mut s = 0.0f32;
+                for y in r0..r1 {
+                    for &v in &xp[y * self.w + c0..y * self.w + c1] {
+                        s += v;
                     }
-                    *o = s * (1.0 / ((r1 - r0) * (c1 - c0)) as f64) as f32;
                 }
+                *o = s * (1.0 / ((r1 - r0) * (c1 - c0)) as f64) as f32;
             }
         });
     }
@@ -84,19 +65,13 @@ impl Adaptive {
     /// where windows overlap.
     pub fn backward(&self, planes: usize, g: &[f32], dx: &mut [f32], team: &Team) {
         let (plane, oplane, wins) = (self.h * self.w, self.oh * self.ow, self.wins());
-        let dp = Ptr(dx[..planes * plane].as_mut_ptr());
-        split_items(planes, planes * plane, team, &|qs| {
-            let dp = &dp;
-            for q in qs {
-                // SAFETY: plane q of dx is this task's.
-                let d = unsafe { std::slice::from_raw_parts_mut(dp.0.add(q * plane), plane) };
-                d.fill(0.0);
-                for (&gv, &((r0, r1), (c0, c1))) in g[q * oplane..(q + 1) * oplane].iter().zip(&wins) {
-                    let share = gv * (1.0 / ((r1 - r0) * (c1 - c0)) as f64) as f32;
-                    for y in r0..r1 {
-                        for t in &mut d[y * self.w + c0..y * self.w + c1] {
-                            *t += share;
-                        }
+        each_plane(planes, planes * plane, dx, plane, team, |q, d| {
+            d.fill(0.0);
+            for (&gv, &((r0, r1), (c0, c1))) in g[q * oplane..(q + 1) * oplane].iter().zip(&wins) {
+                let share = gv * (1.0 / ((r1 - r0) * (c1 - c0)) as f64) as f32;
+                for y in r0..r1 {
+                    for t in &mut d[y * self.w + c0..y * self.w + c1] {
+                        *t += share;
                     }
                 }
             }

@@ -99,21 +99,12 @@ pub(crate) struct Graph {
     masks: Vec<Vec<f32>>,
     /// Batch norm's μ [C] and r [C] of the last training batch.
     saved: Vec<Vec<f32>>,
-    /// Zeros for the bias of a convolution without one, and a place for its unused gradient.
-    zero_bias: Vec<f32>,
-    spare_db: Vec<f32>,
 }
 
 /// Whether `spec` needs the graph path: it is not a chain, or it holds a kind or activation the
 /// chain path does not run.
 pub(crate) fn needed(spec: &Spec) -> bool {
-    let chain_kind = |k: &Kind| match k {
-        Kind::Dense => true,
-        Kind::MaxPool(p) | Kind::AvgPool(p) => p.pad == 0 && !p.ceil,
-        Kind::Conv2d(c) => c.groups == 1 && c.bias,
-        _ => false,
-    };
-    !spec.is_chain() || spec.layers.iter().any(|l| !chain_kind(&l.kind) || l.activation == Activation::Relu6)
+    !spec.is_chain() || spec.layers.iter().any(|l| !l.kind.is_classic() || l.activation == Activation::Relu6)
 }
 
 /// Each layer's output layout.
@@ -172,7 +163,7 @@ fn turns(spec: &Spec, layouts: &[Layout]) -> Vec<Vec<Option<Turn>>> {
 /// Values (f32 or u32) the graph path holds beyond the parameters, the layer outputs and the
 /// convolutions' scratch, for a batch of `batch`: the gradient per layer, the transposed
 /// inputs, two gradients in flight, the output as rows, max pooling's argmax indices, dropout's
-/// masks, batch norm's saved and running statistics and a convolution's missing bias.
+/// masks, and batch norm's saved and running statistics.
 pub(crate) fn buffer_values(spec: &Spec, batch: usize) -> usize {
     let layouts = layouts(spec);
     let turns = turns(spec, &layouts);
@@ -187,7 +178,6 @@ pub(crate) fn buffer_values(spec: &Spec, batch: usize) -> usize {
         n += match layer.kind {
             Kind::MaxPool(_) | Kind::Dropout(_) => batch * layer.outputs,
             Kind::BatchNorm => 4 * layer.input.c,
-            Kind::Conv2d(c) if !c.bias => 2 * c.filters,
             _ => 0,
         };
     }
@@ -245,15 +235,6 @@ impl Graph {
             spec.layers.iter().map(|l| if on(&l.kind) { vec![0.0; batch * l.outputs] } else { Vec::new() }).collect()
         };
         let widest = spec.layers.iter().map(|l| l.outputs).max().unwrap_or(0);
-        let filters = spec
-            .layers
-            .iter()
-            .filter_map(|l| match l.kind {
-                Kind::Conv2d(c) if !c.bias => Some(c.filters),
-                _ => None,
-            })
-            .max()
-            .unwrap_or(0);
         let out_rows = if last_turn(spec, &layouts).is_some() { vec![0.0; batch * spec.outputs()] } else { Vec::new() };
         Graph {
             nodes,
@@ -274,8 +255,6 @@ impl Graph {
                 .iter()
                 .map(|l| if l.kind == Kind::BatchNorm { vec![0.0; 2 * l.input.c] } else { Vec::new() })
                 .collect(),
-            zero_bias: vec![0.0; filters],
-            spare_db: vec![0.0; filters],
             layouts,
         }
     }
@@ -440,15 +419,7 @@ impl Engine {
                     matmul(View::rows(input, batch, n), View::transposed(w, m, n), out, team);
                     activation::bias_forward(act, out, b);
                 }
-                Node::Conv(sh) => {
-                    let b = if b.is_empty() { &g.zero_bias[..sh.f] } else { b };
-                    let (inner, after) =
-                        if act == Activation::Relu6 { (Activation::Identity, true) } else { (act, false) };
-                    conv::conv_forward(sh, batch, inner, input, w, b, col, out, team);
-                    if after {
-                        activation::forward(act, out, m);
-                    }
-                }
+                Node::Conv(sh) => conv::conv_forward(sh, batch, act, input, w, b, col, out, team),
                 Node::MaxPool(sh) => pool::max_forward(sh, batch, input, out, &mut g.args[l], team),
                 Node::AvgPool(sh) => pool::avg_forward(sh, batch, input, out, team),
                 Node::PadMax(pp) => pp.forward(layer.input.c * batch, input, out, &mut g.args[l], team),
@@ -593,10 +564,7 @@ impl Engine {
                         matmul(View::rows(delta, batch, m), View::rows(w, m, n), dx, team);
                     }
                 }
-                Node::Conv(sh) => {
-                    let db = if db.is_empty() { &mut g.spare_db[..sh.f] } else { db };
-                    conv::conv_backward(sh, batch, input, w, delta, dw, db, col, dx, team);
-                }
+                Node::Conv(sh) => conv::conv_backward(sh, batch, input, w, delta, dw, db, col, dx, team),
                 Node::MaxPool(sh) => {
                     if let Some(dx) = dx {
                         pool::max_backward(sh, batch, delta, &g.args[l], dx, team);

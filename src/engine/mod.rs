@@ -10,6 +10,14 @@
 //! batch feeds one large product per convolution (`conv`). Examples arrive and leave as rows
 //! ([B][C][H][W]); the engine transposes at the input (when C > 1) and where a dense layer
 //! reads an image layer's output (when C > 1), and transposes the gradient back there.
+//!
+//! A network that is not a chain of those kinds (residual sums, concatenations, batch norm,
+//! dropout, global pooling, relu6, grouped convolutions...) runs on the graph path (`graph`),
+//! which keeps a gradient buffer per layer and transposes per edge. Batch norm's running
+//! statistics live in an arena of their own ([`Engine::running_stats`]), outside the
+//! parameters and gradients that optimizers and the all-reduce see. [`Engine::forward`] and
+//! [`Engine::evaluate`] run in evaluation mode (running statistics, no dropout), the training
+//! calls in training mode.
 
 pub mod activation;
 mod avx;

@@ -9,9 +9,15 @@
 //! - backward: dβ = Σδ, dγ = Σδ·x̂ (f64 sums), dx = γr·(δ − dβ/n − x̂·dγ/n) with x̂ = (x−μ)·r.
 //!
 //! Channels split across the team; each channel's sums run on one thread in a fixed order, so
-//! results do not depend on the thread count.
+//! results do not depend on the thread count. The per-channel passes are compiled for the SIMD
+//! path in use (`simd::dispatch`) without fused multiply-adds, so every path gives the same bits.
+
+// The `_imp` kernels take the dispatch's path type `M` without calling its multiply-add: they
+// are compiled per path for its vector width only.
+#![allow(clippy::extra_unused_type_parameters)]
 
 use super::conv::split_items;
+use super::simd::{Madd, dispatch};
 use super::team::Team;
 use crate::layers::batchnorm::{EPS, MOMENTUM};
 
@@ -30,7 +36,8 @@ impl Ptr {
 }
 
 /// Σ v in f64, eight interleaved partial sums added in a fixed tree.
-fn sum(v: &[f32]) -> f64 {
+#[inline(always)]
+fn sum_imp<M: Madd>(v: &[f32]) -> f64 {
     let mut acc = [0f64; 8];
     let chunks = v.chunks_exact(8);
     let rest = chunks.remainder();
@@ -46,6 +53,7 @@ fn sum(v: &[f32]) -> f64 {
 }
 
 /// Σ f(a, b) over pairs, in f64, in the same fixed order as [`sum`].
+#[inline(always)]
 fn sum_pairs(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f64) -> f64 {
     let mut acc = [0f64; 8];
     let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
@@ -59,6 +67,47 @@ fn sum_pairs(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f64) -> f64 {
         acc[k] += f(x, y);
     }
     ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7]))
+}
+
+/// Σ (v − μ)² in f64.
+#[inline(always)]
+fn centered_imp<M: Madd>(v: &[f32], mu: f64) -> f64 {
+    sum_pairs(v, v, |x, _| {
+        let d = x as f64 - mu;
+        d * d
+    })
+}
+
+/// (Σ δ, Σ δ·x̂) in f64, with x̂ = (x − μ)·r.
+#[inline(always)]
+fn grad_sums_imp<M: Madd>(d: &[f32], x: &[f32], mu: f32, r: f32) -> (f64, f64) {
+    (sum_imp::<M>(d), sum_pairs(d, x, |d, v| d as f64 * ((v - mu) * r) as f64))
+}
+
+/// out = (x − μ)·s + b.
+#[inline(always)]
+fn scale_shift_imp<M: Madd>(out: &mut [f32], x: &[f32], mu: f32, s: f32, b: f32) {
+    for (o, &v) in out.iter_mut().zip(x) {
+        *o = (v - mu) * s + b;
+    }
+}
+
+/// dx = k·(δ − mb − (x − μ)·r·mg).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn input_grad_imp<M: Madd>(out: &mut [f32], d: &[f32], x: &[f32], k: f32, mb: f32, mg: f32, mu: f32, r: f32) {
+    for ((o, &d), &v) in out.iter_mut().zip(d).zip(x) {
+        *o = k * (d - mb - (v - mu) * r * mg);
+    }
+}
+
+dispatch! { fn sum = sum_imp(v: &[f32]) -> f64 }
+dispatch! { fn centered = centered_imp(v: &[f32], mu: f64) -> f64 }
+dispatch! { fn grad_sums = grad_sums_imp(d: &[f32], x: &[f32], mu: f32, r: f32) -> (f64, f64) }
+dispatch! { fn scale_shift = scale_shift_imp(out: &mut [f32], x: &[f32], mu: f32, s: f32, b: f32) }
+dispatch! {
+    #[allow(clippy::too_many_arguments)]
+    fn input_grad = input_grad_imp(out: &mut [f32], d: &[f32], x: &[f32], k: f32, mb: f32, mg: f32, mu: f32, r: f32)
 }
 
 /// The parameters and state of one batch-norm layer.
@@ -83,18 +132,13 @@ pub fn train_forward(nm: Norm, n: usize, x: &[f32], z: &mut [f32], team: &Team) 
             let xs = &x[ch * n..(ch + 1) * n];
             let mu = sum(xs) / n as f64;
             let mu32 = mu as f32;
-            let var = sum_pairs(xs, xs, |v, _| {
-                let d = v as f64 - mu;
-                d * d
-            }) / n as f64;
+            let var = centered(xs, mu) / n as f64;
             let r = 1.0 / (var + EPS).sqrt();
             let scale = (gamma[ch] as f64 * r) as f32;
             let b = beta[ch];
             // SAFETY: channel ch of z, of the running statistics and of the saved ones is this task's.
             unsafe {
-                for (o, &v) in zp.part(ch * n, n).iter_mut().zip(xs) {
-                    *o = (v - mu32) * scale + b;
-                }
+                scale_shift(zp.part(ch * n, n), xs, mu32, scale, b);
                 let (mean, var_r) = (rp.part(ch, 1), rp.part(c + ch, 1));
                 mean[0] = ((1.0 - MOMENTUM) * mean[0] as f64 + MOMENTUM * mu) as f32;
                 var_r[0] = ((1.0 - MOMENTUM) * var_r[0] as f64 + MOMENTUM * unbiased * var) as f32;
@@ -116,10 +160,7 @@ pub fn infer(gamma: &[f32], beta: &[f32], running: &[f32], n: usize, x: &[f32], 
             let scale = (gamma[ch] as f64 / (var as f64 + EPS).sqrt()) as f32;
             let b = beta[ch];
             // SAFETY: channel ch of z is this task's.
-            let out = unsafe { zp.part(ch * n, n) };
-            for (o, &v) in out.iter_mut().zip(&x[ch * n..(ch + 1) * n]) {
-                *o = (v - mean) * scale + b;
-            }
+            scale_shift(unsafe { zp.part(ch * n, n) }, &x[ch * n..(ch + 1) * n], mean, scale, b);
         }
     });
 }
@@ -146,8 +187,7 @@ pub fn backward(
         for ch in chs {
             let (mu, r) = (saved[ch], saved[c + ch]);
             let (xs, ds) = (&x[ch * n..(ch + 1) * n], &delta[ch * n..(ch + 1) * n]);
-            let db = sum(ds);
-            let dg = sum_pairs(ds, xs, |d, v| d as f64 * ((v - mu) * r) as f64);
+            let (db, dg) = grad_sums(ds, xs, mu, r);
             // SAFETY: channel ch of dγ, dβ and dx is this task's.
             unsafe {
                 gp.part(ch, 1)[0] = dg as f32;
@@ -155,9 +195,7 @@ pub fn backward(
                 if let Some(xp) = xp {
                     let k = gamma[ch] * r;
                     let (mb, mg) = ((db / n as f64) as f32, (dg / n as f64) as f32);
-                    for ((o, &d), &v) in xp.part(ch * n, n).iter_mut().zip(ds).zip(xs) {
-                        *o = k * (d - mb - (v - mu) * r * mg);
-                    }
+                    input_grad(xp.part(ch * n, n), ds, xs, k, mb, mg, mu, r);
                 }
             }
         }

@@ -4,6 +4,7 @@
 //! backward pass, which adds each output's gradient there.
 
 use super::conv::split_items;
+use super::pool::each_plane;
 use super::team::Team;
 use crate::spec::{Kind, Layer};
 
@@ -80,16 +81,10 @@ impl PadPool {
     /// dx [planes][h·w]: each output's gradient added at its argmax, zero elsewhere.
     pub fn backward(&self, planes: usize, g: &[f32], arg: &[u32], dx: &mut [f32], team: &Team) {
         let (plane, oplane) = (self.h * self.w, self.oh * self.ow);
-        let dp = Ptr(dx[..planes * plane].as_mut_ptr());
-        split_items(planes, planes * plane, team, &|qs| {
-            let dp = &dp;
-            for q in qs {
-                // SAFETY: plane q of dx is this task's.
-                let d = unsafe { std::slice::from_raw_parts_mut(dp.0.add(q * plane), plane) };
-                d.fill(0.0);
-                for (&gv, &a) in g[q * oplane..(q + 1) * oplane].iter().zip(&arg[q * oplane..(q + 1) * oplane]) {
-                    d[a as usize] += gv;
-                }
+        each_plane(planes, planes * plane, dx, plane, team, |q, d| {
+            d.fill(0.0);
+            for (&gv, &a) in g[q * oplane..(q + 1) * oplane].iter().zip(&arg[q * oplane..(q + 1) * oplane]) {
+                d[a as usize] += gv;
             }
         });
     }

@@ -53,7 +53,14 @@ impl<T> SendPtr<T> {
 
 /// Runs `f(p, plane p of out)` for each of the `n` planes (of `len` values), split over the team
 /// by planes; `work` is the values read, which decides whether splitting pays.
-fn each_plane<F: Fn(usize, &mut [f32]) + Sync>(n: usize, work: usize, out: &mut [f32], len: usize, team: &Team, f: F) {
+pub(crate) fn each_plane<F: Fn(usize, &mut [f32]) + Sync>(
+    n: usize,
+    work: usize,
+    out: &mut [f32],
+    len: usize,
+    team: &Team,
+    f: F,
+) {
     let op = SendPtr(out[..n * len].as_mut_ptr());
     split_items(n, work, team, &|ps| {
         let op = &op;

@@ -5,14 +5,15 @@
 //! [`Layer::after`](crate::spec::Layer::after) and [`Layer::join`](crate::spec::Layer::join).
 //!
 //! A kind is dispatched in one place per stage: `cost::Step::new` (the ledger),
-//! `reference::Network` (the reference engine) and [`Kind::fast_engine_runs`] (which the fast
-//! engine refuses until it runs them). Dense layers, convolutions and max/average pooling, the
-//! kinds the fast engine runs, keep their cost in [`crate::cost`] and their reference code in
+//! `reference::Network` (the reference engine) and the fast engine's graph path
+//! (`engine::graph`, with one kernel file per kind: `norm`, `gap`, `padpool`). Dense layers,
+//! convolutions and max/average pooling, the kinds the first networks were made of
+//! ([`Kind::is_classic`]), keep their cost in [`crate::cost`] and their reference code in
 //! [`crate::reference`].
 //!
 //! Every function takes a batch of B examples laid out row-major, one example after another.
 //!
-//! [`Kind::fast_engine_runs`]: crate::spec::Kind::fast_engine_runs
+//! [`Kind::is_classic`]: crate::spec::Kind::is_classic
 
 pub mod batchnorm;
 pub mod dropout;

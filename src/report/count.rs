@@ -32,6 +32,29 @@ pub struct CountExtras<P, C, R> {
     pub communication: Option<C>,
     #[serde(skip_serializing_if = "Option::is_none", rename = "predicted_ranks")]
     pub scaled: Option<R>,
+    /// Inference with and without the batch normalizations folded (networks that have one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub inference: Option<crate::fold::InferenceCost>,
+}
+
+/// The inference line of `count` for a network with batch normalization: the forward passes'
+/// FLOPs as given and with the normalizations folded into the layer before them (`fold`).
+pub fn inference_text(c: &crate::fold::InferenceCost) -> String {
+    let saved = 100.0 * (1.0 - ratio(c.folded_flops, c.flops));
+    format!(
+        "Inference (forward passes at evaluation), per batch of {}: {} FLOPs; with {} batch normalization{} folded into the convolution or dense layer before {}: {} FLOPs ({saved:.1}% fewer{})\n",
+        c.batch,
+        t(c.flops),
+        c.folded,
+        if c.folded == 1 { "" } else { "s" },
+        if c.folded == 1 { "it" } else { "them" },
+        t(c.folded_flops),
+        match c.kept {
+            0 => String::new(),
+            1 => "; 1 stays: it does not follow one directly".to_string(),
+            k => format!("; {k} stay: they do not follow one directly"),
+        }
+    )
 }
 
 pub fn count_text(l: &Ledger) -> String {

@@ -355,7 +355,7 @@ pub fn explain_text(spec: &Spec, cfg: &Config) -> String {
               A neuron never multiplies another neuron; it multiplies a value by a weight.\n\n";
     }
 
-    if !spec.is_chain() || spec.layers.iter().any(|l| !l.kind.fast_engine_runs()) {
+    if !spec.is_chain() || spec.layers.iter().any(|l| !l.kind.is_classic()) {
         o += &graph_intro(spec);
     }
     o += "Forward pass, one example\n";

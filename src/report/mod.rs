@@ -6,7 +6,7 @@ pub mod format;
 mod run;
 mod verify;
 
-pub use count::{CountExtras, count_json, count_text};
+pub use count::{CountExtras, count_json, count_text, inference_text};
 pub use explain::explain_text;
 pub use run::{
     PROGRESS_TEMPLATE, account_text, bench_text, confusion_text, epoch_line, prediction_text, progress_rate, seconds,

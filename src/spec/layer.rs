@@ -217,9 +217,18 @@ impl Kind {
     /// Whether the fast engine runs it today (the others are counted, explained and verified on
     /// the reference engine only).
     pub fn fast_engine_runs(&self) -> bool {
+        true
+    }
+
+    /// Whether it is a kind the first networks were made of (dense layers, ungrouped
+    /// convolutions with a bias, pooling without padding or ceil mode) rather than one added for
+    /// real architectures.
+    pub fn is_classic(&self) -> bool {
         match self {
-            Kind::Conv2d(c) => c.groups == 1,
-            _ => true,
+            Kind::Dense => true,
+            Kind::MaxPool(p) | Kind::AvgPool(p) => p.pad == 0 && !p.ceil,
+            Kind::Conv2d(c) => c.groups == 1 && c.bias,
+            _ => false,
         }
     }
 }

@@ -27,6 +27,7 @@ mod activation;
 mod graph;
 mod layer;
 mod step;
+mod write;
 
 pub use activation::{Activation, LEAKY_SLOPE};
 pub use graph::Source;
@@ -161,14 +162,11 @@ impl Spec {
         }
     }
 
-    /// Refuses what the fast engine (train, eval, bench) does not run yet: grouped convolutions,
-    /// and softmax after a layer that does not keep its output as rows.
+    /// Refuses what the fast engine (train, eval, bench) does not run: softmax after a layer that
+    /// does not keep its output as rows (the parser allows it on the output layer only).
     pub fn fast_engine_check(&self) -> Result<()> {
         let why = if let Some(l) = self.layers.iter().find(|l| !l.kind.fast_engine_runs()) {
-            Some(match l.kind {
-                Kind::Conv2d(c) if c.groups != 1 => "a grouped convolution".to_string(),
-                k => format!("{} layers", k.name()),
-            })
+            Some(format!("{} layers", l.kind.name()))
         } else {
             // Softmax normalizes a row; the engine keeps rows for dense layers and global pooling.
             self.layers
@@ -619,6 +617,8 @@ struct TomlLayer {
     size: Option<toml::Value>,
     rate: Option<f64>,
     channels: Option<usize>,
+    /// A max pool's ceil mode (PyTorch's `ceil_mode`).
+    ceil: Option<bool>,
 }
 
 /// `n` or `[a, b]` (a kernel or an output size), with a message naming the field otherwise.
@@ -644,7 +644,7 @@ fn toml_pair(v: &toml::Value, field: &str) -> std::result::Result<(i64, i64), St
 /// padding = "same"         # or a number; stride = 1, groups = 1, bias = true by default
 /// [[layers]]
 /// kind = "maxpool"
-/// size = 2                 # stride defaults to the size
+/// size = 2                 # stride defaults to the size; a max pool also takes padding and ceil
 /// [[layers]]
 /// units = 30               # kind = "dense" is the default
 /// activation = "tanh"
@@ -736,6 +736,7 @@ pub fn from_toml(text: &str, name: &str, defaults: Defaults) -> Result<Spec> {
                 ("size", l.size.is_some()),
                 ("rate", l.rate.is_some()),
                 ("channels", l.channels.is_some()),
+                ("ceil", l.ceil.is_some()),
             ];
             match given.iter().find(|(f, set)| *set && !allowed.contains(f)) {
                 Some((f, _)) => Err(bad(format!("a {kind_name} layer takes no `{f}`"))),
@@ -774,13 +775,24 @@ pub fn from_toml(text: &str, name: &str, defaults: Defaults) -> Result<Spec> {
                 (Kind::Conv2d(conv), 0)
             }
             "maxpool" | "avgpool" => {
-                only(&["size", "stride"])?;
+                only(if kind_name == "maxpool" {
+                    &["size", "stride", "padding", "ceil"]
+                } else {
+                    &["size", "stride"]
+                })?;
                 let k = match &l.size {
                     Some(toml::Value::Integer(k)) => positive(usize::try_from(*k).ok(), "size", None)?,
                     Some(other) => return Err(bad(format!("size = {other}; expected one number, e.g. size = 2"))),
                     None => positive(None, "size", None)?,
                 };
-                let p = Pool { k, stride: positive(l.stride, "stride", Some(k))?, pad: 0, ceil: false };
+                let pad = match &l.padding {
+                    None => 0,
+                    Some(toml::Value::Integer(p)) if (0..=k as i64 / 2).contains(p) => *p as usize,
+                    Some(other) => {
+                        return Err(bad(format!("padding = {other}; a max pool pads 0 to half its size ({})", k / 2)));
+                    }
+                };
+                let p = Pool { k, stride: positive(l.stride, "stride", Some(k))?, pad, ceil: l.ceil.unwrap_or(false) };
                 (if kind_name == "maxpool" { Kind::MaxPool(p) } else { Kind::AvgPool(p) }, 0)
             }
             "adaptive_avgpool" => {

@@ -383,6 +383,8 @@ pub fn train_on(
     if let Some(v) = val {
         check_fit(engine, v)?;
     }
+    // Dropout's masks follow the run's seed (and the step and the layer).
+    engine.set_seed(plan.seed);
     if train.is_empty() {
         return Err(Error::Usage("the training set is empty; nothing to train on".into()));
     }

@@ -57,13 +57,12 @@ pub fn random_cnn(rng: &mut impl Rng, loss: Loss, max_side: usize) -> Spec {
 
 /// One random block of a graph on `c` channels of a `side`×`side` map; returns its text and the
 /// channels and side after it.
-fn block(rng: &mut ChaCha8Rng, c: usize, side: usize, acts: &[&str], groups: bool) -> (String, usize, usize) {
+fn block(rng: &mut ChaCha8Rng, c: usize, side: usize, acts: &[&str]) -> (String, usize, usize) {
     let act = |rng: &mut ChaCha8Rng| acts[rng.gen_range(0..acts.len())];
     match rng.gen_range(0..8) {
         // A residual block on the same shape, identity shortcut.
         0 => {
-            let g =
-                if groups && c.is_multiple_of(2) && rng.gen_bool(0.5) { format!("g{}", c / 2) } else { String::new() };
+            let g = if c.is_multiple_of(2) && rng.gen_bool(0.5) { format!("g{}", c / 2) } else { String::new() };
             (format!("[conv3x3x{c}p1{g}b0-bn:{}-conv1x1x{c}]:{}", act(rng), act(rng)), c, side)
         }
         // A stage change: stride 2, twice the channels, a projection or zero-padding shortcut.
@@ -82,10 +81,7 @@ fn block(rng: &mut ChaCha8Rng, c: usize, side: usize, acts: &[&str], groups: boo
             }
         }
         // A depthwise convolution and batch normalization.
-        4 => {
-            let g = if groups { format!("g{c}") } else { String::new() };
-            (format!("conv3x3x{c}p1{g}b0-bn:{}", act(rng)), c, side)
-        }
+        4 => (format!("conv3x3x{c}p1g{c}b0-bn:{}", act(rng)), c, side),
         5 => ("drop0.3".to_string(), c, side),
         6 if side >= 3 => {
             let p = Pool { k: 3, stride: 2, pad: 1, ceil: true };
@@ -98,14 +94,13 @@ fn block(rng: &mut ChaCha8Rng, c: usize, side: usize, acts: &[&str], groups: boo
     }
 }
 
-/// A random graph as a compact spec, ending in global pooling or a dense layer; `groups`:
-/// with grouped and depthwise convolutions.
-pub fn random_graph(seed: u64, acts: &[&str], loss: Loss, groups: bool) -> Spec {
+/// A random graph as a compact spec, ending in global pooling or a dense layer.
+pub fn random_graph(seed: u64, acts: &[&str], loss: Loss) -> Spec {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let (mut c, mut side) = (rng.gen_range(1..=3), rng.gen_range(2..=6));
     let mut text = format!("{c}x{side}x{side}");
     for _ in 0..rng.gen_range(1..=4) {
-        let (b, c2, s2) = block(&mut rng, c, side, acts, groups);
+        let (b, c2, s2) = block(&mut rng, c, side, acts);
         text += &format!("-{b}");
         (c, side) = (c2, s2);
     }
