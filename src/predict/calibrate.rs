@@ -485,7 +485,9 @@ fn depthwise_rates(k: usize, team: &Team, min_s: f64) -> Result<DepthwiseRates> 
     })
 }
 
-/// Measures everything the time model needs; about 11 s, or 3 s with `quick`.
+/// Measures everything the time model needs (calibrate prints how long it took: 24–28 s on a
+/// 2-core machine shared at a load average of 11–14, with about 9 s of CPU time; 4.4 s with
+/// `quick` at a load average of 8).
 pub fn calibrate(threads: usize, quick: bool) -> Result<Profile> {
     simd::flush_denormals();
     let team = Team::new(threads.max(1), simd::flush_denormals).map_err(|e| crate::Error::Usage(e.to_string()))?;
