@@ -298,3 +298,44 @@ fn imagenet_on_the_zoo_is_predicted_for_this_machine_and_a_gpu() {
     assert!(cpu.run_seconds > 100.0 * bf16.run_seconds, "{} vs {}", cpu.run_seconds, bf16.run_seconds);
     assert!((cpu.run_seconds - 90.0 * cpu.epoch_seconds).abs() < 1e-6 * cpu.run_seconds);
 }
+
+#[test]
+fn a_convolution_is_priced_at_its_window_and_its_filters() {
+    // Forming windows costs the same whatever the filters; the products grow with them. With
+    // one reference window measured at 8 filters (10 GFLOP/s) and 32 (20 GFLOP/s), the time
+    // per output position and window value is 1.6 ns at 8 and 3.2 at 32, so α + β·F with
+    // β = 1.6/24 and α = 1.6 − 8β: 16 filters take 2.1333 ns, 15 GFLOP/s.
+    let mut p = profile().clone();
+    let at = |filters, forward| predict::ConvRates { window: 144, filters, forward, weight_grad: 1.0, input_grad: 1.0 };
+    p.conv_panel = vec![at(8, 10.0), at(32, 20.0)];
+    let spec = parse("8x16x16-conv3x3x8p1:identity-conv3x3x16p1:identity-gap-10", Defaults::default()).unwrap();
+    let t = predict::predict(&spec, &cfg(16), Machine::Measured(&p), 1);
+    let gflop = 2.0 * (16 * 16 * 16) as f64 * 72.0 * 16.0 / 1e9;
+    let got = t.layers[1].forward_seconds;
+    assert!((got - gflop / 15.0).abs() < 1e-9 * got, "{got} vs {}", gflop / 15.0);
+}
+
+#[test]
+fn evaluation_normalizes_in_one_pass_or_none_when_folded() {
+    let p = profile();
+    let spec = parse("8x16x16-conv3x3x16p1b0-bn:relu-drop0.5-gap-10", Defaults::default()).unwrap();
+    let m = Machine::Measured(p);
+    let train = predict::predict(&spec, &cfg(64), m, 1);
+    let unfolded = predict::inference_seconds(&spec, 64, m, 1, false);
+    let folded = predict::inference_seconds(&spec, 64, m, 1, true);
+    let n = 64 * 16 * 16 * 16;
+    let at = |rate: fn(&predict::PassRates) -> f64| {
+        // Log-linear between the measured sizes around n (65,536 and 524,288 values).
+        let (a, b) = (&p.passes[0], &p.passes[1]);
+        let t = ((n as f64).ln() - (a.values as f64).ln()) / ((b.values as f64).ln() - (a.values as f64).ln());
+        n as f64 * (rate(a) * (1.0 - t) + rate(b) * t)
+    };
+    // Folding removes exactly the evaluation pass of batch normalization.
+    assert!((unfolded - folded - at(|r| r.norm_infer)).abs() <= 1e-9 * unfolded, "{unfolded} {folded}");
+    // Dropout passes its input on: a copy instead of drawing a mask.
+    let forward: f64 = train.layers.iter().map(|l| l.forward_seconds).sum::<f64>() + train.overhead_seconds;
+    let expected = forward - train.layers[1].forward_seconds + at(|r| r.norm_infer) + at(|r| r.relu_forward)
+        - train.layers[2].forward_seconds
+        + at(|r| r.copy);
+    assert!((unfolded - expected).abs() <= 1e-9 * unfolded, "{unfolded} vs {expected}");
+}

@@ -20,7 +20,7 @@ use std::path::Path;
 /// shown; `flopnet calibrate` measures each three times and takes the median.
 pub fn withheld(profile: &Profile) -> Option<String> {
     profile.quick.then(|| {
-        "predicted: withheld, as this machine's profile is a quick first calibration, too rough to trust; `flopnet calibrate` (about 11 s, once) measures carefully, and runs after it print predictions".to_string()
+        "predicted: withheld, as this machine's profile is a quick first calibration, too rough to trust; `flopnet calibrate` (a quarter of a minute, once) measures carefully, and runs after it print predictions".to_string()
     })
 }
 

@@ -634,7 +634,6 @@ impl Model<'_> {
         // At one example the engine updates dense layers as their gradients are formed.
         let fused = b == 1 && matches!(opt, Optimizer::Sgd | Optimizer::Momentum);
         let edges = edges(spec);
-        let graph_path = graph_path(spec);
         let footprint = crate::cost::memory::memory_for_threads(spec, opt, b as u128, self.threads).peak as f64;
         let mut readers = vec![Vec::new(); spec.layers.len()];
         for (i, reads) in spec.sources.iter().enumerate() {
@@ -667,16 +666,6 @@ impl Model<'_> {
                     .collect();
                 let (forward, backward) = match l.kind {
                     Kind::Dense => self.dense(l, b, first, from_ce, fused),
-                    // The graph path applies relu6 in a pass of its own after the convolution.
-                    Kind::Conv2d(c) if graph_path && l.activation == Activation::Relu6 => {
-                        let plain = Layer { activation: Activation::Identity, ..*l };
-                        let (f, bw) = self.conv(&plain, &c, b, first, next);
-                        let n = b.saturating_mul(l.outputs);
-                        (
-                            f + self.own_activation(l.activation, n, false),
-                            bw + self.own_activation(l.activation, n, true),
-                        )
-                    }
                     Kind::Conv2d(c) => self.conv(l, &c, b, first, next),
                     Kind::MaxPool(p) if p.pad > 0 || p.ceil => self.padded_pool(l, b, first, footprint),
                     Kind::MaxPool(_) | Kind::AvgPool(_) => self.pool(l, b, first, footprint),
@@ -709,18 +698,6 @@ impl Model<'_> {
         };
         (layers, loss_s, self.overhead() + per_layer * spec.layers.len() as f64)
     }
-}
-
-/// Whether the engine runs `spec` on its graph path (`engine::graph`): it is not a chain, or it
-/// holds a kind or activation the chain path does not run.
-fn graph_path(spec: &Spec) -> bool {
-    let chain_kind = |k: &Kind| match k {
-        Kind::Dense => true,
-        Kind::MaxPool(p) | Kind::AvgPool(p) => p.pad == 0 && !p.ceil,
-        Kind::Conv2d(c) => c.groups == 1 && c.bias,
-        _ => false,
-    };
-    !spec.is_chain() || spec.layers.iter().any(|l| !chain_kind(&l.kind) || l.activation == Activation::Relu6)
 }
 
 /// How each input of each node reaches it, as the engine lays values out: images

@@ -133,7 +133,8 @@ pub struct Profile {
     /// other, so the time of forming windows and of the products can be told apart).
     pub conv_panel: Vec<ConvRates>,
     pub conv_small: Vec<ConvRates>,
-    /// The sparse backward at the panel shapes (empty where the CPU has no sparse path).
+    /// The sparse backward at the panel shapes (8x16x16, 16x13x13 and 32x14x14; empty where the
+    /// CPU has no sparse path).
     pub conv_sparse: Vec<SparseRates>,
     /// The one-example fused updates (SGD, momentum) of a dense layer, seconds per parameter by
     /// working set.
