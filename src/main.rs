@@ -853,8 +853,26 @@ fn train_ranks(a: TrainArgs, comm: &mut dyn flopnet::dist::Comm) -> Result<()> {
         Config { loss: a.model.loss, optimizer: a.optimizer, batch, examples: splits.train.len(), epochs: a.epochs };
     let ledger = Ledger::decayed(&spec, &cfg, hyper.weight_decay);
     print!("{}", report::account_text(&ledger));
-    // Under MPI rank 0 alone predicts (and calibrates, when it must): the others print nothing.
-    let mut predicted_epoch = None;
+    let mut plan = Plan {
+        epochs: a.epochs,
+        batch,
+        seed: a.seed,
+        shuffle: !a.no_shuffle,
+        schedule: a.schedule,
+        warmup: a.warmup,
+        augment,
+        predicted_epoch_seconds: None,
+        sync_bn: a.sync_bn,
+    };
+    let mut meta = checkpoint::meta(&spec, &settings, &plan, &splits.train);
+    meta.init = a.init.as_deref().map(checkpoint::Init::of).transpose()?;
+    meta.normalize = Some(splits.scaling.mode().to_string());
+    let resumed = a.resume.as_deref().map(|dir| Checkpoint::resume(dir, &meta, &spec)).transpose()?;
+    if let Some(note) = resumed.as_ref().and_then(|(c, _)| c.threads_note(&meta)) {
+        eprintln!("flopnet: {note}");
+    }
+    // After the checkpoint is read, so that a bad one is refused before any measuring. Under MPI
+    // rank 0 alone predicts (and calibrates, when it must): the others print nothing.
     if lead {
         let profile = measured_profile(a.profile.clone(), threads)?;
         let prediction = predict::predict(&spec, &cfg, predict::Machine::Measured(&profile), threads);
@@ -868,27 +886,9 @@ fn train_ranks(a: TrainArgs, comm: &mut dyn flopnet::dist::Comm) -> Result<()> {
                     report::seconds(prediction.run_seconds),
                     report::seconds(prediction.step_seconds)
                 );
-                predicted_epoch = Some(prediction.epoch_seconds);
+                plan.predicted_epoch_seconds = Some(prediction.epoch_seconds);
             }
         }
-    }
-    let plan = Plan {
-        epochs: a.epochs,
-        batch,
-        seed: a.seed,
-        shuffle: !a.no_shuffle,
-        schedule: a.schedule,
-        warmup: a.warmup,
-        augment,
-        predicted_epoch_seconds: predicted_epoch,
-        sync_bn: a.sync_bn,
-    };
-    let mut meta = checkpoint::meta(&spec, &settings, &plan, &splits.train);
-    meta.init = a.init.as_deref().map(checkpoint::Init::of).transpose()?;
-    meta.normalize = Some(splits.scaling.mode().to_string());
-    let resumed = a.resume.as_deref().map(|dir| Checkpoint::resume(dir, &meta, &spec)).transpose()?;
-    if let Some(note) = resumed.as_ref().and_then(|(c, _)| c.threads_note(&meta)) {
-        eprintln!("flopnet: {note}");
     }
     let finished = match (&resumed, &a.resume) {
         (Some((c, _)), Some(dir)) => checkpoint::finished(c, a.epochs, dir)?,

@@ -588,3 +588,38 @@ fn train_refuses_a_plot_format_before_any_work() {
     assert!(out.stdout.is_empty(), "printed before refusing: {}", String::from_utf8_lossy(&out.stdout));
     assert!(!d.join("cache").exists(), "measured before refusing");
 }
+
+/// A checkpoint that cannot be resumed is refused before train measures anything: with no
+/// profile cached, the old order calibrated first (3–4 s, and a profile written) and only then
+/// read the checkpoint.
+#[test]
+fn a_bad_checkpoint_is_refused_before_calibrating() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::create_dir_all(d.join("cache")).unwrap();
+    std::fs::create_dir(d.join("ck")).unwrap();
+    std::fs::File::create(d.join("ck/checkpoint.safetensors")).unwrap().set_len(1 << 40).unwrap();
+    good_csv(d);
+    let out = Command::new(env!("CARGO_BIN_EXE_flopnet"))
+        .current_dir(d)
+        .env("XDG_CACHE_HOME", d.join("cache"))
+        .args(["train", "2-10", "--data", "good.csv", "--resume", "ck"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("holds 1.0 TiB"), "{}", stderr(&out));
+    let cached: Vec<_> = walk(&d.join("cache"));
+    assert!(cached.is_empty(), "train calibrated before reading the checkpoint: {cached:?}");
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        if e.path().is_dir() {
+            out.extend(walk(&e.path()));
+        } else {
+            out.push(e.path());
+        }
+    }
+    out
+}
