@@ -427,3 +427,14 @@ fn round_trip(python: &str, spec: &str) {
     assert_eq!(acc, eval["acc"].as_f64().unwrap(), "onnxruntime's accuracy against flopnet eval's");
     eprintln!("{spec}: onnxruntime and flopnet agree on {n} test examples, accuracy {:.2}%", 100.0 * acc);
 }
+
+/// A metadata value the file wrote is echoed in the refusal on one line (the fuzz target found a
+/// newline inside `output_activation` breaking the message in two).
+#[test]
+fn metadata_with_control_characters_is_refused_on_one_line() {
+    let bytes = std::fs::read(fixture("mlp_matmul.onnx")).unwrap();
+    let mut m = pb::ModelProto::decode(bytes.as_slice()).unwrap();
+    m.metadata_props.retain(|e| e.key != "output_activation");
+    m.metadata_props.push(pb::StringStringEntryProto { key: "output_activation".into(), value: "s\noftmax".into() });
+    refused(&m.encode_to_vec(), &["output_activation", "s\\noftmax"]);
+}

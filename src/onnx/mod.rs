@@ -109,8 +109,15 @@ pub struct Options {
     pub partial: bool,
 }
 
+/// An error about the file at `path`. Whatever the file put into `problem` (a metadata value, a
+/// name) keeps the message on one line: control characters are written as escapes.
 pub(crate) fn bad(path: &Path, problem: impl Into<String>) -> Error {
-    Error::Model { path: path.to_path_buf(), problem: problem.into() }
+    let problem: String = problem
+        .into()
+        .chars()
+        .flat_map(|c| if c.is_control() { c.escape_default().collect::<Vec<_>>() } else { vec![c] })
+        .collect();
+    Error::Model { path: path.to_path_buf(), problem }
 }
 
 /// Whether a spec argument or a model path names an ONNX file.
