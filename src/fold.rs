@@ -145,24 +145,7 @@ pub fn fold(spec: &Spec, params: &[LayerParams], running: &[(Vec<f64>, Vec<f64>)
 /// Batch normalization's running statistics per layer, in f64, from the engine's form
 /// ([mean][variance] per normalization, in layer order; empty pairs for the other layers).
 pub fn running_per_layer(spec: &Spec, stats: &RunningStats) -> Result<Vec<(Vec<f64>, Vec<f64>)>> {
-    let mut at = 0;
-    let mut out = Vec::with_capacity(spec.layers.len());
-    for l in &spec.layers {
-        if l.kind != Kind::BatchNorm {
-            out.push(Default::default());
-            continue;
-        }
-        let c = l.input.c;
-        let Some(v) = stats.values.get(at..at + 2 * c) else {
-            return Err(Error::Usage(format!(
-                "the running statistics hold {} values, fewer than this network's batch normalizations need",
-                stats.values.len()
-            )));
-        };
-        out.push((v[..c].iter().map(|&x| x as f64).collect(), v[c..].iter().map(|&x| x as f64).collect()));
-        at += 2 * c;
-    }
-    Ok(out)
+    Ok(stats.per_layer(spec)?.into_iter().map(Option::unwrap_or_default).collect())
 }
 
 /// The fast engine for evaluation of a network with its batch normalizations folded
@@ -176,16 +159,8 @@ pub fn inference_engine(
 ) -> Result<(Engine, Folded)> {
     let folded = fold(spec, params, running)?;
     let mut engine = Engine::new(&folded.spec, &folded.params, settings)?;
-    let kept: Vec<&(Vec<f64>, Vec<f64>)> = folded
-        .spec
-        .layers
-        .iter()
-        .zip(&folded.running)
-        .filter(|(l, _)| l.kind == Kind::BatchNorm)
-        .map(|(_, r)| r)
-        .collect();
-    let values = kept.iter().flat_map(|(m, v)| m.iter().chain(v).map(|&x| x as f32)).collect();
-    engine.set_running_stats(&RunningStats { values, batches: vec![0; kept.len()] })?;
+    let kept = folded.running.iter().map(|(m, v)| Some((m.as_slice(), v.as_slice())));
+    engine.set_running_stats(&RunningStats::from_per_layer(&folded.spec, kept))?;
     Ok((engine, folded))
 }
 

@@ -176,7 +176,7 @@ pub fn save_trained(
     recorded: &Recorded,
 ) -> Result<()> {
     if crate::onnx::is_onnx(path) {
-        return crate::onnx::save(path, spec, params, &crate::onnx::stats_of(spec, running), recorded);
+        return crate::onnx::save(path, spec, params, &running.per_layer(spec)?, recorded);
     }
     if params.len() != spec.layers.len() {
         return Err(bad(
@@ -288,7 +288,8 @@ pub fn load_recorded(path: &Path) -> Result<(Spec, Vec<LayerParams>, Recorded)> 
 pub fn load_trained(path: &Path) -> Result<(Spec, Vec<LayerParams>, Recorded, RunningStats)> {
     if crate::onnx::is_onnx(path) {
         let m = crate::onnx::read_model(path)?;
-        let running = crate::onnx::running_of(&m.spec, &m.stats);
+        let pairs = m.stats.iter().map(|s| s.as_ref().map(|(m, v)| (m.as_slice(), v.as_slice())));
+        let running = RunningStats::from_per_layer(&m.spec, pairs);
         return Ok((m.spec, m.params, m.recorded, running));
     }
     // A model's f32 values become f64 beside the file's bytes: 3 bytes of memory per byte.

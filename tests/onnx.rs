@@ -226,6 +226,18 @@ fn written_files_read_back_as_the_same_network_and_weights() {
     let m = onnx::read_model(&out).unwrap();
     assert_eq!(m.spec, net);
     assert_eq!(m.params, flopnet::model::load(&st).unwrap().1);
+    // `export` of a network with batch norm carries its running statistics over (it once read
+    // the file without them and the writer refused).
+    let net = spec::parse("1x8x8-conv3x3x4b0:identity-bn:relu-gap:identity-3", Defaults::default()).unwrap();
+    let running =
+        flopnet::engine::RunningStats { values: vec![0.5, -0.25, 0.125, 2.0, 1.5, 0.75, 3.0, 0.5], batches: vec![7] };
+    let st = dir.path().join("bn.safetensors");
+    flopnet::model::save_trained(&st, &net, &flopnet::init::init(&net, 5), &running, &Default::default()).unwrap();
+    let out = dir.path().join("bn.onnx");
+    let o = flopnet(&["export", st.to_str().unwrap(), "-o", out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o).1);
+    let m = onnx::read_model(&out).unwrap();
+    assert_eq!(m.stats[1], Some((vec![0.5, -0.25, 0.125, 2.0], vec![1.5, 0.75, 3.0, 0.5])));
 }
 
 /// A model with one Relu reading the input, and `edit` applied.

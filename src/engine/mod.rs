@@ -219,6 +219,62 @@ pub struct RunningStats {
     pub batches: Vec<u64>,
 }
 
+/// One layer's running statistics in f64, (mean, variance) per channel; `None` for a layer that
+/// is not a batch normalization.
+pub type LayerStats = Option<(Vec<f64>, Vec<f64>)>;
+
+impl RunningStats {
+    /// Per layer, a batch normalization's (mean, variance) in f64 and `None` for the other
+    /// layers: the form model writers and folding read. An empty set (nothing trained yet) gives
+    /// PyTorch's starting values, mean 0 and variance 1; a set too short for `spec` is an error.
+    pub fn per_layer(&self, spec: &Spec) -> Result<Vec<LayerStats>> {
+        let mut at = 0;
+        let mut out = Vec::with_capacity(spec.layers.len());
+        for l in &spec.layers {
+            if l.kind != Kind::BatchNorm {
+                out.push(None);
+                continue;
+            }
+            let c = l.input.c;
+            let pair = if self.values.is_empty() {
+                (vec![0.0; c], vec![1.0; c])
+            } else {
+                let v = self.values.get(at..at + 2 * c).ok_or_else(|| {
+                    Error::Usage(format!(
+                        "the running statistics hold {} values, fewer than this network's batch normalizations need",
+                        self.values.len()
+                    ))
+                })?;
+                (v[..c].iter().map(|&x| x as f64).collect(), v[c..].iter().map(|&x| x as f64).collect())
+            };
+            out.push(Some(pair));
+            at += 2 * c;
+        }
+        Ok(out)
+    }
+
+    /// [`RunningStats::per_layer`] the other way: each batch normalization's pair in layer
+    /// order (one that is missing or of another size starts at mean 0, variance 1), with no
+    /// batches counted.
+    pub fn from_per_layer<'a>(
+        spec: &Spec,
+        per_layer: impl IntoIterator<Item = Option<(&'a [f64], &'a [f64])>>,
+    ) -> RunningStats {
+        let mut r = RunningStats::default();
+        for (l, pair) in spec.layers.iter().zip(per_layer).filter(|(l, _)| l.kind == Kind::BatchNorm) {
+            let c = l.input.c;
+            match pair {
+                Some((mean, var)) if mean.len() == c && var.len() == c => {
+                    r.values.extend(mean.iter().chain(var).map(|&v| v as f32));
+                }
+                _ => r.values.extend((0..2 * c).map(|k| if k < c { 0.0 } else { 1.0 })),
+            }
+            r.batches.push(0);
+        }
+        r
+    }
+}
+
 /// Wall-clock seconds accumulated by phase since the timers were switched on.
 #[derive(Clone, Debug, Default)]
 pub struct Timers {

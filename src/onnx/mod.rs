@@ -29,57 +29,14 @@ mod writer;
 pub use ops::SUPPORTED;
 pub use writer::{OPSET, save};
 
-use crate::engine::RunningStats;
 use crate::error::{Error, Result};
 use crate::init::LayerParams;
 use crate::model::Recorded;
-use crate::spec::{Defaults, Kind, Shape, Spec};
+use crate::spec::{Defaults, Shape, Spec};
 use std::path::Path;
 
 /// Batch normalization's running statistics of one layer: (mean, variance) per channel.
-pub type Stats = Option<(Vec<f64>, Vec<f64>)>;
-
-/// Per layer, the statistics of [`RunningStats`] (the engine's and model files' form: the
-/// batch-norm layers' means and variances one after another), PyTorch's starting values (mean
-/// 0, variance 1) where it holds none.
-pub fn stats_of(spec: &Spec, running: &RunningStats) -> Vec<Stats> {
-    let mut at = 0;
-    spec.layers
-        .iter()
-        .map(|l| {
-            if l.kind != Kind::BatchNorm {
-                return None;
-            }
-            let c = l.input.c;
-            let part = |k: usize| -> Vec<f64> {
-                match running.values.get(at + k * c..at + (k + 1) * c) {
-                    Some(v) => v.iter().map(|&x| x as f64).collect(),
-                    None => vec![k as f64; c],
-                }
-            };
-            let stats = (part(0), part(1));
-            at += 2 * c;
-            Some(stats)
-        })
-        .collect()
-}
-
-/// [`stats_of`] the other way: the batch-norm layers' statistics in the engine's form (a layer
-/// the file gave none starts at mean 0, variance 1); no batches counted, as ONNX keeps none.
-pub fn running_of(spec: &Spec, stats: &[Stats]) -> RunningStats {
-    let mut r = RunningStats::default();
-    for (l, layer) in spec.layers.iter().enumerate().filter(|(_, l)| l.kind == Kind::BatchNorm) {
-        let c = layer.input.c;
-        match stats.get(l).and_then(|s| s.as_ref()) {
-            Some((mean, var)) if mean.len() == c && var.len() == c => {
-                r.values.extend(mean.iter().chain(var).map(|&v| v as f32));
-            }
-            _ => r.values.extend((0..2 * c).map(|k| if k < c { 0.0 } else { 1.0 })),
-        }
-        r.batches.push(0);
-    }
-    r
-}
+pub type Stats = crate::engine::LayerStats;
 
 /// A network read from an ONNX file.
 #[derive(Clone, Debug)]
@@ -207,6 +164,6 @@ pub fn export(model: &Path, out: &Path) -> Result<()> {
         return Err(Error::Usage(format!("-o {} is not an .onnx path; name the file FILE.onnx", out.display())));
     }
     crate::files::check_output("-o", out, &[model])?;
-    let (spec, params, recorded) = crate::model::load_recorded(model)?;
-    save(out, &spec, &params, &[], &recorded)
+    let (spec, params, recorded, running) = crate::model::load_trained(model)?;
+    crate::model::save_trained(out, &spec, &params, &running, &recorded)
 }
