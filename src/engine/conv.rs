@@ -811,14 +811,20 @@ pub fn conv_backward_with(
     team: &Team,
 ) {
     assert!(!sh.bias || db.len() >= sh.f, "a bias gradient of {} values for {} filters", db.len(), sh.f);
+    // db [F]: each filter's row of δ [F][B·H'·W'] summed, whatever the grouping or kernel.
+    if sh.bias {
+        let n = batch * sh.oh * sh.ow;
+        for (f, d) in db[..sh.f].iter_mut().enumerate() {
+            *d = row_sum(&delta[f * n..(f + 1) * n]);
+        }
+    }
     if sh.depthwise() {
-        return depthwise::backward(sh, batch, x, w, delta, dw, db, scratch, dx, team);
+        return depthwise::backward(sh, batch, x, w, delta, dw, scratch, dx, team);
     }
     let g = sh.group();
     let (xs, zs, ws) = (g.c * batch * g.h * g.w, g.f * batch * g.oh * g.ow, g.f * g.ckk());
     assert!(x.len() >= sh.groups * xs && delta.len() >= sh.groups * zs && dw.len() >= sh.groups * ws);
     for k in 0..sh.groups {
-        let dbk = if sh.bias { &mut db[k * g.f..(k + 1) * g.f] } else { &mut [] };
         let dxk = dx.as_deref_mut().map(|d| &mut d[k * xs..(k + 1) * xs]);
         backward_group(
             tiles,
@@ -828,7 +834,6 @@ pub fn conv_backward_with(
             &w[k * ws..(k + 1) * ws],
             &delta[k * zs..(k + 1) * zs],
             &mut dw[k * ws..(k + 1) * ws],
-            dbk,
             scratch,
             dxk,
             team,
@@ -846,7 +851,6 @@ fn backward_group(
     w: &[f32],
     delta: &[f32],
     dw: &mut [f32],
-    db: &mut [f32],
     scratch: &mut [f32],
     dx: Option<&mut [f32]>,
     team: &Team,
@@ -857,11 +861,6 @@ fn backward_group(
     let macs = sh.f * ckk * n;
     let delta = &delta[..sh.f * n];
     let dw = &mut dw[..sh.f * ckk];
-    if sh.bias {
-        for (f, d) in db[..sh.f].iter_mut().enumerate() {
-            *d = row_sum(&delta[f * n..(f + 1) * n]);
-        }
-    }
     #[cfg(target_arch = "x86_64")]
     if tiles.takes_sparse(sh) && nonzero_share(delta) <= SPARSE_MAX_DENSITY {
         let head = tiles.head(sh, batch);

@@ -20,9 +20,9 @@
 //! order, then the multiplier for dx), so results do not depend on the thread count. Buffers
 //! are rounded up to whole blocks and their padding stays zero.
 
-use crate::engine::conv::{ConvShape, finish, row_sum};
+use crate::engine::conv::{ConvShape, finish};
 use crate::engine::simd::{Madd, dispatch};
-use crate::engine::team::Team;
+use crate::engine::team::{Parts, Team};
 use crate::spec::Activation;
 
 /// Outputs per register block (4 AVX-512 or 8 AVX2 vectors: enough independent chains).
@@ -292,11 +292,6 @@ pub fn scratch_len(sh: &ConvShape, batch: usize, tasks: usize) -> usize {
     tasks * Grid::of(sh, batch).slot()
 }
 
-/// A pointer that tasks use for disjoint parts of one buffer.
-struct Ptr(*mut f32);
-// SAFETY: each task writes only its own part.
-unsafe impl Sync for Ptr {}
-
 /// Runs `f(task, units)` over `0..n` units split into contiguous ranges, one per task, on the
 /// team when the work (`macs`) is large enough.
 fn split(n: usize, macs: usize, team: &Team, f: &(dyn Fn(usize, std::ops::Range<usize>) + Sync)) {
@@ -404,11 +399,11 @@ pub fn forward(
     let units = sh.c * g.stacks(batch);
     assert!(x.len() >= sh.c * batch * plane && w.len() >= sh.f * taps && z.len() >= sh.f * batch * oplane);
     assert!(scratch.len() >= team.size().min(units) * slot);
-    let (zp, sp) = (Ptr(z.as_mut_ptr()), Ptr(scratch.as_mut_ptr()));
+    let (zp, sp) = (Parts::of(z), Parts::of(scratch));
     split(units, sh.f * batch * g.r * g.l * taps, team, &|t, range| {
         let (zp, sp) = (&zp, &sp);
         // SAFETY: slot t is this task's.
-        let slot = unsafe { std::slice::from_raw_parts_mut(sp.0.add(t * slot), slot) };
+        let slot = unsafe { sp.part(t * slot, slot) };
         let (p, rest) = slot.split_at_mut(g.s * g.s * g.plane);
         let grid = &mut rest[..g.out];
         p.fill(0.0);
@@ -420,8 +415,7 @@ pub fn forward(
                 forward_plane(&g, p, &w[f * taps..(f + 1) * taps], grid);
                 let bias = if sh.bias { Some(b[f]) } else { None };
                 // SAFETY: planes (f, e0..e1) of z belong to unit (c, stack), this task's.
-                let zf =
-                    unsafe { std::slice::from_raw_parts_mut(zp.0.add((f * batch + e0) * oplane), (e1 - e0) * oplane) };
+                let zf = unsafe { zp.part((f * batch + e0) * oplane, (e1 - e0) * oplane) };
                 for (k, ze) in zf.chunks_exact_mut(oplane).enumerate() {
                     for (oy, row) in ze.chunks_exact_mut(sh.ow).enumerate() {
                         let at = (k * g.r + oy) * g.l;
@@ -434,8 +428,8 @@ pub fn forward(
     });
 }
 
-/// Backward, given δ [F][B][H'][W']: dw [F][kh·kw], db [F] (when the layer has a bias) and,
-/// when asked, dx [C][B][H][W].
+/// Backward, given δ [F][B][H'][W']: dw [F][kh·kw] and, when asked, dx [C][B][H][W] (the bias
+/// gradient is the caller's, `conv::conv_backward_with`, as for every convolution).
 #[allow(clippy::too_many_arguments)]
 pub fn backward(
     sh: &ConvShape,
@@ -444,7 +438,6 @@ pub fn backward(
     w: &[f32],
     delta: &[f32],
     dw: &mut [f32],
-    db: &mut [f32],
     scratch: &mut [f32],
     dx: Option<&mut [f32]>,
     team: &Team,
@@ -454,11 +447,6 @@ pub fn backward(
     let (n, stacks) = (batch * oplane, g.stacks(batch));
     assert!(x.len() >= sh.c * batch * plane && w.len() >= sh.f * taps && dw.len() >= sh.f * taps);
     assert!(delta.len() >= sh.f * n && scratch.len() >= team.size().min(sh.c * stacks) * slot);
-    if sh.bias {
-        for (f, d) in db[..sh.f].iter_mut().enumerate() {
-            *d = row_sum(&delta[f * n..(f + 1) * n]);
-        }
-    }
     let macs = sh.f * batch * g.r * g.l * taps;
     // δ's planes of filter f, examples e0..e1, onto a grid (rows of l values, `lead` zeros
     // first); the grid's other values are left as they are.
@@ -471,12 +459,12 @@ pub fn backward(
             }
         }
     };
-    let (sp, dwp) = (Ptr(scratch.as_mut_ptr()), Ptr(dw.as_mut_ptr()));
+    let (sp, dwp) = (Parts::of(scratch), Parts::of(dw));
     // dW: tasks split the channels; each sums its filters' values over the stacks in order.
     split(sh.c, macs, team, &|t, range| {
         let (sp, dwp) = (&sp, &dwp);
         // SAFETY: slot t is this task's.
-        let slot = unsafe { std::slice::from_raw_parts_mut(sp.0.add(t * slot), slot) };
+        let slot = unsafe { sp.part(t * slot, slot) };
         let (p, rest) = slot.split_at_mut(g.s * g.s * g.plane);
         let (dgrid, rest) = rest.split_at_mut(g.m * g.out);
         let acc = &mut rest[..g.m * taps * CH];
@@ -502,18 +490,18 @@ pub fn backward(
                 let f = c * g.m + k;
                 for (tap, lanes) in a.chunks_exact(CH).enumerate() {
                     // SAFETY: the filters of channel c are this task's.
-                    unsafe { *dwp.0.add(f * taps + tap) = tree_sum(lanes) };
+                    unsafe { dwp.part(f * taps + tap, 1)[0] = tree_sum(lanes) };
                 }
             }
         }
     });
     let Some(dx) = dx else { return };
     assert!(dx.len() >= sh.c * batch * plane);
-    let dxp = Ptr(dx.as_mut_ptr());
+    let dxp = Parts::of(dx);
     split(sh.c * stacks, macs, team, &|t, range| {
         let (sp, dxp) = (&sp, &dxp);
         // SAFETY: slot t is this task's.
-        let slot = unsafe { std::slice::from_raw_parts_mut(sp.0.add(t * slot), slot) };
+        let slot = unsafe { sp.part(t * slot, slot) };
         let (dpad, rest) = slot.split_at_mut(g.m * g.dpad);
         let gp = &mut rest[..g.s * g.s * g.out];
         dpad.fill(0.0);
@@ -525,7 +513,7 @@ pub fn backward(
             }
             input_grad_planes(&g, dpad, &w[c * g.m * taps..(c + 1) * g.m * taps], gp);
             // SAFETY: planes (c, e0..e1) of dx are this unit's, this task's.
-            let dxe = unsafe { std::slice::from_raw_parts_mut(dxp.0.add((c * batch + e0) * plane), (e1 - e0) * plane) };
+            let dxe = unsafe { dxp.part((c * batch + e0) * plane, (e1 - e0) * plane) };
             g.unphase(gp, dxe);
         }
     });

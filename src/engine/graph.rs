@@ -18,6 +18,7 @@ use super::activation;
 use super::conv::{self, ConvShape};
 use super::gap::{self, Adaptive};
 use super::gemm::{View, matmul};
+use super::kernels;
 use super::loss;
 use super::norm;
 use super::padpool::PadPool;
@@ -275,12 +276,12 @@ fn give(
     let dst = &mut grads[j][..len];
     match (turn, written[j]) {
         (None, false) => dst.copy_from_slice(g),
-        (None, true) => dst.iter_mut().zip(g).for_each(|(d, &v)| *d += v),
+        (None, true) => kernels::axpy(1.0, g, dst),
         (Some(t), false) => t.backward(g, dst, batch),
         (Some(t), true) => {
             let tmp = &mut tmp[..len];
             t.backward(g, tmp, batch);
-            dst.iter_mut().zip(tmp.iter()).for_each(|(d, &v)| *d += v);
+            kernels::axpy(1.0, tmp, dst);
         }
     }
     written[j] = true;
@@ -441,7 +442,7 @@ impl Engine {
                 Node::Add => {
                     out.copy_from_slice(inputs[0]);
                     for other in &inputs[1..] {
-                        out.iter_mut().zip(other.iter()).for_each(|(o, &v)| *o += v);
+                        kernels::axpy(1.0, other, out);
                     }
                     activation::forward(act, out, m);
                 }

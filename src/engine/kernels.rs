@@ -110,6 +110,9 @@ pub struct AdamStep {
     /// AdamW's decoupled decay: the weights are scaled by 1 − lr·λ before Adam's step (as
     /// `torch.optim.AdamW`); `None` for Adam.
     pub keep: Option<f32>,
+    /// Adam's coupled decay λ (`--weight-decay` with adam: g + λ·w enters the moments, as
+    /// PyTorch's `Adam(weight_decay=λ)`); 0 for none.
+    pub decay: f32,
 }
 
 /// Adam's (or AdamW's) per-parameter work.
@@ -123,6 +126,10 @@ fn adam_imp<M: Madd>(w: &mut [f32], m: &mut [f32], v: &mut [f32], g: &[f32], s: 
     };
     let each = w.iter_mut().zip(m.iter_mut()).zip(v.iter_mut()).zip(g);
     match s.keep {
+        None if s.decay != 0.0 => each.for_each(|(((w, m), v), &g)| {
+            let g = M::madd(s.decay, *w, g);
+            *w -= s.step_size * direction(m, v, g)
+        }),
         None => each.for_each(|(((w, m), v), &g)| *w -= s.step_size * direction(m, v, g)),
         Some(keep) => each.for_each(|(((w, m), v), &g)| *w = *w * keep - s.step_size * direction(m, v, g)),
     }
@@ -182,7 +189,7 @@ pub fn adam(
     step_size: f32,
     inv_sqrt_c2: f32,
 ) {
-    adam_step(w, m, v, g, AdamStep { b1, b2, eps, step_size, inv_sqrt_c2, keep: None });
+    adam_step(w, m, v, g, AdamStep { b1, b2, eps, step_size, inv_sqrt_c2, keep: None, decay: 0.0 });
 }
 
 #[cfg(test)]

@@ -847,7 +847,8 @@ impl Engine {
         let coupled = h.rule(opt).coupled_decay;
         let wd = h.weight_decay as f32;
         let keep = (opt == Optimizer::AdamW).then_some((1.0 - h.lr * h.weight_decay) as f32);
-        let adam = kernels::AdamStep { b1, b2, eps, step_size, inv_sqrt_c2, keep };
+        let decay = if coupled && opt == Optimizer::Adam { wd } else { 0.0 };
+        let adam = kernels::AdamStep { b1, b2, eps, step_size, inv_sqrt_c2, keep, decay };
         let n = self.params.len();
         // Elementwise work: chunks are independent, so splitting changes no result.
         let parts = if n >= UPDATE_SPLIT_MIN { self.team.size() } else { 1 };
@@ -856,7 +857,7 @@ impl Engine {
             SendMut(self.params.as_mut_ptr()),
             SendMut(self.first.as_mut_ptr()),
             SendMut(self.second.as_mut_ptr()),
-            SendMut(self.grads.as_mut_ptr()),
+            &self.grads,
         );
         let task = |t: usize| {
             let r = (t * per).min(n)..((t + 1) * per).min(n);
@@ -865,7 +866,7 @@ impl Engine {
             // SAFETY: each task owns the range `r` of every arena; the arenas hold n values each
             // (the optimizer-state ones only when that optimizer uses them).
             let w = unsafe { std::slice::from_raw_parts_mut(w.0.add(r.start), len) };
-            let g = unsafe { std::slice::from_raw_parts_mut(g.0.add(r.start), len) };
+            let g = &g[r.clone()];
             match opt {
                 Optimizer::Sgd if coupled => kernels::sgd_decay(w, g, lr, wd),
                 Optimizer::Sgd => kernels::sgd(w, g, lr),
@@ -880,10 +881,6 @@ impl Engine {
                 Optimizer::Adam | Optimizer::AdamW => {
                     let m = unsafe { std::slice::from_raw_parts_mut(v1.0.add(r.start), len) };
                     let v = unsafe { std::slice::from_raw_parts_mut(v2.0.add(r.start), len) };
-                    if coupled {
-                        // Adam's coupled decay: g ← g + λ·w in the gradient arena, then Adam.
-                        kernels::axpy(wd, w, g);
-                    }
                     kernels::adam_step(w, m, v, g, adam)
                 }
             }

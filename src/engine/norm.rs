@@ -25,26 +25,12 @@
 use super::RankSum;
 use super::conv::split_items;
 use super::simd::{Madd, dispatch};
-use super::team::Team;
+use super::team::{Parts, Team};
 use crate::layers::batchnorm::{EPS, MOMENTUM};
-
-struct Ptr<T>(*mut T);
-// SAFETY: every task writes the channels it was given, which no other task touches.
-unsafe impl<T> Sync for Ptr<T> {}
 
 /// `sync` lent for one call, to be used again after it.
 pub fn reborrow<'s>(sync: &'s mut Option<RankSum<'_>>) -> Option<RankSum<'s>> {
     sync.as_mut().map(|f| &mut **f as RankSum<'s>)
-}
-
-impl<T> Ptr<T> {
-    /// Values `at..at + len` of the buffer.
-    ///
-    /// SAFETY: the caller's task owns that range alone and the buffer holds it.
-    #[allow(clippy::mut_from_ref)]
-    unsafe fn part(&self, at: usize, len: usize) -> &mut [T] {
-        unsafe { std::slice::from_raw_parts_mut(self.0.add(at), len) }
-    }
 }
 
 /// Σ v in f64, eight interleaved partial sums added in a fixed tree.
@@ -135,7 +121,7 @@ pub struct Norm<'a> {
 /// Per channel of x [C][n], `f` of the channel's values, in f64 (channels split across the team).
 fn per_channel(c: usize, n: usize, team: &Team, f: &(dyn Fn(usize) -> f64 + Sync)) -> Vec<f64> {
     let mut out = vec![0f64; c];
-    let op = Ptr(out.as_mut_ptr());
+    let op = Parts::of(&mut out);
     split_items(c, c * n, team, &|chs| {
         let op = &op;
         for ch in chs {
@@ -163,7 +149,7 @@ pub fn train_forward(nm: Norm, n: usize, x: &[f32], z: &mut [f32], team: &Team, 
     });
     let total = stats.as_ref().map_or(n as f64, |s| s.2);
     let unbiased = if total > 1.0 { total / (total - 1.0) } else { 1.0 };
-    let (zp, rp, sp) = (Ptr(z.as_mut_ptr()), Ptr(nm.running.as_mut_ptr()), Ptr(nm.saved.as_mut_ptr()));
+    let (zp, rp, sp) = (Parts::of(z), Parts::of(nm.running), Parts::of(nm.saved));
     let (gamma, beta) = (nm.gamma, nm.beta);
     let stats = &stats;
     split_items(c, c * n, team, &|chs| {
@@ -197,7 +183,7 @@ pub fn train_forward(nm: Norm, n: usize, x: &[f32], z: &mut [f32], team: &Team, 
 /// Evaluation mode over x [C][n], with the running statistics `running` (mean [C], var [C]).
 pub fn infer(gamma: &[f32], beta: &[f32], running: &[f32], n: usize, x: &[f32], z: &mut [f32], team: &Team) {
     let c = gamma.len();
-    let zp = Ptr(z.as_mut_ptr());
+    let zp = Parts::of(z);
     split_items(c, c * n, team, &|chs| {
         let zp = &zp;
         for ch in chs {
@@ -227,12 +213,12 @@ pub fn backward(
     sync: Option<RankSum>,
 ) {
     let c = gamma.len();
-    let (gp, bp) = (Ptr(dgamma.as_mut_ptr()), Ptr(dbeta.as_mut_ptr()));
+    let (gp, bp) = (Parts::of(dgamma), Parts::of(dbeta));
     // Synchronized, the input gradient waits for the ranks' sums: a second pass.
-    let (fused, later) = if sync.is_some() { (None, dx) } else { (dx.map(|d| Ptr(d.as_mut_ptr())), None) };
-    // Σδ [C], Σδ·x̂ [C] and the count, in f64 for the ranks' sum.
-    let mut sums = vec![0f64; 2 * c + 1];
-    let fp = Ptr(sums.as_mut_ptr());
+    let (fused, later) = if sync.is_some() { (None, dx) } else { (dx.map(Parts::of), None) };
+    // Synchronized: Σδ [C], Σδ·x̂ [C] and the count, in f64 for the ranks' sum.
+    let mut sums = if later.is_some() { vec![0f64; 2 * c + 1] } else { Vec::new() };
+    let fp = later.is_some().then(|| Parts::of(&mut sums));
     split_items(c, 2 * c * n, team, &|chs| {
         let (gp, bp, xp, fp) = (&gp, &bp, &fused, &fp);
         for ch in chs {
@@ -243,8 +229,10 @@ pub fn backward(
             unsafe {
                 gp.part(ch, 1)[0] = dg as f32;
                 bp.part(ch, 1)[0] = db as f32;
-                fp.part(ch, 1)[0] = db;
-                fp.part(c + ch, 1)[0] = dg;
+                if let Some(fp) = fp {
+                    fp.part(ch, 1)[0] = db;
+                    fp.part(c + ch, 1)[0] = dg;
+                }
                 if let Some(xp) = xp {
                     let k = gamma[ch] * r;
                     let (mb, mg) = ((db / n as f64) as f32, (dg / n as f64) as f32);
@@ -257,7 +245,7 @@ pub fn backward(
     sums[2 * c] = n as f64;
     s(&mut sums);
     let total = sums[2 * c];
-    let xp = Ptr(dx.as_mut_ptr());
+    let xp = Parts::of(dx);
     split_items(c, c * n, team, &|chs| {
         let xp = &xp;
         for ch in chs {

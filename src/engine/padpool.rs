@@ -5,7 +5,7 @@
 
 use super::conv::split_items;
 use super::pool::each_plane;
-use super::team::Team;
+use super::team::{Parts, Team};
 use crate::spec::{Kind, Layer};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -18,10 +18,6 @@ pub struct PadPool {
     pub oh: usize,
     pub ow: usize,
 }
-
-struct Ptr<T>(*mut T);
-// SAFETY: every task writes planes no other task touches.
-unsafe impl<T> Sync for Ptr<T> {}
 
 impl PadPool {
     pub fn of(layer: &Layer) -> Option<PadPool> {
@@ -46,18 +42,13 @@ impl PadPool {
     /// y [planes][oh·ow] and each output's argmax within its plane.
     pub fn forward(&self, planes: usize, x: &[f32], y: &mut [f32], arg: &mut [u32], team: &Team) {
         let (plane, oplane) = (self.h * self.w, self.oh * self.ow);
-        let (yp, ap) = (Ptr(y[..planes * oplane].as_mut_ptr()), Ptr(arg[..planes * oplane].as_mut_ptr()));
+        let (yp, ap) = (Parts::of(&mut y[..planes * oplane]), Parts::of(&mut arg[..planes * oplane]));
         split_items(planes, planes * plane, team, &|qs| {
             let (yp, ap) = (&yp, &ap);
             for q in qs {
                 let xp = &x[q * plane..(q + 1) * plane];
                 // SAFETY: plane q of y and of arg is this task's.
-                let (yo, ao) = unsafe {
-                    (
-                        std::slice::from_raw_parts_mut(yp.0.add(q * oplane), oplane),
-                        std::slice::from_raw_parts_mut(ap.0.add(q * oplane), oplane),
-                    )
-                };
+                let (yo, ao) = unsafe { (yp.part(q * oplane, oplane), ap.part(q * oplane, oplane)) };
                 for oy in 0..self.oh {
                     let rows = self.span(oy, self.h);
                     for ox in 0..self.ow {

@@ -7,7 +7,7 @@
 //! spreads g/k² to every window position.
 
 use super::conv::split_items;
-use super::team::Team;
+use super::team::{Parts, Team};
 use crate::spec::{Kind, Layer};
 
 /// A pooling layer's geometry; `planes` = C·B is set per batch.
@@ -37,20 +37,6 @@ impl PoolShape {
     }
 }
 
-struct SendPtr<T>(*mut T);
-// SAFETY: every task writes planes no other task touches.
-unsafe impl<T> Sync for SendPtr<T> {}
-
-impl<T> SendPtr<T> {
-    /// Plane `p` of `len` values.
-    ///
-    /// SAFETY: the caller owns plane `p` alone and the buffer holds it.
-    #[allow(clippy::mut_from_ref)]
-    unsafe fn plane(&self, p: usize, len: usize) -> &mut [T] {
-        unsafe { std::slice::from_raw_parts_mut(self.0.add(p * len), len) }
-    }
-}
-
 /// Runs `f(p, plane p of out)` for each of the `n` planes (of `len` values), split over the team
 /// by planes; `work` is the values read, which decides whether splitting pays.
 pub(crate) fn each_plane<F: Fn(usize, &mut [f32]) + Sync>(
@@ -61,12 +47,12 @@ pub(crate) fn each_plane<F: Fn(usize, &mut [f32]) + Sync>(
     team: &Team,
     f: F,
 ) {
-    let op = SendPtr(out[..n * len].as_mut_ptr());
+    let op = Parts::of(&mut out[..n * len]);
     split_items(n, work, team, &|ps| {
         let op = &op;
         for p in ps {
             // SAFETY: plane p of `out` belongs to this task alone.
-            f(p, unsafe { op.plane(p, len) });
+            f(p, unsafe { op.part(p * len, len) });
         }
     });
 }
@@ -74,13 +60,13 @@ pub(crate) fn each_plane<F: Fn(usize, &mut [f32]) + Sync>(
 /// Max pooling: y [C][B][H'][W'] and the argmax `arg` (index within the H×W plane) per output.
 pub fn max_forward(sh: &PoolShape, batch: usize, x: &[f32], y: &mut [f32], arg: &mut [u32], team: &Team) {
     let (plane, oplane, n) = (sh.h * sh.w, sh.oh * sh.ow, sh.c * batch);
-    let (yp, ap) = (SendPtr(y[..n * oplane].as_mut_ptr()), SendPtr(arg[..n * oplane].as_mut_ptr()));
+    let (yp, ap) = (Parts::of(&mut y[..n * oplane]), Parts::of(&mut arg[..n * oplane]));
     split_items(n, n * plane, team, &|ps| {
         let (yp, ap) = (&yp, &ap);
         for p in ps {
             let xp = &x[p * plane..(p + 1) * plane];
             // SAFETY: plane p of y and arg belongs to this task alone.
-            let (yo, ao) = unsafe { (yp.plane(p, oplane), ap.plane(p, oplane)) };
+            let (yo, ao) = unsafe { (yp.part(p * oplane, oplane), ap.part(p * oplane, oplane)) };
             if sh.k == 2 && sh.s == 2 {
                 for oy in 0..sh.oh {
                     let (r0, r1) = (&xp[2 * oy * sh.w..], &xp[(2 * oy + 1) * sh.w..]);

@@ -17,6 +17,26 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+/// A buffer the team's tasks write in disjoint parts: each task takes `part`s no other task
+/// touches (its channels, planes, examples or scratch slot).
+pub(crate) struct Parts<T>(*mut T);
+// SAFETY: tasks only ever take disjoint parts (`part`'s contract).
+unsafe impl<T> Sync for Parts<T> {}
+
+impl<T> Parts<T> {
+    pub(crate) fn of(buf: &mut [T]) -> Parts<T> {
+        Parts(buf.as_mut_ptr())
+    }
+
+    /// Values `at..at + len` of the buffer.
+    ///
+    /// SAFETY: the caller's task owns that range alone and the buffer holds it.
+    #[allow(clippy::mut_from_ref)]
+    pub(crate) unsafe fn part(&self, at: usize, len: usize) -> &mut [T] {
+        unsafe { std::slice::from_raw_parts_mut(self.0.add(at), len) }
+    }
+}
+
 /// How long an idle helper spins before parking.
 const SPIN: Duration = Duration::from_micros(200);
 
