@@ -112,9 +112,11 @@ impl PredictArgs {
         }
     }
 
-    /// The prediction for `spec` under `cfg`; what it rests on goes to stderr.
-    fn predict(&self, spec: &Spec, cfg: &Config) -> Result<predict::Prediction> {
+    /// The predictions for `spec` under each of `cfgs`, from one machine model (the profile is
+    /// read, or measured, once); what they rest on goes to stderr.
+    fn predict_each(&self, spec: &Spec, cfgs: &[Config]) -> Result<Vec<predict::Prediction>> {
         let threads = threads(self.threads);
+        let each = |m: predict::Machine| cfgs.iter().map(|c| predict::predict(spec, c, m, threads)).collect();
         if let Some(d) = &self.device {
             let (name, precision) = d.split_once(':').unwrap_or((d.as_str(), "fp32"));
             let dev = predict::devices::find(name).ok_or_else(|| {
@@ -125,14 +127,13 @@ impl PredictArgs {
             }
             let m = predict::Machine::device(dev, precision);
             eprintln!("flopnet: what-if for {} at {precision}", dev.description);
-            return Ok(predict::predict(spec, cfg, m, threads));
+            return Ok(each(m));
         }
         if let (Some(g), Some(b)) = (self.gflops, self.bandwidth) {
-            let m = predict::Machine::Roofline { matmul_gflops: g, vector_gflops: g, bandwidth_gbs: b };
-            return Ok(predict::predict(spec, cfg, m, threads));
+            return Ok(each(predict::Machine::Roofline { matmul_gflops: g, vector_gflops: g, bandwidth_gbs: b }));
         }
         let profile = measured_profile(self.profile.clone(), threads)?;
-        Ok(predict::predict(spec, cfg, predict::Machine::Measured(&profile), threads))
+        Ok(each(predict::Machine::Measured(&profile)))
     }
 }
 
@@ -522,23 +523,30 @@ fn run(cli: Cli) -> Result<ExitCode> {
             a.time.check()?;
             let cfg = a.run.config();
             let ledger = Ledger::try_decayed(&spec, &cfg, a.run.net.weight_decay())?;
-            let predicted = if a.time.wanted() { Some(a.time.predict(&spec, &cfg)?) } else { None };
             let communication = a.run.communication(&spec, &cfg);
-            let scaled = match (&communication, a.time.wanted(), a.link_gbps, a.link_latency_us) {
-                (Some(c), true, Some(g), Some(l)) => {
-                    // Each rank's step is that of its share of the batch, then the all-reduce.
-                    let share = |n: usize| n.div_ceil(c.ranks);
-                    let local = Config { batch: share(cfg.batch), examples: share(cfg.examples), ..cfg };
-                    let compute = a.time.predict(&spec, &local)?.step_seconds;
-                    Some(flopnet::dist::traffic::predict(c, compute, g, l))
-                }
-                (Some(_), true, _, _) => {
-                    return Err(Error::Usage(
-                        "count --predict --ranks P needs the link between the ranks: --link-gbps G --link-latency-us L (e.g. 100 and 2 for 100 Gbit/s InfiniBand)".into(),
-                    ));
+            if communication.is_some() && a.time.wanted() && (a.link_gbps.is_none() || a.link_latency_us.is_none()) {
+                return Err(Error::Usage(
+                    "count --predict --ranks P needs the link between the ranks: --link-gbps G --link-latency-us L (e.g. 100 and 2 for 100 Gbit/s InfiniBand)".into(),
+                ));
+            }
+            // Each rank's step is that of its share of the batch, then the all-reduce.
+            let local = communication.as_ref().filter(|_| a.time.wanted()).map(|c| {
+                let share = |n: usize| n.div_ceil(c.ranks);
+                Config { batch: share(cfg.batch), examples: share(cfg.examples), ..cfg }
+            });
+            let mut predictions = if a.time.wanted() {
+                a.time.predict_each(&spec, &[Some(cfg), local].into_iter().flatten().collect::<Vec<_>>())?
+            } else {
+                Vec::new()
+            };
+            let scaled = match (&communication, predictions.get(1), a.link_gbps, a.link_latency_us) {
+                (Some(c), Some(share), Some(g), Some(l)) => {
+                    Some(flopnet::dist::traffic::predict(c, share.step_seconds, g, l))
                 }
                 _ => None,
             };
+            predictions.truncate(1);
+            let predicted = predictions.pop();
             a.pictures.draw(&spec, &ledger)?;
             if a.json {
                 let extra = report::CountExtras {

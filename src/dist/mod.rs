@@ -146,23 +146,13 @@ pub fn fingerprint(
         ("spec", crc(meta.spec.as_bytes())),
         ("data", meta.data_crc ^ crc(&meta.examples.to_le_bytes())),
         ("flags", crc(flags.as_bytes())),
-        ("starting weights", crc_f32(params)),
+        ("starting weights", crate::checkpoint::data_crc(params, &[])),
     ]
 }
 
 /// CRC-32 of some bytes, for [`agree`].
 pub fn crc(bytes: &[u8]) -> u32 {
     crc32fast::hash(bytes)
-}
-
-/// CRC-32 of f32 values' bits.
-pub fn crc_f32(v: &[f32]) -> u32 {
-    let mut h = crc32fast::Hasher::new();
-    for c in v.chunks(4096) {
-        let b: Vec<u8> = c.iter().flat_map(|x| x.to_le_bytes()).collect();
-        h.update(&b);
-    }
-    h.finalize()
 }
 
 /// SIGINT and SIGTERM noted on a rank that keeps no checkpoint (every rank but 0), so that when

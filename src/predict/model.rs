@@ -763,10 +763,10 @@ pub(crate) fn step_seconds(spec: &Spec, loss: Loss, opt: Optimizer, b: usize, p:
 pub fn inference_seconds(spec: &Spec, b: usize, machine: Machine, threads: usize, fold: bool) -> f64 {
     let model = Model { machine, threads };
     let (layers, _, overhead) = model.step(spec, Loss::Mse, Optimizer::Sgd, b);
-    let folded = |i: usize| {
-        fold && matches!(spec.sources[i].as_slice(), [Source::Node(j)]
-            if matches!(spec.layers[*j].kind, Kind::Conv2d(_)) && spec.consumers(*j) == 1)
-    };
+    // The folding rule is fold.rs's alone (a conv or dense layer without an activation, read by
+    // the norm only).
+    let foldable = if fold { crate::fold::foldable(spec) } else { vec![None; spec.layers.len()] };
+    let folded = |i: usize| foldable[i].is_some();
     let forward: f64 = spec
         .layers
         .iter()
