@@ -152,26 +152,29 @@ fn main() {
             println!("  direct forward {:.2} ms ({:.0} GF/s)", t_direct * 1e3, gf(macs, t_direct));
         }
         let d = z.clone();
-        let mut configs = vec![
+        let configs = vec![
             (Kernel::Crate, Kernel::Avx, 1 << 15), // the engine before the packed kernel (CKK > 64)
             (Kernel::Avx, Kernel::Avx, 1 << 15),   // the engine before the packed kernel (CKK ≤ 64)
             (Kernel::Packed, Kernel::Packed, 1 << 15),
             (Kernel::Packed, Kernel::Packed, 1 << 16),
             (Kernel::Packed, Kernel::Packed, 1 << 17),
         ];
+        let mut configs: Vec<_> = configs.into_iter().map(|(k, d, t)| (k, d, t, false)).collect();
+        // The engine's choice: the weight gradient on shifted rows where the stride is 1.
+        configs.push((Kernel::Packed, Kernel::Packed, 1 << 15, true));
         if all {
             for kernel in [Kernel::Crate, Kernel::Avx] {
                 for dw_kernel in [Kernel::Crate, Kernel::Avx] {
                     for tile_values in [1 << 15, 1 << 17, 1 << 19] {
-                        configs.push((kernel, dw_kernel, tile_values));
+                        configs.push((kernel, dw_kernel, tile_values, false));
                     }
                 }
             }
         }
         {
-            for (kernel, dw_kernel, tile_values) in configs {
+            for (kernel, dw_kernel, tile_values, shifted_dw) in configs {
                 {
-                    let tiles = Tiles { kernel, dw_kernel, tile_values, sparse: false };
+                    let tiles = Tiles { kernel, dw_kernel, tile_values, sparse: false, shifted_dw };
                     let mut scratch = vec![0.0f32; tiles.total(&sh, batch, threads)];
                     let t_fwd = time(|| {
                         conv::conv_forward_with(
@@ -218,7 +221,8 @@ fn main() {
                         )
                     });
                     println!(
-                        "  tiled fwd {kernel:?} dW {dw_kernel:?} tile {tile_values} (g={}): forward {:.2} ms ({:.0} GF/s, {:.0}% of the ceiling), dW+db {:.2} ms ({:.0}), dX {:.2} ms ({:.0})",
+                        "  tiled fwd {kernel:?} dW {}{dw_kernel:?} tile {tile_values} (g={}): forward {:.2} ms ({:.0} GF/s, {:.0}% of the ceiling), dW+db {:.2} ms ({:.0}), dX {:.2} ms ({:.0})",
+                        if tiles.takes_shifted_dw(&sh) { "shifted, else " } else { "" },
                         tiles.group(&sh),
                         t_fwd * 1e3,
                         gf(macs, t_fwd),

@@ -31,6 +31,8 @@ pub(crate) mod norm;
 pub(crate) mod padpool;
 mod panels;
 pub mod pool;
+#[cfg(target_arch = "x86_64")]
+mod shifted;
 pub mod simd;
 mod sparse;
 pub mod team;

@@ -1,0 +1,320 @@
+//! The weight gradient of a stride-1 convolution as sums over shifted rows, without im2col.
+//!
+//! Shapes (B = batch, Hp/Wp the padded input's height and width, H'/W' the output's):
+//! - xp: [C][B][Hp][Wp] then a zero tail: the input inside its zero border
+//! - dp: [F][B][L] with L = H'·Wp rounded up to a vector: δ with its rows Wp wide, zero past W'
+//!   and past H'·Wp
+//! - dw: [F][C][kh][kw]
+//!
+//! dw[f][c][i][j] = Σ_e Σ_q dp[f][e][q] · xp[c][e][q + i·Wp + j]: flattening an example's output
+//! plane with rows Wp wide turns every window tap (c, i, j) into one offset into xp, so each
+//! product is a plain dot product of two contiguous runs, a vector at a time. The zero columns of
+//! dp take the reads that cross into the next row out of the sum.
+//!
+//! Why: with few filters (resnet20's 16- and 32-channel layers) the panel product rebuilds a
+//! gathered B slice for every six filters it multiplies, and that build costs more than the
+//! FMAs. Here a register block holds FB filters × T taps (T offsets), and every vector loaded is
+//! used FB or T times: FB + T loads per FB·T FMAs.
+//!
+//! Sums: each block keeps one vector accumulator per (filter, tap) over a chunk of examples,
+//! then adds its lanes (fixed order) into dw; chunks go in example order and depend on the shape
+//! alone, tasks split the blocks: results do not depend on the thread count.
+
+#![cfg(target_arch = "x86_64")]
+
+use super::avx::{Vf, W8, W16};
+use super::conv::{ConvShape, split_items};
+use super::gemm::PARALLEL_MIN_MACS;
+use super::team::{Parts, Team};
+
+/// Filters per register block.
+const FB: usize = 4;
+/// Taps per register block.
+const T: usize = 6;
+/// Bytes of dp and xp a chunk of examples may take (they stay in a core's L2 while every block
+/// of the task passes over them).
+const CHUNK_BYTES: usize = 384 << 10;
+
+fn padded(sh: &ConvShape) -> (usize, usize) {
+    (sh.h + 2 * sh.ph, sh.w + 2 * sh.pw)
+}
+
+/// Values of an example's flattened output plane in dp (a multiple of 16, whatever the width
+/// in use, so the layout does not depend on the CPU).
+fn plane_len(sh: &ConvShape) -> usize {
+    (sh.oh * padded(sh).1).div_ceil(16) * 16
+}
+
+/// Zero values after xp's last plane: a vector's overrun past the last position plus the
+/// largest in-row tap offset.
+fn tail(sh: &ConvShape) -> usize {
+    16 + sh.kw + padded(sh).1
+}
+
+/// Shared scratch of [`weight_grad`]: xp, then dp.
+pub fn head_len(sh: &ConvShape, batch: usize) -> usize {
+    let (hp, wp) = padded(sh);
+    sh.c * batch * hp * wp + tail(sh) + sh.f * batch * plane_len(sh)
+}
+
+/// Whether the kernel takes this shape: stride 1 and no groups (the caller passes one group).
+pub fn eligible(sh: &ConvShape) -> bool {
+    sh.s == 1 && sh.oh == sh.h + 2 * sh.ph + 1 - sh.kh && sh.ow == sh.w + 2 * sh.pw + 1 - sh.kw
+}
+
+/// x [C][B][H][W] into xp, and delta [F][B][H'][W'] into dp (see the module comment).
+fn lay_out(sh: &ConvShape, batch: usize, x: &[f32], delta: &[f32], xp: &mut [f32], dp: &mut [f32], team: &Team) {
+    let (hp, wp) = padded(sh);
+    let (xplane, dplane) = (hp * wp, plane_len(sh));
+    let (xs, ds) = (sh.c * batch, sh.f * batch);
+    xp[xs * xplane..].fill(0.0);
+    let (xparts, dparts) = (Parts::of(xp), Parts::of(dp));
+    split_items(xs + ds, xs * xplane + ds * dplane, team, &|range| {
+        for q in range {
+            if q < xs {
+                // SAFETY: plane q of xp is this task's alone.
+                let dst = unsafe { xparts.part(q * xplane, xplane) };
+                let src = &x[q * sh.h * sh.w..(q + 1) * sh.h * sh.w];
+                dst[..sh.ph * wp].fill(0.0);
+                dst[(sh.ph + sh.h) * wp..].fill(0.0);
+                for (y, row) in src.chunks_exact(sh.w).enumerate() {
+                    let d = &mut dst[(sh.ph + y) * wp..(sh.ph + y + 1) * wp];
+                    d[..sh.pw].fill(0.0);
+                    d[sh.pw..sh.pw + sh.w].copy_from_slice(row);
+                    d[sh.pw + sh.w..].fill(0.0);
+                }
+            } else {
+                let q = q - xs;
+                // SAFETY: plane q of dp is this task's alone.
+                let dst = unsafe { dparts.part(q * dplane, dplane) };
+                let src = &delta[q * sh.oh * sh.ow..(q + 1) * sh.oh * sh.ow];
+                for (y, row) in src.chunks_exact(sh.ow).enumerate() {
+                    dst[y * wp..y * wp + sh.ow].copy_from_slice(row);
+                    dst[y * wp + sh.ow..(y + 1) * wp].fill(0.0);
+                }
+                dst[sh.oh * wp..].fill(0.0);
+            }
+        }
+    });
+}
+
+/// dw [F][C·kh·kw] = δ · colᵀ for a stride-1 convolution of one group; `head` holds
+/// [`head_len`] values.
+///
+/// SAFETY: AVX2 and FMA present.
+pub unsafe fn weight_grad(
+    sh: &ConvShape,
+    batch: usize,
+    x: &[f32],
+    delta: &[f32],
+    head: &mut [f32],
+    dw: &mut [f32],
+    team: &Team,
+) {
+    assert!(eligible(sh), "shifted rows are for stride 1");
+    let (ckk, n) = (sh.ckk(), batch * sh.oh * sh.ow);
+    assert!(dw.len() >= sh.f * ckk && delta.len() >= sh.f * n && x.len() >= sh.c * batch * sh.h * sh.w);
+    let (hp, wp) = padded(sh);
+    let (xp, rest) = head.split_at_mut(sh.c * batch * hp * wp + tail(sh));
+    let dp = &mut rest[..sh.f * batch * plane_len(sh)];
+    lay_out(sh, batch, x, delta, xp, dp, team);
+    // Tap (c, i, j) reads xp at c·B·Hp·Wp + i·Wp + j from an example's first position.
+    let offsets: Vec<usize> =
+        (0..ckk).map(|r| (r / (sh.kh * sh.kw)) * batch * hp * wp + (r / sh.kw % sh.kh) * wp + r % sh.kw).collect();
+    let blocks = sh.f.div_ceil(FB) * ckk.div_ceil(T);
+    let parts = if sh.f * ckk * n >= PARALLEL_MIN_MACS { team.size().min(blocks) } else { 1 };
+    let per = blocks.div_ceil(parts);
+    let per_example = 4 * (sh.f * plane_len(sh) + sh.c * hp * wp);
+    let chunk = (CHUNK_BYTES / per_example).clamp(1, batch);
+    let (xp, dp, out) = (&*xp, &*dp, Parts::of(dw));
+    team.run(blocks.div_ceil(per), &|t| {
+        let run = Run { sh, batch, xp, dp, offsets: &offsets, chunk, out: &out };
+        // SAFETY: the caller's promise (AVX2/FMA); blocks t·per.. are this task's, and so are
+        // their entries of dw.
+        unsafe {
+            if super::simd::has_avx512() {
+                task_512(&run, t * per..((t + 1) * per).min(blocks))
+            } else {
+                task_256(&run, t * per..((t + 1) * per).min(blocks))
+            }
+        }
+    });
+}
+
+/// What every task reads.
+struct Run<'a> {
+    sh: &'a ConvShape,
+    batch: usize,
+    xp: &'a [f32],
+    dp: &'a [f32],
+    offsets: &'a [usize],
+    /// Examples a chunk holds.
+    chunk: usize,
+    out: &'a Parts<f32>,
+}
+
+#[target_feature(enable = "avx2,fma")]
+unsafe fn task_256(run: &Run, blocks: std::ops::Range<usize>) {
+    unsafe { task::<W8>(run, blocks) }
+}
+
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn task_512(run: &Run, blocks: std::ops::Range<usize>) {
+    unsafe { task::<W16>(run, blocks) }
+}
+
+/// A task's blocks (filter block major, then tap block), chunk by chunk of examples.
+#[inline(always)]
+unsafe fn task<V: Vf>(run: &Run, blocks: std::ops::Range<usize>) {
+    let sh = run.sh;
+    let ckk = sh.ckk();
+    let tap_blocks = ckk.div_ceil(T);
+    let mut e0 = 0;
+    while e0 < run.batch {
+        let e1 = (e0 + run.chunk).min(run.batch);
+        for b in blocks.clone() {
+            let (f0, r0) = (b / tap_blocks * FB, b % tap_blocks * T);
+            let (fs, rs) = ((sh.f - f0).min(FB), (ckk - r0).min(T));
+            // Taps past ckk repeat the last one; their sums are dropped.
+            let offs: [usize; T] = std::array::from_fn(|k| run.offsets[r0 + k.min(rs - 1)]);
+            let at = Sums { f0, r0, rs, first: e0 == 0 };
+            // SAFETY: the caller's promise; the rows read lie in xp and dp (module comment), and
+            // entries (f0.., r0..r0 + rs) of dw are this task's.
+            unsafe {
+                match fs {
+                    4 => block::<V, 4>(run, &offs, e0..e1, at),
+                    3 => block::<V, 3>(run, &offs, e0..e1, at),
+                    2 => block::<V, 2>(run, &offs, e0..e1, at),
+                    _ => block::<V, 1>(run, &offs, e0..e1, at),
+                }
+            }
+        }
+        e0 = e1;
+    }
+}
+
+/// The accumulators after one run of `len` positions (a multiple of the lane count).
+///
+/// SAFETY: `len` values from each of `de` and from `xe` + every offset are readable.
+#[inline(always)]
+unsafe fn run_sums<V: Vf, const F: usize>(
+    mut acc: [[V; T]; F],
+    de: [*const f32; F],
+    xe: *const f32,
+    offs: &[usize; T],
+    len: usize,
+) -> [[V; T]; F] {
+    let mut q = 0;
+    while q < len {
+        // SAFETY: the caller's promise.
+        unsafe {
+            let mut d = [V::zero(); F];
+            for k in 0..F {
+                d[k] = V::load(de[k].add(q));
+            }
+            for t in 0..T {
+                let xv = V::load(xe.add(offs[t] + q));
+                for k in 0..F {
+                    acc[k][t] = V::fma(d[k], xv, acc[k][t]);
+                }
+            }
+        }
+        q += V::L;
+    }
+    acc
+}
+
+/// Where a block's sums go: filters f0.., taps r0..r0 + rs of dw; stored over the first chunk,
+/// added after.
+#[derive(Clone, Copy)]
+struct Sums {
+    f0: usize,
+    r0: usize,
+    rs: usize,
+    first: bool,
+}
+
+/// One block of F filters × T taps over examples `ex`: a vector accumulator per (filter, tap),
+/// its lanes added into dw.
+///
+/// SAFETY: as [`task`]; dw's entries of the block are the caller's.
+#[inline(always)]
+unsafe fn block<V: Vf, const F: usize>(run: &Run, offs: &[usize; T], ex: std::ops::Range<usize>, at: Sums) {
+    let sh = run.sh;
+    let (hp, wp) = padded(sh);
+    let plane = plane_len(sh);
+    let mut acc = [[unsafe { V::zero() }; T]; F];
+    for e in ex {
+        // SAFETY: example e's plane of channel 0 in xp and of filters f0.. in dp, which the
+        // taps' reads do not leave (module comment).
+        unsafe {
+            let xe = run.xp.as_ptr().add(e * hp * wp);
+            let de: [*const f32; F] =
+                std::array::from_fn(|k| run.dp.as_ptr().add(((at.f0 + k) * run.batch + e) * plane));
+            acc = run_sums::<V, F>(acc, de, xe, offs, plane);
+        }
+    }
+    let ckk = sh.ckk();
+    for (k, row) in acc.iter().enumerate() {
+        // SAFETY: the caller's promise.
+        let dst = unsafe { run.out.part((at.f0 + k) * ckk + at.r0, at.rs) };
+        for (d, &v) in dst.iter_mut().zip(row) {
+            let s = unsafe { V::hsum(v) };
+            *d = if at.first { s } else { *d + s };
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::conv::{Tiles, conv_backward_with};
+    use crate::engine::gemm::Kernel;
+
+    /// dW on shifted rows equals the plain im2col product (the AVX dot kernel) on shapes with
+    /// odd widths, paddings, kernel sizes and filter counts that leave partial blocks.
+    #[test]
+    fn equals_the_im2col_product() {
+        if !crate::engine::simd::has_avx2_fma() {
+            return;
+        }
+        let team = Team::new(2, || {}).unwrap();
+        // (c, h, w, f, kh, kw, ph, pw, batch)
+        for &(c, h, w, f, kh, kw, ph, pw, batch) in &[
+            (3, 9, 7, 5, 3, 3, 1, 1, 3),
+            (16, 12, 12, 16, 3, 3, 1, 1, 5),
+            (2, 11, 13, 7, 5, 3, 2, 0, 2),
+            (5, 6, 6, 3, 1, 1, 0, 0, 4),
+            (4, 20, 17, 9, 7, 7, 3, 3, 2),
+        ] {
+            let (oh, ow) = (h + 2 * ph + 1 - kh, w + 2 * pw + 1 - kw);
+            let sh = ConvShape { c, h, w, f, kh, kw, s: 1, ph, pw, oh, ow, groups: 1, bias: false };
+            let x: Vec<f32> = (0..c * batch * h * w).map(|i| ((i * 7919) % 23) as f32 / 23.0 - 0.4).collect();
+            let n = batch * sh.oh * sh.ow;
+            let delta: Vec<f32> = (0..f * n).map(|i| ((i * 104729) % 19) as f32 / 19.0 - 0.5).collect();
+            let w0 = vec![0.0f32; f * sh.ckk()];
+            let plain = Tiles {
+                kernel: Kernel::Avx,
+                dw_kernel: Kernel::Avx,
+                tile_values: 1 << 15,
+                sparse: false,
+                shifted_dw: false,
+            };
+            let mut scratch = vec![0.0f32; plain.total(&sh, batch, 2)];
+            let mut want = vec![0.0f32; f * sh.ckk()];
+            conv_backward_with(plain, &sh, batch, &x, &w0, &delta, &mut want, &mut [], &mut scratch, None, &team);
+            let mut by_threads = Vec::new();
+            for threads in [1, 2] {
+                let team = Team::new(threads, || {}).unwrap();
+                let mut head = vec![f32::NAN; head_len(&sh, batch)];
+                let mut got = vec![f32::NAN; f * sh.ckk()];
+                unsafe { weight_grad(&sh, batch, &x, &delta, &mut head, &mut got, &team) };
+                for (k, (g, w)) in got.iter().zip(&want).enumerate() {
+                    assert!((g - w).abs() <= 1e-4 * (1.0 + w.abs()), "{sh:?} dw[{k}]: {g} against {w}");
+                }
+                by_threads.push(got);
+            }
+            assert_eq!(by_threads[0], by_threads[1], "{sh:?}: the thread count changed dw");
+        }
+    }
+}
