@@ -23,6 +23,7 @@ use super::loss;
 use super::norm;
 use super::padpool::PadPool;
 use super::pool::{self, PoolShape};
+use super::team::{Parts, Team};
 use super::{Engine, Score, lap, to_channels, to_rows};
 use crate::spec::{Activation, Kind, Loss, Source, Spec};
 use rand::{Rng, SeedableRng};
@@ -261,8 +262,34 @@ impl Graph {
     }
 }
 
+/// Values an elementwise pass hands a task at a time.
+const RUN: usize = 1 << 14;
+
+/// `f(out[r], r)` over consecutive runs `r` of `out`, split across the team when there are many
+/// values (each run's values are computed alone, so the split changes no result).
+fn elementwise(out: &mut [f32], team: &Team, f: &(dyn Fn(&mut [f32], std::ops::Range<usize>) + Sync)) {
+    let len = out.len();
+    let op = Parts::of(out);
+    conv::split_items(len.div_ceil(RUN), len, team, &|runs| {
+        let r = runs.start * RUN..(runs.end * RUN).min(len);
+        // SAFETY: these runs of `out` are this task's alone.
+        f(unsafe { op.part(r.start, r.len()) }, r);
+    });
+}
+
+/// The activation `act` over `out` in place (rows of `m` values), split across the team unless
+/// it needs whole rows (softmax).
+fn activate(act: Activation, out: &mut [f32], m: usize, team: &Team) {
+    match act {
+        Activation::Identity => {}
+        Activation::Softmax => activation::forward(act, out, m),
+        _ => elementwise(out, team, &|o, _| activation::forward(act, o, m)),
+    }
+}
+
 /// Hands a gradient `g` for source `j` over the edge `turn`: written into `grads[j]` when it is
 /// the first it receives, else added (through `tmp` when the edge transposes).
+#[allow(clippy::too_many_arguments)]
 fn give(
     grads: &mut [Vec<f32>],
     written: &mut [bool],
@@ -271,12 +298,13 @@ fn give(
     turn: Option<Turn>,
     g: &[f32],
     batch: usize,
+    team: &Team,
 ) {
     let len = g.len();
     let dst = &mut grads[j][..len];
     match (turn, written[j]) {
-        (None, false) => dst.copy_from_slice(g),
-        (None, true) => kernels::axpy(1.0, g, dst),
+        (None, false) => elementwise(dst, team, &|d, r| d.copy_from_slice(&g[r])),
+        (None, true) => elementwise(dst, team, &|d, r| kernels::axpy(1.0, &g[r], d)),
         (Some(t), false) => t.backward(g, dst, batch),
         (Some(t), true) => {
             let tmp = &mut tmp[..len];
@@ -432,12 +460,24 @@ impl Engine {
                     let stats = &mut running[at..at + 2 * c];
                     if training {
                         let nm = norm::Norm { gamma: w, beta: b, running: stats, saved: &mut g.saved[l] };
-                        norm::train_forward(nm, q, input, out, team, norm::reborrow(&mut sync));
+                        norm::train_forward(nm, act, q, input, out, team, norm::reborrow(&mut sync));
                         tracked[l] += 1;
                     } else {
-                        norm::infer(w, b, stats, q, input, out, team);
+                        norm::infer(w, b, stats, act, q, input, out, team);
                     }
-                    activation::forward(act, out, m);
+                    if !norm::applies(act) {
+                        activation::forward(act, out, m);
+                    }
+                }
+                Node::Add if act != Activation::Softmax => {
+                    // The sum and its activation in one pass, a run at a time.
+                    elementwise(out, team, &|o, r| {
+                        o.copy_from_slice(&inputs[0][r.clone()]);
+                        for other in &inputs[1..] {
+                            kernels::axpy(1.0, &other[r.clone()], o);
+                        }
+                        activation::forward(act, o, m);
+                    });
                 }
                 Node::Add => {
                     out.copy_from_slice(inputs[0]);
@@ -456,11 +496,11 @@ impl Engine {
                 Node::Global => {
                     let c = layer.input.c;
                     gap::global_forward(c, batch, n / c, input, out);
-                    activation::forward(act, out, m);
+                    activate(act, out, m, team);
                 }
                 Node::Adaptive(ad) => {
                     ad.forward(layer.input.c * batch, input, out, team);
-                    activation::forward(act, out, m);
+                    activate(act, out, m, team);
                 }
                 Node::Dropout(p) if training => {
                     let (c, q) = (layer.input.c, layer.input.h * layer.input.w);
@@ -531,10 +571,24 @@ impl Engine {
                 delta.fill(0.0);
             }
             let from_ce = l == last && lossfn == Loss::Ce && layer.activation == Activation::Softmax;
-            if !from_ce && layer.kind.takes_activation() {
-                activation::backward(layer.activation, &acts[l][..batch * m], delta, m);
+            // A batch norm applies its activation's derivative channel by channel (norm::applies).
+            let in_norm = matches!(g.nodes[l], Node::BatchNorm) && norm::applies(layer.activation);
+            if !from_ce && !in_norm && layer.kind.takes_activation() {
+                let (act, a) = (layer.activation, &acts[l][..batch * m]);
+                if act == Activation::Softmax {
+                    activation::backward(act, a, delta, m);
+                } else if act != Activation::Identity {
+                    elementwise(delta, team, &|d, r| activation::backward(act, &a[r], d, m));
+                }
             }
-            let delta = &*delta;
+            // The batch norm's δ, mutable for its activation's derivative.
+            let mut norm_delta = None;
+            let delta: &[f32] = if in_norm {
+                norm_delta = Some(delta);
+                &[]
+            } else {
+                delta
+            };
             let sources = &spec.sources[l];
             let input_of = |k: usize| -> &[f32] {
                 let size = spec.shape_of(sources[k]).size();
@@ -591,7 +645,22 @@ impl Engine {
                 }
                 Node::BatchNorm => {
                     let q = batch * (n / layer.input.c);
-                    norm::backward(w, &g.saved[l], q, input, delta, dw, db, dx, team, norm::reborrow(&mut sync));
+                    let delta = norm_delta.take().expect("a batch norm's δ");
+                    let act = if from_ce { Activation::Identity } else { layer.activation };
+                    let a = &acts[l][..batch * m];
+                    norm::backward(
+                        w,
+                        &g.saved[l],
+                        q,
+                        input,
+                        (act, a),
+                        delta,
+                        dw,
+                        db,
+                        dx,
+                        team,
+                        norm::reborrow(&mut sync),
+                    );
                 }
                 Node::Global => {
                     if let Some(dx) = dx {
@@ -617,7 +686,7 @@ impl Engine {
                 Node::Add => {
                     for (k, src) in sources.iter().enumerate() {
                         if let Source::Node(j) = *src {
-                            give(lower, &mut g.written, tmp1, j, g.turns[l][k], delta, batch);
+                            give(lower, &mut g.written, tmp1, j, g.turns[l][k], delta, batch, team);
                         }
                     }
                 }
@@ -626,7 +695,7 @@ impl Engine {
                     for (k, src) in sources.iter().enumerate() {
                         let len = batch * spec.shape_of(*src).size();
                         if let Source::Node(j) = *src {
-                            give(lower, &mut g.written, tmp1, j, g.turns[l][k], &delta[at..at + len], batch);
+                            give(lower, &mut g.written, tmp1, j, g.turns[l][k], &delta[at..at + len], batch, team);
                         }
                         at += len;
                     }
@@ -637,7 +706,7 @@ impl Engine {
                 if direct(&g.written, turn, j) {
                     g.written[j] = true;
                 } else {
-                    give(lower, &mut g.written, tmp1, j, turn, &tmp0[..batch * n], batch);
+                    give(lower, &mut g.written, tmp1, j, turn, &tmp0[..batch * n], batch, team);
                 }
             }
             lap(&mut t, timers.as_mut().map(|x| &mut x.backward[l]));

@@ -23,10 +23,12 @@
 #![allow(clippy::extra_unused_type_parameters)]
 
 use super::RankSum;
+use super::activation;
 use super::conv::split_items;
 use super::simd::{Madd, dispatch};
 use super::team::{Parts, Team};
 use crate::layers::batchnorm::{EPS, MOMENTUM};
+use crate::spec::Activation;
 
 /// `sync` lent for one call, to be used again after it.
 pub fn reborrow<'s>(sync: &'s mut Option<RankSum<'_>>) -> Option<RankSum<'s>> {
@@ -132,9 +134,30 @@ fn per_channel(c: usize, n: usize, team: &Team, f: &(dyn Fn(usize) -> f64 + Sync
     out
 }
 
-/// Training mode over x [C][n]: z, the saved μ and r, and the running statistics' update; the
-/// statistics summed over the ranks by `sync` when given.
-pub fn train_forward(nm: Norm, n: usize, x: &[f32], z: &mut [f32], team: &Team, sync: Option<RankSum>) {
+/// The activation after a batch norm, applied to each channel while it is still in cache: any
+/// but softmax, which needs whole rows (the caller applies that one).
+fn per_channel_act(act: Activation) -> Activation {
+    if act == Activation::Softmax { Activation::Identity } else { act }
+}
+
+/// Whether [`train_forward`] and [`infer`] apply `act` themselves.
+pub fn applies(act: Activation) -> bool {
+    act != Activation::Softmax
+}
+
+/// Training mode over x [C][n]: z = act(batch norm of x), the saved μ and r, and the running
+/// statistics' update; the statistics summed over the ranks by `sync` when given. (`act` per
+/// [`applies`].)
+pub fn train_forward(
+    nm: Norm,
+    act: Activation,
+    n: usize,
+    x: &[f32],
+    z: &mut [f32],
+    team: &Team,
+    sync: Option<RankSum>,
+) {
+    let act = per_channel_act(act);
     let c = nm.gamma.len();
     // Per channel: μ, Σ(x−μ)² and the count of values they are over.
     let stats: Option<(Vec<f64>, Vec<f64>, f64)> = sync.map(|s| {
@@ -169,7 +192,9 @@ pub fn train_forward(nm: Norm, n: usize, x: &[f32], z: &mut [f32], team: &Team, 
             let b = beta[ch];
             // SAFETY: channel ch of z, of the running statistics and of the saved ones is this task's.
             unsafe {
-                scale_shift(zp.part(ch * n, n), xs, mu32, scale, b);
+                let zs = zp.part(ch * n, n);
+                scale_shift(zs, xs, mu32, scale, b);
+                activation::forward(act, zs, n);
                 let (mean, var_r) = (rp.part(ch, 1), rp.part(c + ch, 1));
                 mean[0] = ((1.0 - MOMENTUM) * mean[0] as f64 + MOMENTUM * mu) as f32;
                 var_r[0] = ((1.0 - MOMENTUM) * var_r[0] as f64 + MOMENTUM * unbiased * var) as f32;
@@ -180,9 +205,21 @@ pub fn train_forward(nm: Norm, n: usize, x: &[f32], z: &mut [f32], team: &Team, 
     });
 }
 
-/// Evaluation mode over x [C][n], with the running statistics `running` (mean [C], var [C]).
-pub fn infer(gamma: &[f32], beta: &[f32], running: &[f32], n: usize, x: &[f32], z: &mut [f32], team: &Team) {
+/// Evaluation mode over x [C][n], with the running statistics `running` (mean [C], var [C]),
+/// then `act` (per [`applies`]).
+#[allow(clippy::too_many_arguments)]
+pub fn infer(
+    gamma: &[f32],
+    beta: &[f32],
+    running: &[f32],
+    act: Activation,
+    n: usize,
+    x: &[f32],
+    z: &mut [f32],
+    team: &Team,
+) {
     let c = gamma.len();
+    let act = per_channel_act(act);
     let zp = Parts::of(z);
     split_items(c, c * n, team, &|chs| {
         let zp = &zp;
@@ -191,21 +228,26 @@ pub fn infer(gamma: &[f32], beta: &[f32], running: &[f32], n: usize, x: &[f32], 
             let scale = (gamma[ch] as f64 / (var as f64 + EPS).sqrt()) as f32;
             let b = beta[ch];
             // SAFETY: channel ch of z is this task's.
-            scale_shift(unsafe { zp.part(ch * n, n) }, &x[ch * n..(ch + 1) * n], mean, scale, b);
+            let zs = unsafe { zp.part(ch * n, n) };
+            scale_shift(zs, &x[ch * n..(ch + 1) * n], mean, scale, b);
+            activation::forward(act, zs, n);
         }
     });
 }
 
-/// Backward from δ [C][n] (the activation's derivative applied): dγ, dβ [C] and, when asked,
-/// dx [C][n], written. `saved` is what [`train_forward`] kept. dx from Σδ and Σδ·x̂ summed over
-/// the ranks by `sync` when given (dγ and dβ stay this rank's: the gradient all-reduce adds them).
+/// Backward from δ [C][n], the gradient at the activation's output: the activation's derivative
+/// applied to δ in place (from the output `a`, per [`applies`]; a softmax's is the caller's),
+/// then dγ, dβ [C] and, when asked, dx [C][n], written. `saved` is what [`train_forward`] kept.
+/// dx from Σδ and Σδ·x̂ summed over the ranks by `sync` when given (dγ and dβ stay this rank's:
+/// the gradient all-reduce adds them).
 #[allow(clippy::too_many_arguments)]
 pub fn backward(
     gamma: &[f32],
     saved: &[f32],
     n: usize,
     x: &[f32],
-    delta: &[f32],
+    (act, a): (Activation, &[f32]),
+    delta: &mut [f32],
     dgamma: &mut [f32],
     dbeta: &mut [f32],
     dx: Option<&mut [f32]>,
@@ -213,6 +255,8 @@ pub fn backward(
     sync: Option<RankSum>,
 ) {
     let c = gamma.len();
+    let act = per_channel_act(act);
+    let dp = Parts::of(delta);
     let (gp, bp) = (Parts::of(dgamma), Parts::of(dbeta));
     // Synchronized, the input gradient waits for the ranks' sums: a second pass.
     let (fused, later) = if sync.is_some() { (None, dx) } else { (dx.map(Parts::of), None) };
@@ -220,10 +264,13 @@ pub fn backward(
     let mut sums = if later.is_some() { vec![0f64; 2 * c + 1] } else { Vec::new() };
     let fp = later.is_some().then(|| Parts::of(&mut sums));
     split_items(c, 2 * c * n, team, &|chs| {
-        let (gp, bp, xp, fp) = (&gp, &bp, &fused, &fp);
+        let (gp, bp, xp, fp, dp) = (&gp, &bp, &fused, &fp, &dp);
         for ch in chs {
             let (mu, r) = (saved[ch], saved[c + ch]);
-            let (xs, ds) = (&x[ch * n..(ch + 1) * n], &delta[ch * n..(ch + 1) * n]);
+            // SAFETY: channel ch of δ is this task's.
+            let ds = unsafe { dp.part(ch * n, n) };
+            activation::backward(act, &a[ch * n..(ch + 1) * n], ds, n);
+            let (xs, ds) = (&x[ch * n..(ch + 1) * n], &*ds);
             let (db, dg) = grad_sums(ds, xs, mu, r);
             // SAFETY: channel ch of dγ, dβ and dx is this task's.
             unsafe {
@@ -247,10 +294,11 @@ pub fn backward(
     let total = sums[2 * c];
     let xp = Parts::of(dx);
     split_items(c, c * n, team, &|chs| {
-        let xp = &xp;
+        let (xp, dp) = (&xp, &dp);
         for ch in chs {
             let (mu, r) = (saved[ch], saved[c + ch]);
-            let (xs, ds) = (&x[ch * n..(ch + 1) * n], &delta[ch * n..(ch + 1) * n]);
+            // SAFETY: channel ch of δ is this task's (read only now).
+            let (xs, ds) = (&x[ch * n..(ch + 1) * n], unsafe { &*dp.part(ch * n, n) });
             let k = gamma[ch] * r;
             let (mb, mg) = ((sums[ch] / total) as f32, (sums[c + ch] / total) as f32);
             // SAFETY: channel ch of dx is this task's.

@@ -371,7 +371,7 @@ fn pass_rates(values: usize, team: &Team, min_s: f64) -> PassRates {
     let c = 64;
     let n = values / c;
     let x: Vec<f32> = (0..c * n).map(|i| (i % 29) as f32 / 29.0 - 0.5).collect();
-    let d: Vec<f32> = (0..c * n).map(|i| (i % 31) as f32 / 31.0 - 0.5).collect();
+    let mut d: Vec<f32> = (0..c * n).map(|i| (i % 31) as f32 / 31.0 - 0.5).collect();
     let mut y = vec![0.0f32; c * n];
     let (gamma, beta) = (vec![1.0f32; c], vec![0.0f32; c]);
     let (mut running, mut saved) = (vec![0.0f32; 2 * c], vec![0.0f32; 2 * c]);
@@ -380,13 +380,28 @@ fn pass_rates(values: usize, team: &Team, min_s: f64) -> PassRates {
     let per = |s: f64| s / (c * n) as f64;
     let norm_forward = time(min_s, runs, || {
         let nm = norm::Norm { gamma: &gamma, beta: &beta, running: &mut running, saved: &mut saved };
-        norm::train_forward(nm, n, &x, &mut y, team, None);
+        norm::train_forward(nm, Activation::Identity, n, &x, &mut y, team, None);
     });
-    let norm_backward =
-        time(min_s, runs, || norm::backward(&gamma, &saved, n, &x, &d, &mut dg, &mut db, Some(&mut y), team, None));
-    let norm_grads =
-        time(min_s, runs, || norm::backward(&gamma, &saved, n, &x, &d, &mut dg, &mut db, None, team, None));
-    let norm_infer = time(min_s, runs, || norm::infer(&gamma, &beta, &running, n, &x, &mut y, team));
+    let norm_backward = time(min_s, runs, || {
+        norm::backward(
+            &gamma,
+            &saved,
+            n,
+            &x,
+            (Activation::Identity, &x),
+            &mut d,
+            &mut dg,
+            &mut db,
+            Some(&mut y),
+            team,
+            None,
+        )
+    });
+    let norm_grads = time(min_s, runs, || {
+        norm::backward(&gamma, &saved, n, &x, (Activation::Identity, &x), &mut d, &mut dg, &mut db, None, team, None)
+    });
+    let norm_infer =
+        time(min_s, runs, || norm::infer(&gamma, &beta, &running, Activation::Identity, n, &x, &mut y, team));
     let relu_forward = time(min_s, runs, || {
         y.copy_from_slice(&x);
         activation::forward(Activation::Relu, &mut y, n);
