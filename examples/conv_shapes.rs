@@ -172,9 +172,9 @@ fn main() {
             }
         }
         {
-            for (kernel, dw_kernel, tile_values, shifted_dw) in configs {
+            for (kernel, dw_kernel, tile_values, shifted) in configs {
                 {
-                    let tiles = Tiles { kernel, dw_kernel, tile_values, sparse: false, shifted_dw };
+                    let tiles = Tiles { kernel, dw_kernel, tile_values, sparse: false, shifted };
                     let mut scratch = vec![0.0f32; tiles.total(&sh, batch, threads)];
                     let t_fwd = time(|| {
                         conv::conv_forward_with(
@@ -222,7 +222,7 @@ fn main() {
                     });
                     println!(
                         "  tiled fwd {kernel:?} dW {}{dw_kernel:?} tile {tile_values} (g={}): forward {:.2} ms ({:.0} GF/s, {:.0}% of the ceiling), dW+db {:.2} ms ({:.0}), dX {:.2} ms ({:.0})",
-                        if tiles.takes_shifted_dw(&sh) { "shifted, else " } else { "" },
+                        if tiles.shifted { "shifted rows where taken, else " } else { "" },
                         tiles.group(&sh),
                         t_fwd * 1e3,
                         gf(macs, t_fwd),

@@ -49,6 +49,8 @@ pub(crate) trait Vf: Copy {
     unsafe fn store(p: *mut f32, v: Self);
     /// The first `r` lanes (r in 0..=L); r ≥ L is all of them.
     unsafe fn mask(r: usize) -> Self::Mask;
+    /// Lanes lo..hi (lo ≤ hi ≤ L).
+    unsafe fn mask_range(lo: usize, hi: usize) -> Self::Mask;
     /// Lanes outside the mask read as zero and are not touched in memory.
     unsafe fn load_masked(p: *const f32, m: Self::Mask) -> Self;
     unsafe fn store_masked(p: *mut f32, m: Self::Mask, v: Self);
@@ -134,6 +136,10 @@ impl Vf for W8 {
         unsafe { tail_mask(r.min(8)) }
     }
     #[inline(always)]
+    unsafe fn mask_range(lo: usize, hi: usize) -> __m256i {
+        unsafe { _mm256_andnot_si256(tail_mask(lo), tail_mask(hi)) }
+    }
+    #[inline(always)]
     unsafe fn load_masked(p: *const f32, m: __m256i) -> Self {
         unsafe { W8(_mm256_maskload_ps(p, m)) }
     }
@@ -179,6 +185,10 @@ impl Vf for W16 {
     #[inline(always)]
     unsafe fn mask(r: usize) -> __mmask16 {
         if r >= 16 { 0xffff } else { ((1u32 << r) - 1) as __mmask16 }
+    }
+    #[inline(always)]
+    unsafe fn mask_range(lo: usize, hi: usize) -> __mmask16 {
+        (((1u32 << hi) - 1) & !((1u32 << lo) - 1)) as __mmask16
     }
     #[inline(always)]
     unsafe fn load_masked(p: *const f32, m: __mmask16) -> Self {

@@ -432,9 +432,10 @@ pub struct Tiles {
     /// Whether the backward pass visits only δ's nonzero values when few are (`sparse`, for
     /// C % 8 == 0 with AVX2; the dense kernels above otherwise).
     pub sparse: bool,
-    /// Whether a stride-1 weight gradient runs as sums over shifted rows (`shifted`, with
-    /// AVX2+FMA) instead of `dw_kernel`.
-    pub shifted_dw: bool,
+    /// Whether stride-1 products run over shifted rows of the padded input where they were
+    /// measured faster (`shifted`: the weight gradient; `shifted_forward`: the forward and the
+    /// transposed input gradient) instead of `kernel`/`dw_kernel`.
+    pub shifted: bool,
 }
 
 impl Tiles {
@@ -452,7 +453,7 @@ impl Tiles {
             (false, true) => (Kernel::Packed, Kernel::Packed),
             (false, false) => (Kernel::Crate, Kernel::Avx),
         };
-        Tiles { kernel, dw_kernel, tile_values: 1 << 15, sparse: true, shifted_dw: true }
+        Tiles { kernel, dw_kernel, tile_values: 1 << 15, sparse: true, shifted: true }
     }
 
     /// Whether the backward pass takes the sparse path on this shape and CPU when δ is sparse
@@ -507,13 +508,31 @@ impl Tiles {
         self.packed_dw() && sh.s == 1 && !self.takes_shifted_dw(sh)
     }
 
+    /// Whether the forward runs over shifted rows (`shifted_forward`), with AVX-512 (its 4×6
+    /// register block needs 32 registers): stride 1, at most 32 filters, output rows at least
+    /// 16 wide, at most SHIFTED_MAX_CKK window values. `conv_shapes 1` (CPU time, one thread):
+    /// 16→16 at 32×32 3.8 against 4.4 ms on the panel product, at 16×16 0.93 against 1.08;
+    /// 32→32 at 16×16 and 32×32 within 4%; 64 filters (64→64 at 8×8: 4.0 against 3.3) and
+    /// 11-wide rows (16→32 at 13×13: 1.07 against 0.91) lose.
+    pub fn takes_shifted_forward(&self, sh: &ConvShape) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        return self.shifted
+            && sh.f <= 32
+            && sh.ow >= 16
+            && sh.ckk() <= SHIFTED_MAX_CKK
+            && super::simd::has_avx512()
+            && super::shifted_forward::eligible(sh);
+        #[cfg(not(target_arch = "x86_64"))]
+        return false;
+    }
+
     /// Whether the weight gradient runs as sums over shifted rows (`shifted`): stride 1 and
     /// fewer than 64 filters. `conv_shapes 1` (CPU time, one thread): 16→16 at 32×32 4.3 against
     /// 9.9 ms on the panel product, 32→32 at 16×16 3.7 against 5.9, 64→32 5×5 at 14×14 7.9
     /// against 9.6; with 64 filters (64→64 at 8×8, 32→64 5×5) the panel product ties or wins.
     pub fn takes_shifted_dw(&self, sh: &ConvShape) -> bool {
         #[cfg(target_arch = "x86_64")]
-        return self.shifted_dw && sh.f < 64 && super::simd::has_avx2_fma() && super::shifted::eligible(sh);
+        return self.shifted && sh.f < 64 && super::simd::has_avx2_fma() && super::shifted::eligible(sh);
         #[cfg(not(target_arch = "x86_64"))]
         return false;
     }
@@ -534,6 +553,14 @@ impl Tiles {
             }
             if self.takes_shifted_dw(sh) {
                 head = head.max(super::shifted::head_len(sh, batch));
+            }
+            if self.takes_shifted_forward(sh) {
+                head = head.max(super::shifted_forward::head_len(sh, batch));
+            }
+            if let (true, Some(t)) = (self.transposed_dx(sh), sh.transposed())
+                && self.takes_shifted_forward(&t)
+            {
+                head = head.max(sh.f * sh.ckk() + super::shifted_forward::head_len(&t, batch));
             }
             if let (true, Some(t)) = (self.transposed_dx(sh), sh.transposed()) {
                 head = head.max(sh.f * sh.ckk() + super::panels::head_len(&t, batch));
@@ -597,6 +624,10 @@ impl Tiles {
 pub fn scratch_len(shapes: impl Iterator<Item = ConvShape>, batch: usize, tasks: usize) -> usize {
     shapes.map(|sh| Tiles::for_shape(&sh).total(&sh, batch, tasks)).max().unwrap_or(0)
 }
+
+/// The most window values (C·kh·kw) a shifted-rows forward takes: a block's rows of every
+/// channel stay in L1 and the weights in L2.
+pub const SHIFTED_MAX_CKK: usize = 1 << 10;
 
 /// Splits examples `0..batch` into one contiguous range per task.
 fn example_tasks(batch: usize, macs: usize, team: &Team) -> (usize, usize) {
@@ -677,6 +708,18 @@ fn forward_group(
             bias_act_rows(act, z, &b[..sh.f], n, team);
         } else if act != Activation::Identity {
             act_rows(act, z, sh.f, n, team);
+        }
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if tiles.takes_shifted_forward(sh) {
+        let head = tiles.head(sh, batch);
+        let relu = act == Activation::Relu;
+        let bias = sh.bias.then(|| (&b[..sh.f], relu));
+        // SAFETY: AVX-512 checked (takes_shifted_forward); head ≥ shifted_forward::head_len.
+        unsafe { super::shifted_forward::forward(sh, batch, x, w, bias, &mut scratch[..head], z, team) };
+        if !(act == Activation::Identity || sh.bias && relu) {
+            act_rows(act, &mut z[..sh.f * n], sh.f, n, team);
         }
         return;
     }
@@ -987,6 +1030,11 @@ fn backward_group(
                 let (shared, slots) = scratch.split_at_mut(head);
                 let (wt, shared) = shared.split_at_mut(sh.f * sh.ckk());
                 sh.flip_weights(w, wt);
+                if tiles.takes_shifted_forward(&t) {
+                    // SAFETY: AVX-512 checked (takes_shifted_forward); head sized for it.
+                    unsafe { super::shifted_forward::forward(&t, batch, delta, wt, None, shared, dx, team) };
+                    return;
+                }
                 // SAFETY: AVX2/FMA checked (Tiles::packed); slots as in the forward.
                 unsafe { super::panels::forward(&t, batch, delta, wt, None, shared, slots, per_task, dx, team) };
                 return;
@@ -1166,13 +1214,7 @@ mod tests {
         let mut configs: Vec<Tiles> = kernels
             .into_iter()
             .flat_map(|k| {
-                kernels.map(|d| Tiles {
-                    kernel: k,
-                    dw_kernel: d,
-                    tile_values: 1 << 15,
-                    sparse: false,
-                    shifted_dw: false,
-                })
+                kernels.map(|d| Tiles { kernel: k, dw_kernel: d, tile_values: 1 << 15, sparse: false, shifted: false })
             })
             .collect();
         configs.push(Tiles::for_shape(&sh));
@@ -1213,7 +1255,7 @@ mod tests {
                 dw_kernel: Kernel::Packed,
                 tile_values: 1 << 15,
                 sparse: false,
-                shifted_dw,
+                shifted: shifted_dw,
             };
             assert!(
                 !super::super::simd::has_avx2_fma()
@@ -1310,7 +1352,7 @@ mod tests {
             let kernels = [Kernel::Crate, Kernel::Avx, Kernel::Packed];
             let tile_values = [1, 100, 1 << 17][case % 3];
             for (kernel, dw_kernel) in kernels.into_iter().flat_map(|k| kernels.map(|d| (k, d))) {
-                let tiles = Tiles { kernel, dw_kernel, tile_values, sparse: false, shifted_dw: false };
+                let tiles = Tiles { kernel, dw_kernel, tile_values, sparse: false, shifted: false };
                 let what = format!("case {case} {sh:?} B{batch} {tiles:?}");
                 let mut scratch = vec![f32::NAN; tiles.total(&sh, batch, 2)];
                 let data = (&x[..], &wt[..], &b[..], &delta[..]);

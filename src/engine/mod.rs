@@ -33,6 +33,8 @@ mod panels;
 pub mod pool;
 #[cfg(target_arch = "x86_64")]
 mod shifted;
+#[cfg(target_arch = "x86_64")]
+mod shifted_forward;
 pub mod simd;
 mod sparse;
 pub mod team;

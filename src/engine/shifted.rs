@@ -35,7 +35,8 @@ const T: usize = 6;
 /// of the task passes over them).
 const CHUNK_BYTES: usize = 384 << 10;
 
-fn padded(sh: &ConvShape) -> (usize, usize) {
+/// The padded input's height and width.
+pub(super) fn padded(sh: &ConvShape) -> (usize, usize) {
     (sh.h + 2 * sh.ph, sh.w + 2 * sh.pw)
 }
 
@@ -62,11 +63,20 @@ pub fn eligible(sh: &ConvShape) -> bool {
     sh.s == 1 && sh.oh == sh.h + 2 * sh.ph + 1 - sh.kh && sh.ow == sh.w + 2 * sh.pw + 1 - sh.kw
 }
 
-/// x [C][B][H][W] into xp, and delta [F][B][H'][W'] into dp (see the module comment).
-fn lay_out(sh: &ConvShape, batch: usize, x: &[f32], delta: &[f32], xp: &mut [f32], dp: &mut [f32], team: &Team) {
+/// x [C][B][H][W] into xp (zeros after its planes to its end), and delta [F][B][H'][W'] into
+/// dp unless dp is empty (see the module comment).
+pub(super) fn lay_out(
+    sh: &ConvShape,
+    batch: usize,
+    x: &[f32],
+    delta: &[f32],
+    xp: &mut [f32],
+    dp: &mut [f32],
+    team: &Team,
+) {
     let (hp, wp) = padded(sh);
     let (xplane, dplane) = (hp * wp, plane_len(sh));
-    let (xs, ds) = (sh.c * batch, sh.f * batch);
+    let (xs, ds) = (sh.c * batch, if dp.is_empty() { 0 } else { sh.f * batch });
     xp[xs * xplane..].fill(0.0);
     let (xparts, dparts) = (Parts::of(xp), Parts::of(dp));
     split_items(xs + ds, xs * xplane + ds * dplane, team, &|range| {
@@ -127,18 +137,30 @@ pub unsafe fn weight_grad(
     let per_example = 4 * (sh.f * plane_len(sh) + sh.c * hp * wp);
     let chunk = (CHUNK_BYTES / per_example).clamp(1, batch);
     let (xp, dp, out) = (&*xp, &*dp, Parts::of(dw));
+    let wide = wide();
     team.run(blocks.div_ceil(per), &|t| {
         let run = Run { sh, batch, xp, dp, offsets: &offsets, chunk, out: &out };
-        // SAFETY: the caller's promise (AVX2/FMA); blocks t·per.. are this task's, and so are
-        // their entries of dw.
+        // SAFETY: the caller's promise (AVX2/FMA; AVX-512 where `wide`); blocks t·per.. are this
+        // task's, and so are their entries of dw.
         unsafe {
-            if super::simd::has_avx512() {
+            if wide {
                 task_512(&run, t * per..((t + 1) * per).min(blocks))
             } else {
                 task_256(&run, t * per..((t + 1) * per).min(blocks))
             }
         }
     });
+}
+
+std::thread_local! {
+    /// Tests set the vector width here (both widths run on an AVX-512 machine); None: the path
+    /// in use.
+    pub(super) static WIDE: std::cell::Cell<Option<bool>> = const { std::cell::Cell::new(None) };
+}
+
+/// Whether the 512-bit build runs (the path in use, unless a test chose).
+pub(super) fn wide() -> bool {
+    WIDE.with(|w| w.get()).unwrap_or_else(super::simd::has_avx512)
 }
 
 /// What every task reads.
@@ -298,23 +320,32 @@ mod tests {
                 dw_kernel: Kernel::Avx,
                 tile_values: 1 << 15,
                 sparse: false,
-                shifted_dw: false,
+                shifted: false,
             };
             let mut scratch = vec![0.0f32; plain.total(&sh, batch, 2)];
             let mut want = vec![0.0f32; f * sh.ckk()];
             conv_backward_with(plain, &sh, batch, &x, &w0, &delta, &mut want, &mut [], &mut scratch, None, &team);
             let mut by_threads = Vec::new();
-            for threads in [1, 2] {
+            for (threads, wide) in [(1, false), (2, false), (1, true), (2, true)] {
+                if wide && !crate::engine::simd::has_avx512() {
+                    continue;
+                }
                 let team = Team::new(threads, || {}).unwrap();
                 let mut head = vec![f32::NAN; head_len(&sh, batch)];
                 let mut got = vec![f32::NAN; f * sh.ckk()];
+                WIDE.with(|w| w.set(Some(wide)));
                 unsafe { weight_grad(&sh, batch, &x, &delta, &mut head, &mut got, &team) };
+                WIDE.with(|w| w.set(None));
                 for (k, (g, w)) in got.iter().zip(&want).enumerate() {
                     assert!((g - w).abs() <= 1e-4 * (1.0 + w.abs()), "{sh:?} dw[{k}]: {g} against {w}");
                 }
-                by_threads.push(got);
+                by_threads.push((wide, got));
             }
-            assert_eq!(by_threads[0], by_threads[1], "{sh:?}: the thread count changed dw");
+            for pair in by_threads.windows(2) {
+                if pair[0].0 == pair[1].0 {
+                    assert_eq!(pair[0].1, pair[1].1, "{sh:?}: the thread count changed dw");
+                }
+            }
         }
     }
 }

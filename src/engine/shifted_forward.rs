@@ -1,0 +1,331 @@
+//! The forward product of a stride-1 convolution over shifted rows of the padded input, without
+//! im2col or gathered panels (the forward counterpart of `shifted`).
+//!
+//! Shapes (B = batch, Hp/Wp the padded input's height and width, H'/W' the output's):
+//! - xp: [C][B][Hp][Wp] then a zero tail (`shifted::lay_out`)
+//! - w:  [F][C·kh·kw]; z: [F][B][H'][W']
+//!
+//! Flattening an example's output plane with rows Wp wide (q = y·Wp + x) makes each window tap
+//! (c, i, j) one offset into xp: z[f][e][q] = Σ_tap w[f][tap] · xp[e's plane + offset(tap) + q].
+//! A register block holds 4 filters × 6 vectors of consecutive positions; per tap it loads six
+//! vectors of xp (one unaligned load each, from L1: a block's rows of every channel are a few KB)
+//! and broadcasts four weights. Positions with x ≥ W' (the plane's padding columns) are computed
+//! and dropped: the stores are masked to the row segments each vector covers.
+//!
+//! Why: at few channels the panel product spends as long gathering its B panels as multiplying
+//! them (`panels::build_panel`, a third of `panels`' time on resnet20's 16-channel layers).
+//!
+//! Each output is one FMA chain over the taps in order; tasks split whole (example, position
+//! block) units: results do not depend on the thread count.
+
+#![cfg(target_arch = "x86_64")]
+
+use super::avx::{Vf, W8, W16};
+use super::conv::ConvShape;
+use super::gemm::PARALLEL_MIN_MACS;
+#[cfg(test)]
+use super::shifted::WIDE;
+use super::shifted::{lay_out, padded};
+use super::team::{Parts, Team};
+
+/// Filters per register block.
+const FB: usize = 4;
+/// Vectors of 16 positions per register block (counted in 16-lane vectors whatever the width,
+/// so blocks do not depend on the CPU).
+const QB: usize = 6;
+/// Positions a block covers.
+const POS: usize = 16 * QB;
+
+/// Values of the padded input with its tail (a block's overrun past a plane plus the largest
+/// tap offset within a row).
+fn xp_len(sh: &ConvShape, batch: usize) -> usize {
+    let (hp, wp) = padded(sh);
+    sh.c * batch * hp * wp + POS + sh.kw + wp
+}
+
+/// Shared scratch of [`forward`].
+pub fn head_len(sh: &ConvShape, batch: usize) -> usize {
+    xp_len(sh, batch)
+}
+
+/// Whether the kernel takes this shape: stride 1, one group.
+pub fn eligible(sh: &ConvShape) -> bool {
+    super::shifted::eligible(sh) && sh.groups == 1
+}
+
+/// A run of lanes of one 16-position vector that lands in one output row: lanes `lo..hi` go to
+/// z's plane at `at - lo` (so lane l lands at `at - lo + l`).
+#[derive(Clone, Copy)]
+struct Segment {
+    vector: u32,
+    lo: u8,
+    hi: u8,
+    at: u32,
+}
+
+/// The row segments of an example's plane, vector by vector (positions past H'·Wp dropped).
+fn segments(sh: &ConvShape) -> Vec<Segment> {
+    let wp = padded(sh).1;
+    let vectors = (sh.oh * wp).div_ceil(16);
+    let mut out = Vec::new();
+    for v in 0..vectors {
+        let mut l = 0;
+        while l < 16 {
+            let q = 16 * v + l;
+            let (y, x) = (q / wp, q % wp);
+            if y >= sh.oh {
+                break;
+            }
+            let run = (wp - x).min(16 - l);
+            if x < sh.ow {
+                let keep = (sh.ow - x).min(run);
+                out.push(Segment { vector: v as u32, lo: l as u8, hi: (l + keep) as u8, at: (y * sh.ow + x) as u32 });
+            }
+            l += run;
+        }
+    }
+    out
+}
+
+/// z [F][B][H'][W'] = w · col(x), then + bias and relu per `bias` (other activations are the
+/// caller's), for a stride-1 convolution of one group; `head` holds [`head_len`] values.
+///
+/// SAFETY: AVX2 and FMA present.
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn forward(
+    sh: &ConvShape,
+    batch: usize,
+    x: &[f32],
+    w: &[f32],
+    bias: Option<(&[f32], bool)>,
+    head: &mut [f32],
+    z: &mut [f32],
+    team: &Team,
+) {
+    assert!(eligible(sh), "shifted rows are for stride 1");
+    let (ckk, oplane) = (sh.ckk(), sh.oh * sh.ow);
+    assert!(z.len() >= sh.f * batch * oplane && w.len() >= sh.f * ckk && x.len() >= sh.c * batch * sh.h * sh.w);
+    let (hp, wp) = padded(sh);
+    let xp = &mut head[..xp_len(sh, batch)];
+    lay_out(sh, batch, x, &[], xp, &mut [], team);
+    let offsets: Vec<usize> =
+        (0..ckk).map(|r| (r / (sh.kh * sh.kw)) * batch * hp * wp + (r / sh.kw % sh.kh) * wp + r % sh.kw).collect();
+    let segs = segments(sh);
+    // Segments by block: block k's are segs[starts[k]..starts[k + 1]].
+    let blocks = (sh.oh * wp).div_ceil(POS);
+    let mut starts = vec![0usize; blocks + 1];
+    for s in &segs {
+        starts[s.vector as usize / QB + 1] += 1;
+    }
+    for k in 0..blocks {
+        starts[k + 1] += starts[k];
+    }
+    let units = batch * blocks;
+    let parts = if sh.f * ckk * batch * oplane >= PARALLEL_MIN_MACS { team.size().min(units) } else { 1 };
+    let per = units.div_ceil(parts);
+    let run =
+        Run { sh, batch, xp, w, bias, offsets: &offsets, segs: &segs, starts: &starts, blocks, out: &Parts::of(z) };
+    let wide = super::shifted::wide();
+    team.run(units.div_ceil(per), &|t| {
+        // SAFETY: the caller's promise (AVX2/FMA; AVX-512 where `wide`); the outputs of units
+        // t·per.. are this task's.
+        unsafe {
+            if wide {
+                task_512(&run, t * per..((t + 1) * per).min(units))
+            } else {
+                task_256(&run, t * per..((t + 1) * per).min(units))
+            }
+        }
+    });
+}
+
+/// What every task reads.
+struct Run<'a> {
+    sh: &'a ConvShape,
+    batch: usize,
+    xp: &'a [f32],
+    w: &'a [f32],
+    bias: Option<(&'a [f32], bool)>,
+    offsets: &'a [usize],
+    segs: &'a [Segment],
+    starts: &'a [usize],
+    /// Position blocks per example.
+    blocks: usize,
+    out: &'a Parts<f32>,
+}
+
+#[target_feature(enable = "avx2,fma")]
+unsafe fn task_256(run: &Run, units: std::ops::Range<usize>) {
+    unsafe { task::<W8>(run, units) }
+}
+
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn task_512(run: &Run, units: std::ops::Range<usize>) {
+    unsafe { task::<W16>(run, units) }
+}
+
+/// A task's units (example, position block), every filter block of each.
+#[inline(always)]
+unsafe fn task<V: Vf>(run: &Run, units: std::ops::Range<usize>) {
+    let sh = run.sh;
+    let (hp, wp) = padded(sh);
+    let (ckk, oplane) = (sh.ckk(), sh.oh * sh.ow);
+    let n = run.batch * oplane;
+    for u in units {
+        let (e, k) = (u / run.blocks, u % run.blocks);
+        // SAFETY: example e's first position of block k in channel 0 of xp.
+        let xe = unsafe { run.xp.as_ptr().add(e * hp * wp + k * POS) };
+        let segs = &run.segs[run.starts[k]..run.starts[k + 1]];
+        for f0 in (0..sh.f).step_by(FB) {
+            // Filters past F repeat the last one; their sums are dropped.
+            let rows: [*const f32; FB] = std::array::from_fn(|r| run.w[(f0 + r).min(sh.f - 1) * ckk..].as_ptr());
+            // SAFETY: the caller's promise; the reads stay in xp (its tail) and in w's rows.
+            let acc = unsafe { sums::<V>(rows, xe, run.offsets) };
+            for (r, sums) in acc.iter().enumerate().take(sh.f - f0) {
+                let f = f0 + r;
+                let (b, relu) = match run.bias {
+                    Some((b, relu)) => (b[f], relu),
+                    None => (0.0, false),
+                };
+                // SAFETY: filter f's plane of example e: every segment of block k lands in it,
+                // and only this unit writes them.
+                unsafe {
+                    let zf = run.out.part(f * n + e * oplane, oplane).as_mut_ptr();
+                    store::<V>(sums, segs, k, zf, b, relu);
+                }
+            }
+        }
+    }
+}
+
+/// One block's sums: [filter][vector of the block], each an FMA chain over the taps in order.
+///
+/// SAFETY: every tap's offset plus POS values from `xe`, and ckk values from each row, readable.
+#[inline(always)]
+#[allow(clippy::needless_range_loop)] // a register block reads best as indices
+unsafe fn sums<V: Vf>(rows: [*const f32; FB], xe: *const f32, offsets: &[usize]) -> [[V; QB * 16 / 8]; FB] {
+    // Up to 12 vectors a filter: 6 of 16 lanes or 12 of 8; the narrow path uses all 12.
+    let nv = POS / V::L;
+    let mut acc = [[unsafe { V::zero() }; QB * 16 / 8]; FB];
+    for (t, &off) in offsets.iter().enumerate() {
+        // SAFETY: the caller's promise.
+        unsafe {
+            let mut wv = [V::zero(); FB];
+            for r in 0..FB {
+                wv[r] = V::splat(rows[r].add(t));
+            }
+            let xt = xe.add(off);
+            for v in 0..nv {
+                let xv = V::load(xt.add(v * V::L));
+                for r in 0..FB {
+                    acc[r][v] = V::fma(wv[r], xv, acc[r][v]);
+                }
+            }
+        }
+    }
+    acc
+}
+
+/// Stores a filter's block of sums into its plane `zf`, segment by segment, after the bias and
+/// relu.
+///
+/// SAFETY: every segment of block `k` lies in the plane.
+#[inline(always)]
+unsafe fn store<V: Vf>(acc: &[V], segs: &[Segment], k: usize, zf: *mut f32, b: f32, relu: bool) {
+    let per16 = 16 / V::L;
+    for s in segs {
+        let local = s.vector as usize - k * QB;
+        // The 16-lane vector `local` is `per16` vectors of this width.
+        for part in 0..per16 {
+            let (base, v) = (part * V::L, local * per16 + part);
+            let (lo, hi) = ((s.lo as usize).max(base), (s.hi as usize).min(base + V::L));
+            if lo >= hi {
+                continue;
+            }
+            // SAFETY: lanes lo..hi land at zf + at + (lane - s.lo), inside the plane; masked
+            // lanes touch no memory.
+            unsafe {
+                let mut val = V::add(acc[v], V::set(b));
+                if relu {
+                    val = V::max0(val);
+                }
+                let lanes = V::mask_range(lo - base, hi - base);
+                let dst = zf.add(s.at as usize).wrapping_offset(base as isize - s.lo as isize);
+                V::store_masked(dst, lanes, val);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::conv::{Tiles, conv_forward_with};
+    use crate::engine::gemm::Kernel;
+    use crate::spec::Activation;
+
+    /// The forward on shifted rows equals the im2col product (the AVX kernels) at both vector
+    /// widths and 1 or 2 threads, on shapes whose rows are narrower than a vector (segments over
+    /// three rows), odd widths and paddings, 1×1 to 7×7 kernels, filter counts that leave
+    /// partial blocks, with and without a bias and relu.
+    #[test]
+    fn equals_the_im2col_product() {
+        if !crate::engine::simd::has_avx2_fma() {
+            return;
+        }
+        let plain =
+            Tiles { kernel: Kernel::Avx, dw_kernel: Kernel::Avx, tile_values: 1 << 15, sparse: false, shifted: false };
+        // (c, h, w, f, kh, kw, ph, pw, batch, bias)
+        for &(c, h, w, f, kh, kw, ph, pw, batch, bias) in &[
+            (3, 9, 7, 5, 3, 3, 1, 1, 3, true),
+            (16, 12, 12, 16, 3, 3, 1, 1, 5, false),
+            (2, 11, 13, 7, 5, 3, 2, 0, 2, true),
+            (5, 6, 6, 3, 1, 1, 0, 0, 4, false),
+            (4, 20, 17, 9, 7, 7, 3, 3, 2, true),
+            (6, 33, 35, 2, 3, 3, 1, 1, 2, false),
+        ] {
+            let (oh, ow) = (h + 2 * ph + 1 - kh, w + 2 * pw + 1 - kw);
+            let sh = ConvShape { c, h, w, f, kh, kw, s: 1, ph, pw, oh, ow, groups: 1, bias };
+            let x: Vec<f32> = (0..c * batch * h * w).map(|i| ((i * 7919) % 23) as f32 / 23.0 - 0.4).collect();
+            let wt: Vec<f32> = (0..f * sh.ckk()).map(|i| ((i * 104729) % 19) as f32 / 19.0 - 0.5).collect();
+            let b: Vec<f32> = if bias { (0..f).map(|i| i as f32 * 0.1 - 0.3).collect() } else { Vec::new() };
+            let team = Team::new(2, || {}).unwrap();
+            let n = batch * oh * ow;
+            for act in [Activation::Identity, Activation::Relu] {
+                let mut scratch = vec![0.0f32; plain.total(&sh, batch, 2)];
+                let mut want = vec![0.0f32; f * n];
+                conv_forward_with(plain, &sh, batch, act, &x, &wt, &b, &mut scratch, &mut want, &team);
+                let relu = act == Activation::Relu;
+                if relu && !bias {
+                    // The kernel applies relu only with a bias (the caller does it otherwise).
+                    continue;
+                }
+                let mut runs = Vec::new();
+                for (threads, wide) in [(1, false), (2, false), (1, true), (2, true)] {
+                    if wide && !crate::engine::simd::has_avx512() {
+                        continue;
+                    }
+                    let team = Team::new(threads, || {}).unwrap();
+                    let mut head = vec![f32::NAN; head_len(&sh, batch)];
+                    let mut got = vec![f32::NAN; f * n];
+                    WIDE.with(|w| w.set(Some(wide)));
+                    let bias = bias.then_some((&b[..], relu));
+                    unsafe { forward(&sh, batch, &x, &wt, bias, &mut head, &mut got, &team) };
+                    WIDE.with(|w| w.set(None));
+                    for (k, (g, w)) in got.iter().zip(&want).enumerate() {
+                        assert!(
+                            (g - w).abs() <= 1e-4 * (1.0 + w.abs()),
+                            "{sh:?} {act:?} wide {wide}: z[{k}] {g} against {w}"
+                        );
+                    }
+                    runs.push((wide, got));
+                }
+                for pair in runs.windows(2) {
+                    if pair[0].0 == pair[1].0 {
+                        assert_eq!(pair[0].1, pair[1].1, "{sh:?}: the thread count changed z");
+                    }
+                }
+            }
+        }
+    }
+}
