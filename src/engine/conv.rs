@@ -523,15 +523,15 @@ impl Tiles {
     }
 
     /// Whether the forward runs over shifted rows (`shifted_forward`), with AVX-512 (its 4×6
-    /// register block needs 32 registers): stride 1, at most 32 filters, output rows at least
-    /// 16 wide, at most SHIFTED_MAX_CKK window values. `conv_shapes 1` (CPU time, one thread):
-    /// 16→16 at 32×32 3.8 against 4.4 ms on the panel product, at 16×16 0.93 against 1.08;
-    /// 32→32 at 16×16 and 32×32 within 4%; 64 filters (64→64 at 8×8: 4.0 against 3.3) and
-    /// 11-wide rows (16→32 at 13×13: 1.07 against 0.91) lose.
+    /// register block needs 32 registers): stride 1, output rows at least 16 wide (narrower
+    /// rows waste too many lanes on the padding columns), at most SHIFTED_MAX_CKK window
+    /// values. `conv_shapes 1` (CPU time, one thread, against the panel product): 16→16 at
+    /// 32×32 3.4 against 4.3–4.5 ms, 32→32 at 16×16 3.0 against 3.4, 64→64 at 56×56 (batch
+    /// 8) 8.0 against 9.2–9.5, 128→128 at 28×28 a tie; rows 8 or 11 wide lose (64→64 at 8×8
+    /// 3.7 against 3.3; 16→32 at 13×13 1.01 against 0.90).
     pub fn takes_shifted_forward(&self, sh: &ConvShape) -> bool {
         #[cfg(target_arch = "x86_64")]
         return self.shifted
-            && sh.f <= 32
             && sh.ow >= 16
             && sh.ckk() <= SHIFTED_MAX_CKK
             && super::simd::has_avx512()
@@ -640,8 +640,8 @@ pub fn scratch_len(shapes: impl Iterator<Item = ConvShape>, batch: usize, tasks:
 }
 
 /// The most window values (C·kh·kw) a shifted-rows forward takes: a block's rows of every
-/// channel stay in L1 and the weights in L2.
-pub const SHIFTED_MAX_CKK: usize = 1 << 10;
+/// channel stay in L2 with its four filters' weights (measured up to 1,152).
+pub const SHIFTED_MAX_CKK: usize = 1 << 12;
 
 /// Splits examples `0..batch` into one contiguous range per task.
 fn example_tasks(batch: usize, macs: usize, team: &Team) -> (usize, usize) {

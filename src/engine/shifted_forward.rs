@@ -156,17 +156,17 @@ struct Run<'a> {
 
 #[target_feature(enable = "avx2,fma")]
 unsafe fn task_256(run: &Run, units: std::ops::Range<usize>) {
-    unsafe { task::<W8>(run, units) }
+    unsafe { task::<W8, { POS / 8 }>(run, units) }
 }
 
 #[target_feature(enable = "avx512f,avx2,fma")]
 unsafe fn task_512(run: &Run, units: std::ops::Range<usize>) {
-    unsafe { task::<W16>(run, units) }
+    unsafe { task::<W16, { POS / 16 }>(run, units) }
 }
 
-/// A task's units (example, position block), every filter block of each.
+/// A task's units (example, position block), every filter block of each; NV = POS / V::L.
 #[inline(always)]
-unsafe fn task<V: Vf>(run: &Run, units: std::ops::Range<usize>) {
+unsafe fn task<V: Vf, const NV: usize>(run: &Run, units: std::ops::Range<usize>) {
     let sh = run.sh;
     let (hp, wp) = padded(sh);
     let (ckk, oplane) = (sh.ckk(), sh.oh * sh.ow);
@@ -180,7 +180,7 @@ unsafe fn task<V: Vf>(run: &Run, units: std::ops::Range<usize>) {
             // Filters past F repeat the last one; their sums are dropped.
             let rows: [*const f32; FB] = std::array::from_fn(|r| run.w[(f0 + r).min(sh.f - 1) * ckk..].as_ptr());
             // SAFETY: the caller's promise; the reads stay in xp (its tail) and in w's rows.
-            let acc = unsafe { sums::<V>(rows, xe, run.offsets) };
+            let acc = unsafe { sums::<V, NV>(rows, xe, run.offsets) };
             for (r, sums) in acc.iter().enumerate().take(sh.f - f0) {
                 let f = f0 + r;
                 let (b, relu) = match run.bias {
@@ -203,10 +203,8 @@ unsafe fn task<V: Vf>(run: &Run, units: std::ops::Range<usize>) {
 /// SAFETY: every tap's offset plus POS values from `xe`, and ckk values from each row, readable.
 #[inline(always)]
 #[allow(clippy::needless_range_loop)] // a register block reads best as indices
-unsafe fn sums<V: Vf>(rows: [*const f32; FB], xe: *const f32, offsets: &[usize]) -> [[V; QB * 16 / 8]; FB] {
-    // Up to 12 vectors a filter: 6 of 16 lanes or 12 of 8; the narrow path uses all 12.
-    let nv = POS / V::L;
-    let mut acc = [[unsafe { V::zero() }; QB * 16 / 8]; FB];
+unsafe fn sums<V: Vf, const NV: usize>(rows: [*const f32; FB], xe: *const f32, offsets: &[usize]) -> [[V; NV]; FB] {
+    let mut acc = [[unsafe { V::zero() }; NV]; FB];
     for (t, &off) in offsets.iter().enumerate() {
         // SAFETY: the caller's promise.
         unsafe {
@@ -215,7 +213,7 @@ unsafe fn sums<V: Vf>(rows: [*const f32; FB], xe: *const f32, offsets: &[usize])
                 wv[r] = V::splat(rows[r].add(t));
             }
             let xt = xe.add(off);
-            for v in 0..nv {
+            for v in 0..NV {
                 let xv = V::load(xt.add(v * V::L));
                 for r in 0..FB {
                     acc[r][v] = V::fma(wv[r], xv, acc[r][v]);
