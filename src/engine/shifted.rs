@@ -1,15 +1,20 @@
-//! The weight gradient of a stride-1 convolution as sums over shifted rows, without im2col.
+//! The weight gradient of a convolution as sums over shifted rows, without im2col.
 //!
-//! Shapes (B = batch, Hp/Wp the padded input's height and width, H'/W' the output's):
-//! - xp: [C][B][Hp][Wp] then a zero tail: the input inside its zero border
-//! - dp: [F][B][L] with L = H'·Wp rounded up to a vector: δ with its rows Wp wide, zero past W'
-//!   and past H'·Wp
+//! Shapes (B = batch, s the stride, Hp/Wp the padded input's height and width, H'/W' the
+//! output's, Hq = ⌈Hp/s⌉, Wq = ⌈Wp/s⌉):
+//! - xp: [C][B][s·s][Hq][Wq] then a zero tail: the input inside its zero border, split into its
+//!   s×s phases (phase (a, b) holds the padded input's rows a, a+s, … and columns b, b+s, …;
+//!   at stride 1 the one phase is the padded input)
+//! - dp: [F][B][L] with L = H'·Wq rounded up to a vector: δ with its rows Wq wide, zero past W'
+//!   and past H'·Wq
 //! - dw: [F][C][kh][kw]
 //!
-//! dw[f][c][i][j] = Σ_e Σ_q dp[f][e][q] · xp[c][e][q + i·Wp + j]: flattening an example's output
-//! plane with rows Wp wide turns every window tap (c, i, j) into one offset into xp, so each
-//! product is a plain dot product of two contiguous runs, a vector at a time. The zero columns of
-//! dp take the reads that cross into the next row out of the sum.
+//! dw[f][c][i][j] = Σ_e Σ_q dp[f][e][q] · xp[c][e][phase (i mod s, j mod s)][q + (i/s)·Wq + j/s]:
+//! output (y, x) reads padded input (s·y + i, s·x + j), which is position (y + i/s, x + j/s) of
+//! that phase, so flattening an example's output plane with rows Wq wide turns every window tap
+//! (c, i, j) into one offset into xp, and each product is a plain dot product of two contiguous
+//! runs, a vector at a time. The zero columns of dp take the reads that cross into the next row
+//! out of the sum.
 //!
 //! Why: with few filters (resnet20's 16- and 32-channel layers) the panel product rebuilds a
 //! gathered B slice for every six filters it multiplies, and that build costs more than the
@@ -40,27 +45,60 @@ pub(super) fn padded(sh: &ConvShape) -> (usize, usize) {
     (sh.h + 2 * sh.ph, sh.w + 2 * sh.pw)
 }
 
+/// The geometry of xp: a phase's height and width (Hq, Wq), and the stride.
+#[derive(Clone, Copy)]
+pub(super) struct Grid {
+    pub s: usize,
+    pub hq: usize,
+    pub wq: usize,
+}
+
+impl Grid {
+    pub fn of(sh: &ConvShape) -> Grid {
+        let (hp, wp) = padded(sh);
+        Grid { s: sh.s, hq: hp.div_ceil(sh.s), wq: wp.div_ceil(sh.s) }
+    }
+
+    /// Values of one (channel, example) plane of xp: its s·s phases.
+    pub fn plane(&self) -> usize {
+        self.s * self.s * self.hq * self.wq
+    }
+
+    /// Where window tap r = (c, i, j) reads xp, from an example's first position in channel 0.
+    pub fn offset(&self, sh: &ConvShape, batch: usize, r: usize) -> usize {
+        let (c, i, j) = (r / (sh.kh * sh.kw), r / sh.kw % sh.kh, r % sh.kw);
+        let phase = (i % self.s) * self.s + j % self.s;
+        c * batch * self.plane() + phase * self.hq * self.wq + (i / self.s) * self.wq + j / self.s
+    }
+
+    /// Values of xp for a batch with a tail of `tail` zeros.
+    pub fn xp_len(&self, sh: &ConvShape, batch: usize, tail: usize) -> usize {
+        sh.c * batch * self.plane() + tail
+    }
+}
+
 /// Values of an example's flattened output plane in dp (a multiple of 16, whatever the width
 /// in use, so the layout does not depend on the CPU).
 fn plane_len(sh: &ConvShape) -> usize {
-    (sh.oh * padded(sh).1).div_ceil(16) * 16
+    (sh.oh * Grid::of(sh).wq).div_ceil(16) * 16
 }
 
 /// Zero values after xp's last plane: a vector's overrun past the last position plus the
 /// largest in-row tap offset.
 fn tail(sh: &ConvShape) -> usize {
-    16 + sh.kw + padded(sh).1
+    16 + sh.kw + Grid::of(sh).wq
 }
 
 /// Shared scratch of [`weight_grad`]: xp, then dp.
 pub fn head_len(sh: &ConvShape, batch: usize) -> usize {
-    let (hp, wp) = padded(sh);
-    sh.c * batch * hp * wp + tail(sh) + sh.f * batch * plane_len(sh)
+    Grid::of(sh).xp_len(sh, batch, tail(sh)) + sh.f * batch * plane_len(sh)
 }
 
-/// Whether the kernel takes this shape: stride 1 and no groups (the caller passes one group).
+/// Whether the kernel takes this shape: one group (the caller passes one), the output the
+/// size the stride and padding give.
 pub fn eligible(sh: &ConvShape) -> bool {
-    sh.s == 1 && sh.oh == sh.h + 2 * sh.ph + 1 - sh.kh && sh.ow == sh.w + 2 * sh.pw + 1 - sh.kw
+    let (hp, wp) = padded(sh);
+    sh.s >= 1 && hp >= sh.kh && wp >= sh.kw && sh.oh == (hp - sh.kh) / sh.s + 1 && sh.ow == (wp - sh.kw) / sh.s + 1
 }
 
 /// x [C][B][H][W] into xp (zeros after its planes to its end), and delta [F][B][H'][W'] into
@@ -74,8 +112,8 @@ pub(super) fn lay_out(
     dp: &mut [f32],
     team: &Team,
 ) {
-    let (hp, wp) = padded(sh);
-    let (xplane, dplane) = (hp * wp, plane_len(sh));
+    let g = Grid::of(sh);
+    let (xplane, dplane) = (g.plane(), plane_len(sh));
     let (xs, ds) = (sh.c * batch, if dp.is_empty() { 0 } else { sh.f * batch });
     xp[xs * xplane..].fill(0.0);
     let (xparts, dparts) = (Parts::of(xp), Parts::of(dp));
@@ -84,15 +122,37 @@ pub(super) fn lay_out(
             if q < xs {
                 // SAFETY: plane q of xp is this task's alone.
                 let dst = unsafe { xparts.part(q * xplane, xplane) };
-                place(&x[q * sh.h * sh.w..(q + 1) * sh.h * sh.w], sh.w, dst, wp, (sh.ph, sh.pw));
+                let src = &x[q * sh.h * sh.w..(q + 1) * sh.h * sh.w];
+                if g.s == 1 {
+                    place(src, sh.w, dst, g.wq, (sh.ph, sh.pw));
+                } else {
+                    phases(sh, g, src, dst);
+                }
             } else {
                 let q = q - xs;
                 // SAFETY: plane q of dp is this task's alone.
                 let dst = unsafe { dparts.part(q * dplane, dplane) };
-                place(&delta[q * sh.oh * sh.ow..(q + 1) * sh.oh * sh.ow], sh.ow, dst, wp, (0, 0));
+                place(&delta[q * sh.oh * sh.ow..(q + 1) * sh.oh * sh.ow], sh.ow, dst, g.wq, (0, 0));
             }
         }
     });
+}
+
+/// A plane x [H][W] into its s·s phases [s·s][Hq][Wq] of the padded plane (zeros outside x).
+fn phases(sh: &ConvShape, g: Grid, src: &[f32], dst: &mut [f32]) {
+    let mut out = dst.iter_mut();
+    for a in 0..g.s {
+        for b in 0..g.s {
+            for yq in 0..g.hq {
+                let y = (a + g.s * yq).wrapping_sub(sh.ph);
+                for xq in 0..g.wq {
+                    let x = (b + g.s * xq).wrapping_sub(sh.pw);
+                    *out.next().expect("a phase plane's value") =
+                        if y < sh.h && x < sh.w { src[y * sh.w + x] } else { 0.0 };
+                }
+            }
+        }
+    }
 }
 
 /// The rows of `src` (`w` values each) into `dst` (rows `wp` wide) from row `top`, column
@@ -185,20 +245,18 @@ pub unsafe fn weight_grad(
     dw: &mut [f32],
     team: &Team,
 ) {
-    assert!(eligible(sh), "shifted rows are for stride 1");
+    assert!(eligible(sh), "{sh:?} has no shifted rows");
     let (ckk, n) = (sh.ckk(), batch * sh.oh * sh.ow);
     assert!(dw.len() >= sh.f * ckk && delta.len() >= sh.f * n && x.len() >= sh.c * batch * sh.h * sh.w);
-    let (hp, wp) = padded(sh);
-    let (xp, rest) = head.split_at_mut(sh.c * batch * hp * wp + tail(sh));
+    let g = Grid::of(sh);
+    let (xp, rest) = head.split_at_mut(g.xp_len(sh, batch, tail(sh)));
     let dp = &mut rest[..sh.f * batch * plane_len(sh)];
     lay_out(sh, batch, x, delta, xp, dp, team);
-    // Tap (c, i, j) reads xp at c·B·Hp·Wp + i·Wp + j from an example's first position.
-    let offsets: Vec<usize> =
-        (0..ckk).map(|r| (r / (sh.kh * sh.kw)) * batch * hp * wp + (r / sh.kw % sh.kh) * wp + r % sh.kw).collect();
+    let offsets: Vec<usize> = (0..ckk).map(|r| g.offset(sh, batch, r)).collect();
     let blocks = sh.f.div_ceil(FB) * ckk.div_ceil(T);
     let parts = if sh.f * ckk * n >= PARALLEL_MIN_MACS { team.size().min(blocks) } else { 1 };
     let per = blocks.div_ceil(parts);
-    let per_example = 4 * (sh.f * plane_len(sh) + sh.c * hp * wp);
+    let per_example = 4 * (sh.f * plane_len(sh) + sh.c * g.plane());
     let chunk = (CHUNK_BYTES / per_example).clamp(1, batch);
     let (xp, dp, out) = (&*xp, &*dp, Parts::of(dw));
     let wide = wide();
@@ -327,14 +385,14 @@ struct Sums {
 #[inline(always)]
 unsafe fn block<V: Vf, const F: usize>(run: &Run, offs: &[usize; T], ex: std::ops::Range<usize>, at: Sums) {
     let sh = run.sh;
-    let (hp, wp) = padded(sh);
+    let xplane = Grid::of(sh).plane();
     let plane = plane_len(sh);
     let mut acc = [[unsafe { V::zero() }; T]; F];
     for e in ex {
         // SAFETY: example e's plane of channel 0 in xp and of filters f0.. in dp, which the
         // taps' reads do not leave (module comment).
         unsafe {
-            let xe = run.xp.as_ptr().add(e * hp * wp);
+            let xe = run.xp.as_ptr().add(e * xplane);
             let de: [*const f32; F] =
                 std::array::from_fn(|k| run.dp.as_ptr().add(((at.f0 + k) * run.batch + e) * plane));
             acc = run_sums::<V, F>(acc, de, xe, offs, plane);
@@ -365,16 +423,20 @@ mod tests {
             return;
         }
         let team = Team::new(2, || {}).unwrap();
-        // (c, h, w, f, kh, kw, ph, pw, batch)
-        for &(c, h, w, f, kh, kw, ph, pw, batch) in &[
-            (3, 9, 7, 5, 3, 3, 1, 1, 3),
-            (16, 12, 12, 16, 3, 3, 1, 1, 5),
-            (2, 11, 13, 7, 5, 3, 2, 0, 2),
-            (5, 6, 6, 3, 1, 1, 0, 0, 4),
-            (4, 20, 17, 9, 7, 7, 3, 3, 2),
+        // (c, h, w, f, kh, kw, ph, pw, batch, stride)
+        for &(c, h, w, f, kh, kw, ph, pw, batch, s) in &[
+            (3, 9, 7, 5, 3, 3, 1, 1, 3, 1),
+            (16, 12, 12, 16, 3, 3, 1, 1, 5, 1),
+            (2, 11, 13, 7, 5, 3, 2, 0, 2, 1),
+            (5, 6, 6, 3, 1, 1, 0, 0, 4, 1),
+            (4, 20, 17, 9, 7, 7, 3, 3, 2, 1),
+            (16, 16, 16, 32, 3, 3, 1, 1, 3, 2),
+            (3, 23, 21, 8, 7, 7, 3, 3, 2, 2),
+            (5, 12, 13, 6, 1, 1, 0, 0, 2, 2),
+            (2, 14, 15, 5, 5, 5, 2, 1, 2, 3),
         ] {
-            let (oh, ow) = (h + 2 * ph + 1 - kh, w + 2 * pw + 1 - kw);
-            let sh = ConvShape { c, h, w, f, kh, kw, s: 1, ph, pw, oh, ow, groups: 1, bias: false };
+            let (oh, ow) = ((h + 2 * ph - kh) / s + 1, (w + 2 * pw - kw) / s + 1);
+            let sh = ConvShape { c, h, w, f, kh, kw, s, ph, pw, oh, ow, groups: 1, bias: false };
             let x: Vec<f32> = (0..c * batch * h * w).map(|i| ((i * 7919) % 23) as f32 / 23.0 - 0.4).collect();
             let n = batch * sh.oh * sh.ow;
             let delta: Vec<f32> = (0..f * n).map(|i| ((i * 104729) % 19) as f32 / 19.0 - 0.5).collect();

@@ -25,7 +25,7 @@ use super::conv::ConvShape;
 use super::gemm::PARALLEL_MIN_MACS;
 #[cfg(test)]
 use super::shifted::WIDE;
-use super::shifted::{lay_out, padded};
+use super::shifted::{Grid, lay_out};
 use super::team::{Parts, Team};
 
 /// Filters per register block.
@@ -39,8 +39,8 @@ const POS: usize = 16 * QB;
 /// Values of the padded input with its tail (a block's overrun past a plane plus the largest
 /// tap offset within a row).
 fn xp_len(sh: &ConvShape, batch: usize) -> usize {
-    let (hp, wp) = padded(sh);
-    sh.c * batch * hp * wp + POS + sh.kw + wp
+    let g = Grid::of(sh);
+    g.xp_len(sh, batch, POS + sh.kw + g.wq)
 }
 
 /// Shared scratch of [`forward`].
@@ -48,7 +48,8 @@ pub fn head_len(sh: &ConvShape, batch: usize) -> usize {
     xp_len(sh, batch)
 }
 
-/// Whether the kernel takes this shape: stride 1, one group.
+/// Whether the kernel takes this shape: one group, the output the size the stride and padding
+/// give.
 pub fn eligible(sh: &ConvShape) -> bool {
     super::shifted::eligible(sh) && sh.groups == 1
 }
@@ -65,7 +66,7 @@ struct Segment {
 
 /// The row segments of an example's plane, vector by vector (positions past H'·Wp dropped).
 fn segments(sh: &ConvShape) -> Vec<Segment> {
-    let wp = padded(sh).1;
+    let wp = Grid::of(sh).wq;
     let vectors = (sh.oh * wp).div_ceil(16);
     let mut out = Vec::new();
     for v in 0..vectors {
@@ -102,14 +103,14 @@ pub unsafe fn forward(
     z: &mut [f32],
     team: &Team,
 ) {
-    assert!(eligible(sh), "shifted rows are for stride 1");
+    assert!(eligible(sh), "{sh:?} has no shifted rows");
     let (ckk, oplane) = (sh.ckk(), sh.oh * sh.ow);
     assert!(z.len() >= sh.f * batch * oplane && w.len() >= sh.f * ckk && x.len() >= sh.c * batch * sh.h * sh.w);
-    let (hp, wp) = padded(sh);
+    let g = Grid::of(sh);
+    let wp = g.wq;
     let xp = &mut head[..xp_len(sh, batch)];
     lay_out(sh, batch, x, &[], xp, &mut [], team);
-    let offsets: Vec<usize> =
-        (0..ckk).map(|r| (r / (sh.kh * sh.kw)) * batch * hp * wp + (r / sh.kw % sh.kh) * wp + r % sh.kw).collect();
+    let offsets: Vec<usize> = (0..ckk).map(|r| g.offset(sh, batch, r)).collect();
     let segs = segments(sh);
     // Segments by block: block k's are segs[starts[k]..starts[k + 1]].
     let blocks = (sh.oh * wp).div_ceil(POS);
@@ -168,13 +169,13 @@ unsafe fn task_512(run: &Run, units: std::ops::Range<usize>) {
 #[inline(always)]
 unsafe fn task<V: Vf, const NV: usize>(run: &Run, units: std::ops::Range<usize>) {
     let sh = run.sh;
-    let (hp, wp) = padded(sh);
+    let xplane = Grid::of(sh).plane();
     let (ckk, oplane) = (sh.ckk(), sh.oh * sh.ow);
     let n = run.batch * oplane;
     for u in units {
         let (e, k) = (u / run.blocks, u % run.blocks);
         // SAFETY: example e's first position of block k in channel 0 of xp.
-        let xe = unsafe { run.xp.as_ptr().add(e * hp * wp + k * POS) };
+        let xe = unsafe { run.xp.as_ptr().add(e * xplane + k * POS) };
         let segs = &run.segs[run.starts[k]..run.starts[k + 1]];
         for f0 in (0..sh.f).step_by(FB) {
             // Filters past F repeat the last one; their sums are dropped.
@@ -273,17 +274,21 @@ mod tests {
         }
         let plain =
             Tiles { kernel: Kernel::Avx, dw_kernel: Kernel::Avx, tile_values: 1 << 15, sparse: false, shifted: false };
-        // (c, h, w, f, kh, kw, ph, pw, batch, bias)
-        for &(c, h, w, f, kh, kw, ph, pw, batch, bias) in &[
-            (3, 9, 7, 5, 3, 3, 1, 1, 3, true),
-            (16, 12, 12, 16, 3, 3, 1, 1, 5, false),
-            (2, 11, 13, 7, 5, 3, 2, 0, 2, true),
-            (5, 6, 6, 3, 1, 1, 0, 0, 4, false),
-            (4, 20, 17, 9, 7, 7, 3, 3, 2, true),
-            (6, 33, 35, 2, 3, 3, 1, 1, 2, false),
+        // (c, h, w, f, kh, kw, ph, pw, batch, bias, stride)
+        for &(c, h, w, f, kh, kw, ph, pw, batch, bias, s) in &[
+            (3, 9, 7, 5, 3, 3, 1, 1, 3, true, 1),
+            (16, 12, 12, 16, 3, 3, 1, 1, 5, false, 1),
+            (2, 11, 13, 7, 5, 3, 2, 0, 2, true, 1),
+            (5, 6, 6, 3, 1, 1, 0, 0, 4, false, 1),
+            (4, 20, 17, 9, 7, 7, 3, 3, 2, true, 1),
+            (6, 33, 35, 2, 3, 3, 1, 1, 2, false, 1),
+            (16, 16, 16, 32, 3, 3, 1, 1, 3, false, 2),
+            (3, 40, 37, 5, 7, 7, 3, 3, 2, true, 2),
+            (5, 12, 13, 6, 1, 1, 0, 0, 2, true, 2),
+            (2, 14, 15, 5, 5, 5, 2, 1, 2, false, 3),
         ] {
-            let (oh, ow) = (h + 2 * ph + 1 - kh, w + 2 * pw + 1 - kw);
-            let sh = ConvShape { c, h, w, f, kh, kw, s: 1, ph, pw, oh, ow, groups: 1, bias };
+            let (oh, ow) = ((h + 2 * ph - kh) / s + 1, (w + 2 * pw - kw) / s + 1);
+            let sh = ConvShape { c, h, w, f, kh, kw, s, ph, pw, oh, ow, groups: 1, bias };
             let x: Vec<f32> = (0..c * batch * h * w).map(|i| ((i * 7919) % 23) as f32 / 23.0 - 0.4).collect();
             let wt: Vec<f32> = (0..f * sh.ckk()).map(|i| ((i * 104729) % 19) as f32 / 19.0 - 0.5).collect();
             let b: Vec<f32> = if bias { (0..f).map(|i| i as f32 * 0.1 - 0.3).collect() } else { Vec::new() };
