@@ -1,12 +1,15 @@
-//! The stride-1 convolution product without an im2col matrix: z [M][N] = A [M][K] · col [K][N],
-//! where col's rows are read straight from a zero-padded copy of the input.
+//! The convolution product without an im2col matrix: z [M][N] = A [M][K] · col [K][N], where
+//! col's rows are read straight from a zero-padded copy of the input (the forward at any
+//! stride; the weight gradient at stride 1).
 //!
 //! Shapes (B = batch, N = B·H'·W', K = C·kh·kw, Hp/Wp the padded height and width):
 //! - xp: [GUARD][C][B][Hp][Wp][GUARD], the input with its zero border (the guards let a 16-lane
-//!   load start up to 15 values before the first value or end 15 after the last)
+//!   load start up to 15 values before the first value or end 15 after the last); with a
+//!   stride s > 1 each padded plane as its s·s phase planes ([`pad`]), where a tap's inputs at
+//!   consecutive output columns are consecutive values
 //! - A packed: blocks of 6 (or 4) rows, each [K][rows]: one block's column p is contiguous
 //! - a B panel: 16 output positions × K rows, [K][16]: row (c, i, j), lane l holds
-//!   xp[c][e][oy+i][ox+j] for position (e, oy, ox) = 16·panel + l
+//!   xp[c][e][oy·s+i][ox·s+j] for position (e, oy, ox) = 16·panel + l
 //!
 //! Why this shape of loop: with im2col, the column matrix is written once and then read from
 //! far caches; here each task builds one panel (K·64 bytes, in L2) and multiplies it, in
@@ -36,10 +39,17 @@ fn padded(sh: &ConvShape) -> (usize, usize) {
     (sh.h + 2 * sh.ph, sh.w + 2 * sh.pw)
 }
 
-/// Values of the padded input copy for a batch.
-pub fn pad_len(sh: &ConvShape, batch: usize) -> usize {
+/// One phase plane's geometry: the padded plane's rows and columns of one residue modulo the
+/// stride, ⌈Hp/s⌉ × ⌈Wp/s⌉ (the padded plane itself at stride 1).
+fn phased(sh: &ConvShape) -> (usize, usize) {
     let (hp, wp) = padded(sh);
-    2 * GUARD + sh.c * batch * hp * wp
+    (hp.div_ceil(sh.s), wp.div_ceil(sh.s))
+}
+
+/// Values of the padded input copy for a batch: per channel and example, s·s phase planes.
+pub fn pad_len(sh: &ConvShape, batch: usize) -> usize {
+    let (hq, wq) = phased(sh);
+    2 * GUARD + sh.c * batch * sh.s * sh.s * hq * wq
 }
 
 /// Row blocks of an M-row A: (first row, rows in the block: 6 or 4), covering M with at most
@@ -84,15 +94,43 @@ fn pack_a(a: &[f32], m: usize, k: usize, out: &mut [f32]) {
     }
 }
 
-/// x [C][B][H][W] into xp (see the module comment), planes split across the team.
+/// x [C][B][H][W] into xp (see the module comment), planes split across the team. With a
+/// stride s > 1, each padded plane is stored as its s·s phase planes, [s][s][⌈Hp/s⌉][⌈Wp/s⌉]:
+/// phase (a, b) holds the padded rows a, a + s, … and columns b, b + s, … (zero past the end),
+/// so that a tap's inputs at consecutive output columns are consecutive values.
 fn pad(sh: &ConvShape, batch: usize, x: &[f32], xp: &mut [f32], team: &Team) {
     let (hp, wp) = padded(sh);
     let planes = sh.c * batch;
     let (head, rest) = xp[..pad_len(sh, batch)].split_at_mut(GUARD);
-    let (body, tail) = rest.split_at_mut(planes * hp * wp);
+    let plane_len = (pad_len(sh, batch) - 2 * GUARD) / planes.max(1);
+    let (body, tail) = rest.split_at_mut(planes * plane_len);
     head.fill(0.0);
     tail.fill(0.0);
     let base = Ptr(body.as_mut_ptr());
+    if sh.s > 1 {
+        let (s, (hq, wq)) = (sh.s, phased(sh));
+        split_items(planes, planes * plane_len, team, &|range| {
+            let base = &base;
+            for q in range {
+                // SAFETY: plane q is this task's alone.
+                let dst = unsafe { std::slice::from_raw_parts_mut(base.0.add(q * plane_len), plane_len) };
+                dst.fill(0.0);
+                let src = &x[q * sh.h * sh.w..(q + 1) * sh.h * sh.w];
+                for (y, row) in src.chunks_exact(sh.w).enumerate() {
+                    let py = y + sh.ph;
+                    for b in 0..s {
+                        // Input columns whose padded column is b modulo s: x0, x0 + s, …
+                        let x0 = (b + s - sh.pw % s) % s;
+                        let at = ((py % s * s + b) * hq + py / s) * wq + (x0 + sh.pw) / s;
+                        for (d, &v) in dst[at..].iter_mut().zip(row.iter().skip(x0).step_by(s)) {
+                            *d = v;
+                        }
+                    }
+                }
+            }
+        });
+        return;
+    }
     split_items(planes, planes * hp * wp, team, &|range| {
         let base = &base;
         for q in range {
@@ -116,8 +154,8 @@ pub fn head_len(sh: &ConvShape, batch: usize) -> usize {
     pad_len(sh, batch) + packed_a_len(sh.f, sh.ckk())
 }
 
-/// z [F][N] (row stride N) = w · col(x), then + bias and relu per `bias`, for a stride-1
-/// convolution; `head` holds [`head_len`] values, `slots` a slot of `per_task` ≥ [`panel_len`]
+/// z [F][N] (row stride N) = w · col(x), then + bias and relu per `bias`, for a convolution
+/// of any stride (the input in phase planes, [`pad`]); `head` holds [`head_len`] values, `slots` a slot of `per_task` ≥ [`panel_len`]
 /// values per team member. Panels split across the team in contiguous ranges.
 ///
 /// SAFETY: AVX2 and FMA present.
@@ -134,7 +172,6 @@ pub unsafe fn forward(
     z: &mut [f32],
     team: &Team,
 ) {
-    assert!(sh.s == 1, "the panel product is for stride 1");
     let (ckk, oplane) = (sh.ckk(), sh.oh * sh.ow);
     let n = batch * oplane;
     let (xp, rest) = head.split_at_mut(pad_len(sh, batch));
@@ -286,19 +323,23 @@ super::avx::by_width! {
 /// SAFETY: AVX2 present; xp is [`pad_len`] values for this batch, panel 16·K.
 #[target_feature(enable = "avx2,fma")]
 unsafe fn build_panel(sh: &ConvShape, batch: usize, xp: &[f32], q0: usize, n: usize, panel: &mut [f32]) {
-    let (hp, wp) = padded(sh);
-    let (oplane, cs) = (sh.oh * sh.ow, batch * hp * wp);
+    // Position (e, oy, ox) and tap (c, i, j) read padded row oy·s + i, column ox·s + j: phase
+    // (i % s, j % s), at row oy + i / s and column ox + j / s of it.
+    let (s, (hq, wq)) = (sh.s, phased(sh));
+    let (oplane, plane) = (sh.oh * sh.ow, s * s * hq * wq);
+    let cs = batch * plane;
     let runs = Runs::new((q0..(q0 + 16).min(n)).map(|q| {
         let (e, rem) = (q / oplane, q % oplane);
-        GUARD + e * hp * wp + (rem / sh.ow) * wp + rem % sh.ow
+        GUARD + e * plane + (rem / sh.ow) * wq + rem % sh.ow
     }));
     let mut out = panel.as_mut_ptr();
     for c in 0..sh.c {
         for i in 0..sh.kh {
             for j in 0..sh.kw {
+                let tap = c * cs + ((i % s * s + j % s) * hq + i / s) * wq + j / s;
                 // SAFETY: see `Runs::lanes`; the panel has 16·K values.
                 unsafe {
-                    let (v0, v1) = runs.lanes(xp, (c * cs + i * wp + j) as isize);
+                    let (v0, v1) = runs.lanes(xp, tap as isize);
                     _mm256_storeu_ps(out, v0);
                     _mm256_storeu_ps(out.add(8), v1);
                     out = out.add(16);
