@@ -82,15 +82,33 @@ pub fn panel_len(sh: &ConvShape) -> usize {
 
 /// A [m][k] (row-major) into its row blocks, [k][mr] each; padded rows zero.
 fn pack_a(a: &[f32], m: usize, k: usize, out: &mut [f32]) {
-    let mut at = 0;
     for (r0, mr) in row_blocks(m) {
-        let block = &mut out[at..at + mr * k];
-        for (p, col) in block.chunks_exact_mut(mr).enumerate() {
-            for (i, v) in col.iter_mut().enumerate() {
-                *v = if r0 + i < m { a[(r0 + i) * k + p] } else { 0.0 };
-            }
+        pack_block(a, m, k, r0, &mut out[r0 * k..(r0 + mr) * k]);
+    }
+}
+
+/// [`pack_a`] with the blocks split across the team (a copy: no sum to split).
+fn pack_a_on(a: &[f32], m: usize, k: usize, out: &mut [f32], team: &Team) {
+    let blocks: Vec<(usize, usize)> = row_blocks(m).collect();
+    let len = packed_a_len(m, k);
+    let base = Ptr(out[..len].as_mut_ptr());
+    split_items(blocks.len(), len, team, &|range| {
+        let base = &base;
+        for &(r0, mr) in &blocks[range] {
+            // SAFETY: block (r0, mr) is values r0·k..(r0 + mr)·k of out, this task's alone.
+            pack_block(a, m, k, r0, unsafe { std::slice::from_raw_parts_mut(base.0.add(r0 * k), mr * k) });
         }
-        at += mr * k;
+    });
+}
+
+/// The row block of A from row r0 ([k][mr], mr = block.len() / k; rows past m zero). Block
+/// (r0, mr) of [`row_blocks`] starts at r0·k in the packed A.
+fn pack_block(a: &[f32], m: usize, k: usize, r0: usize, block: &mut [f32]) {
+    let mr = block.len() / k;
+    for (p, col) in block.chunks_exact_mut(mr).enumerate() {
+        for (i, v) in col.iter_mut().enumerate() {
+            *v = if r0 + i < m { a[(r0 + i) * k + p] } else { 0.0 };
+        }
     }
 }
 
@@ -178,7 +196,7 @@ pub unsafe fn forward(
     let ap = &mut rest[..packed_a_len(sh.f, ckk)];
     assert!(z.len() >= sh.f * n && w.len() >= sh.f * ckk && x.len() >= sh.c * batch * sh.h * sh.w);
     pad(sh, batch, x, xp, team);
-    pack_a(w, sh.f, ckk, ap);
+    pack_a_on(w, sh.f, ckk, ap, team);
     let panels = n.div_ceil(16);
     assert!(per_task >= panel_len(sh));
     let (xp, ap) = (&*xp, &*ap);
@@ -253,8 +271,15 @@ unsafe fn task_imp<V: Vf>(
         let q0 = 16 * pn;
         let cols = (n - q0).min(16 * count);
         for (i, panel) in slot.chunks_exact_mut(16 * ckk).take(count).enumerate() {
-            // SAFETY: the caller's xp and slot, sized for this convolution and batch.
-            unsafe { build_panel(sh, batch, xp, q0 + 16 * i, n, panel) };
+            // SAFETY: the caller's xp and slot, sized for this convolution and batch; 16 lanes
+            // run on the avx512 path only (AVX-512F present).
+            unsafe {
+                if V::L == 16 {
+                    build_panel_512(sh, batch, xp, q0 + 16 * i, n, panel)
+                } else {
+                    build_panel(sh, batch, xp, q0 + 16 * i, n, panel)
+                }
+            };
         }
         for k0 in (0..ckk).step_by(kc) {
             let k1 = (k0 + kc).min(ckk);
@@ -317,36 +342,76 @@ super::avx::by_width! {
     ) = task_imp::<W8> | <W16>
 }
 
+/// The runs of a forward panel: positions q0..q0+16 (up to n) as offsets in xp. Position
+/// (e, oy, ox) and tap (c, i, j) read padded row oy·s + i, column ox·s + j: phase
+/// (i % s, j % s), at row oy + i / s and column ox + j / s of it ([`panel_taps`]).
+#[inline(always)]
+fn panel_runs(sh: &ConvShape, q0: usize, n: usize) -> Runs {
+    let (s, (hq, wq)) = (sh.s, phased(sh));
+    let (oplane, plane) = (sh.oh * sh.ow, s * s * hq * wq);
+    Runs::new((q0..(q0 + 16).min(n)).map(|q| {
+        let (e, rem) = (q / oplane, q % oplane);
+        GUARD + e * plane + (rem / sh.ow) * wq + rem % sh.ow
+    }))
+}
+
+/// `f(offset)` for every row (c, i, j) of a forward panel, in order: the tap's offset in xp
+/// from a position's.
+#[inline(always)]
+fn panel_taps(sh: &ConvShape, batch: usize, mut f: impl FnMut(isize)) {
+    let (s, (hq, wq)) = (sh.s, phased(sh));
+    let cs = batch * s * s * hq * wq;
+    for c in 0..sh.c {
+        for i in 0..sh.kh {
+            for j in 0..sh.kw {
+                f((c * cs + ((i % s * s + j % s) * hq + i / s) * wq + j / s) as isize);
+            }
+        }
+    }
+}
+
 /// One B panel: positions q0..q0+16 (lanes past n hold whatever the loads brought) of every row
 /// (c, i, j), from xp.
 ///
 /// SAFETY: AVX2 present; xp is [`pad_len`] values for this batch, panel 16·K.
 #[target_feature(enable = "avx2,fma")]
 unsafe fn build_panel(sh: &ConvShape, batch: usize, xp: &[f32], q0: usize, n: usize, panel: &mut [f32]) {
-    // Position (e, oy, ox) and tap (c, i, j) read padded row oy·s + i, column ox·s + j: phase
-    // (i % s, j % s), at row oy + i / s and column ox + j / s of it.
-    let (s, (hq, wq)) = (sh.s, phased(sh));
-    let (oplane, plane) = (sh.oh * sh.ow, s * s * hq * wq);
-    let cs = batch * plane;
-    let runs = Runs::new((q0..(q0 + 16).min(n)).map(|q| {
-        let (e, rem) = (q / oplane, q % oplane);
-        GUARD + e * plane + (rem / sh.ow) * wq + rem % sh.ow
-    }));
+    let runs = panel_runs(sh, q0, n);
+    assert!(panel.len() >= 16 * sh.ckk());
     let mut out = panel.as_mut_ptr();
-    for c in 0..sh.c {
-        for i in 0..sh.kh {
-            for j in 0..sh.kw {
-                let tap = c * cs + ((i % s * s + j % s) * hq + i / s) * wq + j / s;
-                // SAFETY: see `Runs::lanes`; the panel has 16·K values.
-                unsafe {
-                    let (v0, v1) = runs.lanes(xp, tap as isize);
-                    _mm256_storeu_ps(out, v0);
-                    _mm256_storeu_ps(out.add(8), v1);
-                    out = out.add(16);
-                }
-            }
+    panel_taps(sh, batch, |tap| {
+        // SAFETY: see `Runs::lanes`; the panel has 16·K values.
+        unsafe {
+            let (v0, v1) = runs.lanes(xp, tap);
+            _mm256_storeu_ps(out, v0);
+            _mm256_storeu_ps(out.add(8), v1);
+            out = out.add(16);
         }
-    }
+    });
+}
+
+/// [`build_panel`] on 16 lanes: a run after the first is one masked load into the row's vector
+/// (where the 8-lane build loads two halves and blends each); one store a row.
+///
+/// SAFETY: AVX-512F present; as [`build_panel`].
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn build_panel_512(sh: &ConvShape, batch: usize, xp: &[f32], q0: usize, n: usize, panel: &mut [f32]) {
+    let runs = panel_runs(sh, q0, n);
+    assert!(panel.len() >= 16 * sh.ckk());
+    let mut out = panel.as_mut_ptr();
+    let x = xp.as_ptr();
+    panel_taps(sh, batch, |tap| {
+        // SAFETY: as `Runs::lanes`: the first run's load stays within GUARD of the padded
+        // body; the later runs' loads touch only their own lanes' values (masked).
+        unsafe {
+            let mut v = _mm512_loadu_ps(x.offset(runs.starts[0] + tap));
+            for r in 1..runs.count {
+                v = _mm512_mask_loadu_ps(v, runs.bits[r], x.offset(runs.starts[r] + tap));
+            }
+            _mm512_storeu_ps(out, v);
+            out = out.add(16);
+        }
+    });
 }
 
 /// The 16 lanes of a panel row as runs of consecutive addresses: lane l of run r reads
@@ -355,6 +420,8 @@ unsafe fn build_panel(sh: &ConvShape, batch: usize, xp: &[f32], q0: usize, n: us
 struct Runs {
     starts: [isize; 16],
     masks: [[__m256; 2]; 16],
+    /// The masks as lane bits (bit l for lane l), for 16-lane masked loads.
+    bits: [u16; 16],
     count: usize,
 }
 
@@ -362,12 +429,14 @@ impl Runs {
     /// The runs of up to 16 lane addresses (at least one).
     #[inline(always)]
     fn new(addresses: impl Iterator<Item = usize>) -> Runs {
-        let mut runs = Runs { starts: [0; 16], masks: [lane_masks(0, 0); 16], count: 0 };
+        let mut runs = Runs { starts: [0; 16], masks: [lane_masks(0, 0); 16], bits: [0; 16], count: 0 };
         let (mut prev, mut first, mut lanes) = (0usize, 0usize, 0usize);
+        let bits = |first: usize, end: usize| ((1u32 << end) - (1u32 << first)) as u16;
         for (l, at) in addresses.enumerate() {
             if l == 0 || at != prev + 1 {
                 if l > 0 {
                     runs.masks[runs.count - 1] = lane_masks(first, l);
+                    runs.bits[runs.count - 1] = bits(first, l);
                 }
                 runs.starts[runs.count] = at as isize - l as isize;
                 runs.count += 1;
@@ -377,6 +446,7 @@ impl Runs {
             lanes = l + 1;
         }
         runs.masks[runs.count - 1] = lane_masks(first, lanes);
+        runs.bits[runs.count - 1] = bits(first, lanes);
         runs
     }
 
