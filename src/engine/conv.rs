@@ -438,9 +438,9 @@ impl Tiles {
     /// The engine's choice, measured at the suite's shapes (docs/kernels.md, "Convolutions"):
     /// over few im2col rows (≤ 64: the first layer of an image network) the AVX kernels on
     /// tiles of about 128 KiB; above, with AVX2, the panel product (`panels`) for the forward
-    /// and, as the transposed convolution, the input gradient (stride 1; other strides take
-    /// the crate's product and the packed dcol), and the packed weight gradient (`avx::packed`,
-    /// im2col rows against delta panels).
+    /// (any stride but 1×1 strided, `Tiles::panel_forward`) and, as the transposed
+    /// convolution, the input gradient (stride 1; other strides take the packed dcol), and the
+    /// packed weight gradient (`avx::packed`, im2col rows against delta panels).
     pub fn for_shape(sh: &ConvShape) -> Tiles {
         let small = sh.ckk() <= 64;
         let avx = super::simd::has_avx2_fma();
