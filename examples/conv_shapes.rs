@@ -100,6 +100,27 @@ fn main() {
         ("r32", Shape::new(32, 16, 16), (3, 32, 1), 128),
         ("r64", Shape::new(64, 8, 8), (3, 64, 1), 128),
     ];
+    // resnet18's convolutions at 3x224x224, batch 8 (inference): (kernel, filters, padding,
+    // stride).
+    let resnet18 = [
+        ("rn18 stem", Shape::new(3, 224, 224), (7, 64, 3, 2)),
+        ("rn18 l1", Shape::new(64, 56, 56), (3, 64, 1, 1)),
+        ("rn18 l2 s2", Shape::new(64, 56, 56), (3, 128, 1, 2)),
+        ("rn18 l2 down", Shape::new(64, 56, 56), (1, 128, 0, 2)),
+        ("rn18 l2", Shape::new(128, 28, 28), (3, 128, 1, 1)),
+        ("rn18 l3 s2", Shape::new(128, 28, 28), (3, 256, 1, 2)),
+        ("rn18 l3 down", Shape::new(128, 28, 28), (1, 256, 0, 2)),
+        ("rn18 l3", Shape::new(256, 14, 14), (3, 256, 1, 1)),
+        ("rn18 l4 s2", Shape::new(256, 14, 14), (3, 512, 1, 2)),
+        ("rn18 l4 down", Shape::new(256, 14, 14), (1, 512, 0, 2)),
+        ("rn18 l4", Shape::new(512, 7, 7), (3, 512, 1, 1)),
+    ];
+    let cases = cases
+        .into_iter()
+        .map(|(name, input, (k, f, p), batch)| (name, input, (k, f, p, 1), batch))
+        .chain(resnet18.into_iter().map(|(name, input, conv)| (name, input, conv, 8)));
+    // CONV_FORWARD=1: the forward passes only.
+    let forward_only = std::env::var("CONV_FORWARD").is_ok_and(|v| v == "1");
     let ceiling = flopnet::engine::simd::fma_ceiling(&team);
     let path = flopnet::engine::simd::path();
     println!(
@@ -108,11 +129,11 @@ fn main() {
     );
     // CONV_ONLY=<name part> limits the shapes (for profiling one of them).
     let only = std::env::var("CONV_ONLY").unwrap_or_default();
-    for (name, input, (k, f, p), batch) in cases {
+    for (name, input, (k, f, p, stride), batch) in cases {
         if !name.contains(only.as_str()) {
             continue;
         }
-        let cv = Conv::plain(k, k, f, 1, Padding::Fixed(p));
+        let cv = Conv::plain(k, k, f, stride, Padding::Fixed(p));
         let layer = Layer::after(input, Kind::Conv2d(cv), 0, Activation::Relu).unwrap();
         let sh = ConvShape::of(&layer).unwrap();
         let (ckk, n) = (sh.ckk(), batch * sh.oh * sh.ow);
@@ -190,6 +211,15 @@ fn main() {
                             &team,
                         )
                     });
+                    if forward_only {
+                        println!(
+                            "  tiled fwd {kernel:?} tile {tile_values}: forward {:.3} ms ({:.0} GF/s, {:.0}% of the ceiling)",
+                            t_fwd * 1e3,
+                            gf(macs, t_fwd),
+                            100.0 * gf(macs, t_fwd) / ceiling
+                        );
+                        continue;
+                    }
                     let t_bw = time(|| {
                         conv::conv_backward_with(
                             tiles,
@@ -237,7 +267,7 @@ fn main() {
         }
         // The backward with δ mostly zero (as behind a max pool and a relu): the engine's
         // kernels with and without the sparse path, at a few shares of nonzero values.
-        for density in [0.05, 0.1, 0.2, 0.3] {
+        for density in [0.05, 0.1, 0.2, 0.3].into_iter().filter(|_| !forward_only) {
             let d: Vec<f32> = (0..f * n)
                 .map(|i| if (i.wrapping_mul(2654435761) >> 7) % 1000 < (density * 1000.0) as usize { 0.5 } else { 0.0 })
                 .collect();

@@ -456,9 +456,9 @@ impl Tiles {
     /// The engine's choice, measured at the suite's shapes (docs/kernels.md, "Convolutions"):
     /// over few im2col rows (≤ 64: the first layer of an image network) the AVX kernels on
     /// tiles of about 128 KiB; above, with AVX2, the panel product (`panels`) for the forward
-    /// and, as the transposed convolution, the input gradient (stride 1; other strides take
-    /// the crate's product and the packed dcol), and the packed weight gradient (`avx::packed`,
-    /// im2col rows against delta panels).
+    /// (any stride but 1×1 strided, `Tiles::panel_forward`) and, as the transposed
+    /// convolution, the input gradient (stride 1; other strides take the packed dcol), and the
+    /// packed weight gradient (`avx::packed`, im2col rows against delta panels).
     pub fn for_shape(sh: &ConvShape) -> Tiles {
         let small = sh.ckk() <= 64;
         let avx = super::simd::has_avx2_fma();
@@ -512,9 +512,12 @@ impl Tiles {
         self.dw_kernel == Kernel::Packed && super::simd::has_avx2_fma()
     }
 
-    /// Whether the forward runs as the panel product (`panels`: stride 1 only).
+    /// Whether the forward runs as the panel product (`panels`): at stride 1, and at larger
+    /// strides but for 1×1 kernels, whose product is too short to pay for the copy of the
+    /// input into phase planes (resnet18's 1×1 stride-2 shortcuts: 1.0 against 0.58 ms on
+    /// the AVX kernel, docs/kernels.md).
     fn panel_forward(&self, sh: &ConvShape) -> bool {
-        self.packed() && sh.s == 1
+        self.packed() && (sh.s == 1 || sh.kh * sh.kw > 1)
     }
 
     /// Whether the weight gradient runs as the panel product (stride 1 only).
@@ -523,15 +526,19 @@ impl Tiles {
     }
 
     /// Whether the forward runs over shifted rows (`shifted_forward`), with AVX-512 (its 4×6
-    /// register block needs 32 registers): stride 1, output rows at least 16 wide (narrower
-    /// rows waste too many lanes on the padding columns), at most SHIFTED_MAX_CKK window
-    /// values. `conv_shapes 1` (CPU time, one thread, against the panel product): 16→16 at
-    /// 32×32 3.4 against 4.3–4.5 ms, 32→32 at 16×16 3.0 against 3.4, 64→64 at 56×56 (batch
-    /// 8) 8.0 against 9.2–9.5, 128→128 at 28×28 a tie; rows 8 or 11 wide lose (64→64 at 8×8
-    /// 3.7 against 3.3; 16→32 at 13×13 1.01 against 0.90).
+    /// register block needs 32 registers): windows larger than 1×1 (a 1×1 product gathers
+    /// nothing, and at stride 2 the phase copy costs more than it saves: resnet18's 1×1
+    /// shortcut 1.37 against 0.62 ms), output rows at least 16 wide (narrower rows waste too
+    /// many lanes on the padding columns), at most SHIFTED_MAX_CKK window values.
+    /// `conv_shapes 1` (CPU time, one thread, against the panel product): 16→16 at 32×32 3.4
+    /// against 4.3–4.5 ms, 32→32 at 16×16 3.0 against 3.4, 64→64 at 56×56 (batch 8) 8.0
+    /// against 9.2–11.2, resnet18's 7×7 stride-2 stem 9.8 against 10.5, its 64→128 stride 2
+    /// 5.1–5.4 against 5.6–5.9, 128→128 at 28×28 7.8 against 8.7; rows 8 or 11 wide lose
+    /// (64→64 at 8×8 3.7 against 3.3; 16→32 at 13×13 1.01 against 0.90).
     pub fn takes_shifted_forward(&self, sh: &ConvShape) -> bool {
         #[cfg(target_arch = "x86_64")]
         return self.shifted
+            && sh.kh * sh.kw > 1
             && sh.ow >= 16
             && sh.ckk() <= SHIFTED_MAX_CKK
             && super::simd::has_avx512()
@@ -540,13 +547,19 @@ impl Tiles {
         return false;
     }
 
-    /// Whether the weight gradient runs as sums over shifted rows (`shifted`): stride 1 and
-    /// fewer than 64 filters. `conv_shapes 1` (CPU time, one thread): 16→16 at 32×32 4.3 against
-    /// 9.9 ms on the panel product, 32→32 at 16×16 3.7 against 5.9, 64→32 5×5 at 14×14 7.9
-    /// against 9.6; with 64 filters (64→64 at 8×8, 32→64 5×5) the panel product ties or wins.
+    /// Whether the weight gradient runs as sums over shifted rows (`shifted`): fewer than 64
+    /// filters, windows larger than 1×1 (not measured there), any stride. `conv_shapes 1` (CPU
+    /// time, one thread): 16→16 at 32×32 4.3 against 9.9 ms on the panel product, 32→32 at
+    /// 16×16 3.7 against 5.9, 64→32 5×5 at 14×14 7.9 against 9.6, 16→32 stride 2 at 32×32
+    /// 3.6–4.0 against 4.8–4.9 (packed); with 64 filters (64→64 at 8×8, 32→64 5×5, 32→64
+    /// stride 2) the panel or packed product ties or wins.
     pub fn takes_shifted_dw(&self, sh: &ConvShape) -> bool {
         #[cfg(target_arch = "x86_64")]
-        return self.shifted && sh.f < 64 && super::simd::has_avx2_fma() && super::shifted::eligible(sh);
+        return self.shifted
+            && sh.f < 64
+            && sh.kh * sh.kw > 1
+            && super::simd::has_avx2_fma()
+            && super::shifted::eligible(sh);
         #[cfg(not(target_arch = "x86_64"))]
         return false;
     }
@@ -754,6 +767,9 @@ fn forward_group(
         return;
     }
     assert!(scratch.len() >= tasks * per_task && z.len() >= sh.f * n && w.len() >= sh.f * ckk);
+    // Where the packed kernels would take the panel product but this shape does not (1×1
+    // strided), the AVX kernel on the im2col tile (faster than the crate's there).
+    let forward_kernel = if tiles.packed() { Kernel::Avx } else { tiles.kernel };
     let (zp, sp) = (SendPtr(z.as_mut_ptr()), SendPtr(scratch.as_mut_ptr()));
     team.run(tasks, &|t| {
         let (zp, sp) = (&zp, &sp);
@@ -768,7 +784,7 @@ fn forward_group(
             // SAFETY: columns e0·H'W'..e1·H'W' of every row of z are this task's.
             unsafe {
                 let c = zp.0.add(e0 * oplane);
-                gemm(tiles.kernel, (sh.f, ckk, cols), w.as_ptr(), (ckk, 1), tile.as_ptr(), (cols, 1), 0.0, c, n);
+                gemm(forward_kernel, (sh.f, ckk, cols), w.as_ptr(), (ckk, 1), tile.as_ptr(), (cols, 1), 0.0, c, n);
                 for f in 0..sh.f {
                     finish(act, std::slice::from_raw_parts_mut(c.add(f * n), cols), b.get(f).copied());
                 }
@@ -1310,6 +1326,54 @@ mod tests {
                 close(&what("db"), &db, &want_db);
                 close(&what("dx"), &dx, &want_dx);
             }
+        }
+    }
+
+    #[test]
+    fn strided_panel_forward_matches_naive_loops() {
+        // Strides 2 and 3 on the panel product (the input in phase planes): paddings 0–3,
+        // kernels 2–7, odd sizes, K over several K-blocks (C·k·k > 256) or a few rows, outputs
+        // that end in a partial panel; against f64 loops, the same bits on one and two threads.
+        let mut rng = ChaCha8Rng::seed_from_u64(31);
+        let teams = [Team::new(1, || {}).unwrap(), Team::new(2, || {}).unwrap()];
+        let cases = [
+            // (C, H, W, k, F, stride, padding, batch)
+            (33, 15, 13, 3, 13, 2, 1, 3),
+            (7, 23, 20, 7, 10, 2, 3, 2),
+            (3, 29, 31, 7, 8, 2, 3, 2),
+            (30, 11, 14, 3, 7, 3, 0, 2),
+            (20, 9, 10, 4, 19, 2, 2, 1),
+            (5, 17, 19, 2, 6, 2, 0, 5),
+            (70, 14, 14, 3, 24, 2, 1, 2),
+        ];
+        for (c, h, w, k, f, stride, pad, batch) in cases {
+            let cv = Conv::plain(k, k, f, stride, Padding::Fixed(pad));
+            let layer = Layer::after(Shape::new(c, h, w), Kind::Conv2d(cv), 0, Activation::Identity).unwrap();
+            let sh = ConvShape::of(&layer).unwrap();
+            let tiles = Tiles {
+                kernel: Kernel::Packed,
+                dw_kernel: Kernel::Packed,
+                tile_values: 1 << 15,
+                sparse: false,
+                shifted: false,
+            };
+            assert!(!super::super::simd::has_avx2_fma() || tiles.panel_forward(&sh), "{sh:?}");
+            let x: Vec<f32> = (0..batch * c * h * w).map(|_| rng.gen_range(-1.0..1.0)).collect();
+            let wt: Vec<f32> = (0..sh.f * sh.ckk()).map(|_| rng.gen_range(-1.0..1.0)).collect();
+            let b: Vec<f32> = (0..sh.f).map(|_| rng.gen_range(-1.0..1.0)).collect();
+            let want = naive_forward(&sh, batch, &x, &wt, &b);
+            let runs: Vec<Vec<f32>> = teams
+                .iter()
+                .map(|team| {
+                    let mut scratch = vec![f32::NAN; tiles.total(&sh, batch, team.size())];
+                    let mut z = vec![f32::NAN; want.len()];
+                    let act = Activation::Identity;
+                    conv_forward_with(tiles, &sh, batch, act, &x, &wt, &b, &mut scratch, &mut z, team);
+                    z
+                })
+                .collect();
+            close(&format!("{sh:?} B{batch} z"), &runs[0], &want);
+            assert!(runs[0] == runs[1], "{sh:?} B{batch}: results depend on the team");
         }
     }
 

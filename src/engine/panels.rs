@@ -1,12 +1,15 @@
-//! The stride-1 convolution product without an im2col matrix: z [M][N] = A [M][K] · col [K][N],
-//! where col's rows are read straight from a zero-padded copy of the input.
+//! The convolution product without an im2col matrix: z [M][N] = A [M][K] · col [K][N], where
+//! col's rows are read straight from a zero-padded copy of the input (the forward at any
+//! stride; the weight gradient at stride 1).
 //!
 //! Shapes (B = batch, N = B·H'·W', K = C·kh·kw, Hp/Wp the padded height and width):
 //! - xp: [GUARD][C][B][Hp][Wp][GUARD], the input with its zero border (the guards let a 16-lane
-//!   load start up to 15 values before the first value or end 15 after the last)
+//!   load start up to 15 values before the first value or end 15 after the last); with a
+//!   stride s > 1 each padded plane as its s·s phase planes ([`pad`]), where a tap's inputs at
+//!   consecutive output columns are consecutive values
 //! - A packed: blocks of 6 (or 4) rows, each [K][rows]: one block's column p is contiguous
 //! - a B panel: 16 output positions × K rows, [K][16]: row (c, i, j), lane l holds
-//!   xp[c][e][oy+i][ox+j] for position (e, oy, ox) = 16·panel + l
+//!   xp[c][e][oy·s+i][ox·s+j] for position (e, oy, ox) = 16·panel + l
 //!
 //! Why this shape of loop: with im2col, the column matrix is written once and then read from
 //! far caches; here each task builds one panel (K·64 bytes, in L2) and multiplies it, in
@@ -36,10 +39,17 @@ fn padded(sh: &ConvShape) -> (usize, usize) {
     (sh.h + 2 * sh.ph, sh.w + 2 * sh.pw)
 }
 
-/// Values of the padded input copy for a batch.
-pub fn pad_len(sh: &ConvShape, batch: usize) -> usize {
+/// One phase plane's geometry: the padded plane's rows and columns of one residue modulo the
+/// stride, ⌈Hp/s⌉ × ⌈Wp/s⌉ (the padded plane itself at stride 1).
+fn phased(sh: &ConvShape) -> (usize, usize) {
     let (hp, wp) = padded(sh);
-    2 * GUARD + sh.c * batch * hp * wp
+    (hp.div_ceil(sh.s), wp.div_ceil(sh.s))
+}
+
+/// Values of the padded input copy for a batch: per channel and example, s·s phase planes.
+pub fn pad_len(sh: &ConvShape, batch: usize) -> usize {
+    let (hq, wq) = phased(sh);
+    2 * GUARD + sh.c * batch * sh.s * sh.s * hq * wq
 }
 
 /// Row blocks of an M-row A: (first row, rows in the block: 6 or 4), covering M with at most
@@ -72,27 +82,73 @@ pub fn panel_len(sh: &ConvShape) -> usize {
 
 /// A [m][k] (row-major) into its row blocks, [k][mr] each; padded rows zero.
 fn pack_a(a: &[f32], m: usize, k: usize, out: &mut [f32]) {
-    let mut at = 0;
     for (r0, mr) in row_blocks(m) {
-        let block = &mut out[at..at + mr * k];
-        for (p, col) in block.chunks_exact_mut(mr).enumerate() {
-            for (i, v) in col.iter_mut().enumerate() {
-                *v = if r0 + i < m { a[(r0 + i) * k + p] } else { 0.0 };
-            }
-        }
-        at += mr * k;
+        pack_block(a, m, k, r0, &mut out[r0 * k..(r0 + mr) * k]);
     }
 }
 
-/// x [C][B][H][W] into xp (see the module comment), planes split across the team.
+/// [`pack_a`] with the blocks split across the team (a copy: no sum to split).
+fn pack_a_on(a: &[f32], m: usize, k: usize, out: &mut [f32], team: &Team) {
+    let blocks: Vec<(usize, usize)> = row_blocks(m).collect();
+    let len = packed_a_len(m, k);
+    let base = Ptr(out[..len].as_mut_ptr());
+    split_items(blocks.len(), len, team, &|range| {
+        let base = &base;
+        for &(r0, mr) in &blocks[range] {
+            // SAFETY: block (r0, mr) is values r0·k..(r0 + mr)·k of out, this task's alone.
+            pack_block(a, m, k, r0, unsafe { std::slice::from_raw_parts_mut(base.0.add(r0 * k), mr * k) });
+        }
+    });
+}
+
+/// The row block of A from row r0 ([k][mr], mr = block.len() / k; rows past m zero). Block
+/// (r0, mr) of [`row_blocks`] starts at r0·k in the packed A.
+fn pack_block(a: &[f32], m: usize, k: usize, r0: usize, block: &mut [f32]) {
+    let mr = block.len() / k;
+    for (p, col) in block.chunks_exact_mut(mr).enumerate() {
+        for (i, v) in col.iter_mut().enumerate() {
+            *v = if r0 + i < m { a[(r0 + i) * k + p] } else { 0.0 };
+        }
+    }
+}
+
+/// x [C][B][H][W] into xp (see the module comment), planes split across the team. With a
+/// stride s > 1, each padded plane is stored as its s·s phase planes, [s][s][⌈Hp/s⌉][⌈Wp/s⌉]:
+/// phase (a, b) holds the padded rows a, a + s, … and columns b, b + s, … (zero past the end),
+/// so that a tap's inputs at consecutive output columns are consecutive values.
 fn pad(sh: &ConvShape, batch: usize, x: &[f32], xp: &mut [f32], team: &Team) {
     let (hp, wp) = padded(sh);
     let planes = sh.c * batch;
     let (head, rest) = xp[..pad_len(sh, batch)].split_at_mut(GUARD);
-    let (body, tail) = rest.split_at_mut(planes * hp * wp);
+    let plane_len = (pad_len(sh, batch) - 2 * GUARD) / planes.max(1);
+    let (body, tail) = rest.split_at_mut(planes * plane_len);
     head.fill(0.0);
     tail.fill(0.0);
     let base = Ptr(body.as_mut_ptr());
+    if sh.s > 1 {
+        let (s, (hq, wq)) = (sh.s, phased(sh));
+        split_items(planes, planes * plane_len, team, &|range| {
+            let base = &base;
+            for q in range {
+                // SAFETY: plane q is this task's alone.
+                let dst = unsafe { std::slice::from_raw_parts_mut(base.0.add(q * plane_len), plane_len) };
+                dst.fill(0.0);
+                let src = &x[q * sh.h * sh.w..(q + 1) * sh.h * sh.w];
+                for (y, row) in src.chunks_exact(sh.w).enumerate() {
+                    let py = y + sh.ph;
+                    for b in 0..s {
+                        // Input columns whose padded column is b modulo s: x0, x0 + s, …
+                        let x0 = (b + s - sh.pw % s) % s;
+                        let at = ((py % s * s + b) * hq + py / s) * wq + (x0 + sh.pw) / s;
+                        for (d, &v) in dst[at..].iter_mut().zip(row.iter().skip(x0).step_by(s)) {
+                            *d = v;
+                        }
+                    }
+                }
+            }
+        });
+        return;
+    }
     split_items(planes, planes * hp * wp, team, &|range| {
         let base = &base;
         for q in range {
@@ -116,8 +172,8 @@ pub fn head_len(sh: &ConvShape, batch: usize) -> usize {
     pad_len(sh, batch) + packed_a_len(sh.f, sh.ckk())
 }
 
-/// z [F][N] (row stride N) = w · col(x), then + bias and relu per `bias`, for a stride-1
-/// convolution; `head` holds [`head_len`] values, `slots` a slot of `per_task` ≥ [`panel_len`]
+/// z [F][N] (row stride N) = w · col(x), then + bias and relu per `bias`, for a convolution
+/// of any stride (the input in phase planes, [`pad`]); `head` holds [`head_len`] values, `slots` a slot of `per_task` ≥ [`panel_len`]
 /// values per team member. Panels split across the team in contiguous ranges.
 ///
 /// SAFETY: AVX2 and FMA present.
@@ -134,14 +190,13 @@ pub unsafe fn forward(
     z: &mut [f32],
     team: &Team,
 ) {
-    assert!(sh.s == 1, "the panel product is for stride 1");
     let (ckk, oplane) = (sh.ckk(), sh.oh * sh.ow);
     let n = batch * oplane;
     let (xp, rest) = head.split_at_mut(pad_len(sh, batch));
     let ap = &mut rest[..packed_a_len(sh.f, ckk)];
     assert!(z.len() >= sh.f * n && w.len() >= sh.f * ckk && x.len() >= sh.c * batch * sh.h * sh.w);
     pad(sh, batch, x, xp, team);
-    pack_a(w, sh.f, ckk, ap);
+    pack_a_on(w, sh.f, ckk, ap, team);
     let panels = n.div_ceil(16);
     assert!(per_task >= panel_len(sh));
     let (xp, ap) = (&*xp, &*ap);
@@ -216,8 +271,15 @@ unsafe fn task_imp<V: Vf>(
         let q0 = 16 * pn;
         let cols = (n - q0).min(16 * count);
         for (i, panel) in slot.chunks_exact_mut(16 * ckk).take(count).enumerate() {
-            // SAFETY: the caller's xp and slot, sized for this convolution and batch.
-            unsafe { build_panel(sh, batch, xp, q0 + 16 * i, n, panel) };
+            // SAFETY: the caller's xp and slot, sized for this convolution and batch; 16 lanes
+            // run on the avx512 path only (AVX-512F present).
+            unsafe {
+                if V::L == 16 {
+                    build_panel_512(sh, batch, xp, q0 + 16 * i, n, panel)
+                } else {
+                    build_panel(sh, batch, xp, q0 + 16 * i, n, panel)
+                }
+            };
         }
         for k0 in (0..ckk).step_by(kc) {
             let k1 = (k0 + kc).min(ckk);
@@ -280,32 +342,76 @@ super::avx::by_width! {
     ) = task_imp::<W8> | <W16>
 }
 
+/// The runs of a forward panel: positions q0..q0+16 (up to n) as offsets in xp. Position
+/// (e, oy, ox) and tap (c, i, j) read padded row oy·s + i, column ox·s + j: phase
+/// (i % s, j % s), at row oy + i / s and column ox + j / s of it ([`panel_taps`]).
+#[inline(always)]
+fn panel_runs(sh: &ConvShape, q0: usize, n: usize) -> Runs {
+    let (s, (hq, wq)) = (sh.s, phased(sh));
+    let (oplane, plane) = (sh.oh * sh.ow, s * s * hq * wq);
+    Runs::new((q0..(q0 + 16).min(n)).map(|q| {
+        let (e, rem) = (q / oplane, q % oplane);
+        GUARD + e * plane + (rem / sh.ow) * wq + rem % sh.ow
+    }))
+}
+
+/// `f(offset)` for every row (c, i, j) of a forward panel, in order: the tap's offset in xp
+/// from a position's.
+#[inline(always)]
+fn panel_taps(sh: &ConvShape, batch: usize, mut f: impl FnMut(isize)) {
+    let (s, (hq, wq)) = (sh.s, phased(sh));
+    let cs = batch * s * s * hq * wq;
+    for c in 0..sh.c {
+        for i in 0..sh.kh {
+            for j in 0..sh.kw {
+                f((c * cs + ((i % s * s + j % s) * hq + i / s) * wq + j / s) as isize);
+            }
+        }
+    }
+}
+
 /// One B panel: positions q0..q0+16 (lanes past n hold whatever the loads brought) of every row
 /// (c, i, j), from xp.
 ///
 /// SAFETY: AVX2 present; xp is [`pad_len`] values for this batch, panel 16·K.
 #[target_feature(enable = "avx2,fma")]
 unsafe fn build_panel(sh: &ConvShape, batch: usize, xp: &[f32], q0: usize, n: usize, panel: &mut [f32]) {
-    let (hp, wp) = padded(sh);
-    let (oplane, cs) = (sh.oh * sh.ow, batch * hp * wp);
-    let runs = Runs::new((q0..(q0 + 16).min(n)).map(|q| {
-        let (e, rem) = (q / oplane, q % oplane);
-        GUARD + e * hp * wp + (rem / sh.ow) * wp + rem % sh.ow
-    }));
+    let runs = panel_runs(sh, q0, n);
+    assert!(panel.len() >= 16 * sh.ckk());
     let mut out = panel.as_mut_ptr();
-    for c in 0..sh.c {
-        for i in 0..sh.kh {
-            for j in 0..sh.kw {
-                // SAFETY: see `Runs::lanes`; the panel has 16·K values.
-                unsafe {
-                    let (v0, v1) = runs.lanes(xp, (c * cs + i * wp + j) as isize);
-                    _mm256_storeu_ps(out, v0);
-                    _mm256_storeu_ps(out.add(8), v1);
-                    out = out.add(16);
-                }
-            }
+    panel_taps(sh, batch, |tap| {
+        // SAFETY: see `Runs::lanes`; the panel has 16·K values.
+        unsafe {
+            let (v0, v1) = runs.lanes(xp, tap);
+            _mm256_storeu_ps(out, v0);
+            _mm256_storeu_ps(out.add(8), v1);
+            out = out.add(16);
         }
-    }
+    });
+}
+
+/// [`build_panel`] on 16 lanes: a run after the first is one masked load into the row's vector
+/// (where the 8-lane build loads two halves and blends each); one store a row.
+///
+/// SAFETY: AVX-512F present; as [`build_panel`].
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn build_panel_512(sh: &ConvShape, batch: usize, xp: &[f32], q0: usize, n: usize, panel: &mut [f32]) {
+    let runs = panel_runs(sh, q0, n);
+    assert!(panel.len() >= 16 * sh.ckk());
+    let mut out = panel.as_mut_ptr();
+    let x = xp.as_ptr();
+    panel_taps(sh, batch, |tap| {
+        // SAFETY: as `Runs::lanes`: the first run's load stays within GUARD of the padded
+        // body; the later runs' loads touch only their own lanes' values (masked).
+        unsafe {
+            let mut v = _mm512_loadu_ps(x.offset(runs.starts[0] + tap));
+            for r in 1..runs.count {
+                v = _mm512_mask_loadu_ps(v, runs.bits[r], x.offset(runs.starts[r] + tap));
+            }
+            _mm512_storeu_ps(out, v);
+            out = out.add(16);
+        }
+    });
 }
 
 /// The 16 lanes of a panel row as runs of consecutive addresses: lane l of run r reads
@@ -314,6 +420,8 @@ unsafe fn build_panel(sh: &ConvShape, batch: usize, xp: &[f32], q0: usize, n: us
 struct Runs {
     starts: [isize; 16],
     masks: [[__m256; 2]; 16],
+    /// The masks as lane bits (bit l for lane l), for 16-lane masked loads.
+    bits: [u16; 16],
     count: usize,
 }
 
@@ -321,12 +429,14 @@ impl Runs {
     /// The runs of up to 16 lane addresses (at least one).
     #[inline(always)]
     fn new(addresses: impl Iterator<Item = usize>) -> Runs {
-        let mut runs = Runs { starts: [0; 16], masks: [lane_masks(0, 0); 16], count: 0 };
+        let mut runs = Runs { starts: [0; 16], masks: [lane_masks(0, 0); 16], bits: [0; 16], count: 0 };
         let (mut prev, mut first, mut lanes) = (0usize, 0usize, 0usize);
+        let bits = |first: usize, end: usize| ((1u32 << end) - (1u32 << first)) as u16;
         for (l, at) in addresses.enumerate() {
             if l == 0 || at != prev + 1 {
                 if l > 0 {
                     runs.masks[runs.count - 1] = lane_masks(first, l);
+                    runs.bits[runs.count - 1] = bits(first, l);
                 }
                 runs.starts[runs.count] = at as isize - l as isize;
                 runs.count += 1;
@@ -336,6 +446,7 @@ impl Runs {
             lanes = l + 1;
         }
         runs.masks[runs.count - 1] = lane_masks(first, lanes);
+        runs.bits[runs.count - 1] = bits(first, lanes);
         runs
     }
 
