@@ -495,7 +495,7 @@ impl Tiles {
     }
 
     /// Whether the forward runs as the panel product (`panels`: stride 1 only).
-    fn panel_forward(&self, sh: &ConvShape) -> bool {
+    pub(crate) fn panel_forward(&self, sh: &ConvShape) -> bool {
         self.packed() && sh.s == 1
     }
 
