@@ -497,9 +497,9 @@ fn depthwise_rates(
     })
 }
 
-/// Measures everything the time model needs (calibrate prints how long it took: 24–28 s on a
-/// 2-core machine shared at a load average of 11–14, with about 9 s of CPU time; 4.4 s with
-/// `quick` at a load average of 8).
+/// Measures everything the time model needs (calibrate prints how long it took: profile format
+/// 12 took 18.7–19.6 s on a 2-core machine shared at a load average of 5, with 13.5–15.4 s of CPU
+/// time, and 7.1 s with `quick`; format 11 took 24–28 s at a load average of 11–14).
 pub fn calibrate(threads: usize, quick: bool) -> Result<Profile> {
     simd::flush_denormals();
     let team = Team::new(threads.max(1), simd::flush_denormals).map_err(|e| crate::Error::Usage(e.to_string()))?;
