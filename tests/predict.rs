@@ -390,13 +390,47 @@ fn a_convolution_is_priced_at_its_window_and_its_filters() {
     // per output position and window value is 1.6 ns at 8 and 3.2 at 32, so α + β·F with
     // β = 1.6/24 and α = 1.6 − 8β: 16 filters take 2.1333 ns, 15 GFLOP/s.
     let mut p = profile().clone();
-    let at = |filters, forward| predict::ConvRates { window: 144, filters, forward, weight_grad: 1.0, input_grad: 1.0 };
+    let at = |filters, forward| predict::ConvRates {
+        window: 144,
+        filters,
+        plane: 169,
+        forward,
+        weight_grad: 1.0,
+        input_grad: 1.0,
+    };
     p.conv_panel = vec![at(8, 10.0), at(32, 20.0)];
     let spec = parse("8x16x16-conv3x3x8p1:identity-conv3x3x16p1:identity-gap-10", Defaults::default()).unwrap();
     let t = predict::predict(&spec, &cfg(16), Machine::Measured(&p), 1);
     let gflop = 2.0 * (16 * 16 * 16) as f64 * 72.0 * 16.0 / 1e9;
     let got = t.layers[1].forward_seconds;
     assert!((got - gflop / 15.0).abs() < 1e-9 * got, "{got} vs {}", gflop / 15.0);
+}
+
+#[test]
+fn a_convolution_is_priced_at_the_planes_its_window_was_measured_at() {
+    // One window measured over 8×8 planes at 40 GFLOP/s and over 32×32 at 10 (at both filter
+    // counts): a 16×16 layer lies halfway in log plane, 20 GFLOP/s; beyond them, the nearest.
+    let mut p = profile().clone();
+    let at = |filters, plane, forward| predict::ConvRates {
+        window: 72,
+        filters,
+        plane,
+        forward,
+        weight_grad: forward,
+        input_grad: forward,
+    };
+    p.conv_panel = vec![at(8, 64, 40.0), at(32, 64, 40.0), at(8, 1024, 10.0), at(32, 1024, 10.0)];
+    let rate = |side: usize| {
+        let spec =
+            parse(&format!("1x{side}x{side}-conv1x1x8:identity-conv3x3x16p1:identity-gap-10"), Defaults::default())
+                .unwrap();
+        let t = predict::predict(&spec, &cfg(16), Machine::Measured(&p), 1);
+        2.0 * (16 * side * side) as f64 * 72.0 * 16.0 / 1e9 / t.layers[1].forward_seconds
+    };
+    for (side, want) in [(16, 20.0), (8, 40.0), (32, 10.0), (4, 40.0), (64, 10.0)] {
+        let got = rate(side);
+        assert!((got - want).abs() < 1e-9 * want, "{side}×{side}: {got} GFLOP/s, not {want}");
+    }
 }
 
 #[test]

@@ -291,6 +291,7 @@ fn conv_rates(
     Ok(ConvRates {
         window: sh.ckk(),
         filters: f,
+        plane: sh.oh * sh.ow,
         forward: flop / fwd,
         weight_grad: flop / dwt,
         input_grad: flop / (both - dwt).max(flop / ceiling),
@@ -538,8 +539,15 @@ pub fn calibrate(threads: usize, quick: bool) -> Result<Profile> {
         ])
     };
     // 8x16x16 with 3×3 kernels: few channels, where forming panels weighs most.
-    let conv_panel =
-        [pair((8, 16, 3, 32), 1, 16)?, pair((16, 13, 3, 32), 1, 16)?, pair((32, 14, 5, 64), 1, 8)?].concat();
+    // 8x32x32: the same window over CIFAR's planes, whose backward ran 3× slower per position
+    // than at 16×16 (`bench/predict_layers.py`, 8 channels at batch 64: its arrays outgrow L2).
+    let conv_panel = [
+        pair((8, 16, 3, 32), 1, 16)?,
+        pair((8, 32, 3, 32), 1, 16)?,
+        pair((16, 13, 3, 32), 1, 16)?,
+        pair((32, 14, 5, 64), 1, 8)?,
+    ]
+    .concat();
     let conv_small = [pair((1, 28, 3, 16), 1, 16)?, pair((1, 28, 5, 32), 1, 16)?].concat();
     let conv_strided = [pair((16, 16, 3, 32), 2, 32)?, pair((64, 16, 3, 64), 2, 16)?].concat();
     // Depthwise: the kernel's cost per tap grows as planes shrink (it computes over the padded

@@ -121,37 +121,51 @@ fn rate_at(same_window: &[ConvRates], f: usize, pass: fn(&ConvRates) -> f64) -> 
     2.0 * f as f64 / (alpha + beta * f as f64).max(1e-9)
 }
 
-/// The convolution rates at window size `k` and `f` filters: at each reference window as
-/// [`rate_at`] places them, then log-linear in the window between the pair around `k`, the
-/// nearest one outside them.
-fn conv_rates(refs: &[ConvRates], k: usize, f: usize) -> ConvRates {
+/// The convolution rates at window size `k`, `f` filters and `plane` output positions per
+/// example: at each reference window and plane as [`rate_at`] places them, then, where a window
+/// was measured at several planes, log-linear in the plane between the pair around `plane` (the
+/// nearest outside them), then log-linear in the window between the pair around `k` (the
+/// nearest outside them).
+fn conv_rates(refs: &[ConvRates], k: usize, f: usize, plane: usize) -> ConvRates {
     let mut windows: Vec<usize> = refs.iter().map(|r| r.window).collect();
+    windows.sort_unstable();
     windows.dedup();
+    let mix_rates = |a: &ConvRates, b: &ConvRates, t: f64| {
+        let mix = |x: f64, y: f64| (x.max(1e-3).ln() * (1.0 - t) + y.max(1e-3).ln() * t).exp();
+        (mix(a.forward, b.forward), mix(a.weight_grad, b.weight_grad), mix(a.input_grad, b.input_grad))
+    };
     let at_f: Vec<ConvRates> = windows
         .iter()
-        .map(|&w| {
-            let mut same: Vec<ConvRates> = refs.iter().filter(|r| r.window == w).copied().collect();
-            same.sort_by_key(|r| r.filters);
-            ConvRates {
-                window: w,
-                filters: f,
-                forward: rate_at(&same, f, |r| r.forward),
-                weight_grad: rate_at(&same, f, |r| r.weight_grad),
-                input_grad: rate_at(&same, f, |r| r.input_grad),
-            }
+        .filter_map(|&w| {
+            let mut planes: Vec<usize> = refs.iter().filter(|r| r.window == w).map(|r| r.plane).collect();
+            planes.sort_unstable();
+            planes.dedup();
+            let by_plane: Vec<ConvRates> = planes
+                .iter()
+                .map(|&pl| {
+                    let mut same: Vec<ConvRates> =
+                        refs.iter().filter(|r| r.window == w && r.plane == pl).copied().collect();
+                    same.sort_by_key(|r| r.filters);
+                    ConvRates {
+                        window: w,
+                        filters: f,
+                        plane: pl,
+                        forward: rate_at(&same, f, |r| r.forward),
+                        weight_grad: rate_at(&same, f, |r| r.weight_grad),
+                        input_grad: rate_at(&same, f, |r| r.input_grad),
+                    }
+                })
+                .collect();
+            let (a, b, t) = bracket_window(&by_plane, |r| r.plane, plane)?;
+            let (forward, weight_grad, input_grad) = mix_rates(&a, &b, t);
+            Some(ConvRates { window: w, filters: f, plane, forward, weight_grad, input_grad })
         })
         .collect();
     let Some((a, b, t)) = bracket_window(&at_f, |r| r.window, k) else {
-        return ConvRates { window: k, filters: f, forward: 1.0, weight_grad: 1.0, input_grad: 1.0 };
+        return ConvRates { window: k, filters: f, plane, forward: 1.0, weight_grad: 1.0, input_grad: 1.0 };
     };
-    let mix = |x: f64, y: f64| (x.max(1e-3).ln() * (1.0 - t) + y.max(1e-3).ln() * t).exp();
-    ConvRates {
-        window: k,
-        filters: f,
-        forward: mix(a.forward, b.forward),
-        weight_grad: mix(a.weight_grad, b.weight_grad),
-        input_grad: mix(a.input_grad, b.input_grad),
-    }
+    let (forward, weight_grad, input_grad) = mix_rates(&a, &b, t);
+    ConvRates { window: k, filters: f, plane, forward, weight_grad, input_grad }
 }
 
 /// The depthwise rates at window size `k` (kh·kw), stride `stride` and input planes of `plane`
@@ -475,7 +489,7 @@ impl Model<'_> {
                 &p.conv_strided
             };
             // Per group: F/g filters over C/g channels.
-            let r = conv_rates(refs, k, f / c.groups.max(1));
+            let r = conv_rates(refs, k, f / c.groups.max(1), l.output.h * l.output.w);
             let gflop = 2.0 * rows as f64 * k as f64 * f as f64 / 1e9;
             let forward = gflop / r.forward.max(1e-3) + act;
             let rho = expected_density(l, next);

@@ -30,6 +30,10 @@ pub struct StreamPoint {
 pub struct ConvRates {
     pub window: usize,
     pub filters: usize,
+    /// Output positions per example (H'·W') of the reference shape: where a window was measured
+    /// at more than one plane, the model places a layer between them by its own.
+    #[serde(default)]
+    pub plane: usize,
     pub forward: f64,
     pub weight_grad: f64,
     pub input_grad: f64,
@@ -130,8 +134,8 @@ pub struct Profile {
     /// Fixed seconds per training step (a 1-1 network's step).
     pub step_overhead: f64,
     /// Convolutions: stride-1 layers over many window values (the engine's panel product;
-    /// 8x16x16 and 16x13x13 with 3×3 kernels, 32x14x14 with 5×5), and over few (1x28x28 with
-    /// 3×3 and 5×5),
+    /// 8x16x16, 8x32x32 and 16x13x13 with 3×3 kernels, 32x14x14 with 5×5), and over few
+    /// (1x28x28 with 3×3 and 5×5),
     /// each list by window size and, at each window, two filter counts (a quarter of the
     /// other, so the time of forming windows and of the products can be told apart).
     pub conv_panel: Vec<ConvRates>,
