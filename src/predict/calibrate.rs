@@ -499,7 +499,7 @@ fn depthwise_rates(
 }
 
 /// Measures everything the time model needs (calibrate prints how long it took: profile format
-/// 12 took 18.7–19.6 s on a 2-core machine shared at a load average of 5, with 13.5–15.4 s of CPU
+/// 12 took 18.7–20.8 s on a 2-core machine shared at a load average of 5–8, with 13.5–15.4 s of CPU
 /// time, and 7.1 s with `quick`; format 11 took 24–28 s at a load average of 11–14).
 pub fn calibrate(threads: usize, quick: bool) -> Result<Profile> {
     simd::flush_denormals();
@@ -548,7 +548,11 @@ pub fn calibrate(threads: usize, quick: bool) -> Result<Profile> {
         pair((32, 14, 5, 64), 1, 8)?,
     ]
     .concat();
-    let conv_small = [pair((1, 28, 3, 16), 1, 16)?, pair((1, 28, 5, 32), 1, 16)?].concat();
+    // 32x28x28 with 1×1 kernels: a mid-network window on the small kernels (an inverted
+    // residual block's expansion from few channels), whose backward ran 3–6× its prediction from
+    // the 1-channel first-layer shapes alone.
+    let conv_small =
+        [pair((1, 28, 3, 16), 1, 16)?, pair((1, 28, 5, 32), 1, 16)?, pair((32, 28, 1, 64), 1, 16)?].concat();
     let conv_strided = [pair((16, 16, 3, 32), 2, 32)?, pair((64, 16, 3, 64), 2, 16)?].concat();
     // Depthwise: the kernel's cost per tap grows as planes shrink (it computes over the padded
     // plane) and at stride 2 (the input's phase planes): mobilenet_v2's run from 32×32 to 2×2.

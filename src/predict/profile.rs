@@ -135,7 +135,7 @@ pub struct Profile {
     pub step_overhead: f64,
     /// Convolutions: stride-1 layers over many window values (the engine's panel product;
     /// 8x16x16, 8x32x32 and 16x13x13 with 3×3 kernels, 32x14x14 with 5×5), and over few
-    /// (1x28x28 with 3×3 and 5×5),
+    /// (1x28x28 with 3×3 and 5×5, 32x28x28 with 1×1),
     /// each list by window size and, at each window, two filter counts (a quarter of the
     /// other, so the time of forming windows and of the products can be told apart).
     pub conv_panel: Vec<ConvRates>,
