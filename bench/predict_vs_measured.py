@@ -12,15 +12,21 @@ every epoch of one case, or a calibration, and the rounds put minutes between a 
 measurements.
 
 With `--random N --seed S` it measures N networks generated at random instead of the suite:
-convolutional chains and residual networks (with or without batch normalization, projection
-or zero-padding shortcuts) over random channels, kernels, strides, depths and batch sizes, on
-1x28x28 inputs (the embedded Fashion-MNIST subset) or 3x32x32 ones (a synthetic CIFAR-10 file
-of as many random images, written to a temporary directory and deleted after). Each is trained
-for `--epochs` epochs of 5,400 examples; a net is drawn again while its predicted epoch lies
-outside 0.3–8 s (so that a sitting takes minutes, not hours: the draw depends on the model's
-estimate of the size alone). The nets take turns: residual with batch normalization, residual
-without, a chain with, a chain without. `--plain` draws only chains without batch
-normalization (what the engine ran before graphs).
+convolutional chains (some with grouped convolutions), residual networks (with or without batch
+normalization, projection or zero-padding shortcuts) and MobileNetV2-style inverted residual
+networks (depthwise convolutions, batch normalization, relu6), over random channels, kernels,
+strides, depths and batch sizes, on 1x28x28 inputs (the embedded Fashion-MNIST subset) or
+3x32x32 ones (a synthetic CIFAR-10 file of as many random images, written to a temporary
+directory and deleted after). Each is trained for `--epochs` epochs of 5,400 examples; a net is
+drawn again while its counted work per epoch lies outside 10–200 GFLOP (so that a sitting takes
+minutes, not hours; the draw depends on the seed and the ledger alone, so a seed gives the same
+networks whatever the time model says). The nets take turns: residual with batch
+normalization, residual without, a chain with, a chain without, inverted residual. `--plain`
+draws only chains without batch normalization (what the engine ran before graphs).
+
+The last lines give the median and the worst absolute error over the networks, the CPU, the
+seed, and the load average before and after the sitting (`/proc/loadavg`): a sitting at a load
+well above the thread count is not conclusive.
 
 Usage (repository root, after `cargo build --release`):
     python3 bench/predict_vs_measured.py [--threads 2] [--rounds 5]
@@ -39,27 +45,39 @@ SUITE = [
 ]
 
 
+KINDS = 5
+
+
 def random_net(rng, kind):
     """One network in the compact form and its batch: a stem, 1–3 stages of 1–2 blocks each
     (channels doubling up to 32, the first block of a later stage strided), global average
-    pooling or a dense head. `kind` (0–3) picks residual blocks or a chain, with or without
-    batch normalization, so that a sitting holds all four."""
+    pooling or a dense head. `kind` (0–4) picks residual blocks or a chain, with or without
+    batch normalization (a chain with it may group its convolutions), or MobileNetV2's inverted
+    residual blocks (1×1 expansion, depthwise 3×3 or 5×5, 1×1 projection, batch norm and relu6),
+    so that a sitting holds all five."""
     image = rng.choice(["1x28x28", "3x32x32"])
-    residual, bn = kind in (0, 1), kind in (0, 2)
+    residual, bn = kind in (0, 1), kind in (0, 2, 4)
     c = rng.choice([8, 16])
     k = rng.choice([3, 5])
 
-    def conv(ch, kk, stride=1, act="relu"):
+    def conv(ch, kk, stride=1, act="relu", groups=1):
         s = f"conv{kk}x{kk}x{ch}" + (f"s{stride}" if stride > 1 else "") + f"p{kk // 2}"
+        s += f"g{groups}" if groups > 1 else ""
         return f"{s}b0-bn:{act}" if bn else f"{s}:{act}"
 
-    parts = [image, conv(c, k)]
+    parts = [image, conv(c, k, act="relu6" if kind == 4 else "relu")]
     for stage in range(rng.randint(1, 3)):
+        c_in = c
         if stage > 0:
             c = min(2 * c, 32)
         for block in range(rng.randint(1, 2)):
             stride = 2 if stage > 0 and block == 0 else 1
-            if residual:
+            if kind == 4:
+                wide = (c_in if block == 0 else c) * rng.choice([2, 4])
+                body = (f"{conv(wide, 1, act='relu6')}-{conv(wide, rng.choice([3, 5]), stride, 'relu6', wide)}-"
+                        f"{conv(c, 1, act='identity')}")
+                parts.append(f"[{body}]" if stride == 1 and (block > 0 or c == c_in) else body)
+            elif residual:
                 last = conv(c, 3, act="identity")
                 branch = f"{conv(c, 3, stride)}-{last}"
                 if stride > 1:
@@ -68,23 +86,32 @@ def random_net(rng, kind):
             elif stride > 1 and rng.random() < 0.5:
                 parts += ["maxpool2", conv(c, rng.choice([3, 5]))]
             else:
-                parts.append(conv(c, rng.choice([3, 5]), stride))
+                groups = rng.choice([1, 2, 4]) if bn and c_in % 4 == 0 and c % 4 == 0 else 1
+                parts.append(conv(c, rng.choice([3, 5]), stride, groups=groups))
+            c_in = c
     parts += rng.choice([["gap", "10"], ["maxpool2", "10"], ["maxpool2", "64", "10"]])
     return "-".join(parts), rng.choice([16, 32, 64, 128])
 
 
-def random_suite(a, profile):
-    """N networks of predicted epochs within 0.3–8 s (see the module's doc)."""
+# The counted work of an epoch (5,400 examples, forward, backward and update) a random network
+# may have: drawn again outside it, so that a sitting takes minutes, not hours. The draw depends
+# on the seed and the counting alone, not on the time model: a seed gives the same networks
+# before and after a change to the model.
+GFLOP_PER_EPOCH = (10.0, 200.0)
+
+
+def random_suite(a, profile=None):
+    """N networks whose counted work per epoch lies within GFLOP_PER_EPOCH (see above)."""
     rng = random.Random(a.seed)
     suite = []
     while len(suite) < a.random:
-        spec, b = random_net(rng, 3 if a.plain else len(suite) % 4)
+        spec, b = random_net(rng, 3 if a.plain else len(suite) % KINDS)
         out = subprocess.run([a.flopnet, "count", spec, "--batch", str(b), "--examples", "5400", "--optimizer",
-                              "momentum", "--threads", str(a.threads), "--profile", profile, "--predict", "--json"],
-                             capture_output=True, text=True)
+                              "momentum", "--json"], capture_output=True, text=True)
         if out.returncode != 0:
             raise SystemExit(f"count refused a generated network {spec}: {out.stderr.strip()}")
-        if 0.3 <= json.loads(out.stdout)["predicted"]["epoch_seconds"] <= 8.0:
+        gflop = json.loads(out.stdout)["per_epoch"]["total"]["flop"] / 1e9
+        if GFLOP_PER_EPOCH[0] <= gflop <= GFLOP_PER_EPOCH[1]:
             suite.append((spec, None, b))
     return suite
 
@@ -109,6 +136,7 @@ def main():
     ap.add_argument("--seed", type=int, default=1, help="the random networks' seed")
     ap.add_argument("--plain", action="store_true", help="random chains only, without batch normalization")
     a = ap.parse_args()
+    load_before = open("/proc/loadavg").read().split()[:3]
     rounds = []
     scratch = tempfile.mkdtemp()
     cifar = os.path.join(scratch, "synthetic.cifar")
@@ -168,9 +196,13 @@ def main():
         each = f" (rounds {', '.join(f'{100 * (m / p - 1):+.0f}%' for m, p, _ in got)})" if len(got) > 1 else ""
         print(f"| {spec} {act or ''} | {b} | {predicted:.2f} | {measured:.2f} | {100 * err:+.0f}%{each} "
               f"| {100 * share:.0f}% |", flush=True)
-    print(f"\nmedian absolute error {100 * statistics.median(errors):.0f}%, worst {100 * max(errors):.0f}%")
+    worst = max(range(len(errors)), key=errors.__getitem__)
+    print(f"\nmedian absolute error {100 * statistics.median(errors):.0f}%, worst {100 * max(errors):.0f}% "
+          f"(network {worst + 1} of {len(errors)}: {suite[worst][0]}, batch {suite[worst][2]})")
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
     print(f"CPU: {cpu}, {a.threads} threads" + (f"; random networks, seed {a.seed}" if a.random else ""))
+    load_after = open("/proc/loadavg").read().split()[:3]
+    print(f"load average (1, 5, 15 min) before {' '.join(load_before)}, after {' '.join(load_after)}")
 
 if __name__ == "__main__":
     main()

@@ -2,8 +2,8 @@
 //! work the ledger counts.
 
 use flopnet::cost::Config;
-use flopnet::predict::{self, Machine, Profile};
-use flopnet::spec::{Defaults, Loss, Optimizer, parse};
+use flopnet::predict::{self, DepthwiseRates, Machine, Profile};
+use flopnet::spec::{Defaults, Kind, Loss, Optimizer, parse};
 use std::sync::{Mutex, OnceLock};
 
 /// One quick calibration, shared by the tests that only read it. Calibrations run one at a time
@@ -254,6 +254,90 @@ fn batch_norm_and_depthwise_convolutions_are_priced_from_their_own_measurements(
     assert_eq!(free.layers[0].forward_seconds, t.layers[0].forward_seconds, "an ungrouped one does not use them");
 }
 
+/// A profile whose depthwise references are made up, each a distinct round number per pass, so
+/// that a prediction shows which reference (or which mix) priced a layer.
+fn made_up_depthwise(p: &Profile) -> Profile {
+    let mut q = p.clone();
+    let r = |window, stride, plane, ps: f64| DepthwiseRates {
+        window,
+        stride,
+        plane,
+        forward: ps * 1e-12,
+        weight_grad: 2.0 * ps * 1e-12,
+        input_grad: 3.0 * ps * 1e-12,
+    };
+    q.depthwise = vec![
+        r(9, 1, 256, 100.0),
+        r(25, 1, 256, 80.0),
+        r(9, 1, 16, 300.0),
+        r(9, 1, 4, 500.0),
+        r(9, 2, 256, 200.0),
+        r(9, 2, 16, 700.0),
+    ];
+    q
+}
+
+#[test]
+fn depthwise_convolutions_are_priced_at_their_stride_and_plane() {
+    let p = made_up_depthwise(profile());
+    let m = Machine::Measured(&p);
+    // Seconds per tap of a depthwise layer (the third: behind a stem and its norm), forward and
+    // both gradients.
+    let per_tap = |input: &str, dw: &str| {
+        let spec = parse(&format!("{input}-conv1x1x32b0-bn-{dw}:identity-gap-10"), Defaults::default()).unwrap();
+        let l = &spec.layers[2];
+        let Kind::Conv2d(c) = l.kind else { panic!("a convolution") };
+        let taps = (16 * l.outputs * c.kh * c.kw) as f64;
+        let t = &predict::predict(&spec, &cfg(16), m, 1).layers[2];
+        (t.forward_seconds / taps * 1e12, t.backward_seconds / taps * 1e12)
+    };
+    let close = |(f, b): (f64, f64), want: f64| {
+        assert!((f - want).abs() < 1e-6 * want && (b - 5.0 * want).abs() < 1e-6 * want, "{f} {b} vs {want}");
+    };
+    // At the measured shapes: their own rates.
+    close(per_tap("32x16x16", "conv3x3x32p1g32b0"), 100.0);
+    close(per_tap("32x4x4", "conv3x3x32p1g32b0"), 300.0);
+    close(per_tap("32x2x2", "conv3x3x32p1g32b0"), 500.0);
+    close(per_tap("32x16x16", "conv3x3x32s2p1g32b0"), 200.0);
+    close(per_tap("32x4x4", "conv3x3x32s2p1g32b0"), 700.0);
+    // Between planes, between their rates (8×8 lies halfway from 4×4 to 16×16 in log size);
+    // beyond them, the nearest.
+    close(per_tap("32x8x8", "conv3x3x32p1g32b0"), 200.0);
+    close(per_tap("32x32x32", "conv3x3x32p1g32b0"), 100.0);
+    close(per_tap("32x8x8", "conv3x3x32s2p1g32b0"), 450.0);
+    // A 5×5 kernel scales as the 16×16 references scale (80 against 100), at any plane.
+    close(per_tap("32x16x16", "conv5x5x32p2g32b0"), 80.0);
+    close(per_tap("32x4x4", "conv5x5x32p2g32b0"), 240.0);
+}
+
+#[test]
+fn wide_pointwise_convolutions_use_the_pointwise_measurements() {
+    let p = profile();
+    let mut slow = p.clone();
+    slow.conv_pointwise.iter_mut().for_each(|r| {
+        (r.forward, r.weight_grad, r.input_grad) = (r.forward / 2.0, r.weight_grad / 2.0, r.input_grad / 2.0)
+    });
+    // Behind a depthwise stem (so no change of layout joins them): 96 channels → 24 (the
+    // engine's plain products on x), then 24 → 96 and a grouped 96 → 96 of 48 channels a group
+    // (both on its tiled kernels: the engine's own choice, Tiles::pointwise).
+    let spec = parse(
+        "96x8x8-conv3x3x96p1g96:identity-conv1x1x24:identity-conv1x1x96:identity-conv1x1x96g2:identity-gap-10",
+        Defaults::default(),
+    )
+    .unwrap();
+    let (t, u) = (
+        predict::predict(&spec, &cfg(16), Machine::Measured(p), 1),
+        predict::predict(&spec, &cfg(16), Machine::Measured(&slow), 1),
+    );
+    let ratio = |i: usize| {
+        (u.layers[i].forward_seconds + u.layers[i].backward_seconds)
+            / (t.layers[i].forward_seconds + t.layers[i].backward_seconds)
+    };
+    assert!((ratio(1) - 2.0).abs() < 1e-9, "{}", ratio(1));
+    assert_eq!(ratio(2), 1.0, "24 channels do not run as plain products");
+    assert_eq!(ratio(3), 1.0, "nor do 48 a group");
+}
+
 #[test]
 fn strided_convolutions_use_the_strided_measurements() {
     let p = profile();
@@ -306,13 +390,47 @@ fn a_convolution_is_priced_at_its_window_and_its_filters() {
     // per output position and window value is 1.6 ns at 8 and 3.2 at 32, so α + β·F with
     // β = 1.6/24 and α = 1.6 − 8β: 16 filters take 2.1333 ns, 15 GFLOP/s.
     let mut p = profile().clone();
-    let at = |filters, forward| predict::ConvRates { window: 144, filters, forward, weight_grad: 1.0, input_grad: 1.0 };
+    let at = |filters, forward| predict::ConvRates {
+        window: 144,
+        filters,
+        plane: 169,
+        forward,
+        weight_grad: 1.0,
+        input_grad: 1.0,
+    };
     p.conv_panel = vec![at(8, 10.0), at(32, 20.0)];
     let spec = parse("8x16x16-conv3x3x8p1:identity-conv3x3x16p1:identity-gap-10", Defaults::default()).unwrap();
     let t = predict::predict(&spec, &cfg(16), Machine::Measured(&p), 1);
     let gflop = 2.0 * (16 * 16 * 16) as f64 * 72.0 * 16.0 / 1e9;
     let got = t.layers[1].forward_seconds;
     assert!((got - gflop / 15.0).abs() < 1e-9 * got, "{got} vs {}", gflop / 15.0);
+}
+
+#[test]
+fn a_convolution_is_priced_at_the_planes_its_window_was_measured_at() {
+    // One window measured over 8×8 planes at 40 GFLOP/s and over 32×32 at 10 (at both filter
+    // counts): a 16×16 layer lies halfway in log plane, 20 GFLOP/s; beyond them, the nearest.
+    let mut p = profile().clone();
+    let at = |filters, plane, forward| predict::ConvRates {
+        window: 72,
+        filters,
+        plane,
+        forward,
+        weight_grad: forward,
+        input_grad: forward,
+    };
+    p.conv_panel = vec![at(8, 64, 40.0), at(32, 64, 40.0), at(8, 1024, 10.0), at(32, 1024, 10.0)];
+    let rate = |side: usize| {
+        let spec =
+            parse(&format!("1x{side}x{side}-conv1x1x8:identity-conv3x3x16p1:identity-gap-10"), Defaults::default())
+                .unwrap();
+        let t = predict::predict(&spec, &cfg(16), Machine::Measured(&p), 1);
+        2.0 * (16 * side * side) as f64 * 72.0 * 16.0 / 1e9 / t.layers[1].forward_seconds
+    };
+    for (side, want) in [(16, 20.0), (8, 40.0), (32, 10.0), (4, 40.0), (64, 10.0)] {
+        let got = rate(side);
+        assert!((got - want).abs() < 1e-9 * want, "{side}×{side}: {got} GFLOP/s, not {want}");
+    }
 }
 
 #[test]

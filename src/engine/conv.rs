@@ -516,7 +516,7 @@ impl Tiles {
     /// strides but for 1×1 kernels, whose product is too short to pay for the copy of the
     /// input into phase planes (resnet18's 1×1 stride-2 shortcuts: 1.0 against 0.58 ms on
     /// the AVX kernel, docs/kernels.md).
-    fn panel_forward(&self, sh: &ConvShape) -> bool {
+    pub(crate) fn panel_forward(&self, sh: &ConvShape) -> bool {
         self.packed() && (sh.s == 1 || sh.kh * sh.kw > 1)
     }
 

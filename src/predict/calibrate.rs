@@ -13,7 +13,10 @@ use crate::reference::Hyper;
 use crate::spec::{Activation, Loss, Optimizer, Spec};
 use std::time::Instant;
 
-/// Median seconds of one call of `f`, from runs that each last at least `min_s`.
+/// Seconds of one call of `f`: the fastest of `runs` runs that each last at least `min_s`. On a
+/// shared machine a neighbour only ever slows a run down, so the fastest is the nearest to the
+/// machine's own speed (with the median of five, a reference convolution's rate moved by 2×
+/// between two calibrations at a load average of 5 on 2 cores).
 fn time(min_s: f64, runs: usize, mut f: impl FnMut()) -> f64 {
     f();
     let t = Instant::now();
@@ -24,7 +27,7 @@ fn time(min_s: f64, runs: usize, mut f: impl FnMut()) -> f64 {
         reps += 1;
     }
     let per_run = reps.max(1);
-    let mut v: Vec<f64> = (0..runs)
+    let v: Vec<f64> = (0..runs)
         .map(|_| {
             let t = Instant::now();
             for _ in 0..per_run {
@@ -33,8 +36,7 @@ fn time(min_s: f64, runs: usize, mut f: impl FnMut()) -> f64 {
             t.elapsed().as_secs_f64() / per_run as f64
         })
         .collect();
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
+    v.into_iter().fold(f64::INFINITY, f64::min)
 }
 
 /// The grid: batch-like m, and inner/outer sizes for k and n.
@@ -260,12 +262,15 @@ impl RefConv {
 }
 
 /// The engine's convolution rates on a [`RefConv`] of `shape` = (c, side, k, f) at stride `s`.
+/// The input gradient's time is the backward with it less the backward without it, no less
+/// than its products at `ceiling` GFLOP/s (two noisy timings can differ by almost nothing).
 fn conv_rates(
     shape: (usize, usize, usize, usize),
     s: usize,
     batch: usize,
     team: &Team,
     min_s: f64,
+    ceiling: f64,
 ) -> Result<ConvRates> {
     use crate::engine::conv::{conv_backward, conv_forward};
     let RefConv { sh, n, x, w, mut scratch } = RefConv::new(shape, s, batch, team)?;
@@ -286,9 +291,10 @@ fn conv_rates(
     Ok(ConvRates {
         window: sh.ckk(),
         filters: f,
+        plane: sh.oh * sh.ow,
         forward: flop / fwd,
         weight_grad: flop / dwt,
-        input_grad: flop / (both - dwt).max(dwt * 0.05),
+        input_grad: flop / (both - dwt).max(flop / ceiling),
     })
 }
 
@@ -468,15 +474,19 @@ fn dropout_rate(values: usize, min_s: f64) -> f64 {
     s / values as f64
 }
 
-/// The engine's depthwise k×k convolution (padding k/2, stride 1) over 32 channels of 16×16
-/// at batch 32: seconds per output value and tap of each pass.
-fn depthwise_rates(k: usize, team: &Team, min_s: f64) -> Result<DepthwiseRates> {
+/// The engine's depthwise k×k convolution (padding k/2) at stride `s` over `c` channels of
+/// `side`×`side` at a batch: seconds per output value and tap of each pass.
+fn depthwise_rates(
+    (c, side, k, s): (usize, usize, usize, usize),
+    batch: usize,
+    team: &Team,
+    min_s: f64,
+) -> Result<DepthwiseRates> {
     use crate::engine::conv::{ConvShape, Tiles, conv_backward, conv_forward};
     use crate::spec::{Conv, Kind, Layer, Padding, Shape};
-    let (c, batch) = (32, 32);
-    let cv = Conv { groups: c, bias: false, ..Conv::plain(k, k, c, 1, Padding::Fixed(k / 2)) };
-    let layer =
-        Layer::after(Shape::new(c, 16, 16), Kind::Conv2d(cv), 0, Activation::Identity).map_err(crate::Error::Usage)?;
+    let cv = Conv { groups: c, bias: false, ..Conv::plain(k, k, c, s, Padding::Fixed(k / 2)) };
+    let layer = Layer::after(Shape::new(c, side, side), Kind::Conv2d(cv), 0, Activation::Identity)
+        .map_err(crate::Error::Usage)?;
     let Some(sh) = ConvShape::of(&layer) else { unreachable!("a convolution layer") };
     let n = batch * layer.outputs;
     let x: Vec<f32> = (0..batch * layer.inputs).map(|i| (i % 23) as f32 / 23.0).collect();
@@ -495,18 +505,21 @@ fn depthwise_rates(k: usize, team: &Team, min_s: f64) -> Result<DepthwiseRates> 
     let taps = (n * k * k) as f64;
     Ok(DepthwiseRates {
         window: k * k,
+        stride: s,
+        plane: side * side,
         forward: forward / taps,
         weight_grad: weight_grad / taps,
         input_grad: (both - weight_grad).max(weight_grad * 0.05) / taps,
     })
 }
 
-/// Measures everything the time model needs (calibrate prints how long it took: 24–28 s on a
-/// 2-core machine shared at a load average of 11–14, with about 9 s of CPU time; 4.4 s with
-/// `quick` at a load average of 8).
+/// Measures everything the time model needs (calibrate prints how long it took: profile format
+/// 12 took 18.7–20.8 s on a 2-core machine shared at a load average of 5–8, with 13.5–15.4 s of CPU
+/// time, and 7.1 s with `quick`; format 11 took 24–28 s at a load average of 11–14).
 pub fn calibrate(threads: usize, quick: bool) -> Result<Profile> {
     simd::flush_denormals();
     let team = Team::new(threads.max(1), simd::flush_denormals).map_err(|e| crate::Error::Usage(e.to_string()))?;
+    let fma_ceiling = simd::fma_ceiling(&team);
     let [forward, weight_grad, input_grad] = gemm_grids(&team, quick);
     let min_s = if quick { 0.003 } else { 0.01 };
     let [stream, sgd, momentum, adam, sgd_fused, momentum_fused] = stream_tables(quick, min_s);
@@ -536,16 +549,41 @@ pub fn calibrate(threads: usize, quick: bool) -> Result<Profile> {
     // Each shape at its filter count and at a quarter of it (α + β·F, `model::rate_at`).
     let pair = |(c, side, k, f): (usize, usize, usize, usize), s: usize, batch: usize| -> Result<[ConvRates; 2]> {
         Ok([
-            conv_rates((c, side, k, f / 4), s, batch, &team, min_s)?,
-            conv_rates((c, side, k, f), s, batch, &team, min_s)?,
+            conv_rates((c, side, k, f / 4), s, batch, &team, min_s, fma_ceiling)?,
+            conv_rates((c, side, k, f), s, batch, &team, min_s, fma_ceiling)?,
         ])
     };
     // 8x16x16 with 3×3 kernels: few channels, where forming panels weighs most.
-    let conv_panel =
-        [pair((8, 16, 3, 32), 1, 16)?, pair((16, 13, 3, 32), 1, 16)?, pair((32, 14, 5, 64), 1, 8)?].concat();
-    let conv_small = [pair((1, 28, 3, 16), 1, 16)?, pair((1, 28, 5, 32), 1, 16)?].concat();
+    // 8x32x32: the same window over CIFAR's planes, whose backward ran 3× slower per position
+    // than at 16×16 (`bench/predict_layers.py`, 8 channels at batch 64: its arrays outgrow L2).
+    let conv_panel = [
+        pair((8, 16, 3, 32), 1, 16)?,
+        pair((8, 32, 3, 32), 1, 16)?,
+        pair((16, 13, 3, 32), 1, 16)?,
+        pair((32, 14, 5, 64), 1, 8)?,
+    ]
+    .concat();
+    // 32x28x28 with 1×1 kernels: a mid-network window on the small kernels (an inverted
+    // residual block's expansion from few channels), whose backward ran 3–6× its prediction from
+    // the 1-channel first-layer shapes alone.
+    let conv_small =
+        [pair((1, 28, 3, 16), 1, 16)?, pair((1, 28, 5, 32), 1, 16)?, pair((32, 28, 1, 64), 1, 16)?].concat();
     let conv_strided = [pair((16, 16, 3, 32), 2, 32)?, pair((64, 16, 3, 64), 2, 16)?].concat();
-    let depthwise = vec![depthwise_rates(3, &team, min_s)?, depthwise_rates(5, &team, min_s)?];
+    // Depthwise: the kernel's cost per tap grows as planes shrink (it computes over the padded
+    // plane) and at stride 2 (the input's phase planes): mobilenet_v2's run from 32×32 to 2×2.
+    let depthwise = [
+        (32, 16, 3, 1, 32),
+        (32, 16, 5, 1, 32),
+        (192, 4, 3, 1, 32),
+        (384, 2, 3, 1, 32),
+        (64, 16, 3, 2, 32),
+        (192, 4, 3, 2, 32),
+    ]
+    .into_iter()
+    .map(|(c, side, k, s, batch)| depthwise_rates((c, side, k, s), batch, &team, min_s))
+    .collect::<Result<Vec<_>>>()?;
+    // 1×1 convolutions over more than 64 channels: the engine's plain products on x, long rows.
+    let conv_pointwise = [pair((96, 16, 1, 96), 1, 32)?, pair((384, 4, 1, 256), 1, 32)?].concat();
     let pool_padded = padded_pool_rates(&team, min_s)?;
     let passes: Vec<PassRates> = [64 << 10, 512 << 10, 4 << 20].iter().map(|&n| pass_rates(n, &team, min_s)).collect();
     let dropout = dropout_rate(256 << 10, min_s);
@@ -593,12 +631,13 @@ pub fn calibrate(threads: usize, quick: bool) -> Result<Profile> {
         regroup,
         conv_strided,
         depthwise,
+        conv_pointwise,
         passes,
         pool_padded,
         dropout,
         quick,
         simd: simd::path().name().to_string(),
-        fma_ceiling: simd::fma_ceiling(&team),
+        fma_ceiling,
     };
     // What the model does not explain of the five extra layers, per layer.
     let modelled = |spec: &Spec| super::model::step_seconds(spec, Loss::Mse, Optimizer::Sgd, 1, &profile, threads);

@@ -14,7 +14,7 @@ use crate::error::Result;
 use std::path::Path;
 
 /// Why `train` prints no predicted times from `profile`, if it does not: a quick calibration (the
-/// one a first run makes on its own, in about 3 s) times each product and pass once, in a
+/// one a first run makes on its own, in 3–7 s) times each product and pass once, in a
 /// process that has just started, and can be far off for a small network (the README's first
 /// command once printed `predicted 0.06 s, -41%` on every epoch). A figure that rough is not
 /// shown; `flopnet calibrate` measures each three times and takes the median.

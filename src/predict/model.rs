@@ -121,51 +121,87 @@ fn rate_at(same_window: &[ConvRates], f: usize, pass: fn(&ConvRates) -> f64) -> 
     2.0 * f as f64 / (alpha + beta * f as f64).max(1e-9)
 }
 
-/// The convolution rates at window size `k` and `f` filters: at each reference window as
-/// [`rate_at`] places them, then log-linear in the window between the pair around `k`, the
-/// nearest one outside them.
-fn conv_rates(refs: &[ConvRates], k: usize, f: usize) -> ConvRates {
+/// The convolution rates at window size `k`, `f` filters and `plane` output positions per
+/// example: at each reference window and plane as [`rate_at`] places them, then, where a window
+/// was measured at several planes, log-linear in the plane between the pair around `plane` (the
+/// nearest outside them), then log-linear in the window between the pair around `k` (the
+/// nearest outside them).
+fn conv_rates(refs: &[ConvRates], k: usize, f: usize, plane: usize) -> ConvRates {
     let mut windows: Vec<usize> = refs.iter().map(|r| r.window).collect();
+    windows.sort_unstable();
     windows.dedup();
+    let mix_rates = |a: &ConvRates, b: &ConvRates, t: f64| {
+        let mix = |x: f64, y: f64| (x.max(1e-3).ln() * (1.0 - t) + y.max(1e-3).ln() * t).exp();
+        (mix(a.forward, b.forward), mix(a.weight_grad, b.weight_grad), mix(a.input_grad, b.input_grad))
+    };
     let at_f: Vec<ConvRates> = windows
         .iter()
-        .map(|&w| {
-            let mut same: Vec<ConvRates> = refs.iter().filter(|r| r.window == w).copied().collect();
-            same.sort_by_key(|r| r.filters);
-            ConvRates {
-                window: w,
-                filters: f,
-                forward: rate_at(&same, f, |r| r.forward),
-                weight_grad: rate_at(&same, f, |r| r.weight_grad),
-                input_grad: rate_at(&same, f, |r| r.input_grad),
-            }
+        .filter_map(|&w| {
+            let mut planes: Vec<usize> = refs.iter().filter(|r| r.window == w).map(|r| r.plane).collect();
+            planes.sort_unstable();
+            planes.dedup();
+            let by_plane: Vec<ConvRates> = planes
+                .iter()
+                .map(|&pl| {
+                    let mut same: Vec<ConvRates> =
+                        refs.iter().filter(|r| r.window == w && r.plane == pl).copied().collect();
+                    same.sort_by_key(|r| r.filters);
+                    ConvRates {
+                        window: w,
+                        filters: f,
+                        plane: pl,
+                        forward: rate_at(&same, f, |r| r.forward),
+                        weight_grad: rate_at(&same, f, |r| r.weight_grad),
+                        input_grad: rate_at(&same, f, |r| r.input_grad),
+                    }
+                })
+                .collect();
+            let (a, b, t) = bracket_window(&by_plane, |r| r.plane, plane)?;
+            let (forward, weight_grad, input_grad) = mix_rates(&a, &b, t);
+            Some(ConvRates { window: w, filters: f, plane, forward, weight_grad, input_grad })
         })
         .collect();
     let Some((a, b, t)) = bracket_window(&at_f, |r| r.window, k) else {
-        return ConvRates { window: k, filters: f, forward: 1.0, weight_grad: 1.0, input_grad: 1.0 };
+        return ConvRates { window: k, filters: f, plane, forward: 1.0, weight_grad: 1.0, input_grad: 1.0 };
     };
-    let mix = |x: f64, y: f64| (x.max(1e-3).ln() * (1.0 - t) + y.max(1e-3).ln() * t).exp();
-    ConvRates {
-        window: k,
-        filters: f,
-        forward: mix(a.forward, b.forward),
-        weight_grad: mix(a.weight_grad, b.weight_grad),
-        input_grad: mix(a.input_grad, b.input_grad),
-    }
+    let (forward, weight_grad, input_grad) = mix_rates(&a, &b, t);
+    ConvRates { window: k, filters: f, plane, forward, weight_grad, input_grad }
 }
 
-/// The depthwise rates at window size `k` (kh·kw), placed as [`conv_rates`] places rates
-/// (linear in the costs).
-fn depthwise_rates(refs: &[DepthwiseRates], k: usize) -> DepthwiseRates {
-    let Some((a, b, t)) = bracket_window(refs, |r| r.window, k) else {
-        return DepthwiseRates { window: k, forward: 0.0, weight_grad: 0.0, input_grad: 0.0 };
+/// The depthwise rates at window size `k` (kh·kw), stride `stride` and input planes of `plane`
+/// values. The references of the nearest stride at or below it (3×3 ones, or whatever window
+/// they were measured at) placed by plane, log-linear in its size between the pair around it
+/// (the nearest one outside them); then scaled by window as the references that share the first
+/// one's stride and plane (3×3 and 5×5 over 16×16 at stride 1) scale, linear in the costs
+/// between the pair around `k`.
+fn depthwise_rates(refs: &[DepthwiseRates], k: usize, stride: usize, plane: usize) -> DepthwiseRates {
+    let zero = DepthwiseRates { window: k, stride, plane, forward: 0.0, weight_grad: 0.0, input_grad: 0.0 };
+    let Some(first) = refs.first() else { return zero };
+    let mut by_window: Vec<DepthwiseRates> =
+        refs.iter().filter(|r| (r.stride, r.plane) == (first.stride, first.plane)).copied().collect();
+    by_window.sort_by_key(|r| r.window);
+    let at_window = |k: usize| {
+        bracket_window(&by_window, |r| r.window, k).map(|(a, b, t)| {
+            let mix = |x: f64, y: f64| x * (1.0 - t) + y * t;
+            [mix(a.forward, b.forward), mix(a.weight_grad, b.weight_grad), mix(a.input_grad, b.input_grad)]
+        })
     };
+    let s = refs.iter().map(|r| r.stride).filter(|&s| s <= stride.max(1)).max().unwrap_or(first.stride);
+    let mut by_plane: Vec<DepthwiseRates> =
+        refs.iter().filter(|r| r.stride == s && r.window == first.window).copied().collect();
+    by_plane.sort_by_key(|r| r.plane);
+    let Some((a, b, t)) = bracket_window(&by_plane, |r| r.plane, plane) else { return zero };
     let mix = |x: f64, y: f64| x * (1.0 - t) + y * t;
+    let base = [mix(a.forward, b.forward), mix(a.weight_grad, b.weight_grad), mix(a.input_grad, b.input_grad)];
+    let scale = match (at_window(k), at_window(first.window)) {
+        (Some(at_k), Some(at_first)) => [0, 1, 2].map(|i| if at_first[i] > 0.0 { at_k[i] / at_first[i] } else { 1.0 }),
+        _ => [1.0; 3],
+    };
     DepthwiseRates {
-        window: k,
-        forward: mix(a.forward, b.forward),
-        weight_grad: mix(a.weight_grad, b.weight_grad),
-        input_grad: mix(a.input_grad, b.input_grad),
+        forward: base[0] * scale[0],
+        weight_grad: base[1] * scale[1],
+        input_grad: base[2] * scale[2],
+        ..zero
     }
 }
 
@@ -404,8 +440,11 @@ impl Model<'_> {
     /// values, else the panel product at stride 1 and the packed product over im2col tiles at
     /// other strides — windows, bias, relu and scatter included. A depthwise convolution (one
     /// group per channel) runs its own kernel, priced per output value and window value at the
-    /// measured rates. A 1×1 convolution of stride 1 over more than 64 channels is three plain
-    /// products on the grid. Under a roofline, as im2col: the window values copied into columns, the
+    /// rates measured at the nearest stride and plane size. A 1×1 convolution that the engine
+    /// runs as plain products on x (over more than 64 channels) is priced at the rates
+    /// measured through that path. Which path a layer takes is the engine's answer
+    /// (`ConvShape::depthwise`, `Tiles::for_shape` and its methods), not a rule restated here.
+    /// Under a roofline, as im2col: the window values copied into columns, the
     /// products, col2im's scatter back (a depthwise one as a pass at the vector peak).
     ///
     /// Where δ is expected sparse enough for the engine's sparse backward ([`expected_density`]
@@ -420,34 +459,37 @@ impl Model<'_> {
         let outputs = b.saturating_mul(l.outputs);
         let delta = self.activation(l.activation, outputs, true);
         let act = self.activation(l.activation, outputs, false);
-        let depthwise = c.groups > 1 && c.groups == l.input.c;
+        // The engine's own choices for this layer: its depthwise kernel, and the plain products
+        // of a 1×1 convolution over many channels (per group).
+        let sh = crate::engine::conv::ConvShape::of(l);
+        let depthwise = sh.is_some_and(|sh| sh.depthwise());
+        let tiles = sh.map(|sh| (sh.group(), crate::engine::conv::Tiles::for_shape(&sh.group())));
+        let pointwise = tiles.is_some_and(|(g, t)| t.pointwise(&g));
+        // The small kernels (few window values) and the panel product (stride 1), else the
+        // packed product over im2col tiles.
+        let small = tiles.is_some_and(|(_, t)| t.kernel == crate::engine::gemm::Kernel::Avx);
+        let panel = tiles.is_some_and(|(g, t)| t.panel_forward(&g));
         if let Machine::Measured(p) = self.machine {
             if depthwise {
-                let r = depthwise_rates(&p.depthwise, window);
+                let r = depthwise_rates(&p.depthwise, window, c.stride, l.input.h * l.input.w);
                 let taps = outputs as f64 * window as f64;
                 let input_grad = if first { 0.0 } else { taps * r.input_grad };
                 return (taps * r.forward + act, delta + taps * r.weight_grad + input_grad);
             }
-            if c.kh == 1 && c.kw == 1 && c.stride == 1 && c.pads() == (0, 0) && k > 64 {
-                // A 1×1 convolution over more than 64 channels (per group) runs as plain
-                // products on x, the input its own im2col matrix (`Tiles::pointwise`): w · x,
-                // δ · xᵀ and wᵀ · δ, at the grid's rates for those layouts, g of them.
-                let (g, fg) = (c.groups.max(1), f / c.groups.max(1));
-                let forward =
-                    g as f64 * self.gemm(|p| &p.input_grad, fg, k, rows) + self.stream(outputs, 8.0, 1.0) + act;
-                let weight_grad = g as f64 * self.gemm(|p| &p.forward, fg, rows, k);
-                let input_grad = if first { 0.0 } else { g as f64 * self.gemm(|p| &p.weight_grad, k, fg, rows) };
-                return (forward, delta + weight_grad + input_grad);
-            }
-            let refs = if k <= 64 {
+            let refs = if pointwise {
+                // A 1×1 convolution over many channels runs as plain products on x, the input
+                // its own im2col matrix (`Tiles::pointwise`): w · x, δ · xᵀ and wᵀ · δ, at the
+                // rates calibrate measured through the engine's convolution at such shapes.
+                &p.conv_pointwise
+            } else if small {
                 &p.conv_small
-            } else if c.stride == 1 {
+            } else if panel {
                 &p.conv_panel
             } else {
                 &p.conv_strided
             };
             // Per group: F/g filters over C/g channels.
-            let r = conv_rates(refs, k, f / c.groups.max(1));
+            let r = conv_rates(refs, k, f / c.groups.max(1), l.output.h * l.output.w);
             let gflop = 2.0 * rows as f64 * k as f64 * f as f64 / 1e9;
             let forward = gflop / r.forward.max(1e-3) + act;
             let rho = expected_density(l, next);

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
 /// Bumped whenever the fields or what they mean change; an older file is rebuilt, not trusted.
-pub const VERSION: u32 = 11;
+pub const VERSION: u32 = 12;
 
 /// Matrix-product throughput at one shape: C[m×n] = A[m×k]·B[k×n].
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -30,6 +30,10 @@ pub struct StreamPoint {
 pub struct ConvRates {
     pub window: usize,
     pub filters: usize,
+    /// Output positions per example (H'·W') of the reference shape: where a window was measured
+    /// at more than one plane, the model places a layer between them by its own.
+    #[serde(default)]
+    pub plane: usize,
     pub forward: f64,
     pub weight_grad: f64,
     pub input_grad: f64,
@@ -93,10 +97,13 @@ pub struct PassRates {
 
 /// A depthwise convolution (one k×k filter per channel) at one reference shape: seconds per
 /// output value and window value (B·C·H'·W' · kh·kw) of the forward, the weight gradient and
-/// the input gradient.
+/// the input gradient, at a `stride` over input planes of `plane` = H·W values (the engine's
+/// kernel works on the padded plane, so small planes and strides cost more per tap).
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq)]
 pub struct DepthwiseRates {
     pub window: usize,
+    pub stride: usize,
+    pub plane: usize,
     pub forward: f64,
     pub weight_grad: f64,
     pub input_grad: f64,
@@ -127,8 +134,8 @@ pub struct Profile {
     /// Fixed seconds per training step (a 1-1 network's step).
     pub step_overhead: f64,
     /// Convolutions: stride-1 layers over many window values (the engine's panel product;
-    /// 8x16x16 and 16x13x13 with 3×3 kernels, 32x14x14 with 5×5), and over few (1x28x28 with
-    /// 3×3 and 5×5),
+    /// 8x16x16, 8x32x32 and 16x13x13 with 3×3 kernels, 32x14x14 with 5×5), and over few
+    /// (1x28x28 with 3×3 and 5×5, 32x28x28 with 1×1),
     /// each list by window size and, at each window, two filter counts (a quarter of the
     /// other, so the time of forming windows and of the products can be told apart).
     pub conv_panel: Vec<ConvRates>,
@@ -151,8 +158,14 @@ pub struct Profile {
     /// Strided convolutions over more than 64 window values (im2col tiles and the packed
     /// product; 16x16x16 and 64x16x16 with 3×3 kernels at stride 2), by window size.
     pub conv_strided: Vec<ConvRates>,
-    /// Depthwise convolutions (the engine's kernel, 3×3 and 5×5 over 32x16x16), by window size.
+    /// Depthwise convolutions (the engine's kernel): 3×3 and 5×5 over 32x16x16 at stride 1,
+    /// 3×3 over 192x4x4 and 384x2x2 at stride 1, and 3×3 over 64x16x16 and 192x4x4 at
+    /// stride 2, all at batch 32.
     pub depthwise: Vec<DepthwiseRates>,
+    /// 1×1 convolutions the engine runs as plain products on x (`Tiles::pointwise`), through
+    /// its convolution passes: 96x16x16 with 24 and 96 filters and 384x4x4 with 64 and 256, at
+    /// batch 32, by window size (C).
+    pub conv_pointwise: Vec<ConvRates>,
     /// The graph path's per-value work at three sizes (256 KiB, 2 MiB and 16 MiB an array), by
     /// size.
     pub passes: Vec<PassRates>,
@@ -278,6 +291,7 @@ impl Profile {
             || p.regroup.is_empty()
             || p.conv_strided.is_empty()
             || p.depthwise.is_empty()
+            || p.conv_pointwise.is_empty()
             || p.passes.is_empty()
             || !p.dropout.is_finite()
             || !p.step_overhead.is_finite()
