@@ -465,10 +465,11 @@ impl Model<'_> {
         let depthwise = sh.is_some_and(|sh| sh.depthwise());
         let tiles = sh.map(|sh| (sh.group(), crate::engine::conv::Tiles::for_shape(&sh.group())));
         let pointwise = tiles.is_some_and(|(g, t)| t.pointwise(&g));
-        // The small kernels (few window values) and the panel product (stride 1), else the
-        // packed product over im2col tiles.
+        // The small kernels (few window values) and the panel product at stride 1, else the
+        // strided references (calibrate measures those through the engine, so they price
+        // whichever kernel it runs at a stride: packed im2col, phase panels or shifted rows).
         let small = tiles.is_some_and(|(_, t)| t.kernel == crate::engine::gemm::Kernel::Avx);
-        let panel = tiles.is_some_and(|(g, t)| t.panel_forward(&g));
+        let panel = tiles.is_some_and(|(g, t)| g.s == 1 && t.panel_forward(&g));
         if let Machine::Measured(p) = self.machine {
             if depthwise {
                 let r = depthwise_rates(&p.depthwise, window, c.stride, l.input.h * l.input.w);
