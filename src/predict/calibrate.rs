@@ -556,10 +556,13 @@ pub fn calibrate(threads: usize, quick: bool) -> Result<Profile> {
     // 8x16x16 with 3×3 kernels: few channels, where forming panels weighs most.
     // 8x32x32: the same window over CIFAR's planes, whose backward ran 3× slower per position
     // than at 16×16 (`bench/predict_layers.py`, 8 channels at batch 64: its arrays outgrow L2).
+    // 16x32x32: ResNet-20's first stage, where the engine takes its shifted-rows kernels
+    // (at 13×13 it does not: rows narrower than 16), so the 144-value window has two planes.
     let conv_panel = [
         pair((8, 16, 3, 32), 1, 16)?,
         pair((8, 32, 3, 32), 1, 16)?,
         pair((16, 13, 3, 32), 1, 16)?,
+        pair((16, 32, 3, 32), 1, 16)?,
         pair((32, 14, 5, 64), 1, 8)?,
     ]
     .concat();
