@@ -409,38 +409,82 @@ unsafe fn block<V: Vf, const F: usize>(run: &Run, offs: &[usize; T], ex: std::op
     }
 }
 
+/// What the tests of both shifted-rows kernels share.
+#[cfg(test)]
+pub(super) mod testing {
+    use super::{ConvShape, Team, WIDE};
+
+    /// Shapes with rows narrower than a vector, odd widths and paddings, 1×1 to 7×7 windows,
+    /// filter counts that leave partial blocks, strides 1 to 3, and one whose examples span
+    /// several chunks; with a batch, and a bias on every other one.
+    pub fn shapes() -> Vec<(ConvShape, usize)> {
+        // (c, h, w, f, kh, kw, ph, pw, batch, stride)
+        let list = [
+            (3, 9, 7, 5, 3, 3, 1, 1, 3, 1),
+            (16, 12, 12, 16, 3, 3, 1, 1, 5, 1),
+            (2, 11, 13, 7, 5, 3, 2, 0, 2, 1),
+            (5, 6, 6, 3, 1, 1, 0, 0, 4, 1),
+            (4, 20, 17, 9, 7, 7, 3, 3, 2, 1),
+            (6, 33, 35, 2, 3, 3, 1, 1, 2, 1),
+            (16, 16, 16, 32, 3, 3, 1, 1, 3, 2),
+            (3, 40, 37, 5, 7, 7, 3, 3, 2, 2),
+            (5, 12, 13, 6, 1, 1, 0, 0, 2, 2),
+            (2, 14, 15, 5, 5, 5, 2, 1, 2, 3),
+            // Examples over several of the weight gradient's chunks (CHUNK_BYTES).
+            (16, 32, 32, 16, 3, 3, 1, 1, 5, 1),
+        ];
+        list.iter()
+            .enumerate()
+            .map(|(k, &(c, h, w, f, kh, kw, ph, pw, batch, s))| {
+                let (oh, ow) = ((h + 2 * ph - kh) / s + 1, (w + 2 * pw - kw) / s + 1);
+                (ConvShape { c, h, w, f, kh, kw, s, ph, pw, oh, ow, groups: 1, bias: k % 2 == 0 }, batch)
+            })
+            .collect()
+    }
+
+    /// `len` values in [offset, offset + 1) from a multiplicative pattern.
+    pub fn values(len: usize, mul: usize, modulus: usize, offset: f32) -> Vec<f32> {
+        (0..len).map(|i| ((i * mul) % modulus) as f32 / modulus as f32 + offset).collect()
+    }
+
+    /// `run` on 1 and 2 threads at each vector width this CPU has, checked against `want` to
+    /// 1e-4 relative and bitwise equal across thread counts at one width.
+    pub fn check(what: &str, want: &[f32], mut run: impl FnMut(&Team) -> Vec<f32>) {
+        for wide in [false, true] {
+            if wide && !crate::engine::simd::has_avx512() {
+                continue;
+            }
+            WIDE.with(|w| w.set(Some(wide)));
+            let got: Vec<Vec<f32>> = [1, 2].iter().map(|&t| run(&Team::new(t, || {}).unwrap())).collect();
+            WIDE.with(|w| w.set(None));
+            for (k, (g, w)) in got[0].iter().zip(want).enumerate() {
+                assert!((g - w).abs() <= 1e-4 * (1.0 + w.abs()), "{what} wide {wide}: [{k}] {g} against {w}");
+            }
+            assert_eq!(got[0], got[1], "{what} wide {wide}: the thread count changed the result");
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use super::testing::{check, shapes, values};
     use super::*;
     use crate::engine::conv::{Tiles, conv_backward_with};
     use crate::engine::gemm::Kernel;
 
-    /// dW on shifted rows equals the plain im2col product (the AVX dot kernel) on shapes with
-    /// odd widths, paddings, kernel sizes and filter counts that leave partial blocks.
+    /// dW on shifted rows equals the plain im2col product (the AVX dot kernel) on
+    /// `testing::shapes`.
     #[test]
     fn equals_the_im2col_product() {
         if !crate::engine::simd::has_avx2_fma() {
             return;
         }
         let team = Team::new(2, || {}).unwrap();
-        // (c, h, w, f, kh, kw, ph, pw, batch, stride)
-        for &(c, h, w, f, kh, kw, ph, pw, batch, s) in &[
-            (3, 9, 7, 5, 3, 3, 1, 1, 3, 1),
-            (16, 12, 12, 16, 3, 3, 1, 1, 5, 1),
-            (2, 11, 13, 7, 5, 3, 2, 0, 2, 1),
-            (5, 6, 6, 3, 1, 1, 0, 0, 4, 1),
-            (4, 20, 17, 9, 7, 7, 3, 3, 2, 1),
-            (16, 16, 16, 32, 3, 3, 1, 1, 3, 2),
-            (3, 23, 21, 8, 7, 7, 3, 3, 2, 2),
-            (5, 12, 13, 6, 1, 1, 0, 0, 2, 2),
-            (2, 14, 15, 5, 5, 5, 2, 1, 2, 3),
-        ] {
-            let (oh, ow) = ((h + 2 * ph - kh) / s + 1, (w + 2 * pw - kw) / s + 1);
-            let sh = ConvShape { c, h, w, f, kh, kw, s, ph, pw, oh, ow, groups: 1, bias: false };
-            let x: Vec<f32> = (0..c * batch * h * w).map(|i| ((i * 7919) % 23) as f32 / 23.0 - 0.4).collect();
-            let n = batch * sh.oh * sh.ow;
-            let delta: Vec<f32> = (0..f * n).map(|i| ((i * 104729) % 19) as f32 / 19.0 - 0.5).collect();
-            let w0 = vec![0.0f32; f * sh.ckk()];
+        for (sh, batch) in shapes() {
+            let sh = ConvShape { bias: false, ..sh };
+            let x = values(sh.c * batch * sh.h * sh.w, 7919, 23, -0.4);
+            let delta = values(sh.f * batch * sh.oh * sh.ow, 104729, 19, -0.5);
+            let w0 = vec![0.0f32; sh.f * sh.ckk()];
             let plain = Tiles {
                 kernel: Kernel::Avx,
                 dw_kernel: Kernel::Avx,
@@ -449,29 +493,14 @@ mod tests {
                 shifted: false,
             };
             let mut scratch = vec![0.0f32; plain.total(&sh, batch, 2)];
-            let mut want = vec![0.0f32; f * sh.ckk()];
+            let mut want = vec![0.0f32; sh.f * sh.ckk()];
             conv_backward_with(plain, &sh, batch, &x, &w0, &delta, &mut want, &mut [], &mut scratch, None, &team);
-            let mut by_threads = Vec::new();
-            for (threads, wide) in [(1, false), (2, false), (1, true), (2, true)] {
-                if wide && !crate::engine::simd::has_avx512() {
-                    continue;
-                }
-                let team = Team::new(threads, || {}).unwrap();
+            check(&format!("{sh:?} dw"), &want, |team| {
                 let mut head = vec![f32::NAN; head_len(&sh, batch)];
-                let mut got = vec![f32::NAN; f * sh.ckk()];
-                WIDE.with(|w| w.set(Some(wide)));
-                unsafe { weight_grad(&sh, batch, &x, &delta, &mut head, &mut got, &team) };
-                WIDE.with(|w| w.set(None));
-                for (k, (g, w)) in got.iter().zip(&want).enumerate() {
-                    assert!((g - w).abs() <= 1e-4 * (1.0 + w.abs()), "{sh:?} dw[{k}]: {g} against {w}");
-                }
-                by_threads.push((wide, got));
-            }
-            for pair in by_threads.windows(2) {
-                if pair[0].0 == pair[1].0 {
-                    assert_eq!(pair[0].1, pair[1].1, "{sh:?}: the thread count changed dw");
-                }
-            }
+                let mut got = vec![f32::NAN; sh.f * sh.ckk()];
+                unsafe { weight_grad(&sh, batch, &x, &delta, &mut head, &mut got, team) };
+                got
+            });
         }
     }
 }

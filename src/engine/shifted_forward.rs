@@ -23,8 +23,6 @@
 use super::avx::{Vf, W8, W16};
 use super::conv::ConvShape;
 use super::gemm::PARALLEL_MIN_MACS;
-#[cfg(test)]
-use super::shifted::WIDE;
 use super::shifted::{Grid, lay_out};
 use super::team::{Parts, Team};
 
@@ -258,15 +256,15 @@ unsafe fn store<V: Vf>(acc: &[V], segs: &[Segment], k: usize, zf: *mut f32, b: f
 
 #[cfg(test)]
 mod tests {
+    use super::super::shifted::testing::{check, shapes, values};
     use super::*;
     use crate::engine::conv::{Tiles, conv_forward_with};
     use crate::engine::gemm::Kernel;
     use crate::spec::Activation;
 
-    /// The forward on shifted rows equals the im2col product (the AVX kernels) at both vector
-    /// widths and 1 or 2 threads, on shapes whose rows are narrower than a vector (segments over
-    /// three rows), odd widths and paddings, 1×1 to 7×7 kernels, filter counts that leave
-    /// partial blocks, with and without a bias and relu.
+    /// The forward on shifted rows equals the im2col product (the AVX kernels) on
+    /// `shifted::testing::shapes` (rows narrower than a vector make segments over three rows),
+    /// with and without a bias and relu.
     #[test]
     fn equals_the_im2col_product() {
         if !crate::engine::simd::has_avx2_fma() {
@@ -274,60 +272,26 @@ mod tests {
         }
         let plain =
             Tiles { kernel: Kernel::Avx, dw_kernel: Kernel::Avx, tile_values: 1 << 15, sparse: false, shifted: false };
-        // (c, h, w, f, kh, kw, ph, pw, batch, bias, stride)
-        for &(c, h, w, f, kh, kw, ph, pw, batch, bias, s) in &[
-            (3, 9, 7, 5, 3, 3, 1, 1, 3, true, 1),
-            (16, 12, 12, 16, 3, 3, 1, 1, 5, false, 1),
-            (2, 11, 13, 7, 5, 3, 2, 0, 2, true, 1),
-            (5, 6, 6, 3, 1, 1, 0, 0, 4, false, 1),
-            (4, 20, 17, 9, 7, 7, 3, 3, 2, true, 1),
-            (6, 33, 35, 2, 3, 3, 1, 1, 2, false, 1),
-            (16, 16, 16, 32, 3, 3, 1, 1, 3, false, 2),
-            (3, 40, 37, 5, 7, 7, 3, 3, 2, true, 2),
-            (5, 12, 13, 6, 1, 1, 0, 0, 2, true, 2),
-            (2, 14, 15, 5, 5, 5, 2, 1, 2, false, 3),
-        ] {
-            let (oh, ow) = ((h + 2 * ph - kh) / s + 1, (w + 2 * pw - kw) / s + 1);
-            let sh = ConvShape { c, h, w, f, kh, kw, s, ph, pw, oh, ow, groups: 1, bias };
-            let x: Vec<f32> = (0..c * batch * h * w).map(|i| ((i * 7919) % 23) as f32 / 23.0 - 0.4).collect();
-            let wt: Vec<f32> = (0..f * sh.ckk()).map(|i| ((i * 104729) % 19) as f32 / 19.0 - 0.5).collect();
-            let b: Vec<f32> = if bias { (0..f).map(|i| i as f32 * 0.1 - 0.3).collect() } else { Vec::new() };
-            let team = Team::new(2, || {}).unwrap();
-            let n = batch * oh * ow;
-            for act in [Activation::Identity, Activation::Relu] {
+        let team = Team::new(2, || {}).unwrap();
+        for (sh, batch) in shapes() {
+            let x = values(sh.c * batch * sh.h * sh.w, 7919, 23, -0.4);
+            let wt = values(sh.f * sh.ckk(), 104729, 19, -0.5);
+            let b: Vec<f32> = if sh.bias { (0..sh.f).map(|i| i as f32 * 0.1 - 0.3).collect() } else { Vec::new() };
+            let n = batch * sh.oh * sh.ow;
+            // The kernel applies relu only with a bias (the caller does it otherwise).
+            let acts: &[Activation] =
+                if sh.bias { &[Activation::Identity, Activation::Relu] } else { &[Activation::Identity] };
+            for &act in acts {
                 let mut scratch = vec![0.0f32; plain.total(&sh, batch, 2)];
-                let mut want = vec![0.0f32; f * n];
+                let mut want = vec![0.0f32; sh.f * n];
                 conv_forward_with(plain, &sh, batch, act, &x, &wt, &b, &mut scratch, &mut want, &team);
-                let relu = act == Activation::Relu;
-                if relu && !bias {
-                    // The kernel applies relu only with a bias (the caller does it otherwise).
-                    continue;
-                }
-                let mut runs = Vec::new();
-                for (threads, wide) in [(1, false), (2, false), (1, true), (2, true)] {
-                    if wide && !crate::engine::simd::has_avx512() {
-                        continue;
-                    }
-                    let team = Team::new(threads, || {}).unwrap();
+                let bias = sh.bias.then_some((&b[..], act == Activation::Relu));
+                check(&format!("{sh:?} {act:?} z"), &want, |team| {
                     let mut head = vec![f32::NAN; head_len(&sh, batch)];
-                    let mut got = vec![f32::NAN; f * n];
-                    WIDE.with(|w| w.set(Some(wide)));
-                    let bias = bias.then_some((&b[..], relu));
-                    unsafe { forward(&sh, batch, &x, &wt, bias, &mut head, &mut got, &team) };
-                    WIDE.with(|w| w.set(None));
-                    for (k, (g, w)) in got.iter().zip(&want).enumerate() {
-                        assert!(
-                            (g - w).abs() <= 1e-4 * (1.0 + w.abs()),
-                            "{sh:?} {act:?} wide {wide}: z[{k}] {g} against {w}"
-                        );
-                    }
-                    runs.push((wide, got));
-                }
-                for pair in runs.windows(2) {
-                    if pair[0].0 == pair[1].0 {
-                        assert_eq!(pair[0].1, pair[1].1, "{sh:?}: the thread count changed z");
-                    }
-                }
+                    let mut got = vec![f32::NAN; sh.f * n];
+                    unsafe { forward(&sh, batch, &x, &wt, bias, &mut head, &mut got, team) };
+                    got
+                });
             }
         }
     }
