@@ -1,8 +1,10 @@
-//! The forward product of a stride-1 convolution over shifted rows of the padded input, without
-//! im2col or gathered panels (the forward counterpart of `shifted`).
+//! The forward product of a convolution over shifted rows of the padded input, without im2col
+//! or gathered panels (the forward counterpart of `shifted`; a stride > 1 reads the input's
+//! phase planes, `shifted::Grid`).
 //!
 //! Shapes (B = batch, Hp/Wp the padded input's height and width, H'/W' the output's):
-//! - xp: [C][B][Hp][Wp] then a zero tail (`shifted::lay_out`)
+//! - xp: [C][B][Hp][Wp] then a zero tail (`shifted::lay_out`; at stride s, s·s phase planes of
+//!   ⌈Hp/s⌉ × ⌈Wp/s⌉, and Wp below reads ⌈Wp/s⌉)
 //! - w:  [F][C·kh·kw]; z: [F][B][H'][W']
 //!
 //! Flattening an example's output plane with rows Wp wide (q = y·Wp + x) makes each window tap
@@ -87,7 +89,7 @@ fn segments(sh: &ConvShape) -> Vec<Segment> {
 }
 
 /// z [F][B][H'][W'] = w · col(x), then + bias and relu per `bias` (other activations are the
-/// caller's), for a stride-1 convolution of one group; `head` holds [`head_len`] values.
+/// caller's), for a convolution of one group at any stride; `head` holds [`head_len`] values.
 ///
 /// SAFETY: AVX2 and FMA present.
 #[allow(clippy::too_many_arguments)]
