@@ -115,9 +115,13 @@ fn main() {
         ("rn18 l4 down", Shape::new(256, 14, 14), (1, 512, 0, 2)),
         ("rn18 l4", Shape::new(512, 7, 7), (3, 512, 1, 1)),
     ];
+    // resnet20's two stride-2 3x3 convolutions at batch 128: (kernel, filters, padding, stride).
+    let resnet20_strided =
+        [("r32 s2", Shape::new(16, 32, 32), (3, 32, 1, 2)), ("r64 s2", Shape::new(32, 16, 16), (3, 64, 1, 2))];
     let cases = cases
         .into_iter()
         .map(|(name, input, (k, f, p), batch)| (name, input, (k, f, p, 1), batch))
+        .chain(resnet20_strided.into_iter().map(|(name, input, conv)| (name, input, conv, 128)))
         .chain(resnet18.into_iter().map(|(name, input, conv)| (name, input, conv, 8)));
     // CONV_FORWARD=1: the forward passes only.
     let forward_only = std::env::var("CONV_FORWARD").is_ok_and(|v| v == "1");
