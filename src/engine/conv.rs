@@ -102,6 +102,11 @@ impl ConvShape {
         })
     }
 
+    /// The input's height and width with its zero border.
+    pub fn padded(&self) -> (usize, usize) {
+        (self.h + 2 * self.ph, self.w + 2 * self.pw)
+    }
+
     /// Weights per filter, and rows of one group's im2col matrix: C/groups·kh·kw.
     pub fn ckk(&self) -> usize {
         self.c / self.groups * self.kh * self.kw
@@ -446,8 +451,8 @@ pub struct Tiles {
     /// Whether the backward pass visits only δ's nonzero values when few are (`sparse`, for
     /// C % 8 == 0 with AVX2; the dense kernels above otherwise).
     pub sparse: bool,
-    /// Whether stride-1 products run over shifted rows of the padded input where they were
-    /// measured faster (`shifted`: the weight gradient; `shifted_forward`: the forward and the
+    /// Whether convolutions run over shifted rows of the padded input (its phase planes at a
+    /// stride) where they were measured faster (`shifted`: the weight gradient; `shifted_forward`: the forward and the
     /// transposed input gradient) instead of `kernel`/`dw_kernel`.
     pub shifted: bool,
 }
@@ -588,13 +593,14 @@ impl Tiles {
             if self.takes_shifted_forward(sh) {
                 head = head.max(super::shifted_forward::head_len(sh, batch));
             }
-            if let (true, Some(t)) = (self.transposed_dx(sh), sh.transposed())
-                && self.takes_shifted_forward(&t)
-            {
-                head = head.max(sh.f * sh.ckk() + super::shifted_forward::head_len(&t, batch));
-            }
             if let (true, Some(t)) = (self.transposed_dx(sh), sh.transposed()) {
-                head = head.max(sh.f * sh.ckk() + super::panels::head_len(&t, batch));
+                // The flipped weights, then the transposed forward's own head.
+                let forward = if self.takes_shifted_forward(&t) {
+                    super::shifted_forward::head_len(&t, batch)
+                } else {
+                    super::panels::head_len(&t, batch)
+                };
+                head = head.max(sh.f * sh.ckk() + forward);
             }
             if self.takes_sparse(sh) {
                 head = head.max(super::sparse::head_len(sh, batch));
@@ -660,11 +666,12 @@ pub fn scratch_len(shapes: impl Iterator<Item = ConvShape>, batch: usize, tasks:
 /// channel stay in L2 with its four filters' weights (measured up to 1,152).
 pub const SHIFTED_MAX_CKK: usize = 1 << 12;
 
-/// Splits examples `0..batch` into one contiguous range per task.
-fn example_tasks(batch: usize, macs: usize, team: &Team) -> (usize, usize) {
-    let parts = if macs >= PARALLEL_MIN_MACS { team.size().min(batch) } else { 1 };
-    let per = batch.div_ceil(parts);
-    (batch.div_ceil(per), per)
+/// Splits items `0..n` (examples, blocks) into one contiguous range per task, across the team
+/// when `macs` pays for it: (tasks, items per task).
+pub(crate) fn item_tasks(n: usize, macs: usize, team: &Team) -> (usize, usize) {
+    let parts = if macs >= PARALLEL_MIN_MACS { team.size().min(n) } else { 1 };
+    let per = n.div_ceil(parts.max(1));
+    (n.div_ceil(per.max(1)), per)
 }
 
 /// Forward: z [F][B·H'·W'] = act(w · im2col(x) + b), built a tile of whole examples at a time
@@ -731,7 +738,7 @@ fn forward_group(
     let (ckk, oplane) = (sh.ckk(), sh.oh * sh.ow);
     let n = batch * oplane;
     let (g, per_task) = (tiles.group(sh), tiles.scratch(sh, batch));
-    let (tasks, per) = example_tasks(batch, sh.f * ckk * n, team);
+    let (tasks, per) = item_tasks(batch, sh.f * ckk * n, team);
     if tiles.pointwise(sh) {
         // im2col is x itself: one product, then the bias and activation per row.
         matmul(View::rows(w, sh.f, sh.c), View::rows(x, sh.c, n), z, team);
@@ -1075,7 +1082,7 @@ fn backward_group(
             }
         }
         let dxp = SendPtr(dx.as_mut_ptr());
-        let (tasks, per) = example_tasks(batch, macs, team);
+        let (tasks, per) = item_tasks(batch, macs, team);
         assert!(scratch.len() >= tasks * per_task);
         team.run(tasks, &|t| {
             let (sp, dxp) = (&sp, &dxp);

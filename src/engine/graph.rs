@@ -469,22 +469,22 @@ impl Engine {
                         activation::forward(act, out, m);
                     }
                 }
-                Node::Add if act != Activation::Softmax => {
-                    // The sum and its activation in one pass, a run at a time.
+                Node::Add => {
+                    // The sum and its activation in one pass, a run at a time (a softmax, which
+                    // needs whole rows, after).
+                    let (run_act, after) = if act == Activation::Softmax {
+                        (Activation::Identity, act)
+                    } else {
+                        (act, Activation::Identity)
+                    };
                     elementwise(out, team, &|o, r| {
                         o.copy_from_slice(&inputs[0][r.clone()]);
                         for other in &inputs[1..] {
                             kernels::axpy(1.0, &other[r.clone()], o);
                         }
-                        activation::forward(act, o, m);
+                        activation::forward(run_act, o, m);
                     });
-                }
-                Node::Add => {
-                    out.copy_from_slice(inputs[0]);
-                    for other in &inputs[1..] {
-                        kernels::axpy(1.0, other, out);
-                    }
-                    activation::forward(act, out, m);
+                    activation::forward(after, out, m);
                 }
                 Node::Concat => {
                     let mut at = 0;

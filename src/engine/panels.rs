@@ -34,15 +34,10 @@ const GUARD: usize = 16;
 /// values, stays in L1).
 const KC: usize = 256;
 
-/// The padded input's geometry.
-fn padded(sh: &ConvShape) -> (usize, usize) {
-    (sh.h + 2 * sh.ph, sh.w + 2 * sh.pw)
-}
-
 /// One phase plane's geometry: the padded plane's rows and columns of one residue modulo the
 /// stride, ⌈Hp/s⌉ × ⌈Wp/s⌉ (the padded plane itself at stride 1).
 fn phased(sh: &ConvShape) -> (usize, usize) {
-    let (hp, wp) = padded(sh);
+    let (hp, wp) = sh.padded();
     (hp.div_ceil(sh.s), wp.div_ceil(sh.s))
 }
 
@@ -117,7 +112,7 @@ fn pack_block(a: &[f32], m: usize, k: usize, r0: usize, block: &mut [f32]) {
 /// phase (a, b) holds the padded rows a, a + s, … and columns b, b + s, … (zero past the end),
 /// so that a tap's inputs at consecutive output columns are consecutive values.
 fn pad(sh: &ConvShape, batch: usize, x: &[f32], xp: &mut [f32], team: &Team) {
-    let (hp, wp) = padded(sh);
+    let (hp, wp) = sh.padded();
     let planes = sh.c * batch;
     let (head, rest) = xp[..pad_len(sh, batch)].split_at_mut(GUARD);
     let plane_len = (pad_len(sh, batch) - 2 * GUARD) / planes.max(1);
@@ -520,7 +515,7 @@ pub unsafe fn weight_grad(
 
 /// The runs of a weight-gradient panel: its im2col rows r0..r0+cols as offsets in xp.
 fn grad_runs(sh: &ConvShape, batch: usize, r0: usize, cols: usize) -> Runs {
-    let (hp, wp) = padded(sh);
+    let (hp, wp) = sh.padded();
     let cs = batch * hp * wp;
     Runs::new((r0..r0 + cols).map(|r| {
         let (c, i, j) = (r / (sh.kh * sh.kw), r / sh.kw % sh.kh, r % sh.kw);
@@ -534,7 +529,7 @@ fn grad_runs(sh: &ConvShape, batch: usize, r0: usize, cols: usize) -> Runs {
 /// SAFETY: AVX2 present; xp is [`pad_len`] values for this batch, out 16·(q1 - q0).
 #[target_feature(enable = "avx2,fma")]
 unsafe fn build_slice(sh: &ConvShape, xp: &[f32], runs: &Runs, q0: usize, q1: usize, out: &mut [f32]) {
-    let (hp, wp) = padded(sh);
+    let (hp, wp) = sh.padded();
     let (mut e, rem) = (q0 / (sh.oh * sh.ow), q0 % (sh.oh * sh.ow));
     let (mut oy, mut ox) = (rem / sh.ow, rem % sh.ow);
     assert!(out.len() >= 16 * (q1 - q0));

@@ -28,8 +28,7 @@
 #![cfg(target_arch = "x86_64")]
 
 use super::avx::{Vf, W8, W16};
-use super::conv::{ConvShape, split_items};
-use super::gemm::PARALLEL_MIN_MACS;
+use super::conv::{ConvShape, item_tasks, split_items};
 use super::team::{Parts, Team};
 
 /// Filters per register block.
@@ -39,11 +38,6 @@ const T: usize = 6;
 /// Bytes of dp and xp a chunk of examples may take (they stay in a core's L2 while every block
 /// of the task passes over them).
 const CHUNK_BYTES: usize = 384 << 10;
-
-/// The padded input's height and width.
-pub(super) fn padded(sh: &ConvShape) -> (usize, usize) {
-    (sh.h + 2 * sh.ph, sh.w + 2 * sh.pw)
-}
 
 /// The geometry of xp: a phase's height and width (Hq, Wq), and the stride.
 #[derive(Clone, Copy)]
@@ -55,7 +49,7 @@ pub(super) struct Grid {
 
 impl Grid {
     pub fn of(sh: &ConvShape) -> Grid {
-        let (hp, wp) = padded(sh);
+        let (hp, wp) = sh.padded();
         Grid { s: sh.s, hq: hp.div_ceil(sh.s), wq: wp.div_ceil(sh.s) }
     }
 
@@ -97,7 +91,7 @@ pub fn head_len(sh: &ConvShape, batch: usize) -> usize {
 /// Whether the kernel takes this shape: one group (the caller passes one), the output the
 /// size the stride and padding give.
 pub fn eligible(sh: &ConvShape) -> bool {
-    let (hp, wp) = padded(sh);
+    let (hp, wp) = sh.padded();
     sh.s >= 1 && hp >= sh.kh && wp >= sh.kw && sh.oh == (hp - sh.kh) / sh.s + 1 && sh.ow == (wp - sh.kw) / sh.s + 1
 }
 
@@ -232,7 +226,7 @@ unsafe fn place_imp<V: Vf>(src: &[f32], w: usize, dst: &mut [f32], wp: usize, to
     }
 }
 
-/// dw [F][C·kh·kw] = δ · colᵀ for a stride-1 convolution of one group; `head` holds
+/// dw [F][C·kh·kw] = δ · colᵀ for a convolution of one group at any stride; `head` holds
 /// [`head_len`] values.
 ///
 /// SAFETY: AVX2 and FMA present.
@@ -254,13 +248,12 @@ pub unsafe fn weight_grad(
     lay_out(sh, batch, x, delta, xp, dp, team);
     let offsets: Vec<usize> = (0..ckk).map(|r| g.offset(sh, batch, r)).collect();
     let blocks = sh.f.div_ceil(FB) * ckk.div_ceil(T);
-    let parts = if sh.f * ckk * n >= PARALLEL_MIN_MACS { team.size().min(blocks) } else { 1 };
-    let per = blocks.div_ceil(parts);
+    let (tasks, per) = item_tasks(blocks, sh.f * ckk * n, team);
     let per_example = 4 * (sh.f * plane_len(sh) + sh.c * g.plane());
     let chunk = (CHUNK_BYTES / per_example).clamp(1, batch);
     let (xp, dp, out) = (&*xp, &*dp, Parts::of(dw));
     let wide = wide();
-    team.run(blocks.div_ceil(per), &|t| {
+    team.run(tasks, &|t| {
         let run = Run { sh, batch, xp, dp, offsets: &offsets, chunk, out: &out };
         // SAFETY: the caller's promise (AVX2/FMA; AVX-512 where `wide`); blocks t·per.. are this
         // task's, and so are their entries of dw.

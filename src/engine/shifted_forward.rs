@@ -23,8 +23,7 @@
 #![cfg(target_arch = "x86_64")]
 
 use super::avx::{Vf, W8, W16};
-use super::conv::ConvShape;
-use super::gemm::PARALLEL_MIN_MACS;
+use super::conv::{ConvShape, item_tasks};
 use super::shifted::{Grid, lay_out};
 use super::team::{Parts, Team};
 
@@ -122,12 +121,11 @@ pub unsafe fn forward(
         starts[k + 1] += starts[k];
     }
     let units = batch * blocks;
-    let parts = if sh.f * ckk * batch * oplane >= PARALLEL_MIN_MACS { team.size().min(units) } else { 1 };
-    let per = units.div_ceil(parts);
+    let (tasks, per) = item_tasks(units, sh.f * ckk * batch * oplane, team);
     let run =
         Run { sh, batch, xp, w, bias, offsets: &offsets, segs: &segs, starts: &starts, blocks, out: &Parts::of(z) };
     let wide = super::shifted::wide();
-    team.run(units.div_ceil(per), &|t| {
+    team.run(tasks, &|t| {
         // SAFETY: the caller's promise (AVX2/FMA; AVX-512 where `wide`); the outputs of units
         // t·per.. are this task's.
         unsafe {

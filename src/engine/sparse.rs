@@ -35,13 +35,9 @@ pub fn eligible(sh: &ConvShape) -> bool {
     sh.c.is_multiple_of(8) && super::simd::has_avx2_fma()
 }
 
-fn padded(sh: &ConvShape) -> (usize, usize) {
-    (sh.h + 2 * sh.ph, sh.w + 2 * sh.pw)
-}
-
 /// Values of one example's padded channels-last plane.
 fn plane_len(sh: &ConvShape) -> usize {
-    let (hp, wp) = padded(sh);
+    let (hp, wp) = sh.padded();
     hp * wp * sh.c
 }
 
@@ -126,7 +122,7 @@ impl Tasks<'_> {
 
 /// x [C][B][H][W] into xt [B][Hp][Wp][C], examples split across the team.
 fn channels_last(sh: &ConvShape, batch: usize, x: &[f32], xt: &mut [f32], team: &Team) {
-    let (plane, wp, c) = (plane_len(sh), padded(sh).1, sh.c);
+    let (plane, wp, c) = (plane_len(sh), sh.padded().1, sh.c);
     let base = Ptr(xt.as_mut_ptr());
     split_items(batch, batch * plane, team, &|range| {
         let base = &base;
@@ -168,14 +164,14 @@ fn as_offsets(values: &mut [f32]) -> &mut [u32] {
 /// Offset in a padded channels-last plane of the window of output position q.
 fn window_at(sh: &ConvShape, q: usize) -> usize {
     let (oy, ox) = (q / sh.ow, q % sh.ow);
-    (oy * sh.s * padded(sh).1 + ox * sh.s) * sh.c
+    (oy * sh.s * sh.padded().1 + ox * sh.s) * sh.c
 }
 
 /// dW, filters split into contiguous ranges.
 ///
 /// SAFETY: AVX2/FMA; slots of at least [`slot_len`] values.
 unsafe fn weight_grad(sh: &ConvShape, batch: usize, xt: &[f32], delta: &[f32], dw: &mut [f32], tasks: &mut Tasks) {
-    let (ckk, oplane, plane, wp) = (sh.ckk(), sh.oh * sh.ow, plane_len(sh), padded(sh).1);
+    let (ckk, oplane, plane, wp) = (sh.ckk(), sh.oh * sh.ow, plane_len(sh), sh.padded().1);
     let n = batch * oplane;
     assert!(dw.len() >= sh.f * ckk && tasks.per_task >= slot_len(sh));
     let dwp = Ptr(dw.as_mut_ptr());
@@ -223,7 +219,7 @@ unsafe fn weight_grad(sh: &ConvShape, batch: usize, xt: &[f32], delta: &[f32], d
 ///
 /// SAFETY: AVX2/FMA; slots of at least [`slot_len`] values.
 unsafe fn input_grad(sh: &ConvShape, batch: usize, wt: &[f32], delta: &[f32], dx: &mut [f32], tasks: &mut Tasks) {
-    let (ckk, oplane, plane, wp) = (sh.ckk(), sh.oh * sh.ow, plane_len(sh), padded(sh).1);
+    let (ckk, oplane, plane, wp) = (sh.ckk(), sh.oh * sh.ow, plane_len(sh), sh.padded().1);
     let n = batch * oplane;
     assert!(dx.len() >= sh.c * batch * sh.h * sh.w && tasks.per_task >= slot_len(sh));
     let dxp = Ptr(dx.as_mut_ptr());
