@@ -85,7 +85,33 @@ fn tail(sh: &ConvShape) -> usize {
 
 /// Shared scratch of [`weight_grad`]: xp, then dp.
 pub fn head_len(sh: &ConvShape, batch: usize) -> usize {
-    Grid::of(sh).xp_len(sh, batch, tail(sh)) + sh.f * batch * plane_len(sh)
+    xp_head_len(sh, batch) + sh.f * batch * plane_len(sh)
+}
+
+/// Shared scratch of [`weight_grad_padded`]: xp alone.
+pub fn xp_head_len(sh: &ConvShape, batch: usize) -> usize {
+    Grid::of(sh).xp_len(sh, batch, tail(sh))
+}
+
+/// Where dp's runs lie: filter f's run for example e (`plane_len` values) starts at
+/// `data[(f·B + e)·plane + at]`.
+struct Deltas<'a> {
+    data: &'a [f32],
+    plane: usize,
+    at: usize,
+}
+
+/// Where δ starts in a plane of its padded copy for the input gradient (the transposed
+/// convolution's xp, `shifted_forward`), when the weight gradient can read its dp straight from
+/// that copy: stride 1, the copy's rows as wide as x's padded rows (so the run of a δ row and
+/// the zero border after it is one dp row), and every dp run inside its plane (the zeros it
+/// reads past H'·Wq are the copy's bottom border). resnet's 3×3 "same" convolutions qualify;
+/// the one padded δ then serves both products, a copy of δ fewer per backward pass.
+pub fn padded_delta_at(sh: &ConvShape) -> Option<usize> {
+    let t = sh.transposed()?;
+    let (g, gt) = (Grid::of(sh), Grid::of(&t));
+    let at = t.ph * gt.wq + t.pw;
+    (eligible(sh) && sh.s == 1 && gt.wq == g.wq && at + plane_len(sh) <= gt.plane()).then_some(at)
 }
 
 /// Whether the kernel takes this shape: one group (the caller passes one), the output the
@@ -242,16 +268,52 @@ pub unsafe fn weight_grad(
     assert!(eligible(sh), "{sh:?} has no shifted rows");
     let (ckk, n) = (sh.ckk(), batch * sh.oh * sh.ow);
     assert!(dw.len() >= sh.f * ckk && delta.len() >= sh.f * n && x.len() >= sh.c * batch * sh.h * sh.w);
-    let g = Grid::of(sh);
-    let (xp, rest) = head.split_at_mut(g.xp_len(sh, batch, tail(sh)));
+    let (xp, rest) = head.split_at_mut(xp_head_len(sh, batch));
     let dp = &mut rest[..sh.f * batch * plane_len(sh)];
     lay_out(sh, batch, x, delta, xp, dp, team);
+    // SAFETY: the caller's promise; dp as laid out.
+    unsafe { sums_over(sh, batch, xp, Deltas { data: dp, plane: plane_len(sh), at: 0 }, dw, team) }
+}
+
+/// [`weight_grad`] reading δ from `padded`, its copy laid out for the input gradient
+/// (`shifted::lay_out` of `sh.transposed()`, as `shifted_forward` reads it), which
+/// [`padded_delta_at`] must accept; `head` holds [`xp_head_len`] values. The sums are
+/// [`weight_grad`]'s, bit for bit (the same products in the same order).
+///
+/// SAFETY: AVX2 and FMA present.
+pub unsafe fn weight_grad_padded(
+    sh: &ConvShape,
+    batch: usize,
+    x: &[f32],
+    padded: &[f32],
+    head: &mut [f32],
+    dw: &mut [f32],
+    team: &Team,
+) {
+    let at = padded_delta_at(sh).unwrap_or_else(|| panic!("{sh:?} cannot read δ from its padded copy"));
+    let plane = Grid::of(&sh.transposed().expect("a transposed convolution")).plane();
+    assert!(dw.len() >= sh.f * sh.ckk() && x.len() >= sh.c * batch * sh.h * sh.w);
+    assert!(padded.len() >= sh.f * batch * plane, "δ's padded copy holds {} values", padded.len());
+    let xp = &mut head[..xp_head_len(sh, batch)];
+    lay_out(sh, batch, x, &[], xp, &mut [], team);
+    // SAFETY: the caller's promise; padded_delta_at keeps every run in its plane.
+    unsafe { sums_over(sh, batch, xp, Deltas { data: padded, plane, at }, dw, team) }
+}
+
+/// dw from xp and dp, laid out. (Chunks follow dp's own layout, `plane_len`, whichever copy
+/// is read: they depend on the shape alone.)
+///
+/// SAFETY: AVX2 and FMA present; xp laid out for `sh` with its tail, and `plane_len` values
+/// readable at every run of dp.
+unsafe fn sums_over(sh: &ConvShape, batch: usize, xp: &[f32], dp: Deltas, dw: &mut [f32], team: &Team) {
+    let (ckk, n) = (sh.ckk(), batch * sh.oh * sh.ow);
+    let g = Grid::of(sh);
     let offsets: Vec<usize> = (0..ckk).map(|r| g.offset(sh, batch, r)).collect();
     let blocks = sh.f.div_ceil(FB) * ckk.div_ceil(T);
     let (tasks, per) = item_tasks(blocks, sh.f * ckk * n, team);
     let per_example = 4 * (sh.f * plane_len(sh) + sh.c * g.plane());
     let chunk = (CHUNK_BYTES / per_example).clamp(1, batch);
-    let (xp, dp, out) = (&*xp, &*dp, Parts::of(dw));
+    let (dp, out) = (&dp, Parts::of(dw));
     let wide = wide();
     team.run(tasks, &|t| {
         let run = Run { sh, batch, xp, dp, offsets: &offsets, chunk, out: &out };
@@ -283,7 +345,7 @@ struct Run<'a> {
     sh: &'a ConvShape,
     batch: usize,
     xp: &'a [f32],
-    dp: &'a [f32],
+    dp: &'a Deltas<'a>,
     offsets: &'a [usize],
     /// Examples a chunk holds.
     chunk: usize,
@@ -386,8 +448,9 @@ unsafe fn block<V: Vf, const F: usize>(run: &Run, offs: &[usize; T], ex: std::op
         // taps' reads do not leave (module comment).
         unsafe {
             let xe = run.xp.as_ptr().add(e * xplane);
+            let dp = run.dp;
             let de: [*const f32; F] =
-                std::array::from_fn(|k| run.dp.as_ptr().add(((at.f0 + k) * run.batch + e) * plane));
+                std::array::from_fn(|k| dp.data.as_ptr().add(((at.f0 + k) * run.batch + e) * dp.plane + dp.at));
             acc = run_sums::<V, F>(acc, de, xe, offs, plane);
         }
     }
@@ -495,5 +558,37 @@ mod tests {
                 got
             });
         }
+    }
+
+    /// Reading δ from its padded copy for the input gradient gives weight_grad's bits, on every
+    /// stride-1 shape of `testing::shapes` that `padded_delta_at` accepts (some it must refuse:
+    /// there a run would reach the next example's δ).
+    #[test]
+    fn the_padded_delta_gives_the_same_sums() {
+        if !crate::engine::simd::has_avx2_fma() {
+            return;
+        }
+        let team = Team::new(2, || {}).unwrap();
+        let (mut taken, mut refused) = (0, 0);
+        for (sh, batch) in shapes() {
+            let Some(t) = sh.transposed() else { continue };
+            if padded_delta_at(&sh).is_none() {
+                refused += 1;
+                continue;
+            }
+            taken += 1;
+            let x = values(sh.c * batch * sh.h * sh.w, 7919, 23, -0.4);
+            let delta = values(sh.f * batch * sh.oh * sh.ow, 104729, 19, -0.5);
+            let mut want = vec![f32::NAN; sh.f * sh.ckk()];
+            let mut head = vec![f32::NAN; head_len(&sh, batch)];
+            unsafe { weight_grad(&sh, batch, &x, &delta, &mut head, &mut want, &team) };
+            let mut padded = vec![f32::NAN; crate::engine::shifted_forward::head_len(&t, batch)];
+            lay_out(&t, batch, &delta, &[], &mut padded, &mut [], &team);
+            let mut got = vec![f32::NAN; sh.f * sh.ckk()];
+            let mut xp = vec![f32::NAN; xp_head_len(&sh, batch)];
+            unsafe { weight_grad_padded(&sh, batch, &x, &padded, &mut xp, &mut got, &team) };
+            assert_eq!(got, want, "{sh:?}");
+        }
+        assert!(taken >= 2 && refused >= 1, "{taken} shapes taken, {refused} refused");
     }
 }

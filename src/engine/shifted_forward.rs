@@ -103,12 +103,32 @@ pub unsafe fn forward(
     team: &Team,
 ) {
     assert!(eligible(sh), "{sh:?} has no shifted rows");
-    let (ckk, oplane) = (sh.ckk(), sh.oh * sh.ow);
-    assert!(z.len() >= sh.f * batch * oplane && w.len() >= sh.f * ckk && x.len() >= sh.c * batch * sh.h * sh.w);
-    let g = Grid::of(sh);
-    let wp = g.wq;
+    assert!(x.len() >= sh.c * batch * sh.h * sh.w);
     let xp = &mut head[..xp_len(sh, batch)];
     lay_out(sh, batch, x, &[], xp, &mut [], team);
+    // SAFETY: the caller's promise; xp laid out just now.
+    unsafe { forward_laid(sh, batch, xp, w, bias, z, team) }
+}
+
+/// [`forward`] on an input already laid out: `xp` holds [`head_len`] values, the first of them
+/// `shifted::lay_out`'s copy of the input (the backward pass lays δ out once for both of its
+/// products, `shifted::weight_grad_padded`).
+///
+/// SAFETY: AVX2 and FMA present.
+pub unsafe fn forward_laid(
+    sh: &ConvShape,
+    batch: usize,
+    xp: &[f32],
+    w: &[f32],
+    bias: Option<(&[f32], bool)>,
+    z: &mut [f32],
+    team: &Team,
+) {
+    assert!(eligible(sh), "{sh:?} has no shifted rows");
+    let (ckk, oplane) = (sh.ckk(), sh.oh * sh.ow);
+    assert!(z.len() >= sh.f * batch * oplane && w.len() >= sh.f * ckk && xp.len() >= xp_len(sh, batch));
+    let g = Grid::of(sh);
+    let wp = g.wq;
     let offsets: Vec<usize> = (0..ckk).map(|r| g.offset(sh, batch, r)).collect();
     let segs = segments(sh);
     // Segments by block: block k's are segs[starts[k]..starts[k + 1]].
