@@ -5,7 +5,7 @@
 //! Shapes (B = batch, N = B·H'·W', K = C·kh·kw, Hp/Wp the padded height and width):
 //! - xp: [GUARD][C][B][Hp][Wp][GUARD], the input with its zero border (the guards let a 16-lane
 //!   load start up to 15 values before the first value or end 15 after the last); with a
-//!   stride s > 1 each padded plane as its s·s phase planes ([`pad`]), where a tap's inputs at
+//!   stride s > 1 each padded plane as its s·s phase planes (`shifted::Grid`, [`pad`]), where a tap's inputs at
 //!   consecutive output columns are consecutive values
 //! - A packed: blocks of 6 (or 4) rows, each [K][rows]: one block's column p is contiguous
 //! - a B panel: 16 output positions × K rows, [K][16]: row (c, i, j), lane l holds
@@ -25,7 +25,8 @@
 use super::avx::{Vf, W8, W16};
 use super::conv::{ConvShape, split_items};
 use super::gemm::PARALLEL_MIN_MACS;
-use super::team::Team;
+use super::shifted::{Grid, lay_plane};
+use super::team::{Parts, Team};
 use std::arch::x86_64::*;
 
 /// Zero values before and after the padded input.
@@ -34,17 +35,9 @@ const GUARD: usize = 16;
 /// values, stays in L1).
 const KC: usize = 256;
 
-/// One phase plane's geometry: the padded plane's rows and columns of one residue modulo the
-/// stride, ⌈Hp/s⌉ × ⌈Wp/s⌉ (the padded plane itself at stride 1).
-fn phased(sh: &ConvShape) -> (usize, usize) {
-    let (hp, wp) = sh.padded();
-    (hp.div_ceil(sh.s), wp.div_ceil(sh.s))
-}
-
 /// Values of the padded input copy for a batch: per channel and example, s·s phase planes.
 pub fn pad_len(sh: &ConvShape, batch: usize) -> usize {
-    let (hq, wq) = phased(sh);
-    2 * GUARD + sh.c * batch * sh.s * sh.s * hq * wq
+    2 * GUARD + sh.c * batch * Grid::of(sh).plane()
 }
 
 /// Row blocks of an M-row A: (first row, rows in the block: 6 or 4), covering M with at most
@@ -112,52 +105,18 @@ fn pack_block(a: &[f32], m: usize, k: usize, r0: usize, block: &mut [f32]) {
 /// phase (a, b) holds the padded rows a, a + s, … and columns b, b + s, … (zero past the end),
 /// so that a tap's inputs at consecutive output columns are consecutive values.
 fn pad(sh: &ConvShape, batch: usize, x: &[f32], xp: &mut [f32], team: &Team) {
-    let (hp, wp) = sh.padded();
+    let g = Grid::of(sh);
     let planes = sh.c * batch;
     let (head, rest) = xp[..pad_len(sh, batch)].split_at_mut(GUARD);
-    let plane_len = (pad_len(sh, batch) - 2 * GUARD) / planes.max(1);
-    let (body, tail) = rest.split_at_mut(planes * plane_len);
+    let (body, tail) = rest.split_at_mut(planes * g.plane());
     head.fill(0.0);
     tail.fill(0.0);
-    let base = Ptr(body.as_mut_ptr());
-    if sh.s > 1 {
-        let (s, (hq, wq)) = (sh.s, phased(sh));
-        split_items(planes, planes * plane_len, team, &|range| {
-            let base = &base;
-            for q in range {
-                // SAFETY: plane q is this task's alone.
-                let dst = unsafe { std::slice::from_raw_parts_mut(base.0.add(q * plane_len), plane_len) };
-                dst.fill(0.0);
-                let src = &x[q * sh.h * sh.w..(q + 1) * sh.h * sh.w];
-                for (y, row) in src.chunks_exact(sh.w).enumerate() {
-                    let py = y + sh.ph;
-                    for b in 0..s {
-                        // Input columns whose padded column is b modulo s: x0, x0 + s, …
-                        let x0 = (b + s - sh.pw % s) % s;
-                        let at = ((py % s * s + b) * hq + py / s) * wq + (x0 + sh.pw) / s;
-                        for (d, &v) in dst[at..].iter_mut().zip(row.iter().skip(x0).step_by(s)) {
-                            *d = v;
-                        }
-                    }
-                }
-            }
-        });
-        return;
-    }
-    split_items(planes, planes * hp * wp, team, &|range| {
-        let base = &base;
+    let base = Parts::of(body);
+    split_items(planes, planes * g.plane(), team, &|range| {
         for q in range {
             // SAFETY: plane q is this task's alone.
-            let dst = unsafe { std::slice::from_raw_parts_mut(base.0.add(q * hp * wp), hp * wp) };
-            let src = &x[q * sh.h * sh.w..(q + 1) * sh.h * sh.w];
-            dst[..sh.ph * wp].fill(0.0);
-            dst[(sh.ph + sh.h) * wp..].fill(0.0);
-            for (y, row) in src.chunks_exact(sh.w).enumerate() {
-                let d = &mut dst[(sh.ph + y) * wp..(sh.ph + y + 1) * wp];
-                d[..sh.pw].fill(0.0);
-                d[sh.pw..sh.pw + sh.w].copy_from_slice(row);
-                d[sh.pw + sh.w..].fill(0.0);
-            }
+            let dst = unsafe { base.part(q * g.plane(), g.plane()) };
+            lay_plane(sh, g, &x[q * sh.h * sh.w..(q + 1) * sh.h * sh.w], dst);
         }
     });
 }
@@ -342,7 +301,7 @@ super::avx::by_width! {
 /// (i % s, j % s), at row oy + i / s and column ox + j / s of it ([`panel_taps`]).
 #[inline(always)]
 fn panel_runs(sh: &ConvShape, q0: usize, n: usize) -> Runs {
-    let (s, (hq, wq)) = (sh.s, phased(sh));
+    let Grid { s, hq, wq } = Grid::of(sh);
     let (oplane, plane) = (sh.oh * sh.ow, s * s * hq * wq);
     Runs::new((q0..(q0 + 16).min(n)).map(|q| {
         let (e, rem) = (q / oplane, q % oplane);
@@ -354,7 +313,7 @@ fn panel_runs(sh: &ConvShape, q0: usize, n: usize) -> Runs {
 /// from a position's.
 #[inline(always)]
 fn panel_taps(sh: &ConvShape, batch: usize, mut f: impl FnMut(isize)) {
-    let (s, (hq, wq)) = (sh.s, phased(sh));
+    let Grid { s, hq, wq } = Grid::of(sh);
     let cs = batch * s * s * hq * wq;
     for c in 0..sh.c {
         for i in 0..sh.kh {
