@@ -397,29 +397,20 @@ unsafe fn task<V: Vf>(run: &Run, blocks: std::ops::Range<usize>) {
     }
 }
 
-/// The accumulators after one run of `len` positions (a multiple of the lane count, at least
-/// one vector), from `acc`, or from the run's first products when there is none yet (w·x, as an
-/// FMA onto zero rounds: an array of zeros became a call to memset per block).
+/// The accumulators after one run of `len` positions (a multiple of the lane count).
 ///
 /// SAFETY: `len` values from each of `de` and from `xe` + every offset are readable.
 #[inline(always)]
 unsafe fn run_sums<V: Vf, const F: usize>(
-    acc: Option<[[V; T]; F]>,
+    mut acc: [[V; T]; F],
     de: [*const f32; F],
     xe: *const f32,
     offs: &[usize; T],
     len: usize,
 ) -> [[V; T]; F] {
-    // SAFETY (every block below): the caller's promise.
-    let (mut acc, mut q) = match acc {
-        Some(acc) => (acc, 0),
-        None => unsafe {
-            let d: [V; F] = std::array::from_fn(|k| V::load(de[k]));
-            let xv: [V; T] = std::array::from_fn(|t| V::load(xe.add(offs[t])));
-            (std::array::from_fn(|k| std::array::from_fn(|t| V::mul(d[k], xv[t]))), V::L)
-        },
-    };
+    let mut q = 0;
     while q < len {
+        // SAFETY: the caller's promise.
         unsafe {
             let mut d = [V::zero(); F];
             for k in 0..F {
@@ -456,7 +447,7 @@ unsafe fn block<V: Vf, const F: usize>(run: &Run, offs: &[usize; T], ex: std::op
     let sh = run.sh;
     let xplane = Grid::of(sh).plane();
     let plane = plane_len(sh);
-    let mut acc = None;
+    let mut acc = [[unsafe { V::zero() }; T]; F];
     for e in ex {
         // SAFETY: example e's plane of channel 0 in xp and of filters f0.. in dp, which the
         // taps' reads do not leave (module comment).
@@ -465,10 +456,9 @@ unsafe fn block<V: Vf, const F: usize>(run: &Run, offs: &[usize; T], ex: std::op
             let dp = run.dp;
             let de: [*const f32; F] =
                 std::array::from_fn(|k| dp.data.as_ptr().add(((at.f0 + k) * run.batch + e) * dp.plane + dp.at));
-            acc = Some(run_sums::<V, F>(acc, de, xe, offs, plane));
+            acc = run_sums::<V, F>(acc, de, xe, offs, plane);
         }
     }
-    let acc = acc.expect("a chunk of at least one example");
     let ckk = sh.ckk();
     for (k, row) in acc.iter().enumerate() {
         // SAFETY: the caller's promise.

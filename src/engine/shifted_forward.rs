@@ -223,18 +223,8 @@ unsafe fn task<V: Vf, const NV: usize>(run: &Run, units: std::ops::Range<usize>)
 #[inline(always)]
 #[allow(clippy::needless_range_loop)] // a register block reads best as indices
 unsafe fn sums<V: Vf, const NV: usize>(rows: [*const f32; FB], xe: *const f32, offsets: &[usize]) -> [[V; NV]; FB] {
-    // The first tap's products start the chains (w·x, as an FMA onto zero rounds): an array of
-    // zeros here became a call to memset per block, 2% of a resnet20 step.
-    // SAFETY: the caller's promise.
-    let mut acc: [[V; NV]; FB] = unsafe {
-        let xt = xe.add(offsets[0]);
-        let xv: [V; NV] = std::array::from_fn(|v| V::load(xt.add(v * V::L)));
-        std::array::from_fn(|r| {
-            let w = V::splat(rows[r]);
-            std::array::from_fn(|v| V::mul(w, xv[v]))
-        })
-    };
-    for (t, &off) in offsets.iter().enumerate().skip(1) {
+    let mut acc = [[unsafe { V::zero() }; NV]; FB];
+    for (t, &off) in offsets.iter().enumerate() {
         // SAFETY: the caller's promise.
         unsafe {
             let mut wv = [V::zero(); FB];
