@@ -38,6 +38,13 @@ pub fn bias_forward(f: Activation, out: &mut [f32], bias: &[f32]) {
     }
 }
 
+/// `f` split in two: the part that applies value by value (to any run of values, so a caller
+/// may split it across a team or fuse it into its own pass) and the part that needs whole rows
+/// (a softmax); the one absent is Identity.
+pub fn by_value(f: Activation) -> (Activation, Activation) {
+    if f == Activation::Softmax { (Activation::Identity, f) } else { (f, Activation::Identity) }
+}
+
 /// min(max(z, 0), 6), as the reference and the convolutions compute it.
 #[inline]
 pub fn relu6(z: f32) -> f32 {

@@ -280,11 +280,11 @@ fn elementwise(out: &mut [f32], team: &Team, f: &(dyn Fn(&mut [f32], std::ops::R
 /// The activation `act` over `out` in place (rows of `m` values), split across the team unless
 /// it needs whole rows (softmax).
 fn activate(act: Activation, out: &mut [f32], m: usize, team: &Team) {
-    match act {
-        Activation::Identity => {}
-        Activation::Softmax => activation::forward(act, out, m),
-        _ => elementwise(out, team, &|o, _| activation::forward(act, o, m)),
+    let (each, rows) = activation::by_value(act);
+    if each != Activation::Identity {
+        elementwise(out, team, &|o, _| activation::forward(each, o, m));
     }
+    activation::forward(rows, out, m);
 }
 
 /// Hands a gradient `g` for source `j` over the edge `turn`: written into `grads[j]` when it is
@@ -472,11 +472,7 @@ impl Engine {
                 Node::Add => {
                     // The sum and its activation in one pass, a run at a time (a softmax, which
                     // needs whole rows, after).
-                    let (run_act, after) = if act == Activation::Softmax {
-                        (Activation::Identity, act)
-                    } else {
-                        (act, Activation::Identity)
-                    };
+                    let (run_act, after) = activation::by_value(act);
                     elementwise(out, team, &|o, r| {
                         o.copy_from_slice(&inputs[0][r.clone()]);
                         for other in &inputs[1..] {
@@ -574,21 +570,12 @@ impl Engine {
             // A batch norm applies its activation's derivative channel by channel (norm::applies).
             let in_norm = matches!(g.nodes[l], Node::BatchNorm) && norm::applies(layer.activation);
             if !from_ce && !in_norm && layer.kind.takes_activation() {
-                let (act, a) = (layer.activation, &acts[l][..batch * m]);
-                if act == Activation::Softmax {
-                    activation::backward(act, a, delta, m);
-                } else if act != Activation::Identity {
-                    elementwise(delta, team, &|d, r| activation::backward(act, &a[r], d, m));
+                let ((each, rows), a) = (activation::by_value(layer.activation), &acts[l][..batch * m]);
+                activation::backward(rows, a, delta, m);
+                if each != Activation::Identity {
+                    elementwise(delta, team, &|d, r| activation::backward(each, &a[r], d, m));
                 }
             }
-            // The batch norm's δ, mutable for its activation's derivative.
-            let mut norm_delta = None;
-            let delta: &[f32] = if in_norm {
-                norm_delta = Some(delta);
-                &[]
-            } else {
-                delta
-            };
             let sources = &spec.sources[l];
             let input_of = |k: usize| -> &[f32] {
                 let size = spec.shape_of(sources[k]).size();
@@ -645,7 +632,6 @@ impl Engine {
                 }
                 Node::BatchNorm => {
                     let q = batch * (n / layer.input.c);
-                    let delta = norm_delta.take().expect("a batch norm's δ");
                     let act = if from_ce { Activation::Identity } else { layer.activation };
                     let a = &acts[l][..batch * m];
                     norm::backward(
@@ -675,7 +661,7 @@ impl Engine {
                 }
                 Node::Dropout(_) => {
                     if let Some(dx) = dx {
-                        dx.iter_mut().zip(delta).zip(&g.masks[l]).for_each(|((d, &v), &k)| *d = v * k);
+                        dx.iter_mut().zip(delta.iter()).zip(&g.masks[l]).for_each(|((d, &v), &k)| *d = v * k);
                     }
                 }
                 Node::ZeroPad(stride) => {

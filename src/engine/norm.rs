@@ -134,15 +134,16 @@ fn per_channel(c: usize, n: usize, team: &Team, f: &(dyn Fn(usize) -> f64 + Sync
     out
 }
 
-/// The activation after a batch norm, applied to each channel while it is still in cache: any
-/// but softmax, which needs whole rows (the caller applies that one).
+/// The part of the activation after a batch norm that it applies to each channel while it is
+/// still in cache: the value-by-value part (`activation::by_value`; the caller applies a
+/// softmax, which needs whole rows).
 fn per_channel_act(act: Activation) -> Activation {
-    if act == Activation::Softmax { Activation::Identity } else { act }
+    activation::by_value(act).0
 }
 
-/// Whether [`train_forward`] and [`infer`] apply `act` themselves.
+/// Whether [`train_forward`] and [`infer`] apply all of `act` themselves.
 pub fn applies(act: Activation) -> bool {
-    act != Activation::Softmax
+    activation::by_value(act).1 == Activation::Identity
 }
 
 /// Training mode over x [C][n]: z = act(batch norm of x), the saved μ and r, and the running
