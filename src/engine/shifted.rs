@@ -164,16 +164,40 @@ pub(super) fn lay_plane(sh: &ConvShape, g: Grid, src: &[f32], dst: &mut [f32]) {
 }
 
 /// A plane x [H][W] into its s·s phases [s·s][Hq][Wq] of the padded plane (zeros outside x).
+/// Each phase row takes every s-th value of one input row between its zero borders, found once
+/// per phase; stride 2 as pairs, which the compiler turns into vector shuffles (a test per value
+/// made this copy twice as long as resnet20's 16→32 stride-2 product).
 fn phases(sh: &ConvShape, g: Grid, src: &[f32], dst: &mut [f32]) {
-    let mut out = dst.iter_mut();
-    for a in 0..g.s {
-        for b in 0..g.s {
-            for yq in 0..g.hq {
-                let y = (a + g.s * yq).wrapping_sub(sh.ph);
-                for xq in 0..g.wq {
-                    let x = (b + g.s * xq).wrapping_sub(sh.pw);
-                    *out.next().expect("a phase plane's value") =
-                        if y < sh.h && x < sh.w { src[y * sh.w + x] } else { 0.0 };
+    let (s, hq, wq) = (g.s, g.hq, g.wq);
+    let dst = &mut dst[..s * s * hq * wq];
+    dst.fill(0.0);
+    for (p, plane) in dst.chunks_exact_mut(hq * wq).enumerate() {
+        let (a, b) = (p / s, p % s);
+        // Phase columns xq whose input column b + s·xq − pw lies in 0..W: lo..hi.
+        let lo = sh.pw.saturating_sub(b).div_ceil(s);
+        let hi = (sh.w + sh.pw).saturating_sub(b).div_ceil(s).min(wq);
+        if lo >= hi {
+            continue;
+        }
+        let x0 = b + s * lo - sh.pw;
+        for (yq, row) in plane.chunks_exact_mut(wq).enumerate() {
+            let y = (a + s * yq).wrapping_sub(sh.ph);
+            if y >= sh.h {
+                continue;
+            }
+            let (out, from) = (&mut row[lo..hi], &src[y * sh.w + x0..(y + 1) * sh.w]);
+            if s == 2 {
+                // from holds 2·len − 1 values or more: pairs, then the last value alone.
+                let len = out.len();
+                for (v, pair) in out.iter_mut().zip(from.chunks_exact(2)) {
+                    *v = pair[0];
+                }
+                if from.len() < 2 * len {
+                    out[len - 1] = from[2 * (len - 1)];
+                }
+            } else {
+                for (k, v) in out.iter_mut().enumerate() {
+                    *v = from[s * k];
                 }
             }
         }
