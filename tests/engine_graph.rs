@@ -144,6 +144,18 @@ fn residual_and_inverted_residual_networks_match_the_reference() {
     }
 }
 
+/// A sum that reads one layer twice or three times (its δ reaches that layer as 2δ or 3δ): the
+/// backward hands a sum's δ buffer over to one source instead of copying it, never to a twin.
+#[test]
+fn sums_that_read_a_layer_twice_match_the_reference() {
+    for (seed, text) in
+        ["2x4x4-conv3x3x2p1:tanh-[|]:relu-gap-3", "2x4x4-conv3x3x2p1:tanh-[|conv1x1x2:tanh||]-gap-3"].iter().enumerate()
+    {
+        let spec = spec::parse(text, Defaults::default()).unwrap();
+        compare(&spec, Loss::Ce, Optimizer::Sgd, 3, 1 + seed % 2, 200 + seed as u64);
+    }
+}
+
 /// The chain kinds added for real architectures, one after another (no graph).
 #[test]
 fn chains_of_the_new_kinds_match_the_reference() {

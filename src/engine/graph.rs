@@ -561,6 +561,7 @@ impl Engine {
             let s = slots[l];
             let (n, m) = (layer.inputs, layer.outputs);
             let (lower, upper) = g.grads.split_at_mut(l);
+            let own_len = upper[0].len();
             let delta = &mut upper[0][..batch * m];
             if !g.written[l] {
                 // Nothing reads this layer's output: its gradient is zero.
@@ -670,10 +671,27 @@ impl Engine {
                     }
                 }
                 Node::Add => {
+                    // Every source receives δ itself. One that has no gradient yet, takes δ
+                    // without a change of layout and is no other source's twin takes the
+                    // buffer: swapped, not copied (this layer's δ is not read again).
+                    let takes = sources.iter().enumerate().find_map(|(k, src)| match *src {
+                        Source::Node(j)
+                            if direct(&g.written, g.turns[l][k], j)
+                                && lower[j].len() == own_len
+                                && sources.iter().filter(|s| **s == Source::Node(j)).count() == 1 =>
+                        {
+                            Some(k)
+                        }
+                        _ => None,
+                    });
                     for (k, src) in sources.iter().enumerate() {
-                        if let Source::Node(j) = *src {
+                        if let (Source::Node(j), false) = (*src, takes == Some(k)) {
                             give(lower, &mut g.written, tmp1, j, g.turns[l][k], delta, batch, team);
                         }
+                    }
+                    if let Some(Source::Node(j)) = takes.map(|k| sources[k]) {
+                        std::mem::swap(&mut lower[j], &mut upper[0]);
+                        g.written[j] = true;
                     }
                 }
                 Node::Concat => {
