@@ -156,6 +156,18 @@ fn sums_that_read_a_layer_twice_match_the_reference() {
     }
 }
 
+/// resnet20's first stage at its real width (16 channels, rows 16 wide): on AVX-512 its
+/// convolutions take the shifted-rows kernels, δ laid out once for both backward products, and
+/// the block's first convolution adds its input gradient to the one the sum gave the block's
+/// input; the whole step matches the reference.
+#[test]
+fn a_full_width_residual_stage_matches_the_reference() {
+    let text = "16x16x16-conv3x3x16p1b0-bn:relu-[conv3x3x16p1b0-bn:relu-conv3x3x16p1b0-bn]:relu\
+                -[conv3x3x16p1b0-bn:relu-conv3x3x16p1b0-bn]:relu-gap-4";
+    let spec = spec::parse(text, Defaults::default()).unwrap();
+    compare(&spec, Loss::Ce, Optimizer::Momentum, 2, 2, 300);
+}
+
 /// The chain kinds added for real architectures, one after another (no graph).
 #[test]
 fn chains_of_the_new_kinds_match_the_reference() {

@@ -585,6 +585,17 @@ impl Tiles {
             && super::shifted::padded_delta_at(sh).is_some()
     }
 
+    /// Whether the backward pass can add its input gradient to what dx holds
+    /// ([`conv_backward_adding`]): where it runs the transposed convolution over shifted rows
+    /// from one padded δ ([`Tiles::shares_delta`]), whose stores add. (Adding, it does not take
+    /// the sparse path, which writes dx.)
+    pub fn adds_dx(&self, sh: &ConvShape) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        return self.shares_delta(sh);
+        #[cfg(not(target_arch = "x86_64"))]
+        return false;
+    }
+
     /// Scratch values shared by the tasks, ahead of their slots: the panel product's padded
     /// input and packed weights; for the transposed input gradient, the flipped weights and
     /// the same for the transposed convolution.
@@ -910,6 +921,27 @@ pub fn conv_backward(
     conv_backward_with(Tiles::for_shape(sh), sh, batch, x, w, delta, dw, db, scratch, dx, team)
 }
 
+/// [`conv_backward`] with dx += the input gradient instead of dx = it (a layer read by several
+/// others sums their gradients: this saves the sum its own pass), where the engine's path can
+/// add ([`Tiles::adds_dx`]).
+#[allow(clippy::too_many_arguments)]
+pub fn conv_backward_adding(
+    sh: &ConvShape,
+    batch: usize,
+    x: &[f32],
+    w: &[f32],
+    delta: &[f32],
+    dw: &mut [f32],
+    db: &mut [f32],
+    scratch: &mut [f32],
+    dx: &mut [f32],
+    team: &Team,
+) {
+    let tiles = Tiles::for_shape(sh);
+    assert!(tiles.adds_dx(sh), "{sh:?}: this input gradient cannot be added");
+    backward_all(tiles, sh, batch, x, w, delta, dw, db, scratch, Some(dx), true, team)
+}
+
 /// [`conv_backward`] with the tiling and kernels chosen by the caller (for each group; a
 /// depthwise convolution takes its own kernel, `depthwise`, whatever the tiles).
 #[allow(clippy::too_many_arguments)]
@@ -923,9 +955,29 @@ pub fn conv_backward_with(
     dw: &mut [f32],
     db: &mut [f32],
     scratch: &mut [f32],
-    mut dx: Option<&mut [f32]>,
+    dx: Option<&mut [f32]>,
     team: &Team,
 ) {
+    backward_all(tiles, sh, batch, x, w, delta, dw, db, scratch, dx, false, team)
+}
+
+/// The backward pass, dx written or (`add_dx`, one group only) added to.
+#[allow(clippy::too_many_arguments)]
+fn backward_all(
+    tiles: Tiles,
+    sh: &ConvShape,
+    batch: usize,
+    x: &[f32],
+    w: &[f32],
+    delta: &[f32],
+    dw: &mut [f32],
+    db: &mut [f32],
+    scratch: &mut [f32],
+    mut dx: Option<&mut [f32]>,
+    add_dx: bool,
+    team: &Team,
+) {
+    assert!(!add_dx || sh.groups == 1, "an added input gradient of a grouped convolution");
     assert!(!sh.bias || db.len() >= sh.f, "a bias gradient of {} values for {} filters", db.len(), sh.f);
     // db [F]: each filter's row of δ [F][B·H'·W'] summed, whatever the grouping or kernel.
     if sh.bias {
@@ -952,6 +1004,7 @@ pub fn conv_backward_with(
             &mut dw[k * ws..(k + 1) * ws],
             scratch,
             dxk,
+            add_dx,
             team,
         );
     }
@@ -969,16 +1022,18 @@ fn backward_group(
     dw: &mut [f32],
     scratch: &mut [f32],
     mut dx: Option<&mut [f32]>,
+    add_dx: bool,
     team: &Team,
 ) {
     let (ckk, oplane) = (sh.ckk(), sh.oh * sh.ow);
+    assert!(!add_dx || tiles.adds_dx(sh), "{sh:?}: this input gradient cannot be added");
     let n = batch * oplane;
     let (g, per_task) = (tiles.group(sh), tiles.scratch(sh, batch));
     let macs = sh.f * ckk * n;
     let delta = &delta[..sh.f * n];
     let dw = &mut dw[..sh.f * ckk];
     #[cfg(target_arch = "x86_64")]
-    if tiles.takes_sparse(sh) && sparse_enough(delta) {
+    if !add_dx && tiles.takes_sparse(sh) && sparse_enough(delta) {
         let head = tiles.head(sh, batch);
         assert!(scratch.len() >= head + team.size() * per_task);
         let (shared, slots) = scratch.split_at_mut(head);
@@ -1007,7 +1062,7 @@ fn backward_group(
         // three (Tiles::head), and `padded` is the layout both kernels read.
         unsafe {
             super::shifted::weight_grad_padded(sh, batch, x, padded, xp, dw, team);
-            super::shifted_forward::forward_laid(&t, batch, padded, wt, None, dx, team);
+            super::shifted_forward::forward_laid(&t, batch, padded, wt, None, add_dx, dx, team);
         }
         return;
     }
@@ -1323,7 +1378,7 @@ mod tests {
     /// resnet's 3×3 "same" convolution over few filters lays δ out once for both backward
     /// products (`Tiles::shares_delta`, on AVX-512); its dW and dx match the naive loops, on one
     /// thread and two, with dx's scratch full of NaN before (so a value neither product wrote
-    /// would show).
+    /// would show); added to a gradient already there (`conv_backward_adding`), the same sum.
     #[test]
     fn one_padded_delta_serves_both_backward_products() {
         let mut rng = ChaCha8Rng::seed_from_u64(9);
@@ -1333,6 +1388,8 @@ mod tests {
         let tiles = Tiles::for_shape(&sh);
         #[cfg(target_arch = "x86_64")]
         assert_eq!(tiles.shares_delta(&sh), crate::engine::simd::has_avx512(), "the rule changed: pick another shape");
+        #[cfg(target_arch = "x86_64")]
+        assert_eq!(tiles.adds_dx(&sh), tiles.shares_delta(&sh));
         let batch = 5;
         let n = batch * sh.oh * sh.ow;
         let x: Vec<f32> = (0..batch * sh.c * sh.h * sh.w).map(|_| rng.gen_range(-1.0..1.0)).collect();
@@ -1347,6 +1404,14 @@ mod tests {
                 run_conv(tiles, &sh, batch, Activation::Identity, (&x, &wt, &[], &delta), &mut scratch, &team);
             close(&format!("{threads} threads dw"), &dw, &want_dw);
             close(&format!("{threads} threads dx"), &dx, &want_dx);
+            // Added to a gradient already there: dx + the same product, the same bits.
+            if tiles.adds_dx(&sh) {
+                let before: Vec<f32> = (0..dx.len()).map(|_| rng.gen_range(-1.0..1.0)).collect();
+                let (mut dw2, mut summed) = (vec![f32::NAN; dw.len()], before.clone());
+                conv_backward_adding(&sh, batch, &x, &wt, &delta, &mut dw2, &mut [], &mut scratch, &mut summed, &team);
+                let want: Vec<f32> = before.iter().zip(&dx).map(|(b, d)| b + d).collect();
+                assert!(dw2 == dw && summed == want, "{threads} threads: the added input gradient");
+            }
             got.push((dw, dx));
         }
         assert!(got[0] == got[1], "results depend on the team");

@@ -598,9 +598,14 @@ impl Engine {
                 _ => None,
             };
             let [tmp0, tmp1] = &mut g.tmp;
+            // A convolution adds its input gradient to the one its source has where it can.
+            let adds = match (&g.nodes[l], target) {
+                (Node::Conv(sh), Some((j, None))) => g.written[j] && conv::Tiles::for_shape(sh).adds_dx(sh),
+                _ => false,
+            };
             // The buffer the single source's gradient goes to, [B][N].
             let dx: Option<&mut [f32]> = match target {
-                Some((j, turn)) if direct(&g.written, turn, j) => Some(&mut lower[j][..batch * n]),
+                Some((j, turn)) if adds || direct(&g.written, turn, j) => Some(&mut lower[j][..batch * n]),
                 Some(_) => Some(&mut tmp0[..batch * n]),
                 None => None,
             };
@@ -614,6 +619,10 @@ impl Engine {
                     if let Some(dx) = dx {
                         matmul(View::rows(delta, batch, m), View::rows(w, m, n), dx, team);
                     }
+                }
+                Node::Conv(sh) if adds => {
+                    let dx = dx.expect("a source's gradient");
+                    conv::conv_backward_adding(sh, batch, input, w, delta, dw, db, col, dx, team)
                 }
                 Node::Conv(sh) => conv::conv_backward(sh, batch, input, w, delta, dw, db, col, dx, team),
                 Node::MaxPool(sh) => {
@@ -709,7 +718,7 @@ impl Engine {
             if let (Some((j, turn)), false) = (target, matches!(g.nodes[l], Node::Add | Node::Concat)) {
                 if direct(&g.written, turn, j) {
                     g.written[j] = true;
-                } else {
+                } else if !adds {
                     give(lower, &mut g.written, tmp1, j, turn, &tmp0[..batch * n], batch, team);
                 }
             }

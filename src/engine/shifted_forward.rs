@@ -107,20 +107,23 @@ pub unsafe fn forward(
     let xp = &mut head[..xp_len(sh, batch)];
     lay_out(sh, batch, x, &[], xp, &mut [], team);
     // SAFETY: the caller's promise; xp laid out just now.
-    unsafe { forward_laid(sh, batch, xp, w, bias, z, team) }
+    unsafe { forward_laid(sh, batch, xp, w, bias, false, z, team) }
 }
 
 /// [`forward`] on an input already laid out: `xp` holds [`head_len`] values, the first of them
 /// `shifted::lay_out`'s copy of the input (the backward pass lays δ out once for both of its
-/// products, `shifted::weight_grad_padded`).
+/// products, `shifted::weight_grad_padded`). With `add`, z += the result (after the bias) instead
+/// of z = it: an input gradient added to the one a layer already has, without a pass of its own.
 ///
 /// SAFETY: AVX2 and FMA present.
+#[allow(clippy::too_many_arguments)]
 pub unsafe fn forward_laid(
     sh: &ConvShape,
     batch: usize,
     xp: &[f32],
     w: &[f32],
     bias: Option<(&[f32], bool)>,
+    add: bool,
     z: &mut [f32],
     team: &Team,
 ) {
@@ -142,8 +145,19 @@ pub unsafe fn forward_laid(
     }
     let units = batch * blocks;
     let (tasks, per) = item_tasks(units, sh.f * ckk * batch * oplane, team);
-    let run =
-        Run { sh, batch, xp, w, bias, offsets: &offsets, segs: &segs, starts: &starts, blocks, out: &Parts::of(z) };
+    let run = Run {
+        sh,
+        batch,
+        xp,
+        w,
+        bias,
+        add,
+        offsets: &offsets,
+        segs: &segs,
+        starts: &starts,
+        blocks,
+        out: &Parts::of(z),
+    };
     let wide = super::shifted::wide();
     team.run(tasks, &|t| {
         // SAFETY: the caller's promise (AVX2/FMA; AVX-512 where `wide`); the outputs of units
@@ -165,6 +179,8 @@ struct Run<'a> {
     xp: &'a [f32],
     w: &'a [f32],
     bias: Option<(&'a [f32], bool)>,
+    /// z += the sums instead of z = them.
+    add: bool,
     offsets: &'a [usize],
     segs: &'a [Segment],
     starts: &'a [usize],
@@ -210,7 +226,7 @@ unsafe fn task<V: Vf, const NV: usize>(run: &Run, units: std::ops::Range<usize>)
                 // and only this unit writes them.
                 unsafe {
                     let zf = run.out.part(f * n + e * oplane, oplane).as_mut_ptr();
-                    store::<V>(sums, segs, k, zf, b, relu);
+                    store::<V>(sums, segs, k, zf, b, relu, run.add);
                 }
             }
         }
@@ -244,11 +260,12 @@ unsafe fn sums<V: Vf, const NV: usize>(rows: [*const f32; FB], xe: *const f32, o
 }
 
 /// Stores a filter's block of sums into its plane `zf`, segment by segment, after the bias and
-/// relu.
+/// relu; with `add`, added to what the plane holds.
 ///
 /// SAFETY: every segment of block `k` lies in the plane.
 #[inline(always)]
-unsafe fn store<V: Vf>(acc: &[V], segs: &[Segment], k: usize, zf: *mut f32, b: f32, relu: bool) {
+#[allow(clippy::too_many_arguments)]
+unsafe fn store<V: Vf>(acc: &[V], segs: &[Segment], k: usize, zf: *mut f32, b: f32, relu: bool, add: bool) {
     let per16 = 16 / V::L;
     for s in segs {
         let local = s.vector as usize - k * QB;
@@ -268,6 +285,9 @@ unsafe fn store<V: Vf>(acc: &[V], segs: &[Segment], k: usize, zf: *mut f32, b: f
                 }
                 let lanes = V::mask_range(lo - base, hi - base);
                 let dst = zf.add(s.at as usize).wrapping_offset(base as isize - s.lo as isize);
+                if add {
+                    val = V::add(V::load_masked(dst, lanes), val);
+                }
                 V::store_masked(dst, lanes, val);
             }
         }
