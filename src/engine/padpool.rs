@@ -4,7 +4,6 @@
 //! backward pass, which adds each output's gradient there.
 
 use super::conv::split_items;
-use super::pool::each_plane;
 use super::simd::{Madd, dispatch};
 use super::team::{Parts, Team};
 use crate::spec::{Kind, Layer};
@@ -75,13 +74,7 @@ impl PadPool {
 
     /// dx [planes][h·w]: each output's gradient added at its argmax, zero elsewhere.
     pub fn backward(&self, planes: usize, g: &[f32], arg: &[u32], dx: &mut [f32], team: &Team) {
-        let (plane, oplane) = (self.h * self.w, self.oh * self.ow);
-        each_plane(planes, planes * plane, dx, plane, team, |q, d| {
-            d.fill(0.0);
-            for (&gv, &a) in g[q * oplane..(q + 1) * oplane].iter().zip(&arg[q * oplane..(q + 1) * oplane]) {
-                d[a as usize] += gv;
-            }
-        });
+        super::pool::scatter_max(planes, self.h * self.w, self.oh * self.ow, g, arg, dx, team)
     }
 }
 

@@ -134,7 +134,12 @@ pub fn max_forward(sh: &PoolShape, batch: usize, x: &[f32], y: &mut [f32], arg: 
 
 /// dx [C][B][H][W]: each output's gradient added at its argmax, zero elsewhere.
 pub fn max_backward(sh: &PoolShape, batch: usize, g: &[f32], arg: &[u32], dx: &mut [f32], team: &Team) {
-    let (plane, oplane, n) = (sh.h * sh.w, sh.oh * sh.ow, sh.c * batch);
+    scatter_max(sh.c * batch, sh.h * sh.w, sh.oh * sh.ow, g, arg, dx, team)
+}
+
+/// Any max pooling's backward over `n` planes: dx [n][plane] zero but at each output's argmax
+/// (an index within its plane), where the output's gradient g [n][oplane] is added.
+pub fn scatter_max(n: usize, plane: usize, oplane: usize, g: &[f32], arg: &[u32], dx: &mut [f32], team: &Team) {
     each_plane(n, n * plane, dx, plane, team, |p, d| {
         d.fill(0.0);
         for (&gv, &a) in g[p * oplane..(p + 1) * oplane].iter().zip(&arg[p * oplane..(p + 1) * oplane]) {
