@@ -413,8 +413,11 @@ fn a_convolution_is_priced_at_its_window_and_its_filters() {
 
 #[test]
 fn a_convolution_is_priced_at_the_planes_its_window_was_measured_at() {
-    // One window measured over 8×8 planes at 40 GFLOP/s and over 32×32 at 10 (at both filter
-    // counts): a 16×16 layer lies halfway in log plane, 20 GFLOP/s; beyond them, the nearest.
+    // One window measured over 8×8 and 16×16 planes at 40 and 20 GFLOP/s and over 32×32 at 10
+    // (at both filter counts): a 12×12 layer lies between 8×8 and 16×16, log-linear in the plane
+    // and the rate; beyond them, the nearest. A plane of whole 4 KiB pages (32×32, 64×64) is placed
+    // among those alone (10), and the others among theirs (a 28×28 one at 16×16's 20, not
+    // between 16×16 and 32×32).
     let mut p = profile().clone();
     let at = |filters, plane, forward| predict::ConvRates {
         window: 72,
@@ -425,7 +428,14 @@ fn a_convolution_is_priced_at_the_planes_its_window_was_measured_at() {
         input_grad: forward,
         ..Default::default()
     };
-    p.conv_panel = vec![at(8, 64, 40.0), at(32, 64, 40.0), at(8, 1024, 10.0), at(32, 1024, 10.0)];
+    p.conv_panel = vec![
+        at(8, 64, 40.0),
+        at(32, 64, 40.0),
+        at(8, 256, 20.0),
+        at(32, 256, 20.0),
+        at(8, 1024, 10.0),
+        at(32, 1024, 10.0),
+    ];
     // These references record no shape, so no pass is priced by the kernel the engine ran
     // (which the measured strided references would otherwise answer for the 8×8 layer's panel
     // forward): the family's rates, placed by plane.
@@ -437,7 +447,8 @@ fn a_convolution_is_priced_at_the_planes_its_window_was_measured_at() {
         let t = predict::predict(&spec, &cfg(16), Machine::Measured(&p), 1);
         2.0 * (16 * side * side) as f64 * 72.0 * 16.0 / 1e9 / t.layers[1].forward_seconds
     };
-    for (side, want) in [(16, 20.0), (8, 40.0), (32, 10.0), (4, 40.0), (64, 10.0)] {
+    let between = 40.0 * 0.5f64.powf((144f64 / 64.0).ln() / 4f64.ln());
+    for (side, want) in [(16, 20.0), (8, 40.0), (32, 10.0), (4, 40.0), (64, 10.0), (28, 20.0), (12, between)] {
         let got = rate(side);
         assert!((got - want).abs() < 1e-9 * want, "{side}×{side}: {got} GFLOP/s, not {want}");
     }

@@ -121,6 +121,18 @@ fn rate_at(same_window: &[ConvRates], f: usize, pass: fn(&ConvRates) -> f64) -> 
     2.0 * f as f64 / (alpha + beta * f as f64).max(1e-9)
 }
 
+/// Whether a plane of `values` f32 values fills whole 4 KiB pages (32×32 and its multiples).
+/// Such planes put a channel's values and the next channel's at the same place in the cache's
+/// sets, and the engine's dcol and col2im passes slow down on them: the 8-channel 3×3
+/// backward took 3.2–3.5× as long per position over 32×32 planes as over 16×16 (batch 64), and
+/// over 28×28 planes ran at 16×16's rate, 2.7× under the prediction placed between the two by
+/// plane size (conv3x3x8p1b0 over 8x28x28 at batch 64, one thread: 1.56 ms measured, 4.28
+/// predicted; `flopnet bench 1x28x28-conv5x5x8p2b0-bn:relu-conv5x5x8p2b0-bn:relu-conv3x3x8p1b0-bn:relu-maxpool2-10
+/// --batch 64 --threads 1`). So a plane is placed among the reference planes of its own kind.
+fn whole_pages(values: usize) -> bool {
+    values > 0 && values.is_multiple_of(1024)
+}
+
 /// The convolution rates at window size `k`, `f` filters and `plane` output positions per
 /// example: at each reference window and plane as [`rate_at`] places them, then, where a window
 /// was measured at several planes, log-linear in the plane between the pair around `plane` (the
@@ -140,6 +152,11 @@ fn conv_rates(refs: &[ConvRates], k: usize, f: usize, plane: usize) -> ConvRates
             let mut planes: Vec<usize> = refs.iter().filter(|r| r.window == w).map(|r| r.plane).collect();
             planes.sort_unstable();
             planes.dedup();
+            // Planes of whole 4 KiB pages (32×32 values and their multiples) alias in the cache:
+            // placed among their own kind where the window was measured at one.
+            if planes.iter().any(|&pl| whole_pages(pl) == whole_pages(plane)) {
+                planes.retain(|&pl| whole_pages(pl) == whole_pages(plane));
+            }
             let by_plane: Vec<ConvRates> = planes
                 .iter()
                 .map(|&pl| {
