@@ -18,25 +18,8 @@ use std::time::Instant;
 /// machine's own speed (with the median of five, a reference convolution's rate moved by 2×
 /// between two calibrations at a load average of 5 on 2 cores).
 fn time(min_s: f64, runs: usize, mut f: impl FnMut()) -> f64 {
-    f();
-    let t = Instant::now();
-    let mut reps = 1usize;
-    f();
-    while t.elapsed().as_secs_f64() < min_s / 2.0 {
-        f();
-        reps += 1;
-    }
-    let per_run = reps.max(1);
-    let v: Vec<f64> = (0..runs)
-        .map(|_| {
-            let t = Instant::now();
-            for _ in 0..per_run {
-                f();
-            }
-            t.elapsed().as_secs_f64() / per_run as f64
-        })
-        .collect();
-    v.into_iter().fold(f64::INFINITY, f64::min)
+    // One set: each call finds what the call before it left in cache.
+    time_cold(min_s, runs, 1, |_| f())
 }
 
 /// The grid: batch-like m, and inner/outer sizes for k and n.
@@ -626,7 +609,7 @@ fn depthwise_rates(
 }
 
 /// Measures everything the time model needs (calibrate prints how long it took: profile format
-/// 12 took 18.7–20.8 s on a 2-core machine shared at a load average of 5–8, with 13.5–15.4 s of CPU
+/// 14 took 18.3–18.4 s on the quiet 2-core machine; format 12 took 18.7–20.8 s on a 2-core machine shared at a load average of 5–8, with 13.5–15.4 s of CPU
 /// time, and 7.1 s with `quick`; format 11 took 24–28 s at a load average of 11–14).
 pub fn calibrate(threads: usize, quick: bool) -> Result<Profile> {
     simd::flush_denormals();
