@@ -276,7 +276,7 @@ fn conv_rates(
     let (mut z, mut dw, mut db, mut dx) =
         (vec![0.0f32; f * n], vec![0.0f32; w.len()], vec![0.0f32; f], vec![0.0f32; x.len()]);
     // Few shapes, so each is timed longer than a grid point: the model leans on them alone.
-    let (min_s, runs) = (3.0 * min_s, 5);
+    let (min_s, runs) = (3.0 * min_s, 4);
     let fwd = time(min_s, runs, || conv_forward(&sh, batch, Activation::Relu, &x, &w, &b, &mut scratch, &mut z, team));
     let dwt =
         time(min_s, runs, || conv_backward(&sh, batch, &x, &w, &delta, &mut dw, &mut db, &mut scratch, None, team));
@@ -609,7 +609,7 @@ fn depthwise_rates(
 }
 
 /// Measures everything the time model needs (calibrate prints how long it took: profile format
-/// 14 took 18.3–18.4 s on the quiet 2-core machine; format 12 took 18.7–20.8 s on a 2-core machine shared at a load average of 5–8, with 13.5–15.4 s of CPU
+/// 14 took 17.6 s on the quiet 2-core machine; format 12 took 18.7–20.8 s on a 2-core machine shared at a load average of 5–8, with 13.5–15.4 s of CPU
 /// time, and 7.1 s with `quick`; format 11 took 24–28 s at a load average of 11–14).
 pub fn calibrate(threads: usize, quick: bool) -> Result<Profile> {
     simd::flush_denormals();
@@ -657,10 +657,13 @@ pub fn calibrate(threads: usize, quick: bool) -> Result<Profile> {
     // runs on dcol tiles and col2im at any filter count (`conv::Tiles::passes`), a cost per
     // window value that a 16-channel reference, whose input gradient at 8 filters is the
     // transposed convolution instead, does not show (8→8 5×5 at 32×32 took 2.8× its
-    // backward as placed from 3×3 and 16-channel references, one thread).
+    // backward as placed from 3×3 and 16-channel references, one thread); over 28×28 too, as
+    // planes of whole 4 KiB pages run slower (`model::whole_pages`: priced from 32×32 alone,
+    // 8-channel 5×5 networks over 28×28 ran 34–46% under their prediction).
     let conv_panel = [
         pair((8, 16, 3, 32), 1, 16)?,
         pair((8, 32, 3, 32), 1, 16)?,
+        pair((8, 28, 5, 32), 1, 16)?,
         pair((8, 32, 5, 32), 1, 16)?,
         pair((16, 13, 3, 32), 1, 16)?,
         pair((16, 32, 3, 32), 1, 16)?,

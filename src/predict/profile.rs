@@ -150,8 +150,9 @@ pub struct Profile {
     pub activation_backward: Vec<(String, f64)>,
     /// Fixed seconds per training step (a 1-1 network's step).
     pub step_overhead: f64,
-    /// Convolutions: stride-1 layers over many window values (the engine's panel product;
-    /// 8x16x16, 8x32x32 and 16x13x13 with 3×3 kernels, 32x14x14 with 5×5), and over few
+    /// Convolutions: stride-1 layers over many window values (the engine's panel product or
+    /// shifted rows; 8x16x16, 8x32x32, 16x13x13 and 16x32x32 with 3×3 kernels, 8x28x28 and
+    /// 8x32x32 (format 14) and 32x14x14 with 5×5), and over few
     /// (1x28x28 with 3×3 and 5×5, 32x28x28 with 1×1),
     /// each list by window size and, at each window, two filter counts (a quarter of the
     /// other, so the time of forming windows and of the products can be told apart).
