@@ -25,8 +25,9 @@ normalization, residual without, a chain with, a chain without, inverted residua
 draws only chains without batch normalization (what the engine ran before graphs).
 
 The last lines give the median and the worst absolute error over the networks, the CPU, the
-seed, and the load average before and after the sitting (`/proc/loadavg`): a sitting at a load
-well above the thread count is not conclusive.
+seed, the load average before and after the sitting (`/proc/loadavg`) and the cores other
+processes kept busy meanwhile (from `/proc/stat`, less the sitting's own CPU time): a sitting
+that shared its cores is not conclusive.
 
 Usage (repository root, after `cargo build --release`):
     python3 bench/predict_vs_measured.py [--threads 2] [--rounds 5]
@@ -124,6 +125,18 @@ def synthetic_cifar(path, n=6000, seed=0):
             f.write(bytes([rng.randrange(10)]) + rng.randbytes(3072))
 
 
+def busy_seconds():
+    """CPU seconds the whole machine has spent busy since boot (/proc/stat: all but idle and iowait)."""
+    ticks = list(map(int, open("/proc/stat").readline().split()[1:]))
+    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
+
+
+def own_seconds():
+    """CPU seconds this script and its finished children have used."""
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
 def main():
     here = os.path.dirname(os.path.abspath(__file__))
     ap = argparse.ArgumentParser()
@@ -137,6 +150,10 @@ def main():
     ap.add_argument("--plain", action="store_true", help="random chains only, without batch normalization")
     a = ap.parse_args()
     load_before = open("/proc/loadavg").read().split()[:3]
+    # The neighbours' CPU time over the sitting: the machine's busy time less this sitting's own
+    # (a load average counts waiting tasks, and on a VM whose other tenants share the cores it
+    # says little: this is what the sitting shared its cores with).
+    busy_before, own_before, began_at = busy_seconds(), own_seconds(), time.monotonic()
     rounds = []
     scratch = tempfile.mkdtemp()
     cifar = os.path.join(scratch, "synthetic.cifar")
@@ -203,6 +220,9 @@ def main():
     print(f"CPU: {cpu}, {a.threads} threads" + (f"; random networks, seed {a.seed}" if a.random else ""))
     load_after = open("/proc/loadavg").read().split()[:3]
     print(f"load average (1, 5, 15 min) before {' '.join(load_before)}, after {' '.join(load_after)}")
+    others = max(0.0, (busy_seconds() - busy_before) - (own_seconds() - own_before)) / (time.monotonic() - began_at)
+    print(f"other processes used {others:.2f} of the {os.cpu_count()} cores on average during the sitting "
+          f"(a quiet sitting: under 0.1)")
 
 if __name__ == "__main__":
     main()

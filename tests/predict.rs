@@ -2,6 +2,7 @@
 //! work the ledger counts.
 
 use flopnet::cost::Config;
+use flopnet::engine::conv::{ConvShape, Tiles};
 use flopnet::predict::{self, DepthwiseRates, Machine, Profile};
 use flopnet::spec::{Defaults, Kind, Loss, Optimizer, parse};
 use std::sync::{Mutex, OnceLock};
@@ -203,9 +204,12 @@ fn a_residual_join_costs_its_sum_and_the_gradient_it_accumulates() {
     let sum = &g.layers[6];
     let add = pass_at(p, n, |r| r.add);
     let copy = pass_at(p, n, |r| r.copy);
-    // Forward: the first input copied, the second added. Backward: δ handed to both (a copy
-    // each: the sum is the last reader of both, and backward runs in reverse).
-    assert!((sum.forward_seconds - n as f64 * (copy + add)).abs() <= 1e-9 * sum.forward_seconds);
+    // Forward: the first input copied and the second added in the graph path's one pass (its
+    // measured `sum`, not a copy and an add). Backward: δ handed to both (a copy each: the sum
+    // is the last reader of both, and backward runs in reverse).
+    let one_pass = pass_at(p, n, |r| r.sum);
+    assert!(one_pass > 0.0);
+    assert!((sum.forward_seconds - n as f64 * one_pass).abs() <= 1e-9 * sum.forward_seconds);
     assert!((sum.backward_seconds - 2.0 * n as f64 * copy).abs() <= 1e-9 * sum.backward_seconds);
     // The block's input (layer 2) gets its gradient from two readers: one more add.
     let extra = g.layers[1].backward_seconds - a.layers[1].backward_seconds;
@@ -397,6 +401,7 @@ fn a_convolution_is_priced_at_its_window_and_its_filters() {
         forward,
         weight_grad: 1.0,
         input_grad: 1.0,
+        ..Default::default()
     };
     p.conv_panel = vec![at(8, 10.0), at(32, 20.0)];
     let spec = parse("8x16x16-conv3x3x8p1:identity-conv3x3x16p1:identity-gap-10", Defaults::default()).unwrap();
@@ -408,8 +413,11 @@ fn a_convolution_is_priced_at_its_window_and_its_filters() {
 
 #[test]
 fn a_convolution_is_priced_at_the_planes_its_window_was_measured_at() {
-    // One window measured over 8×8 planes at 40 GFLOP/s and over 32×32 at 10 (at both filter
-    // counts): a 16×16 layer lies halfway in log plane, 20 GFLOP/s; beyond them, the nearest.
+    // One window measured over 8×8 and 16×16 planes at 40 and 20 GFLOP/s and over 32×32 at 10
+    // (at both filter counts): a 12×12 layer lies between 8×8 and 16×16, log-linear in the plane
+    // and the rate; beyond them, the nearest. A plane of whole 4 KiB pages (32×32, 64×64) is placed
+    // among those alone (10), and the others among theirs (a 28×28 one at 16×16's 20, not
+    // between 16×16 and 32×32).
     let mut p = profile().clone();
     let at = |filters, plane, forward| predict::ConvRates {
         window: 72,
@@ -418,8 +426,20 @@ fn a_convolution_is_priced_at_the_planes_its_window_was_measured_at() {
         forward,
         weight_grad: forward,
         input_grad: forward,
+        ..Default::default()
     };
-    p.conv_panel = vec![at(8, 64, 40.0), at(32, 64, 40.0), at(8, 1024, 10.0), at(32, 1024, 10.0)];
+    p.conv_panel = vec![
+        at(8, 64, 40.0),
+        at(32, 64, 40.0),
+        at(8, 256, 20.0),
+        at(32, 256, 20.0),
+        at(8, 1024, 10.0),
+        at(32, 1024, 10.0),
+    ];
+    // These references record no shape, so no pass is priced by the kernel the engine ran
+    // (which the measured strided references would otherwise answer for the 8×8 layer's panel
+    // forward): the family's rates, placed by plane.
+    p.conv_strided.clear();
     let rate = |side: usize| {
         let spec =
             parse(&format!("1x{side}x{side}-conv1x1x8:identity-conv3x3x16p1:identity-gap-10"), Defaults::default())
@@ -427,7 +447,8 @@ fn a_convolution_is_priced_at_the_planes_its_window_was_measured_at() {
         let t = predict::predict(&spec, &cfg(16), Machine::Measured(&p), 1);
         2.0 * (16 * side * side) as f64 * 72.0 * 16.0 / 1e9 / t.layers[1].forward_seconds
     };
-    for (side, want) in [(16, 20.0), (8, 40.0), (32, 10.0), (4, 40.0), (64, 10.0)] {
+    let between = 40.0 * 0.5f64.powf((144f64 / 64.0).ln() / 4f64.ln());
+    for (side, want) in [(16, 20.0), (8, 40.0), (32, 10.0), (4, 40.0), (64, 10.0), (28, 20.0), (12, between)] {
         let got = rate(side);
         assert!((got - want).abs() < 1e-9 * want, "{side}×{side}: {got} GFLOP/s, not {want}");
     }
@@ -456,4 +477,82 @@ fn evaluation_normalizes_in_one_pass_or_none_when_folded() {
         - train.layers[2].forward_seconds
         + at(|r| r.copy);
     assert!((unfolded - expected).abs() <= 1e-9 * unfolded, "{unfolded} vs {expected}");
+}
+
+/// A reference convolution of `c` channels of `side`×`side`, k×k kernels, `f` filters, stride
+/// `s`, that records its shape, with the given GFLOP/s of each pass.
+fn reference(c: usize, side: usize, k: usize, f: usize, s: usize, rates: [f64; 3]) -> predict::ConvRates {
+    let out = side.div_ceil(s);
+    predict::ConvRates {
+        window: c * k * k,
+        filters: f,
+        plane: out * out,
+        forward: rates[0],
+        weight_grad: rates[1],
+        input_grad: rates[2],
+        channels: c,
+        side,
+        kernel: k,
+        stride: s,
+    }
+}
+
+/// The kernels the engine runs for the passes of a k×k convolution of `f` filters over `c`
+/// channels of `side`×`side` (padded by k/2, stride 1).
+fn kernels_of(c: usize, side: usize, k: usize, f: usize) -> [&'static str; 3] {
+    let spec =
+        parse(&format!("{c}x{side}x{side}-conv{k}x{k}x{f}p{}:identity-gap-10", k / 2), Defaults::default()).unwrap();
+    let sh = ConvShape::of(&spec.layers[0]).unwrap();
+    Tiles::for_shape(&sh).passes(&sh)
+}
+
+#[test]
+fn a_convolution_pass_is_priced_from_the_references_that_ran_its_kernel() {
+    // 16 channels of 13×13 into 32 filters: the input gradient runs on dcol tiles (C < F);
+    // into 8, as the transposed convolution. Two references of that shape, one at each filter
+    // count, with input-gradient rates 100× apart: a layer takes the one that ran its kernel,
+    // not a fit through both (which the filter counts alone would give).
+    if kernels_of(16, 13, 3, 32)[2] == kernels_of(16, 13, 3, 8)[2] {
+        eprintln!("skipped: this CPU runs both input gradients on one kernel");
+        return;
+    }
+    let mut p = profile().clone();
+    p.conv_panel =
+        vec![reference(16, 13, 3, 8, 1, [50.0, 50.0, 1000.0]), reference(16, 13, 3, 32, 1, [50.0, 50.0, 10.0])];
+    p.conv_strided.clear();
+    // Behind a one-channel convolution (on the small kernels), so that no change of layout joins it.
+    let spec = parse("1x13x13-conv1x1x16:identity-conv3x3x32p1:identity-gap-10", Defaults::default()).unwrap();
+    let b = 16;
+    let t = predict::predict(&spec, &cfg(b), Machine::Measured(&p), 1);
+    let mut without = p.clone();
+    without.conv_panel[1].input_grad = 20.0;
+    let u = predict::predict(&spec, &cfg(b), Machine::Measured(&without), 1);
+    let gflop = 2.0 * (b * 13 * 13) as f64 * 144.0 * 32.0 / 1e9;
+    // The input gradient alone moves, by its products at 10 against 20 GFLOP/s.
+    let moved = t.layers[1].backward_seconds - u.layers[1].backward_seconds;
+    assert!((moved - (gflop / 10.0 - gflop / 20.0)).abs() <= 1e-6 * moved, "{moved} vs {}", gflop / 20.0);
+}
+
+#[test]
+fn a_transposed_input_gradient_is_priced_as_the_forward_it_runs() {
+    // 16 → 16 over 16×16 takes its input gradient as the transposed convolution: a forward of
+    // 16 filters over windows of 16·3·3 values. With one reference of that forward (40 GFLOP/s)
+    // whose own input gradient ran at 1,000, the layer's input gradient is priced at 40.
+    let [_, _, dx] = kernels_of(16, 16, 3, 16);
+    let Some(kernel) = dx.strip_prefix("transposed ") else {
+        eprintln!("skipped: this CPU does not run the input gradient as the transposed convolution");
+        return;
+    };
+    assert_eq!(kernels_of(16, 16, 3, 16)[0], kernel, "the reference's forward is that kernel");
+    let mut p = profile().clone();
+    p.conv_panel = vec![reference(16, 16, 3, 16, 1, [40.0, 50.0, 1000.0])];
+    p.conv_strided.clear();
+    let spec = parse("1x16x16-conv1x1x16:identity-conv3x3x16p1:identity-gap-10", Defaults::default()).unwrap();
+    let b = 16;
+    let t = predict::predict(&spec, &cfg(b), Machine::Measured(&p), 1);
+    let gflop = 2.0 * (b * 16 * 16) as f64 * 144.0 * 16.0 / 1e9;
+    // Backward: the weight gradient at 50 and the input gradient at 40 (identity: no derivative).
+    let want = gflop / 50.0 + gflop / 40.0;
+    let got = t.layers[1].backward_seconds;
+    assert!((got - want).abs() <= 1e-6 * want, "{got} vs {want}");
 }

@@ -596,6 +596,53 @@ impl Tiles {
         return false;
     }
 
+    /// The kernel each pass of this convolution (one group of it) runs with a dense δ —
+    /// forward, weight gradient, input gradient — by name, as [`conv_forward_with`] and
+    /// [`conv_backward_with`] choose: `depthwise`, `pointwise` (plain products on x), `shifted`
+    /// (shifted rows), `panel` (the panel product), `packed` (the packed weight gradient),
+    /// `tiled` (a kernel on im2col tiles), `packed dcol` / `dcol` (dcol tiles, on the packed
+    /// product or not, and col2im), and `transposed shifted` / `transposed panel` (the input
+    /// gradient as the transposed convolution, [`ConvShape::transposed`], on that forward).
+    /// For the time model, which prices each pass from reference convolutions that ran the
+    /// same kernel.
+    pub fn passes(&self, sh: &ConvShape) -> [&'static str; 3] {
+        if sh.depthwise() {
+            return ["depthwise"; 3];
+        }
+        if self.pointwise(sh) {
+            return ["pointwise"; 3];
+        }
+        #[cfg(target_arch = "x86_64")]
+        let (shifted, panel, panel_dw) = (self.takes_shifted_forward(sh), self.panel_forward(sh), self.panel_dw(sh));
+        #[cfg(not(target_arch = "x86_64"))]
+        let (shifted, panel, panel_dw) = (false, false, false);
+        let forward = if shifted {
+            "shifted"
+        } else if panel {
+            "panel"
+        } else {
+            "tiled"
+        };
+        let weight_grad = if self.takes_shifted_dw(sh) {
+            "shifted"
+        } else if panel_dw {
+            "panel"
+        } else if self.packed_dw() {
+            "packed"
+        } else {
+            "tiled"
+        };
+        let input_grad = match (self.transposed_dx(sh), sh.transposed()) {
+            #[cfg(target_arch = "x86_64")]
+            (true, Some(t)) if self.takes_shifted_forward(&t) => "transposed shifted",
+            #[cfg(target_arch = "x86_64")]
+            (true, Some(_)) => "transposed panel",
+            _ if self.packed() => "packed dcol",
+            _ => "dcol",
+        };
+        [forward, weight_grad, input_grad]
+    }
+
     /// Scratch values shared by the tasks, ahead of their slots: the panel product's padded
     /// input and packed weights; for the transposed input gradient, the flipped weights and
     /// the same for the transposed convolution.

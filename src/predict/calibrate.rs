@@ -18,25 +18,8 @@ use std::time::Instant;
 /// machine's own speed (with the median of five, a reference convolution's rate moved by 2×
 /// between two calibrations at a load average of 5 on 2 cores).
 fn time(min_s: f64, runs: usize, mut f: impl FnMut()) -> f64 {
-    f();
-    let t = Instant::now();
-    let mut reps = 1usize;
-    f();
-    while t.elapsed().as_secs_f64() < min_s / 2.0 {
-        f();
-        reps += 1;
-    }
-    let per_run = reps.max(1);
-    let v: Vec<f64> = (0..runs)
-        .map(|_| {
-            let t = Instant::now();
-            for _ in 0..per_run {
-                f();
-            }
-            t.elapsed().as_secs_f64() / per_run as f64
-        })
-        .collect();
-    v.into_iter().fold(f64::INFINITY, f64::min)
+    // One set: each call finds what the call before it left in cache.
+    time_cold(min_s, runs, 1, |_| f())
 }
 
 /// The grid: batch-like m, and inner/outer sizes for k and n.
@@ -243,14 +226,27 @@ struct RefConv {
     scratch: Vec<f32>,
 }
 
+/// The geometry of a reference convolution: `c` channels of `side`×`side`, `f` k×k kernels
+/// padded by k/2 at stride `s` (None for a shape that is not one).
+pub(super) fn reference_shape(
+    c: usize,
+    side: usize,
+    k: usize,
+    f: usize,
+    s: usize,
+) -> Option<crate::engine::conv::ConvShape> {
+    use crate::spec::{Conv, Kind, Layer, Padding, Shape};
+    let cv = Conv::plain(k, k, f, s, Padding::Fixed(k / 2));
+    let layer = Layer::after(Shape::new(c, side, side), Kind::Conv2d(cv), 0, Activation::Relu).ok()?;
+    crate::engine::conv::ConvShape::of(&layer)
+}
+
 impl RefConv {
     fn new((c, side, k, f): (usize, usize, usize, usize), s: usize, batch: usize, team: &Team) -> Result<RefConv> {
-        use crate::engine::conv::{ConvShape, Tiles};
-        use crate::spec::{Conv, Kind, Layer, Padding, Shape};
-        let cv = Conv::plain(k, k, f, s, Padding::Fixed(k / 2));
-        let layer = Layer::after(Shape::new(c, side, side), Kind::Conv2d(cv), 0, Activation::Relu)
-            .map_err(crate::Error::Usage)?;
-        let Some(sh) = ConvShape::of(&layer) else { unreachable!("a convolution layer") };
+        use crate::engine::conv::Tiles;
+        let sh = reference_shape(c, side, k, f, s).ok_or_else(|| {
+            crate::Error::Usage(format!("no reference convolution {c}x{side}x{side}, {k}x{k}x{f}, stride {s}"))
+        })?;
         Ok(RefConv {
             sh,
             n: batch * sh.oh * sh.ow,
@@ -280,7 +276,7 @@ fn conv_rates(
     let (mut z, mut dw, mut db, mut dx) =
         (vec![0.0f32; f * n], vec![0.0f32; w.len()], vec![0.0f32; f], vec![0.0f32; x.len()]);
     // Few shapes, so each is timed longer than a grid point: the model leans on them alone.
-    let (min_s, runs) = (3.0 * min_s, 5);
+    let (min_s, runs) = (3.0 * min_s, 4);
     let fwd = time(min_s, runs, || conv_forward(&sh, batch, Activation::Relu, &x, &w, &b, &mut scratch, &mut z, team));
     let dwt =
         time(min_s, runs, || conv_backward(&sh, batch, &x, &w, &delta, &mut dw, &mut db, &mut scratch, None, team));
@@ -295,6 +291,10 @@ fn conv_rates(
         forward: flop / fwd,
         weight_grad: flop / dwt,
         input_grad: flop / (both - dwt).max(flop / ceiling),
+        channels: shape.0,
+        side: shape.1,
+        kernel: shape.2,
+        stride: s,
     })
 }
 
@@ -369,59 +369,153 @@ fn regroup_rates((c, chunk): (usize, usize), batch: usize, min_s: f64) -> Regrou
     RegroupRates { chunk, to_rows: rows / n as f64, to_channels: channels / n as f64 }
 }
 
+/// The last-level cache's size in bytes, as Linux reports it (32 MiB if it does not).
+fn last_level_cache() -> usize {
+    let read = |i: usize| std::fs::read_to_string(format!("/sys/devices/system/cpu/cpu0/cache/index{i}/size")).ok();
+    let bytes = |t: String| {
+        let t = t.trim();
+        let (num, unit) = t.split_at(t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len()));
+        let scale = match unit {
+            "K" => 1 << 10,
+            "M" => 1 << 20,
+            "G" => 1 << 30,
+            _ => 1,
+        };
+        num.parse::<usize>().ok().map(|n| n * scale)
+    };
+    (0..8).filter_map(read).filter_map(bytes).max().unwrap_or(32 << 20)
+}
+
+/// Seconds of one call of `f(i)` on data out of cache: `f` works on set `i` of `sets` sets of
+/// arrays that together outgrow the last-level cache several times, and is called on each set
+/// in turn, so that every call finds its set as the calls on the others left it — evicted, as
+/// a training step finds a layer's values, written or read a layer or more before. The fastest
+/// of `runs` runs of whole turns lasting at least `min_s`, per call.
+fn time_cold(min_s: f64, runs: usize, sets: usize, mut f: impl FnMut(usize)) -> f64 {
+    let mut turn = || (0..sets).for_each(&mut f);
+    turn();
+    let t = Instant::now();
+    let mut turns = 1usize;
+    turn();
+    while t.elapsed().as_secs_f64() < min_s / 2.0 {
+        turn();
+        turns += 1;
+    }
+    (0..runs)
+        .map(|_| {
+            let t = Instant::now();
+            for _ in 0..turns {
+                turn();
+            }
+            t.elapsed().as_secs_f64() / (turns * sets) as f64
+        })
+        .fold(f64::INFINITY, f64::min)
+}
+
 /// The graph path's work of [`PassRates`] over 64 channels of `values`/64 each, through the
 /// engine's own functions where it has them (batch normalization, activations, global
-/// pooling) and as the graph path writes its sums and copies (one thread, in place).
+/// pooling) and as the graph path writes its sums and copies (one thread, in place). Each is
+/// timed cache-cold ([`time_cold`], since profile format 14): in training these passes find
+/// their operands out of cache — batch normalization's backward reads x and its output from
+/// the forward, long evicted — and timed hot, on arrays the previous call left in cache, they
+/// ran 1.25× (forward) and 1.4–1.8× (backward) faster than in a network (one thread, `python3
+/// bench/predict_layers.py --random 12 --seed 1 --threads 1`; cold against hot per value,
+/// `norm::train_forward` and `norm::backward` over 16 channels of 16K values: 0.42 against 0.30
+/// ns and 0.63 against 0.33).
 fn pass_rates(values: usize, team: &Team, min_s: f64) -> PassRates {
     use crate::engine::{activation, gap, norm};
     let c = 64;
     let n = values / c;
-    let x: Vec<f32> = (0..c * n).map(|i| (i % 29) as f32 / 29.0 - 0.5).collect();
-    let mut d: Vec<f32> = (0..c * n).map(|i| (i % 31) as f32 / 31.0 - 0.5).collect();
-    let mut y = vec![0.0f32; c * n];
+    struct Set {
+        x: Vec<f32>,
+        d: Vec<f32>,
+        y: Vec<f32>,
+    }
+    // Three arrays a set; together at least four times the last-level cache.
+    let sets = (4 * last_level_cache()).div_ceil(3 * 4 * c * n).max(2);
+    let mut all: Vec<Set> = (0..sets)
+        .map(|_| Set {
+            x: (0..c * n).map(|i| (i % 29) as f32 / 29.0 - 0.5).collect(),
+            d: (0..c * n).map(|i| (i % 31) as f32 / 31.0 - 0.5).collect(),
+            y: vec![0.0f32; c * n],
+        })
+        .collect();
     let (gamma, beta) = (vec![1.0f32; c], vec![0.0f32; c]);
     let (mut running, mut saved) = (vec![0.0f32; 2 * c], vec![0.0f32; 2 * c]);
     let (mut dg, mut db) = (vec![0.0f32; c], vec![0.0f32; c]);
     let (min_s, runs) = (2.0 * min_s, 3);
     let per = |s: f64| s / (c * n) as f64;
-    let norm_forward = time(min_s, runs, || {
+    let norm_forward = time_cold(min_s, runs, sets, |i| {
+        let Set { x, y, .. } = &mut all[i];
         let nm = norm::Norm { gamma: &gamma, beta: &beta, running: &mut running, saved: &mut saved };
-        norm::train_forward(nm, Activation::Identity, n, &x, &mut y, team, None);
+        norm::train_forward(nm, Activation::Identity, n, x, y, team, None);
     });
-    let norm_backward = time(min_s, runs, || {
-        norm::backward(
-            &gamma,
-            &saved,
-            n,
-            &x,
-            (Activation::Identity, &x),
-            &mut d,
-            &mut dg,
-            &mut db,
-            Some(&mut y),
-            team,
-            None,
-        )
+    let norm_backward = time_cold(min_s, runs, sets, |i| {
+        let Set { x, d, y } = &mut all[i];
+        norm::backward(&gamma, &saved, n, x, (Activation::Identity, x), d, &mut dg, &mut db, Some(y), team, None)
     });
-    let norm_grads = time(min_s, runs, || {
-        norm::backward(&gamma, &saved, n, &x, (Activation::Identity, &x), &mut d, &mut dg, &mut db, None, team, None)
+    let norm_grads = time_cold(min_s, runs, sets, |i| {
+        let Set { x, d, .. } = &mut all[i];
+        norm::backward(&gamma, &saved, n, x, (Activation::Identity, x), d, &mut dg, &mut db, None, team, None)
     });
-    let norm_infer =
-        time(min_s, runs, || norm::infer(&gamma, &beta, &running, Activation::Identity, n, &x, &mut y, team));
-    let relu_forward = time(min_s, runs, || {
-        y.copy_from_slice(&x);
-        activation::forward(Activation::Relu, &mut y, n);
-    }) - time(min_s, runs, || y.copy_from_slice(&x));
-    let relu_backward = time(min_s, runs, || activation::backward(Activation::Relu, &x, &mut y, n));
-    let add = time(min_s, runs, || y.iter_mut().zip(&d).for_each(|(o, &v)| *o += v));
-    let copy = time(min_s, runs, || y.copy_from_slice(&x));
+    let norm_infer = time_cold(min_s, runs, sets, |i| {
+        let Set { x, y, .. } = &mut all[i];
+        norm::infer(&gamma, &beta, &running, Activation::Identity, n, x, y, team)
+    });
+    let relu_forward = time_cold(min_s, runs, sets, |i| {
+        let Set { x, y, .. } = &mut all[i];
+        y.copy_from_slice(x);
+        activation::forward(Activation::Relu, y, n);
+    }) - time_cold(min_s, runs, sets, |i| {
+        let Set { x, y, .. } = &mut all[i];
+        y.copy_from_slice(x)
+    });
+    let relu_backward = time_cold(min_s, runs, sets, |i| {
+        let Set { x, y, .. } = &mut all[i];
+        activation::backward(Activation::Relu, x, y, n)
+    });
+    // The sums and copies the graph path runs across the team (`graph::elementwise`: runs of
+    // 16K values, contiguous shares of them per task): a gradient added or handed on, and a
+    // sum node's forward — its first input copied, the second added, relu applied, a run at a
+    // time while the run is in cache.
+    let len = c * n;
+    let runs_of = |f: &(dyn Fn(std::ops::Range<usize>) + Sync)| {
+        const RUN: usize = 1 << 14;
+        crate::engine::conv::split_items(len.div_ceil(RUN), len, team, &|rs| f(rs.start * RUN..(rs.end * RUN).min(len)))
+    };
+    let add = time_cold(min_s, runs, sets, |i| {
+        let Set { d, y, .. } = &mut all[i];
+        let out = crate::engine::team::Parts::of(y);
+        // SAFETY: split_items hands each range to one task.
+        runs_of(&|r| kernels::axpy(1.0, &d[r.clone()], unsafe { out.part(r.start, r.len()) }));
+    });
+    let copy = time_cold(min_s, runs, sets, |i| {
+        let Set { x, y, .. } = &mut all[i];
+        let out = crate::engine::team::Parts::of(y);
+        // SAFETY: as above.
+        runs_of(&|r| unsafe { out.part(r.start, r.len()) }.copy_from_slice(&x[r]));
+    });
+    let sum = time_cold(min_s, runs, sets, |i| {
+        let Set { x, d, y } = &mut all[i];
+        let out = crate::engine::team::Parts::of(y);
+        runs_of(&|r| {
+            // SAFETY: as above.
+            let o = unsafe { out.part(r.start, r.len()) };
+            o.copy_from_slice(&x[r.clone()]);
+            kernels::axpy(1.0, &d[r], o);
+            activation::forward(Activation::Relu, o, n);
+        });
+    });
     // Planes of 8×8: the last stage of a CIFAR ResNet.
     let (p, planes) = (64, c * n / 64);
     let mut means = vec![0.0f32; planes];
-    let mean_forward = time(min_s, runs, || gap::global_forward(c, planes / c, p, &x, &mut means));
-    let mean_backward = time(min_s, runs, || gap::global_backward(c, planes / c, p, &d[..planes], &mut y, team));
-    let wide = time(min_s, runs, || gap::global_forward(c, planes / c / 16, 16 * p, &x, &mut means));
-    std::hint::black_box((&y, &means, &dg, &db));
+    let mean_forward = time_cold(min_s, runs, sets, |i| gap::global_forward(c, planes / c, p, &all[i].x, &mut means));
+    let mean_backward = time_cold(min_s, runs, sets, |i| {
+        let Set { d, y, .. } = &mut all[i];
+        gap::global_backward(c, planes / c, p, &d[..planes], y, team)
+    });
+    let wide = time_cold(min_s, runs, sets, |i| gap::global_forward(c, planes / c / 16, 16 * p, &all[i].x, &mut means));
+    std::hint::black_box((&all[0].y, &means, &dg, &db));
     PassRates {
         values: c * n,
         norm_forward: per(norm_forward),
@@ -432,6 +526,7 @@ fn pass_rates(values: usize, team: &Team, min_s: f64) -> PassRates {
         relu_backward: per(relu_backward),
         add: per(add),
         copy: per(copy),
+        sum: per(sum),
         mean_forward: per(mean_forward),
         mean_backward: per(mean_backward),
         mean_forward_wide: per(wide),
@@ -514,7 +609,7 @@ fn depthwise_rates(
 }
 
 /// Measures everything the time model needs (calibrate prints how long it took: profile format
-/// 12 took 18.7–20.8 s on a 2-core machine shared at a load average of 5–8, with 13.5–15.4 s of CPU
+/// 14 took 17.6 s on the quiet 2-core machine; format 12 took 18.7–20.8 s on a 2-core machine shared at a load average of 5–8, with 13.5–15.4 s of CPU
 /// time, and 7.1 s with `quick`; format 11 took 24–28 s at a load average of 11–14).
 pub fn calibrate(threads: usize, quick: bool) -> Result<Profile> {
     simd::flush_denormals();
@@ -558,9 +653,18 @@ pub fn calibrate(threads: usize, quick: bool) -> Result<Profile> {
     // than at 16×16 (`bench/predict_layers.py`, 8 channels at batch 64: its arrays outgrow L2).
     // 16x32x32: ResNet-20's first stage, where the engine takes its shifted-rows kernels
     // (at 13×13 it does not: rows narrower than 16), so the 144-value window has two planes.
+    // 8x32x32 with 5×5 kernels (since profile format 14): the input gradient of few channels
+    // runs on dcol tiles and col2im at any filter count (`conv::Tiles::passes`), a cost per
+    // window value that a 16-channel reference, whose input gradient at 8 filters is the
+    // transposed convolution instead, does not show (8→8 5×5 at 32×32 took 2.8× its
+    // backward as placed from 3×3 and 16-channel references, one thread); over 28×28 too, as
+    // planes of whole 4 KiB pages run slower (`model::whole_pages`: priced from 32×32 alone,
+    // 8-channel 5×5 networks over 28×28 ran 34–46% under their prediction).
     let conv_panel = [
         pair((8, 16, 3, 32), 1, 16)?,
         pair((8, 32, 3, 32), 1, 16)?,
+        pair((8, 28, 5, 32), 1, 16)?,
+        pair((8, 32, 5, 32), 1, 16)?,
         pair((16, 13, 3, 32), 1, 16)?,
         pair((16, 32, 3, 32), 1, 16)?,
         pair((32, 14, 5, 64), 1, 8)?,

@@ -121,6 +121,18 @@ fn rate_at(same_window: &[ConvRates], f: usize, pass: fn(&ConvRates) -> f64) -> 
     2.0 * f as f64 / (alpha + beta * f as f64).max(1e-9)
 }
 
+/// Whether a plane of `values` f32 values fills whole 4 KiB pages (32×32 and its multiples).
+/// Such planes put a channel's values and the next channel's at the same place in the cache's
+/// sets, and the engine's dcol and col2im passes slow down on them: the 8-channel 3×3
+/// backward took 3.2–3.5× as long per position over 32×32 planes as over 16×16 (batch 64), and
+/// over 28×28 planes ran at 16×16's rate, 2.7× under the prediction placed between the two by
+/// plane size (conv3x3x8p1b0 over 8x28x28 at batch 64, one thread: 1.56 ms measured, 4.28
+/// predicted; `flopnet bench 1x28x28-conv5x5x8p2b0-bn:relu-conv5x5x8p2b0-bn:relu-conv3x3x8p1b0-bn:relu-maxpool2-10
+/// --batch 64 --threads 1`). So a plane is placed among the reference planes of its own kind.
+fn whole_pages(values: usize) -> bool {
+    values > 0 && values.is_multiple_of(1024)
+}
+
 /// The convolution rates at window size `k`, `f` filters and `plane` output positions per
 /// example: at each reference window and plane as [`rate_at`] places them, then, where a window
 /// was measured at several planes, log-linear in the plane between the pair around `plane` (the
@@ -140,6 +152,11 @@ fn conv_rates(refs: &[ConvRates], k: usize, f: usize, plane: usize) -> ConvRates
             let mut planes: Vec<usize> = refs.iter().filter(|r| r.window == w).map(|r| r.plane).collect();
             planes.sort_unstable();
             planes.dedup();
+            // Planes of whole 4 KiB pages (32×32 values and their multiples) alias in the cache:
+            // placed among their own kind where the window was measured at one.
+            if planes.iter().any(|&pl| whole_pages(pl) == whole_pages(plane)) {
+                planes.retain(|&pl| whole_pages(pl) == whole_pages(plane));
+            }
             let by_plane: Vec<ConvRates> = planes
                 .iter()
                 .map(|&pl| {
@@ -153,19 +170,76 @@ fn conv_rates(refs: &[ConvRates], k: usize, f: usize, plane: usize) -> ConvRates
                         forward: rate_at(&same, f, |r| r.forward),
                         weight_grad: rate_at(&same, f, |r| r.weight_grad),
                         input_grad: rate_at(&same, f, |r| r.input_grad),
+                        ..ConvRates::default()
                     }
                 })
                 .collect();
             let (a, b, t) = bracket_window(&by_plane, |r| r.plane, plane)?;
             let (forward, weight_grad, input_grad) = mix_rates(&a, &b, t);
-            Some(ConvRates { window: w, filters: f, plane, forward, weight_grad, input_grad })
+            Some(ConvRates { window: w, filters: f, plane, forward, weight_grad, input_grad, ..ConvRates::default() })
         })
         .collect();
     let Some((a, b, t)) = bracket_window(&at_f, |r| r.window, k) else {
-        return ConvRates { window: k, filters: f, plane, forward: 1.0, weight_grad: 1.0, input_grad: 1.0 };
+        return ConvRates {
+            window: k,
+            filters: f,
+            plane,
+            forward: 1.0,
+            weight_grad: 1.0,
+            input_grad: 1.0,
+            ..ConvRates::default()
+        };
     };
     let (forward, weight_grad, input_grad) = mix_rates(&a, &b, t);
-    ConvRates { window: k, filters: f, plane, forward, weight_grad, input_grad }
+    ConvRates { window: k, filters: f, plane, forward, weight_grad, input_grad, ..ConvRates::default() }
+}
+
+/// Which kernel the engine runs for each pass of a reference convolution (`conv::Tiles::passes`,
+/// asked of the engine, not restated); None for one that does not record its shape.
+fn reference_passes(r: &ConvRates) -> Option<[&'static str; 3]> {
+    if r.channels == 0 {
+        return None;
+    }
+    let sh = super::calibrate::reference_shape(r.channels, r.side, r.kernel, r.filters, r.stride)?;
+    Some(crate::engine::conv::Tiles::for_shape(&sh).passes(&sh))
+}
+
+/// A convolution's rates, each pass from the references whose same pass ran the same kernel
+/// (`passes`, the layer's; [`reference_passes`] gives the references'), placed by
+/// [`conv_rates`] at the layer's window, filters and output plane (`at`). An input gradient
+/// that runs as the transposed convolution (`transposed shifted`, `transposed panel`) is that
+/// kernel's forward over the transposed shape — F·kh·kw window values, C filters, the input's
+/// plane (`input`: C, H·W and kh·kw) — and priced at the forward rates of the references that
+/// ran it. A pass no reference ran takes the rates of the layer's `family` instead.
+fn kernel_rates(
+    p: &Profile,
+    family: &[ConvRates],
+    passes: [&str; 3],
+    (k, f, plane): (usize, usize, usize),
+    (c, in_plane, window): (usize, usize, usize),
+) -> ConvRates {
+    let all = [&p.conv_panel, &p.conv_small, &p.conv_strided, &p.conv_pointwise];
+    let ran = |pass: usize, name: &str| -> Vec<ConvRates> {
+        all.iter()
+            .flat_map(|refs| refs.iter())
+            .filter(|r| reference_passes(r).is_some_and(|ks| ks[pass] == name))
+            .copied()
+            .collect()
+    };
+    let fallback = conv_rates(family, k, f, plane);
+    let placed = |refs: Vec<ConvRates>, at: (usize, usize, usize), rate: fn(&ConvRates) -> f64, or: f64| {
+        if refs.is_empty() { or } else { rate(&conv_rates(&refs, at.0, at.1, at.2)) }
+    };
+    let input_grad = match passes[2].strip_prefix("transposed ") {
+        Some(kernel) => placed(ran(0, kernel), (f * window, c, in_plane), |r| r.forward, fallback.input_grad),
+        None => placed(ran(2, passes[2]), (k, f, plane), |r| r.input_grad, fallback.input_grad),
+    };
+    ConvRates {
+        forward: placed(ran(0, passes[0]), (k, f, plane), |r| r.forward, fallback.forward),
+        weight_grad: placed(ran(1, passes[1]), (k, f, plane), |r| r.weight_grad, fallback.weight_grad),
+        input_grad,
+        ..fallback
+    }
 }
 
 /// The depthwise rates at window size `k` (kh·kw), stride `stride` and input planes of `plane`
@@ -216,6 +290,7 @@ enum PassKind {
     ReluBackward,
     Add,
     Copy,
+    Sum,
     MeanForward,
     MeanBackward,
 }
@@ -231,6 +306,7 @@ impl PassKind {
             PassKind::ReluBackward => r.relu_backward,
             PassKind::Add => r.add,
             PassKind::Copy => r.copy,
+            PassKind::Sum => r.sum,
             PassKind::MeanForward => r.mean_forward,
             PassKind::MeanBackward => r.mean_backward,
         }
@@ -246,7 +322,7 @@ impl PassKind {
             PassKind::NormGrads => (12.0, 5.0),
             PassKind::ReluForward | PassKind::Copy => (8.0, 0.0),
             PassKind::NormInfer => (8.0, 2.0),
-            PassKind::ReluBackward | PassKind::Add => (12.0, 1.0),
+            PassKind::ReluBackward | PassKind::Add | PassKind::Sum => (12.0, 1.0),
             PassKind::MeanForward => (4.0, 1.0),
             PassKind::MeanBackward => (4.0, 0.0),
         }
@@ -477,7 +553,7 @@ impl Model<'_> {
                 let input_grad = if first { 0.0 } else { taps * r.input_grad };
                 return (taps * r.forward + act, delta + taps * r.weight_grad + input_grad);
             }
-            let refs = if pointwise {
+            let family = if pointwise {
                 // A 1×1 convolution over many channels runs as plain products on x, the input
                 // its own im2col matrix (`Tiles::pointwise`): w · x, δ · xᵀ and wᵀ · δ, at the
                 // rates calibrate measured through the engine's convolution at such shapes.
@@ -490,7 +566,11 @@ impl Model<'_> {
                 &p.conv_strided
             };
             // Per group: F/g filters over C/g channels.
-            let r = conv_rates(refs, k, f / c.groups.max(1), l.output.h * l.output.w);
+            let (fg, plane) = (f / c.groups.max(1), l.output.h * l.output.w);
+            let r = match tiles {
+                Some((g, t)) => kernel_rates(p, family, t.passes(&g), (k, fg, plane), (g.c, g.h * g.w, window)),
+                None => conv_rates(family, k, fg, plane),
+            };
             let gflop = 2.0 * rows as f64 * k as f64 * f as f64 / 1e9;
             let forward = gflop / r.forward.max(1e-3) + act;
             let rho = expected_density(l, next);
@@ -578,13 +658,17 @@ impl Model<'_> {
         handed.iter().map(|&n| self.pass(PassKind::Copy, b.saturating_mul(n))).sum()
     }
 
-    /// An elementwise sum of `inputs` inputs: the first copied, each further one added in
-    /// place; backward δ is handed on ([`Model::hand_on`]).
+    /// An elementwise sum of `inputs` inputs: the first copied and the second added in one
+    /// pass with a relu-like activation (the graph path's, run by run while each run is in
+    /// cache: calibrate's `sum`), each further input added; other activations a pass of their
+    /// own. Backward δ is handed on ([`Model::hand_on`]).
     fn add(&self, l: &Layer, b: usize, inputs: usize, handed: &[usize]) -> (f64, f64) {
         let n = b.saturating_mul(l.outputs);
-        let forward = self.pass(PassKind::Copy, n)
-            + inputs.saturating_sub(1) as f64 * self.pass(PassKind::Add, n)
-            + self.own_activation(l.activation, n, false);
+        let fused =
+            matches!(l.activation, Activation::Identity | Activation::Relu | Activation::Relu6 | Activation::LeakyRelu);
+        let forward = self.pass(PassKind::Sum, n)
+            + inputs.saturating_sub(2) as f64 * self.pass(PassKind::Add, n)
+            + if fused { 0.0 } else { self.own_activation(l.activation, n, false) };
         let backward = self.own_activation(l.activation, n, true) + self.hand_on(b, handed);
         (forward, backward)
     }

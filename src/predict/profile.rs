@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
 /// Bumped whenever the fields or what they mean change; an older file is rebuilt, not trusted.
-pub const VERSION: u32 = 13;
+pub const VERSION: u32 = 14;
 
 /// Matrix-product throughput at one shape: C[m×n] = A[m×k]·B[k×n].
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -26,7 +26,7 @@ pub struct StreamPoint {
 /// The engine's convolution throughput at one reference shape of `window` = C·kh·kw values,
 /// GFLOP/s of each product (2 · B·H'·W' · C·kh·kw · F): the forward, the weight gradient (with
 /// the bias gradient) and the input gradient.
-#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct ConvRates {
     pub window: usize,
     pub filters: usize,
@@ -37,6 +37,18 @@ pub struct ConvRates {
     pub forward: f64,
     pub weight_grad: f64,
     pub input_grad: f64,
+    /// The reference's input channels, side (its planes are square), kernel (k×k, padded by
+    /// k/2) and stride (profile format 14; 0 where not recorded): the model asks the engine
+    /// which kernel each pass of it ran (`conv::Tiles::passes`) and prices a layer's pass from
+    /// the references that ran the same one.
+    #[serde(default)]
+    pub channels: usize,
+    #[serde(default)]
+    pub side: usize,
+    #[serde(default)]
+    pub kernel: usize,
+    #[serde(default)]
+    pub stride: usize,
 }
 
 /// The engine's sparse backward (`engine::sparse`) at one reference shape of `window` values:
@@ -73,8 +85,9 @@ pub struct RegroupRates {
 /// batch normalization in training (`engine::norm`: forward, backward with and without the
 /// input gradient) and at evaluation (one pass with the running statistics); relu applied in place and its derivative applied to a gradient in place
 /// (the separate activation passes of batch-norm, sum and pooling nodes); `add` (y += x: a
-/// sum's further input, a gradient added over fan-out) and `copy` (a sum's first input, concat,
-/// a gradient handed on), on one thread as the graph path runs them; global average pooling
+/// sum's further input, a gradient added over fan-out) and `copy` (concat, a gradient handed
+/// on), split across the team as the graph path runs them (format 13 timed them on one
+/// thread); `sum`, a sum node's forward in one pass; global average pooling
 /// over planes of 8×8 (`engine::gap`), per input value, forward and backward, and forward over
 /// planes of 32×32.
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq)]
@@ -88,6 +101,10 @@ pub struct PassRates {
     pub relu_backward: f64,
     pub add: f64,
     pub copy: f64,
+    /// A sum node's forward (profile format 14): the first input copied, the second added and
+    /// relu applied, run by run across the team, as the graph path's one pass does it.
+    #[serde(default)]
+    pub sum: f64,
     pub mean_forward: f64,
     pub mean_backward: f64,
     /// Global average pooling's forward over planes of 32×32 (one sum after another on one
@@ -133,8 +150,9 @@ pub struct Profile {
     pub activation_backward: Vec<(String, f64)>,
     /// Fixed seconds per training step (a 1-1 network's step).
     pub step_overhead: f64,
-    /// Convolutions: stride-1 layers over many window values (the engine's panel product;
-    /// 8x16x16, 8x32x32 and 16x13x13 with 3×3 kernels, 32x14x14 with 5×5), and over few
+    /// Convolutions: stride-1 layers over many window values (the engine's panel product or
+    /// shifted rows; 8x16x16, 8x32x32, 16x13x13 and 16x32x32 with 3×3 kernels, 8x28x28 and
+    /// 8x32x32 (format 14) and 32x14x14 with 5×5), and over few
     /// (1x28x28 with 3×3 and 5×5, 32x28x28 with 1×1),
     /// each list by window size and, at each window, two filter counts (a quarter of the
     /// other, so the time of forming windows and of the products can be told apart).
