@@ -89,8 +89,20 @@ fn main() {
         let (fm, fb) =
             time(|| conv::conv_forward(&sh, batch, Activation::Identity, &x, &wt, &[], &mut scratch, &mut z, &team));
         let d: Vec<f32> = z.iter().map(|v| v * 1e-3).collect();
-        let (bm, bb) =
-            time(|| conv::conv_backward(&sh, batch, &x, &wt, &d, &mut dw, &mut [], &mut scratch, Some(&mut dx), &team));
+        let (bm, bb) = time(|| {
+            conv::conv_backward(
+                &sh,
+                batch,
+                &x,
+                &wt,
+                &d,
+                &mut dw,
+                &mut [],
+                &mut scratch,
+                conv::Dx::Write(&mut dx),
+                &team,
+            )
+        });
         let gb = |values: usize, s: f64| 4.0 * values as f64 / s / 1e9;
         let (fwd_bytes, bwd_bytes) = (x.len() + wt.len() + z.len(), 2 * x.len() + 2 * wt.len() + d.len());
         println!(

@@ -235,7 +235,7 @@ fn main() {
                             &mut dw,
                             &mut db,
                             &mut scratch,
-                            None,
+                            conv::Dx::Skip,
                             &team,
                         )
                     });
@@ -250,7 +250,7 @@ fn main() {
                             &mut dw,
                             &mut db,
                             &mut scratch,
-                            Some(&mut dx),
+                            conv::Dx::Write(&mut dx),
                             &team,
                         )
                     });
@@ -279,11 +279,11 @@ fn main() {
             for sparse in [false, true] {
                 let tiles = Tiles { sparse, ..Tiles::for_shape(&sh) };
                 let mut scratch = vec![0.0f32; tiles.total(&sh, batch, threads)];
-                let mut backward = |dx: Option<&mut [f32]>| {
+                let mut backward = |dx: conv::Dx| {
                     conv::conv_backward_with(tiles, &sh, batch, &x, &w, &d, &mut dw, &mut db, &mut scratch, dx, &team)
                 };
-                let t_bw = time(|| backward(None));
-                let t_bwd = time(|| backward(Some(&mut dx)));
+                let t_bw = time(|| backward(conv::Dx::Skip));
+                let t_bwd = time(|| backward(conv::Dx::Write(&mut dx)));
                 let what = if sparse { "sparse" } else { "dense" };
                 row += &format!("  {what} dW+db {:.2} ms, dX {:.2} ms;", t_bw * 1e3, (t_bwd - t_bw) * 1e3);
             }

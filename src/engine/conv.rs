@@ -586,7 +586,7 @@ impl Tiles {
     }
 
     /// Whether the backward pass can add its input gradient to what dx holds
-    /// ([`conv_backward_adding`]): where it runs the transposed convolution over shifted rows
+    /// ([`Dx::Add`]): where it runs the transposed convolution over shifted rows
     /// from one padded δ ([`Tiles::shares_delta`]), whose stores add. (Adding, it does not take
     /// the sparse path, which writes dx.)
     pub fn adds_dx(&self, sh: &ConvShape) -> bool {
@@ -946,8 +946,25 @@ fn packed_dw(
     });
 }
 
+/// Where a convolution's backward pass puts the input gradient [C][B][H][W].
+pub enum Dx<'a> {
+    /// Nowhere: the layer reads the data, whose gradient nobody wants.
+    Skip,
+    /// dx = the gradient.
+    Write(&'a mut [f32]),
+    /// dx += the gradient (a layer read by several others sums their gradients: this saves the
+    /// sum its own pass), where the engine's path can add ([`Tiles::adds_dx`]).
+    Add(&'a mut [f32]),
+}
+
+impl<'a> From<Option<&'a mut [f32]>> for Dx<'a> {
+    fn from(dx: Option<&'a mut [f32]>) -> Dx<'a> {
+        dx.map_or(Dx::Skip, Dx::Write)
+    }
+}
+
 /// Backward, given delta = dL/dz [F][B·H'·W'] (the activation's derivative already applied):
-/// fills dw [F][CKK] and db [F] and, when `dx` is given, the input gradient [C][B][H][W].
+/// fills dw [F][CKK] and db [F] and the input gradient as `dx` says.
 ///
 /// dW sums over every example: tasks split its columns (rows of im2col), each rebuilding its
 /// rows of the im2col matrix a tile at a time and adding the tile's product, tiles in example
@@ -962,31 +979,10 @@ pub fn conv_backward(
     dw: &mut [f32],
     db: &mut [f32],
     scratch: &mut [f32],
-    dx: Option<&mut [f32]>,
+    dx: Dx,
     team: &Team,
 ) {
     conv_backward_with(Tiles::for_shape(sh), sh, batch, x, w, delta, dw, db, scratch, dx, team)
-}
-
-/// [`conv_backward`] with dx += the input gradient instead of dx = it (a layer read by several
-/// others sums their gradients: this saves the sum its own pass), where the engine's path can
-/// add ([`Tiles::adds_dx`]).
-#[allow(clippy::too_many_arguments)]
-pub fn conv_backward_adding(
-    sh: &ConvShape,
-    batch: usize,
-    x: &[f32],
-    w: &[f32],
-    delta: &[f32],
-    dw: &mut [f32],
-    db: &mut [f32],
-    scratch: &mut [f32],
-    dx: &mut [f32],
-    team: &Team,
-) {
-    let tiles = Tiles::for_shape(sh);
-    assert!(tiles.adds_dx(sh), "{sh:?}: this input gradient cannot be added");
-    backward_all(tiles, sh, batch, x, w, delta, dw, db, scratch, Some(dx), true, team)
 }
 
 /// [`conv_backward`] with the tiling and kernels chosen by the caller (for each group; a
@@ -1002,28 +998,14 @@ pub fn conv_backward_with(
     dw: &mut [f32],
     db: &mut [f32],
     scratch: &mut [f32],
-    dx: Option<&mut [f32]>,
+    dx: Dx,
     team: &Team,
 ) {
-    backward_all(tiles, sh, batch, x, w, delta, dw, db, scratch, dx, false, team)
-}
-
-/// The backward pass, dx written or (`add_dx`, one group only) added to.
-#[allow(clippy::too_many_arguments)]
-fn backward_all(
-    tiles: Tiles,
-    sh: &ConvShape,
-    batch: usize,
-    x: &[f32],
-    w: &[f32],
-    delta: &[f32],
-    dw: &mut [f32],
-    db: &mut [f32],
-    scratch: &mut [f32],
-    mut dx: Option<&mut [f32]>,
-    add_dx: bool,
-    team: &Team,
-) {
+    let (mut dx, add_dx) = match dx {
+        Dx::Skip => (None, false),
+        Dx::Write(d) => (Some(d), false),
+        Dx::Add(d) => (Some(d), true),
+    };
     assert!(!add_dx || sh.groups == 1, "an added input gradient of a grouped convolution");
     assert!(!sh.bias || db.len() >= sh.f, "a bias gradient of {} values for {} filters", db.len(), sh.f);
     // db [F]: each filter's row of δ [F][B·H'·W'] summed, whatever the grouping or kernel.
@@ -1358,7 +1340,7 @@ mod tests {
         let nb = if sh.bias { sh.f } else { 0 };
         let (mut dw, mut db, mut dx) = (vec![f32::NAN; wt.len()], vec![f32::NAN; nb], vec![f32::NAN; x.len()]);
         conv_forward_with(tiles, sh, batch, act, x, wt, b, scratch, &mut z, team);
-        conv_backward_with(tiles, sh, batch, x, wt, delta, &mut dw, &mut db, scratch, Some(&mut dx), team);
+        conv_backward_with(tiles, sh, batch, x, wt, delta, &mut dw, &mut db, scratch, Dx::Write(&mut dx), team);
         (z, dw, db, dx)
     }
 
@@ -1425,7 +1407,7 @@ mod tests {
     /// resnet's 3×3 "same" convolution over few filters lays δ out once for both backward
     /// products (`Tiles::shares_delta`, on AVX-512); its dW and dx match the naive loops, on one
     /// thread and two, with dx's scratch full of NaN before (so a value neither product wrote
-    /// would show); added to a gradient already there (`conv_backward_adding`), the same sum.
+    /// would show); added to a gradient already there (`Dx::Add`), the same sum.
     #[test]
     fn one_padded_delta_serves_both_backward_products() {
         let mut rng = ChaCha8Rng::seed_from_u64(9);
@@ -1455,7 +1437,18 @@ mod tests {
             if tiles.adds_dx(&sh) {
                 let before: Vec<f32> = (0..dx.len()).map(|_| rng.gen_range(-1.0..1.0)).collect();
                 let (mut dw2, mut summed) = (vec![f32::NAN; dw.len()], before.clone());
-                conv_backward_adding(&sh, batch, &x, &wt, &delta, &mut dw2, &mut [], &mut scratch, &mut summed, &team);
+                conv_backward(
+                    &sh,
+                    batch,
+                    &x,
+                    &wt,
+                    &delta,
+                    &mut dw2,
+                    &mut [],
+                    &mut scratch,
+                    Dx::Add(&mut summed),
+                    &team,
+                );
                 let want: Vec<f32> = before.iter().zip(&dx).map(|(b, d)| b + d).collect();
                 assert!(dw2 == dw && summed == want, "{threads} threads: the added input gradient");
             }

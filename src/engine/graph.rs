@@ -620,11 +620,10 @@ impl Engine {
                         matmul(View::rows(delta, batch, m), View::rows(w, m, n), dx, team);
                     }
                 }
-                Node::Conv(sh) if adds => {
-                    let dx = dx.expect("a source's gradient");
-                    conv::conv_backward_adding(sh, batch, input, w, delta, dw, db, col, dx, team)
+                Node::Conv(sh) => {
+                    let dx = if adds { conv::Dx::Add(dx.expect("a source's gradient")) } else { dx.into() };
+                    conv::conv_backward(sh, batch, input, w, delta, dw, db, col, dx, team)
                 }
-                Node::Conv(sh) => conv::conv_backward(sh, batch, input, w, delta, dw, db, col, dx, team),
                 Node::MaxPool(sh) => {
                     if let Some(dx) = dx {
                         pool::max_backward(sh, batch, delta, &g.args[l], dx, team);

@@ -789,7 +789,7 @@ impl Engine {
                         // Only while timing (`bench`): the backward counts them again itself.
                         t.delta_nonzero[l] += conv::nonzero_share(delta) as f64;
                     }
-                    conv::conv_backward(&sh, batch, input, w, delta, dw, db, col, dx, team);
+                    conv::conv_backward(&sh, batch, input, w, delta, dw, db, col, dx.into(), team);
                     if l > 0 {
                         std::mem::swap(&mut g, &mut spare);
                     }

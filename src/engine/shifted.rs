@@ -554,7 +554,7 @@ pub(super) mod testing {
 mod tests {
     use super::testing::{check, shapes, values};
     use super::*;
-    use crate::engine::conv::{Tiles, conv_backward_with};
+    use crate::engine::conv::{Dx, Tiles, conv_backward_with};
     use crate::engine::gemm::Kernel;
 
     /// dW on shifted rows equals the plain im2col product (the AVX dot kernel) on
@@ -579,7 +579,7 @@ mod tests {
             };
             let mut scratch = vec![0.0f32; plain.total(&sh, batch, 2)];
             let mut want = vec![0.0f32; sh.f * sh.ckk()];
-            conv_backward_with(plain, &sh, batch, &x, &w0, &delta, &mut want, &mut [], &mut scratch, None, &team);
+            conv_backward_with(plain, &sh, batch, &x, &w0, &delta, &mut want, &mut [], &mut scratch, Dx::Skip, &team);
             check(&format!("{sh:?} dw"), &want, |team| {
                 let mut head = vec![f32::NAN; head_len(&sh, batch)];
                 let mut got = vec![f32::NAN; sh.f * sh.ckk()];

@@ -268,7 +268,7 @@ fn conv_rates(
     min_s: f64,
     ceiling: f64,
 ) -> Result<ConvRates> {
-    use crate::engine::conv::{conv_backward, conv_forward};
+    use crate::engine::conv::{Dx, conv_backward, conv_forward};
     let RefConv { sh, n, x, w, mut scratch } = RefConv::new(shape, s, batch, team)?;
     let f = sh.f;
     let b = vec![0.1f32; f];
@@ -279,9 +279,9 @@ fn conv_rates(
     let (min_s, runs) = (3.0 * min_s, 4);
     let fwd = time(min_s, runs, || conv_forward(&sh, batch, Activation::Relu, &x, &w, &b, &mut scratch, &mut z, team));
     let dwt =
-        time(min_s, runs, || conv_backward(&sh, batch, &x, &w, &delta, &mut dw, &mut db, &mut scratch, None, team));
+        time(min_s, runs, || conv_backward(&sh, batch, &x, &w, &delta, &mut dw, &mut db, &mut scratch, Dx::Skip, team));
     let both = time(min_s, runs, || {
-        conv_backward(&sh, batch, &x, &w, &delta, &mut dw, &mut db, &mut scratch, Some(&mut dx), team)
+        conv_backward(&sh, batch, &x, &w, &delta, &mut dw, &mut db, &mut scratch, Dx::Write(&mut dx), team)
     });
     let flop = 2.0 * (f * sh.ckk() * n) as f64 / 1e9;
     Ok(ConvRates {
@@ -306,7 +306,7 @@ fn sparse_rates(
     team: &Team,
     min_s: f64,
 ) -> Result<Option<SparseRates>> {
-    use crate::engine::conv::{SPARSE_MAX_DENSITY, Tiles, conv_backward};
+    use crate::engine::conv::{Dx, SPARSE_MAX_DENSITY, Tiles, conv_backward};
     let RefConv { sh, n, x, w, mut scratch } = RefConv::new(shape, 1, batch, team)?;
     if !Tiles::for_shape(&sh).takes_sparse(&sh) {
         return Ok(None);
@@ -322,10 +322,11 @@ fn sparse_rates(
         let keep = (share * 1000.0) as usize;
         let delta: Vec<f32> =
             (0..f * n).map(|i| if (i.wrapping_mul(2654435761) >> 7) % 1000 < keep { 0.5 } else { 0.0 }).collect();
-        let dwt =
-            time(min_s, runs, || conv_backward(&sh, batch, &x, &w, &delta, &mut dw, &mut db, &mut scratch, None, team));
+        let dwt = time(min_s, runs, || {
+            conv_backward(&sh, batch, &x, &w, &delta, &mut dw, &mut db, &mut scratch, Dx::Skip, team)
+        });
         let both = time(min_s, runs, || {
-            conv_backward(&sh, batch, &x, &w, &delta, &mut dw, &mut db, &mut scratch, Some(&mut dx), team)
+            conv_backward(&sh, batch, &x, &w, &delta, &mut dw, &mut db, &mut scratch, Dx::Write(&mut dx), team)
         });
         *slot = (dwt / gflop, (both - dwt).max(dwt * 0.05) / gflop);
     }
@@ -577,7 +578,7 @@ fn depthwise_rates(
     team: &Team,
     min_s: f64,
 ) -> Result<DepthwiseRates> {
-    use crate::engine::conv::{ConvShape, Tiles, conv_backward, conv_forward};
+    use crate::engine::conv::{ConvShape, Dx, Tiles, conv_backward, conv_forward};
     use crate::spec::{Conv, Kind, Layer, Padding, Shape};
     let cv = Conv { groups: c, bias: false, ..Conv::plain(k, k, c, s, Padding::Fixed(k / 2)) };
     let layer = Layer::after(Shape::new(c, side, side), Kind::Conv2d(cv), 0, Activation::Identity)
@@ -593,9 +594,9 @@ fn depthwise_rates(
     let forward =
         time(min_s, runs, || conv_forward(&sh, batch, Activation::Identity, &x, &w, &[], &mut scratch, &mut z, team));
     let weight_grad =
-        time(min_s, runs, || conv_backward(&sh, batch, &x, &w, &delta, &mut dw, &mut [], &mut scratch, None, team));
+        time(min_s, runs, || conv_backward(&sh, batch, &x, &w, &delta, &mut dw, &mut [], &mut scratch, Dx::Skip, team));
     let both = time(min_s, runs, || {
-        conv_backward(&sh, batch, &x, &w, &delta, &mut dw, &mut [], &mut scratch, Some(&mut dx), team)
+        conv_backward(&sh, batch, &x, &w, &delta, &mut dw, &mut [], &mut scratch, Dx::Write(&mut dx), team)
     });
     let taps = (n * k * k) as f64;
     Ok(DepthwiseRates {
