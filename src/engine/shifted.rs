@@ -498,6 +498,8 @@ unsafe fn block<V: Vf, const F: usize>(run: &Run, offs: &[usize; T], ex: std::op
 #[cfg(test)]
 pub(super) mod testing {
     use super::{ConvShape, Team, WIDE};
+    use crate::engine::conv::Tiles;
+    use crate::engine::gemm::Kernel;
 
     /// Shapes with rows narrower than a vector, odd widths and paddings, 1×1 to 7×7 windows,
     /// filter counts that leave partial blocks, strides 1 to 3, and one whose examples span
@@ -527,6 +529,12 @@ pub(super) mod testing {
             .collect()
     }
 
+    /// The im2col product on the AVX kernels, without shifted rows or the sparse path: what
+    /// both kernels are checked against.
+    pub fn plain() -> Tiles {
+        Tiles { kernel: Kernel::Avx, dw_kernel: Kernel::Avx, tile_values: 1 << 15, sparse: false, shifted: false }
+    }
+
     /// `len` values in [offset, offset + 1) from a multiplicative pattern.
     pub fn values(len: usize, mul: usize, modulus: usize, offset: f32) -> Vec<f32> {
         (0..len).map(|i| ((i * mul) % modulus) as f32 / modulus as f32 + offset).collect()
@@ -552,10 +560,9 @@ pub(super) mod testing {
 
 #[cfg(test)]
 mod tests {
-    use super::testing::{check, shapes, values};
+    use super::testing::{check, plain, shapes, values};
     use super::*;
-    use crate::engine::conv::{Dx, Tiles, conv_backward_with};
-    use crate::engine::gemm::Kernel;
+    use crate::engine::conv::{Dx, conv_backward_with};
 
     /// dW on shifted rows equals the plain im2col product (the AVX dot kernel) on
     /// `testing::shapes`.
@@ -570,13 +577,7 @@ mod tests {
             let x = values(sh.c * batch * sh.h * sh.w, 7919, 23, -0.4);
             let delta = values(sh.f * batch * sh.oh * sh.ow, 104729, 19, -0.5);
             let w0 = vec![0.0f32; sh.f * sh.ckk()];
-            let plain = Tiles {
-                kernel: Kernel::Avx,
-                dw_kernel: Kernel::Avx,
-                tile_values: 1 << 15,
-                sparse: false,
-                shifted: false,
-            };
+            let plain = plain();
             let mut scratch = vec![0.0f32; plain.total(&sh, batch, 2)];
             let mut want = vec![0.0f32; sh.f * sh.ckk()];
             conv_backward_with(plain, &sh, batch, &x, &w0, &delta, &mut want, &mut [], &mut scratch, Dx::Skip, &team);

@@ -296,10 +296,9 @@ unsafe fn store<V: Vf>(acc: &[V], segs: &[Segment], k: usize, zf: *mut f32, b: f
 
 #[cfg(test)]
 mod tests {
-    use super::super::shifted::testing::{check, shapes, values};
+    use super::super::shifted::testing::{check, plain, shapes, values};
     use super::*;
-    use crate::engine::conv::{Tiles, conv_forward_with};
-    use crate::engine::gemm::Kernel;
+    use crate::engine::conv::conv_forward_with;
     use crate::spec::Activation;
 
     /// The forward on shifted rows equals the im2col product (the AVX kernels) on
@@ -310,8 +309,7 @@ mod tests {
         if !crate::engine::simd::has_avx2_fma() {
             return;
         }
-        let plain =
-            Tiles { kernel: Kernel::Avx, dw_kernel: Kernel::Avx, tile_values: 1 << 15, sparse: false, shifted: false };
+        let plain = plain();
         let team = Team::new(2, || {}).unwrap();
         for (sh, batch) in shapes() {
             let x = values(sh.c * batch * sh.h * sh.w, 7919, 23, -0.4);
