@@ -166,7 +166,7 @@ pub(super) fn lay_plane(sh: &ConvShape, g: Grid, src: &[f32], dst: &mut [f32]) {
 /// A plane x [H][W] into its s·s phases [s·s][Hq][Wq] of the padded plane (zeros outside x).
 /// Each phase row takes every s-th value of one input row between its zero borders, found once
 /// per phase; stride 2 as pairs, which the compiler turns into vector shuffles (a test per value
-/// made this copy twice as long as resnet20's 16→32 stride-2 product).
+/// cost resnet20's 16→32 stride-2 forward 3.0–3.8 ms against 2.5–2.95, `conv_shapes`, "r32 s2").
 fn phases(sh: &ConvShape, g: Grid, src: &[f32], dst: &mut [f32]) {
     let (s, hq, wq) = (g.s, g.hq, g.wq);
     let dst = &mut dst[..s * s * hq * wq];
