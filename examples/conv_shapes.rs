@@ -1,7 +1,8 @@
 //! Times the products and passes of the engine's convolutions at the benchmark suite's shapes:
 //! `cargo run --release --example conv_shapes [threads]` (docs/kernels.md, "Convolutions"), on
 //! the kernel path `FLOPNET_SIMD` names (the widest the CPU has by default), beside that path's
-//! FMA ceiling. `CONV_ONLY="e conv2"` times one shape.
+//! FMA ceiling. `CONV_ONLY="e conv2"` times one shape; `CONV_ENGINE=1` the engine's own choice of
+//! kernels alone (no older tilings, no sparse δ).
 
 use flopnet::engine::conv::{self, ConvShape, Tiles};
 use flopnet::engine::gemm::{Kernel, View, matmul_with};
@@ -125,6 +126,7 @@ fn main() {
         .chain(resnet18.into_iter().map(|(name, input, conv)| (name, input, conv, 8)));
     // CONV_FORWARD=1: the forward passes only.
     let forward_only = std::env::var("CONV_FORWARD").is_ok_and(|v| v == "1");
+    let engine_only = std::env::var("CONV_ENGINE").is_ok_and(|v| v == "1");
     let ceiling = flopnet::engine::simd::fma_ceiling(&team);
     let path = flopnet::engine::simd::path();
     println!(
@@ -185,6 +187,10 @@ fn main() {
             (Kernel::Packed, Kernel::Packed, 1 << 17),
         ];
         let mut configs: Vec<_> = configs.into_iter().map(|(k, d, t)| (k, d, t, false)).collect();
+        // CONV_ENGINE=1: the engine's choice alone (for profiling its kernels).
+        if engine_only {
+            configs.clear();
+        }
         // The engine's choice: the weight gradient on shifted rows where the stride is 1.
         configs.push((Kernel::Packed, Kernel::Packed, 1 << 15, true));
         if all {
@@ -271,7 +277,7 @@ fn main() {
         }
         // The backward with δ mostly zero (as behind a max pool and a relu): the engine's
         // kernels with and without the sparse path, at a few shares of nonzero values.
-        for density in [0.05, 0.1, 0.2, 0.3].into_iter().filter(|_| !forward_only) {
+        for density in [0.05, 0.1, 0.2, 0.3].into_iter().filter(|_| !forward_only && !engine_only) {
             let d: Vec<f32> = (0..f * n)
                 .map(|i| if (i.wrapping_mul(2654435761) >> 7) % 1000 < (density * 1000.0) as usize { 0.5 } else { 0.0 })
                 .collect();

@@ -33,8 +33,11 @@ use super::team::{Parts, Team};
 
 /// Filters per register block.
 const FB: usize = 4;
-/// Taps per register block.
-const T: usize = 6;
+/// Taps per register block. Six spilled accumulators to the stack: the compiler issues a step's
+/// six loads of xp before its FMAs (24 accumulators + 4 δ + 6 loads > 32 registers), and the
+/// sums took 4.3–4.7 ms on resnet20's 16- and 32-channel layers against 3.1–3.7 ms with five
+/// (`CONV_CPU=1 CONV_ENGINE=1 CONV_ONLY=r16 conv_shapes 1`, timing `sums_over` alone).
+const T: usize = 5;
 /// Bytes of dp and xp a chunk of examples may take (they stay in a core's L2 while every block
 /// of the task passes over them).
 const CHUNK_BYTES: usize = 384 << 10;
