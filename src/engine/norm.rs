@@ -35,53 +35,65 @@ pub fn reborrow<'s>(sync: &'s mut Option<RankSum<'_>>) -> Option<RankSum<'s>> {
     sync.as_mut().map(|f| &mut **f as RankSum<'s>)
 }
 
-/// Σ v in f64, eight interleaved partial sums added in a fixed tree.
+/// Partial sums a pass keeps, interleaved: four 512-bit vectors of f64. (With eight, one vector,
+/// each pass waited on an add's latency per eight values and ran well below the cache's speed.)
+const LANES: usize = 32;
+
+/// The partial sums added in a fixed tree (halves, then quarters, …).
 #[inline(always)]
-fn sum_imp<M: Madd>(v: &[f32]) -> f64 {
-    let mut acc = [0f64; 8];
-    let chunks = v.chunks_exact(8);
-    let rest = chunks.remainder();
-    for c in chunks {
-        for k in 0..8 {
-            acc[k] += c[k] as f64;
+fn tree(mut acc: [f64; LANES]) -> f64 {
+    let mut half = LANES / 2;
+    while half > 0 {
+        for k in 0..half {
+            acc[k] += acc[k + half];
         }
+        half /= 2;
     }
-    for (k, &r) in rest.iter().enumerate() {
-        acc[k] += r as f64;
-    }
-    ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7]))
+    acc[0]
 }
 
-/// Σ f(a, b) over pairs, in f64, in the same fixed order as [`sum`].
+/// Σ f(a, b) over pairs in f64, each of the two sums f gives in its own partial sums, in a fixed
+/// order (lane k of every block of LANES values, then the tree).
 #[inline(always)]
-fn sum_pairs(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f64) -> f64 {
-    let mut acc = [0f64; 8];
-    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+fn sums_of_pairs(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> (f64, f64)) -> (f64, f64) {
+    let (mut s, mut t) = ([0f64; LANES], [0f64; LANES]);
+    let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
     let (ra, rb) = (ca.remainder(), cb.remainder());
     for (x, y) in ca.zip(cb) {
-        for k in 0..8 {
-            acc[k] += f(x[k], y[k]);
+        for k in 0..LANES {
+            let (u, v) = f(x[k], y[k]);
+            s[k] += u;
+            t[k] += v;
         }
     }
     for (k, (&x, &y)) in ra.iter().zip(rb).enumerate() {
-        acc[k] += f(x, y);
+        let (u, v) = f(x, y);
+        s[k] += u;
+        t[k] += v;
     }
-    ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7]))
+    (tree(s), tree(t))
+}
+
+/// Σ v in f64.
+#[inline(always)]
+fn sum_imp<M: Madd>(v: &[f32]) -> f64 {
+    sums_of_pairs(v, v, |x, _| (x as f64, 0.0)).0
 }
 
 /// Σ (v − μ)² in f64.
 #[inline(always)]
 fn centered_imp<M: Madd>(v: &[f32], mu: f64) -> f64 {
-    sum_pairs(v, v, |x, _| {
+    sums_of_pairs(v, v, |x, _| {
         let d = x as f64 - mu;
-        d * d
+        (d * d, 0.0)
     })
+    .0
 }
 
-/// (Σ δ, Σ δ·x̂) in f64, with x̂ = (x − μ)·r.
+/// (Σ δ, Σ δ·x̂) in f64, with x̂ = (x − μ)·r, in one pass.
 #[inline(always)]
 fn grad_sums_imp<M: Madd>(d: &[f32], x: &[f32], mu: f32, r: f32) -> (f64, f64) {
-    (sum_imp::<M>(d), sum_pairs(d, x, |d, v| d as f64 * ((v - mu) * r) as f64))
+    sums_of_pairs(d, x, |d, v| (d as f64, d as f64 * ((v - mu) * r) as f64))
 }
 
 /// out = (x − μ)·s + b.
