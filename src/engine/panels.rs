@@ -478,7 +478,7 @@ pub unsafe fn weight_grad(
 
 /// The runs of a weight-gradient panel: its im2col rows r0..r0+cols as offsets in xp.
 fn grad_runs(sh: &ConvShape, batch: usize, r0: usize, cols: usize) -> Runs {
-    let (hp, wp) = sh.padded();
+    let Grid { hq: hp, wq: wp, .. } = Grid::of(sh);
     let cs = batch * hp * wp;
     Runs::new((r0..r0 + cols).map(|r| {
         let (c, i, j) = (r / (sh.kh * sh.kw), r / sh.kw % sh.kh, r % sh.kw);
@@ -492,7 +492,7 @@ fn grad_runs(sh: &ConvShape, batch: usize, r0: usize, cols: usize) -> Runs {
 /// SAFETY: AVX2 present; xp is [`pad_len`] values for this batch, out 16·(q1 - q0).
 #[target_feature(enable = "avx2,fma")]
 unsafe fn build_slice(sh: &ConvShape, xp: &[f32], runs: &Runs, q0: usize, q1: usize, out: &mut [f32]) {
-    let (hp, wp) = sh.padded();
+    let Grid { hq: hp, wq: wp, .. } = Grid::of(sh);
     let (mut e, rem) = (q0 / (sh.oh * sh.ow), q0 % (sh.oh * sh.ow));
     let (mut oy, mut ox) = (rem / sh.ow, rem % sh.ow);
     assert!(out.len() >= 16 * (q1 - q0));
