@@ -55,9 +55,10 @@ impl Grid {
     /// row's left border (both zeros, and a window that reads past the row's end reads the next
     /// row's first pw values), so fewer lanes go to the padding columns (resnet20's 32×32
     /// planes: 1056 positions an example against 1088, 11 blocks of the forward against 12).
+    /// Not where pw ≥ kw: the output rows (W + 2·pw − kw + 1) would not fit.
     pub fn of(sh: &ConvShape) -> Grid {
         let (hp, wp) = sh.padded();
-        if sh.s == 1 {
+        if sh.s == 1 && sh.pw < sh.kw {
             return Grid { s: 1, hq: hp, wq: sh.w + sh.pw };
         }
         Grid { s: sh.s, hq: hp.div_ceil(sh.s), wq: wp.div_ceil(sh.s) }
@@ -527,6 +528,8 @@ pub(super) mod testing {
             (3, 40, 37, 5, 7, 7, 3, 3, 2, 2),
             (5, 12, 13, 6, 1, 1, 0, 0, 2, 2),
             (2, 14, 15, 5, 5, 5, 2, 1, 2, 3),
+            // A border as wide as the window (pw ≥ kw: rows keep both their borders).
+            (3, 7, 6, 4, 3, 2, 1, 2, 2, 1),
             // Examples over several of the weight gradient's chunks (CHUNK_BYTES).
             (16, 32, 32, 16, 3, 3, 1, 1, 5, 1),
         ];
