@@ -96,7 +96,8 @@ fn main() {
         ("e conv2 transposed", Shape::new(64, 14, 14), (5, 32, 2), 64),
         ("f conv1", Shape::new(1, 28, 28), (3, 16, 0), 128),
         ("f conv2", Shape::new(16, 13, 13), (3, 32, 0), 128),
-        // resnet20's three stride-1 3x3 convolutions at batch 128.
+        // resnet20's first layer and its three stride-1 3x3 convolutions at batch 128.
+        ("r3 stem", Shape::new(3, 32, 32), (3, 16, 1), 128),
         ("r16", Shape::new(16, 32, 32), (3, 16, 1), 128),
         ("r32", Shape::new(32, 16, 16), (3, 32, 1), 128),
         ("r64", Shape::new(64, 8, 8), (3, 64, 1), 128),

@@ -531,8 +531,9 @@ impl Tiles {
     }
 
     /// Whether the forward runs over shifted rows (`shifted_forward`), with AVX-512 (its 4×6
-    /// register block needs 32 registers): more than 64 window values (below, the AVX kernels
-    /// stay, as measured for first layers), windows larger than 1×1 (a 1×1 product gathers
+    /// register block needs 32 registers): any number of window values (first layers and
+    /// few-channel groups too: resnet20's 3→16 stem 0.75 against 1.02 ms on the AVX kernels,
+    /// 4-channel groups of 3×3 0.27 against 1.28 ms), windows larger than 1×1 (a 1×1 product gathers
     /// nothing, and at stride 2 the phase copy costs more than it saves: resnet18's 1×1
     /// shortcut 1.37 against 0.62 ms), output rows at least 16 wide (narrower rows waste too
     /// many lanes on the padding columns), at most SHIFTED_MAX_CKK window values.
@@ -545,7 +546,6 @@ impl Tiles {
         #[cfg(target_arch = "x86_64")]
         return self.shifted
             && sh.kh * sh.kw > 1
-            && sh.ckk() > 64
             && sh.ow >= 16
             && sh.ckk() <= SHIFTED_MAX_CKK
             && super::simd::has_avx512()
@@ -555,8 +555,9 @@ impl Tiles {
     }
 
     /// Whether the weight gradient runs as sums over shifted rows (`shifted`): fewer than 64
-    /// filters, windows larger than 1×1 and more than 64 window values (not measured there:
-    /// first layers keep the AVX kernels), any stride. `conv_shapes 1` (CPU
+    /// filters, windows larger than 1×1, any stride, any number of window values (first
+    /// layers: resnet20's stem 1.0 against 2.8 ms on the AVX kernels, CNN e's 1→32 5×5 0.65
+    /// against 1.5, CNN f's 1→16 3×3 0.40 against 1.19). `conv_shapes 1` (CPU
     /// time, one thread): 16→16 at 32×32 4.3 against 9.9 ms on the panel product, 32→32 at
     /// 16×16 3.7 against 5.9, 64→32 5×5 at 14×14 7.9 against 9.6, 16→32 stride 2 at 32×32
     /// 3.6–4.0 against 4.8–4.9 (packed); with 64 filters (64→64 at 8×8, 32→64 5×5, 32→64
@@ -566,7 +567,6 @@ impl Tiles {
         return self.shifted
             && sh.f < 64
             && sh.kh * sh.kw > 1
-            && sh.ckk() > 64
             && super::simd::has_avx2_fma()
             && super::shifted::eligible(sh);
         #[cfg(not(target_arch = "x86_64"))]
