@@ -404,6 +404,10 @@ fn a_convolution_is_priced_at_its_window_and_its_filters() {
         ..Default::default()
     };
     p.conv_panel = vec![at(8, 10.0), at(32, 20.0)];
+    // The measured first-layer references ran the shifted-rows kernels too, and would answer
+    // for this layer's passes: these two alone.
+    p.conv_small.clear();
+    p.conv_strided.clear();
     let spec = parse("8x16x16-conv3x3x8p1:identity-conv3x3x16p1:identity-gap-10", Defaults::default()).unwrap();
     let t = predict::predict(&spec, &cfg(16), Machine::Measured(&p), 1);
     let gflop = 2.0 * (16 * 16 * 16) as f64 * 72.0 * 16.0 / 1e9;
@@ -437,9 +441,11 @@ fn a_convolution_is_priced_at_the_planes_its_window_was_measured_at() {
         at(32, 1024, 10.0),
     ];
     // These references record no shape, so no pass is priced by the kernel the engine ran
-    // (which the measured strided references would otherwise answer for the 8×8 layer's panel
-    // forward): the family's rates, placed by plane.
+    // (which the measured strided and first-layer references would otherwise answer for, the
+    // 8×8 layer's panel forward and the others' shifted rows): the family's rates, placed by
+    // plane.
     p.conv_strided.clear();
+    p.conv_small.clear();
     let rate = |side: usize| {
         let spec =
             parse(&format!("1x{side}x{side}-conv1x1x8:identity-conv3x3x16p1:identity-gap-10"), Defaults::default())
