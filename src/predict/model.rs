@@ -329,13 +329,46 @@ impl PassKind {
     }
 }
 
-/// The sparse backward's costs at window size `k`, placed as [`conv_rates`] places rates
-/// (linear in the costs); None without any.
-fn sparse_rates(refs: &[SparseRates], k: usize) -> Option<SparseRates> {
-    let (a, b, t) = bracket_window(refs, |r| r.window, k)?;
+/// The sparse backward's costs at window size `k` and `f` filters: at each reference window,
+/// each cost's time per output position and window value taken as α + β·F through the two
+/// filter counts measured (as [`rate_at`] does for the dense passes; one count alone gives its
+/// own costs), then placed by window as [`conv_rates`] places rates (linear in the costs);
+/// None without any.
+fn sparse_rates(refs: &[SparseRates], k: usize, f: usize) -> Option<SparseRates> {
+    let mut windows: Vec<usize> = refs.iter().map(|r| r.window).collect();
+    windows.sort_unstable();
+    windows.dedup();
+    let at_f: Vec<SparseRates> = windows
+        .iter()
+        .map(|&w| {
+            let mut same: Vec<SparseRates> = refs.iter().filter(|r| r.window == w).copied().collect();
+            same.sort_by_key(|r| r.filters);
+            let (lo, hi) = (same[0], same[same.len() - 1]);
+            // Seconds per dense GFLOP at f from the two counts: per position and window value
+            // the time is F·x (up to a constant), linear in F.
+            let place = |x_lo: f64, x_hi: f64| {
+                if hi.filters <= lo.filters || f == 0 {
+                    return x_hi;
+                }
+                let (u_lo, u_hi) = (lo.filters as f64 * x_lo, hi.filters as f64 * x_hi);
+                let beta = ((u_hi - u_lo) / (hi.filters - lo.filters) as f64).max(0.0);
+                let alpha = (u_lo - beta * lo.filters as f64).max(0.0);
+                (alpha + beta * f as f64) / f as f64
+            };
+            let both = |a: (f64, f64), b: (f64, f64)| (place(a.0, b.0), place(a.1, b.1));
+            SparseRates {
+                window: w,
+                filters: f,
+                weight_grad: both(lo.weight_grad, hi.weight_grad),
+                input_grad: both(lo.input_grad, hi.input_grad),
+            }
+        })
+        .collect();
+    let (a, b, t) = bracket_window(&at_f, |r| r.window, k)?;
     let mix = |x: (f64, f64), y: (f64, f64)| (x.0 * (1.0 - t) + y.0 * t, x.1 * (1.0 - t) + y.1 * t);
     Some(SparseRates {
         window: k,
+        filters: f,
         weight_grad: mix(a.weight_grad, b.weight_grad),
         input_grad: mix(a.input_grad, b.input_grad),
     })
@@ -576,7 +609,7 @@ impl Model<'_> {
             let rho = expected_density(l, next);
             let sparse =
                 (c.groups == 1 && l.input.c.is_multiple_of(8) && rho <= crate::engine::conv::SPARSE_MAX_DENSITY as f64)
-                    .then(|| sparse_rates(&p.conv_sparse, k))
+                    .then(|| sparse_rates(&p.conv_sparse, k, fg))
                     .flatten();
             let (weight_grad, input_grad) = match sparse {
                 Some(s) => {
