@@ -275,8 +275,10 @@ fn conv_rates(
     let delta: Vec<f32> = (0..f * n).map(|i| (i % 11) as f32 / 11.0 - 0.5).collect();
     let (mut z, mut dw, mut db, mut dx) =
         (vec![0.0f32; f * n], vec![0.0f32; w.len()], vec![0.0f32; f], vec![0.0f32; x.len()]);
-    // Few shapes, so each is timed longer than a grid point: the model leans on them alone.
-    let (min_s, runs) = (3.0 * min_s, 4);
+    // Few shapes, so each is timed longer than a grid point: the model leans on them alone
+    // (runs of 2·min_s since profile format 15, 3·min_s before: the fastest of four, and room
+    // for the few-channel references).
+    let (min_s, runs) = (2.0 * min_s, 4);
     let fwd = time(min_s, runs, || conv_forward(&sh, batch, Activation::Relu, &x, &w, &b, &mut scratch, &mut z, team));
     let dwt =
         time(min_s, runs, || conv_backward(&sh, batch, &x, &w, &delta, &mut dw, &mut db, &mut scratch, Dx::Skip, team));
@@ -691,6 +693,12 @@ pub fn calibrate(threads: usize, quick: bool) -> Result<Profile> {
     // backward as placed from 3×3 and 16-channel references, one thread); over 28×28 too, as
     // planes of whole 4 KiB pages run slower (`model::whole_pages`: priced from 32×32 alone,
     // 8-channel 5×5 networks over 28×28 ran 34–46% under their prediction).
+    // 4x32x32 with 5×5 kernels at 4 and 16 filters (since profile format 15): the groups of a
+    // grouped convolution over 16 channels in 4, whose input gradient on packed dcol tiles
+    // costs the same per window value at 4 filters as at 16 (1.19 and 1.26 ms at batch 16, one
+    // thread), 11 GFLOP/s at 4: priced between the 3×3 and 8-channel references, a grouped
+    // 16→16 5×5 over 32×32 ran 2.7× its predicted backward (`flopnet bench
+    // 16x32x32-conv1x1x16p0:relu-conv5x5x16p2g4:identity-...`, see docs/prediction.md).
     let conv_panel = [
         pair((8, 16, 3, 32), 1, 16)?,
         pair((8, 32, 3, 32), 1, 16)?,
@@ -699,6 +707,7 @@ pub fn calibrate(threads: usize, quick: bool) -> Result<Profile> {
         pair((16, 13, 3, 32), 1, 16)?,
         pair((16, 32, 3, 32), 1, 16)?,
         pair((32, 14, 5, 64), 1, 8)?,
+        pair((4, 32, 5, 16), 1, 16)?,
     ]
     .concat();
     // 32x28x28 with 1×1 kernels: a mid-network window on the small kernels (an inverted
@@ -706,7 +715,12 @@ pub fn calibrate(threads: usize, quick: bool) -> Result<Profile> {
     // the 1-channel first-layer shapes alone.
     let conv_small =
         [pair((1, 28, 3, 16), 1, 16)?, pair((1, 28, 5, 32), 1, 16)?, pair((32, 28, 1, 64), 1, 16)?].concat();
-    let conv_strided = [pair((16, 16, 3, 32), 2, 32)?, pair((64, 16, 3, 64), 2, 16)?].concat();
+    // 4x32x32 with 3×3 kernels at stride 2 (since profile format 15): few channels at a stride
+    // run on im2col tiles, as the 1-channel small references do (`conv::Tiles::passes`:
+    // tiled, tiled, dcol), at 22–25 GFLOP/s; priced from the strided panel references, grouped
+    // 16→32 3×3 at stride 2 (4-channel groups) ran 2.9× its forward and 2.6× its backward.
+    let conv_strided =
+        [pair((16, 16, 3, 32), 2, 32)?, pair((64, 16, 3, 64), 2, 16)?, pair((4, 32, 3, 8), 2, 16)?].concat();
     // Depthwise: the kernel's cost per tap grows as planes shrink (it computes over the padded
     // plane) and at stride 2 (the input's phase planes): mobilenet_v2's run from 32×32 to 2×2.
     let depthwise = [

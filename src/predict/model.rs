@@ -146,14 +146,19 @@ fn conv_rates(refs: &[ConvRates], k: usize, f: usize, plane: usize) -> ConvRates
         let mix = |x: f64, y: f64| (x.max(1e-3).ln() * (1.0 - t) + y.max(1e-3).ln() * t).exp();
         (mix(a.forward, b.forward), mix(a.weight_grad, b.weight_grad), mix(a.input_grad, b.input_grad))
     };
+    // Planes of whole 4 KiB pages (32×32 values and their multiples) alias in the cache: a plane
+    // is placed among its own kind where the window was measured at one, and where some windows
+    // were, among those windows alone (since profile format 15: the 4-channel 5×5 reference
+    // exists over 32×32 only, whose input gradient ran 3–5× slower per value than over 28×28).
+    let own_kind = |w: usize| refs.iter().any(|r| r.window == w && whole_pages(r.plane) == whole_pages(plane));
+    let any_own = windows.iter().any(|&w| own_kind(w));
+    windows.retain(|&w| !any_own || own_kind(w));
     let at_f: Vec<ConvRates> = windows
         .iter()
         .filter_map(|&w| {
             let mut planes: Vec<usize> = refs.iter().filter(|r| r.window == w).map(|r| r.plane).collect();
             planes.sort_unstable();
             planes.dedup();
-            // Planes of whole 4 KiB pages (32×32 values and their multiples) alias in the cache:
-            // placed among their own kind where the window was measured at one.
             if planes.iter().any(|&pl| whole_pages(pl) == whole_pages(plane)) {
                 planes.retain(|&pl| whole_pages(pl) == whole_pages(plane));
             }
@@ -210,21 +215,29 @@ fn reference_passes(r: &ConvRates) -> Option<[&'static str; 3]> {
 /// that runs as the transposed convolution (`transposed shifted`, `transposed panel`) is that
 /// kernel's forward over the transposed shape — F·kh·kw window values, C filters, the input's
 /// plane (`input`: C, H·W and kh·kw) — and priced at the forward rates of the references that
-/// ran it. A pass no reference ran takes the rates of the layer's `family` instead.
+/// ran it. A pass no reference ran takes the rates of the layer's `family` instead. Where
+/// references at the layer's kind of `stride` (1, or more) ran a kernel, those alone count.
 fn kernel_rates(
     p: &Profile,
     family: &[ConvRates],
     passes: [&str; 3],
     (k, f, plane): (usize, usize, usize),
     (c, in_plane, window): (usize, usize, usize),
+    stride: usize,
 ) -> ConvRates {
     let all = [&p.conv_panel, &p.conv_small, &p.conv_strided, &p.conv_pointwise];
+    // Where references of the layer's kind of stride (1, or more) ran the kernel, those alone:
+    // the same kernel over a strided window reads its input otherwise (since profile format 15,
+    // the few-channel im2col tiles were measured at stride 2 as well as 1).
     let ran = |pass: usize, name: &str| -> Vec<ConvRates> {
-        all.iter()
+        let all: Vec<ConvRates> = all
+            .iter()
             .flat_map(|refs| refs.iter())
             .filter(|r| reference_passes(r).is_some_and(|ks| ks[pass] == name))
             .copied()
-            .collect()
+            .collect();
+        let same = |r: &ConvRates| (r.stride.max(1) > 1) == (stride > 1);
+        if all.iter().any(same) { all.into_iter().filter(same).collect() } else { all }
     };
     let fallback = conv_rates(family, k, f, plane);
     let placed = |refs: Vec<ConvRates>, at: (usize, usize, usize), rate: fn(&ConvRates) -> f64, or: f64| {
@@ -601,7 +614,7 @@ impl Model<'_> {
             // Per group: F/g filters over C/g channels.
             let (fg, plane) = (f / c.groups.max(1), l.output.h * l.output.w);
             let r = match tiles {
-                Some((g, t)) => kernel_rates(p, family, t.passes(&g), (k, fg, plane), (g.c, g.h * g.w, window)),
+                Some((g, t)) => kernel_rates(p, family, t.passes(&g), (k, fg, plane), (g.c, g.h * g.w, window), g.s),
                 None => conv_rates(family, k, fg, plane),
             };
             let gflop = 2.0 * rows as f64 * k as f64 * f as f64 / 1e9;
