@@ -556,3 +556,95 @@ fn a_transposed_input_gradient_is_priced_as_the_forward_it_runs() {
     let got = t.layers[1].backward_seconds;
     assert!((got - want).abs() <= 1e-6 * want, "{got} vs {want}");
 }
+
+#[test]
+fn the_sparse_backward_is_priced_at_its_filters() {
+    // The sparse backward measured at one window with 8 filters (a = 0.08, b = 0.8 seconds per
+    // dense GFLOP) and 32 (0.02, 0.2): per output position and window value F·a is 0.64 at both,
+    // so 16 filters cost 0.04 and 0.4 — as a reference measured at 16 would say, not either
+    // count's costs.
+    let sparse = |filters, a: f64| predict::SparseRates {
+        window: 144,
+        filters,
+        weight_grad: (a, 10.0 * a),
+        input_grad: (a, 10.0 * a),
+    };
+    let mut pair = profile().clone();
+    pair.conv_sparse = vec![sparse(8, 0.08), sparse(32, 0.02)];
+    let mut one = profile().clone();
+    one.conv_sparse = vec![sparse(16, 0.04)];
+    // A relu convolution of 16 channels before a 2×2 max pool: δ expected 12.5% nonzero.
+    let spec = parse("1x14x14-conv1x1x16:identity-conv3x3x16p1:relu-maxpool2-10", Defaults::default()).unwrap();
+    let at = |p: &Profile| predict::predict(&spec, &cfg(16), Machine::Measured(p), 1).layers[1].backward_seconds;
+    let (got, want) = (at(&pair), at(&one));
+    assert!((got - want).abs() <= 1e-9 * want, "{got} vs {want}");
+    // And the costs are what they say: moving b moves the backward by b·ρ per dense GFLOP.
+    let mut steeper = one.clone();
+    steeper.conv_sparse[0].weight_grad.1 += 1.0;
+    let gflop = 2.0 * (16 * 14 * 14) as f64 * 144.0 * 16.0 / 1e9;
+    let moved = at(&steeper) - want;
+    assert!((moved - gflop * 0.125).abs() <= 1e-6 * moved, "{moved} vs {}", gflop * 0.125);
+}
+
+#[test]
+fn a_kernel_is_priced_from_references_at_its_kind_of_stride() {
+    // A stride-1 convolution over 4 channels and a stride-2 reference over the same window that
+    // ran the same forward kernel (im2col tiles, where this CPU runs both so): the layer takes
+    // the stride-1 reference of another window (30 GFLOP/s), not the stride-2 one (5).
+    let kernel = |text: &str| {
+        let spec = parse(text, Defaults::default()).unwrap();
+        let sh = ConvShape::of(&spec.layers[0]).unwrap();
+        Tiles::for_shape(&sh).passes(&sh)[0]
+    };
+    let (s1, s2, layer) = (
+        kernel("2x32x32-conv3x3x4p1:identity-gap-10"),
+        kernel("4x32x32-conv3x3x8s2p1:identity-gap-10"),
+        kernel("4x32x32-conv3x3x4p1:identity-gap-10"),
+    );
+    if s1 != layer || s2 != layer {
+        eprintln!("skipped: this CPU runs these forwards on different kernels ({s1}, {s2}, {layer})");
+        return;
+    }
+    let mut p = profile().clone();
+    p.conv_small = vec![reference(2, 32, 3, 4, 1, [30.0, 30.0, 30.0])];
+    p.conv_strided = vec![reference(4, 32, 3, 8, 2, [5.0, 5.0, 5.0])];
+    p.conv_panel.clear();
+    p.conv_pointwise.clear();
+    let spec = parse("1x32x32-conv1x1x4:identity-conv3x3x4p1:identity-gap-10", Defaults::default()).unwrap();
+    let t = predict::predict(&spec, &cfg(16), Machine::Measured(&p), 1);
+    let gflop = 2.0 * (16 * 32 * 32) as f64 * 36.0 * 4.0 / 1e9;
+    let got = t.layers[1].forward_seconds;
+    assert!((got - gflop / 30.0).abs() <= 1e-6 * got, "{got} vs {}", gflop / 30.0);
+}
+
+#[test]
+fn a_plane_skips_windows_measured_only_at_the_other_kind_of_plane() {
+    // Windows of 72 and 200 values measured over 28×28 (20 GFLOP/s), and one of 100 over 32×32
+    // alone (5): a 28×28 layer of 100 values lies between the two of its own kind of plane (20),
+    // not at the 32×32 window's rate; a 32×32 layer of 100 values takes that one.
+    let at = |window, plane| predict::ConvRates {
+        window,
+        filters: 8,
+        plane,
+        forward: if plane == 1024 { 5.0 } else { 20.0 },
+        weight_grad: 20.0,
+        input_grad: 20.0,
+        ..Default::default()
+    };
+    let mut p = profile().clone();
+    p.conv_panel = vec![at(72, 784), at(100, 1024), at(200, 784)];
+    p.conv_small = p.conv_panel.clone();
+    p.conv_strided.clear();
+    p.conv_pointwise.clear();
+    let rate = |side: usize| {
+        let spec =
+            parse(&format!("1x{side}x{side}-conv1x1x4:identity-conv5x5x8p2:identity-gap-10"), Defaults::default())
+                .unwrap();
+        let t = predict::predict(&spec, &cfg(16), Machine::Measured(&p), 1);
+        2.0 * (16 * side * side) as f64 * 100.0 * 8.0 / 1e9 / t.layers[1].forward_seconds
+    };
+    for (side, want) in [(28, 20.0), (32, 5.0)] {
+        let got = rate(side);
+        assert!((got - want).abs() <= 1e-6 * want, "{side}×{side}: {got} GFLOP/s, not {want}");
+    }
+}
