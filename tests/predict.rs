@@ -648,3 +648,25 @@ fn a_plane_skips_windows_measured_only_at_the_other_kind_of_plane() {
         assert!((got - want).abs() <= 1e-6 * want, "{side}×{side}: {got} GFLOP/s, not {want}");
     }
 }
+
+#[test]
+fn a_residual_sum_hands_its_sparse_gradient_to_the_block() {
+    // A relu sum before a 2×2 max pool hands the block's last convolution (identity) the δ it
+    // receives, 12.5% nonzero: that convolution is priced on the sparse backward, here made up
+    // at 1 second per dense GFLOP for each gradient. The block's first convolution receives
+    // the dense input gradient of the last one, and is priced on the dense passes.
+    let mut p = profile().clone();
+    p.conv_sparse =
+        vec![predict::SparseRates { window: 144, filters: 16, weight_grad: (1.0, 0.0), input_grad: (1.0, 0.0) }];
+    let spec = parse(
+        "1x14x14-conv1x1x16:identity-[conv3x3x16p1:relu-conv3x3x16p1:identity]:relu-maxpool2-10",
+        Defaults::default(),
+    )
+    .unwrap();
+    assert!(matches!(spec.layers[3].kind, Kind::Add(_)), "{spec}");
+    let t = predict::predict(&spec, &cfg(16), Machine::Measured(&p), 1);
+    let gflop = 2.0 * (16 * 14 * 14) as f64 * 144.0 * 16.0 / 1e9;
+    let last = t.layers[2].backward_seconds;
+    assert!((last - 2.0 * gflop).abs() <= 1e-6 * last, "{last} vs {}", 2.0 * gflop);
+    assert!(t.layers[1].backward_seconds < gflop, "{} priced sparse", t.layers[1].backward_seconds);
+}

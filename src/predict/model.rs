@@ -393,17 +393,29 @@ fn per_value<T: Copy>(refs: &[T], size: impl Fn(&T) -> usize, rate: impl Fn(&T) 
     bracket_window(refs, &size, at).map_or(0.0, |(a, b, t)| rate(&a) * (1.0 - t) + rate(&b) * t)
 }
 
-/// The share of a convolution's δ the model expects to be nonzero in training: a relu zeroes
-/// about half of it, and a following k×k max pool of stride k passes one value in k² (the
-/// second convolution of network e has 11.7–12.4% nonzero on Fashion-MNIST, `examples/delta_share.rs`;
-/// this gives 12.5%).
-fn expected_density(l: &Layer, next: Option<&Layer>) -> f64 {
-    let relu = if l.activation == Activation::Relu { 0.5 } else { 1.0 };
-    let pool = match next.map(|n| n.kind) {
-        Some(Kind::MaxPool(p)) if p.stride == p.k => 1.0 / (p.k * p.k) as f64,
-        _ => 1.0,
-    };
-    relu * pool
+/// The share of each node's δ the model expects to be nonzero in training (the gradient at its
+/// output, its own activation's derivative applied), following the gradient back from the
+/// loss: a relu zeroes about half of it; a k×k max pool of stride k hands its input one value
+/// in k² of its own; a residual sum hands each input its own δ (since profile format 15: a
+/// block's last convolution, identity into a relu sum before a 2×2 pool, takes the sparse
+/// backward as the engine finds δ sparse, and ran 2.9× the dense backward it was priced at:
+/// `3x32x32-conv5x5x16p2:relu-[conv3x3x16p1:relu-conv3x3x16p1:identity]:relu-maxpool2-64-10`
+/// at batch 16, one thread, 2.74 ms against 0.95); anything else hands on a dense gradient, and
+/// gradients from several readers add up. The second convolution of network e has 11.7–12.4%
+/// nonzero on Fashion-MNIST (`examples/delta_share.rs`); this gives 12.5%.
+fn expected_density(spec: &Spec, readers: &[Vec<usize>]) -> Vec<f64> {
+    let mut own = vec![1.0; spec.layers.len()];
+    for i in (0..spec.layers.len()).rev() {
+        let handed = |r: usize| match spec.layers[r].kind {
+            Kind::MaxPool(p) if p.stride == p.k => own[r] / (p.k * p.k) as f64,
+            Kind::Add(_) => own[r],
+            _ => 1.0,
+        };
+        let arriving =
+            if readers[i].is_empty() { 1.0 } else { readers[i].iter().map(|&r| handed(r)).sum::<f64>().min(1.0) };
+        own[i] = if spec.layers[i].activation == Activation::Relu { 0.5 } else { 1.0 } * arriving;
+    }
+    own
 }
 
 /// Seconds per item at a working set of `bytes`: log-linear between measured sizes.
@@ -569,10 +581,11 @@ impl Model<'_> {
     /// Under a roofline, as im2col: the window values copied into columns, the
     /// products, col2im's scatter back (a depthwise one as a pass at the vector peak).
     ///
-    /// Where δ is expected sparse enough for the engine's sparse backward ([`expected_density`]
-    /// at most `SPARSE_MAX_DENSITY`, C a multiple of 8, ungrouped, a profile that measured
-    /// it), the two gradients cost, per dense GFLOP, a + b·ρ as calibrate fitted them.
-    fn conv(&self, l: &Layer, c: &Conv, b: usize, first: bool, next: Option<&Layer>) -> (f64, f64) {
+    /// Where δ is expected sparse enough for the engine's sparse backward (`rho`, the node's
+    /// [`expected_density`], at most `SPARSE_MAX_DENSITY`, C a multiple of 8, ungrouped, its
+    /// input gradient written rather than added (`adds`), a profile that measured it), the two
+    /// gradients cost, per dense GFLOP, a + b·ρ as calibrate fitted them.
+    fn conv(&self, l: &Layer, c: &Conv, b: usize, first: bool, (rho, adds): (f64, bool)) -> (f64, f64) {
         // Saturating: a spec too large to train still gets a (huge) time, not an overflow.
         let rows = b.saturating_mul(l.output.h).saturating_mul(l.output.w);
         let window = c.kh * c.kw;
@@ -619,11 +632,12 @@ impl Model<'_> {
             };
             let gflop = 2.0 * rows as f64 * k as f64 * f as f64 / 1e9;
             let forward = gflop / r.forward.max(1e-3) + act;
-            let rho = expected_density(l, next);
-            let sparse =
-                (c.groups == 1 && l.input.c.is_multiple_of(8) && rho <= crate::engine::conv::SPARSE_MAX_DENSITY as f64)
-                    .then(|| sparse_rates(&p.conv_sparse, k, fg))
-                    .flatten();
+            let sparse = (c.groups == 1
+                && !adds
+                && l.input.c.is_multiple_of(8)
+                && rho <= crate::engine::conv::SPARSE_MAX_DENSITY as f64)
+                .then(|| sparse_rates(&p.conv_sparse, k, fg))
+                .flatten();
             let (weight_grad, input_grad) = match sparse {
                 Some(s) => {
                     (gflop * (s.weight_grad.0 + s.weight_grad.1 * rho), gflop * (s.input_grad.0 + s.input_grad.1 * rho))
@@ -816,6 +830,7 @@ impl Model<'_> {
                 }
             }
         }
+        let density = expected_density(spec, &readers);
         let layers = spec
             .layers
             .iter()
@@ -823,9 +838,13 @@ impl Model<'_> {
             .map(|(i, l)| {
                 let first = spec.reads_data(i);
                 let from_ce = i == last && loss == Loss::Ce && l.activation == Activation::Softmax;
-                let next = match readers[i].as_slice() {
-                    [one] => spec.layers.get(*one),
-                    _ => None,
+                // A convolution whose source's gradient a later reader wrote adds its own to it
+                // where its kernel can (engine/graph.rs), and adding, skips the sparse path.
+                let adds = match (spec.sources[i].as_slice(), crate::engine::conv::ConvShape::of(l)) {
+                    ([Source::Node(j)], Some(sh)) => {
+                        readers[*j].last() != Some(&i) && crate::engine::conv::Tiles::for_shape(&sh).adds_dx(&sh)
+                    }
+                    _ => false,
                 };
                 let sources = &spec.sources[i];
                 // Values per example a join hands on as the first gradient its inputs receive
@@ -839,7 +858,7 @@ impl Model<'_> {
                     .collect();
                 let (forward, backward) = match l.kind {
                     Kind::Dense => self.dense(l, b, first, from_ce, fused),
-                    Kind::Conv2d(c) => self.conv(l, &c, b, first, next),
+                    Kind::Conv2d(c) => self.conv(l, &c, b, first, (density[i], adds)),
                     Kind::MaxPool(p) if p.pad > 0 || p.ceil => self.padded_pool(l, b, first, footprint),
                     Kind::MaxPool(_) | Kind::AvgPool(_) => self.pool(l, b, first, footprint),
                     Kind::BatchNorm => self.batch_norm(l, b, first),
