@@ -494,6 +494,7 @@ fn reference(c: usize, side: usize, k: usize, f: usize, s: usize, rates: [f64; 3
         side,
         kernel: k,
         stride: s,
+        batch: 16,
     }
 }
 
@@ -669,4 +670,35 @@ fn a_residual_sum_hands_its_sparse_gradient_to_the_block() {
     let last = t.layers[2].backward_seconds;
     assert!((last - 2.0 * gflop).abs() <= 1e-6 * last, "{last} vs {}", 2.0 * gflop);
     assert!(t.layers[1].backward_seconds < gflop, "{} priced sparse", t.layers[1].backward_seconds);
+}
+
+#[test]
+fn a_convolution_is_priced_at_the_batches_its_shape_was_measured_at() {
+    // One window and plane measured at batch 16 (40 GFLOP/s) and 128 (10): batch 64 lies
+    // between them, log-linear in the batch and the rate; beyond them, the nearest.
+    let at = |filters, batch, forward| predict::ConvRates {
+        window: 72,
+        filters,
+        plane: 256,
+        forward,
+        weight_grad: forward,
+        input_grad: forward,
+        batch,
+        ..Default::default()
+    };
+    let mut p = profile().clone();
+    p.conv_panel = vec![at(8, 16, 40.0), at(32, 16, 40.0), at(8, 128, 10.0), at(32, 128, 10.0)];
+    p.conv_small = p.conv_panel.clone();
+    p.conv_strided.clear();
+    p.conv_pointwise.clear();
+    let spec = parse("1x16x16-conv1x1x8:identity-conv3x3x16p1:identity-gap-10", Defaults::default()).unwrap();
+    let rate = |b: usize| {
+        let t = predict::predict(&spec, &cfg(b), Machine::Measured(&p), 1);
+        2.0 * (b * 16 * 16) as f64 * 72.0 * 16.0 / 1e9 / t.layers[1].forward_seconds
+    };
+    let between = (40f64.ln() / 3.0 + 10f64.ln() * 2.0 / 3.0).exp();
+    for (b, want) in [(16, 40.0), (8, 40.0), (128, 10.0), (256, 10.0), (64, between)] {
+        let got = rate(b);
+        assert!((got - want).abs() <= 1e-6 * want, "batch {b}: {got} GFLOP/s, not {want}");
+    }
 }

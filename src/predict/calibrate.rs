@@ -297,6 +297,7 @@ fn conv_rates(
         side: shape.1,
         kernel: shape.2,
         stride: s,
+        batch,
     })
 }
 
@@ -713,8 +714,19 @@ pub fn calibrate(threads: usize, quick: bool) -> Result<Profile> {
     // 32x28x28 with 1×1 kernels: a mid-network window on the small kernels (an inverted
     // residual block's expansion from few channels), whose backward ran 3–6× its prediction from
     // the 1-channel first-layer shapes alone.
-    let conv_small =
-        [pair((1, 28, 3, 16), 1, 16)?, pair((1, 28, 5, 32), 1, 16)?, pair((32, 28, 1, 64), 1, 16)?].concat();
+    // Each at batch 16 and 128 (since profile format 15): these passes run on im2col tiles, per
+    // window value as much as per product, and slow down as the batch's values outgrow the
+    // caches — 32→64 1×1 over 28×28, one thread, input gradient 150 GFLOP/s at batch 16 and 64
+    // at 128 — where the panel kernels hardly do (8x16x16 3×3: 114 and 93): mobilenet-style
+    // 1×1 layers over 16–64 channels at batch 128 ran 1.6–2.6× their backward priced at 16.
+    let conv_small = [16, 128]
+        .into_iter()
+        .map(|batch| {
+            Ok([pair((1, 28, 3, 16), 1, batch)?, pair((1, 28, 5, 32), 1, batch)?, pair((32, 28, 1, 64), 1, batch)?]
+                .concat())
+        })
+        .collect::<Result<Vec<_>>>()?
+        .concat();
     // 4x32x32 with 3×3 kernels at stride 2 (since profile format 15): few channels at a stride
     // run on im2col tiles, as the 1-channel small references do (`conv::Tiles::passes`:
     // tiled, tiled, dcol), at 22–25 GFLOP/s; priced from the strided panel references, grouped

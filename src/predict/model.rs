@@ -133,12 +133,14 @@ fn whole_pages(values: usize) -> bool {
     values > 0 && values.is_multiple_of(1024)
 }
 
-/// The convolution rates at window size `k`, `f` filters and `plane` output positions per
-/// example: at each reference window and plane as [`rate_at`] places them, then, where a window
-/// was measured at several planes, log-linear in the plane between the pair around `plane` (the
+/// The convolution rates at window size `k`, `f` filters, `plane` output positions per
+/// example and batch `batch`: at each reference window, plane and batch as [`rate_at`] places
+/// them, then, where a window and plane were measured at several batches, log-linear in the
+/// batch between the pair around `batch` (the nearest outside them; since profile format 15),
+/// then, where a window was measured at several planes, log-linear in the plane between the pair around `plane` (the
 /// nearest outside them), then log-linear in the window between the pair around `k` (the
 /// nearest outside them).
-fn conv_rates(refs: &[ConvRates], k: usize, f: usize, plane: usize) -> ConvRates {
+fn conv_rates(refs: &[ConvRates], k: usize, f: usize, plane: usize, batch: usize) -> ConvRates {
     let mut windows: Vec<usize> = refs.iter().map(|r| r.window).collect();
     windows.sort_unstable();
     windows.dedup();
@@ -164,19 +166,43 @@ fn conv_rates(refs: &[ConvRates], k: usize, f: usize, plane: usize) -> ConvRates
             }
             let by_plane: Vec<ConvRates> = planes
                 .iter()
-                .map(|&pl| {
-                    let mut same: Vec<ConvRates> =
-                        refs.iter().filter(|r| r.window == w && r.plane == pl).copied().collect();
-                    same.sort_by_key(|r| r.filters);
-                    ConvRates {
+                .filter_map(|&pl| {
+                    let mut batches: Vec<usize> =
+                        refs.iter().filter(|r| r.window == w && r.plane == pl).map(|r| r.batch).collect();
+                    batches.sort_unstable();
+                    batches.dedup();
+                    let by_batch: Vec<ConvRates> = batches
+                        .iter()
+                        .map(|&bt| {
+                            let mut same: Vec<ConvRates> = refs
+                                .iter()
+                                .filter(|r| r.window == w && r.plane == pl && r.batch == bt)
+                                .copied()
+                                .collect();
+                            same.sort_by_key(|r| r.filters);
+                            ConvRates {
+                                window: w,
+                                filters: f,
+                                plane: pl,
+                                batch: bt,
+                                forward: rate_at(&same, f, |r| r.forward),
+                                weight_grad: rate_at(&same, f, |r| r.weight_grad),
+                                input_grad: rate_at(&same, f, |r| r.input_grad),
+                                ..ConvRates::default()
+                            }
+                        })
+                        .collect();
+                    let (a, b, t) = bracket_window(&by_batch, |r| r.batch.max(1), batch.max(1))?;
+                    let (forward, weight_grad, input_grad) = mix_rates(&a, &b, t);
+                    Some(ConvRates {
                         window: w,
                         filters: f,
                         plane: pl,
-                        forward: rate_at(&same, f, |r| r.forward),
-                        weight_grad: rate_at(&same, f, |r| r.weight_grad),
-                        input_grad: rate_at(&same, f, |r| r.input_grad),
+                        forward,
+                        weight_grad,
+                        input_grad,
                         ..ConvRates::default()
-                    }
+                    })
                 })
                 .collect();
             let (a, b, t) = bracket_window(&by_plane, |r| r.plane, plane)?;
@@ -216,14 +242,15 @@ fn reference_passes(r: &ConvRates) -> Option<[&'static str; 3]> {
 /// kernel's forward over the transposed shape — F·kh·kw window values, C filters, the input's
 /// plane (`input`: C, H·W and kh·kw) — and priced at the forward rates of the references that
 /// ran it. A pass no reference ran takes the rates of the layer's `family` instead. Where
-/// references at the layer's kind of `stride` (1, or more) ran a kernel, those alone count.
+/// references at the layer's kind of `stride` (1, or more) ran a kernel, those alone count;
+/// `batch` is the layer's, for references measured at several.
 fn kernel_rates(
     p: &Profile,
     family: &[ConvRates],
     passes: [&str; 3],
     (k, f, plane): (usize, usize, usize),
     (c, in_plane, window): (usize, usize, usize),
-    stride: usize,
+    (stride, batch): (usize, usize),
 ) -> ConvRates {
     let all = [&p.conv_panel, &p.conv_small, &p.conv_strided, &p.conv_pointwise];
     // Where references of the layer's kind of stride (1, or more) ran the kernel, those alone:
@@ -239,9 +266,9 @@ fn kernel_rates(
         let same = |r: &ConvRates| (r.stride.max(1) > 1) == (stride > 1);
         if all.iter().any(same) { all.into_iter().filter(same).collect() } else { all }
     };
-    let fallback = conv_rates(family, k, f, plane);
+    let fallback = conv_rates(family, k, f, plane, batch);
     let placed = |refs: Vec<ConvRates>, at: (usize, usize, usize), rate: fn(&ConvRates) -> f64, or: f64| {
-        if refs.is_empty() { or } else { rate(&conv_rates(&refs, at.0, at.1, at.2)) }
+        if refs.is_empty() { or } else { rate(&conv_rates(&refs, at.0, at.1, at.2, batch)) }
     };
     let input_grad = match passes[2].strip_prefix("transposed ") {
         Some(kernel) => placed(ran(0, kernel), (f * window, c, in_plane), |r| r.forward, fallback.input_grad),
@@ -627,8 +654,10 @@ impl Model<'_> {
             // Per group: F/g filters over C/g channels.
             let (fg, plane) = (f / c.groups.max(1), l.output.h * l.output.w);
             let r = match tiles {
-                Some((g, t)) => kernel_rates(p, family, t.passes(&g), (k, fg, plane), (g.c, g.h * g.w, window), g.s),
-                None => conv_rates(family, k, fg, plane),
+                Some((g, t)) => {
+                    kernel_rates(p, family, t.passes(&g), (k, fg, plane), (g.c, g.h * g.w, window), (g.s, b))
+                }
+                None => conv_rates(family, k, fg, plane, b),
             };
             let gflop = 2.0 * rows as f64 * k as f64 * f as f64 / 1e9;
             let forward = gflop / r.forward.max(1e-3) + act;

@@ -49,6 +49,10 @@ pub struct ConvRates {
     pub kernel: usize,
     #[serde(default)]
     pub stride: usize,
+    /// The batch it was timed at (profile format 15; 0 where not recorded): where a shape was
+    /// measured at several, the model places a layer between them by its own batch.
+    #[serde(default)]
+    pub batch: usize,
 }
 
 /// The engine's sparse backward (`engine::sparse`) at one reference shape of `window` values:
