@@ -325,7 +325,8 @@ fn pooled_delta(planes: usize, (oh, ow): (usize, usize), share: f64, rng: &mut i
 /// the kernel branches on every value of δ, and on one δ repeated call after call (or one
 /// drawn by a multiplicative hash, as before profile format 15) the branch predictor learns
 /// the pattern, which training, with a new δ every step, never lets it (16→16 3×3 over 28×28
-/// at batch 64, one thread, δ 20% nonzero: 3.1 ms for dW on random draws, 1.8 on the hash's;
+/// at batch 64, one thread, δ 20% nonzero: 3.1 ms for dW on random draws, 1.8 on the hash's,
+/// `SPARSE=1 cargo run --release --example conv_passes 16 28 3 16 1 64`;
 /// in `bench` the layer's backward took 8.1 ms against the 2.7 priced from the hash's).
 fn sparse_rates(
     shape: (usize, usize, usize, usize),
@@ -696,9 +697,10 @@ pub fn calibrate(threads: usize, quick: bool) -> Result<Profile> {
     // 8-channel 5×5 networks over 28×28 ran 34–46% under their prediction).
     // 4x32x32 with 5×5 kernels at 4 and 16 filters (since profile format 15): the groups of a
     // grouped convolution over 16 channels in 4, whose input gradient on packed dcol tiles
-    // costs the same per window value at 4 filters as at 16 (1.19 and 1.26 ms at batch 16, one
-    // thread), 11 GFLOP/s at 4: priced between the 3×3 and 8-channel references, a grouped
-    // 16→16 5×5 over 32×32 ran 2.7× its predicted backward (`flopnet bench
+    // costs the same per window value at 4 filters as at 16 (1.17 and 1.26 ms at batch 16, one
+    // thread, `examples/conv_passes.rs`), 11 GFLOP/s at 4: priced between the 3×3 and
+    // 8-channel references, a grouped 16→16 5×5 over 32×32 ran 2.7× its predicted backward
+    // (`flopnet bench
     // 16x32x32-conv1x1x16p0:relu-conv5x5x16p2g4:identity-...`, see docs/prediction.md).
     let conv_panel = [
         pair((8, 16, 3, 32), 1, 16)?,
