@@ -74,34 +74,14 @@ fn main() {
         (vec![0.0f32; f * n], vec![0.0f32; w.len()], vec![0.0f32; f], vec![0.0f32; x.len()]);
     let gflop = 2.0 * (f * sh.ckk() * n) as f64 / 1e9;
     let mut backward = |deltas: &[Vec<f32>]| {
-        let dwt = time(|i| {
-            conv::conv_backward(
-                &sh,
-                batch,
-                &x,
-                &w,
-                &deltas[i % deltas.len()],
-                &mut dw,
-                &mut db,
-                &mut scratch,
-                Dx::Skip,
-                &team,
-            )
-        });
-        let both = time(|i| {
-            conv::conv_backward(
-                &sh,
-                batch,
-                &x,
-                &w,
-                &deltas[i % deltas.len()],
-                &mut dw,
-                &mut db,
-                &mut scratch,
-                Dx::Write(&mut dx),
-                &team,
-            )
-        });
+        // The backward without the input gradient, or with it written.
+        let mut pass = |i: usize, write: bool| {
+            let to = if write { Dx::Write(&mut dx) } else { Dx::Skip };
+            let delta = &deltas[i % deltas.len()];
+            conv::conv_backward(&sh, batch, &x, &w, delta, &mut dw, &mut db, &mut scratch, to, &team)
+        };
+        let dwt = time(|i| pass(i, false));
+        let both = time(|i| pass(i, true));
         (dwt, both - dwt)
     };
     let dense: Vec<f32> = (0..f * n).map(|i| (i % 11) as f32 / 11.0 - 0.5).collect();

@@ -411,6 +411,16 @@ fn a_convolution_is_priced_at_its_window_and_its_filters() {
     assert!((got - gflop / 15.0).abs() < 1e-9 * got, "{got} vs {}", gflop / 15.0);
 }
 
+/// The GFLOP/s at which `p` prices the forward of a k×k convolution of `f` filters over `c`
+/// channels of `side`×`side` (padded by k/2), behind a one-channel 1×1 convolution into them
+/// (on the small kernels, so that no change of layout joins it), at batch `b`.
+fn second_forward_rate(p: &Profile, (c, side, k, f): (usize, usize, usize, usize), b: usize) -> f64 {
+    let text = format!("1x{side}x{side}-conv1x1x{c}:identity-conv{k}x{k}x{f}p{}:identity-gap-10", k / 2);
+    let spec = parse(&text, Defaults::default()).unwrap();
+    let t = predict::predict(&spec, &cfg(b), Machine::Measured(p), 1);
+    2.0 * (b * side * side) as f64 * (c * k * k) as f64 * f as f64 / 1e9 / t.layers[1].forward_seconds
+}
+
 #[test]
 fn a_convolution_is_priced_at_the_planes_its_window_was_measured_at() {
     // One window measured over 8×8 and 16×16 planes at 40 and 20 GFLOP/s and over 32×32 at 10
@@ -440,13 +450,7 @@ fn a_convolution_is_priced_at_the_planes_its_window_was_measured_at() {
     // (which the measured strided references would otherwise answer for the 8×8 layer's panel
     // forward): the family's rates, placed by plane.
     p.conv_strided.clear();
-    let rate = |side: usize| {
-        let spec =
-            parse(&format!("1x{side}x{side}-conv1x1x8:identity-conv3x3x16p1:identity-gap-10"), Defaults::default())
-                .unwrap();
-        let t = predict::predict(&spec, &cfg(16), Machine::Measured(&p), 1);
-        2.0 * (16 * side * side) as f64 * 72.0 * 16.0 / 1e9 / t.layers[1].forward_seconds
-    };
+    let rate = |side: usize| second_forward_rate(&p, (8, side, 3, 16), 16);
     let between = 40.0 * 0.5f64.powf((144f64 / 64.0).ln() / 4f64.ln());
     for (side, want) in [(16, 20.0), (8, 40.0), (32, 10.0), (4, 40.0), (64, 10.0), (28, 20.0), (12, between)] {
         let got = rate(side);
@@ -637,13 +641,7 @@ fn a_plane_skips_windows_measured_only_at_the_other_kind_of_plane() {
     p.conv_small = p.conv_panel.clone();
     p.conv_strided.clear();
     p.conv_pointwise.clear();
-    let rate = |side: usize| {
-        let spec =
-            parse(&format!("1x{side}x{side}-conv1x1x4:identity-conv5x5x8p2:identity-gap-10"), Defaults::default())
-                .unwrap();
-        let t = predict::predict(&spec, &cfg(16), Machine::Measured(&p), 1);
-        2.0 * (16 * side * side) as f64 * 100.0 * 8.0 / 1e9 / t.layers[1].forward_seconds
-    };
+    let rate = |side: usize| second_forward_rate(&p, (4, side, 5, 8), 16);
     for (side, want) in [(28, 20.0), (32, 5.0)] {
         let got = rate(side);
         assert!((got - want).abs() <= 1e-6 * want, "{side}×{side}: {got} GFLOP/s, not {want}");
@@ -691,11 +689,7 @@ fn a_convolution_is_priced_at_the_batches_its_shape_was_measured_at() {
     p.conv_small = p.conv_panel.clone();
     p.conv_strided.clear();
     p.conv_pointwise.clear();
-    let spec = parse("1x16x16-conv1x1x8:identity-conv3x3x16p1:identity-gap-10", Defaults::default()).unwrap();
-    let rate = |b: usize| {
-        let t = predict::predict(&spec, &cfg(b), Machine::Measured(&p), 1);
-        2.0 * (b * 16 * 16) as f64 * 72.0 * 16.0 / 1e9 / t.layers[1].forward_seconds
-    };
+    let rate = |b: usize| second_forward_rate(&p, (8, 16, 3, 16), b);
     let between = (40f64.ln() / 3.0 + 10f64.ln() * 2.0 / 3.0).exp();
     for (b, want) in [(16, 40.0), (8, 40.0), (128, 10.0), (256, 10.0), (64, between)] {
         let got = rate(b);
