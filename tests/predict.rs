@@ -415,6 +415,16 @@ fn a_convolution_is_priced_at_its_window_and_its_filters() {
     assert!((got - gflop / 15.0).abs() < 1e-9 * got, "{got} vs {}", gflop / 15.0);
 }
 
+/// The GFLOP/s at which `p` prices the forward of a k×k convolution of `f` filters over `c`
+/// channels of `side`×`side` (padded by k/2), behind a one-channel 1×1 convolution into them
+/// (on the small kernels, so that no change of layout joins it), at batch `b`.
+fn second_forward_rate(p: &Profile, (c, side, k, f): (usize, usize, usize, usize), b: usize) -> f64 {
+    let text = format!("1x{side}x{side}-conv1x1x{c}:identity-conv{k}x{k}x{f}p{}:identity-gap-10", k / 2);
+    let spec = parse(&text, Defaults::default()).unwrap();
+    let t = predict::predict(&spec, &cfg(b), Machine::Measured(p), 1);
+    2.0 * (b * side * side) as f64 * (c * k * k) as f64 * f as f64 / 1e9 / t.layers[1].forward_seconds
+}
+
 #[test]
 fn a_convolution_is_priced_at_the_planes_its_window_was_measured_at() {
     // One window measured over 8×8 and 16×16 planes at 40 and 20 GFLOP/s and over 32×32 at 10
@@ -446,13 +456,7 @@ fn a_convolution_is_priced_at_the_planes_its_window_was_measured_at() {
     // plane.
     p.conv_strided.clear();
     p.conv_small.clear();
-    let rate = |side: usize| {
-        let spec =
-            parse(&format!("1x{side}x{side}-conv1x1x8:identity-conv3x3x16p1:identity-gap-10"), Defaults::default())
-                .unwrap();
-        let t = predict::predict(&spec, &cfg(16), Machine::Measured(&p), 1);
-        2.0 * (16 * side * side) as f64 * 72.0 * 16.0 / 1e9 / t.layers[1].forward_seconds
-    };
+    let rate = |side: usize| second_forward_rate(&p, (8, side, 3, 16), 16);
     let between = 40.0 * 0.5f64.powf((144f64 / 64.0).ln() / 4f64.ln());
     for (side, want) in [(16, 20.0), (8, 40.0), (32, 10.0), (4, 40.0), (64, 10.0), (28, 20.0), (12, between)] {
         let got = rate(side);
@@ -500,6 +504,7 @@ fn reference(c: usize, side: usize, k: usize, f: usize, s: usize, rates: [f64; 3
         side,
         kernel: k,
         stride: s,
+        batch: 16,
     }
 }
 
@@ -561,4 +566,139 @@ fn a_transposed_input_gradient_is_priced_as_the_forward_it_runs() {
     let want = gflop / 50.0 + gflop / 40.0;
     let got = t.layers[1].backward_seconds;
     assert!((got - want).abs() <= 1e-6 * want, "{got} vs {want}");
+}
+
+#[test]
+fn the_sparse_backward_is_priced_at_its_filters() {
+    // The sparse backward measured at one window with 8 filters (a = 0.08, b = 0.8 seconds per
+    // dense GFLOP) and 32 (0.02, 0.2): per output position and window value F·a is 0.64 at both,
+    // so 16 filters cost 0.04 and 0.4 — as a reference measured at 16 would say, not either
+    // count's costs.
+    let sparse = |filters, a: f64| predict::SparseRates {
+        window: 144,
+        filters,
+        weight_grad: (a, 10.0 * a),
+        input_grad: (a, 10.0 * a),
+    };
+    let mut pair = profile().clone();
+    pair.conv_sparse = vec![sparse(8, 0.08), sparse(32, 0.02)];
+    let mut one = profile().clone();
+    one.conv_sparse = vec![sparse(16, 0.04)];
+    // A relu convolution of 16 channels before a 2×2 max pool: δ expected 12.5% nonzero.
+    let spec = parse("1x14x14-conv1x1x16:identity-conv3x3x16p1:relu-maxpool2-10", Defaults::default()).unwrap();
+    let at = |p: &Profile| predict::predict(&spec, &cfg(16), Machine::Measured(p), 1).layers[1].backward_seconds;
+    let (got, want) = (at(&pair), at(&one));
+    assert!((got - want).abs() <= 1e-9 * want, "{got} vs {want}");
+    // And the costs are what they say: moving b moves the backward by b·ρ per dense GFLOP.
+    let mut steeper = one.clone();
+    steeper.conv_sparse[0].weight_grad.1 += 1.0;
+    let gflop = 2.0 * (16 * 14 * 14) as f64 * 144.0 * 16.0 / 1e9;
+    let moved = at(&steeper) - want;
+    assert!((moved - gflop * 0.125).abs() <= 1e-6 * moved, "{moved} vs {}", gflop * 0.125);
+}
+
+#[test]
+fn a_kernel_is_priced_from_references_at_its_kind_of_stride() {
+    // A stride-1 convolution over 4 channels and a stride-2 reference over the same window that
+    // ran the same forward kernel (im2col tiles, where this CPU runs both so): the layer takes
+    // the stride-1 reference of another window (30 GFLOP/s), not the stride-2 one (5).
+    let kernel = |text: &str| {
+        let spec = parse(text, Defaults::default()).unwrap();
+        let sh = ConvShape::of(&spec.layers[0]).unwrap();
+        Tiles::for_shape(&sh).passes(&sh)[0]
+    };
+    let (s1, s2, layer) = (
+        kernel("2x32x32-conv3x3x4p1:identity-gap-10"),
+        kernel("4x32x32-conv3x3x8s2p1:identity-gap-10"),
+        kernel("4x32x32-conv3x3x4p1:identity-gap-10"),
+    );
+    if s1 != layer || s2 != layer {
+        eprintln!("skipped: this CPU runs these forwards on different kernels ({s1}, {s2}, {layer})");
+        return;
+    }
+    let mut p = profile().clone();
+    p.conv_small = vec![reference(2, 32, 3, 4, 1, [30.0, 30.0, 30.0])];
+    p.conv_strided = vec![reference(4, 32, 3, 8, 2, [5.0, 5.0, 5.0])];
+    p.conv_panel.clear();
+    p.conv_pointwise.clear();
+    let spec = parse("1x32x32-conv1x1x4:identity-conv3x3x4p1:identity-gap-10", Defaults::default()).unwrap();
+    let t = predict::predict(&spec, &cfg(16), Machine::Measured(&p), 1);
+    let gflop = 2.0 * (16 * 32 * 32) as f64 * 36.0 * 4.0 / 1e9;
+    let got = t.layers[1].forward_seconds;
+    assert!((got - gflop / 30.0).abs() <= 1e-6 * got, "{got} vs {}", gflop / 30.0);
+}
+
+#[test]
+fn a_plane_skips_windows_measured_only_at_the_other_kind_of_plane() {
+    // Windows of 72 and 200 values measured over 28×28 (20 GFLOP/s), and one of 100 over 32×32
+    // alone (5): a 28×28 layer of 100 values lies between the two of its own kind of plane (20),
+    // not at the 32×32 window's rate; a 32×32 layer of 100 values takes that one.
+    let at = |window, plane| predict::ConvRates {
+        window,
+        filters: 8,
+        plane,
+        forward: if plane == 1024 { 5.0 } else { 20.0 },
+        weight_grad: 20.0,
+        input_grad: 20.0,
+        ..Default::default()
+    };
+    let mut p = profile().clone();
+    p.conv_panel = vec![at(72, 784), at(100, 1024), at(200, 784)];
+    p.conv_small = p.conv_panel.clone();
+    p.conv_strided.clear();
+    p.conv_pointwise.clear();
+    let rate = |side: usize| second_forward_rate(&p, (4, side, 5, 8), 16);
+    for (side, want) in [(28, 20.0), (32, 5.0)] {
+        let got = rate(side);
+        assert!((got - want).abs() <= 1e-6 * want, "{side}×{side}: {got} GFLOP/s, not {want}");
+    }
+}
+
+#[test]
+fn a_residual_sum_hands_its_sparse_gradient_to_the_block() {
+    // A relu sum before a 2×2 max pool hands the block's last convolution (identity) the δ it
+    // receives, 12.5% nonzero: that convolution is priced on the sparse backward, here made up
+    // at 1 second per dense GFLOP for each gradient. The block's first convolution receives
+    // the dense input gradient of the last one, and is priced on the dense passes.
+    let mut p = profile().clone();
+    p.conv_sparse =
+        vec![predict::SparseRates { window: 144, filters: 16, weight_grad: (1.0, 0.0), input_grad: (1.0, 0.0) }];
+    let spec = parse(
+        "1x14x14-conv1x1x16:identity-[conv3x3x16p1:relu-conv3x3x16p1:identity]:relu-maxpool2-10",
+        Defaults::default(),
+    )
+    .unwrap();
+    assert!(matches!(spec.layers[3].kind, Kind::Add(_)), "{spec}");
+    let t = predict::predict(&spec, &cfg(16), Machine::Measured(&p), 1);
+    let gflop = 2.0 * (16 * 14 * 14) as f64 * 144.0 * 16.0 / 1e9;
+    let last = t.layers[2].backward_seconds;
+    assert!((last - 2.0 * gflop).abs() <= 1e-6 * last, "{last} vs {}", 2.0 * gflop);
+    assert!(t.layers[1].backward_seconds < gflop, "{} priced sparse", t.layers[1].backward_seconds);
+}
+
+#[test]
+fn a_convolution_is_priced_at_the_batches_its_shape_was_measured_at() {
+    // One window and plane measured at batch 16 (40 GFLOP/s) and 128 (10): batch 64 lies
+    // between them, log-linear in the batch and the rate; beyond them, the nearest.
+    let at = |filters, batch, forward| predict::ConvRates {
+        window: 72,
+        filters,
+        plane: 256,
+        forward,
+        weight_grad: forward,
+        input_grad: forward,
+        batch,
+        ..Default::default()
+    };
+    let mut p = profile().clone();
+    p.conv_panel = vec![at(8, 16, 40.0), at(32, 16, 40.0), at(8, 128, 10.0), at(32, 128, 10.0)];
+    p.conv_small = p.conv_panel.clone();
+    p.conv_strided.clear();
+    p.conv_pointwise.clear();
+    let rate = |b: usize| second_forward_rate(&p, (8, 16, 3, 16), b);
+    let between = (40f64.ln() / 3.0 + 10f64.ln() * 2.0 / 3.0).exp();
+    for (b, want) in [(16, 40.0), (8, 40.0), (128, 10.0), (256, 10.0), (64, between)] {
+        let got = rate(b);
+        assert!((got - want).abs() <= 1e-6 * want, "batch {b}: {got} GFLOP/s, not {want}");
+    }
 }

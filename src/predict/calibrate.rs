@@ -275,8 +275,10 @@ fn conv_rates(
     let delta: Vec<f32> = (0..f * n).map(|i| (i % 11) as f32 / 11.0 - 0.5).collect();
     let (mut z, mut dw, mut db, mut dx) =
         (vec![0.0f32; f * n], vec![0.0f32; w.len()], vec![0.0f32; f], vec![0.0f32; x.len()]);
-    // Few shapes, so each is timed longer than a grid point: the model leans on them alone.
-    let (min_s, runs) = (3.0 * min_s, 4);
+    // Few shapes, so each is timed longer than a grid point: the model leans on them alone
+    // (runs of 2·min_s since profile format 15, 3·min_s before: the fastest of four, and room
+    // for the few-channel references).
+    let (min_s, runs) = (2.0 * min_s, 4);
     let fwd = time(min_s, runs, || conv_forward(&sh, batch, Activation::Relu, &x, &w, &b, &mut scratch, &mut z, team));
     let dwt =
         time(min_s, runs, || conv_backward(&sh, batch, &x, &w, &delta, &mut dw, &mut db, &mut scratch, Dx::Skip, team));
@@ -295,18 +297,45 @@ fn conv_rates(
         side: shape.1,
         kernel: shape.2,
         stride: s,
+        batch,
     })
 }
 
-/// The engine's sparse backward on the same shapes as [`conv_rates`], timed with δ 5% and 20%
-/// nonzero (scattered at random, deterministically); None where the engine would not take it.
+/// δ as a relu and a 2×2 max pool of stride 2 leave it, `share` of it nonzero: in each 2×2 block
+/// of each output plane (`oh`×`ow`, `planes` of them) one position, drawn at random, holds a
+/// value, kept with probability 4·share (a block whose maximum a relu zeroed passes nothing).
+fn pooled_delta(planes: usize, (oh, ow): (usize, usize), share: f64, rng: &mut impl rand::Rng) -> Vec<f32> {
+    let mut delta = vec![0.0f32; planes * oh * ow];
+    for plane in delta.chunks_exact_mut(oh * ow) {
+        for by in 0..oh / 2 {
+            for bx in 0..ow / 2 {
+                let (u, at): (f64, usize) = (rng.r#gen(), rng.gen_range(0..4));
+                if u < 4.0 * share {
+                    plane[(2 * by + at / 2) * ow + 2 * bx + at % 2] = 0.5;
+                }
+            }
+        }
+    }
+    delta
+}
+
+/// The engine's sparse backward on the shapes of [`conv_rates`], timed with δ about 5% and 20%
+/// nonzero as a relu and a 2×2 max pool leave it ([`pooled_delta`], the share as counted); None
+/// where the engine would not take it. Each timing turns through [`SPARSE_DRAWS`] draws of δ:
+/// the kernel branches on every value of δ, and on one δ repeated call after call (or one
+/// drawn by a multiplicative hash, as before profile format 15) the branch predictor learns
+/// the pattern, which training, with a new δ every step, never lets it (16→16 3×3 over 28×28
+/// at batch 64, one thread, δ 20% nonzero: 3.1 ms for dW on random draws, 1.8 on the hash's,
+/// `SPARSE=1 cargo run --release --example conv_passes 16 28 3 16 1 64`;
+/// in `bench` the layer's backward took 8.1 ms against the 2.7 priced from the hash's).
 fn sparse_rates(
     shape: (usize, usize, usize, usize),
     batch: usize,
     team: &Team,
     min_s: f64,
 ) -> Result<Option<SparseRates>> {
-    use crate::engine::conv::{Dx, SPARSE_MAX_DENSITY, Tiles, conv_backward};
+    use crate::engine::conv::{Dx, SPARSE_MAX_DENSITY, Tiles, conv_backward, nonzero_share};
+    use rand::SeedableRng;
     let RefConv { sh, n, x, w, mut scratch } = RefConv::new(shape, 1, batch, team)?;
     if !Tiles::for_shape(&sh).takes_sparse(&sh) {
         return Ok(None);
@@ -314,32 +343,37 @@ fn sparse_rates(
     let f = sh.f;
     let (mut dw, mut db, mut dx) = (vec![0.0f32; w.len()], vec![0.0f32; f], vec![0.0f32; x.len()]);
     let gflop = 2.0 * (f * sh.ckk() * n) as f64 / 1e9;
-    let (min_s, runs) = (4.0 * min_s, 5);
-    let shares = [0.05, 0.2];
-    assert!(shares.iter().all(|&r| r <= SPARSE_MAX_DENSITY as f64));
+    let (min_s, runs) = (3.0 * min_s, 3);
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(15);
+    let mut shares = [0.0; 2];
     let mut per_gflop = [(0.0, 0.0); 2];
-    for (slot, share) in per_gflop.iter_mut().zip(shares) {
-        let keep = (share * 1000.0) as usize;
-        let delta: Vec<f32> =
-            (0..f * n).map(|i| if (i.wrapping_mul(2654435761) >> 7) % 1000 < keep { 0.5 } else { 0.0 }).collect();
-        let dwt = time(min_s, runs, || {
-            conv_backward(&sh, batch, &x, &w, &delta, &mut dw, &mut db, &mut scratch, Dx::Skip, team)
+    for (i, share) in [0.05, 0.2].into_iter().enumerate() {
+        let deltas: Vec<Vec<f32>> =
+            (0..SPARSE_DRAWS).map(|_| pooled_delta(f * batch, (sh.oh, sh.ow), share, &mut rng)).collect();
+        shares[i] = deltas.iter().map(|d| nonzero_share(d) as f64).sum::<f64>() / SPARSE_DRAWS as f64;
+        assert!(shares[i] <= SPARSE_MAX_DENSITY as f64);
+        let dwt = time_cold(min_s, runs, SPARSE_DRAWS, |d| {
+            conv_backward(&sh, batch, &x, &w, &deltas[d], &mut dw, &mut db, &mut scratch, Dx::Skip, team)
         });
-        let both = time(min_s, runs, || {
-            conv_backward(&sh, batch, &x, &w, &delta, &mut dw, &mut db, &mut scratch, Dx::Write(&mut dx), team)
+        let both = time_cold(min_s, runs, SPARSE_DRAWS, |d| {
+            conv_backward(&sh, batch, &x, &w, &deltas[d], &mut dw, &mut db, &mut scratch, Dx::Write(&mut dx), team)
         });
-        *slot = (dwt / gflop, (both - dwt).max(dwt * 0.05) / gflop);
+        per_gflop[i] = (dwt / gflop, (both - dwt).max(dwt * 0.05) / gflop);
     }
     let fit = |lo: f64, hi: f64| {
-        let b = ((hi - lo) / (shares[1] - shares[0])).max(0.0);
+        let b = ((hi - lo) / (shares[1] - shares[0]).max(1e-3)).max(0.0);
         ((lo - b * shares[0]).max(0.0), b)
     };
     Ok(Some(SparseRates {
         window: sh.ckk(),
+        filters: f,
         weight_grad: fit(per_gflop[0].0, per_gflop[1].0),
         input_grad: fit(per_gflop[0].1, per_gflop[1].1),
     }))
 }
+
+/// The draws of δ each sparse timing turns through ([`sparse_rates`]).
+const SPARSE_DRAWS: usize = 4;
 
 /// The engine's 2×2 max pooling on `c` planes of `side`×`side` per example, at a batch.
 fn pool_rates((c, side): (usize, usize), batch: usize, team: &Team, min_s: f64) -> Result<PoolRates> {
@@ -661,6 +695,13 @@ pub fn calibrate(threads: usize, quick: bool) -> Result<Profile> {
     // backward as placed from 3×3 and 16-channel references, one thread); over 28×28 too, as
     // planes of whole 4 KiB pages run slower (`model::whole_pages`: priced from 32×32 alone,
     // 8-channel 5×5 networks over 28×28 ran 34–46% under their prediction).
+    // 4x32x32 with 5×5 kernels at 4 and 16 filters (since profile format 15): the groups of a
+    // grouped convolution over 16 channels in 4, whose input gradient on packed dcol tiles
+    // costs the same per window value at 4 filters as at 16 (1.17 and 1.26 ms at batch 16, one
+    // thread, `examples/conv_passes.rs`), 11 GFLOP/s at 4: priced between the 3×3 and
+    // 8-channel references, a grouped 16→16 5×5 over 32×32 ran 2.7× its predicted backward
+    // (`flopnet bench
+    // 16x32x32-conv1x1x16p0:relu-conv5x5x16p2g4:identity-...`, see docs/prediction.md).
     let conv_panel = [
         pair((8, 16, 3, 32), 1, 16)?,
         pair((8, 32, 3, 32), 1, 16)?,
@@ -669,14 +710,31 @@ pub fn calibrate(threads: usize, quick: bool) -> Result<Profile> {
         pair((16, 13, 3, 32), 1, 16)?,
         pair((16, 32, 3, 32), 1, 16)?,
         pair((32, 14, 5, 64), 1, 8)?,
+        pair((4, 32, 5, 16), 1, 16)?,
     ]
     .concat();
     // 32x28x28 with 1×1 kernels: a mid-network window on the small kernels (an inverted
     // residual block's expansion from few channels), whose backward ran 3–6× its prediction from
     // the 1-channel first-layer shapes alone.
-    let conv_small =
-        [pair((1, 28, 3, 16), 1, 16)?, pair((1, 28, 5, 32), 1, 16)?, pair((32, 28, 1, 64), 1, 16)?].concat();
-    let conv_strided = [pair((16, 16, 3, 32), 2, 32)?, pair((64, 16, 3, 64), 2, 16)?].concat();
+    // Each at batch 16 and 128 (since profile format 15): these passes run on im2col tiles, per
+    // window value as much as per product, and slow down as the batch's values outgrow the
+    // caches — 32→64 1×1 over 28×28, one thread, input gradient 150 GFLOP/s at batch 16 and 64
+    // at 128 — where the panel kernels hardly do (8x16x16 3×3: 114 and 93): mobilenet-style
+    // 1×1 layers over 16–64 channels at batch 128 ran 1.6–2.6× their backward priced at 16.
+    let conv_small = [16, 128]
+        .into_iter()
+        .map(|batch| {
+            Ok([pair((1, 28, 3, 16), 1, batch)?, pair((1, 28, 5, 32), 1, batch)?, pair((32, 28, 1, 64), 1, batch)?]
+                .concat())
+        })
+        .collect::<Result<Vec<_>>>()?
+        .concat();
+    // 4x32x32 with 3×3 kernels at stride 2 (since profile format 15): few channels at a stride
+    // run on im2col tiles, as the 1-channel small references do (`conv::Tiles::passes`:
+    // tiled, tiled, dcol), at 22–25 GFLOP/s; priced from the strided panel references, grouped
+    // 16→32 3×3 at stride 2 (4-channel groups) ran 2.9× its forward and 2.6× its backward.
+    let conv_strided =
+        [pair((16, 16, 3, 32), 2, 32)?, pair((64, 16, 3, 64), 2, 16)?, pair((4, 32, 3, 8), 2, 16)?].concat();
     // Depthwise: the kernel's cost per tap grows as planes shrink (it computes over the padded
     // plane) and at stride 2 (the input's phase planes): mobilenet_v2's run from 32×32 to 2×2.
     let depthwise = [
@@ -695,12 +753,19 @@ pub fn calibrate(threads: usize, quick: bool) -> Result<Profile> {
     let pool_padded = padded_pool_rates(&team, min_s)?;
     let passes: Vec<PassRates> = [64 << 10, 512 << 10, 4 << 20].iter().map(|&n| pass_rates(n, &team, min_s)).collect();
     let dropout = dropout_rate(256 << 10, min_s);
-    let conv_sparse = [
-        sparse_rates((8, 16, 3, 32), 16, &team, min_s)?,
-        sparse_rates((16, 13, 3, 32), 16, &team, min_s)?,
-        sparse_rates((32, 14, 5, 64), 8, &team, min_s)?,
-    ];
-    let conv_sparse = conv_sparse.into_iter().flatten().collect();
+    // The sparse backward at each panel window, at a quarter of the filters and all of them
+    // (since profile format 15): its cost per dense GFLOP grows as filters shrink, since the
+    // input gradient's per-position work (scanning δ's filters, loading and storing a window's
+    // sums) is shared among fewer of them.
+    let conv_sparse = [(8, 16, 3, 32), (16, 13, 3, 32), (32, 14, 5, 64)]
+        .into_iter()
+        .zip([16, 16, 8])
+        .flat_map(|((c, side, k, f), batch)| [(c, side, k, f / 4, batch), (c, side, k, f, batch)])
+        .map(|(c, side, k, f, batch)| sparse_rates((c, side, k, f), batch, &team, min_s))
+        .collect::<Result<Vec<_>>>()?
+        .into_iter()
+        .flatten()
+        .collect();
     // The pools and layout changes of the suite's CNNs, at its batch of 128: f pools 16x26x26
     // and 32x11x11 and hands 32 planes of 5×5 to its dense layer; a CIFAR input arrives as 3
     // planes of 32×32. Repeated calls keep a pool's buffers (2–6 MiB) in cache, which training

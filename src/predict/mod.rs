@@ -8,7 +8,9 @@ mod profile;
 
 pub use calibrate::calibrate;
 pub use model::{LayerTime, Machine, Prediction, inference_seconds, predict};
-pub use profile::{ConvRates, DepthwiseRates, PassRates, Profile, check_replaceable, default_path, machine_id};
+pub use profile::{
+    ConvRates, DepthwiseRates, PassRates, Profile, SparseRates, check_replaceable, default_path, machine_id,
+};
 
 use crate::error::Result;
 use std::path::Path;

@@ -133,12 +133,14 @@ fn whole_pages(values: usize) -> bool {
     values > 0 && values.is_multiple_of(1024)
 }
 
-/// The convolution rates at window size `k`, `f` filters and `plane` output positions per
-/// example: at each reference window and plane as [`rate_at`] places them, then, where a window
-/// was measured at several planes, log-linear in the plane between the pair around `plane` (the
+/// The convolution rates at window size `k`, `f` filters, `plane` output positions per
+/// example and batch `batch`: at each reference window, plane and batch as [`rate_at`] places
+/// them, then, where a window and plane were measured at several batches, log-linear in the
+/// batch between the pair around `batch` (the nearest outside them; since profile format 15),
+/// then, where a window was measured at several planes, log-linear in the plane between the pair around `plane` (the
 /// nearest outside them), then log-linear in the window between the pair around `k` (the
 /// nearest outside them).
-fn conv_rates(refs: &[ConvRates], k: usize, f: usize, plane: usize) -> ConvRates {
+fn conv_rates(refs: &[ConvRates], k: usize, f: usize, plane: usize, batch: usize) -> ConvRates {
     let mut windows: Vec<usize> = refs.iter().map(|r| r.window).collect();
     windows.sort_unstable();
     windows.dedup();
@@ -146,32 +148,61 @@ fn conv_rates(refs: &[ConvRates], k: usize, f: usize, plane: usize) -> ConvRates
         let mix = |x: f64, y: f64| (x.max(1e-3).ln() * (1.0 - t) + y.max(1e-3).ln() * t).exp();
         (mix(a.forward, b.forward), mix(a.weight_grad, b.weight_grad), mix(a.input_grad, b.input_grad))
     };
+    // Planes of whole 4 KiB pages (32×32 values and their multiples) alias in the cache: a plane
+    // is placed among its own kind where the window was measured at one, and where some windows
+    // were, among those windows alone (since profile format 15: the 4-channel 5×5 reference
+    // exists over 32×32 only, whose input gradient ran 3–5× slower per value than over 28×28).
+    let own_kind = |w: usize| refs.iter().any(|r| r.window == w && whole_pages(r.plane) == whole_pages(plane));
+    let any_own = windows.iter().any(|&w| own_kind(w));
+    windows.retain(|&w| !any_own || own_kind(w));
     let at_f: Vec<ConvRates> = windows
         .iter()
         .filter_map(|&w| {
             let mut planes: Vec<usize> = refs.iter().filter(|r| r.window == w).map(|r| r.plane).collect();
             planes.sort_unstable();
             planes.dedup();
-            // Planes of whole 4 KiB pages (32×32 values and their multiples) alias in the cache:
-            // placed among their own kind where the window was measured at one.
             if planes.iter().any(|&pl| whole_pages(pl) == whole_pages(plane)) {
                 planes.retain(|&pl| whole_pages(pl) == whole_pages(plane));
             }
             let by_plane: Vec<ConvRates> = planes
                 .iter()
-                .map(|&pl| {
-                    let mut same: Vec<ConvRates> =
-                        refs.iter().filter(|r| r.window == w && r.plane == pl).copied().collect();
-                    same.sort_by_key(|r| r.filters);
-                    ConvRates {
+                .filter_map(|&pl| {
+                    let mut batches: Vec<usize> =
+                        refs.iter().filter(|r| r.window == w && r.plane == pl).map(|r| r.batch).collect();
+                    batches.sort_unstable();
+                    batches.dedup();
+                    let by_batch: Vec<ConvRates> = batches
+                        .iter()
+                        .map(|&bt| {
+                            let mut same: Vec<ConvRates> = refs
+                                .iter()
+                                .filter(|r| r.window == w && r.plane == pl && r.batch == bt)
+                                .copied()
+                                .collect();
+                            same.sort_by_key(|r| r.filters);
+                            ConvRates {
+                                window: w,
+                                filters: f,
+                                plane: pl,
+                                batch: bt,
+                                forward: rate_at(&same, f, |r| r.forward),
+                                weight_grad: rate_at(&same, f, |r| r.weight_grad),
+                                input_grad: rate_at(&same, f, |r| r.input_grad),
+                                ..ConvRates::default()
+                            }
+                        })
+                        .collect();
+                    let (a, b, t) = bracket_window(&by_batch, |r| r.batch.max(1), batch.max(1))?;
+                    let (forward, weight_grad, input_grad) = mix_rates(&a, &b, t);
+                    Some(ConvRates {
                         window: w,
                         filters: f,
                         plane: pl,
-                        forward: rate_at(&same, f, |r| r.forward),
-                        weight_grad: rate_at(&same, f, |r| r.weight_grad),
-                        input_grad: rate_at(&same, f, |r| r.input_grad),
+                        forward,
+                        weight_grad,
+                        input_grad,
                         ..ConvRates::default()
-                    }
+                    })
                 })
                 .collect();
             let (a, b, t) = bracket_window(&by_plane, |r| r.plane, plane)?;
@@ -210,25 +241,34 @@ fn reference_passes(r: &ConvRates) -> Option<[&'static str; 3]> {
 /// that runs as the transposed convolution (`transposed shifted`, `transposed panel`) is that
 /// kernel's forward over the transposed shape — F·kh·kw window values, C filters, the input's
 /// plane (`input`: C, H·W and kh·kw) — and priced at the forward rates of the references that
-/// ran it. A pass no reference ran takes the rates of the layer's `family` instead.
+/// ran it. A pass no reference ran takes the rates of the layer's `family` instead. Where
+/// references at the layer's kind of `stride` (1, or more) ran a kernel, those alone count;
+/// `batch` is the layer's, for references measured at several.
 fn kernel_rates(
     p: &Profile,
     family: &[ConvRates],
     passes: [&str; 3],
     (k, f, plane): (usize, usize, usize),
     (c, in_plane, window): (usize, usize, usize),
+    (stride, batch): (usize, usize),
 ) -> ConvRates {
     let all = [&p.conv_panel, &p.conv_small, &p.conv_strided, &p.conv_pointwise];
+    // Where references of the layer's kind of stride (1, or more) ran the kernel, those alone:
+    // the same kernel over a strided window reads its input otherwise (since profile format 15,
+    // the few-channel im2col tiles were measured at stride 2 as well as 1).
     let ran = |pass: usize, name: &str| -> Vec<ConvRates> {
-        all.iter()
+        let all: Vec<ConvRates> = all
+            .iter()
             .flat_map(|refs| refs.iter())
             .filter(|r| reference_passes(r).is_some_and(|ks| ks[pass] == name))
             .copied()
-            .collect()
+            .collect();
+        let same = |r: &ConvRates| (r.stride.max(1) > 1) == (stride > 1);
+        if all.iter().any(same) { all.into_iter().filter(same).collect() } else { all }
     };
-    let fallback = conv_rates(family, k, f, plane);
+    let fallback = conv_rates(family, k, f, plane, batch);
     let placed = |refs: Vec<ConvRates>, at: (usize, usize, usize), rate: fn(&ConvRates) -> f64, or: f64| {
-        if refs.is_empty() { or } else { rate(&conv_rates(&refs, at.0, at.1, at.2)) }
+        if refs.is_empty() { or } else { rate(&conv_rates(&refs, at.0, at.1, at.2, batch)) }
     };
     let input_grad = match passes[2].strip_prefix("transposed ") {
         Some(kernel) => placed(ran(0, kernel), (f * window, c, in_plane), |r| r.forward, fallback.input_grad),
@@ -329,13 +369,46 @@ impl PassKind {
     }
 }
 
-/// The sparse backward's costs at window size `k`, placed as [`conv_rates`] places rates
-/// (linear in the costs); None without any.
-fn sparse_rates(refs: &[SparseRates], k: usize) -> Option<SparseRates> {
-    let (a, b, t) = bracket_window(refs, |r| r.window, k)?;
+/// The sparse backward's costs at window size `k` and `f` filters: at each reference window,
+/// each cost's time per output position and window value taken as α + β·F through the two
+/// filter counts measured (as [`rate_at`] does for the dense passes; one count alone gives its
+/// own costs), then placed by window as [`conv_rates`] places rates (linear in the costs);
+/// None without any.
+fn sparse_rates(refs: &[SparseRates], k: usize, f: usize) -> Option<SparseRates> {
+    let mut windows: Vec<usize> = refs.iter().map(|r| r.window).collect();
+    windows.sort_unstable();
+    windows.dedup();
+    let at_f: Vec<SparseRates> = windows
+        .iter()
+        .map(|&w| {
+            let mut same: Vec<SparseRates> = refs.iter().filter(|r| r.window == w).copied().collect();
+            same.sort_by_key(|r| r.filters);
+            let (lo, hi) = (same[0], same[same.len() - 1]);
+            // Seconds per dense GFLOP at f from the two counts: per position and window value
+            // the time is F·x (up to a constant), linear in F.
+            let place = |x_lo: f64, x_hi: f64| {
+                if hi.filters <= lo.filters || f == 0 {
+                    return x_hi;
+                }
+                let (u_lo, u_hi) = (lo.filters as f64 * x_lo, hi.filters as f64 * x_hi);
+                let beta = ((u_hi - u_lo) / (hi.filters - lo.filters) as f64).max(0.0);
+                let alpha = (u_lo - beta * lo.filters as f64).max(0.0);
+                (alpha + beta * f as f64) / f as f64
+            };
+            let both = |a: (f64, f64), b: (f64, f64)| (place(a.0, b.0), place(a.1, b.1));
+            SparseRates {
+                window: w,
+                filters: f,
+                weight_grad: both(lo.weight_grad, hi.weight_grad),
+                input_grad: both(lo.input_grad, hi.input_grad),
+            }
+        })
+        .collect();
+    let (a, b, t) = bracket_window(&at_f, |r| r.window, k)?;
     let mix = |x: (f64, f64), y: (f64, f64)| (x.0 * (1.0 - t) + y.0 * t, x.1 * (1.0 - t) + y.1 * t);
     Some(SparseRates {
         window: k,
+        filters: f,
         weight_grad: mix(a.weight_grad, b.weight_grad),
         input_grad: mix(a.input_grad, b.input_grad),
     })
@@ -347,17 +420,29 @@ fn per_value<T: Copy>(refs: &[T], size: impl Fn(&T) -> usize, rate: impl Fn(&T) 
     bracket_window(refs, &size, at).map_or(0.0, |(a, b, t)| rate(&a) * (1.0 - t) + rate(&b) * t)
 }
 
-/// The share of a convolution's δ the model expects to be nonzero in training: a relu zeroes
-/// about half of it, and a following k×k max pool of stride k passes one value in k² (the
-/// second convolution of network e has 11.7–12.4% nonzero on Fashion-MNIST, `examples/delta_share.rs`;
-/// this gives 12.5%).
-fn expected_density(l: &Layer, next: Option<&Layer>) -> f64 {
-    let relu = if l.activation == Activation::Relu { 0.5 } else { 1.0 };
-    let pool = match next.map(|n| n.kind) {
-        Some(Kind::MaxPool(p)) if p.stride == p.k => 1.0 / (p.k * p.k) as f64,
-        _ => 1.0,
-    };
-    relu * pool
+/// The share of each node's δ the model expects to be nonzero in training (the gradient at its
+/// output, its own activation's derivative applied), following the gradient back from the
+/// loss: a relu zeroes about half of it; a k×k max pool of stride k hands its input one value
+/// in k² of its own; a residual sum hands each input its own δ (since profile format 15: a
+/// block's last convolution, identity into a relu sum before a 2×2 pool, takes the sparse
+/// backward as the engine finds δ sparse, and ran 2.9× the dense backward it was priced at:
+/// `3x32x32-conv5x5x16p2:relu-[conv3x3x16p1:relu-conv3x3x16p1:identity]:relu-maxpool2-64-10`
+/// at batch 16, one thread, 2.74 ms against 0.95); anything else hands on a dense gradient, and
+/// gradients from several readers add up. The second convolution of network e has 11.7–12.4%
+/// nonzero on Fashion-MNIST (`examples/delta_share.rs`); this gives 12.5%.
+fn expected_density(spec: &Spec, readers: &[Vec<usize>]) -> Vec<f64> {
+    let mut own = vec![1.0; spec.layers.len()];
+    for i in (0..spec.layers.len()).rev() {
+        let handed = |r: usize| match spec.layers[r].kind {
+            Kind::MaxPool(p) if p.stride == p.k => own[r] / (p.k * p.k) as f64,
+            Kind::Add(_) => own[r],
+            _ => 1.0,
+        };
+        let arriving =
+            if readers[i].is_empty() { 1.0 } else { readers[i].iter().map(|&r| handed(r)).sum::<f64>().min(1.0) };
+        own[i] = if spec.layers[i].activation == Activation::Relu { 0.5 } else { 1.0 } * arriving;
+    }
+    own
 }
 
 /// Seconds per item at a working set of `bytes`: log-linear between measured sizes.
@@ -523,10 +608,11 @@ impl Model<'_> {
     /// Under a roofline, as im2col: the window values copied into columns, the
     /// products, col2im's scatter back (a depthwise one as a pass at the vector peak).
     ///
-    /// Where δ is expected sparse enough for the engine's sparse backward ([`expected_density`]
-    /// at most `SPARSE_MAX_DENSITY`, C a multiple of 8, ungrouped, a profile that measured
-    /// it), the two gradients cost, per dense GFLOP, a + b·ρ as calibrate fitted them.
-    fn conv(&self, l: &Layer, c: &Conv, b: usize, first: bool, next: Option<&Layer>) -> (f64, f64) {
+    /// Where δ is expected sparse enough for the engine's sparse backward (`rho`, the node's
+    /// [`expected_density`], at most `SPARSE_MAX_DENSITY`, C a multiple of 8, ungrouped, its
+    /// input gradient written rather than added (`adds`), a profile that measured it), the two
+    /// gradients cost, per dense GFLOP, a + b·ρ as calibrate fitted them.
+    fn conv(&self, l: &Layer, c: &Conv, b: usize, first: bool, (rho, adds): (f64, bool)) -> (f64, f64) {
         // Saturating: a spec too large to train still gets a (huge) time, not an overflow.
         let rows = b.saturating_mul(l.output.h).saturating_mul(l.output.w);
         let window = c.kh * c.kw;
@@ -568,16 +654,19 @@ impl Model<'_> {
             // Per group: F/g filters over C/g channels.
             let (fg, plane) = (f / c.groups.max(1), l.output.h * l.output.w);
             let r = match tiles {
-                Some((g, t)) => kernel_rates(p, family, t.passes(&g), (k, fg, plane), (g.c, g.h * g.w, window)),
-                None => conv_rates(family, k, fg, plane),
+                Some((g, t)) => {
+                    kernel_rates(p, family, t.passes(&g), (k, fg, plane), (g.c, g.h * g.w, window), (g.s, b))
+                }
+                None => conv_rates(family, k, fg, plane, b),
             };
             let gflop = 2.0 * rows as f64 * k as f64 * f as f64 / 1e9;
             let forward = gflop / r.forward.max(1e-3) + act;
-            let rho = expected_density(l, next);
-            let sparse =
-                (c.groups == 1 && l.input.c.is_multiple_of(8) && rho <= crate::engine::conv::SPARSE_MAX_DENSITY as f64)
-                    .then(|| sparse_rates(&p.conv_sparse, k))
-                    .flatten();
+            let sparse = (c.groups == 1
+                && !adds
+                && l.input.c.is_multiple_of(8)
+                && rho <= crate::engine::conv::SPARSE_MAX_DENSITY as f64)
+                .then(|| sparse_rates(&p.conv_sparse, k, fg))
+                .flatten();
             let (weight_grad, input_grad) = match sparse {
                 Some(s) => {
                     (gflop * (s.weight_grad.0 + s.weight_grad.1 * rho), gflop * (s.input_grad.0 + s.input_grad.1 * rho))
@@ -770,6 +859,7 @@ impl Model<'_> {
                 }
             }
         }
+        let density = expected_density(spec, &readers);
         let layers = spec
             .layers
             .iter()
@@ -777,9 +867,13 @@ impl Model<'_> {
             .map(|(i, l)| {
                 let first = spec.reads_data(i);
                 let from_ce = i == last && loss == Loss::Ce && l.activation == Activation::Softmax;
-                let next = match readers[i].as_slice() {
-                    [one] => spec.layers.get(*one),
-                    _ => None,
+                // A convolution whose source's gradient a later reader wrote adds its own to it
+                // where its kernel can (engine/graph.rs), and adding, skips the sparse path.
+                let adds = match (spec.sources[i].as_slice(), crate::engine::conv::ConvShape::of(l)) {
+                    ([Source::Node(j)], Some(sh)) => {
+                        readers[*j].last() != Some(&i) && crate::engine::conv::Tiles::for_shape(&sh).adds_dx(&sh)
+                    }
+                    _ => false,
                 };
                 let sources = &spec.sources[i];
                 // Values per example a join hands on as the first gradient its inputs receive
@@ -793,7 +887,7 @@ impl Model<'_> {
                     .collect();
                 let (forward, backward) = match l.kind {
                     Kind::Dense => self.dense(l, b, first, from_ce, fused),
-                    Kind::Conv2d(c) => self.conv(l, &c, b, first, next),
+                    Kind::Conv2d(c) => self.conv(l, &c, b, first, (density[i], adds)),
                     Kind::MaxPool(p) if p.pad > 0 || p.ceil => self.padded_pool(l, b, first, footprint),
                     Kind::MaxPool(_) | Kind::AvgPool(_) => self.pool(l, b, first, footprint),
                     Kind::BatchNorm => self.batch_norm(l, b, first),

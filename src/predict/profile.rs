@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
 /// Bumped whenever the fields or what they mean change; an older file is rebuilt, not trusted.
-pub const VERSION: u32 = 14;
+pub const VERSION: u32 = 15;
 
 /// Matrix-product throughput at one shape: C[m×n] = A[m×k]·B[k×n].
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -49,15 +49,22 @@ pub struct ConvRates {
     pub kernel: usize,
     #[serde(default)]
     pub stride: usize,
+    /// The batch it was timed at (profile format 15; 0 where not recorded): where a shape was
+    /// measured at several, the model places a layer between them by its own batch.
+    #[serde(default)]
+    pub batch: usize,
 }
 
 /// The engine's sparse backward (`engine::sparse`) at one reference shape of `window` values:
 /// each gradient's seconds per dense GFLOP (2 · B·H'·W' · C·kh·kw · F) as `(a, b)` in a + b·ρ,
 /// ρ the share of nonzero δ (fitted through two shares): a is the part every value of δ costs
-/// (reordering, scanning), b the part only the nonzero ones do.
+/// (reordering, scanning), b the part only the nonzero ones do. Measured at two filter counts
+/// per window (since profile format 15), as the dense references are.
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq)]
 pub struct SparseRates {
     pub window: usize,
+    #[serde(default)]
+    pub filters: usize,
     pub weight_grad: (f64, f64),
     pub input_grad: (f64, f64),
 }
