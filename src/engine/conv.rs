@@ -476,10 +476,20 @@ impl Tiles {
     }
 
     /// Whether the backward pass takes the sparse path on this shape and CPU when δ is sparse
-    /// enough ([`SPARSE_MAX_DENSITY`]).
+    /// enough ([`SPARSE_MAX_DENSITY`]): not where the weight gradient runs over shifted rows,
+    /// whose dense passes beat it at every share the engine would take it at. On δ drawn at
+    /// random as a relu and a 2×2 max pool leave it (`SPARSE=1 conv_passes C SIDE K F 1 B`, one
+    /// thread, CPU time, dense weight + input gradient against sparse at 12.5% nonzero): 16→16
+    /// 3×3 over 28×28 (batch 64) 2.4 against 5.9 ms, 8→8 1.3 against 2.6, 32→32 (batch 32)
+    /// 4.3 against 6.5, 32→32 over 14×14 2.7 against 2.9, 16→32 over 13×13 (10.7%) 3.0 against
+    /// 3.6; where the panel product runs both (64 filters) the sparse path wins: 64→64 3×3 over
+    /// 7×7 (9.1%) 2.8 against 1.6, 32→64 5×5 over 14×14 13.7 against 7.8.
     pub fn takes_sparse(&self, sh: &ConvShape) -> bool {
         #[cfg(target_arch = "x86_64")]
-        return self.sparse && !sh.depthwise() && super::sparse::eligible(&sh.group());
+        return self.sparse
+            && !sh.depthwise()
+            && super::sparse::eligible(&sh.group())
+            && !self.takes_shifted_dw(&sh.group());
         #[cfg(not(target_arch = "x86_64"))]
         return false;
     }
@@ -1583,7 +1593,8 @@ mod tests {
             let b: Vec<f32> = (0..sh.f).map(|_| rng.gen_range(-1.0..1.0)).collect();
             let delta: Vec<f32> =
                 (0..sh.f * n).map(|_| if rng.gen_bool(0.15) { rng.gen_range(-1.0..1.0) } else { 0.0 }).collect();
-            let tiles = Tiles::for_shape(&sh);
+            // The engine's choice but for shifted rows, beside which it takes no sparse path.
+            let tiles = Tiles { shifted: false, ..Tiles::for_shape(&sh) };
             #[cfg(target_arch = "x86_64")]
             assert!(!super::super::simd::has_avx2_fma() || tiles.takes_sparse(&sh) && sparse_enough(&delta));
             let (want_dw, want_db, want_dx) = naive_backward(&sh, batch, &x, &wt, &delta);

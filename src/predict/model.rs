@@ -663,7 +663,7 @@ impl Model<'_> {
             let forward = gflop / r.forward.max(1e-3) + act;
             let sparse = (c.groups == 1
                 && !adds
-                && l.input.c.is_multiple_of(8)
+                && tiles.is_some_and(|(g, t)| t.takes_sparse(&g))
                 && rho <= crate::engine::conv::SPARSE_MAX_DENSITY as f64)
                 .then(|| sparse_rates(&p.conv_sparse, k, fg))
                 .flatten();
