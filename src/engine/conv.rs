@@ -477,7 +477,8 @@ impl Tiles {
 
     /// Whether the backward pass takes the sparse path on this shape and CPU when δ is sparse
     /// enough ([`SPARSE_MAX_DENSITY`]): not where the weight gradient runs over shifted rows,
-    /// whose dense passes beat it at every share the engine would take it at. On δ drawn at
+    /// whose dense passes beat it at every share the engine would take it at (so never where
+    /// the input gradient is added, [`Tiles::adds_dx`], which needs those rows). On δ drawn at
     /// random as a relu and a 2×2 max pool leave it (`SPARSE=1 conv_passes C SIDE K F 1 B`, one
     /// thread, CPU time, dense weight + input gradient against sparse at 12.5% nonzero): 16→16
     /// 3×3 over 28×28 (batch 64) 2.4 against 5.9 ms, 8→8 1.3 against 2.6, 32→32 (batch 32)
@@ -1429,6 +1430,8 @@ mod tests {
         assert_eq!(tiles.shares_delta(&sh), crate::engine::simd::has_avx512(), "the rule changed: pick another shape");
         #[cfg(target_arch = "x86_64")]
         assert_eq!(tiles.adds_dx(&sh), tiles.shares_delta(&sh));
+        // The sparse path writes dx, and the time model prices an added input gradient dense.
+        assert!(!tiles.adds_dx(&sh) || !tiles.takes_sparse(&sh), "an added input gradient on the sparse path");
         let batch = 5;
         let n = batch * sh.oh * sh.ow;
         let x: Vec<f32> = (0..batch * sh.c * sh.h * sh.w).map(|_| rng.gen_range(-1.0..1.0)).collect();

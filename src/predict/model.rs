@@ -609,10 +609,11 @@ impl Model<'_> {
     /// products, col2im's scatter back (a depthwise one as a pass at the vector peak).
     ///
     /// Where δ is expected sparse enough for the engine's sparse backward (`rho`, the node's
-    /// [`expected_density`], at most `SPARSE_MAX_DENSITY`, C a multiple of 8, ungrouped, its
-    /// input gradient written rather than added (`adds`), a profile that measured it), the two
-    /// gradients cost, per dense GFLOP, a + b·ρ as calibrate fitted them.
-    fn conv(&self, l: &Layer, c: &Conv, b: usize, first: bool, (rho, adds): (f64, bool)) -> (f64, f64) {
+    /// [`expected_density`], at most `SPARSE_MAX_DENSITY`, ungrouped, a shape the engine takes
+    /// it on, `Tiles::takes_sparse` — never one whose input gradient it adds, `Tiles::adds_dx` —,
+    /// a profile that measured it), the two gradients cost, per dense GFLOP, a + b·ρ as calibrate
+    /// fitted them.
+    fn conv(&self, l: &Layer, c: &Conv, b: usize, first: bool, rho: f64) -> (f64, f64) {
         // Saturating: a spec too large to train still gets a (huge) time, not an overflow.
         let rows = b.saturating_mul(l.output.h).saturating_mul(l.output.w);
         let window = c.kh * c.kw;
@@ -662,7 +663,6 @@ impl Model<'_> {
             let gflop = 2.0 * rows as f64 * k as f64 * f as f64 / 1e9;
             let forward = gflop / r.forward.max(1e-3) + act;
             let sparse = (c.groups == 1
-                && !adds
                 && tiles.is_some_and(|(g, t)| t.takes_sparse(&g))
                 && rho <= crate::engine::conv::SPARSE_MAX_DENSITY as f64)
                 .then(|| sparse_rates(&p.conv_sparse, k, fg))
@@ -867,14 +867,6 @@ impl Model<'_> {
             .map(|(i, l)| {
                 let first = spec.reads_data(i);
                 let from_ce = i == last && loss == Loss::Ce && l.activation == Activation::Softmax;
-                // A convolution whose source's gradient a later reader wrote adds its own to it
-                // where its kernel can (engine/graph.rs), and adding, skips the sparse path.
-                let adds = match (spec.sources[i].as_slice(), crate::engine::conv::ConvShape::of(l)) {
-                    ([Source::Node(j)], Some(sh)) => {
-                        readers[*j].last() != Some(&i) && crate::engine::conv::Tiles::for_shape(&sh).adds_dx(&sh)
-                    }
-                    _ => false,
-                };
                 let sources = &spec.sources[i];
                 // Values per example a join hands on as the first gradient its inputs receive
                 // (backward runs in reverse order: a node's last reader writes first).
@@ -887,7 +879,7 @@ impl Model<'_> {
                     .collect();
                 let (forward, backward) = match l.kind {
                     Kind::Dense => self.dense(l, b, first, from_ce, fused),
-                    Kind::Conv2d(c) => self.conv(l, &c, b, first, (density[i], adds)),
+                    Kind::Conv2d(c) => self.conv(l, &c, b, first, density[i]),
                     Kind::MaxPool(p) if p.pad > 0 || p.ceil => self.padded_pool(l, b, first, footprint),
                     Kind::MaxPool(_) | Kind::AvgPool(_) => self.pool(l, b, first, footprint),
                     Kind::BatchNorm => self.batch_norm(l, b, first),
