@@ -478,7 +478,7 @@ impl Tiles {
     /// Whether the backward pass takes the sparse path on this shape and CPU when δ is sparse
     /// enough ([`SPARSE_MAX_DENSITY`]): not where the weight gradient runs over shifted rows,
     /// whose dense passes beat it at every share the engine would take it at (so never where
-    /// the input gradient is added, [`Tiles::adds_dx`], which needs those rows). On δ drawn at
+    /// the input gradient is added, [`Tiles::shares_delta`], which needs those rows). On δ drawn at
     /// random as a relu and a 2×2 max pool leave it (`SPARSE=1 conv_passes C SIDE K F 1 B`, one
     /// thread, CPU time, dense weight + input gradient against sparse at 12.5% nonzero): 16→16
     /// 3×3 over 28×28 (batch 64) 2.4 against 5.9 ms, 8→8 1.3 against 2.6, 32→32 (batch 32)
@@ -587,22 +587,15 @@ impl Tiles {
     /// Whether the backward pass lays δ out once for both of its products: the weight gradient
     /// and the transposed input gradient both over shifted rows, the first reading its runs of
     /// δ from the second's padded copy (`shifted::padded_delta_at`; resnet20's 16→16 layer
-    /// copies 8 MB of δ fewer per step).
-    #[cfg(target_arch = "x86_64")]
-    fn shares_delta(&self, sh: &ConvShape) -> bool {
-        self.takes_shifted_dw(sh)
+    /// copies 8 MB of δ fewer per step). Such a backward pass can also add its input gradient
+    /// to what dx holds ([`Dx::Add`]): the transposed convolution's stores add. (Adding, it does
+    /// not take the sparse path, which writes dx.)
+    pub fn shares_delta(&self, sh: &ConvShape) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        return self.takes_shifted_dw(sh)
             && self.transposed_dx(sh)
             && sh.transposed().is_some_and(|t| self.takes_shifted_forward(&t))
-            && super::shifted::padded_delta_at(sh).is_some()
-    }
-
-    /// Whether the backward pass can add its input gradient to what dx holds
-    /// ([`Dx::Add`]): where it runs the transposed convolution over shifted rows
-    /// from one padded δ ([`Tiles::shares_delta`]), whose stores add. (Adding, it does not take
-    /// the sparse path, which writes dx.)
-    pub fn adds_dx(&self, sh: &ConvShape) -> bool {
-        #[cfg(target_arch = "x86_64")]
-        return self.shares_delta(sh);
+            && super::shifted::padded_delta_at(sh).is_some();
         #[cfg(not(target_arch = "x86_64"))]
         return false;
     }
@@ -964,7 +957,7 @@ pub enum Dx<'a> {
     /// dx = the gradient.
     Write(&'a mut [f32]),
     /// dx += the gradient (a layer read by several others sums their gradients: this saves the
-    /// sum its own pass), where the engine's path can add ([`Tiles::adds_dx`]).
+    /// sum its own pass), where the engine's path can add ([`Tiles::shares_delta`]).
     Add(&'a mut [f32]),
 }
 
@@ -1066,7 +1059,7 @@ fn backward_group(
     team: &Team,
 ) {
     let (ckk, oplane) = (sh.ckk(), sh.oh * sh.ow);
-    assert!(!add_dx || tiles.adds_dx(sh), "{sh:?}: this input gradient cannot be added");
+    assert!(!add_dx || tiles.shares_delta(sh), "{sh:?}: this input gradient cannot be added");
     let n = batch * oplane;
     let (g, per_task) = (tiles.group(sh), tiles.scratch(sh, batch));
     let macs = sh.f * ckk * n;
@@ -1428,10 +1421,8 @@ mod tests {
         let tiles = Tiles::for_shape(&sh);
         #[cfg(target_arch = "x86_64")]
         assert_eq!(tiles.shares_delta(&sh), crate::engine::simd::has_avx512(), "the rule changed: pick another shape");
-        #[cfg(target_arch = "x86_64")]
-        assert_eq!(tiles.adds_dx(&sh), tiles.shares_delta(&sh));
         // The sparse path writes dx, and the time model prices an added input gradient dense.
-        assert!(!tiles.adds_dx(&sh) || !tiles.takes_sparse(&sh), "an added input gradient on the sparse path");
+        assert!(!tiles.shares_delta(&sh) || !tiles.takes_sparse(&sh), "an added input gradient on the sparse path");
         let batch = 5;
         let n = batch * sh.oh * sh.ow;
         let x: Vec<f32> = (0..batch * sh.c * sh.h * sh.w).map(|_| rng.gen_range(-1.0..1.0)).collect();
@@ -1447,7 +1438,7 @@ mod tests {
             close(&format!("{threads} threads dw"), &dw, &want_dw);
             close(&format!("{threads} threads dx"), &dx, &want_dx);
             // Added to a gradient already there: dx + the same product, the same bits.
-            if tiles.adds_dx(&sh) {
+            if tiles.shares_delta(&sh) {
                 let before: Vec<f32> = (0..dx.len()).map(|_| rng.gen_range(-1.0..1.0)).collect();
                 let (mut dw2, mut summed) = (vec![f32::NAN; dw.len()], before.clone());
                 conv_backward(
