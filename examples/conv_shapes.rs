@@ -10,13 +10,9 @@ use flopnet::engine::team::Team;
 use flopnet::spec::{Activation, Conv, Kind, Layer, Padding, Shape};
 use std::time::Instant;
 
-/// This thread's CPU time, in seconds.
-fn cpu_now() -> f64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: writes the timespec only.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
-}
+#[path = "common/cpu.rs"]
+mod cpu;
+use cpu::cpu_now;
 
 /// The fastest of single calls over about 0.3 s: on this shared VM the least-disturbed call is
 /// the best estimate of the code's own speed (medians move with the neighbours' load). With
