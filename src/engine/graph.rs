@@ -262,6 +262,15 @@ impl Graph {
     }
 }
 
+impl Graph {
+    /// Its gradient and transposed-input buffers on huge pages (`pages::advise_huge`).
+    pub(crate) fn advise_huge(&mut self) {
+        for v in self.grads.iter_mut().chain(self.tmp.iter_mut()).chain(self.moved.iter_mut().flatten()) {
+            super::pages::advise_huge(v);
+        }
+    }
+}
+
 /// Values an elementwise pass hands a task at a time.
 const RUN: usize = 1 << 14;
 

@@ -29,6 +29,7 @@ pub mod kernels;
 mod loss;
 pub(crate) mod norm;
 pub(crate) mod padpool;
+mod pages;
 mod panels;
 pub mod pool;
 #[cfg(target_arch = "x86_64")]
@@ -372,7 +373,7 @@ impl Engine {
         let state = |on: bool| if on { vec![0.0; n] } else { Vec::new() };
         let team = team::Team::new(settings.threads.max(1), simd::flush_denormals)
             .map_err(|e| Error::Usage(format!("cannot start {} threads: {e}", settings.threads)))?;
-        Ok(Engine {
+        let mut engine = Engine {
             spec: spec.clone(),
             slots,
             grads: vec![0.0; n],
@@ -405,7 +406,16 @@ impl Engine {
             settings: Settings { max_batch: b, ..settings },
             team,
             timers: None,
-        })
+        };
+        // Before any of them is written (pages::advise_huge).
+        let Engine { acts, flat, col, back, graph, .. } = &mut engine;
+        for v in acts.iter_mut().chain(flat.iter_mut()).chain(back.iter_mut()).chain([col]) {
+            pages::advise_huge(v);
+        }
+        if let Some(g) = graph {
+            g.advise_huge();
+        }
+        Ok(engine)
     }
 
     pub fn spec(&self) -> &Spec {
