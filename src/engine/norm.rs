@@ -74,7 +74,10 @@ fn sums_of_pairs(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> (f64, f64)) -> (f
     (tree(s), tree(t))
 }
 
-/// Σ v in f64.
+/// Σ v in f64. (Through the pair helper with a second sum the compiler drops: a loop of its own
+/// over one slice, the same order and bits, made batch norm's forward passes 25% slower on
+/// resnet20, `flopnet bench resnet20 --input 3x32x32 --classes 10 --batch 128 --threads 1`,
+/// its bn rows: 9.6–10.1 against 7.95–8.0 ms a step.)
 #[inline(always)]
 fn sum_imp<M: Madd>(v: &[f32]) -> f64 {
     sums_of_pairs(v, v, |x, _| (x as f64, 0.0)).0
