@@ -22,8 +22,10 @@
 //! used FB or T times: FB + T loads per FB·T FMAs.
 //!
 //! Sums: each block keeps one vector accumulator per (filter, tap) over a chunk of examples,
-//! then adds its lanes (fixed order) into dw; chunks go in example order and depend on the shape
-//! alone, tasks split the blocks: results do not depend on the thread count.
+//! then adds its lanes (fixed order) into its part's sums; the batch is cut into [`PARTS`]
+//! parts, chunks go in example order within a part and depend on the shape alone, the parts'
+//! sums are added in order at the end, and tasks split (part, block) items: results do not
+//! depend on the thread count.
 
 #![cfg(target_arch = "x86_64")]
 
@@ -41,8 +43,9 @@ const T: usize = 5;
 /// Parts of the batch whose sums are kept apart and added at the end. With two, a team of two
 /// splits the batch, each member streaming half of xp and dp through its own cache, where
 /// splitting the blocks had each member stream all of them (and the two together twice what
-/// one thread reads): resnet20's 16→16 weight gradient ran 1.3 times as fast on two threads as on
-/// one. Fixed, not the team's size, so the sums do not depend on the thread count.
+/// one thread reads): the backward passes of resnet20's 16→16 layers ran 1.6 times as fast on two
+/// threads as on one, their forwards 1.9 times (docs/kernels.md, "Two threads: a layer's
+/// scaling, ..."). Fixed, not the team's size, so the sums do not depend on the thread count.
 const PARTS: usize = 2;
 /// Bytes of dp and xp a chunk of examples may take (they stay in a core's L2 while every block
 /// of the task passes over them).
