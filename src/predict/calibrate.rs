@@ -669,7 +669,8 @@ fn depthwise_rates(
 }
 
 /// Measures everything the time model needs (calibrate prints how long it took: profile format
-/// 15 took 17.1–17.2 s on the quiet 2-core machine, 14 took 17.6 s; format 12 took 18.7–20.8 s on a 2-core machine shared at a load average of 5–8, with 13.5–15.4 s of CPU
+/// 16 took 16.9–17.1 s on the quiet 2-core machine, two threads, where 15 took 15.9–16.2 s in the
+/// same sittings; 15 took 17.1–17.2 s on the quiet 2-core machine earlier, 14 took 17.6 s; format 12 took 18.7–20.8 s on a 2-core machine shared at a load average of 5–8, with 13.5–15.4 s of CPU
 /// time, and 7.1 s with `quick`; format 11 took 24–28 s at a load average of 11–14).
 pub fn calibrate(threads: usize, quick: bool) -> Result<Profile> {
     simd::flush_denormals();
