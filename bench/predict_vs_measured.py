@@ -27,7 +27,11 @@ draws only chains without batch normalization (what the engine ran before graphs
 The last lines give the median and the worst absolute error over the networks, the CPU, the
 seed, the load average before and after the sitting (`/proc/loadavg`) and the cores other
 processes kept busy meanwhile (from `/proc/stat`, less the sitting's own CPU time): a sitting
-that shared its cores is not conclusive.
+that shared its cores is not conclusive. With more than one thread it also probes, before and
+after calibrating and after each training, how much faster that many threads run a fixed
+matrix-product workload than one (`speedup`): on this VM the host sometimes places its two
+virtual cores on one physical core, which no process here shows, and a two-thread step then
+runs up to 2× slower; a sitting whose probes disagree is not conclusive either.
 
 Usage (repository root, after `cargo build --release`):
     python3 bench/predict_vs_measured.py [--threads 2] [--rounds 5]
@@ -125,6 +129,25 @@ def synthetic_cifar(path, n=6000, seed=0):
             f.write(bytes([rng.randrange(10)]) + rng.randbytes(3072))
 
 
+# The probe of the host's speed with more than one thread: a forward pass of a dense network
+# at a large batch is matrix products alone, which scale with the cores that run them.
+PROBE = ["784-800-10", "--batch", "256", "--runs", "3", "--steps", "20", "--forward-only", "--json"]
+
+
+def speedup(flopnet, threads):
+    """How many times faster `threads` threads run the probe than one thread, now. This VM's
+    two virtual cores sometimes run on two physical cores (the probe near 2×) and sometimes
+    share one (near 1×: each thread of a two-thread loop of vector arithmetic then runs at
+    half its one-thread speed), and the host switches between the two within minutes without
+    any process of this machine showing it (`/proc/stat` counts no steal): a two-thread timing
+    then moves by up to 2× at a load of nothing. A sitting whose calibration and trainings saw
+    different speedups measures the host, not the model."""
+    def rate(t):
+        out = subprocess.run([flopnet, "bench", *PROBE, "--threads", str(t)], capture_output=True, text=True)
+        return json.loads(out.stdout)["samples_per_sec"] if out.returncode == 0 else float("nan")
+    return rate(threads) / rate(1)
+
+
 def busy_seconds():
     """CPU seconds the whole machine has spent busy since boot (/proc/stat: all but idle and iowait)."""
     ticks = list(map(int, open("/proc/stat").readline().split()[1:]))
@@ -160,10 +183,16 @@ def main():
     suite = SUITE
     for r in range(max(1, a.rounds)):
         profile = os.path.join(tempfile.mkdtemp(), "profile.json")
+        probe = (lambda: speedup(a.flopnet, a.threads)) if a.threads > 1 else (lambda: float("nan"))
+        before_calibrate = probe()
         out = subprocess.run([a.flopnet, "calibrate", "--threads", str(a.threads), "--profile", profile],
                              check=True, capture_output=True, text=True).stdout
+        calibrated = (before_calibrate, probe())
         if r == 0:
             print(out)
+            if a.threads > 1:
+                print(f"{a.threads}-thread speedup of the probe ({' '.join(PROBE[:3])}, forward) before and after "
+                      f"calibrating: {calibrated[0]:.2f}, {calibrated[1]:.2f}")
             if a.random:
                 suite = random_suite(a, profile)
                 synthetic_cifar(cifar)
@@ -193,26 +222,27 @@ def main():
             # This machine is shared: one epoch can run 25% slower than the next. The median of
             # the epochs after the first is the machine's speed rather than one moment's neighbours.
             rows_of_round.append((statistics.median(x["seconds"] for x in rows[1:] or rows),
-                                  rows[-1]["predicted_seconds"], share))
-            m, p, _ = rows_of_round[-1]
+                                  rows[-1]["predicted_seconds"], share, probe()))
+            m, p, _, sp = rows_of_round[-1]
             print(f"  round {r + 1}: {spec} batch {b}: predicted {p:.2f} s, measured {m:.2f} s ({100 * (m / p - 1):+.0f}%),"
-                  f" CPU share {100 * share:.0f}%", file=sys.stderr, flush=True)
+                  f" CPU share {100 * share:.0f}%, speedup after {sp:.2f}", file=sys.stderr, flush=True)
         rounds.append(rows_of_round)
     if os.path.exists(cifar):
         os.unlink(cifar)
     errors = []
-    print("| network | batch | predicted s/epoch | measured s/epoch | error | CPU share |")
-    print("|---|---|---|---|---|---|")
+    print("| network | batch | predicted s/epoch | measured s/epoch | error | CPU share | speedup after |")
+    print("|---|---|---|---|---|---|---|")
     for i, (spec, act, b) in enumerate(suite):
         got = [rnd[i] for rnd in rounds]
-        measured = statistics.median(m for m, _, _ in got)
-        predicted = statistics.median(p for _, p, _ in got)
-        share = statistics.median(s for _, _, s in got)
+        measured = statistics.median(m for m, _, _, _ in got)
+        predicted = statistics.median(p for _, p, _, _ in got)
+        share = statistics.median(s for _, _, s, _ in got)
         err = measured / predicted - 1
         errors.append(abs(err))
-        each = f" (rounds {', '.join(f'{100 * (m / p - 1):+.0f}%' for m, p, _ in got)})" if len(got) > 1 else ""
+        each = f" (rounds {', '.join(f'{100 * (m / p - 1):+.0f}%' for m, p, _, _ in got)})" if len(got) > 1 else ""
+        after = ", ".join(f"{sp:.2f}" for _, _, _, sp in got)
         print(f"| {spec} {act or ''} | {b} | {predicted:.2f} | {measured:.2f} | {100 * err:+.0f}%{each} "
-              f"| {100 * share:.0f}% |", flush=True)
+              f"| {100 * share:.0f}% | {after} |", flush=True)
     worst = max(range(len(errors)), key=errors.__getitem__)
     print(f"\nmedian absolute error {100 * statistics.median(errors):.0f}%, worst {100 * max(errors):.0f}% "
           f"(network {worst + 1} of {len(errors)}: {suite[worst][0]}, batch {suite[worst][2]})")
@@ -223,6 +253,11 @@ def main():
     others = max(0.0, (busy_seconds() - busy_before) - (own_seconds() - own_before)) / (time.monotonic() - began_at)
     print(f"other processes used {others:.2f} of the {os.cpu_count()} cores on average during the sitting "
           f"(a quiet sitting: under 0.1)")
+    if a.threads > 1:
+        after = [sp for rnd in rounds for _, _, _, sp in rnd]
+        print(f"{a.threads}-thread speedup of the probe: {calibrated[0]:.2f} and {calibrated[1]:.2f} around the "
+              f"(last) calibration, {min(after):.2f}–{max(after):.2f} after the trainings (a sitting whose "
+              f"speedups differ measured the host's placement of its cores as much as the model)")
 
 if __name__ == "__main__":
     main()

@@ -177,6 +177,13 @@ fn every_kind_of_graph_node_is_priced() {
     }
 }
 
+/// The shared profile with its warm passes set to its cold ones: what the structural tests
+/// below read off `passes` is then what the model charges whatever a step's working set.
+fn cold_only() -> &'static Profile {
+    static COLD: OnceLock<Profile> = OnceLock::new();
+    COLD.get_or_init(|| Profile { passes_warm: profile().passes.clone(), ..profile().clone() })
+}
+
 /// Seconds per value of `rate` at a size the profile measured (so no interpolation).
 fn pass_at(p: &Profile, values: usize, rate: fn(&predict::PassRates) -> f64) -> f64 {
     rate(p.passes.iter().find(|r| r.values == values).expect("a measured size"))
@@ -194,7 +201,7 @@ fn a_residual_join_costs_its_sum_and_the_gradient_it_accumulates() {
         parse("16x16x16-conv3x3x16p1b0-bn:relu-[conv3x3x16p1b0-bn:relu-conv3x3x16p1b0-bn]-gap-10", Defaults::default())
             .unwrap();
     assert_eq!(graph.layers.len(), chain.layers.len() + 1);
-    let p = profile();
+    let p = cold_only();
     // 16 examples of 16×16×16 are 65,536 values, a size calibrate measures the passes at.
     let b = 16;
     let n = b * 16 * 16 * 16;
@@ -205,12 +212,13 @@ fn a_residual_join_costs_its_sum_and_the_gradient_it_accumulates() {
     let add = pass_at(p, n, |r| r.add);
     let copy = pass_at(p, n, |r| r.copy);
     // Forward: the first input copied and the second added in the graph path's one pass (its
-    // measured `sum`, not a copy and an add). Backward: δ handed to both (a copy each: the sum
-    // is the last reader of both, and backward runs in reverse).
+    // measured `sum`, not a copy and an add). Backward: δ handed to both, the first gradient
+    // each receives (the sum is the last reader of both, and backward runs in reverse): one
+    // takes the sum's own δ buffer, swapped, the other a copy (`engine::graph`'s Add arm).
     let one_pass = pass_at(p, n, |r| r.sum);
     assert!(one_pass > 0.0);
     assert!((sum.forward_seconds - n as f64 * one_pass).abs() <= 1e-9 * sum.forward_seconds);
-    assert!((sum.backward_seconds - 2.0 * n as f64 * copy).abs() <= 1e-9 * sum.backward_seconds);
+    assert!((sum.backward_seconds - n as f64 * copy).abs() <= 1e-9 * sum.backward_seconds);
     // The block's input (layer 2) gets its gradient from two readers: one more add.
     let extra = g.layers[1].backward_seconds - a.layers[1].backward_seconds;
     assert!((extra - n as f64 * add).abs() <= 1e-6 * extra, "{extra} vs {}", n as f64 * add);
@@ -233,7 +241,7 @@ fn a_residual_join_costs_its_sum_and_the_gradient_it_accumulates() {
 
 #[test]
 fn batch_norm_and_depthwise_convolutions_are_priced_from_their_own_measurements() {
-    let p = profile();
+    let p = cold_only();
     let spec = parse("16x16x16-conv3x3x16p1b0-bn-conv3x3x16p1g16:identity-gap-10", Defaults::default()).unwrap();
     let n = 16 * 16 * 16 * 16;
     let t = predict::predict(&spec, &cfg(16), Machine::Measured(p), 1);
@@ -466,7 +474,7 @@ fn a_convolution_is_priced_at_the_planes_its_window_was_measured_at() {
 
 #[test]
 fn evaluation_normalizes_in_one_pass_or_none_when_folded() {
-    let p = profile();
+    let p = cold_only();
     let spec = parse("8x16x16-conv3x3x16p1b0-bn:relu-drop0.5-gap-10", Defaults::default()).unwrap();
     let m = Machine::Measured(p);
     let train = predict::predict(&spec, &cfg(64), m, 1);
@@ -705,4 +713,54 @@ fn a_convolution_is_priced_at_the_batches_its_shape_was_measured_at() {
         let got = rate(b);
         assert!((got - want).abs() <= 1e-6 * want, "batch {b}: {got} GFLOP/s, not {want}");
     }
+}
+
+#[test]
+fn per_value_passes_are_priced_warm_where_the_step_fits_in_the_last_level_cache() {
+    // The share priced warm: all of it up to the cache's size, none from four times it,
+    // log-linear between.
+    let mib = 1usize << 20;
+    assert_eq!(predict::warm_share(10.0 * mib as f64, 32 * mib), 1.0);
+    assert_eq!(predict::warm_share(32.0 * mib as f64, 32 * mib), 1.0);
+    assert!((predict::warm_share(64.0 * mib as f64, 32 * mib) - 0.5).abs() < 1e-12);
+    assert_eq!(predict::warm_share(128.0 * mib as f64, 32 * mib), 0.0);
+    assert_eq!(predict::warm_share(1e12, 32 * mib), 0.0);
+    assert_eq!(predict::warm_share(1.0, 0), 0.0, "no cache size known: cold");
+
+    // A small residual network: batch norm and the sum at calibrate's warm rates where its
+    // step's working set fits in the cache, at the cold ones where the cache is too small.
+    let spec =
+        parse("16x16x16-conv3x3x16p1b0-bn:relu-[conv3x3x16p1b0-bn:relu-conv3x3x16p1b0-bn]-gap-10", Defaults::default())
+            .unwrap();
+    let b = 16;
+    let n = b * 16 * 16 * 16;
+    let mut p = profile().clone();
+    // Warm and cold far apart, so that a mix-up shows.
+    for (w, c) in p.passes_warm.iter_mut().zip(&p.passes) {
+        (w.norm_forward, w.norm_backward, w.sum) = (c.norm_forward / 3.0, c.norm_backward / 3.0, c.sum / 3.0);
+    }
+    let at = |t: &[predict::PassRates], rate: fn(&predict::PassRates) -> f64| {
+        n as f64 * rate(t.iter().find(|r| r.values == n).expect("a measured size"))
+    };
+    let priced = |p: &Profile| predict::predict(&spec, &cfg(b), Machine::Measured(p), 1);
+    // A cache of 1 TiB holds any step here; one of 1 KiB none.
+    p.last_level_cache = 1 << 40;
+    let warm = priced(&p);
+    let close = |x: f64, y: f64| (x - y).abs() <= 1e-9 * y;
+    assert!(close(
+        warm.layers[1].forward_seconds,
+        at(&p.passes_warm, |r| r.norm_forward) + at(&p.passes_warm, |r| r.relu_forward)
+    ));
+    assert!(close(warm.layers[6].forward_seconds, at(&p.passes_warm, |r| r.sum)));
+    p.last_level_cache = 1 << 10;
+    let cold = priced(&p);
+    assert!(close(
+        cold.layers[1].forward_seconds,
+        at(&p.passes, |r| r.norm_forward) + at(&p.passes, |r| r.relu_forward)
+    ));
+    assert!(close(cold.layers[6].forward_seconds, at(&p.passes, |r| r.sum)));
+    // Convolutions are not per-value passes: the same in all three.
+    assert_eq!(warm.layers[0].forward_seconds, cold.layers[0].forward_seconds);
+    assert_eq!(warm.layers[2].backward_seconds, cold.layers[2].backward_seconds);
+    assert!(warm.step_seconds < cold.step_seconds);
 }

@@ -404,9 +404,11 @@ fn regroup_rates((c, chunk): (usize, usize), batch: usize, min_s: f64) -> Regrou
     RegroupRates { chunk, to_rows: rows / n as f64, to_channels: channels / n as f64 }
 }
 
-/// The last-level cache's size in bytes, as Linux reports it (32 MiB if it does not).
-fn last_level_cache() -> usize {
-    let read = |i: usize| std::fs::read_to_string(format!("/sys/devices/system/cpu/cpu0/cache/index{i}/size")).ok();
+/// The data caches' sizes in bytes by level (1, 2, 3), as Linux reports them for the first core.
+fn caches() -> Vec<(u32, usize)> {
+    let read = |i: usize, what: &str| {
+        std::fs::read_to_string(format!("/sys/devices/system/cpu/cpu0/cache/index{i}/{what}")).ok()
+    };
     let bytes = |t: String| {
         let t = t.trim();
         let (num, unit) = t.split_at(t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len()));
@@ -418,7 +420,21 @@ fn last_level_cache() -> usize {
         };
         num.parse::<usize>().ok().map(|n| n * scale)
     };
-    (0..8).filter_map(read).filter_map(bytes).max().unwrap_or(32 << 20)
+    (0..8)
+        .filter(|&i| read(i, "type").is_some_and(|t| t.trim() != "Instruction"))
+        .filter_map(|i| Some((read(i, "level")?.trim().parse().ok()?, bytes(read(i, "size")?)?)))
+        .collect()
+}
+
+/// The last-level cache's size in bytes, as Linux reports it (32 MiB if it does not).
+fn last_level_cache() -> usize {
+    caches().iter().map(|&(_, b)| b).max().unwrap_or(32 << 20)
+}
+
+/// The second-level cache's size in bytes, one core's (1/32 of the last level's if Linux does
+/// not say).
+fn level_two_cache() -> usize {
+    caches().iter().find(|&&(l, _)| l == 2).map_or(last_level_cache() / 32, |&(_, b)| b)
 }
 
 /// Seconds of one call of `f(i)` on data out of cache: `f` works on set `i` of `sets` sets of
@@ -456,8 +472,12 @@ fn time_cold(min_s: f64, runs: usize, sets: usize, mut f: impl FnMut(usize)) -> 
 /// ran 1.25× (forward) and 1.4–1.8× (backward) faster than in a network (one thread, `python3
 /// bench/predict_layers.py --random 12 --seed 1 --threads 1`; cold against hot per value,
 /// `norm::train_forward` and `norm::backward` over 16 channels of 16K values: 0.42 against 0.30
-/// ns and 0.63 against 0.33).
-fn pass_rates(values: usize, team: &Team, min_s: f64) -> PassRates {
+/// ns and 0.63 against 0.33). With `cold` false (since profile format 16) the sets together
+/// outgrow the second-level caches but fit in the last level: each call finds its arrays in
+/// the last-level cache, as a small network's step does, whose whole working set stays there
+/// (docs/prediction.md, "Warm passes"; timed on one set, call after call, the arrays stayed in
+/// L2 and the passes ran up to 6× faster than cold, too fast for a step).
+fn pass_rates(values: usize, team: &Team, min_s: f64, cold: bool) -> PassRates {
     use crate::engine::{activation, gap, norm};
     let c = 64;
     let n = values / c;
@@ -466,8 +486,13 @@ fn pass_rates(values: usize, team: &Team, min_s: f64) -> PassRates {
         d: Vec<f32>,
         y: Vec<f32>,
     }
-    // Three arrays a set; together at least four times the last-level cache.
-    let sets = (4 * last_level_cache()).div_ceil(3 * 4 * c * n).max(2);
+    // Three arrays a set; cold, together at least four times the last-level cache; warm,
+    // four times every core's second-level cache (and within the last level: 8 MiB here).
+    let sets = if cold {
+        (4 * last_level_cache()).div_ceil(3 * 4 * c * n).max(2)
+    } else {
+        (4 * level_two_cache() * crate::sys::cores()).div_ceil(3 * 4 * c * n).max(1)
+    };
     let mut all: Vec<Set> = (0..sets)
         .map(|_| Set {
             x: (0..c * n).map(|i| (i % 29) as f32 / 29.0 - 0.5).collect(),
@@ -644,7 +669,8 @@ fn depthwise_rates(
 }
 
 /// Measures everything the time model needs (calibrate prints how long it took: profile format
-/// 15 took 17.1–17.2 s on the quiet 2-core machine, 14 took 17.6 s; format 12 took 18.7–20.8 s on a 2-core machine shared at a load average of 5–8, with 13.5–15.4 s of CPU
+/// 16 took 16.9–17.1 s on the quiet 2-core machine, two threads, where 15 took 15.9–16.2 s in the
+/// same sittings; 15 took 17.1–17.2 s on the quiet 2-core machine earlier, 14 took 17.6 s; format 12 took 18.7–20.8 s on a 2-core machine shared at a load average of 5–8, with 13.5–15.4 s of CPU
 /// time, and 7.1 s with `quick`; format 11 took 24–28 s at a load average of 11–14).
 pub fn calibrate(threads: usize, quick: bool) -> Result<Profile> {
     simd::flush_denormals();
@@ -751,7 +777,15 @@ pub fn calibrate(threads: usize, quick: bool) -> Result<Profile> {
     // 1×1 convolutions over more than 64 channels: the engine's plain products on x, long rows.
     let conv_pointwise = [pair((96, 16, 1, 96), 1, 32)?, pair((384, 4, 1, 256), 1, 32)?].concat();
     let pool_padded = padded_pool_rates(&team, min_s)?;
-    let passes: Vec<PassRates> = [64 << 10, 512 << 10, 4 << 20].iter().map(|&n| pass_rates(n, &team, min_s)).collect();
+    let sizes = [64 << 10, 512 << 10, 4 << 20];
+    let passes: Vec<PassRates> = sizes.iter().map(|&n| pass_rates(n, &team, min_s, true)).collect();
+    // Warm at the two smaller sizes; at 4M values a set's three arrays (48 MiB) outgrow the
+    // last-level cache anyway, and the cold timing stands for both.
+    let passes_warm: Vec<PassRates> = sizes
+        .iter()
+        .zip(&passes)
+        .map(|(&n, cold)| if 12 * n > last_level_cache() { *cold } else { pass_rates(n, &team, min_s, false) })
+        .collect();
     let dropout = dropout_rate(256 << 10, min_s);
     // The sparse backward at each panel window, at a quarter of the filters and all of them
     // (since profile format 15): its cost per dense GFLOP grows as filters shrink, since the
@@ -806,6 +840,8 @@ pub fn calibrate(threads: usize, quick: bool) -> Result<Profile> {
         depthwise,
         conv_pointwise,
         passes,
+        passes_warm,
+        last_level_cache: last_level_cache(),
         pool_padded,
         dropout,
         quick,

@@ -7,7 +7,7 @@ mod model;
 mod profile;
 
 pub use calibrate::calibrate;
-pub use model::{LayerTime, Machine, Prediction, inference_seconds, predict};
+pub use model::{LayerTime, Machine, Prediction, inference_seconds, predict, warm_share};
 pub use profile::{
     ConvRates, DepthwiseRates, PassRates, Profile, SparseRates, check_replaceable, default_path, machine_id,
 };

@@ -469,12 +469,47 @@ fn act_cost(table: &[(String, f64)], act: Activation) -> f64 {
 
 use crate::engine::{Feed, UPDATE_SPLIT_MIN};
 
+#[derive(Clone, Copy)]
 struct Model<'a> {
     machine: Machine<'a>,
     threads: usize,
+    /// How much of the per-value passes' work finds its operands in cache ([`warm_share`]),
+    /// from 0 (the cold rates) to 1 (the warm ones); set per step by [`Model::at_step`].
+    warm: f64,
 }
 
-impl Model<'_> {
+/// The share of a step's per-value passes (batch normalization, sums, copies, relu passes) to
+/// price at calibrate's warm rates rather than its cold ones, from the step's working set
+/// (`footprint` bytes, the ledger's peak) and the last-level cache (`cache` bytes): all of it
+/// where the working set fits in the cache, none where it outgrows it four times over (as
+/// calibrate's cold sets of arrays do), log-linear between. Calibrate's cold rates alone
+/// priced batch normalization 1.6–2.3× and the residual sums up to 4× what they took in small
+/// networks whose whole step stays in L2 and L3 (docs/prediction.md, "Warm passes").
+pub fn warm_share(footprint: f64, cache: usize) -> f64 {
+    if cache == 0 || !footprint.is_finite() {
+        return 0.0;
+    }
+    let over = (footprint / cache as f64).max(1.0);
+    (1.0 - over.ln() / 4f64.ln()).clamp(0.0, 1.0)
+}
+
+impl<'a> Model<'a> {
+    fn new(machine: Machine<'a>, threads: usize) -> Model<'a> {
+        Model { machine, threads, warm: 0.0 }
+    }
+
+    /// This model for a step of `spec` at batch `b`, and the step's working set in bytes (the
+    /// ledger's peak with this many threads), which places the per-value passes between
+    /// calibrate's warm and cold rates ([`warm_share`]).
+    fn at_step(&self, spec: &Spec, opt: Optimizer, b: usize) -> (Model<'a>, f64) {
+        let footprint = crate::cost::memory::memory_for_threads(spec, opt, b as u128, self.threads).peak as f64;
+        let warm = match self.machine {
+            Machine::Measured(p) if !p.passes_warm.is_empty() => warm_share(footprint, p.last_level_cache),
+            _ => 0.0,
+        };
+        (Model { warm, ..*self }, footprint)
+    }
+
     fn gemm(&self, which: fn(&Profile) -> &Vec<GemmPoint>, m: usize, k: usize, n: usize) -> f64 {
         let flop = 2.0 * (m * k * n) as f64;
         let bytes = 4.0 * (m * k + k * n + m * n) as f64;
@@ -516,12 +551,23 @@ impl Model<'_> {
     /// at the rate calibrate measured for it at the nearest sizes (log-linear between them).
     fn pass(&self, kind: PassKind, values: usize) -> f64 {
         match self.machine {
-            Machine::Measured(p) => values as f64 * per_value(&p.passes, |r| r.values, |r| kind.rate(r), values),
+            Machine::Measured(_) => values as f64 * self.per_pass_value(|r| kind.rate(r), values),
             Machine::Roofline { .. } => {
                 let (bytes, flop) = kind.traffic();
                 self.stream(values, bytes, flop)
             }
         }
+    }
+
+    /// Seconds per value of one of the `passes` rates over `values` values: between the cold
+    /// and the warm tables as this step's working set places it ([`Model::at_step`]).
+    fn per_pass_value(&self, rate: impl Fn(&PassRates) -> f64 + Copy, values: usize) -> f64 {
+        let Machine::Measured(p) = self.machine else { return 0.0 };
+        let cold = per_value(&p.passes, |r| r.values, rate, values);
+        if self.warm <= 0.0 || p.passes_warm.is_empty() {
+            return cold;
+        }
+        cold + self.warm * (per_value(&p.passes_warm, |r| r.values, rate, values) - cold)
     }
 
     fn activation(&self, act: Activation, items: usize, backward: bool) -> f64 {
@@ -777,9 +823,9 @@ impl Model<'_> {
         let plane = l.input.h * l.input.w;
         let sums = match self.machine {
             // Between the measured planes of 64 and 1,024 values, log-linear in the plane.
-            Machine::Measured(p) => {
+            Machine::Measured(_) => {
                 let t = ((plane.max(1) as f64).ln() - 64f64.ln()) / (1024f64.ln() - 64f64.ln());
-                let wide = per_value(&p.passes, |r| r.values, |r| r.mean_forward_wide, n);
+                let wide = self.per_pass_value(|r| r.mean_forward_wide, n);
                 let t = t.clamp(0.0, 1.0);
                 self.pass(PassKind::MeanForward, n) * (1.0 - t) + n as f64 * wide * t
             }
@@ -846,11 +892,12 @@ impl Model<'_> {
     /// by k later nodes receives k gradients: the k − 1 after the first are added in (a pass
     /// each, in its backward).
     fn step(&self, spec: &Spec, loss: Loss, opt: Optimizer, b: usize) -> (Vec<LayerTime>, f64, f64) {
+        let (model, footprint) = self.at_step(spec, opt, b);
+        let this = &model;
         let last = spec.layers.len() - 1;
         // At one example the engine updates dense layers as their gradients are formed.
         let fused = b == 1 && matches!(opt, Optimizer::Sgd | Optimizer::Momentum);
         let edges = edges(spec);
-        let footprint = crate::cost::memory::memory_for_threads(spec, opt, b as u128, self.threads).peak as f64;
         let mut readers = vec![Vec::new(); spec.layers.len()];
         for (i, reads) in spec.sources.iter().enumerate() {
             for s in reads {
@@ -870,46 +917,62 @@ impl Model<'_> {
                 let sources = &spec.sources[i];
                 // Values per example a join hands on as the first gradient its inputs receive
                 // (backward runs in reverse order: a node's last reader writes first).
-                let handed: Vec<usize> = sources
+                let mut handed: Vec<(usize, usize)> = sources
                     .iter()
-                    .filter_map(|s| match s {
-                        Source::Node(j) if readers[*j].last() == Some(&i) => Some(spec.layers[*j].outputs),
+                    .enumerate()
+                    .filter_map(|(k, s)| match s {
+                        Source::Node(j) if readers[*j].last() == Some(&i) => Some((k, spec.layers[*j].outputs)),
                         _ => None,
                     })
                     .collect();
+                // A sum gives its own δ buffer to one of them instead of a copy (`engine::graph`,
+                // its Add arm): the first whose gradient arrives without a change of layout, at
+                // the sum's size, from an input it reads once. (Priced as a copy each, the sums'
+                // backward ran at 0.35–0.6 of its prediction in the random networks.)
+                if matches!(l.kind, Kind::Add(_)) {
+                    let swapped = handed.iter().position(|&(k, n)| {
+                        matches!(edges[i][k], Feed::Direct)
+                            && n == l.outputs
+                            && sources.iter().filter(|s| **s == sources[k]).count() == 1
+                    });
+                    if let Some(at) = swapped {
+                        handed.remove(at);
+                    }
+                }
+                let handed: Vec<usize> = handed.into_iter().map(|(_, n)| n).collect();
                 let (forward, backward) = match l.kind {
-                    Kind::Dense => self.dense(l, b, first, from_ce, fused),
-                    Kind::Conv2d(c) => self.conv(l, &c, b, first, density[i]),
-                    Kind::MaxPool(p) if p.pad > 0 || p.ceil => self.padded_pool(l, b, first, footprint),
-                    Kind::MaxPool(_) | Kind::AvgPool(_) => self.pool(l, b, first, footprint),
-                    Kind::BatchNorm => self.batch_norm(l, b, first),
-                    Kind::Add(_) => self.add(l, b, sources.len(), &handed),
-                    Kind::Concat => self.concat(spec, i, b, &handed),
-                    Kind::GlobalAvgPool | Kind::AdaptiveAvgPool(..) => self.average(l, b, first),
-                    Kind::Dropout(_) => self.dropout(l, b, first),
-                    Kind::ZeroPad { .. } => self.zero_pad(l, b, first),
+                    Kind::Dense => this.dense(l, b, first, from_ce, fused),
+                    Kind::Conv2d(c) => this.conv(l, &c, b, first, density[i]),
+                    Kind::MaxPool(p) if p.pad > 0 || p.ceil => this.padded_pool(l, b, first, footprint),
+                    Kind::MaxPool(_) | Kind::AvgPool(_) => this.pool(l, b, first, footprint),
+                    Kind::BatchNorm => this.batch_norm(l, b, first),
+                    Kind::Add(_) => this.add(l, b, sources.len(), &handed),
+                    Kind::Concat => this.concat(spec, i, b, &handed),
+                    Kind::GlobalAvgPool | Kind::AdaptiveAvgPool(..) => this.average(l, b, first),
+                    Kind::Dropout(_) => this.dropout(l, b, first),
+                    Kind::ZeroPad { .. } => this.zero_pad(l, b, first),
                 };
                 let (into, back) = sources.iter().zip(&edges[i]).fold((0.0, 0.0), |(f, bw), (s, e)| {
-                    let (tf, tb) = self.regroup(*e, b, matches!(s, Source::Node(_)));
+                    let (tf, tb) = this.regroup(*e, b, matches!(s, Source::Node(_)));
                     (f + tf, bw + tb)
                 });
                 let fan_out =
-                    readers[i].len().saturating_sub(1) as f64 * self.pass(PassKind::Add, b.saturating_mul(l.outputs));
+                    readers[i].len().saturating_sub(1) as f64 * this.pass(PassKind::Add, b.saturating_mul(l.outputs));
                 let (forward, backward) = (forward + into, backward + back + fan_out);
                 let update = match (l.params(), fused && l.kind == Kind::Dense) {
                     (0, _) => 0.0,
-                    (n, true) => self.fused_update(opt, n as usize),
-                    (n, false) => self.update(opt, n as usize),
+                    (n, true) => this.fused_update(opt, n as usize),
+                    (n, false) => this.update(opt, n as usize),
                 };
                 LayerTime { layer: i + 1, forward_seconds: forward, backward_seconds: backward, update_seconds: update }
             })
             .collect();
-        let loss_s = self.stream(b * spec.outputs(), 12.0, 3.0);
-        let per_layer = match self.machine {
+        let loss_s = this.stream(b * spec.outputs(), 12.0, 3.0);
+        let per_layer = match this.machine {
             Machine::Measured(p) => p.layer_overhead,
             Machine::Roofline { .. } => 0.0,
         };
-        (layers, loss_s, self.overhead() + per_layer * spec.layers.len() as f64)
+        (layers, loss_s, this.overhead() + per_layer * spec.layers.len() as f64)
     }
 }
 
@@ -963,7 +1026,7 @@ fn edges(spec: &Spec) -> Vec<Vec<Feed>> {
 /// One training step's modelled seconds at batch `b` on a measured machine: layers, loss and
 /// fixed costs, without the batch's copy (for calibrate's own residual).
 pub(crate) fn step_seconds(spec: &Spec, loss: Loss, opt: Optimizer, b: usize, p: &Profile, threads: usize) -> f64 {
-    let model = Model { machine: Machine::Measured(p), threads };
+    let model = Model::new(Machine::Measured(p), threads);
     let (layers, loss_s, overhead) = model.step(spec, loss, opt, b);
     layers.iter().map(|l| l.forward_seconds + l.backward_seconds + l.update_seconds).sum::<f64>() + loss_s + overhead
 }
@@ -974,7 +1037,7 @@ pub(crate) fn step_seconds(spec: &Spec, loss: Loss, opt: Optimizer, b: usize, p:
 /// follows (a convolution read by that normalization alone) — and dropout passes its input on
 /// (a copy).
 pub fn inference_seconds(spec: &Spec, b: usize, machine: Machine, threads: usize, fold: bool) -> f64 {
-    let model = Model { machine, threads };
+    let model = Model::new(machine, threads).at_step(spec, Optimizer::Sgd, b).0;
     let (layers, _, overhead) = model.step(spec, Loss::Mse, Optimizer::Sgd, b);
     // The folding rule is fold.rs's alone (a conv or dense layer without an activation, read by
     // the norm only).
@@ -1006,7 +1069,7 @@ pub fn inference_seconds(spec: &Spec, b: usize, machine: Machine, threads: usize
 /// Predicted seconds per step (a full batch), per epoch (its ragged last batch at its own size,
 /// plus copying each batch's examples) and per run.
 pub fn predict(spec: &Spec, cfg: &Config, machine: Machine, threads: usize) -> Prediction {
-    let model = Model { machine, threads };
+    let model = Model::new(machine, threads);
     let step_of = |b: usize| {
         let (layers, loss, overhead) = model.step(spec, cfg.loss, cfg.optimizer, b);
         let sum: f64 = layers.iter().map(|l| l.forward_seconds + l.backward_seconds + l.update_seconds).sum();

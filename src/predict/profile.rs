@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
 /// Bumped whenever the fields or what they mean change; an older file is rebuilt, not trusted.
-pub const VERSION: u32 = 15;
+pub const VERSION: u32 = 16;
 
 /// Matrix-product throughput at one shape: C[m×n] = A[m×k]·B[k×n].
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -192,8 +192,15 @@ pub struct Profile {
     /// batch 32, by window size (C).
     pub conv_pointwise: Vec<ConvRates>,
     /// The graph path's per-value work at three sizes (256 KiB, 2 MiB and 16 MiB an array), by
-    /// size.
+    /// size, each call on arrays out of cache (the calls on other arrays have evicted them).
     pub passes: Vec<PassRates>,
+    /// The same work on arrays the previous call left in cache (profile format 16): what a step
+    /// whose whole working set fits in the last-level cache finds.
+    #[serde(default)]
+    pub passes_warm: Vec<PassRates>,
+    /// The last-level cache's size in bytes, as Linux reported it to calibrate (format 16).
+    #[serde(default)]
+    pub last_level_cache: usize,
     /// Max pooling with padding (3×3, stride 2, padding 1, over 32 planes of 16×16 at batch 32:
     /// `engine::padpool`), per input value.
     pub pool_padded: PoolRates,
@@ -318,6 +325,8 @@ impl Profile {
             || p.depthwise.is_empty()
             || p.conv_pointwise.is_empty()
             || p.passes.is_empty()
+            || p.passes_warm.len() != p.passes.len()
+            || p.last_level_cache == 0
             || !p.dropout.is_finite()
             || !p.step_overhead.is_finite()
             || !p.layer_overhead.is_finite()
