@@ -31,11 +31,15 @@ that shared its cores is not conclusive. With more than one thread it also probe
 after calibrating and after each training, how much faster that many threads run a fixed
 matrix-product workload than one (`speedup`): on this VM the host sometimes places its two
 virtual cores on one physical core, which no process here shows, and a two-thread step then
-runs up to 2× slower; a sitting whose probes disagree is not conclusive either.
+runs up to 2× slower; a sitting whose probes disagree is not conclusive either. `--steady MIN`
+calibrates and trains only while the speedup is at least MIN (it waits for it), and runs a
+calibration or a training again when the probe after it fell below MIN (at most three runs,
+each repeat listed at the end): what the model is judged on is then the machine it was
+calibrated on.
 
 Usage (repository root, after `cargo build --release`):
     python3 bench/predict_vs_measured.py [--threads 2] [--rounds 5]
-    python3 bench/predict_vs_measured.py --random 16 --seed 1 [--rounds 1]
+    python3 bench/predict_vs_measured.py --random 16 --seed 1 [--rounds 1] [--steady 1.7]
 """
 import argparse, json, os, random, resource, statistics, subprocess, sys, tempfile, time
 
@@ -171,7 +175,15 @@ def main():
     ap.add_argument("--random", type=int, default=0, help="measure N random networks instead of the suite")
     ap.add_argument("--seed", type=int, default=1, help="the random networks' seed")
     ap.add_argument("--plain", action="store_true", help="random chains only, without batch normalization")
+    ap.add_argument("--steady", type=float, default=None, metavar="MIN",
+                    help="with more than one thread: calibrate and train only while the probe's speedup is at "
+                         "least MIN (waiting for it, up to --wait seconds each time), and calibrate or train again "
+                         "(up to 3 times) when the probe after it fell below MIN")
+    ap.add_argument("--wait", type=float, default=600, help="seconds --steady waits for the speedup each time")
     a = ap.parse_args()
+    if a.steady is not None and a.threads < 2:
+        raise SystemExit("--steady needs --threads 2 or more (it compares their speed with one thread's)")
+    retries = []
     load_before = open("/proc/loadavg").read().split()[:3]
     # The neighbours' CPU time over the sitting: the machine's busy time less this sitting's own
     # (a load average counts waiting tasks, and on a VM whose other tenants share the cores it
@@ -184,10 +196,31 @@ def main():
     for r in range(max(1, a.rounds)):
         profile = os.path.join(tempfile.mkdtemp(), "profile.json")
         probe = (lambda: speedup(a.flopnet, a.threads)) if a.threads > 1 else (lambda: float("nan"))
-        before_calibrate = probe()
-        out = subprocess.run([a.flopnet, "calibrate", "--threads", str(a.threads), "--profile", profile],
-                             check=True, capture_output=True, text=True).stdout
-        calibrated = (before_calibrate, probe())
+
+        def steady(what, run):
+            """`run()` between two probes; with --steady, only once the probe reaches MIN, and again
+            while the probe after it falls below (at most three runs): (first probe, result, last
+            probe)."""
+            for attempt in range(3):
+                first, waited = probe(), time.monotonic()
+                while a.steady is not None and not first >= a.steady:
+                    if time.monotonic() - waited > a.wait:
+                        raise SystemExit(f"the {a.threads}-thread speedup stayed below {a.steady} for {a.wait:.0f} s "
+                                         f"(last {first:.2f}) before {what}: the host runs this VM's cores on "
+                                         "fewer physical cores now; try later or lower --steady")
+                    time.sleep(5)
+                    first = probe()
+                result = run()
+                last = probe()
+                if a.steady is None or last >= a.steady or attempt == 2:
+                    if attempt:
+                        retries.append(f"{what}: {attempt + 1} runs")
+                    return first, result, last
+
+        before_calibrate, out, after_calibrate = steady("calibrate", lambda: subprocess.run(
+            [a.flopnet, "calibrate", "--threads", str(a.threads), "--profile", profile],
+            check=True, capture_output=True, text=True).stdout)
+        calibrated = (before_calibrate, after_calibrate)
         if r == 0:
             print(out)
             if a.threads > 1:
@@ -206,23 +239,27 @@ def main():
             else:
                 data = ["--data", cifar] if spec.startswith("3x") else []
             acts = ["--act", act] if act else []
-            before, began = resource.getrusage(resource.RUSAGE_CHILDREN), time.monotonic()
-            done = subprocess.run([a.flopnet, "train", spec, *acts, *data, "--epochs", str(epochs),
-                                   "--batch", str(b), "--optimizer", "momentum", "--threads", str(a.threads),
-                                   "--profile", profile, "--metrics", metrics], capture_output=True, text=True)
-            if done.returncode != 0:
-                raise SystemExit(f"train {spec} failed: {done.stderr.strip()}")
-            # How much of its threads' time the run got: CPU seconds over wall seconds × threads
-            # (a sign of the neighbours' load; a helper waiting parked counts as idle).
-            after = resource.getrusage(resource.RUSAGE_CHILDREN)
-            cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-            share = min(1.0, cpu / ((time.monotonic() - began) * a.threads))
+
+            def train():
+                before, began = resource.getrusage(resource.RUSAGE_CHILDREN), time.monotonic()
+                done = subprocess.run([a.flopnet, "train", spec, *acts, *data, "--epochs", str(epochs),
+                                       "--batch", str(b), "--optimizer", "momentum", "--threads", str(a.threads),
+                                       "--profile", profile, "--metrics", metrics], capture_output=True, text=True)
+                if done.returncode != 0:
+                    raise SystemExit(f"train {spec} failed: {done.stderr.strip()}")
+                # How much of its threads' time the run got: CPU seconds over wall seconds × threads
+                # (a sign of the neighbours' load; a helper waiting parked counts as idle).
+                after = resource.getrusage(resource.RUSAGE_CHILDREN)
+                cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+                return min(1.0, cpu / ((time.monotonic() - began) * a.threads))
+
+            _, share, after_training = steady(f"train {spec} (batch {b})", train)
             rows = [json.loads(l) for l in open(metrics) if '"epoch"' in l]
             os.unlink(metrics)
             # This machine is shared: one epoch can run 25% slower than the next. The median of
             # the epochs after the first is the machine's speed rather than one moment's neighbours.
             rows_of_round.append((statistics.median(x["seconds"] for x in rows[1:] or rows),
-                                  rows[-1]["predicted_seconds"], share, probe()))
+                                  rows[-1]["predicted_seconds"], share, after_training))
             m, p, _, sp = rows_of_round[-1]
             print(f"  round {r + 1}: {spec} batch {b}: predicted {p:.2f} s, measured {m:.2f} s ({100 * (m / p - 1):+.0f}%),"
                   f" CPU share {100 * share:.0f}%, speedup after {sp:.2f}", file=sys.stderr, flush=True)
@@ -258,6 +295,8 @@ def main():
         print(f"{a.threads}-thread speedup of the probe: {calibrated[0]:.2f} and {calibrated[1]:.2f} around the "
               f"(last) calibration, {min(after):.2f}–{max(after):.2f} after the trainings (a sitting whose "
               f"speedups differ measured the host's placement of its cores as much as the model)")
+    if a.steady is not None:
+        print(f"--steady {a.steady}: " + ("; ".join(retries) if retries else "every run on the first try"))
 
 if __name__ == "__main__":
     main()

@@ -29,7 +29,7 @@ pub mod kernels;
 mod loss;
 pub(crate) mod norm;
 pub(crate) mod padpool;
-mod pages;
+pub(crate) mod pages;
 mod panels;
 pub mod pool;
 #[cfg(target_arch = "x86_64")]

@@ -30,3 +30,13 @@ pub fn advise_huge(v: &mut [f32]) {
     #[cfg(not(target_os = "linux"))]
     let _ = v;
 }
+
+/// `len` values `f(0)`, `f(1)`, … on huge pages where the system gives them ([`advise_huge`]
+/// before the first write): for buffers that stand in for the engine's, as calibrate's
+/// reference passes do, so that they are timed on the pages the engine's own run on.
+pub fn filled(len: usize, f: impl Fn(usize) -> f32) -> Vec<f32> {
+    let mut v = vec![0.0f32; len];
+    advise_huge(&mut v);
+    v.iter_mut().enumerate().for_each(|(i, x)| *x = f(i));
+    v
+}

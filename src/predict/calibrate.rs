@@ -5,6 +5,7 @@ use super::profile::{
     VERSION, machine_id,
 };
 use crate::engine::gemm::{View, matmul};
+use crate::engine::pages::filled;
 use crate::engine::team::Team;
 use crate::engine::{Engine, Settings, kernels, simd};
 use crate::error::Result;
@@ -156,7 +157,7 @@ fn stream_tables(quick: bool, min_s: f64) -> [Vec<StreamPoint>; 6] {
     // Whole rows of 784 for the fused passes.
     let largest = items.iter().copied().max().unwrap_or(0).div_ceil(784) * 784;
     let len = largest + 3 * STAGGER;
-    let mut bufs = [vec![1e-3f32; len], vec![0.0; len], vec![0.0; len], vec![0.0; len]];
+    let mut bufs = [filled(len, |_| 1e-3), filled(len, |_| 0.0), filled(len, |_| 0.0), filled(len, |_| 0.0)];
     let mut points: Vec<(usize, usize)> =
         (0..Pass::ALL.len()).flat_map(|p| items.iter().map(move |&n| (p, n))).collect();
     shuffle(&mut points);
@@ -250,9 +251,9 @@ impl RefConv {
         Ok(RefConv {
             sh,
             n: batch * sh.oh * sh.ow,
-            x: (0..batch * c * side * side).map(|i| (i % 17) as f32 / 17.0).collect(),
+            x: filled(batch * c * side * side, |i| (i % 17) as f32 / 17.0),
             w: (0..f * sh.ckk()).map(|i| (i % 13) as f32 / 13.0 - 0.5).collect(),
-            scratch: vec![0.0f32; Tiles::for_shape(&sh).total(&sh, batch, team.size())],
+            scratch: filled(Tiles::for_shape(&sh).total(&sh, batch, team.size()), |_| 0.0),
         })
     }
 }
@@ -272,9 +273,9 @@ fn conv_rates(
     let RefConv { sh, n, x, w, mut scratch } = RefConv::new(shape, s, batch, team)?;
     let f = sh.f;
     let b = vec![0.1f32; f];
-    let delta: Vec<f32> = (0..f * n).map(|i| (i % 11) as f32 / 11.0 - 0.5).collect();
+    let delta = filled(f * n, |i| (i % 11) as f32 / 11.0 - 0.5);
     let (mut z, mut dw, mut db, mut dx) =
-        (vec![0.0f32; f * n], vec![0.0f32; w.len()], vec![0.0f32; f], vec![0.0f32; x.len()]);
+        (filled(f * n, |_| 0.0), vec![0.0f32; w.len()], vec![0.0f32; f], filled(x.len(), |_| 0.0));
     // Few shapes, so each is timed longer than a grid point: the model leans on them alone
     // (runs of 2·min_s since profile format 15, 3·min_s before: the fastest of four, and room
     // for the few-channel references).
@@ -341,7 +342,7 @@ fn sparse_rates(
         return Ok(None);
     }
     let f = sh.f;
-    let (mut dw, mut db, mut dx) = (vec![0.0f32; w.len()], vec![0.0f32; f], vec![0.0f32; x.len()]);
+    let (mut dw, mut db, mut dx) = (vec![0.0f32; w.len()], vec![0.0f32; f], filled(x.len(), |_| 0.0));
     let gflop = 2.0 * (f * sh.ckk() * n) as f64 / 1e9;
     let (min_s, runs) = (3.0 * min_s, 3);
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(15);
@@ -495,9 +496,9 @@ fn pass_rates(values: usize, team: &Team, min_s: f64, cold: bool) -> PassRates {
     };
     let mut all: Vec<Set> = (0..sets)
         .map(|_| Set {
-            x: (0..c * n).map(|i| (i % 29) as f32 / 29.0 - 0.5).collect(),
-            d: (0..c * n).map(|i| (i % 31) as f32 / 31.0 - 0.5).collect(),
-            y: vec![0.0f32; c * n],
+            x: filled(c * n, |i| (i % 29) as f32 / 29.0 - 0.5),
+            d: filled(c * n, |i| (i % 31) as f32 / 31.0 - 0.5),
+            y: filled(c * n, |_| 0.0),
         })
         .collect();
     let (gamma, beta) = (vec![1.0f32; c], vec![0.0f32; c]);
@@ -644,11 +645,11 @@ fn depthwise_rates(
         .map_err(crate::Error::Usage)?;
     let Some(sh) = ConvShape::of(&layer) else { unreachable!("a convolution layer") };
     let n = batch * layer.outputs;
-    let x: Vec<f32> = (0..batch * layer.inputs).map(|i| (i % 23) as f32 / 23.0).collect();
+    let x = filled(batch * layer.inputs, |i| (i % 23) as f32 / 23.0);
     let w: Vec<f32> = (0..c * k * k).map(|i| (i % 5) as f32 / 5.0 - 0.4).collect();
-    let delta: Vec<f32> = (0..n).map(|i| (i % 19) as f32 / 19.0 - 0.5).collect();
-    let (mut z, mut dw, mut dx) = (vec![0.0f32; n], vec![0.0f32; w.len()], vec![0.0f32; x.len()]);
-    let mut scratch = vec![0.0f32; Tiles::for_shape(&sh).total(&sh, batch, team.size())];
+    let delta = filled(n, |i| (i % 19) as f32 / 19.0 - 0.5);
+    let (mut z, mut dw, mut dx) = (filled(n, |_| 0.0), vec![0.0f32; w.len()], filled(x.len(), |_| 0.0));
+    let mut scratch = filled(Tiles::for_shape(&sh).total(&sh, batch, team.size()), |_| 0.0);
     let (min_s, runs) = (2.0 * min_s, 3);
     let forward =
         time(min_s, runs, || conv_forward(&sh, batch, Activation::Identity, &x, &w, &[], &mut scratch, &mut z, team));
