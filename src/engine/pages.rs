@@ -9,8 +9,9 @@
 //!
 //! Measured: `flopnet bench resnet20 --input 3x32x32 --classes 10 --batch 128 --runs 3 --steps 6
 //! --threads 2`, with and without the advice, alternating (2026-11-30, AMD EPYC Zen 5, quiet):
-//! 2.5–4.7% faster in each of four pairs; against the build before, faster in four pairs of
-//! five (docs/kernels.md, "Two threads: a layer's scaling, ...").
+//! 2.5–4.7% faster in each of four pairs (a throwaway build switching the advice); builds of
+//! the commit before this module and of this one, faster in four pairs of five (docs/kernels.md,
+//! "Two threads: a layer's scaling, ...").
 
 /// Asks the kernel to back the 2 MB-aligned part of `v` with huge pages. Advice only: where
 /// the system has no transparent huge pages (or another OS), nothing changes. Call it before

@@ -363,7 +363,7 @@ unsafe fn sums_over(sh: &ConvShape, batch: usize, xp: &[f32], dp: Deltas, dw: &m
     let (tasks, per) = item_tasks(PARTS * blocks, sh.f * ckk * n, team);
     let per_example = 4 * (sh.f * plane_len(sh) + sh.c * g.plane());
     let chunk = (CHUNK_BYTES / per_example).clamp(1, batch);
-    // Each part's sums, added in part order below.
+    // Each part's sums (zeroed: every chunk adds), added in part order below.
     let mut partial = vec![0f32; PARTS * sh.f * ckk];
     let (dp, out) = (&dp, Parts::of(&mut partial));
     let wide = wide();
@@ -438,7 +438,7 @@ unsafe fn task<V: Vf>(run: &Run, items: std::ops::Range<usize>) {
                 let (fs, rs) = ((sh.f - f0).min(FB), (ckk - r0).min(T));
                 // Taps past ckk repeat the last one; their sums are dropped.
                 let offs: [usize; T] = std::array::from_fn(|k| run.offsets[r0 + k.min(rs - 1)]);
-                let at = Sums { base: part * sh.f * ckk, f0, r0, rs, first: e0 == lo };
+                let at = Sums { base: part * sh.f * ckk, f0, r0, rs };
                 // SAFETY: the caller's promise; the rows read lie in xp and dp (module comment),
                 // and entries (f0.., r0..r0 + rs) of the part's sums are this task's.
                 unsafe {
@@ -486,15 +486,14 @@ unsafe fn run_sums<V: Vf, const F: usize>(
     acc
 }
 
-/// Where a block's sums go: filters f0.., taps r0..r0 + rs of its part's sums (from `base`);
-/// stored over the part's first chunk, added after.
+/// Where a block's sums go: filters f0.., taps r0..r0 + rs of its part's sums (from `base`,
+/// zeroed by `sums_over`), added chunk after chunk.
 #[derive(Clone, Copy)]
 struct Sums {
     base: usize,
     f0: usize,
     r0: usize,
     rs: usize,
-    first: bool,
 }
 
 /// One block of F filters × T taps over examples `ex`: a vector accumulator per (filter, tap),
@@ -524,7 +523,7 @@ unsafe fn block<V: Vf, const F: usize>(run: &Run, offs: &[usize; T], ex: std::op
         let dst = unsafe { run.out.part(at.base + (at.f0 + k) * ckk + at.r0, at.rs) };
         for (d, &v) in dst.iter_mut().zip(row) {
             let s = unsafe { V::hsum(v) };
-            *d = if at.first { s } else { *d + s };
+            *d += s;
         }
     }
 }

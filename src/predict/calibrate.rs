@@ -405,8 +405,14 @@ fn regroup_rates((c, chunk): (usize, usize), batch: usize, min_s: f64) -> Regrou
     RegroupRates { chunk, to_rows: rows / n as f64, to_channels: channels / n as f64 }
 }
 
-/// The data caches' sizes in bytes by level (1, 2, 3), as Linux reports them for the first core.
-fn caches() -> Vec<(u32, usize)> {
+/// The data caches' sizes in bytes by level (1, 2, 3), as Linux reports them for the first core
+/// (read once: calibrate asks for them per pass table).
+fn caches() -> &'static [(u32, usize)] {
+    static CACHES: std::sync::OnceLock<Vec<(u32, usize)>> = std::sync::OnceLock::new();
+    CACHES.get_or_init(read_caches)
+}
+
+fn read_caches() -> Vec<(u32, usize)> {
     let read = |i: usize, what: &str| {
         std::fs::read_to_string(format!("/sys/devices/system/cpu/cpu0/cache/index{i}/{what}")).ok()
     };
