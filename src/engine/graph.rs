@@ -361,42 +361,46 @@ fn draw_mask(
 }
 
 /// z [C'][B][oh][ow] from x [C][B][H][W]: every `s`-th row and column, zero channels after C.
-fn zeropad_forward(spec: &Spec, l: usize, s: usize, batch: usize, x: &[f32], z: &mut [f32]) {
+/// Planes split across the team (each is written whole by one task).
+fn zeropad_forward(spec: &Spec, l: usize, s: usize, batch: usize, x: &[f32], z: &mut [f32], team: &Team) {
     let (i, o) = (spec.layers[l].input, spec.layers[l].output);
     let (plane, oplane) = (i.h * i.w, o.h * o.w);
-    for ch in 0..o.c {
-        for e in 0..batch {
-            let zo = &mut z[(ch * batch + e) * oplane..(ch * batch + e + 1) * oplane];
-            if ch >= i.c {
+    let zp = Parts::of(&mut z[..o.c * batch * oplane]);
+    conv::split_items(o.c * batch, o.c * batch * oplane, team, &|planes| {
+        for p in planes {
+            // SAFETY: plane p of z is this task's.
+            let zo = unsafe { zp.part(p * oplane, oplane) };
+            if p >= i.c * batch {
                 zo.fill(0.0);
                 continue;
             }
-            let xp = &x[(ch * batch + e) * plane..(ch * batch + e + 1) * plane];
-            for y in 0..o.h {
-                for xx in 0..o.w {
-                    zo[y * o.w + xx] = xp[y * s * i.w + xx * s];
-                }
+            let xp = &x[p * plane..(p + 1) * plane];
+            for (y, row) in zo.chunks_exact_mut(o.w).enumerate() {
+                let xr = &xp[y * s * i.w..];
+                row.iter_mut().enumerate().for_each(|(xx, v)| *v = xr[xx * s]);
             }
         }
-    }
+    });
 }
 
 /// dx [C][B][H][W] from g [C'][B][oh][ow]: the kept positions' gradients, zero elsewhere.
-fn zeropad_backward(spec: &Spec, l: usize, s: usize, batch: usize, g: &[f32], dx: &mut [f32]) {
+/// Planes split across the team (each is written whole by one task).
+fn zeropad_backward(spec: &Spec, l: usize, s: usize, batch: usize, g: &[f32], dx: &mut [f32], team: &Team) {
     let (i, o) = (spec.layers[l].input, spec.layers[l].output);
     let (plane, oplane) = (i.h * i.w, o.h * o.w);
-    dx[..batch * i.c * plane].fill(0.0);
-    for ch in 0..i.c {
-        for e in 0..batch {
-            let gp = &g[(ch * batch + e) * oplane..(ch * batch + e + 1) * oplane];
-            let dp = &mut dx[(ch * batch + e) * plane..(ch * batch + e + 1) * plane];
-            for y in 0..o.h {
-                for xx in 0..o.w {
-                    dp[y * s * i.w + xx * s] = gp[y * o.w + xx];
-                }
+    let dp = Parts::of(&mut dx[..i.c * batch * plane]);
+    conv::split_items(i.c * batch, i.c * batch * plane, team, &|planes| {
+        for p in planes {
+            // SAFETY: plane p of dx is this task's.
+            let d = unsafe { dp.part(p * plane, plane) };
+            d.fill(0.0);
+            let gp = &g[p * oplane..(p + 1) * oplane];
+            for (y, row) in gp.chunks_exact(o.w).enumerate() {
+                let dr = &mut d[y * s * i.w..];
+                row.iter().enumerate().for_each(|(xx, &v)| dr[xx * s] = v);
             }
         }
-    }
+    });
 }
 
 impl Engine {
@@ -514,7 +518,7 @@ impl Engine {
                     out.iter_mut().zip(input).zip(mask.iter()).for_each(|((o, &v), &k)| *o = v * k);
                 }
                 Node::Dropout(_) => out.copy_from_slice(input),
-                Node::ZeroPad(stride) => zeropad_forward(spec, l, *stride, batch, input, out),
+                Node::ZeroPad(stride) => zeropad_forward(spec, l, *stride, batch, input, out, team),
             }
             lap(&mut t, timers.as_mut().map(|x| &mut x.forward[l]));
         }
@@ -685,7 +689,7 @@ impl Engine {
                 }
                 Node::ZeroPad(stride) => {
                     if let Some(dx) = dx {
-                        zeropad_backward(spec, l, *stride, batch, delta, dx);
+                        zeropad_backward(spec, l, *stride, batch, delta, dx, team);
                     }
                 }
                 Node::Add => {
