@@ -218,6 +218,21 @@ unsafe fn task<V: Vf, const NV: usize>(run: &Run, units: std::ops::Range<usize>)
         for f0 in (0..sh.f).step_by(FB) {
             // Filters past F repeat the last one; their sums are dropped.
             let rows: [*const f32; FB] = std::array::from_fn(|r| run.w[(f0 + r).min(sh.f - 1) * ckk..].as_ptr());
+            if run.add {
+                // The sums are added to z: ask for z's lines now, so the loads in `store` find
+                // them in cache instead of waiting on memory after the block's FMAs.
+                if let (Some(first), Some(last)) = (segs.first(), segs.last()) {
+                    let (lo, hi) = (first.at as usize, last.at as usize + (last.hi - last.lo) as usize);
+                    for f in f0..(f0 + FB).min(sh.f) {
+                        // SAFETY: positions lo..hi of filter f's plane of example e lie in z.
+                        let zf = unsafe { run.out.part(f * n + e * oplane + lo, hi - lo).as_ptr() };
+                        for line in (0..hi - lo).step_by(16) {
+                            // SAFETY: a prefetch reads nothing; the address is inside z.
+                            unsafe { prefetch(zf.add(line)) };
+                        }
+                    }
+                }
+            }
             // SAFETY: the caller's promise; the reads stay in xp (its tail) and in w's rows.
             unsafe { sums::<V, NV>(rows, xe, run.offsets, &mut acc) };
             for (r, sums) in acc.iter().enumerate().take(sh.f - f0) {
@@ -235,6 +250,13 @@ unsafe fn task<V: Vf, const NV: usize>(run: &Run, units: std::ops::Range<usize>)
             }
         }
     }
+}
+
+/// Asks for the cache line at `p` (a hint: no fault, no value).
+#[inline(always)]
+unsafe fn prefetch(p: *const f32) {
+    // SAFETY: a prefetch has no architectural effect.
+    unsafe { std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p as *const i8) }
 }
 
 /// One block's sums into `out`: [filter][vector of the block], each an FMA chain over the taps
