@@ -179,7 +179,8 @@ pub(crate) fn buffer_values(spec: &Spec, batch: usize) -> usize {
         }
         n += match layer.kind {
             Kind::MaxPool(_) | Kind::Dropout(_) => batch * layer.outputs,
-            Kind::BatchNorm => 4 * layer.input.c,
+            // Saved for the backward pass, then the running mean and variance.
+            Kind::BatchNorm => (norm::SAVED + 2) * layer.input.c,
             _ => 0,
         };
     }
@@ -255,7 +256,7 @@ impl Graph {
             saved: spec
                 .layers
                 .iter()
-                .map(|l| if l.kind == Kind::BatchNorm { vec![0.0; 2 * l.input.c] } else { Vec::new() })
+                .map(|l| if l.kind == Kind::BatchNorm { vec![0.0; norm::SAVED * l.input.c] } else { Vec::new() })
                 .collect(),
             layouts,
         }

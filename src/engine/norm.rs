@@ -116,7 +116,23 @@ fn input_grad_imp<M: Madd>(out: &mut [f32], d: &[f32], x: &[f32], k: f32, mb: f3
     }
 }
 
+/// δ = 0 where the forward's output did not pass a relu (top = ∞) or relu6 (top = 6): where
+/// z = (x − μ)·s + b, recomputed by [`scale_shift_imp`]'s formula (the same bits), is not in
+/// 0 < z < top. The output a is not read: it is the one pass of a batch norm's backward that
+/// needs it, and z from x, which the backward streams anyway, saves reading it (a quarter of a
+/// bn:relu backward's traffic).
+#[inline(always)]
+fn relu_mask_imp<M: Madd>(d: &mut [f32], x: &[f32], mu: f32, s: f32, b: f32, top: f32) {
+    for (g, &v) in d.iter_mut().zip(x) {
+        let z = (v - mu) * s + b;
+        if !(z > 0.0 && z < top) {
+            *g = 0.0;
+        }
+    }
+}
+
 dispatch! { fn sum = sum_imp(v: &[f32]) -> f64 }
+dispatch! { fn relu_mask = relu_mask_imp(d: &mut [f32], x: &[f32], mu: f32, s: f32, b: f32, top: f32) }
 dispatch! { fn centered = centered_imp(v: &[f32], mu: f64) -> f64 }
 dispatch! { fn grad_sums = grad_sums_imp(d: &[f32], x: &[f32], mu: f32, r: f32) -> (f64, f64) }
 dispatch! { fn scale_shift = scale_shift_imp(out: &mut [f32], x: &[f32], mu: f32, s: f32, b: f32) }
@@ -131,9 +147,13 @@ pub struct Norm<'a> {
     pub beta: &'a [f32],
     /// Running mean [C] then running variance [C].
     pub running: &'a mut [f32],
-    /// The batch's μ [C] then r [C], kept by training mode for the backward pass.
+    /// The batch's μ [C], r [C], scale γr [C] and shift β [C] ([`SAVED`] per channel), kept
+    /// by training mode for the backward pass.
     pub saved: &'a mut [f32],
 }
+
+/// Values per channel a layer's `saved` holds (μ, r, the scale γr and the shift β).
+pub const SAVED: usize = 4;
 
 /// Per channel of x [C][n], `f` of the channel's values, in f64 (channels split across the team).
 fn per_channel(c: usize, n: usize, team: &Team, f: &(dyn Fn(usize) -> f64 + Sync)) -> Vec<f64> {
@@ -175,6 +195,7 @@ pub fn train_forward(
 ) {
     let act = per_channel_act(act);
     let c = nm.gamma.len();
+    assert!(nm.saved.len() >= SAVED * c, "batch norm keeps {SAVED} values per channel");
     // Per channel: μ, Σ(x−μ)² and the count of values they are over.
     let stats: Option<(Vec<f64>, Vec<f64>, f64)> = sync.map(|s| {
         let mut sums = per_channel(c, n, team, &|ch| sum(&x[ch * n..(ch + 1) * n]));
@@ -216,6 +237,8 @@ pub fn train_forward(
                 var_r[0] = ((1.0 - MOMENTUM) * var_r[0] as f64 + MOMENTUM * unbiased * var) as f32;
                 sp.part(ch, 1)[0] = mu32;
                 sp.part(c + ch, 1)[0] = r as f32;
+                sp.part(2 * c + ch, 1)[0] = scale;
+                sp.part(3 * c + ch, 1)[0] = b;
             }
         }
     });
@@ -252,7 +275,8 @@ pub fn infer(
 }
 
 /// Backward from δ [C][n], the gradient at the activation's output: the activation's derivative
-/// applied to δ in place (from the output `a`, per [`applies`]; a softmax's is the caller's),
+/// applied to δ in place (per [`applies`]; a softmax's is the caller's; a relu's and a relu6's
+/// from x and the saved scale and shift, [`relu_mask_imp`], others' from the output `a`),
 /// then dγ, dβ [C] and, when asked, dx [C][n], written. `saved` is what [`train_forward`] kept.
 /// dx from Σδ and Σδ·x̂ summed over the ranks by `sync` when given (dγ and dβ stay this rank's:
 /// the gradient all-reduce adds them).
@@ -272,6 +296,12 @@ pub fn backward(
 ) {
     let c = gamma.len();
     let act = per_channel_act(act);
+    assert!(saved.len() >= SAVED * c, "batch norm keeps {SAVED} values per channel");
+    let top = match act {
+        Activation::Relu => Some(f32::INFINITY),
+        Activation::Relu6 => Some(6.0),
+        _ => None,
+    };
     let dp = Parts::of(delta);
     let (gp, bp) = (Parts::of(dgamma), Parts::of(dbeta));
     // Synchronized, the input gradient waits for the ranks' sums: a second pass.
@@ -285,8 +315,12 @@ pub fn backward(
             let (mu, r) = (saved[ch], saved[c + ch]);
             // SAFETY: channel ch of δ is this task's.
             let ds = unsafe { dp.part(ch * n, n) };
-            activation::backward(act, &a[ch * n..(ch + 1) * n], ds, n);
-            let (xs, ds) = (&x[ch * n..(ch + 1) * n], &*ds);
+            let xs = &x[ch * n..(ch + 1) * n];
+            match top {
+                Some(top) => relu_mask(ds, xs, mu, saved[2 * c + ch], saved[3 * c + ch], top),
+                None => activation::backward(act, &a[ch * n..(ch + 1) * n], ds, n),
+            }
+            let ds = &*ds;
             let (db, dg) = grad_sums(ds, xs, mu, r);
             // SAFETY: channel ch of dγ, dβ and dx is this task's.
             unsafe {

@@ -508,7 +508,7 @@ fn pass_rates(values: usize, team: &Team, min_s: f64, cold: bool) -> PassRates {
         })
         .collect();
     let (gamma, beta) = (vec![1.0f32; c], vec![0.0f32; c]);
-    let (mut running, mut saved) = (vec![0.0f32; 2 * c], vec![0.0f32; 2 * c]);
+    let (mut running, mut saved) = (vec![0.0f32; 2 * c], vec![0.0f32; norm::SAVED * c]);
     let (mut dg, mut db) = (vec![0.0f32; c], vec![0.0f32; c]);
     let (min_s, runs) = (2.0 * min_s, 3);
     let per = |s: f64| s / (c * n) as f64;
