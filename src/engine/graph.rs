@@ -99,8 +99,54 @@ pub(crate) struct Graph {
     args: Vec<Vec<u32>>,
     /// Dropout's mask per value: 0 or 1/(1−p).
     masks: Vec<Vec<f32>>,
-    /// Batch norm's μ [C] and r [C] of the last training batch.
+    /// Batch norm's saved values ([`norm::SAVED`] per channel) of the last training batch.
     saved: Vec<Vec<f32>>,
+    /// Per layer: for a residual sum, the batch norm whose output pass it does in its own
+    /// ([`fused_norms`]).
+    sum_of_norm: Vec<Option<usize>>,
+    /// Per layer: whether it is a batch norm whose output pass a later sum does.
+    in_sum: Vec<bool>,
+}
+
+/// Per layer: for a sum of two inputs, one of them a batch norm without an activation that
+/// nothing else reads, that norm (the sum normalizes it in the same pass,
+/// `norm::train_forward_sum`: a residual block's last norm and its shortcut's sum, the norm's
+/// output neither written nor read). Not for the last layer, a sum whose activation needs whole
+/// rows, or an edge that transposes. The norm's backward reads no output without an activation,
+/// and the sum's reads its own: nothing misses the norm's.
+fn fused_norms(spec: &Spec, turns: &[Vec<Option<Turn>>]) -> Vec<Option<usize>> {
+    let mut readers = vec![0usize; spec.layers.len()];
+    for s in spec.sources.iter().flatten() {
+        if let Source::Node(j) = *s {
+            readers[j] += 1;
+        }
+    }
+    let last = spec.layers.len() - 1;
+    spec.layers
+        .iter()
+        .enumerate()
+        .map(|(r, layer)| {
+            let srcs = &spec.sources[r];
+            let fits = matches!(layer.kind, Kind::Add(_))
+                && srcs.len() == 2
+                && r != last
+                && norm::applies(layer.activation)
+                && turns[r].iter().all(Option::is_none);
+            if !fits {
+                return None;
+            }
+            srcs.iter().find_map(|s| match *s {
+                Source::Node(b)
+                    if spec.layers[b].kind == Kind::BatchNorm
+                        && spec.layers[b].activation == Activation::Identity
+                        && readers[b] == 1 =>
+                {
+                    Some(b)
+                }
+                _ => None,
+            })
+        })
+        .collect()
 }
 
 /// Whether `spec` needs the graph path: it is not a chain, or it holds a kind or activation the
@@ -203,6 +249,11 @@ impl Graph {
     pub(crate) fn new(spec: &Spec, batch: usize) -> Graph {
         let layouts = layouts(spec);
         let turns = turns(spec, &layouts);
+        let sum_of_norm = fused_norms(spec, &turns);
+        let mut in_sum = vec![false; spec.layers.len()];
+        for b in sum_of_norm.iter().flatten() {
+            in_sum[*b] = true;
+        }
         let nodes = spec
             .layers
             .iter()
@@ -259,6 +310,8 @@ impl Graph {
                 .map(|l| if l.kind == Kind::BatchNorm { vec![0.0; norm::SAVED * l.input.c] } else { Vec::new() })
                 .collect(),
             layouts,
+            sum_of_norm,
+            in_sum,
         }
     }
 }
@@ -453,6 +506,11 @@ impl Engine {
                     }
                 })
                 .collect();
+            if g.in_sum[l] {
+                // Its sum normalizes it (fused_norms).
+                lap(&mut t, timers.as_mut().map(|x| &mut x.forward[l]));
+                continue;
+            }
             let input = inputs[0];
             let n = layer.inputs;
             let out = &mut rest[0][..batch * m];
@@ -481,6 +539,33 @@ impl Engine {
                     }
                     if !norm::applies(act) {
                         activation::forward(act, out, m);
+                    }
+                }
+                Node::Add if g.sum_of_norm[l].is_some() => {
+                    let b = g.sum_of_norm[l].expect("the sum's norm");
+                    let k = spec.sources[l].iter().position(|s| *s == Source::Node(b)).expect("the norm's edge");
+                    let other = inputs[1 - k];
+                    let norm_layer = &spec.layers[b];
+                    let (c, nb) = (norm_layer.input.c, norm_layer.inputs);
+                    let xb = if g.turns[b][0].is_some() {
+                        &g.moved[b][0][..batch * nb]
+                    } else {
+                        match spec.sources[b][0] {
+                            Source::Input => &x[..batch * nb],
+                            Source::Node(j) => &before[j][..batch * nb],
+                        }
+                    };
+                    let sb = slots[b];
+                    let (gamma, beta) = (&params[sb.weight..sb.bias], &params[sb.bias..sb.end]);
+                    let q = batch * (nb / c);
+                    let at = running_at[b];
+                    let stats = &mut running[at..at + 2 * c];
+                    if training {
+                        let nm = norm::Norm { gamma, beta, running: stats, saved: &mut g.saved[b] };
+                        norm::train_forward_sum(nm, act, q, xb, Some(other), out, team, norm::reborrow(&mut sync));
+                        tracked[b] += 1;
+                    } else {
+                        norm::infer_sum(gamma, beta, stats, act, q, xb, Some(other), out, team);
                     }
                 }
                 Node::Add => {

@@ -131,7 +131,16 @@ fn relu_mask_imp<M: Madd>(d: &mut [f32], x: &[f32], mu: f32, s: f32, b: f32, top
     }
 }
 
+/// z += o.
+#[inline(always)]
+fn add_imp<M: Madd>(z: &mut [f32], o: &[f32]) {
+    for (z, &o) in z.iter_mut().zip(o) {
+        *z += o;
+    }
+}
+
 dispatch! { fn sum = sum_imp(v: &[f32]) -> f64 }
+dispatch! { fn add = add_imp(z: &mut [f32], o: &[f32]) }
 dispatch! { fn relu_mask = relu_mask_imp(d: &mut [f32], x: &[f32], mu: f32, s: f32, b: f32, top: f32) }
 dispatch! { fn centered = centered_imp(v: &[f32], mu: f64) -> f64 }
 dispatch! { fn grad_sums = grad_sums_imp(d: &[f32], x: &[f32], mu: f32, r: f32) -> (f64, f64) }
@@ -193,6 +202,25 @@ pub fn train_forward(
     team: &Team,
     sync: Option<RankSum>,
 ) {
+    train_forward_sum(nm, act, n, x, None, z, team, sync)
+}
+
+/// [`train_forward`] of a batch norm whose output only a residual sum reads, with that sum done
+/// in the same pass: z = act(batch norm of x + other) when `other` [C][n] is given. The norm's
+/// own output is never written, and the sum reads x and the other input once: two streams of
+/// the tensor less than the two layers apart. (The sum adds in the order the sum layer would:
+/// a + b and b + a are the same bits.)
+#[allow(clippy::too_many_arguments)]
+pub fn train_forward_sum(
+    nm: Norm,
+    act: Activation,
+    n: usize,
+    x: &[f32],
+    other: Option<&[f32]>,
+    z: &mut [f32],
+    team: &Team,
+    sync: Option<RankSum>,
+) {
     let act = per_channel_act(act);
     let c = nm.gamma.len();
     assert!(nm.saved.len() >= SAVED * c, "batch norm keeps {SAVED} values per channel");
@@ -231,6 +259,9 @@ pub fn train_forward(
             unsafe {
                 let zs = zp.part(ch * n, n);
                 scale_shift(zs, xs, mu32, scale, b);
+                if let Some(o) = other {
+                    add(zs, &o[ch * n..(ch + 1) * n]);
+                }
                 activation::forward(act, zs, n);
                 let (mean, var_r) = (rp.part(ch, 1), rp.part(c + ch, 1));
                 mean[0] = ((1.0 - MOMENTUM) * mean[0] as f64 + MOMENTUM * mu) as f32;
@@ -257,6 +288,22 @@ pub fn infer(
     z: &mut [f32],
     team: &Team,
 ) {
+    infer_sum(gamma, beta, running, act, n, x, None, z, team)
+}
+
+/// [`infer`] with a residual sum in the same pass, as [`train_forward_sum`].
+#[allow(clippy::too_many_arguments)]
+pub fn infer_sum(
+    gamma: &[f32],
+    beta: &[f32],
+    running: &[f32],
+    act: Activation,
+    n: usize,
+    x: &[f32],
+    other: Option<&[f32]>,
+    z: &mut [f32],
+    team: &Team,
+) {
     let c = gamma.len();
     let act = per_channel_act(act);
     let zp = Parts::of(z);
@@ -269,6 +316,9 @@ pub fn infer(
             // SAFETY: channel ch of z is this task's.
             let zs = unsafe { zp.part(ch * n, n) };
             scale_shift(zs, &x[ch * n..(ch + 1) * n], mean, scale, b);
+            if let Some(o) = other {
+                add(zs, &o[ch * n..(ch + 1) * n]);
+            }
             activation::forward(act, zs, n);
         }
     });
