@@ -11,7 +11,8 @@ pub struct Memory {
     pub gradients: u128,
     /// Momentum's velocity, or Adam's two moments.
     pub optimizer_state: u128,
-    /// Per batch: the input rows and every layer's output, kept for the backward pass.
+    /// Per batch: the input rows and every layer's output, kept for the backward pass (but a
+    /// batch norm's that a residual sum computes in the same pass, `engine::kept_outputs`).
     pub activations: u128,
     /// Per batch: two buffers for the gradient flowing back, each as wide as the widest layer;
     /// for an image network also the transposed copies of layer inputs (between the engine's
@@ -42,7 +43,9 @@ pub fn memory_for_threads(spec: &Spec, opt: Optimizer, batch: u128, threads: usi
     let parameters = F32 * p;
     let gradients = F32 * p;
     let optimizer_state = F32 * p * opt.state_per_param() as u128;
-    let widths: u128 = spec.input as u128 + spec.layers.iter().map(|l| l.outputs as u128).sum::<u128>();
+    let kept = crate::engine::kept_outputs(spec);
+    let outputs = spec.layers.iter().zip(kept).filter(|(_, k)| *k).map(|(l, _)| l.outputs as u128);
+    let widths: u128 = spec.input as u128 + outputs.sum::<u128>();
     let activations = F32 * batch * widths;
     let widest_output = spec.layers.iter().map(|l| l.outputs as u128).max().unwrap_or(0);
     let (conv_workspace, scratch) = crate::engine::conv_buffer_bytes(spec, batch as usize, threads.max(1));

@@ -22,6 +22,7 @@ use super::kernels;
 use super::loss;
 use super::norm;
 use super::padpool::PadPool;
+use super::pages;
 use super::pool::{self, PoolShape};
 use super::team::{Parts, Team};
 use super::{Engine, Score, lap, to_channels, to_rows};
@@ -106,6 +107,17 @@ pub(crate) struct Graph {
     sum_of_norm: Vec<Option<usize>>,
     /// Per layer: whether it is a batch norm whose output pass a later sum does.
     in_sum: Vec<bool>,
+}
+
+/// Per layer: whether the engine keeps its output (all but the norms [`fused_norms`] gives).
+pub(crate) fn kept_outputs(spec: &Spec) -> Vec<bool> {
+    let mut kept = vec![true; spec.layers.len()];
+    if needed(spec) {
+        for b in fused_norms(spec, &turns(spec, &layouts(spec))).into_iter().flatten() {
+            kept[b] = false;
+        }
+    }
+    kept
 }
 
 /// Per layer: for a sum of two inputs, one of them a batch norm without an activation that
@@ -281,12 +293,17 @@ impl Graph {
             .map(|(srcs, ts)| {
                 srcs.iter()
                     .zip(ts)
-                    .map(|(s, t)| if t.is_some() { vec![0.0; batch * spec.shape_of(*s).size()] } else { Vec::new() })
+                    .map(
+                        |(s, t)| if t.is_some() { pages::zeroed(batch * spec.shape_of(*s).size()) } else { Vec::new() },
+                    )
                     .collect()
             })
             .collect();
         let per_output = |on: &dyn Fn(&Kind) -> bool| -> Vec<Vec<f32>> {
-            spec.layers.iter().map(|l| if on(&l.kind) { vec![0.0; batch * l.outputs] } else { Vec::new() }).collect()
+            spec.layers
+                .iter()
+                .map(|l| if on(&l.kind) { pages::zeroed(batch * l.outputs) } else { Vec::new() })
+                .collect()
         };
         let widest = spec.layers.iter().map(|l| l.outputs).max().unwrap_or(0);
         let out_rows = if last_turn(spec, &layouts).is_some() { vec![0.0; batch * spec.outputs()] } else { Vec::new() };
@@ -296,7 +313,7 @@ impl Graph {
             moved,
             grads: per_output(&|_| true),
             written: vec![false; spec.layers.len()],
-            tmp: [vec![0.0; batch * widest], vec![0.0; batch * widest]],
+            tmp: [pages::zeroed(batch * widest), pages::zeroed(batch * widest)],
             out_rows,
             args: spec
                 .layers
@@ -312,15 +329,6 @@ impl Graph {
             layouts,
             sum_of_norm,
             in_sum,
-        }
-    }
-}
-
-impl Graph {
-    /// Its gradient and transposed-input buffers on huge pages (`pages::advise_huge`).
-    pub(crate) fn advise_huge(&mut self) {
-        for v in self.grads.iter_mut().chain(self.tmp.iter_mut()).chain(self.moved.iter_mut().flatten()) {
-            super::pages::advise_huge(v);
         }
     }
 }
@@ -501,6 +509,8 @@ impl Engine {
                     } else {
                         match src {
                             Source::Input => &x[..batch * n],
+                            // A norm its sum normalizes keeps no output (kept_outputs).
+                            Source::Node(j) if g.in_sum[*j] => &[],
                             Source::Node(j) => &before[*j][..batch * n],
                         }
                     }
@@ -684,6 +694,9 @@ impl Engine {
                 } else {
                     match sources[k] {
                         Source::Input => &x[..batch * size],
+                        // A norm its sum normalizes keeps no output (kept_outputs); no backward
+                        // pass reads a sum's inputs.
+                        Source::Node(j) if g.in_sum[j] => &[],
                         Source::Node(j) => &acts[j][..batch * size],
                     }
                 }
@@ -742,7 +755,8 @@ impl Engine {
                 Node::BatchNorm => {
                     let q = batch * (n / layer.input.c);
                     let act = if from_ce { Activation::Identity } else { layer.activation };
-                    let a = &acts[l][..batch * m];
+                    // Without an activation (a norm a sum normalizes keeps no output) none is read.
+                    let a = acts[l].get(..batch * m).unwrap_or(&[]);
                     norm::backward(
                         w,
                         &g.saved[l],

@@ -136,6 +136,12 @@ pub(crate) fn feeds(spec: &Spec) -> Vec<Feed> {
         .collect()
 }
 
+/// Per layer: whether the engine keeps its output for the backward pass (all but a batch norm
+/// that a residual sum normalizes in its own pass, which never writes it).
+pub fn kept_outputs(spec: &Spec) -> Vec<bool> {
+    graph::kept_outputs(spec)
+}
+
 /// Values of the convolutions' scratch for `threads` team members.
 fn col_len(spec: &Spec, batch: usize, threads: usize) -> usize {
     conv::scratch_len(spec.layers.iter().filter_map(ConvShape::of), batch, threads)
@@ -373,7 +379,7 @@ impl Engine {
         let state = |on: bool| if on { vec![0.0; n] } else { Vec::new() };
         let team = team::Team::new(settings.threads.max(1), simd::flush_denormals)
             .map_err(|e| Error::Usage(format!("cannot start {} threads: {e}", settings.threads)))?;
-        let mut engine = Engine {
+        let engine = Engine {
             spec: spec.clone(),
             slots,
             grads: vec![0.0; n],
@@ -381,15 +387,20 @@ impl Engine {
             second: state(settings.optimizer.state_per_param() == 2),
             params: arena,
             steps: 0,
-            acts: spec.layers.iter().map(|l| vec![0.0; b * l.outputs]).collect(),
+            acts: spec
+                .layers
+                .iter()
+                .zip(graph::kept_outputs(spec))
+                .map(|(l, kept)| if kept { pages::zeroed(b * l.outputs) } else { Vec::new() })
+                .collect(),
             flat: spec
                 .layers
                 .iter()
                 .zip(&feeds)
                 .filter(|_| chain)
-                .map(|(l, f)| if *f == Feed::Direct { Vec::new() } else { vec![0.0; b * l.inputs] })
+                .map(|(l, f)| if *f == Feed::Direct { Vec::new() } else { pages::zeroed(b * l.inputs) })
                 .collect(),
-            col: vec![0.0; col_len(spec, b, settings.threads.max(1))],
+            col: pages::zeroed(col_len(spec, b, settings.threads.max(1))),
             args: ops
                 .iter()
                 .zip(&spec.layers)
@@ -402,19 +413,11 @@ impl Engine {
             seed: 0,
             ops,
             feeds,
-            back: [vec![0.0; b * widest], vec![0.0; b * widest]],
+            back: [pages::zeroed(b * widest), pages::zeroed(b * widest)],
             settings: Settings { max_batch: b, ..settings },
             team,
             timers: None,
         };
-        // Before any of them is written (pages::advise_huge).
-        let Engine { acts, flat, col, back, graph, .. } = &mut engine;
-        for v in acts.iter_mut().chain(flat.iter_mut()).chain(back.iter_mut()).chain([col]) {
-            pages::advise_huge(v);
-        }
-        if let Some(g) = graph {
-            g.advise_huge();
-        }
         Ok(engine)
     }
 

@@ -368,6 +368,7 @@ pub fn backward(
             let xs = &x[ch * n..(ch + 1) * n];
             match top {
                 Some(top) => relu_mask(ds, xs, mu, saved[2 * c + ch], saved[3 * c + ch], top),
+                None if act == Activation::Identity => {}
                 None => activation::backward(act, &a[ch * n..(ch + 1) * n], ds, n),
             }
             let ds = &*ds;

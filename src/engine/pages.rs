@@ -32,12 +32,21 @@ pub fn advise_huge(v: &mut [f32]) {
     let _ = v;
 }
 
+/// `len` zeros on huge pages where the system gives them: how the engine allocates its large
+/// buffers (layer outputs and gradients, scratch, transposed copies), so that a new buffer gets
+/// the advice where it is made. (`vec!` asks the allocator for zeroed memory, which a large
+/// buffer gets as untouched pages: the advice comes before any page is backed.)
+pub fn zeroed(len: usize) -> Vec<f32> {
+    let mut v = vec![0.0f32; len];
+    advise_huge(&mut v);
+    v
+}
+
 /// `len` values `f(0)`, `f(1)`, … on huge pages where the system gives them ([`advise_huge`]
 /// before the first write): for buffers that stand in for the engine's, as calibrate's
 /// reference passes do, so that they are timed on the pages the engine's own run on.
 pub fn filled(len: usize, f: impl Fn(usize) -> f32) -> Vec<f32> {
-    let mut v = vec![0.0f32; len];
-    advise_huge(&mut v);
+    let mut v = zeroed(len);
     v.iter_mut().enumerate().for_each(|(i, x)| *x = f(i));
     v
 }
