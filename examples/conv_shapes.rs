@@ -2,7 +2,8 @@
 //! `cargo run --release --example conv_shapes [threads]` (docs/kernels.md, "Convolutions"), on
 //! the kernel path `FLOPNET_SIMD` names (the widest the CPU has by default), beside that path's
 //! FMA ceiling. `CONV_ONLY="e conv2"` times one shape; `CONV_ENGINE=1` the engine's own choice of
-//! kernels alone (no older tilings, no sparse δ).
+//! kernels alone (no older tilings, no sparse δ); `CONV_COLD=1` writes 64 MB between calls, so
+//! each starts from memory as inside a training step (whose tensors outgrow the cache).
 
 use flopnet::engine::conv::{self, ConvShape, Tiles};
 use flopnet::engine::gemm::{Kernel, View, matmul_with};
@@ -26,7 +27,13 @@ fn time(mut f: impl FnMut()) -> f64 {
     let start = Instant::now();
     let mut best = f64::INFINITY;
     let mut calls = 0;
+    let cold = std::env::var("CONV_COLD").is_ok_and(|v| v == "1");
+    let mut flush = if cold { vec![1f32; 16 << 20] } else { Vec::new() };
     while calls < 5 || start.elapsed().as_secs_f64() < 0.3 {
+        // CONV_COLD=1: 64 MB written between calls, twice the last-level cache, so each call
+        // starts from memory as it does inside a training step.
+        flush.iter_mut().for_each(|v| *v += 1.0);
+        std::hint::black_box(&flush);
         let t = now();
         f();
         best = best.min(now() - t);
