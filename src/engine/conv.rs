@@ -272,17 +272,21 @@ fn delta_panels(delta: &[f32], f: usize, n: usize, q0: usize, len: usize, out: &
     }
 }
 
-/// Adds a tile of dcol [CKK][ex·H'·W'] into the planes of dx [C][B][H][W] for examples `ex`
-/// (rows (c, i, j) in order, so each value's sum has a fixed order).
+/// Sums a tile of dcol [CKK][ex·H'·W'] into the planes of dx [C][B][H][W] for examples `ex`
+/// (rows (c, i, j) in order, so each value's sum has a fixed order): written, or with `add`
+/// added to what dx holds (each plane summed apart first, then added: the bits of a sum
+/// written elsewhere and added after, without its pass over the whole gradient).
 ///
 /// SAFETY: the planes (c, e) for e in `ex` of `dx` belong to the caller alone.
-unsafe fn col2im_tile(sh: &ConvShape, batch: usize, dcol: &[f32], ex: Range<usize>, dx: &SendPtr) {
+unsafe fn col2im_tile(sh: &ConvShape, batch: usize, dcol: &[f32], ex: Range<usize>, dx: &SendPtr, add: bool) {
     let (plane, oplane) = (sh.h * sh.w, sh.oh * sh.ow);
     let n = ex.len() * oplane;
+    let mut apart = if add { vec![0.0f32; plane] } else { Vec::new() };
     for c in 0..sh.c {
         for (k, e) in ex.clone().enumerate() {
             // SAFETY: plane (c, e) is the caller's.
-            let dxe = unsafe { std::slice::from_raw_parts_mut(dx.0.add((c * batch + e) * plane), plane) };
+            let out = unsafe { std::slice::from_raw_parts_mut(dx.0.add((c * batch + e) * plane), plane) };
+            let dxe = if add { &mut apart[..] } else { &mut *out };
             dxe.fill(0.0);
             for i in 0..sh.kh {
                 for j in 0..sh.kw {
@@ -312,6 +316,9 @@ unsafe fn col2im_tile(sh: &ConvShape, batch: usize, dcol: &[f32], ex: Range<usiz
                     }
                 }
             }
+            if add {
+                super::kernels::axpy(1.0, &apart, out);
+            }
         }
     }
 }
@@ -320,7 +327,7 @@ unsafe fn col2im_tile(sh: &ConvShape, batch: usize, dcol: &[f32], ex: Range<usiz
 pub fn col2im(sh: &ConvShape, batch: usize, dcol: &[f32], dx: &mut [f32]) {
     let dx = SendPtr(dx[..sh.c * batch * sh.h * sh.w].as_mut_ptr());
     // SAFETY: this call owns all of dx.
-    unsafe { col2im_tile(sh, batch, dcol, 0..batch, &dx) }
+    unsafe { col2im_tile(sh, batch, dcol, 0..batch, &dx, false) }
 }
 
 /// The act of one row: z += b, then the activation, in place.
@@ -584,12 +591,26 @@ impl Tiles {
         return false;
     }
 
+    /// Whether the backward pass can add its input gradient to what dx holds ([`Dx::Add`]):
+    /// where it shares one padded δ ([`Tiles::shares_delta`]: the transposed convolution's
+    /// stores add) and where it forms dcol and sums it back (col2im adds each plane's sum, as
+    /// resnet's stride-2 convolutions do). Not on the sparse path, which writes dx, nor on the
+    /// plain products of a 1×1 convolution or the transposed convolution alone.
+    pub fn adds_dx(&self, sh: &ConvShape) -> bool {
+        self.shares_delta(sh)
+            || sh.groups == 1
+                && !sh.depthwise()
+                && !self.pointwise(sh)
+                && !self.transposed_dx(sh)
+                && !self.takes_sparse(sh)
+    }
+
     /// Whether the backward pass lays δ out once for both of its products: the weight gradient
     /// and the transposed input gradient both over shifted rows, the first reading its runs of
     /// δ from the second's padded copy (`shifted::padded_delta_at`; resnet20's 16→16 layer
     /// copies 8 MB of δ fewer per step). Such a backward pass can also add its input gradient
-    /// to what dx holds ([`Dx::Add`]): the transposed convolution's stores add. (Adding, it does
-    /// not take the sparse path, which writes dx.)
+    /// to what dx holds ([`Dx::Add`], [`Tiles::adds_dx`]): the transposed convolution's stores
+    /// add. (Adding, it does not take the sparse path, which writes dx.)
     pub fn shares_delta(&self, sh: &ConvShape) -> bool {
         #[cfg(target_arch = "x86_64")]
         return self.takes_shifted_dw(sh)
@@ -957,7 +978,7 @@ pub enum Dx<'a> {
     /// dx = the gradient.
     Write(&'a mut [f32]),
     /// dx += the gradient (a layer read by several others sums their gradients: this saves the
-    /// sum its own pass), where the engine's path can add ([`Tiles::shares_delta`]).
+    /// sum its own pass), where the engine's path can add ([`Tiles::adds_dx`]).
     Add(&'a mut [f32]),
 }
 
@@ -1059,7 +1080,7 @@ fn backward_group(
     team: &Team,
 ) {
     let (ckk, oplane) = (sh.ckk(), sh.oh * sh.ow);
-    assert!(!add_dx || tiles.shares_delta(sh), "{sh:?}: this input gradient cannot be added");
+    assert!(!add_dx || tiles.adds_dx(sh), "{sh:?}: this input gradient cannot be added");
     let n = batch * oplane;
     let (g, per_task) = (tiles.group(sh), tiles.scratch(sh, batch));
     let macs = sh.f * ckk * n;
@@ -1246,7 +1267,7 @@ fn backward_group(
                             cols,
                         );
                     }
-                    col2im_tile(sh, batch, &tile[..ckk * cols], e0..e1, dxp);
+                    col2im_tile(sh, batch, &tile[..ckk * cols], e0..e1, dxp, add_dx);
                 }
                 e0 = e1;
             }
@@ -1459,6 +1480,38 @@ mod tests {
             got.push((dw, dx));
         }
         assert!(got[0] == got[1], "results depend on the team");
+    }
+
+    /// A stride-2 convolution's input gradient from dcol and col2im, added to a gradient
+    /// already there (`Dx::Add`, `Tiles::adds_dx`): the bits of the written gradient added
+    /// after, on one thread and two.
+    #[test]
+    fn col2im_adds_the_bits_of_a_gradient_added_after() {
+        let mut rng = ChaCha8Rng::seed_from_u64(12);
+        let cv = Conv::plain(3, 3, 32, 2, Padding::Fixed(1));
+        let layer = Layer::after(Shape::new(16, 12, 12), Kind::Conv2d(cv), 0, Activation::Identity).unwrap();
+        let sh = ConvShape { bias: false, ..ConvShape::of(&layer).unwrap() };
+        let tiles = Tiles::for_shape(&sh);
+        assert!(tiles.adds_dx(&sh) && !tiles.shares_delta(&sh), "the rule changed: pick another shape");
+        let batch = 3;
+        let x: Vec<f32> = (0..batch * sh.c * sh.h * sh.w).map(|_| rng.gen_range(-1.0..1.0)).collect();
+        let wt: Vec<f32> = (0..sh.f * sh.ckk()).map(|_| rng.gen_range(-1.0..1.0)).collect();
+        let delta: Vec<f32> = (0..sh.f * batch * sh.oh * sh.ow).map(|_| rng.gen_range(-1.0..1.0)).collect();
+        let before: Vec<f32> = (0..x.len()).map(|_| rng.gen_range(-1.0..1.0)).collect();
+        for threads in [1, 2] {
+            let team = Team::new(threads, || {}).unwrap();
+            let mut scratch = vec![f32::NAN; tiles.total(&sh, batch, 2)];
+            let (mut dw, mut written) = (vec![f32::NAN; sh.f * sh.ckk()], vec![f32::NAN; x.len()]);
+            let dx = Dx::Write(&mut written);
+            conv_backward(&sh, batch, &x, &wt, &delta, &mut dw, &mut [], &mut scratch, dx, &team);
+            let (mut dw2, mut summed) = (vec![f32::NAN; dw.len()], before.clone());
+            let dx = Dx::Add(&mut summed);
+            conv_backward(&sh, batch, &x, &wt, &delta, &mut dw2, &mut [], &mut scratch, dx, &team);
+            let mut want = before.clone();
+            crate::engine::kernels::axpy(1.0, &written, &mut want);
+            assert!(dw2 == dw, "{threads} threads: the weight gradient");
+            assert!(summed == want, "{threads} threads: the added input gradient");
+        }
     }
 
     #[test]

@@ -710,10 +710,10 @@ impl Engine {
                 _ => None,
             };
             let [tmp0, tmp1] = &mut g.tmp;
-            // A convolution adds its input gradient to the one its source has where it can (where
-            // its backward pass shares one padded δ between its products, `Tiles::shares_delta`).
+            // A convolution adds its input gradient to the one its source has where its backward
+            // pass can (`Tiles::adds_dx`).
             let adds = match (&g.nodes[l], target) {
-                (Node::Conv(sh), Some((j, None))) => g.written[j] && conv::Tiles::for_shape(sh).shares_delta(sh),
+                (Node::Conv(sh), Some((j, None))) => g.written[j] && conv::Tiles::for_shape(sh).adds_dx(sh),
                 _ => false,
             };
             // The buffer the single source's gradient goes to, [B][N].
