@@ -107,6 +107,45 @@ pub(crate) struct Graph {
     sum_of_norm: Vec<Option<usize>>,
     /// Per layer: whether it is a batch norm whose output pass a later sum does.
     in_sum: Vec<bool>,
+    /// Per layer: for a sum, the input that takes its δ buffer ([`sum_takers`]).
+    takers: Vec<Option<usize>>,
+}
+
+/// Per layer: for a sum, which input (by position in its sources) takes the sum's δ buffer
+/// in the backward pass, swapped instead of copied: the first whose source has no gradient yet
+/// when the sum's turn comes (the sum is its last reader: backward runs in reverse order), over
+/// an edge that does not transpose, of the sum's size, and read once by the sum. Every other
+/// input receives a copy or adds δ. Fixed by the graph alone, so the time model asks the same
+/// rule (`engine::sum_takers`).
+pub(crate) fn sum_takers(spec: &Spec) -> Vec<Option<usize>> {
+    let turns = turns(spec, &layouts(spec));
+    let mut last_reader = vec![0usize; spec.layers.len()];
+    for (i, srcs) in spec.sources.iter().enumerate() {
+        for s in srcs {
+            if let Source::Node(j) = *s {
+                last_reader[j] = last_reader[j].max(i);
+            }
+        }
+    }
+    spec.layers
+        .iter()
+        .enumerate()
+        .map(|(i, layer)| {
+            if !matches!(layer.kind, Kind::Add(_)) {
+                return None;
+            }
+            let srcs = &spec.sources[i];
+            srcs.iter().enumerate().position(|(k, s)| match *s {
+                Source::Node(j) => {
+                    turns[i][k].is_none()
+                        && last_reader[j] == i
+                        && spec.layers[j].outputs == layer.outputs
+                        && srcs.iter().filter(|t| **t == *s).count() == 1
+                }
+                Source::Input => false,
+            })
+        })
+        .collect()
 }
 
 /// Per layer: whether the engine keeps its output (all but the norms [`fused_norms`] gives).
@@ -329,6 +368,7 @@ impl Graph {
             layouts,
             sum_of_norm,
             in_sum,
+            takers: sum_takers(spec),
         }
     }
 }
@@ -793,19 +833,15 @@ impl Engine {
                     }
                 }
                 Node::Add => {
-                    // Every source receives δ itself. One that has no gradient yet, takes δ
-                    // without a change of layout and is no other source's twin takes the
-                    // buffer: swapped, not copied (this layer's δ is not read again).
-                    let takes = sources.iter().enumerate().find_map(|(k, src)| match *src {
-                        Source::Node(j)
-                            if direct(&g.written, g.turns[l][k], j)
-                                && lower[j].len() == own_len
-                                && sources.iter().filter(|s| **s == Source::Node(j)).count() == 1 =>
-                        {
-                            Some(k)
-                        }
-                        _ => None,
-                    });
+                    // Every source receives δ itself; one takes the buffer (sum_takers):
+                    // swapped, not copied (this layer's δ is not read again).
+                    let takes = g.takers[l];
+                    if let Some(Source::Node(j)) = takes.map(|k| sources[k]) {
+                        assert!(
+                            direct(&g.written, None, j) && lower[j].len() == own_len,
+                            "layer {l}: the sum's δ buffer would replace a gradient source {j} already has"
+                        );
+                    }
                     for (k, src) in sources.iter().enumerate() {
                         if let (Source::Node(j), false) = (*src, takes == Some(k)) {
                             give(lower, &mut g.written, tmp1, j, g.turns[l][k], delta, batch, team);

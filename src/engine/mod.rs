@@ -142,6 +142,12 @@ pub fn kept_outputs(spec: &Spec) -> Vec<bool> {
     graph::kept_outputs(spec)
 }
 
+/// Per layer: for a residual sum, which of its inputs takes its gradient buffer in the backward
+/// pass (the others receive a copy or add it): the rule the engine runs, for the time model.
+pub fn sum_takers(spec: &Spec) -> Vec<Option<usize>> {
+    graph::sum_takers(spec)
+}
+
 /// Values of the convolutions' scratch for `threads` team members.
 fn col_len(spec: &Spec, batch: usize, threads: usize) -> usize {
     conv::scratch_len(spec.layers.iter().filter_map(ConvShape::of), batch, threads)
