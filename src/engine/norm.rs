@@ -99,11 +99,49 @@ fn grad_sums_imp<M: Madd>(d: &[f32], x: &[f32], mu: f32, r: f32) -> (f64, f64) {
     sums_of_pairs(d, x, |d, v| (d as f64, d as f64 * ((v - mu) * r) as f64))
 }
 
-/// out = (x − μ)·s + b.
+/// z = (x − μ)·s + b, one value of a channel's normalized output.
 #[inline(always)]
-fn scale_shift_imp<M: Madd>(out: &mut [f32], x: &[f32], mu: f32, s: f32, b: f32) {
-    for (o, &v) in out.iter_mut().zip(x) {
-        *o = (v - mu) * s + b;
+fn normalized(v: f32, mu: f32, s: f32, b: f32) -> f32 {
+    (v - mu) * s + b
+}
+
+/// out = act(z [+ o]) with z = [`normalized`] x, in one pass, for the activations a batch norm
+/// applies by value in the same pass ([`Clamp`]; others are a pass of their own after): the
+/// bits of z stored, the sum's input added and the activation applied in passes apart.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn normalize_imp<M: Madd>(out: &mut [f32], x: &[f32], o: &[f32], mu: f32, s: f32, b: f32, clamp: Clamp) {
+    #[inline(always)]
+    fn each(out: &mut [f32], x: &[f32], o: &[f32], mu: f32, s: f32, b: f32, f: impl Fn(f32) -> f32) {
+        if o.is_empty() {
+            out.iter_mut().zip(x).for_each(|(z, &v)| *z = f(normalized(v, mu, s, b)));
+        } else {
+            out.iter_mut().zip(x).zip(o).for_each(|((z, &v), &w)| *z = f(normalized(v, mu, s, b) + w));
+        }
+    }
+    match clamp {
+        Clamp::None => each(out, x, o, mu, s, b, |z| z),
+        Clamp::Relu => each(out, x, o, mu, s, b, |z| z.max(0.0)),
+        Clamp::Relu6 => each(out, x, o, mu, s, b, activation::relu6),
+    }
+}
+
+/// The activations [`normalize_imp`] applies itself (as `activation::forward` does).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Clamp {
+    None,
+    Relu,
+    Relu6,
+}
+
+impl Clamp {
+    fn of(act: Activation) -> Option<Clamp> {
+        match act {
+            Activation::Identity => Some(Clamp::None),
+            Activation::Relu => Some(Clamp::Relu),
+            Activation::Relu6 => Some(Clamp::Relu6),
+            _ => None,
+        }
     }
 }
 
@@ -117,34 +155,42 @@ fn input_grad_imp<M: Madd>(out: &mut [f32], d: &[f32], x: &[f32], k: f32, mb: f3
 }
 
 /// δ = 0 where the forward's output did not pass a relu (top = ∞) or relu6 (top = 6): where
-/// z = (x − μ)·s + b, recomputed by [`scale_shift_imp`]'s formula (the same bits), is not in
-/// 0 < z < top. The output a is not read: it is the one pass of a batch norm's backward that
-/// needs it, and z from x, which the backward streams anyway, saves reading it (a quarter of a
-/// bn:relu backward's traffic).
+/// z = [`normalized`] x (the forward's formula, the same bits) is not in 0 < z < top. The
+/// output a is not read: z from x, which the backward streams anyway, saves reading it (a
+/// quarter of a bn:relu backward's traffic). (Masking and summing in one pass, a block of
+/// values at a time, ran no faster than the two passes.)
 #[inline(always)]
 fn relu_mask_imp<M: Madd>(d: &mut [f32], x: &[f32], mu: f32, s: f32, b: f32, top: f32) {
     for (g, &v) in d.iter_mut().zip(x) {
-        let z = (v - mu) * s + b;
+        let z = normalized(v, mu, s, b);
         if !(z > 0.0 && z < top) {
             *g = 0.0;
         }
     }
 }
 
-/// z += o.
-#[inline(always)]
-fn add_imp<M: Madd>(z: &mut [f32], o: &[f32]) {
-    for (z, &o) in z.iter_mut().zip(o) {
-        *z += o;
-    }
-}
-
 dispatch! { fn sum = sum_imp(v: &[f32]) -> f64 }
-dispatch! { fn add = add_imp(z: &mut [f32], o: &[f32]) }
 dispatch! { fn relu_mask = relu_mask_imp(d: &mut [f32], x: &[f32], mu: f32, s: f32, b: f32, top: f32) }
 dispatch! { fn centered = centered_imp(v: &[f32], mu: f64) -> f64 }
 dispatch! { fn grad_sums = grad_sums_imp(d: &[f32], x: &[f32], mu: f32, r: f32) -> (f64, f64) }
-dispatch! { fn scale_shift = scale_shift_imp(out: &mut [f32], x: &[f32], mu: f32, s: f32, b: f32) }
+dispatch! {
+    #[allow(clippy::too_many_arguments)]
+    fn normalize = normalize_imp(out: &mut [f32], x: &[f32], o: &[f32], mu: f32, s: f32, b: f32, clamp: Clamp)
+}
+
+/// out = act(normalized x [+ o]) over one channel: in one pass where [`Clamp`] covers `act`,
+/// else normalized (and summed) first, the activation after.
+#[allow(clippy::too_many_arguments)]
+fn normalize_channel(act: Activation, out: &mut [f32], x: &[f32], o: &[f32], mu: f32, s: f32, b: f32) {
+    match Clamp::of(act) {
+        Some(clamp) => normalize(out, x, o, mu, s, b, clamp),
+        None => {
+            normalize(out, x, o, mu, s, b, Clamp::None);
+            let n = out.len();
+            activation::forward(act, out, n);
+        }
+    }
+}
 dispatch! {
     #[allow(clippy::too_many_arguments)]
     fn input_grad = input_grad_imp(out: &mut [f32], d: &[f32], x: &[f32], k: f32, mb: f32, mg: f32, mu: f32, r: f32)
@@ -258,11 +304,8 @@ pub fn train_forward_sum(
             // SAFETY: channel ch of z, of the running statistics and of the saved ones is this task's.
             unsafe {
                 let zs = zp.part(ch * n, n);
-                scale_shift(zs, xs, mu32, scale, b);
-                if let Some(o) = other {
-                    add(zs, &o[ch * n..(ch + 1) * n]);
-                }
-                activation::forward(act, zs, n);
+                let os = other.map_or(&[][..], |o| &o[ch * n..(ch + 1) * n]);
+                normalize_channel(act, zs, xs, os, mu32, scale, b);
                 let (mean, var_r) = (rp.part(ch, 1), rp.part(c + ch, 1));
                 mean[0] = ((1.0 - MOMENTUM) * mean[0] as f64 + MOMENTUM * mu) as f32;
                 var_r[0] = ((1.0 - MOMENTUM) * var_r[0] as f64 + MOMENTUM * unbiased * var) as f32;
@@ -315,11 +358,8 @@ pub fn infer_sum(
             let b = beta[ch];
             // SAFETY: channel ch of z is this task's.
             let zs = unsafe { zp.part(ch * n, n) };
-            scale_shift(zs, &x[ch * n..(ch + 1) * n], mean, scale, b);
-            if let Some(o) = other {
-                add(zs, &o[ch * n..(ch + 1) * n]);
-            }
-            activation::forward(act, zs, n);
+            let os = other.map_or(&[][..], |o| &o[ch * n..(ch + 1) * n]);
+            normalize_channel(act, zs, &x[ch * n..(ch + 1) * n], os, mean, scale, b);
         }
     });
 }
