@@ -193,13 +193,18 @@ fn pass_at(p: &Profile, values: usize, rate: fn(&predict::PassRates) -> f64) -> 
 fn a_residual_join_costs_its_sum_and_the_gradient_it_accumulates() {
     // The same layers, once as a chain and once with the last three in a residual block: the
     // graph adds one node (the sum) and a second reader of the block's input, whose gradient
-    // then arrives twice and is added once more.
-    let chain =
-        parse("16x16x16-conv3x3x16p1b0-bn:relu-conv3x3x16p1b0-bn:relu-conv3x3x16p1b0-bn-gap-10", Defaults::default())
-            .unwrap();
-    let graph =
-        parse("16x16x16-conv3x3x16p1b0-bn:relu-[conv3x3x16p1b0-bn:relu-conv3x3x16p1b0-bn]-gap-10", Defaults::default())
-            .unwrap();
+    // then arrives twice and is added once more. (The block ends in an activation, so the sum
+    // is a pass of its own: a norm without one, the sum would normalize, next test.)
+    let chain = parse(
+        "16x16x16-conv3x3x16p1b0-bn:relu-conv3x3x16p1b0-bn:relu-conv3x3x16p1b0-bn:relu-gap-10",
+        Defaults::default(),
+    )
+    .unwrap();
+    let graph = parse(
+        "16x16x16-conv3x3x16p1b0-bn:relu-[conv3x3x16p1b0-bn:relu-conv3x3x16p1b0-bn:relu]-gap-10",
+        Defaults::default(),
+    )
+    .unwrap();
     assert_eq!(graph.layers.len(), chain.layers.len() + 1);
     let p = cold_only();
     // 16 examples of 16×16×16 are 65,536 values, a size calibrate measures the passes at.
@@ -716,6 +721,25 @@ fn a_convolution_is_priced_at_the_batches_its_shape_was_measured_at() {
 }
 
 #[test]
+fn a_sum_that_normalizes_its_batch_norm_costs_a_stream_not_a_pass() {
+    // A block ending in a norm without an activation, which only the sum reads: the engine
+    // normalizes it in the sum's pass (`engine::kept_outputs`), so the sum costs one more input
+    // read, less than its own pass; the norm is priced as before.
+    let fused =
+        parse("16x16x16-conv3x3x16p1b0-bn:relu-[conv3x3x16p1b0-bn:relu-conv3x3x16p1b0-bn]-gap-10", Defaults::default())
+            .unwrap();
+    assert_eq!(flopnet::engine::kept_outputs(&fused), [true, true, true, true, true, false, true, true, true]);
+    let p = cold_only();
+    let b = 16;
+    let n = b * 16 * 16 * 16;
+    let g = predict::predict(&fused, &cfg(b), Machine::Measured(p), 1);
+    let (norm, sum) = (&g.layers[5], &g.layers[6]);
+    let close = |x: f64, y: f64| (x - y).abs() <= 1e-9 * y;
+    assert!(close(norm.forward_seconds, n as f64 * pass_at(p, n, |r| r.norm_forward)));
+    assert!(sum.forward_seconds > 0.0 && sum.forward_seconds < n as f64 * pass_at(p, n, |r| r.sum));
+}
+
+#[test]
 fn per_value_passes_are_priced_warm_where_the_step_fits_in_the_last_level_cache() {
     // The share priced warm: all of it up to the cache's size, none from four times it,
     // log-linear between.
@@ -729,9 +753,13 @@ fn per_value_passes_are_priced_warm_where_the_step_fits_in_the_last_level_cache(
 
     // A small residual network: batch norm and the sum at calibrate's warm rates where its
     // step's working set fits in the cache, at the cold ones where the cache is too small.
-    let spec =
-        parse("16x16x16-conv3x3x16p1b0-bn:relu-[conv3x3x16p1b0-bn:relu-conv3x3x16p1b0-bn]-gap-10", Defaults::default())
-            .unwrap();
+    // (bn:relu applies its relu in the normalizing pass; the block ends in one, so the sum is
+    // a pass of its own.)
+    let spec = parse(
+        "16x16x16-conv3x3x16p1b0-bn:relu-[conv3x3x16p1b0-bn:relu-conv3x3x16p1b0-bn:relu]-gap-10",
+        Defaults::default(),
+    )
+    .unwrap();
     let b = 16;
     let n = b * 16 * 16 * 16;
     let mut p = profile().clone();
@@ -747,17 +775,11 @@ fn per_value_passes_are_priced_warm_where_the_step_fits_in_the_last_level_cache(
     p.last_level_cache = 1 << 40;
     let warm = priced(&p);
     let close = |x: f64, y: f64| (x - y).abs() <= 1e-9 * y;
-    assert!(close(
-        warm.layers[1].forward_seconds,
-        at(&p.passes_warm, |r| r.norm_forward) + at(&p.passes_warm, |r| r.relu_forward)
-    ));
+    assert!(close(warm.layers[1].forward_seconds, at(&p.passes_warm, |r| r.norm_forward)));
     assert!(close(warm.layers[6].forward_seconds, at(&p.passes_warm, |r| r.sum)));
     p.last_level_cache = 1 << 10;
     let cold = priced(&p);
-    assert!(close(
-        cold.layers[1].forward_seconds,
-        at(&p.passes, |r| r.norm_forward) + at(&p.passes, |r| r.relu_forward)
-    ));
+    assert!(close(cold.layers[1].forward_seconds, at(&p.passes, |r| r.norm_forward)));
     assert!(close(cold.layers[6].forward_seconds, at(&p.passes, |r| r.sum)));
     // Convolutions are not per-value passes: the same in all three.
     assert_eq!(warm.layers[0].forward_seconds, cold.layers[0].forward_seconds);

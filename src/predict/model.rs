@@ -779,10 +779,13 @@ impl<'a> Model<'a> {
     /// Batch normalization in training over its n = B·C·H·W values, through `engine::norm`:
     /// forward the mean and the variance (two sums per channel) and the normalizing pass;
     /// backward the two sums (Σδ, Σδ·x̂) and the pass forming the input gradient (the sums alone
-    /// when it reads the data). Its activation is a pass of its own each way.
+    /// when it reads the data). Its activation is a pass of its own backward, and forward but for
+    /// a relu or relu6, which the normalizing pass applies (`engine::norm::normalize`).
     fn batch_norm(&self, l: &Layer, b: usize, first: bool) -> (f64, f64) {
         let n = b.saturating_mul(l.outputs);
-        let forward = self.pass(PassKind::NormForward, n) + self.own_activation(l.activation, n, false);
+        let in_pass = matches!(l.activation, Activation::Relu | Activation::Relu6);
+        let act = if in_pass { 0.0 } else { self.own_activation(l.activation, n, false) };
+        let forward = self.pass(PassKind::NormForward, n) + act;
         let grads = self.pass(if first { PassKind::NormGrads } else { PassKind::NormBackward }, n);
         (forward, self.own_activation(l.activation, n, true) + grads)
     }
@@ -796,14 +799,20 @@ impl<'a> Model<'a> {
     /// An elementwise sum of `inputs` inputs: the first copied and the second added in one
     /// pass with a relu-like activation (the graph path's, run by run while each run is in
     /// cache: calibrate's `sum`), each further input added; other activations a pass of their
-    /// own. Backward δ is handed on ([`Model::hand_on`]).
-    fn add(&self, l: &Layer, b: usize, inputs: usize, handed: &[usize]) -> (f64, f64) {
+    /// own. Backward δ is handed on ([`Model::hand_on`]). With `normalizes` (a batch norm it
+    /// alone reads, whose pass forms the sum: `engine::kept_outputs`), the sum costs that pass
+    /// one more stream read, the other input.
+    fn add(&self, l: &Layer, b: usize, inputs: usize, handed: &[usize], normalizes: bool) -> (f64, f64) {
         let n = b.saturating_mul(l.outputs);
         let fused =
             matches!(l.activation, Activation::Identity | Activation::Relu | Activation::Relu6 | Activation::LeakyRelu);
-        let forward = self.pass(PassKind::Sum, n)
-            + inputs.saturating_sub(2) as f64 * self.pass(PassKind::Add, n)
-            + if fused { 0.0 } else { self.own_activation(l.activation, n, false) };
+        let forward = if normalizes {
+            self.stream(n, 4.0, 1.0)
+        } else {
+            self.pass(PassKind::Sum, n)
+                + inputs.saturating_sub(2) as f64 * self.pass(PassKind::Add, n)
+                + if fused { 0.0 } else { self.own_activation(l.activation, n, false) }
+        };
         let backward = self.own_activation(l.activation, n, true) + self.hand_on(b, handed);
         (forward, backward)
     }
@@ -907,6 +916,7 @@ impl<'a> Model<'a> {
             }
         }
         let density = expected_density(spec, &readers);
+        let (takers, kept) = (crate::engine::sum_takers(spec), crate::engine::kept_outputs(spec));
         let layers = spec
             .layers
             .iter()
@@ -925,19 +935,11 @@ impl<'a> Model<'a> {
                         _ => None,
                     })
                     .collect();
-                // A sum gives its own δ buffer to one of them instead of a copy (`engine::graph`,
-                // its Add arm): the first whose gradient arrives without a change of layout, at
-                // the sum's size, from an input it reads once. (Priced as a copy each, the sums'
-                // backward ran at 0.35–0.6 of its prediction in the random networks.)
-                if matches!(l.kind, Kind::Add(_)) {
-                    let swapped = handed.iter().position(|&(k, n)| {
-                        matches!(edges[i][k], Feed::Direct)
-                            && n == l.outputs
-                            && sources.iter().filter(|s| **s == sources[k]).count() == 1
-                    });
-                    if let Some(at) = swapped {
-                        handed.remove(at);
-                    }
+                // A sum gives its own δ buffer to one of them instead of a copy, by the engine's
+                // rule (`engine::sum_takers`). (Priced as a copy each, the sums' backward ran at
+                // 0.35–0.6 of its prediction in the random networks.)
+                if let Some(k) = takers[i] {
+                    handed.retain(|&(kk, _)| kk != k);
                 }
                 let handed: Vec<usize> = handed.into_iter().map(|(_, n)| n).collect();
                 let (forward, backward) = match l.kind {
@@ -946,7 +948,10 @@ impl<'a> Model<'a> {
                     Kind::MaxPool(p) if p.pad > 0 || p.ceil => this.padded_pool(l, b, first, footprint),
                     Kind::MaxPool(_) | Kind::AvgPool(_) => this.pool(l, b, first, footprint),
                     Kind::BatchNorm => this.batch_norm(l, b, first),
-                    Kind::Add(_) => this.add(l, b, sources.len(), &handed),
+                    Kind::Add(_) => {
+                        let normalizes = sources.iter().any(|s| matches!(*s, Source::Node(j) if !kept[j]));
+                        this.add(l, b, sources.len(), &handed, normalizes)
+                    }
                     Kind::Concat => this.concat(spec, i, b, &handed),
                     Kind::GlobalAvgPool | Kind::AdaptiveAvgPool(..) => this.average(l, b, first),
                     Kind::Dropout(_) => this.dropout(l, b, first),
