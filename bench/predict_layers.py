@@ -14,7 +14,7 @@ profile).
 
 Usage (repository root, after `cargo build --release`):
     python3 bench/predict_layers.py --spec mobilenet_v2 --input 3x64x64 --classes 10 --batch 32
-    python3 bench/predict_layers.py --random 12 --seed 1 [--repeat 5] [--profile FILE]
+    python3 bench/predict_layers.py --random 12 --seed 1 [--repeat 5] [--profile FILE] [--steady 1.85]
 """
 import argparse, json, os, re, statistics, subprocess, sys, tempfile
 from collections import defaultdict
@@ -49,11 +49,20 @@ def bench(a, spec, batch, profile):
         cmd += ["--input", a.input]
     if a.classes:
         cmd += ["--classes", str(a.classes)]
-    runs = []
-    for _ in range(a.repeat):
+    runs, tries = [], 0
+    while len(runs) < a.repeat:
+        tries += 1
+        if a.steady is not None and tries > 4 * a.repeat:
+            raise SystemExit(f"bench {spec}: the {a.threads}-thread speedup stayed below {a.steady} in {tries - 1} tries")
+        # With --steady, a run counts only between two probes of the host's two-thread speed
+        # (predict_vs_measured.speedup) at MIN or more.
+        if a.steady is not None and not pvm.speedup(a.flopnet, a.threads) >= a.steady:
+            continue
         out = subprocess.run(cmd, capture_output=True, text=True)
         if out.returncode != 0:
             raise SystemExit(f"bench {spec} failed: {out.stderr.strip()}")
+        if a.steady is not None and not pvm.speedup(a.flopnet, a.threads) >= a.steady:
+            continue
         runs.append(json.loads(out.stdout))
     return runs
 
@@ -72,6 +81,9 @@ def main():
     ap.add_argument("--repeat", type=int, default=5, help="bench runs per network; per layer the fastest counts")
     ap.add_argument("--profile", help="the profile to predict from [default: calibrate one now]")
     ap.add_argument("--layers", action="store_true", help="print every layer, not only the summary by kind")
+    ap.add_argument("--steady", type=float, metavar="MIN",
+                    help="with more than one thread: keep only runs between two probes of the two-thread speedup at MIN "
+                         "or more (as predict_vs_measured.py --steady; up to 4×--repeat tries)")
     ap.add_argument("--compare", nargs=2, metavar=("FLOPNET", "PROFILE"),
                     help="another build and its profile: its predicted step beside this one's, on the same measurements")
     a = ap.parse_args()

@@ -16,8 +16,9 @@ convolutional chains (some with grouped convolutions), residual networks (with o
 normalization, projection or zero-padding shortcuts) and MobileNetV2-style inverted residual
 networks (depthwise convolutions, batch normalization, relu6), over random channels, kernels,
 strides, depths and batch sizes, on 1x28x28 inputs (the embedded Fashion-MNIST subset) or
-3x32x32 ones (a synthetic CIFAR-10 file of as many random images, written to a temporary
-directory and deleted after). Each is trained for `--epochs` epochs of 5,400 examples; a net is
+3x32x32 ones (a CIFAR-10 file of as many images made from the same subset, `fashion_cifar`,
+written to a temporary directory and deleted after; `--noise` writes random images with random
+labels instead, as sittings before 2026-12-01 did, on which many networks stop learning). Each is trained for `--epochs` epochs of 5,400 examples; a net is
 drawn again while its counted work per epoch lies outside 10–200 GFLOP (so that a sitting takes
 minutes, not hours; the draw depends on the seed and the ledger alone, so a seed gives the same
 networks whatever the time model says). The nets take turns: residual with batch
@@ -41,7 +42,7 @@ Usage (repository root, after `cargo build --release`):
     python3 bench/predict_vs_measured.py [--threads 2] [--rounds 5]
     python3 bench/predict_vs_measured.py --random 16 --seed 1 [--rounds 1] [--steady 1.7]
 """
-import argparse, json, os, random, resource, statistics, subprocess, sys, tempfile, time
+import argparse, gzip, json, os, random, resource, statistics, subprocess, sys, tempfile, time
 
 SUITE = [
     ("784-30-30-10", "sigmoid", 1), ("784-30-30-10", "sigmoid", 32), ("784-30-30-10", "sigmoid", 128),
@@ -126,11 +127,35 @@ def random_suite(a, profile=None):
 
 
 def synthetic_cifar(path, n=6000, seed=0):
-    """n records of CIFAR-10's binary format (a label byte, then 3×32×32 pixel bytes), random."""
+    """n records of CIFAR-10's binary format (a label byte, then 3×32×32 pixel bytes), random
+    (`--noise`). Nothing in such data can be learned: within the first 50 steps many networks
+    settle on the classes' prior with every relu of a layer dead, their δ all zero from there
+    on, and the engine's backward meets an all-zero δ, which it runs on its sparse path
+    (docs/prediction.md, "Dead networks")."""
     rng = random.Random(seed)
     with open(path, "wb") as f:
         for _ in range(n):
             f.write(bytes([rng.randrange(10)]) + rng.randbytes(3072))
+
+
+def fashion_cifar(path):
+    """The embedded Fashion-MNIST subset (data/embedded, 6,000 images) as CIFAR-10's binary
+    format: each 28×28 image zero-padded to 32×32 in three channels — the image, its mirror
+    image and its negative (a light background, as photographs have) — under its own label.
+    Networks learn on it as on Fashion-MNIST, so a step's work is a learning network's."""
+    root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "data", "embedded")
+    images = gzip.open(os.path.join(root, "train-images-idx3-ubyte.gz")).read()[16:]
+    labels = gzip.open(os.path.join(root, "train-labels-idx1-ubyte.gz")).read()[8:]
+    with open(path, "wb") as f:
+        for i, label in enumerate(labels):
+            rows = [images[i * 784 + r * 28:i * 784 + (r + 1) * 28] for r in range(28)]
+            out = bytearray([label])
+            for channel in (rows, [r[::-1] for r in rows], [bytes(255 - v for v in r) for r in rows]):
+                plane = bytearray(1024)
+                for r, row in enumerate(channel):
+                    plane[(r + 2) * 32 + 2:(r + 2) * 32 + 30] = row
+                out += plane
+            f.write(out)
 
 
 # The probe of the host's speed with more than one thread: a forward pass of a dense network
@@ -175,6 +200,9 @@ def main():
     ap.add_argument("--random", type=int, default=0, help="measure N random networks instead of the suite")
     ap.add_argument("--seed", type=int, default=1, help="the random networks' seed")
     ap.add_argument("--plain", action="store_true", help="random chains only, without batch normalization")
+    ap.add_argument("--noise", action="store_true",
+                    help="3x32x32 networks train on random images with random labels (the sittings before 2026-12-01) "
+                         "instead of the Fashion-MNIST subset made 3x32x32")
     ap.add_argument("--steady", type=float, default=None, metavar="MIN",
                     help="with more than one thread: calibrate and train only while the probe's speedup is at "
                          "least MIN (waiting for it, up to --wait seconds each time), and calibrate or train again "
@@ -228,7 +256,7 @@ def main():
                       f"calibrating: {calibrated[0]:.2f}, {calibrated[1]:.2f}")
             if a.random:
                 suite = random_suite(a, profile)
-                synthetic_cifar(cifar)
+                (synthetic_cifar if a.noise else fashion_cifar)(cifar)
         rows_of_round = []
         for spec, act, b in suite:
             with tempfile.NamedTemporaryFile(suffix=".jsonl", delete=False) as f:

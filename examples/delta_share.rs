@@ -1,7 +1,10 @@
 //! How much of each convolution's output gradient δ is nonzero while a network trains on real
 //! data (the figure behind the sparse backward's 25% bound, docs/kernels.md):
-//! `cargo run --release --example delta_share [SPEC] [STEPS]`, on Fashion-MNIST where it is
-//! installed, else on the embedded subset. Prints the share per convolution every 100 steps.
+//! `cargo run --release --example delta_share [SPEC] [STEPS] [DATA] [BATCH]`, on Fashion-MNIST
+//! where it is installed, else on the embedded subset, or on DATA (a file or directory, as
+//! `train --data` takes it). Prints the share per convolution every 100 steps (chains), and
+//! the layers whose weight gradient was all zero at that step: a network that stopped
+//! learning, whose δ is zero everywhere (docs/prediction.md, "Dead networks").
 
 use flopnet::data::{DataSource, LoadOptions, load};
 use flopnet::engine::{Engine, Settings};
@@ -13,14 +16,14 @@ fn main() -> flopnet::Result<()> {
     let text = args.next().unwrap_or("1x28x28-conv5x5x32p2:relu-maxpool2-conv5x5x64p2:relu-maxpool2-1024-10".into());
     let steps: usize = args.next().map_or(500, |s| s.parse().expect("STEPS is a number"));
     let spec = flopnet::spec::parse(&text, Default::default())?;
-    let source = if std::path::Path::new("/usr/share/datasets/fashion-mnist").is_dir() {
-        DataSource::FashionMnist
-    } else {
-        DataSource::Embedded
+    let source = match args.next() {
+        Some(path) => DataSource::Path(path.into()),
+        None if std::path::Path::new("/usr/share/datasets/fashion-mnist").is_dir() => DataSource::FashionMnist,
+        None => DataSource::Embedded,
     };
     let data = load(&source, &LoadOptions::default()).map_err(|e| flopnet::Error::Usage(e.to_string()))?;
     let train = &data.train;
-    let batch = 64;
+    let batch: usize = args.next().map_or(64, |s| s.parse().expect("BATCH is a number"));
     let settings = Settings {
         loss: Loss::Ce,
         optimizer: Optimizer::Momentum,
@@ -48,7 +51,21 @@ fn main() -> flopnet::Result<()> {
                 // Summed over the last 100 steps: their mean, as a percentage.
                 .map(|(l, s)| format!("layer {} {:.1}%", l + 1, s))
                 .collect();
-            println!("steps {}–{}: δ nonzero {}", step - 98, step + 1, shares.join(", "));
+            let dead: Vec<String> = (0..spec.layers.len())
+                .filter(|&l| {
+                    let (dw, _) = engine.layer_grads(l);
+                    !dw.is_empty() && dw.iter().all(|&v| v == 0.0)
+                })
+                .map(|l| (l + 1).to_string())
+                .collect();
+            println!(
+                "steps {}–{}: δ nonzero {}; weight gradient all zero at step {}: layers {}",
+                step - 98,
+                step + 1,
+                shares.join(", "),
+                step + 1,
+                if dead.is_empty() { "none".to_string() } else { dead.join(" ") }
+            );
             engine.start_timers();
         }
     }

@@ -786,3 +786,39 @@ fn per_value_passes_are_priced_warm_where_the_step_fits_in_the_last_level_cache(
     assert_eq!(warm.layers[2].backward_seconds, cold.layers[2].backward_seconds);
     assert!(warm.step_seconds < cold.step_seconds);
 }
+
+#[test]
+fn a_pass_too_small_to_split_is_priced_at_one_threads_rate() {
+    // The engine splits a convolution's passes across its team from `gemm::PARALLEL_MIN_MACS`
+    // multiply-adds on and a per-value pass from `conv::PARALLEL_MIN_VALUES` values on; below
+    // them the caller does all the work alone. A two-thread profile's rates are a team's: such
+    // a pass takes its work at one thread's share of them, so twice the time per FLOP or value
+    // of a pass the team splits; on a one-thread profile, the same time.
+    let spec = parse("1x13x13-conv1x1x16:identity-conv3x3x32p1:identity-gap-10", Defaults::default()).unwrap();
+    let norm = parse("16x16x16-conv3x3x16p1b0-bn-gap-10", Defaults::default()).unwrap();
+    for threads in [1, 2] {
+        let mut p = Profile { threads, ..cold_only().clone() };
+        // One reference, 16 → 32 over 13×13 at batch 16 (12.5M multiply-adds: split).
+        p.conv_panel = vec![reference(16, 13, 3, 32, 1, [50.0, 50.0, 50.0])];
+        p.conv_small.clear();
+        p.conv_strided.clear();
+        p.conv_pointwise.clear();
+        let per_gflop = |b: usize| {
+            let t = predict::predict(&spec, &cfg(b), Machine::Measured(&p), threads);
+            // The second convolution: 32·144 multiply-adds per position, 169 positions an example.
+            t.layers[1].forward_seconds / (2.0 * (b * 169) as f64 * 144.0 * 32.0 / 1e9)
+        };
+        // Batch 1: 0.78M multiply-adds, below the threshold; batch 16: 12.5M.
+        let (alone, split) = (per_gflop(1), per_gflop(16));
+        assert!((split - 1.0 / 50.0).abs() <= 1e-9, "split across the team at the reference's rate: {split}");
+        assert!((alone / split - threads as f64).abs() <= 1e-9, "{threads} threads: {alone} against {split}");
+        // Batch norm over 8 and 16 examples of 16×16×16: 32,768 values, one thread; 65,536, the team.
+        let per_value = |b: usize| {
+            let t = predict::predict(&norm, &cfg(b), Machine::Measured(&p), threads);
+            t.layers[1].forward_seconds / (b * 4096) as f64
+        };
+        let (alone, split) = (per_value(8), per_value(16));
+        assert!((split - pass_at(&p, 65_536, |r| r.norm_forward)).abs() <= 1e-9 * split);
+        assert!((alone / split - threads as f64).abs() <= 1e-9, "{threads} threads: {alone} against {split}");
+    }
+}

@@ -235,6 +235,38 @@ fn reference_passes(r: &ConvRates) -> Option<[&'static str; 3]> {
     Some(crate::engine::conv::Tiles::for_shape(&sh).passes(&sh))
 }
 
+/// The threads the engine splits a pass of `work` across, of a team of `threads`: every one
+/// from `min` up, else the caller's alone (the engine's own thresholds, `gemm::PARALLEL_MIN_MACS`
+/// multiply-adds for a convolution's passes, `conv::PARALLEL_MIN_VALUES` values for the
+/// per-value passes: below them a hand-off to the team costs more than it saves).
+fn team_share(work: usize, min: usize, threads: usize) -> f64 {
+    if work >= min { threads.max(1) as f64 } else { 1.0 }
+}
+
+/// A convolution's multiply-adds per pass (per group: F/g filters, a window of C/g·kh·kw, B·H'·W'
+/// output positions), as the engine compares them with `gemm::PARALLEL_MIN_MACS`.
+fn conv_macs(sh: &crate::engine::conv::ConvShape, batch: usize) -> usize {
+    sh.f.saturating_mul(sh.ckk()).saturating_mul(batch).saturating_mul(sh.oh * sh.ow)
+}
+
+/// A reference's rates per thread it ran on: the references a team of `threads` timed at sizes
+/// the engine splits ran on all of them, the smallest (a 1-channel 3×3 convolution into 4
+/// filters at batch 16, 4-channel groups at stride 2 into 2) on one, and at two threads the
+/// former ran 1.6–2.1× and the latter 1.0–1.2× their one-thread rates (profiles of 21:47–22:33
+/// UTC against one of 23:21, 2026-11-30). Mixed as they were, a layer split across the team was
+/// priced from rates partly of one thread and a layer that runs on one (a 1×1 projection over
+/// 16×16 at batch 16: 0.5M multiply-adds) at a whole team's rate.
+fn per_thread(r: &ConvRates, threads: usize) -> ConvRates {
+    let shape = (r.channels > 0)
+        .then(|| super::calibrate::reference_shape(r.channels, r.side, r.kernel, r.filters, r.stride.max(1)))
+        .flatten();
+    let parts = match shape {
+        Some(sh) => team_share(conv_macs(&sh, r.batch.max(1)), crate::engine::gemm::PARALLEL_MIN_MACS, threads),
+        None => threads.max(1) as f64,
+    };
+    ConvRates { forward: r.forward / parts, weight_grad: r.weight_grad / parts, input_grad: r.input_grad / parts, ..*r }
+}
+
 /// A convolution's rates, each pass from the references whose same pass ran the same kernel
 /// (`passes`, the layer's; [`reference_passes`] gives the references'), placed by
 /// [`conv_rates`] at the layer's window, filters and output plane (`at`). An input gradient
@@ -243,7 +275,8 @@ fn reference_passes(r: &ConvRates) -> Option<[&'static str; 3]> {
 /// plane (`input`: C, H·W and kh·kw) — and priced at the forward rates of the references that
 /// ran it. A pass no reference ran takes the rates of the layer's `family` instead. Where
 /// references at the layer's kind of `stride` (1, or more) ran a kernel, those alone count;
-/// `batch` is the layer's, for references measured at several.
+/// `batch` is the layer's, for references measured at several. The rates are per thread
+/// ([`per_thread`]): the caller multiplies them by the threads the layer's passes run on.
 fn kernel_rates(
     p: &Profile,
     family: &[ConvRates],
@@ -253,6 +286,7 @@ fn kernel_rates(
     (stride, batch): (usize, usize),
 ) -> ConvRates {
     let all = [&p.conv_panel, &p.conv_small, &p.conv_strided, &p.conv_pointwise];
+    let family: Vec<ConvRates> = family.iter().map(|r| per_thread(r, p.threads)).collect();
     // Where references of the layer's kind of stride (1, or more) ran the kernel, those alone:
     // the same kernel over a strided window reads its input otherwise (since profile format 15,
     // the few-channel im2col tiles were measured at stride 2 as well as 1).
@@ -261,12 +295,12 @@ fn kernel_rates(
             .iter()
             .flat_map(|refs| refs.iter())
             .filter(|r| reference_passes(r).is_some_and(|ks| ks[pass] == name))
-            .copied()
+            .map(|r| per_thread(r, p.threads))
             .collect();
         let same = |r: &ConvRates| (r.stride.max(1) > 1) == (stride > 1);
         if all.iter().any(same) { all.into_iter().filter(same).collect() } else { all }
     };
-    let fallback = conv_rates(family, k, f, plane, batch);
+    let fallback = conv_rates(&family, k, f, plane, batch);
     let placed = |refs: Vec<ConvRates>, at: (usize, usize, usize), rate: fn(&ConvRates) -> f64, or: f64| {
         if refs.is_empty() { or } else { rate(&conv_rates(&refs, at.0, at.1, at.2, batch)) }
     };
@@ -549,6 +583,10 @@ impl<'a> Model<'a> {
 
     /// One of the graph networks' per-value passes over `values` values (a batch's worth):
     /// at the rate calibrate measured for it at the nearest sizes (log-linear between them).
+    ///
+    /// Calibrate times them at 64K values and up, which the engine splits across the team; a
+    /// pass over fewer runs on one thread (`conv::PARALLEL_MIN_VALUES`), so takes the team's
+    /// time per value once per thread.
     fn pass(&self, kind: PassKind, values: usize) -> f64 {
         match self.machine {
             Machine::Measured(_) => values as f64 * self.per_pass_value(|r| kind.rate(r), values),
@@ -560,14 +598,16 @@ impl<'a> Model<'a> {
     }
 
     /// Seconds per value of one of the `passes` rates over `values` values: between the cold
-    /// and the warm tables as this step's working set places it ([`Model::at_step`]).
+    /// and the warm tables as this step's working set places it ([`Model::at_step`]); a team's
+    /// time per value once per thread below the size the engine splits at.
     fn per_pass_value(&self, rate: impl Fn(&PassRates) -> f64 + Copy, values: usize) -> f64 {
         let Machine::Measured(p) = self.machine else { return 0.0 };
+        let alone = p.threads.max(1) as f64 / team_share(values, crate::engine::conv::PARALLEL_MIN_VALUES, p.threads);
         let cold = per_value(&p.passes, |r| r.values, rate, values);
         if self.warm <= 0.0 || p.passes_warm.is_empty() {
-            return cold;
+            return cold * alone;
         }
-        cold + self.warm * (per_value(&p.passes_warm, |r| r.values, rate, values) - cold)
+        (cold + self.warm * (per_value(&p.passes_warm, |r| r.values, rate, values) - cold)) * alone
     }
 
     fn activation(&self, act: Activation, items: usize, backward: bool) -> f64 {
@@ -700,11 +740,26 @@ impl<'a> Model<'a> {
             };
             // Per group: F/g filters over C/g channels.
             let (fg, plane) = (f / c.groups.max(1), l.output.h * l.output.w);
-            let r = match tiles {
+            let per = match tiles {
                 Some((g, t)) => {
                     kernel_rates(p, family, t.passes(&g), (k, fg, plane), (g.c, g.h * g.w, window), (g.s, b))
                 }
-                None => conv_rates(family, k, fg, plane, b),
+                None => {
+                    let family: Vec<ConvRates> = family.iter().map(|r| per_thread(r, p.threads)).collect();
+                    conv_rates(&family, k, fg, plane, b)
+                }
+            };
+            // The threads this layer's passes run on (per group: the engine runs the groups one
+            // after another, each split across the team or not by its own size).
+            let parts = match tiles {
+                Some((g, _)) => team_share(conv_macs(&g, b), crate::engine::gemm::PARALLEL_MIN_MACS, self.threads),
+                None => self.threads.max(1) as f64,
+            };
+            let r = ConvRates {
+                forward: per.forward * parts,
+                weight_grad: per.weight_grad * parts,
+                input_grad: per.input_grad * parts,
+                ..per
             };
             let gflop = 2.0 * rows as f64 * k as f64 * f as f64 / 1e9;
             let forward = gflop / r.forward.max(1e-3) + act;
@@ -715,7 +770,11 @@ impl<'a> Model<'a> {
                 .flatten();
             let (weight_grad, input_grad) = match sparse {
                 Some(s) => {
-                    (gflop * (s.weight_grad.0 + s.weight_grad.1 * rho), gflop * (s.input_grad.0 + s.input_grad.1 * rho))
+                    // Its references are split across the team (the smallest, 8 channels into 8
+                    // filters over 16×16 at batch 16, 2.4M multiply-adds).
+                    let serial = self.threads.max(1) as f64 / parts;
+                    let (w, i) = (s.weight_grad.0 + s.weight_grad.1 * rho, s.input_grad.0 + s.input_grad.1 * rho);
+                    (gflop * w * serial, gflop * i * serial)
                 }
                 None => (gflop / r.weight_grad.max(1e-3), gflop / r.input_grad.max(1e-3)),
             };
