@@ -105,8 +105,9 @@ pub(crate) struct Graph {
     /// Per layer: for a residual sum, the batch norm whose output pass it does in its own
     /// ([`fused_norms`]).
     sum_of_norm: Vec<Option<usize>>,
-    /// Per layer: whether it is a batch norm whose output pass a later sum does.
-    in_sum: Vec<bool>,
+    /// Per layer: whether it keeps its output ([`kept_outputs`]; not a batch norm whose output
+    /// pass a later sum does).
+    kept: Vec<bool>,
     /// Per layer: for a sum, the input that takes its δ buffer ([`sum_takers`]).
     takers: Vec<Option<usize>>,
 }
@@ -118,7 +119,10 @@ pub(crate) struct Graph {
 /// input receives a copy or adds δ. Fixed by the graph alone, so the time model asks the same
 /// rule (`engine::sum_takers`).
 pub(crate) fn sum_takers(spec: &Spec) -> Vec<Option<usize>> {
-    let turns = turns(spec, &layouts(spec));
+    takers(spec, &turns(spec, &layouts(spec)))
+}
+
+fn takers(spec: &Spec, turns: &[Vec<Option<Turn>>]) -> Vec<Option<usize>> {
     let mut last_reader = vec![0usize; spec.layers.len()];
     for (i, srcs) in spec.sources.iter().enumerate() {
         for s in srcs {
@@ -150,28 +154,28 @@ pub(crate) fn sum_takers(spec: &Spec) -> Vec<Option<usize>> {
 
 /// Per layer: whether the engine keeps its output (all but the norms [`fused_norms`] gives).
 pub(crate) fn kept_outputs(spec: &Spec) -> Vec<bool> {
-    let mut kept = vec![true; spec.layers.len()];
     if needed(spec) {
-        for b in fused_norms(spec, &turns(spec, &layouts(spec))).into_iter().flatten() {
-            kept[b] = false;
-        }
+        kept(spec.layers.len(), &fused_norms(spec, &turns(spec, &layouts(spec))))
+    } else {
+        vec![true; spec.layers.len()]
+    }
+}
+
+fn kept(layers: usize, sum_of_norm: &[Option<usize>]) -> Vec<bool> {
+    let mut kept = vec![true; layers];
+    for b in sum_of_norm.iter().flatten() {
+        kept[*b] = false;
     }
     kept
 }
 
 /// Per layer: for a sum of two inputs, one of them a batch norm without an activation that
 /// nothing else reads, that norm (the sum normalizes it in the same pass,
-/// `norm::train_forward_sum`: a residual block's last norm and its shortcut's sum, the norm's
+/// `norm::train_forward`'s `other`: a residual block's last norm and its shortcut's sum, the norm's
 /// output neither written nor read). Not for the last layer, a sum whose activation needs whole
 /// rows, or an edge that transposes. The norm's backward reads no output without an activation,
 /// and the sum's reads its own: nothing misses the norm's.
 fn fused_norms(spec: &Spec, turns: &[Vec<Option<Turn>>]) -> Vec<Option<usize>> {
-    let mut readers = vec![0usize; spec.layers.len()];
-    for s in spec.sources.iter().flatten() {
-        if let Source::Node(j) = *s {
-            readers[j] += 1;
-        }
-    }
     let last = spec.layers.len() - 1;
     spec.layers
         .iter()
@@ -190,7 +194,7 @@ fn fused_norms(spec: &Spec, turns: &[Vec<Option<Turn>>]) -> Vec<Option<usize>> {
                 Source::Node(b)
                     if spec.layers[b].kind == Kind::BatchNorm
                         && spec.layers[b].activation == Activation::Identity
-                        && readers[b] == 1 =>
+                        && spec.consumers(b) == 1 =>
                 {
                     Some(b)
                 }
@@ -198,6 +202,33 @@ fn fused_norms(spec: &Spec, turns: &[Vec<Option<Turn>>]) -> Vec<Option<usize>> {
             })
         })
         .collect()
+}
+
+/// Where a layer's inputs are read from: an edge's transposed copy where it has one, else the
+/// data or the source's output (none for a norm its sum normalizes, [`kept_outputs`]).
+struct Inputs<'a> {
+    spec: &'a Spec,
+    turns: &'a [Vec<Option<Turn>>],
+    moved: &'a [Vec<Vec<f32>>],
+    kept: &'a [bool],
+    x: &'a [f32],
+    batch: usize,
+}
+
+impl<'a> Inputs<'a> {
+    /// Layer `l`'s input `k`, the layers' outputs being `acts`.
+    fn of(&self, acts: &'a [Vec<f32>], l: usize, k: usize) -> &'a [f32] {
+        let src = self.spec.sources[l][k];
+        let n = self.batch * self.spec.shape_of(src).size();
+        if self.turns[l][k].is_some() {
+            return &self.moved[l][k][..n];
+        }
+        match src {
+            Source::Input => &self.x[..n],
+            Source::Node(j) if !self.kept[j] => &[],
+            Source::Node(j) => &acts[j][..n],
+        }
+    }
 }
 
 /// Whether `spec` needs the graph path: it is not a chain, or it holds a kind or activation the
@@ -297,14 +328,16 @@ fn last_turn(spec: &Spec, layouts: &[Layout]) -> Option<Turn> {
 }
 
 impl Graph {
+    /// Whether layer `l` keeps its output ([`kept_outputs`]).
+    pub(crate) fn keeps(&self, l: usize) -> bool {
+        self.kept[l]
+    }
+
     pub(crate) fn new(spec: &Spec, batch: usize) -> Graph {
         let layouts = layouts(spec);
         let turns = turns(spec, &layouts);
         let sum_of_norm = fused_norms(spec, &turns);
-        let mut in_sum = vec![false; spec.layers.len()];
-        for b in sum_of_norm.iter().flatten() {
-            in_sum[*b] = true;
-        }
+        let (kept, takers) = (kept(spec.layers.len(), &sum_of_norm), takers(spec, &turns));
         let nodes = spec
             .layers
             .iter()
@@ -367,8 +400,8 @@ impl Graph {
                 .collect(),
             layouts,
             sum_of_norm,
-            in_sum,
-            takers: sum_takers(spec),
+            kept,
+            takers,
         }
     }
 }
@@ -539,24 +572,9 @@ impl Engine {
                     turn.forward(&from[..batch * n], &mut g.moved[l][k][..batch * n], batch);
                 }
             }
-            let inputs: Vec<&[f32]> = spec.sources[l]
-                .iter()
-                .enumerate()
-                .map(|(k, src)| {
-                    let n = spec.shape_of(*src).size();
-                    if g.turns[l][k].is_some() {
-                        &g.moved[l][k][..batch * n]
-                    } else {
-                        match src {
-                            Source::Input => &x[..batch * n],
-                            // A norm its sum normalizes keeps no output (kept_outputs).
-                            Source::Node(j) if g.in_sum[*j] => &[],
-                            Source::Node(j) => &before[*j][..batch * n],
-                        }
-                    }
-                })
-                .collect();
-            if g.in_sum[l] {
+            let reads = Inputs { spec, turns: &g.turns, moved: &g.moved, kept: &g.kept, x, batch };
+            let inputs: Vec<&[f32]> = (0..spec.sources[l].len()).map(|k| reads.of(before, l, k)).collect();
+            if !g.kept[l] {
                 // Its sum normalizes it (fused_norms).
                 lap(&mut t, timers.as_mut().map(|x| &mut x.forward[l]));
                 continue;
@@ -582,10 +600,10 @@ impl Engine {
                     let stats = &mut running[at..at + 2 * c];
                     if training {
                         let nm = norm::Norm { gamma: w, beta: b, running: stats, saved: &mut g.saved[l] };
-                        norm::train_forward(nm, act, q, input, out, team, norm::reborrow(&mut sync));
+                        norm::train_forward(nm, act, q, input, None, out, team, norm::reborrow(&mut sync));
                         tracked[l] += 1;
                     } else {
-                        norm::infer(w, b, stats, act, q, input, out, team);
+                        norm::infer(w, b, stats, act, q, input, None, out, team);
                     }
                     if !norm::applies(act) {
                         activation::forward(act, out, m);
@@ -594,17 +612,9 @@ impl Engine {
                 Node::Add if g.sum_of_norm[l].is_some() => {
                     let b = g.sum_of_norm[l].expect("the sum's norm");
                     let k = spec.sources[l].iter().position(|s| *s == Source::Node(b)).expect("the norm's edge");
-                    let other = inputs[1 - k];
+                    let (other, xb) = (inputs[1 - k], reads.of(before, b, 0));
                     let norm_layer = &spec.layers[b];
                     let (c, nb) = (norm_layer.input.c, norm_layer.inputs);
-                    let xb = if g.turns[b][0].is_some() {
-                        &g.moved[b][0][..batch * nb]
-                    } else {
-                        match spec.sources[b][0] {
-                            Source::Input => &x[..batch * nb],
-                            Source::Node(j) => &before[j][..batch * nb],
-                        }
-                    };
                     let sb = slots[b];
                     let (gamma, beta) = (&params[sb.weight..sb.bias], &params[sb.bias..sb.end]);
                     let q = batch * (nb / c);
@@ -612,10 +622,10 @@ impl Engine {
                     let stats = &mut running[at..at + 2 * c];
                     if training {
                         let nm = norm::Norm { gamma, beta, running: stats, saved: &mut g.saved[b] };
-                        norm::train_forward_sum(nm, act, q, xb, Some(other), out, team, norm::reborrow(&mut sync));
+                        norm::train_forward(nm, act, q, xb, Some(other), out, team, norm::reborrow(&mut sync));
                         tracked[b] += 1;
                     } else {
-                        norm::infer_sum(gamma, beta, stats, act, q, xb, Some(other), out, team);
+                        norm::infer(gamma, beta, stats, act, q, xb, Some(other), out, team);
                     }
                 }
                 Node::Add => {
@@ -727,21 +737,8 @@ impl Engine {
                 }
             }
             let sources = &spec.sources[l];
-            let input_of = |k: usize| -> &[f32] {
-                let size = spec.shape_of(sources[k]).size();
-                if g.turns[l][k].is_some() {
-                    &g.moved[l][k][..batch * size]
-                } else {
-                    match sources[k] {
-                        Source::Input => &x[..batch * size],
-                        // A norm its sum normalizes keeps no output (kept_outputs); no backward
-                        // pass reads a sum's inputs.
-                        Source::Node(j) if g.in_sum[j] => &[],
-                        Source::Node(j) => &acts[j][..batch * size],
-                    }
-                }
-            };
-            let input = input_of(0);
+            // (No backward pass reads a sum's inputs, which may be a norm that keeps no output.)
+            let input = Inputs { spec, turns: &g.turns, moved: &g.moved, kept: &g.kept, x, batch }.of(acts, l, 0);
             let w = &params[s.weight..s.bias];
             let (dw, db) = arena[s.weight..s.end].split_at_mut(s.bias - s.weight);
             // The single source's index and edge, when it is a layer (not the data).

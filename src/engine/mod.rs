@@ -385,7 +385,7 @@ impl Engine {
         let state = |on: bool| if on { vec![0.0; n] } else { Vec::new() };
         let team = team::Team::new(settings.threads.max(1), simd::flush_denormals)
             .map_err(|e| Error::Usage(format!("cannot start {} threads: {e}", settings.threads)))?;
-        let engine = Engine {
+        Ok(Engine {
             spec: spec.clone(),
             slots,
             grads: vec![0.0; n],
@@ -396,8 +396,16 @@ impl Engine {
             acts: spec
                 .layers
                 .iter()
-                .zip(graph::kept_outputs(spec))
-                .map(|(l, kept)| if kept { pages::zeroed(b * l.outputs) } else { Vec::new() })
+                .enumerate()
+                .map(
+                    |(i, l)| {
+                        if graph.as_ref().is_none_or(|g| g.keeps(i)) {
+                            pages::zeroed(b * l.outputs)
+                        } else {
+                            Vec::new()
+                        }
+                    },
+                )
                 .collect(),
             flat: spec
                 .layers
@@ -423,8 +431,7 @@ impl Engine {
             settings: Settings { max_batch: b, ..settings },
             team,
             timers: None,
-        };
-        Ok(engine)
+        })
     }
 
     pub fn spec(&self) -> &Spec {

@@ -135,6 +135,16 @@ enum Clamp {
 }
 
 impl Clamp {
+    /// The bound below which a value passes the activation (above 0): relu's none, relu6's 6;
+    /// none without one.
+    fn top(self) -> Option<f32> {
+        match self {
+            Clamp::None => None,
+            Clamp::Relu => Some(f32::INFINITY),
+            Clamp::Relu6 => Some(6.0),
+        }
+    }
+
     fn of(act: Activation) -> Option<Clamp> {
         match act {
             Activation::Identity => Some(Clamp::None),
@@ -178,6 +188,11 @@ dispatch! {
     fn normalize = normalize_imp(out: &mut [f32], x: &[f32], o: &[f32], mu: f32, s: f32, b: f32, clamp: Clamp)
 }
 
+dispatch! {
+    #[allow(clippy::too_many_arguments)]
+    fn input_grad = input_grad_imp(out: &mut [f32], d: &[f32], x: &[f32], k: f32, mb: f32, mg: f32, mu: f32, r: f32)
+}
+
 /// out = act(normalized x [+ o]) over one channel: in one pass where [`Clamp`] covers `act`,
 /// else normalized (and summed) first, the activation after.
 #[allow(clippy::too_many_arguments)]
@@ -190,10 +205,6 @@ fn normalize_channel(act: Activation, out: &mut [f32], x: &[f32], o: &[f32], mu:
             activation::forward(act, out, n);
         }
     }
-}
-dispatch! {
-    #[allow(clippy::too_many_arguments)]
-    fn input_grad = input_grad_imp(out: &mut [f32], d: &[f32], x: &[f32], k: f32, mb: f32, mg: f32, mu: f32, r: f32)
 }
 
 /// The parameters and state of one batch-norm layer.
@@ -236,28 +247,14 @@ pub fn applies(act: Activation) -> bool {
     activation::by_value(act).1 == Activation::Identity
 }
 
-/// Training mode over x [C][n]: z = act(batch norm of x), the saved μ and r, and the running
-/// statistics' update; the statistics summed over the ranks by `sync` when given. (`act` per
-/// [`applies`].)
-pub fn train_forward(
-    nm: Norm,
-    act: Activation,
-    n: usize,
-    x: &[f32],
-    z: &mut [f32],
-    team: &Team,
-    sync: Option<RankSum>,
-) {
-    train_forward_sum(nm, act, n, x, None, z, team, sync)
-}
-
-/// [`train_forward`] of a batch norm whose output only a residual sum reads, with that sum done
-/// in the same pass: z = act(batch norm of x + other) when `other` [C][n] is given. The norm's
-/// own output is never written, and the sum reads x and the other input once: two streams of
-/// the tensor less than the two layers apart. (The sum adds in the order the sum layer would:
-/// a + b and b + a are the same bits.)
+/// Training mode over x [C][n]: z = act(batch norm of x [+ other]), the saved values and the
+/// running statistics' update; the statistics summed over the ranks by `sync` when given. (`act`
+/// per [`applies`].) With `other` [C][n], a residual sum whose input the norm's output alone is
+/// (`graph::fused_norms`) done in the same pass: the norm's own output is never written, and x
+/// and the other input are read once, two streams of the tensor less than the two layers
+/// apart. (The sum adds in the order the sum layer would: a + b and b + a are the same bits.)
 #[allow(clippy::too_many_arguments)]
-pub fn train_forward_sum(
+pub fn train_forward(
     nm: Norm,
     act: Activation,
     n: usize,
@@ -319,24 +316,9 @@ pub fn train_forward_sum(
 }
 
 /// Evaluation mode over x [C][n], with the running statistics `running` (mean [C], var [C]),
-/// then `act` (per [`applies`]).
+/// then `other` added where given and `act` (per [`applies`]), as [`train_forward`].
 #[allow(clippy::too_many_arguments)]
 pub fn infer(
-    gamma: &[f32],
-    beta: &[f32],
-    running: &[f32],
-    act: Activation,
-    n: usize,
-    x: &[f32],
-    z: &mut [f32],
-    team: &Team,
-) {
-    infer_sum(gamma, beta, running, act, n, x, None, z, team)
-}
-
-/// [`infer`] with a residual sum in the same pass, as [`train_forward_sum`].
-#[allow(clippy::too_many_arguments)]
-pub fn infer_sum(
     gamma: &[f32],
     beta: &[f32],
     running: &[f32],
@@ -387,11 +369,7 @@ pub fn backward(
     let c = gamma.len();
     let act = per_channel_act(act);
     assert!(saved.len() >= SAVED * c, "batch norm keeps {SAVED} values per channel");
-    let top = match act {
-        Activation::Relu => Some(f32::INFINITY),
-        Activation::Relu6 => Some(6.0),
-        _ => None,
-    };
+    let top = Clamp::of(act).and_then(Clamp::top);
     let dp = Parts::of(delta);
     let (gp, bp) = (Parts::of(dgamma), Parts::of(dbeta));
     // Synchronized, the input gradient waits for the ranks' sums: a second pass.

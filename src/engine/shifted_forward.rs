@@ -215,14 +215,19 @@ unsafe fn task<V: Vf, const NV: usize>(run: &Run, units: std::ops::Range<usize>)
         // SAFETY: example e's first position of block k in channel 0 of xp.
         let xe = unsafe { run.xp.as_ptr().add(e * xplane + k * POS) };
         let segs = &run.segs[run.starts[k]..run.starts[k + 1]];
+        // The positions of each filter's plane the block's segments cover.
+        let span = match (segs.first(), segs.last()) {
+            (Some(first), Some(last)) => first.at as usize..last.at as usize + (last.hi - last.lo) as usize,
+            _ => 0..0,
+        };
         for f0 in (0..sh.f).step_by(FB) {
             // Filters past F repeat the last one; their sums are dropped.
             let rows: [*const f32; FB] = std::array::from_fn(|r| run.w[(f0 + r).min(sh.f - 1) * ckk..].as_ptr());
             if run.add {
                 // The sums are added to z: ask for z's lines now, so the loads in `store` find
                 // them in cache instead of waiting on memory after the block's FMAs.
-                if let (Some(first), Some(last)) = (segs.first(), segs.last()) {
-                    let (lo, hi) = (first.at as usize, last.at as usize + (last.hi - last.lo) as usize);
+                let (lo, hi) = (span.start, span.end);
+                if hi > lo {
                     for f in f0..(f0 + FB).min(sh.f) {
                         // SAFETY: positions lo..hi of filter f's plane of example e lie in z.
                         let zf = unsafe { run.out.part(f * n + e * oplane + lo, hi - lo).as_ptr() };

@@ -5,7 +5,7 @@ use super::profile::{
     VERSION, machine_id,
 };
 use crate::engine::gemm::{View, matmul};
-use crate::engine::pages::filled;
+use crate::engine::pages::{filled, zeroed};
 use crate::engine::team::Team;
 use crate::engine::{Engine, Settings, kernels, simd};
 use crate::error::Result;
@@ -157,7 +157,7 @@ fn stream_tables(quick: bool, min_s: f64) -> [Vec<StreamPoint>; 6] {
     // Whole rows of 784 for the fused passes.
     let largest = items.iter().copied().max().unwrap_or(0).div_ceil(784) * 784;
     let len = largest + 3 * STAGGER;
-    let mut bufs = [filled(len, |_| 1e-3), filled(len, |_| 0.0), filled(len, |_| 0.0), filled(len, |_| 0.0)];
+    let mut bufs = [filled(len, |_| 1e-3), zeroed(len), zeroed(len), zeroed(len)];
     let mut points: Vec<(usize, usize)> =
         (0..Pass::ALL.len()).flat_map(|p| items.iter().map(move |&n| (p, n))).collect();
     shuffle(&mut points);
@@ -253,7 +253,7 @@ impl RefConv {
             n: batch * sh.oh * sh.ow,
             x: filled(batch * c * side * side, |i| (i % 17) as f32 / 17.0),
             w: (0..f * sh.ckk()).map(|i| (i % 13) as f32 / 13.0 - 0.5).collect(),
-            scratch: filled(Tiles::for_shape(&sh).total(&sh, batch, team.size()), |_| 0.0),
+            scratch: zeroed(Tiles::for_shape(&sh).total(&sh, batch, team.size())),
         })
     }
 }
@@ -274,8 +274,7 @@ fn conv_rates(
     let f = sh.f;
     let b = vec![0.1f32; f];
     let delta = filled(f * n, |i| (i % 11) as f32 / 11.0 - 0.5);
-    let (mut z, mut dw, mut db, mut dx) =
-        (filled(f * n, |_| 0.0), vec![0.0f32; w.len()], vec![0.0f32; f], filled(x.len(), |_| 0.0));
+    let (mut z, mut dw, mut db, mut dx) = (zeroed(f * n), vec![0.0f32; w.len()], vec![0.0f32; f], zeroed(x.len()));
     // Few shapes, so each is timed longer than a grid point: the model leans on them alone
     // (runs of 2·min_s since profile format 15, 3·min_s before: the fastest of four, and room
     // for the few-channel references).
@@ -342,7 +341,7 @@ fn sparse_rates(
         return Ok(None);
     }
     let f = sh.f;
-    let (mut dw, mut db, mut dx) = (vec![0.0f32; w.len()], vec![0.0f32; f], filled(x.len(), |_| 0.0));
+    let (mut dw, mut db, mut dx) = (vec![0.0f32; w.len()], vec![0.0f32; f], zeroed(x.len()));
     let gflop = 2.0 * (f * sh.ckk() * n) as f64 / 1e9;
     let (min_s, runs) = (3.0 * min_s, 3);
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(15);
@@ -504,7 +503,7 @@ fn pass_rates(values: usize, team: &Team, min_s: f64, cold: bool) -> PassRates {
         .map(|_| Set {
             x: filled(c * n, |i| (i % 29) as f32 / 29.0 - 0.5),
             d: filled(c * n, |i| (i % 31) as f32 / 31.0 - 0.5),
-            y: filled(c * n, |_| 0.0),
+            y: zeroed(c * n),
         })
         .collect();
     let (gamma, beta) = (vec![1.0f32; c], vec![0.0f32; c]);
@@ -515,7 +514,7 @@ fn pass_rates(values: usize, team: &Team, min_s: f64, cold: bool) -> PassRates {
     let norm_forward = time_cold(min_s, runs, sets, |i| {
         let Set { x, y, .. } = &mut all[i];
         let nm = norm::Norm { gamma: &gamma, beta: &beta, running: &mut running, saved: &mut saved };
-        norm::train_forward(nm, Activation::Identity, n, x, y, team, None);
+        norm::train_forward(nm, Activation::Identity, n, x, None, y, team, None);
     });
     let norm_backward = time_cold(min_s, runs, sets, |i| {
         let Set { x, d, y } = &mut all[i];
@@ -527,7 +526,7 @@ fn pass_rates(values: usize, team: &Team, min_s: f64, cold: bool) -> PassRates {
     });
     let norm_infer = time_cold(min_s, runs, sets, |i| {
         let Set { x, y, .. } = &mut all[i];
-        norm::infer(&gamma, &beta, &running, Activation::Identity, n, x, y, team)
+        norm::infer(&gamma, &beta, &running, Activation::Identity, n, x, None, y, team)
     });
     let relu_forward = time_cold(min_s, runs, sets, |i| {
         let Set { x, y, .. } = &mut all[i];
@@ -654,8 +653,8 @@ fn depthwise_rates(
     let x = filled(batch * layer.inputs, |i| (i % 23) as f32 / 23.0);
     let w: Vec<f32> = (0..c * k * k).map(|i| (i % 5) as f32 / 5.0 - 0.4).collect();
     let delta = filled(n, |i| (i % 19) as f32 / 19.0 - 0.5);
-    let (mut z, mut dw, mut dx) = (filled(n, |_| 0.0), vec![0.0f32; w.len()], filled(x.len(), |_| 0.0));
-    let mut scratch = filled(Tiles::for_shape(&sh).total(&sh, batch, team.size()), |_| 0.0);
+    let (mut z, mut dw, mut dx) = (zeroed(n), vec![0.0f32; w.len()], zeroed(x.len()));
+    let mut scratch = zeroed(Tiles::for_shape(&sh).total(&sh, batch, team.size()));
     let (min_s, runs) = (2.0 * min_s, 3);
     let forward =
         time(min_s, runs, || conv_forward(&sh, batch, Activation::Identity, &x, &w, &[], &mut scratch, &mut z, team));

@@ -696,7 +696,7 @@ impl<'a> Model<'a> {
     ///
     /// Where δ is expected sparse enough for the engine's sparse backward (`rho`, the node's
     /// [`expected_density`], at most `SPARSE_MAX_DENSITY`, ungrouped, a shape the engine takes
-    /// it on, `Tiles::takes_sparse` — never one whose input gradient it adds, `Tiles::shares_delta` —,
+    /// it on, `Tiles::takes_sparse` — never one whose input gradient it adds, `Tiles::adds_dx` —,
     /// a profile that measured it), the two gradients cost, per dense GFLOP, a + b·ρ as calibrate
     /// fitted them.
     fn conv(&self, l: &Layer, c: &Conv, b: usize, first: bool, rho: f64) -> (f64, f64) {
