@@ -157,7 +157,8 @@ fn sums_that_read_a_layer_twice_match_the_reference() {
 }
 
 /// resnet20's first stage at its real width (16 channels, rows 16 wide): on AVX-512 its
-/// convolutions take the shifted-rows kernels, δ laid out once for both backward products, and
+/// convolutions take the shifted-rows kernels, δ laid out once for both backward products (by
+/// the batch norm after each convolution, as it writes its input gradient), and
 /// the block's first convolution adds its input gradient to the one the sum gave the block's
 /// input; the whole step matches the reference.
 #[test]

@@ -1064,6 +1064,120 @@ pub fn conv_backward_with(
     }
 }
 
+/// Where a convolution's δ lies when the layer after it writes it already laid out, so that
+/// the backward pass skips its own copy: the transposed convolution's padded δ, which the
+/// weight gradient reads as well ([`Tiles::shares_delta`]), in the convolution's scratch after
+/// the flipped weights. `len` values from `at`: per (filter, example) a plane of `plane` values
+/// whose `h` rows of `w` values lie `wq` apart from `first`, zeros around them, and zeros after
+/// the last plane. Only for one group without a bias (the bias gradient would read δ as it
+/// was).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PaddedDelta {
+    pub at: usize,
+    pub len: usize,
+    pub plane: usize,
+    pub wq: usize,
+    pub first: usize,
+    pub h: usize,
+    pub w: usize,
+}
+
+#[cfg(test)]
+impl PaddedDelta {
+    /// δ [F][B][h][w] laid out by hand (for tests): zeros, then each plane's rows in place.
+    pub fn lay(&self, delta: &[f32]) -> Vec<f32> {
+        let mut out = vec![0.0; self.len];
+        for (q, src) in delta.chunks_exact(self.h * self.w).enumerate() {
+            for (y, row) in src.chunks_exact(self.w).enumerate() {
+                out[q * self.plane + self.first + y * self.wq..][..self.w].copy_from_slice(row);
+            }
+        }
+        out
+    }
+}
+
+/// [`PaddedDelta`] for this convolution at this batch, where its backward pass lays δ out.
+pub fn padded_delta(sh: &ConvShape, batch: usize) -> Option<PaddedDelta> {
+    #[cfg(target_arch = "x86_64")]
+    if sh.groups == 1 && !sh.bias && Tiles::for_shape(sh).shares_delta(sh) {
+        let t = sh.transposed()?;
+        let g = super::shifted::Grid::of(&t);
+        return Some(PaddedDelta {
+            at: sh.f * sh.ckk(),
+            len: super::shifted_forward::head_len(&t, batch),
+            plane: g.plane(),
+            wq: g.wq,
+            first: t.ph * g.wq + t.pw,
+            h: sh.oh,
+            w: sh.ow,
+        });
+    }
+    let _ = (sh, batch);
+    None
+}
+
+/// [`conv_backward`] of a convolution whose δ the next layer wrote into `scratch` as
+/// [`padded_delta`] lays it out: the same sums, without the copy.
+#[allow(clippy::too_many_arguments)]
+pub fn conv_backward_laid(
+    sh: &ConvShape,
+    batch: usize,
+    x: &[f32],
+    w: &[f32],
+    dw: &mut [f32],
+    scratch: &mut [f32],
+    dx: Dx,
+    team: &Team,
+) {
+    assert!(padded_delta(sh, batch).is_some(), "{sh:?}: δ cannot arrive laid out");
+    let (dx, add_dx) = match dx {
+        Dx::Skip => (None, false),
+        Dx::Write(d) => (Some(d), false),
+        Dx::Add(d) => (Some(d), true),
+    };
+    #[cfg(target_arch = "x86_64")]
+    shared_delta_backward(Tiles::for_shape(sh), sh, batch, x, w, None, dw, scratch, dx, add_dx, team);
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (x, w, dw, scratch, dx, add_dx, team);
+}
+
+/// The weight and input gradients from one padded δ ([`Tiles::shares_delta`]), laid out here
+/// from `delta` or, without it, already in the scratch ([`padded_delta`]).
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
+fn shared_delta_backward(
+    tiles: Tiles,
+    sh: &ConvShape,
+    batch: usize,
+    x: &[f32],
+    w: &[f32],
+    delta: Option<&[f32]>,
+    dw: &mut [f32],
+    scratch: &mut [f32],
+    dx: Option<&mut [f32]>,
+    add_dx: bool,
+    team: &Team,
+) {
+    let t = sh.transposed().expect("a transposed convolution");
+    let head = tiles.head(sh, batch);
+    assert!(scratch.len() >= head && dx.as_ref().is_none_or(|d| d.len() >= sh.c * batch * sh.h * sh.w));
+    // The flipped weights, δ laid out for the transposed convolution, then x laid out.
+    let (wt, rest) = scratch[..head].split_at_mut(sh.f * sh.ckk());
+    let (padded, xp) = rest.split_at_mut(super::shifted_forward::head_len(&t, batch));
+    sh.flip_weights(w, wt);
+    if let Some(delta) = delta {
+        super::shifted::lay_out(&t, batch, delta, &[], padded, &mut [], team);
+    }
+    // SAFETY: AVX-512 checked (shares_delta: takes_shifted_forward); the head holds the
+    // three (Tiles::head), and `padded` is the layout both kernels read.
+    unsafe {
+        super::shifted::weight_grad_padded(sh, batch, x, padded, xp, dw, team);
+        if let Some(dx) = dx {
+            super::shifted_forward::forward_laid(&t, batch, padded, wt, None, add_dx, dx, team);
+        }
+    }
+}
+
 /// The backward pass of one group (an ungrouped convolution).
 #[allow(clippy::too_many_arguments)]
 fn backward_group(
@@ -1104,21 +1218,8 @@ fn backward_group(
         return;
     }
     #[cfg(target_arch = "x86_64")]
-    if let (true, Some(dx), Some(t)) = (tiles.shares_delta(sh), dx.as_deref_mut(), sh.transposed()) {
-        let head = tiles.head(sh, batch);
-        assert!(scratch.len() >= head && dx.len() >= sh.c * batch * sh.h * sh.w);
-        // The flipped weights, δ laid out for the transposed convolution, then x laid out.
-        let (wt, rest) = scratch[..head].split_at_mut(sh.f * ckk);
-        let (padded, xp) = rest.split_at_mut(super::shifted_forward::head_len(&t, batch));
-        sh.flip_weights(w, wt);
-        super::shifted::lay_out(&t, batch, delta, &[], padded, &mut [], team);
-        // SAFETY: AVX-512 checked (shares_delta: takes_shifted_forward); the head holds the
-        // three (Tiles::head), and `padded` is the layout both kernels read.
-        unsafe {
-            super::shifted::weight_grad_padded(sh, batch, x, padded, xp, dw, team);
-            super::shifted_forward::forward_laid(&t, batch, padded, wt, None, add_dx, dx, team);
-        }
-        return;
+    if let (true, Some(dx)) = (tiles.shares_delta(sh), dx.as_deref_mut()) {
+        return shared_delta_backward(tiles, sh, batch, x, w, Some(delta), dw, scratch, Some(dx), add_dx, team);
     }
     let sp = SendPtr(scratch.as_mut_ptr());
     #[cfg(target_arch = "x86_64")]
@@ -1476,6 +1577,14 @@ mod tests {
                 );
                 let want: Vec<f32> = before.iter().zip(&dx).map(|(b, d)| b + d).collect();
                 assert!(dw2 == dw && summed == want, "{threads} threads: the added input gradient");
+                // δ laid out already (by the batch norm after it, `padded_delta`): the same bits,
+                // the scratch's other values NaN.
+                let rows = padded_delta(&sh, batch).expect("a convolution sharing δ lays it out");
+                scratch.fill(f32::NAN);
+                scratch[rows.at..rows.at + rows.len].copy_from_slice(&rows.lay(&delta));
+                let (mut dw3, mut dx3) = (vec![f32::NAN; dw.len()], vec![f32::NAN; dx.len()]);
+                conv_backward_laid(&sh, batch, &x, &wt, &mut dw3, &mut scratch, Dx::Write(&mut dx3), &team);
+                assert!(dw3 == dw && dx3 == dx, "{threads} threads: δ laid out before");
             }
             got.push((dw, dx));
         }

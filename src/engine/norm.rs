@@ -24,7 +24,7 @@
 
 use super::RankSum;
 use super::activation;
-use super::conv::split_items;
+use super::conv::{PaddedDelta, split_items};
 use super::simd::{Madd, dispatch};
 use super::team::{Parts, Team};
 use crate::layers::batchnorm::{EPS, MOMENTUM};
@@ -191,6 +191,51 @@ dispatch! {
 dispatch! {
     #[allow(clippy::too_many_arguments)]
     fn input_grad = input_grad_imp(out: &mut [f32], d: &[f32], x: &[f32], k: f32, mb: f32, mg: f32, mu: f32, r: f32)
+}
+
+/// [`input_grad_imp`] of one channel written into a convolution's padded δ (`rows`, from the
+/// channel's first plane): each example's plane zeroed, then its rows; the same value for
+/// each input as the plain pass.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn input_grad_padded_imp<M: Madd>(
+    out: &mut [f32],
+    d: &[f32],
+    x: &[f32],
+    k: f32,
+    mb: f32,
+    mg: f32,
+    mu: f32,
+    r: f32,
+    rows: PaddedDelta,
+) {
+    let (h, w, wq) = (rows.h, rows.w, rows.wq);
+    for ((plane, d), x) in out.chunks_exact_mut(rows.plane).zip(d.chunks_exact(h * w)).zip(x.chunks_exact(h * w)) {
+        // Zeros before the first row, each row and the zeros up to the next, zeros after the last.
+        plane[..rows.first].fill(0.0);
+        for y in 0..h {
+            let at = rows.first + y * wq;
+            input_grad_imp::<M>(
+                &mut plane[at..at + w],
+                &d[y * w..(y + 1) * w],
+                &x[y * w..(y + 1) * w],
+                k,
+                mb,
+                mg,
+                mu,
+                r,
+            );
+            let next = if y + 1 < h { at + wq } else { rows.plane };
+            plane[at + w..next].fill(0.0);
+        }
+    }
+}
+
+dispatch! {
+    #[allow(clippy::too_many_arguments)]
+    fn input_grad_padded = input_grad_padded_imp(
+        out: &mut [f32], d: &[f32], x: &[f32], k: f32, mb: f32, mg: f32, mu: f32, r: f32, rows: PaddedDelta
+    )
 }
 
 /// out = act(normalized x [+ o]) over one channel: in one pass where [`Clamp`] covers `act`,
@@ -366,7 +411,37 @@ pub fn backward(
     team: &Team,
     sync: Option<RankSum>,
 ) {
+    backward_into(gamma, saved, n, x, (act, a), delta, dgamma, dbeta, dx, None, team, sync)
+}
+
+/// [`backward`], dx written into the padded δ of the convolution before this layer when `rows`
+/// is given ([`PaddedDelta`]: dx then holds that copy, `rows.len` values, zero tail included),
+/// so that the convolution's backward pass need not lay δ out itself. Not synchronized.
+#[allow(clippy::too_many_arguments)]
+pub fn backward_into(
+    gamma: &[f32],
+    saved: &[f32],
+    n: usize,
+    x: &[f32],
+    (act, a): (Activation, &[f32]),
+    delta: &mut [f32],
+    dgamma: &mut [f32],
+    dbeta: &mut [f32],
+    mut dx: Option<&mut [f32]>,
+    rows: Option<PaddedDelta>,
+    team: &Team,
+    sync: Option<RankSum>,
+) {
     let c = gamma.len();
+    if let Some(rows) = rows {
+        assert!(sync.is_none(), "a synchronized batch norm writes its input gradient as x lies");
+        let dx = dx.as_deref_mut().expect("an input gradient to lay out");
+        let planes = c * (n / (rows.h * rows.w)) * rows.plane;
+        assert!(n % (rows.h * rows.w) == 0 && dx.len() >= rows.len && rows.len >= planes);
+        dx[planes..rows.len].fill(0.0);
+    }
+    // A channel's values of dx: its planes when laid out.
+    let ch_len = rows.map_or(n, |r| n / (r.h * r.w) * r.plane);
     let act = per_channel_act(act);
     assert!(saved.len() >= SAVED * c, "batch norm keeps {SAVED} values per channel");
     let top = Clamp::of(act).and_then(Clamp::top);
@@ -402,7 +477,10 @@ pub fn backward(
                 if let Some(xp) = xp {
                     let k = gamma[ch] * r;
                     let (mb, mg) = ((db / n as f64) as f32, (dg / n as f64) as f32);
-                    input_grad(xp.part(ch * n, n), ds, xs, k, mb, mg, mu, r);
+                    match rows {
+                        Some(rows) => input_grad_padded(xp.part(ch * ch_len, ch_len), ds, xs, k, mb, mg, mu, r, rows),
+                        None => input_grad(xp.part(ch * n, n), ds, xs, k, mb, mg, mu, r),
+                    }
                 }
             }
         }
@@ -424,4 +502,50 @@ pub fn backward(
             input_grad(unsafe { xp.part(ch * n, n) }, ds, xs, k, mb, mg, mu, r);
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    /// The input gradient written into a convolution's padded δ is the plain one laid out, bit
+    /// for bit: every value of the copy written (it starts NaN), zeros around the rows and
+    /// after the planes, and dγ, dβ unchanged; behind a relu, on one thread and two.
+    #[test]
+    fn an_input_gradient_laid_out_is_the_plain_one_in_place() {
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        let (c, batch, h, w) = (3, 4, 5, 7);
+        // Rows 8 apart from (1, 1) in planes of 7 rows, and a tail of 20 zeros.
+        let rows = PaddedDelta { at: 0, len: c * batch * 56 + 20, plane: 56, wq: 8, first: 9, h, w };
+        let n = batch * h * w;
+        let x: Vec<f32> = (0..c * n).map(|_| rng.gen_range(-2.0..2.0)).collect();
+        let delta: Vec<f32> = (0..c * n).map(|_| rng.gen_range(-1.0..1.0)).collect();
+        let gamma: Vec<f32> = (0..c).map(|_| rng.gen_range(0.5..1.5)).collect();
+        // μ, r, scale and shift per channel (the relu mask reads the last two).
+        let mut saved = vec![0.0; SAVED * c];
+        for ch in 0..c {
+            let (mu, r) = (rng.gen_range(-0.5..0.5), rng.gen_range(0.5..2.0));
+            saved[ch] = mu;
+            saved[c + ch] = r;
+            saved[2 * c + ch] = gamma[ch] * r;
+            saved[3 * c + ch] = rng.gen_range(-0.5..0.5);
+        }
+        for threads in [1, 2] {
+            let team = Team::new(threads, || {}).unwrap();
+            let run = |rows: Option<PaddedDelta>| {
+                let (mut d, mut dg, mut db) = (delta.clone(), vec![f32::NAN; c], vec![f32::NAN; c]);
+                let mut dx = vec![f32::NAN; rows.map_or(c * n, |r| r.len)];
+                let act = (Activation::Relu, &[][..]);
+                backward_into(&gamma, &saved, n, &x, act, &mut d, &mut dg, &mut db, Some(&mut dx), rows, &team, None);
+                (dx, dg, db)
+            };
+            let (plain, dg, db) = run(None);
+            let (laid, dg2, db2) = run(Some(rows));
+            assert!(plain.iter().all(|v| v.is_finite()), "{threads} threads: the plain input gradient");
+            assert!(laid == rows.lay(&plain), "{threads} threads: the laid-out input gradient");
+            assert!(dg2 == dg && db2 == db, "{threads} threads: dγ and dβ");
+        }
+    }
 }
