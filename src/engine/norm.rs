@@ -437,7 +437,7 @@ pub fn backward_into(
         assert!(sync.is_none(), "a synchronized batch norm writes its input gradient as x lies");
         let dx = dx.as_deref_mut().expect("an input gradient to lay out");
         let planes = c * (n / (rows.h * rows.w)) * rows.plane;
-        assert!(n % (rows.h * rows.w) == 0 && dx.len() >= rows.len && rows.len >= planes);
+        assert!(n.is_multiple_of(rows.h * rows.w) && dx.len() >= rows.len && rows.len >= planes);
         dx[planes..rows.len].fill(0.0);
     }
     // A channel's values of dx: its planes when laid out.
