@@ -740,6 +740,28 @@ fn a_sum_that_normalizes_its_batch_norm_costs_a_stream_not_a_pass() {
 }
 
 #[test]
+fn a_convolution_whose_norm_lays_out_its_delta_costs_a_copy_less() {
+    // The batch norm after a convolution it alone reads writes δ as the convolution's backward
+    // pass reads it (`engine::laid_deltas`, on AVX-512): that convolution is priced without its
+    // own copy of δ; with a bias (whose gradient reads δ as it is), as before.
+    let laid = parse("16x16x16-conv3x3x16p1b0-bn-gap-10", Defaults::default()).unwrap();
+    let plain = parse("16x16x16-conv3x3x16p1-bn-gap-10", Defaults::default()).unwrap();
+    // 512K values of δ: a size calibrate measures, split across the team.
+    let b = 128;
+    let n = b * 16 * 16 * 16;
+    let on = flopnet::engine::laid_deltas(&laid, b)[0];
+    assert!(!flopnet::engine::laid_deltas(&plain, b).contains(&true));
+    let p = cold_only();
+    let g = predict::predict(&laid, &cfg(b), Machine::Measured(p), 1);
+    let h = predict::predict(&plain, &cfg(b), Machine::Measured(p), 1);
+    let copy = if on { n as f64 * pass_at(p, n, |r| r.copy) } else { 0.0 };
+    let (got, want) = (g.layers[0].backward_seconds, h.layers[0].backward_seconds - copy);
+    let plain_bw = h.layers[0].backward_seconds;
+    assert!(copy < plain_bw && (got - want).abs() <= 1e-6 * want, "{got} s, not {want} ({plain_bw} less {copy})");
+    assert_eq!(g.layers[0].forward_seconds, h.layers[0].forward_seconds);
+}
+
+#[test]
 fn per_value_passes_are_priced_warm_where_the_step_fits_in_the_last_level_cache() {
     // The share priced warm: all of it up to the cache's size, none from four times it,
     // log-linear between.
@@ -781,9 +803,16 @@ fn per_value_passes_are_priced_warm_where_the_step_fits_in_the_last_level_cache(
     let cold = priced(&p);
     assert!(close(cold.layers[1].forward_seconds, at(&p.passes, |r| r.norm_forward)));
     assert!(close(cold.layers[6].forward_seconds, at(&p.passes, |r| r.sum)));
-    // Convolutions are not per-value passes: the same in all three.
+    // Convolutions are not per-value passes: the same in all three, but for the copy of δ a
+    // convolution leaves to the norm after it (`engine::laid_deltas`), a per-value pass.
     assert_eq!(warm.layers[0].forward_seconds, cold.layers[0].forward_seconds);
-    assert_eq!(warm.layers[2].backward_seconds, cold.layers[2].backward_seconds);
+    let copy = |passes: &[predict::PassRates]| {
+        if flopnet::engine::laid_deltas(&spec, b)[2] { at(passes, |r| r.copy) } else { 0.0 }
+    };
+    assert!(close(
+        warm.layers[2].backward_seconds + copy(&p.passes_warm),
+        cold.layers[2].backward_seconds + copy(&p.passes)
+    ));
     assert!(warm.step_seconds < cold.step_seconds);
 }
 

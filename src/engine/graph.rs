@@ -117,6 +117,16 @@ pub(crate) struct Graph {
     laid: Vec<bool>,
 }
 
+/// Per layer: whether it is a convolution whose δ the batch norm after it lays out
+/// ([`laid_deltas`]).
+pub(crate) fn laid_convs(spec: &Spec, batch: usize) -> Vec<bool> {
+    let mut laid = vec![false; spec.layers.len()];
+    for (j, _) in laid_deltas(spec, &turns(spec, &layouts(spec)), batch).into_iter().flatten() {
+        laid[j] = true;
+    }
+    laid
+}
+
 /// Per layer: the convolution whose δ a batch norm writes straight into that convolution's
 /// padded copy ([`conv::padded_delta`]), so that the convolution's backward pass skips its own
 /// pass over δ: where the norm reads only the convolution right before it (no other layer

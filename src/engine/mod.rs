@@ -148,6 +148,13 @@ pub fn sum_takers(spec: &Spec) -> Vec<Option<usize>> {
     graph::sum_takers(spec)
 }
 
+/// Per layer: whether a convolution's δ arrives laid out by the batch norm after it, so that its
+/// backward pass makes no copy of δ (`conv::padded_delta`): the rule the engine runs at this
+/// batch, for the time model.
+pub fn laid_deltas(spec: &Spec, batch: usize) -> Vec<bool> {
+    graph::laid_convs(spec, batch)
+}
+
 /// Values of the convolutions' scratch for `threads` team members.
 fn col_len(spec: &Spec, batch: usize, threads: usize) -> usize {
     conv::scratch_len(spec.layers.iter().filter_map(ConvShape::of), batch, threads)

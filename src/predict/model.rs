@@ -976,6 +976,7 @@ impl<'a> Model<'a> {
         }
         let density = expected_density(spec, &readers);
         let (takers, kept) = (crate::engine::sum_takers(spec), crate::engine::kept_outputs(spec));
+        let laid = crate::engine::laid_deltas(spec, b);
         let layers = spec
             .layers
             .iter()
@@ -1003,7 +1004,13 @@ impl<'a> Model<'a> {
                 let handed: Vec<usize> = handed.into_iter().map(|(_, n)| n).collect();
                 let (forward, backward) = match l.kind {
                     Kind::Dense => this.dense(l, b, first, from_ce, fused),
-                    Kind::Conv2d(c) => this.conv(l, &c, b, first, density[i]),
+                    Kind::Conv2d(c) => {
+                        let (forward, backward) = this.conv(l, &c, b, first, density[i]);
+                        // The copy of δ the convolution's rates include, which the batch norm
+                        // after it makes as it writes δ (`engine::laid_deltas`).
+                        let copy = if laid[i] { this.pass(PassKind::Copy, b.saturating_mul(l.outputs)) } else { 0.0 };
+                        (forward, (backward - copy).max(0.0))
+                    }
                     Kind::MaxPool(p) if p.pad > 0 || p.ceil => this.padded_pool(l, b, first, footprint),
                     Kind::MaxPool(_) | Kind::AvgPool(_) => this.pool(l, b, first, footprint),
                     Kind::BatchNorm => this.batch_norm(l, b, first),
