@@ -5,7 +5,7 @@ use super::profile::{
     VERSION, machine_id,
 };
 use crate::engine::gemm::{View, matmul};
-use crate::engine::pages::{filled, zeroed};
+use crate::engine::pages::{Lines, filled, zeroed};
 use crate::engine::team::Team;
 use crate::engine::{Engine, Settings, kernels, simd};
 use crate::error::Result;
@@ -217,14 +217,15 @@ fn layer_times(act: Activation, threads: usize) -> Result<(f64, f64)> {
 }
 
 /// A reference convolution for calibrate: a `c`×`side`×`side` input, k×k kernels padded by
-/// k/2 at stride `s`, `f` filters, relu, at a batch; its input, weights and the engine's scratch.
+/// k/2 at stride `s`, `f` filters, relu, at a batch; its input, weights and the engine's scratch
+/// (on a cache line, as the engine's: `pages::Lines`).
 struct RefConv {
     sh: crate::engine::conv::ConvShape,
     /// Output positions of the batch.
     n: usize,
     x: Vec<f32>,
     w: Vec<f32>,
-    scratch: Vec<f32>,
+    scratch: Lines,
 }
 
 /// The geometry of a reference convolution: `c` channels of `side`×`side`, `f` k×k kernels
@@ -253,7 +254,7 @@ impl RefConv {
             n: batch * sh.oh * sh.ow,
             x: filled(batch * c * side * side, |i| (i % 17) as f32 / 17.0),
             w: (0..f * sh.ckk()).map(|i| (i % 13) as f32 / 13.0 - 0.5).collect(),
-            scratch: zeroed(Tiles::for_shape(&sh).total(&sh, batch, team.size())),
+            scratch: Lines::zeroed(Tiles::for_shape(&sh).total(&sh, batch, team.size())),
         })
     }
 }
@@ -654,7 +655,7 @@ fn depthwise_rates(
     let w: Vec<f32> = (0..c * k * k).map(|i| (i % 5) as f32 / 5.0 - 0.4).collect();
     let delta = filled(n, |i| (i % 19) as f32 / 19.0 - 0.5);
     let (mut z, mut dw, mut dx) = (zeroed(n), vec![0.0f32; w.len()], zeroed(x.len()));
-    let mut scratch = zeroed(Tiles::for_shape(&sh).total(&sh, batch, team.size()));
+    let mut scratch = Lines::zeroed(Tiles::for_shape(&sh).total(&sh, batch, team.size()));
     let (min_s, runs) = (2.0 * min_s, 3);
     let forward =
         time(min_s, runs, || conv_forward(&sh, batch, Activation::Identity, &x, &w, &[], &mut scratch, &mut z, team));
