@@ -735,7 +735,7 @@ pub fn calibrate(threads: usize, quick: bool) -> Result<Profile> {
     // 8-channel references, a grouped 16→16 5×5 over 32×32 ran 2.7× its predicted backward
     // (`flopnet bench
     // 16x32x32-conv1x1x16p0:relu-conv5x5x16p2g4:identity-...`, see docs/prediction.md).
-    // 8x32x32 and 16x32x32 with 3×3 kernels at batch 128 too (since profile format 17): a
+    // 8x32x32 and 16x32x32 with 3×3 kernels at batch 128 too (since profile format 18): a
     // batch's planes outgrow the caches, and 16 → 16 over 32×32 took its backward 1.37× (one
     // thread) and 1.19× (two) as long per example at batch 128 as at 16; priced from batch 16
     // alone, seed 7's `3x32x32-conv5x5x16p2b0-bn:relu-[conv3x3x16p1b0-bn:relu-...` at batch
