@@ -740,8 +740,12 @@ pub fn calibrate(threads: usize, quick: bool) -> Result<Profile> {
     // thread) and 1.19× (two) as long per example at batch 128 as at 16; priced from batch 16
     // alone, seed 7's `3x32x32-conv5x5x16p2b0-bn:relu-[conv3x3x16p1b0-bn:relu-...` at batch
     // 128 ran its 3×3 layers' backward 1.36× their price (docs/prediction.md).
+    // 8x28x28 with 3×3 kernels (since format 18): planes not of whole pages were priced from
+    // 16×16 alone, and 8 → 8 over 28×28 at batch 16 ran its forward at 0.63–0.71 and its
+    // backward at 0.81–0.84 of that price (two threads; the step 12% under on one).
     let conv_panel = [
         pair((8, 16, 3, 32), 1, 16)?,
+        pair((8, 28, 3, 32), 1, 16)?,
         pair((8, 32, 3, 32), 1, 16)?,
         pair((8, 32, 3, 32), 1, 128)?,
         pair((16, 32, 3, 32), 1, 128)?,
