@@ -743,9 +743,16 @@ pub fn calibrate(threads: usize, quick: bool) -> Result<Profile> {
     // 8x28x28 with 3×3 kernels (since format 18): planes not of whole pages were priced from
     // 16×16 alone, and 8 → 8 over 28×28 at batch 16 ran its forward at 0.63–0.71 and its
     // backward at 0.81–0.84 of that price (two threads; the step 12% under on one).
+    // 2x32x32 with 3×3 kernels at 2 and 8 filters (since format 18): the 2-channel groups of a
+    // grouped convolution over 8 channels in 4, which run shifted rows forward and unpacked
+    // dcol tiles for the input gradient at a window of 18, below every shifted reference's and
+    // over whole pages, where the dcol references are over 28×28: seed 6's
+    // `3x32x32-conv3x3x8p1b0-bn:relu-conv3x3x8p1g4b0-bn:relu-...` at batch 64 ran that layer's
+    // forward 2.5× and its backward 1.7× their price (one thread).
     let conv_panel = [
         pair((8, 16, 3, 32), 1, 16)?,
         pair((8, 28, 3, 32), 1, 16)?,
+        pair((2, 32, 3, 8), 1, 16)?,
         pair((8, 32, 3, 32), 1, 16)?,
         pair((8, 32, 3, 32), 1, 128)?,
         pair((16, 32, 3, 32), 1, 128)?,
