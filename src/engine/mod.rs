@@ -209,8 +209,9 @@ pub struct Engine {
     acts: Vec<Vec<f32>>,
     /// A transposed copy of a layer's input, for the layers whose feed is not direct.
     flat: Vec<Vec<f32>>,
-    /// The convolutions' scratch: an im2col tile and a weight-gradient block per team member.
-    col: Vec<f32>,
+    /// The convolutions' scratch: an im2col tile and a weight-gradient block per team member,
+    /// starting on a cache line.
+    col: pages::Lines,
     /// Max-pooling layers' argmax indices, one per output value.
     args: Vec<Vec<u32>>,
     /// The gradient flowing back, ping-ponged between two buffers of [max_batch][widest].
@@ -421,7 +422,7 @@ impl Engine {
                 .filter(|_| chain)
                 .map(|(l, f)| if *f == Feed::Direct { Vec::new() } else { pages::zeroed(b * l.inputs) })
                 .collect(),
-            col: pages::zeroed(col_len(spec, b, settings.threads.max(1))),
+            col: pages::Lines::zeroed(col_len(spec, b, settings.threads.max(1))),
             args: ops
                 .iter()
                 .zip(&spec.layers)

@@ -50,3 +50,61 @@ pub fn filled(len: usize, f: impl Fn(usize) -> f32) -> Vec<f32> {
     v.iter_mut().enumerate().for_each(|(i, x)| *x = f(i));
     v
 }
+
+/// Values of a cache line: the alignment of [`Lines`].
+const LINE_VALUES: usize = 16;
+
+/// `len` zeros starting on a 64-byte cache line (and on huge pages, as [`zeroed`]): the
+/// convolutions' scratch. The allocator aligns a `Vec<f32>` to 16 bytes only, and where the
+/// scratch's start fell inside a line depended on what the process had allocated before (a
+/// fresh mapping starts 16 bytes into a page; `flopnet train`, after loading its data, got the
+/// heap at 0x160 within a page): the packed input gradient's 16-wide stores into its dcol tile
+/// then each straddled two lines: 8 → 8 3×3 over 8x32x32 at batch 16, one thread, took its
+/// backward in 0.99 ms at such a start and 0.74 at a line's (docs/prediction.md, "The
+/// scratch's alignment"). Calibrate's references ran at whichever start their own heap gave.
+pub struct Lines {
+    buf: Vec<f32>,
+    at: usize,
+    len: usize,
+}
+
+impl Lines {
+    pub fn zeroed(len: usize) -> Lines {
+        let buf = zeroed(len + LINE_VALUES - 1);
+        let at = buf.as_ptr().align_offset(4 * LINE_VALUES);
+        assert!(at < LINE_VALUES, "an f32 buffer is 4-byte aligned");
+        Lines { buf, at, len }
+    }
+}
+
+impl std::ops::Deref for Lines {
+    type Target = [f32];
+    fn deref(&self) -> &[f32] {
+        &self.buf[self.at..self.at + self.len]
+    }
+}
+
+impl std::ops::DerefMut for Lines {
+    fn deref_mut(&mut self) -> &mut [f32] {
+        &mut self.buf[self.at..self.at + self.len]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_start_on_a_cache_line_whatever_the_allocator_gives() {
+        // Allocations of assorted sizes in between, so that the heap hands out starts at
+        // assorted offsets within a line.
+        let mut keep = Vec::new();
+        for len in [1, 5, 16, 100, 1000, 4097, 40_000, 300_000] {
+            keep.push(vec![0u8; len % 97 + 1]);
+            let l = Lines::zeroed(len);
+            assert_eq!(l.as_ptr() as usize % 64, 0, "{len} values");
+            assert_eq!(l.len(), len);
+            assert!(l.iter().all(|&v| v == 0.0));
+        }
+    }
+}

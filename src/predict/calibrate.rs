@@ -5,7 +5,7 @@ use super::profile::{
     VERSION, machine_id,
 };
 use crate::engine::gemm::{View, matmul};
-use crate::engine::pages::{filled, zeroed};
+use crate::engine::pages::{Lines, filled, zeroed};
 use crate::engine::team::Team;
 use crate::engine::{Engine, Settings, kernels, simd};
 use crate::error::Result;
@@ -217,14 +217,15 @@ fn layer_times(act: Activation, threads: usize) -> Result<(f64, f64)> {
 }
 
 /// A reference convolution for calibrate: a `c`×`side`×`side` input, k×k kernels padded by
-/// k/2 at stride `s`, `f` filters, relu, at a batch; its input, weights and the engine's scratch.
+/// k/2 at stride `s`, `f` filters, relu, at a batch; its input, weights and the engine's scratch
+/// (on a cache line, as the engine's: `pages::Lines`).
 struct RefConv {
     sh: crate::engine::conv::ConvShape,
     /// Output positions of the batch.
     n: usize,
     x: Vec<f32>,
     w: Vec<f32>,
-    scratch: Vec<f32>,
+    scratch: Lines,
 }
 
 /// The geometry of a reference convolution: `c` channels of `side`×`side`, `f` k×k kernels
@@ -253,7 +254,7 @@ impl RefConv {
             n: batch * sh.oh * sh.ow,
             x: filled(batch * c * side * side, |i| (i % 17) as f32 / 17.0),
             w: (0..f * sh.ckk()).map(|i| (i % 13) as f32 / 13.0 - 0.5).collect(),
-            scratch: zeroed(Tiles::for_shape(&sh).total(&sh, batch, team.size())),
+            scratch: Lines::zeroed(Tiles::for_shape(&sh).total(&sh, batch, team.size())),
         })
     }
 }
@@ -654,7 +655,7 @@ fn depthwise_rates(
     let w: Vec<f32> = (0..c * k * k).map(|i| (i % 5) as f32 / 5.0 - 0.4).collect();
     let delta = filled(n, |i| (i % 19) as f32 / 19.0 - 0.5);
     let (mut z, mut dw, mut dx) = (zeroed(n), vec![0.0f32; w.len()], zeroed(x.len()));
-    let mut scratch = zeroed(Tiles::for_shape(&sh).total(&sh, batch, team.size()));
+    let mut scratch = Lines::zeroed(Tiles::for_shape(&sh).total(&sh, batch, team.size()));
     let (min_s, runs) = (2.0 * min_s, 3);
     let forward =
         time(min_s, runs, || conv_forward(&sh, batch, Activation::Identity, &x, &w, &[], &mut scratch, &mut z, team));
@@ -734,9 +735,27 @@ pub fn calibrate(threads: usize, quick: bool) -> Result<Profile> {
     // 8-channel references, a grouped 16→16 5×5 over 32×32 ran 2.7× its predicted backward
     // (`flopnet bench
     // 16x32x32-conv1x1x16p0:relu-conv5x5x16p2g4:identity-...`, see docs/prediction.md).
+    // 8x32x32 and 16x32x32 with 3×3 kernels at batch 128 too (since profile format 18): a
+    // batch's planes outgrow the caches, and 16 → 16 over 32×32 took its backward 1.37× (one
+    // thread) and 1.19× (two) as long per example at batch 128 as at 16; priced from batch 16
+    // alone, seed 7's `3x32x32-conv5x5x16p2b0-bn:relu-[conv3x3x16p1b0-bn:relu-...` at batch
+    // 128 ran its 3×3 layers' backward 1.36× their price (docs/prediction.md).
+    // 8x28x28 with 3×3 kernels (since format 18): planes not of whole pages were priced from
+    // 16×16 alone, and 8 → 8 over 28×28 at batch 16 ran its forward at 0.63–0.71 and its
+    // backward at 0.81–0.84 of that price (two threads; the step 12% under on one).
+    // 2x32x32 with 3×3 kernels at 2 and 8 filters (since format 18): the 2-channel groups of a
+    // grouped convolution over 8 channels in 4, which run shifted rows forward and unpacked
+    // dcol tiles for the input gradient at a window of 18, below every shifted reference's and
+    // over whole pages, where the dcol references are over 28×28: seed 6's
+    // `3x32x32-conv3x3x8p1b0-bn:relu-conv3x3x8p1g4b0-bn:relu-...` at batch 64 ran that layer's
+    // forward 2.5× and its backward 1.7× their price (one thread).
     let conv_panel = [
         pair((8, 16, 3, 32), 1, 16)?,
+        pair((8, 28, 3, 32), 1, 16)?,
+        pair((2, 32, 3, 8), 1, 16)?,
         pair((8, 32, 3, 32), 1, 16)?,
+        pair((8, 32, 3, 32), 1, 128)?,
+        pair((16, 32, 3, 32), 1, 128)?,
         pair((8, 28, 5, 32), 1, 16)?,
         pair((8, 32, 5, 32), 1, 16)?,
         pair((16, 13, 3, 32), 1, 16)?,
