@@ -705,7 +705,9 @@ impl Tiles {
             }
         }
         let _ = batch;
-        head
+        // Whole cache lines, so that every task's slot after it starts on one (as the scratch
+        // does, `pages::Lines`).
+        head.next_multiple_of(16)
     }
 
     /// Scratch values one task needs for this convolution: the largest of an im2col tile with
@@ -740,7 +742,8 @@ impl Tiles {
             let tcols = self.dw_group(sh).min(batch) * sh.oh * sh.ow;
             need = need.max((sh.ckk() + 16 * sh.f.div_ceil(16)) * tcols + sh.ckk() * sh.f);
         }
-        need
+        // Whole cache lines: each task's slot starts on one ([`Tiles::head`]).
+        need.next_multiple_of(16)
     }
 
     /// All the scratch values for `tasks` tasks.
