@@ -80,9 +80,11 @@ mod tests {
         // in 32K values (all 5 here), and a 4×27 block. Ahead of the tiles, shared, where the
         // weight gradient runs over shifted rows (AVX2 and up): the padded input (3 channels ×
         // 5 examples of 8×8, no border, then 16 + kw + 8 zeros) and δ with rows 8 wide (6 rows,
-        // 48 values, a multiple of 16) for 4 filters × 5 examples.
-        let tile = 27 * 36 * 5 + 4 * 27;
-        let head = if crate::engine::simd::has_avx2_fma() { (3 * 5 * 64 + 16 + 3 + 8) + 4 * 5 * 48 } else { 0 };
+        // 48 values, a multiple of 16) for 4 filters × 5 examples. Each rounded up to whole
+        // cache lines (16 values), so that every task's tile starts on one.
+        let line = |v: usize| v.next_multiple_of(16);
+        let tile = line(27 * 36 * 5 + 4 * 27);
+        let head = if crate::engine::simd::has_avx2_fma() { line((3 * 5 * 64 + 16 + 3 + 8) + 4 * 5 * 48) } else { 0 };
         assert_eq!(m.scratch, 4 * (head + tile) as u128);
         assert_eq!(memory_for_threads(&cnn, Optimizer::Sgd, 5, 2).scratch, 4 * (head + 2 * tile) as u128);
     }
