@@ -849,7 +849,7 @@ impl Engine {
                         }
                         None => (dx, None),
                     };
-                    norm::backward_into(
+                    norm::backward(
                         w,
                         &g.saved[l],
                         q,

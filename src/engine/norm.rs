@@ -397,28 +397,11 @@ pub fn infer(
 /// then dγ, dβ [C] and, when asked, dx [C][n], written. `saved` is what [`train_forward`] kept.
 /// dx from Σδ and Σδ·x̂ summed over the ranks by `sync` when given (dγ and dβ stay this rank's:
 /// the gradient all-reduce adds them).
+/// With `rows` ([`PaddedDelta`]), dx is written into the padded δ of the convolution before
+/// this layer (dx then holds that copy, `rows.len` values, zero tail included), so that the
+/// convolution's backward pass need not lay δ out itself; not synchronized.
 #[allow(clippy::too_many_arguments)]
 pub fn backward(
-    gamma: &[f32],
-    saved: &[f32],
-    n: usize,
-    x: &[f32],
-    (act, a): (Activation, &[f32]),
-    delta: &mut [f32],
-    dgamma: &mut [f32],
-    dbeta: &mut [f32],
-    dx: Option<&mut [f32]>,
-    team: &Team,
-    sync: Option<RankSum>,
-) {
-    backward_into(gamma, saved, n, x, (act, a), delta, dgamma, dbeta, dx, None, team, sync)
-}
-
-/// [`backward`], dx written into the padded δ of the convolution before this layer when `rows`
-/// is given ([`PaddedDelta`]: dx then holds that copy, `rows.len` values, zero tail included),
-/// so that the convolution's backward pass need not lay δ out itself. Not synchronized.
-#[allow(clippy::too_many_arguments)]
-pub fn backward_into(
     gamma: &[f32],
     saved: &[f32],
     n: usize,
@@ -538,7 +521,7 @@ mod tests {
                 let (mut d, mut dg, mut db) = (delta.clone(), vec![f32::NAN; c], vec![f32::NAN; c]);
                 let mut dx = vec![f32::NAN; rows.map_or(c * n, |r| r.len)];
                 let act = (Activation::Relu, &[][..]);
-                backward_into(&gamma, &saved, n, &x, act, &mut d, &mut dg, &mut db, Some(&mut dx), rows, &team, None);
+                backward(&gamma, &saved, n, &x, act, &mut d, &mut dg, &mut db, Some(&mut dx), rows, &team, None);
                 (dx, dg, db)
             };
             let (plain, dg, db) = run(None);

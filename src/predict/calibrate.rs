@@ -519,11 +519,11 @@ fn pass_rates(values: usize, team: &Team, min_s: f64, cold: bool) -> PassRates {
     });
     let norm_backward = time_cold(min_s, runs, sets, |i| {
         let Set { x, d, y } = &mut all[i];
-        norm::backward(&gamma, &saved, n, x, (Activation::Identity, x), d, &mut dg, &mut db, Some(y), team, None)
+        norm::backward(&gamma, &saved, n, x, (Activation::Identity, x), d, &mut dg, &mut db, Some(y), None, team, None)
     });
     let norm_grads = time_cold(min_s, runs, sets, |i| {
         let Set { x, d, .. } = &mut all[i];
-        norm::backward(&gamma, &saved, n, x, (Activation::Identity, x), d, &mut dg, &mut db, None, team, None)
+        norm::backward(&gamma, &saved, n, x, (Activation::Identity, x), d, &mut dg, &mut db, None, None, team, None)
     });
     let norm_infer = time_cold(min_s, runs, sets, |i| {
         let Set { x, y, .. } = &mut all[i];
