@@ -991,6 +991,17 @@ impl<'a> From<Option<&'a mut [f32]>> for Dx<'a> {
     }
 }
 
+impl<'a> Dx<'a> {
+    /// The buffer, if any, and whether the gradient is added to it.
+    fn parts(self) -> (Option<&'a mut [f32]>, bool) {
+        match self {
+            Dx::Skip => (None, false),
+            Dx::Write(d) => (Some(d), false),
+            Dx::Add(d) => (Some(d), true),
+        }
+    }
+}
+
 /// Backward, given delta = dL/dz [F][B·H'·W'] (the activation's derivative already applied):
 /// fills dw [F][CKK] and db [F] and the input gradient as `dx` says.
 ///
@@ -1029,11 +1040,7 @@ pub fn conv_backward_with(
     dx: Dx,
     team: &Team,
 ) {
-    let (mut dx, add_dx) = match dx {
-        Dx::Skip => (None, false),
-        Dx::Write(d) => (Some(d), false),
-        Dx::Add(d) => (Some(d), true),
-    };
+    let (mut dx, add_dx) = dx.parts();
     assert!(!add_dx || sh.groups == 1, "an added input gradient of a grouped convolution");
     assert!(!sh.bias || db.len() >= sh.f, "a bias gradient of {} values for {} filters", db.len(), sh.f);
     // db [F]: each filter's row of δ [F][B·H'·W'] summed, whatever the grouping or kernel.
@@ -1099,15 +1106,25 @@ impl PaddedDelta {
     }
 }
 
+/// Where the shared padded δ lies in the scratch ([`Tiles::shares_delta`]): after the flipped
+/// weights, the transposed convolution's head (`t`); the x laid out for the weight gradient
+/// follows it.
+#[cfg(target_arch = "x86_64")]
+fn padded_delta_region(sh: &ConvShape, t: &ConvShape, batch: usize) -> Range<usize> {
+    let at = sh.f * sh.ckk();
+    at..at + super::shifted_forward::head_len(t, batch)
+}
+
 /// [`PaddedDelta`] for this convolution at this batch, where its backward pass lays δ out.
 pub fn padded_delta(sh: &ConvShape, batch: usize) -> Option<PaddedDelta> {
     #[cfg(target_arch = "x86_64")]
     if sh.groups == 1 && !sh.bias && Tiles::for_shape(sh).shares_delta(sh) {
         let t = sh.transposed()?;
         let g = super::shifted::Grid::of(&t);
+        let region = padded_delta_region(sh, &t, batch);
         return Some(PaddedDelta {
-            at: sh.f * sh.ckk(),
-            len: super::shifted_forward::head_len(&t, batch),
+            at: region.start,
+            len: region.len(),
             plane: g.plane(),
             wq: g.wq,
             first: t.ph * g.wq + t.pw,
@@ -1133,11 +1150,7 @@ pub fn conv_backward_laid(
     team: &Team,
 ) {
     assert!(padded_delta(sh, batch).is_some(), "{sh:?}: δ cannot arrive laid out");
-    let (dx, add_dx) = match dx {
-        Dx::Skip => (None, false),
-        Dx::Write(d) => (Some(d), false),
-        Dx::Add(d) => (Some(d), true),
-    };
+    let (dx, add_dx) = dx.parts();
     #[cfg(target_arch = "x86_64")]
     shared_delta_backward(Tiles::for_shape(sh), sh, batch, x, w, None, dw, scratch, dx, add_dx, team);
     #[cfg(not(target_arch = "x86_64"))]
@@ -1165,8 +1178,9 @@ fn shared_delta_backward(
     let head = tiles.head(sh, batch);
     assert!(scratch.len() >= head && dx.as_ref().is_none_or(|d| d.len() >= sh.c * batch * sh.h * sh.w));
     // The flipped weights, δ laid out for the transposed convolution, then x laid out.
-    let (wt, rest) = scratch[..head].split_at_mut(sh.f * sh.ckk());
-    let (padded, xp) = rest.split_at_mut(super::shifted_forward::head_len(&t, batch));
+    let region = padded_delta_region(sh, &t, batch);
+    let (wt, rest) = scratch[..head].split_at_mut(region.start);
+    let (padded, xp) = rest.split_at_mut(region.len());
     sh.flip_weights(w, wt);
     if let Some(delta) = delta {
         super::shifted::lay_out(&t, batch, delta, &[], padded, &mut [], team);

@@ -113,8 +113,18 @@ pub(crate) struct Graph {
     /// Per layer: for a batch norm right after a convolution it alone reads, that convolution
     /// and where its padded δ goes ([`laid_deltas`]).
     lays: Vec<Option<(usize, conv::PaddedDelta)>>,
-    /// Per layer, this step: a convolution whose δ its batch norm wrote laid out.
-    laid: Vec<bool>,
+}
+
+impl Graph {
+    /// Where the batch norm right after convolution `l` writes its δ, laid out
+    /// ([`laid_deltas`]; never when synchronized, where the norm's input gradient waits for the
+    /// ranks): asked by the norm's backward pass, then by the convolution's.
+    fn laid(&self, l: usize, synced: bool) -> Option<conv::PaddedDelta> {
+        match self.lays.get(l + 1) {
+            Some(Some((j, rows))) if *j == l && !synced => Some(*rows),
+            _ => None,
+        }
+    }
 }
 
 /// Per layer: whether it is a convolution whose δ the batch norm after it lays out
@@ -442,7 +452,6 @@ impl Graph {
             kept,
             takers,
             lays,
-            laid: vec![false; spec.layers.len()],
         }
     }
 }
@@ -732,7 +741,6 @@ impl Engine {
         let Engine { spec, slots, params, grads: arena, acts, col, team, timers, graph, .. } = self;
         let g = graph.as_mut().expect("the graph path");
         g.written.fill(false);
-        g.laid.fill(false);
         let out_turn = last_turn(spec, &g.layouts);
         let score = match out_turn {
             None => loss::score_over(
@@ -761,6 +769,9 @@ impl Engine {
         for (l, layer) in spec.layers.iter().enumerate().rev() {
             let s = slots[l];
             let (n, m) = (layer.inputs, layer.outputs);
+            // This convolution's δ, laid out by the norm after it; this norm's source's, laid out here.
+            let synced = sync.is_some();
+            let (arrives_laid, lays_source) = (g.laid(l, synced), l.checked_sub(1).and_then(|j| g.laid(j, synced)));
             let (lower, upper) = g.grads.split_at_mut(l);
             let own_len = upper[0].len();
             let delta = &mut upper[0][..batch * m];
@@ -814,7 +825,7 @@ impl Engine {
                 }
                 Node::Conv(sh) => {
                     let dx = if adds { conv::Dx::Add(dx.expect("a source's gradient")) } else { dx.into() };
-                    if g.laid[l] {
+                    if arrives_laid.is_some() {
                         conv::conv_backward_laid(sh, batch, input, w, dw, col, dx, team)
                     } else {
                         conv::conv_backward(sh, batch, input, w, delta, dw, db, col, dx, team)
@@ -841,13 +852,9 @@ impl Engine {
                     // Without an activation (a norm a sum normalizes keeps no output) none is read.
                     let a = acts[l].get(..batch * m).unwrap_or(&[]);
                     // δ of the convolution before, laid out in its scratch (laid_deltas).
-                    let lay = g.lays[l].filter(|_| sync.is_none());
-                    let (dx, rows) = match lay {
-                        Some((j, rows)) => {
-                            g.laid[j] = true;
-                            (Some(&mut col[rows.at..rows.at + rows.len]), Some(rows))
-                        }
-                        None => (dx, None),
+                    let dx = match lays_source {
+                        Some(rows) => Some(&mut col[rows.at..rows.at + rows.len]),
+                        None => dx,
                     };
                     norm::backward(
                         w,
@@ -859,7 +866,7 @@ impl Engine {
                         dw,
                         db,
                         dx,
-                        rows,
+                        lays_source,
                         team,
                         norm::reborrow(&mut sync),
                     );

@@ -416,15 +416,14 @@ pub fn backward(
     sync: Option<RankSum>,
 ) {
     let c = gamma.len();
+    // A channel's values of dx: its planes when laid out.
+    let ch_len = rows.map_or(n, |r| n / (r.h * r.w) * r.plane);
     if let Some(rows) = rows {
         assert!(sync.is_none(), "a synchronized batch norm writes its input gradient as x lies");
         let dx = dx.as_deref_mut().expect("an input gradient to lay out");
-        let planes = c * (n / (rows.h * rows.w)) * rows.plane;
-        assert!(n.is_multiple_of(rows.h * rows.w) && dx.len() >= rows.len && rows.len >= planes);
-        dx[planes..rows.len].fill(0.0);
+        assert!(n.is_multiple_of(rows.h * rows.w) && dx.len() >= rows.len && rows.len >= c * ch_len);
+        dx[c * ch_len..rows.len].fill(0.0);
     }
-    // A channel's values of dx: its planes when laid out.
-    let ch_len = rows.map_or(n, |r| n / (r.h * r.w) * r.plane);
     let act = per_channel_act(act);
     assert!(saved.len() >= SAVED * c, "batch norm keeps {SAVED} values per channel");
     let top = Clamp::of(act).and_then(Clamp::top);
